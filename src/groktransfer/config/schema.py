@@ -83,6 +83,8 @@ class TrainConfig:
     progress_bar: bool = True
     # keep every periodic checkpoint (needed for circuit analysis over time) or only the last
     keep_checkpoints: bool = True
+    # wall-clock budget for the training loop; exceeded -> the job is marked failed (timeout)
+    timeout_minutes: Optional[float] = None
 
 
 @dataclass
@@ -135,7 +137,7 @@ class TransferConfig:
         default_factory=lambda: CheckpointCriteria(min_train_acc=0.999, min_test_acc=0.999, held_for=100)
     )
     memorized: CheckpointCriteria = field(
-        default_factory=lambda: CheckpointCriteria(min_train_acc=0.999, max_test_acc=0.2, pick="last")
+        default_factory=lambda: CheckpointCriteria(min_train_acc=0.999, max_test_acc=0.2, pick="first")
     )
     components: Dict[str, str] = field(
         default_factory=lambda: {

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# The main job, from a fresh clone: install, run the quickstart 3-way transfer sweep
+# (one source run of a+b, then grokked / memorized / random starts on a-b, 3 seeds each,
+# two parallel 1-thread jobs) and analyse it. Prints where the report is.
+#   bash scripts/quickstart.sh            # extra args go to the sweep, e.g. seed=0,1,2,3,4
+set -euo pipefail
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+source "$repo/scripts/setup_env.sh"
+cd "$repo"
+sweep_dir="multirun/quickstart/$(date +%Y-%m-%d_%H-%M-%S)"
+start=$(date +%s)
+"$PYTHON_BIN" scripts/train.py -m experiment=quickstart \
+  transfer=random,grokked,memorized seed=0,1,2 \
+  hydra/launcher=joblib hydra.launcher.n_jobs=2 \
+  hydra.sweep.dir="$sweep_dir" "$@"
+"$PYTHON_BIN" scripts/analyze.py sweep_dir="$sweep_dir"
+echo "quickstart finished in $(( $(date +%s) - start )) s; report: $sweep_dir/analysis/report.html"

@@ -1,0 +1,255 @@
+"""Find run directories under sweep directories and read their status records.
+
+The run-directory contract (docs/architecture.md) is the analysis job's only
+input. A run dir is any directory holding ``status.json``; a job dir that has
+Hydra's ``.hydra/`` but no ``status.json`` crashed before the trainer wrote
+anything and is still *listed* (as "no status"), because a sweep report that
+silently drops crashed jobs overstates how well the sweep went.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterable
+
+import yaml
+
+# Directories that never hold a sweep's job dirs (source cache, run index, our own output,
+# W&B files, checkpoints) -- pruned from the recursive search.
+SKIP_DIRS = frozenset({"analysis", ".sources", ".index", "wandb", "checkpoints", ".hydra", "__pycache__"})
+
+NO_STATUS = "no status"
+UNREADABLE = "unreadable"
+GLOB_CHARS = set("*?[")
+
+
+class SweepInputError(ValueError):
+    """The sweep dir(s) given to the analysis are missing or hold no runs."""
+
+
+@dataclass
+class RunRecord:
+    """One job of a sweep as the analysis sees it: status.json plus where it lives."""
+
+    sweep: Path
+    run_dir: Path
+    status: str
+    reason: str | None = None
+    run_id: str | None = None
+    experiment: str | None = None
+    task: str | None = None
+    condition: str | None = None
+    seed: int | None = None
+    epoch: int | None = None
+    max_epochs: int | None = None
+    thresholds: dict[str, dict[str, Any]] = field(default_factory=dict)
+    final: dict[str, Any] = field(default_factory=dict)
+    wall_time_s: float | None = None
+    updated_at: str | None = None
+    stale: bool = False
+    logger_group: str | None = None
+
+    @property
+    def completed(self) -> bool:
+        """Only completed runs enter the statistics (as reached or censored)."""
+        return self.status == "completed"
+
+    @property
+    def status_label(self) -> str:
+        """Status as shown to a reader: a running run nobody updates is flagged stale."""
+        return "running/stale" if self.status == "running" and self.stale else self.status
+
+    @property
+    def name(self) -> str:
+        """Path of the run dir relative to its sweep dir (``.`` if the sweep dir is the run)."""
+        try:
+            return str(self.run_dir.relative_to(self.sweep)) or "."
+        except ValueError:
+            return str(self.run_dir)
+
+
+# --------------------------------------------------------------------------- sweep dirs
+
+
+def resolve_sweep_dirs(spec: str | os.PathLike | Iterable[str | os.PathLike] | None) -> list[Path]:
+    """Expand ``sweep_dir`` (a path, a glob, or a list of either) into existing directories.
+
+    An explicit path must exist; a glob must match at least one directory. Both fail
+    with one clear message *before* anything is written.
+    """
+    if spec is None or (isinstance(spec, str) and not spec.strip()):
+        raise SweepInputError("sweep_dir is required, e.g. sweep_dir=multirun/quickstart/<date>_<time>")
+    items = [spec] if isinstance(spec, (str, os.PathLike)) else list(spec)
+    if not items:
+        raise SweepInputError("sweep_dir is an empty list")
+    out: list[Path] = []
+    for item in items:
+        text = os.fspath(item)
+        if GLOB_CHARS & set(text):
+            matches = [Path(m) for m in sorted(glob.glob(text)) if Path(m).is_dir()]
+            matches = [m for m in matches if m.name not in SKIP_DIRS]
+            if not matches:
+                raise SweepInputError(f"sweep_dir pattern matches no directory: {text}")
+            out.extend(matches)
+        else:
+            path = Path(text)
+            if not path.is_dir():
+                raise SweepInputError(f"sweep_dir does not exist or is not a directory: {text}")
+            out.append(path)
+    seen: set[Path] = set()
+    unique = []
+    for p in out:
+        key = p.resolve()
+        if key not in seen:
+            seen.add(key)
+            unique.append(p)
+    return unique
+
+
+def find_run_dirs(sweep_dir: Path) -> tuple[list[Path], list[Path]]:
+    """Return (dirs with status.json, job dirs with ``.hydra/`` but no status.json), sorted.
+
+    The search is recursive because sweeps nest (``multirun/<exp>/<date>/<job>``) and
+    job names are not part of the contract; it does not descend into a run dir.
+    """
+    runs: list[Path] = []
+    crashed: list[Path] = []
+    for root, dirs, files in os.walk(sweep_dir):
+        here = Path(root)
+        if "status.json" in files:
+            runs.append(here)
+            dirs[:] = []
+            continue
+        if ".hydra" in dirs:
+            crashed.append(here)
+        dirs[:] = sorted(d for d in dirs if d not in SKIP_DIRS)
+    return sorted(runs), sorted(crashed)
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    """Best-effort YAML read: a missing or broken config only costs us metadata."""
+    try:
+        with open(path) as fh:
+            data = yaml.safe_load(fh)
+        return data if isinstance(data, dict) else {}
+    except (OSError, yaml.YAMLError):
+        return {}
+
+
+def _config_of(run_dir: Path) -> dict[str, Any]:
+    """The run's resolved config: the plain copy, else Hydra's composed one."""
+    cfg = _read_yaml(run_dir / "config.yaml")
+    return cfg or _read_yaml(run_dir / ".hydra" / "config.yaml")
+
+
+def _dig(d: Any, *keys: str) -> Any:
+    """Nested ``get`` that tolerates missing levels."""
+    for k in keys:
+        if not isinstance(d, dict):
+            return None
+        d = d.get(k)
+    return d
+
+
+def _as_int(v: Any) -> int | None:
+    try:
+        return None if v is None else int(v)
+    except (TypeError, ValueError):
+        return None
+
+
+def _as_float(v: Any) -> float | None:
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return None
+    return None if math.isnan(f) else f
+
+
+def _timestamp(value: Any, fallback: float) -> float:
+    """Seconds since the epoch from an ISO string or a number; ``fallback`` if unparsable."""
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            return fallback
+        if dt.tzinfo is None:  # naive: written in the machine's local time
+            return dt.timestamp()
+        return dt.astimezone(timezone.utc).timestamp()
+    return fallback
+
+
+def load_run(run_dir: Path, sweep: Path, stale_after_s: float, now: float | None = None) -> RunRecord:
+    """Read one run dir (status.json present or not) into a ``RunRecord``.
+
+    Metadata missing from status.json (condition, seed, task) is taken from the
+    run's config so crashed jobs can still be attributed to a condition.
+    """
+    now = time.time() if now is None else now
+    cfg = _config_of(run_dir)
+    rec = RunRecord(sweep=sweep, run_dir=run_dir, status=NO_STATUS)
+    status_path = run_dir / "status.json"
+    st: dict[str, Any] = {}
+    if status_path.exists():
+        try:
+            st = json.loads(status_path.read_text())
+            if not isinstance(st, dict):
+                raise ValueError("status.json is not a JSON object")
+            rec.status = str(st.get("status") or UNREADABLE)
+            rec.reason = st.get("reason")
+        except (OSError, ValueError) as exc:
+            rec.status, rec.reason = UNREADABLE, f"status.json unreadable: {exc}"
+    else:
+        rec.reason = "no status.json (crashed before start?)"
+
+    rec.run_id = st.get("run_id")
+    rec.experiment = st.get("experiment") or cfg.get("experiment_name")
+    rec.task = st.get("task") or _dig(cfg, "task", "name")
+    rec.condition = st.get("condition") or _dig(cfg, "transfer", "name") or "unknown"
+    rec.seed = _as_int(st.get("seed", cfg.get("seed")))
+    rec.epoch = _as_int(st.get("epoch"))
+    rec.max_epochs = _as_int(st.get("max_epochs", _dig(cfg, "train", "max_epochs")))
+    rec.thresholds = st.get("thresholds") or {}
+    rec.final = st.get("final") or {}
+    rec.wall_time_s = _as_float(st.get("wall_time_s"))
+    rec.updated_at = st.get("updated_at")
+    rec.logger_group = _dig(cfg, "logger", "group")
+    if rec.status == "running":
+        mtime = status_path.stat().st_mtime
+        rec.stale = now - _timestamp(rec.updated_at, mtime) > stale_after_s
+    return rec
+
+
+def collect_runs(sweep_dirs: list[Path], stale_after_s: float = 3600.0) -> list[RunRecord]:
+    """All runs of all sweeps (deduplicated by real path), in a stable order.
+
+    Raises ``SweepInputError`` if an explicitly given sweep dir holds no job at all,
+    so a typo'd or still-empty sweep is a clear error rather than an empty report.
+    """
+    seen: set[Path] = set()
+    records: list[RunRecord] = []
+    now = time.time()
+    for sweep in sweep_dirs:
+        runs, crashed = find_run_dirs(sweep)
+        if not runs and not crashed:
+            raise SweepInputError(f"no run directories (status.json or .hydra/) under {sweep}")
+        for d in runs + crashed:
+            key = d.resolve()
+            if key in seen:
+                continue
+            seen.add(key)
+            records.append(load_run(d, sweep, stale_after_s, now))
+    records.sort(key=lambda r: (str(r.sweep), r.condition or "", r.seed if r.seed is not None else -1, str(r.run_dir)))
+    return records

@@ -1,0 +1,266 @@
+"""The analysis figures: epochs to threshold, test curves, progress measures.
+
+Why these choices: a reader should get the answer ("does transfer from a grokked
+model speed up grokking?") at a glance, and should never mistake a lower bound
+for a measurement -- so censored runs are drawn as hollow upward triangles (the
+true value is above) and counted in the legend, every figure uses the same
+colour per condition, and log axes are used only when values span more than
+``log_span``×. Curves show the median across seeds with the inter-quartile band;
+see ``curves.py`` for how seeds are put on a common epoch grid.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from . import style  # sets the Agg backend before pyplot is imported
+from .curves import aggregate
+from .stats import threshold_key
+
+import matplotlib.pyplot as plt  # noqa: E402  (after the backend is chosen)
+from matplotlib.lines import Line2D  # noqa: E402
+from matplotlib.ticker import FuncFormatter  # noqa: E402
+
+MEASURE_LABELS = {
+    "restricted_loss": ("Restricted loss", "loss (key frequencies only)"),
+    "excluded_loss": ("Excluded loss", "train loss (key freqs removed)"),
+    "restricted_acc": ("Restricted accuracy", "accuracy"),
+    "excluded_acc": ("Excluded accuracy", "accuracy"),
+    "weight_norm_total": ("Total sum of squared weights", "Σ w²"),
+    "n_key_freqs": ("Key frequencies", "count"),
+    "gini_W_E": ("Gini of W_E Fourier norms", "Gini coefficient"),
+    "gini_W_L": ("Gini of W_L = W_out·W_U Fourier norms", "Gini coefficient"),
+}
+
+
+def _epoch_formatter(x: float, _pos: int) -> str:
+    """Plain epoch numbers on log axes (1k, 10k instead of 10^3)."""
+    if x <= 0:
+        return "0"
+    if x >= 1000:
+        v = x / 1000
+        return f"{v:g}k"
+    return f"{x:g}"
+
+
+def _needs_log(values: np.ndarray, span: float) -> bool:
+    pos = values[np.isfinite(values) & (values > 0)]
+    return pos.size > 1 and pos.max() / pos.min() > span
+
+
+def _set_epoch_scale(ax: plt.Axes, axis: str, values: np.ndarray, span: float) -> None:
+    """Log epoch axis if values span > ``span``×; symlog (linear near 0) if zeros are present.
+
+    Epoch 0 matters for transfer runs (the starting accuracy), so it is kept on a
+    short linear segment rather than dropped from a pure log axis.
+    """
+    v = np.asarray(values, dtype=float)
+    v = v[np.isfinite(v)]
+    if not _needs_log(v, span):
+        return
+    setter = ax.set_xscale if axis == "x" else ax.set_yscale
+    pos = v[v > 0]
+    if (v <= 0).any():
+        setter("symlog", linthresh=float(pos.min()), linscale=0.25)
+    else:
+        setter("log")
+    fmt = FuncFormatter(_epoch_formatter)
+    (ax.xaxis if axis == "x" else ax.yaxis).set_major_formatter(fmt)
+
+
+# --------------------------------------------------------------------------- epochs to threshold
+
+
+def plot_epochs_to_threshold(
+    obs: pd.DataFrame,
+    thresholds: Sequence[float],
+    conditions: Sequence[str],
+    colors: Mapping[str, str],
+    path: Path,
+    n_excluded: int = 0,
+    log_span: float = 10.0,
+    dpi: int = 130,
+    title: str = "",
+) -> Path | None:
+    """One panel per threshold: box per condition plus one point per seed.
+
+    ``obs`` is ``stats.observations_frame`` restricted to included rows. Filled
+    circles reached the threshold; hollow upward triangles are censored at their
+    last epoch. The box summarises both (same substitution as the statistics).
+    """
+    if obs.empty or not thresholds:
+        return None
+    style.apply_theme()
+    conds = [c for c in conditions if c in set(obs.condition)]
+    k = len(thresholds)
+    fig, axes = plt.subplots(1, k, figsize=(max(3.4 * k, 5.0), 4.8), sharey=True, squeeze=False)
+    rng = np.random.default_rng(0)  # fixed jitter: the same data always gives the same picture
+    for ax, t in zip(axes[0], thresholds):
+        g = obs[obs.threshold == t]
+        for i, cond in enumerate(conds):
+            gc = g[g.condition == cond]
+            vals = gc.value.to_numpy(dtype=float)
+            if vals.size == 0:
+                continue
+            bp = ax.boxplot(
+                vals, positions=[i], widths=0.55, showfliers=False, patch_artist=True,
+                medianprops={"color": "black", "lw": 1.6}, whiskerprops={"color": "0.4"},
+                capprops={"color": "0.4"}, boxprops={"edgecolor": "0.4"},
+            )  # fmt: skip
+            bp["boxes"][0].set_facecolor(colors[cond])
+            bp["boxes"][0].set_alpha(0.25)
+            cens = gc.censored.to_numpy(dtype=bool)
+            x = i + rng.uniform(-0.16, 0.16, vals.size)
+            ax.scatter(x[~cens], vals[~cens], s=36, color=colors[cond], edgecolor="white", lw=0.6, zorder=3)
+            ax.scatter(
+                x[cens], vals[cens], s=64, marker="^", facecolor="white", edgecolor=colors[cond],
+                lw=1.6, zorder=4,
+            )  # fmt: skip
+        n_reached = int((~g.censored.astype(bool)).sum())
+        n_cens = int(g.censored.astype(bool).sum())
+        handles = [
+            Line2D([], [], ls="", marker="o", color="0.3", label=f"reached (n={n_reached})"),
+            Line2D([], [], ls="", marker="^", markerfacecolor="white", color="0.3", mew=1.5,
+                   label=f"censored at last epoch (n={n_cens})"),
+        ]  # fmt: skip
+        ax.legend(handles=handles, loc="upper right", fontsize=8, framealpha=0.9)
+        ax.set_title(f"test acc ≥ {threshold_key(t)}")
+        counts = g.groupby("condition").size()
+        ax.set_xticks(range(len(conds)), [f"{c}\nn={int(counts.get(c, 0))}" for c in conds])
+        ax.set_xlim(-0.6, len(conds) - 0.4)
+        ax.set_xlabel("")
+    _set_epoch_scale(axes[0][0], "y", obs.value.to_numpy(dtype=float), log_span)
+    ymax = np.nanmax(obs.value.to_numpy(dtype=float))
+    if axes[0][0].get_yscale() == "linear":
+        axes[0][0].set_ylim(bottom=min(0, np.nanmin(obs.value)), top=ymax * 1.22 + 1)
+    else:
+        lo, _ = axes[0][0].get_ylim()
+        axes[0][0].set_ylim(lo, ymax * 3.0)  # head-room for the legend
+    axes[0][0].set_ylabel("epochs to threshold")
+    note = "Box: quartiles and median of reached and censored values (censored at last epoch).  "
+    note += "Hollow ▲ = never reached the threshold: true value is higher."
+    if n_excluded:
+        note += f"\nNot shown: {n_excluded} run(s) that did not complete (failed / running / stopped / crashed)."
+    fig.text(0.01, 0.005, note, fontsize=8, color="0.3", va="bottom")
+    fig.suptitle(title or "Epochs to test-accuracy threshold", fontsize=12)
+    fig.tight_layout(rect=(0, 0.07 if n_excluded else 0.045, 1, 1))
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+    return path
+
+
+# --------------------------------------------------------------------------- curves
+
+
+def _draw_band(ax: plt.Axes, agg: pd.DataFrame, color: str, label: str) -> None:
+    ax.fill_between(agg.epoch, agg.q25, agg.q75, color=color, alpha=0.2, lw=0)
+    ax.plot(agg.epoch, agg["median"], color=color, lw=1.8, label=label)
+
+
+def _all_epochs(tables: Mapping[str, Sequence[pd.DataFrame]]) -> np.ndarray:
+    arrays = [df.epoch.to_numpy(dtype=float) for dfs in tables.values() for df in dfs]
+    return np.concatenate(arrays) if arrays else np.array([])
+
+
+def plot_curve(
+    tables: Mapping[str, Sequence[pd.DataFrame]],
+    column: str,
+    conditions: Sequence[str],
+    colors: Mapping[str, str],
+    path: Path,
+    ylabel: str,
+    title: str,
+    log_y: bool = False,
+    hlines: Sequence[float] = (),
+    after_end: str = "hold",
+    max_points: int = 400,
+    log_span: float = 10.0,
+    dpi: int = 130,
+) -> Path | None:
+    """Median line and inter-quartile band of ``column`` against epoch, per condition."""
+    style.apply_theme()
+    fig, ax = plt.subplots(figsize=(8.0, 4.8))
+    drawn = False
+    for cond in conditions:
+        dfs = tables.get(cond, [])
+        agg = aggregate(dfs, column, after_end, max_points)
+        if agg.empty:
+            continue
+        n = sum(1 for df in dfs if column in df.columns)
+        _draw_band(ax, agg, colors[cond], f"{cond} (n={n})")
+        drawn = True
+    if not drawn:
+        plt.close(fig)
+        return None
+    for h in hlines:
+        ax.axhline(h, color="0.55", lw=0.8, ls=":", zorder=0)
+        ax.annotate(f"{h:g}", (1.0, h), xycoords=("axes fraction", "data"), xytext=(3, 0),
+                    textcoords="offset points", va="center", fontsize=7, color="0.45")  # fmt: skip
+    _set_epoch_scale(ax, "x", _all_epochs(tables), log_span)
+    if log_y:
+        ax.set_yscale("log")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(title="condition (seeds)", loc="best", fontsize=9)
+    hold = "held at their last value" if after_end == "hold" else "dropped"
+    fig.text(0.01, 0.005, f"Line: median across seeds; band: inter-quartile range. Runs that stopped early are {hold} after their last eval.",
+             fontsize=8, color="0.3", va="bottom")  # fmt: skip
+    fig.tight_layout(rect=(0, 0.04, 1, 1))
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+    return path
+
+
+def plot_measures(
+    tables: Mapping[str, Sequence[pd.DataFrame]],
+    columns: Sequence[str],
+    conditions: Sequence[str],
+    colors: Mapping[str, str],
+    path: Path,
+    after_end: str = "hold",
+    max_points: int = 400,
+    log_span: float = 10.0,
+    dpi: int = 130,
+    title: str = "Progress measures",
+) -> Path | None:
+    """Grid of progress-measure panels (only measures present in the data), median + IQR."""
+    if not columns:
+        return None
+    style.apply_theme()
+    ncols = min(3, len(columns))
+    nrows = math.ceil(len(columns) / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.6 * ncols, 3.5 * nrows + 0.9), squeeze=False)
+    epochs = _all_epochs(tables)
+    for ax, col in zip(axes.flat, columns):
+        for cond in conditions:
+            agg = aggregate(tables.get(cond, []), col, after_end, max_points)
+            if not agg.empty:
+                _draw_band(ax, agg, colors[cond], cond)
+        name, unit = MEASURE_LABELS.get(col, (col, col))
+        ax.set_title(name, fontsize=10)
+        ax.set_ylabel(unit, fontsize=9)
+        ax.set_xlabel("epoch", fontsize=9)
+        _set_epoch_scale(ax, "x", epochs, log_span)
+        if "loss" in col:
+            ax.set_yscale("log")
+        if col.startswith("n_"):
+            ax.yaxis.get_major_locator().set_params(integer=True)
+    for ax in list(axes.flat)[len(columns):]:
+        ax.remove()
+    counts = {c: len(tables.get(c, [])) for c in conditions if tables.get(c)}
+    handles = [Line2D([], [], color=colors[c], lw=2.2, label=f"{c} (n={n})") for c, n in counts.items()]
+    fig.legend(handles=handles, loc="upper center", ncol=len(handles), bbox_to_anchor=(0.5, 0.955 if nrows > 1 else 0.93),
+               frameon=False, fontsize=10)  # fmt: skip
+    fig.suptitle(title, fontsize=12)
+    fig.text(0.01, 0.005, "Line: median across seeds; band: inter-quartile range (computed at every checkpoint).",
+             fontsize=8, color="0.3", va="bottom")  # fmt: skip
+    fig.tight_layout(rect=(0, 0.03, 1, 0.9 if nrows > 1 else 0.86))
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+    return path

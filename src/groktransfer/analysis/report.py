@@ -1,0 +1,200 @@
+"""Render report sections to ``report.md`` and a self-contained ``report.html``.
+
+Why a section model: the report is assembled from independent parts (overview,
+statistics, failures, figures) and later modules add their own -- the circuits
+analysis will contribute a "Circuits" section through ``extra_sections``
+without touching this file. A section is plain data (text, tables, figures),
+so each output format is rendered in one place: markdown links PNGs by relative
+path; HTML embeds them as base64 so the file can be mailed or archived alone.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import pandas as pd
+
+
+@dataclass
+class ReportTable:
+    """A table with a caption; cells are shown as given (format numbers beforehand)."""
+
+    frame: pd.DataFrame
+    caption: str = ""
+
+
+@dataclass
+class ReportFigure:
+    """A PNG on disk with a caption."""
+
+    path: Path
+    caption: str = ""
+
+
+@dataclass
+class ReportSection:
+    """One titled section. ``text`` is light markdown: paragraphs, ``- `` bullets, `code`.
+
+    ``html`` (optional) replaces the rendered ``text`` in the HTML output, for
+    sections that need richer markup than the light markdown supports.
+    """
+
+    title: str
+    text: str = ""
+    tables: list[ReportTable] = field(default_factory=list)
+    figures: list[ReportFigure] = field(default_factory=list)
+    html: str | None = None
+
+
+CSS = """
+body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; max-width: 1100px;
+       margin: 2em auto; padding: 0 1em; color: #222; line-height: 1.45; }
+h1 { border-bottom: 2px solid #1f77b4; padding-bottom: .2em; }
+h2 { margin-top: 1.8em; border-bottom: 1px solid #ddd; padding-bottom: .15em; }
+table { border-collapse: collapse; margin: .6em 0 1.2em; font-size: 0.9em; }
+th, td { border: 1px solid #ccc; padding: 3px 8px; text-align: right; }
+th { background: #f0f4f8; }
+td:first-child, th:first-child { text-align: left; }
+tr:nth-child(even) td { background: #fafafa; }
+caption { caption-side: top; text-align: left; font-weight: 600; padding-bottom: .3em; }
+figure { margin: 1em 0 2em; }
+figure img { max-width: 100%; border: 1px solid #eee; }
+figcaption { font-size: 0.9em; color: #555; }
+code { background: #f3f3f3; padding: 0 3px; border-radius: 3px; }
+.hook { color: #888; font-size: .85em; }
+"""
+
+
+# --------------------------------------------------------------------------- markdown
+
+
+def _md_cell(v: object) -> str:
+    if v is None or (isinstance(v, float) and pd.isna(v)) or v is pd.NA:
+        return "–"
+    return str(v).replace("|", "\\|").replace("\n", " ")
+
+
+def markdown_table(df: pd.DataFrame) -> str:
+    """A GitHub pipe table (no dependency on ``tabulate``)."""
+    if df.empty:
+        return "_(none)_"
+    head = "| " + " | ".join(_md_cell(c) for c in df.columns) + " |"
+    sep = "|" + "|".join("---" for _ in df.columns) + "|"
+    body = ["| " + " | ".join(_md_cell(v) for v in row) + " |" for row in df.itertuples(index=False)]
+    return "\n".join([head, sep, *body])
+
+
+def section_markdown(section: ReportSection, base_dir: Path) -> str:
+    """Markdown of one section; figure links are relative to ``base_dir`` (the report's dir)."""
+    parts = [f"## {section.title}"]
+    if section.text:
+        parts.append(section.text.strip())
+    for t in section.tables:
+        parts.append((f"**{t.caption}**\n\n" if t.caption else "") + markdown_table(t.frame))
+    for f in section.figures:
+        rel = Path(os.path.relpath(f.path, base_dir)).as_posix()
+        parts.append(f"![{f.caption or f.path.stem}]({rel})" + (f"\n\n*{f.caption}*" if f.caption else ""))
+    return "\n\n".join(parts)
+
+
+# --------------------------------------------------------------------------- html
+
+
+def _inline(text: str) -> str:
+    out = html.escape(text)
+    out = re.sub(r"`([^`]+)`", r"<code>\1</code>", out)
+    return re.sub(r"\*\*([^*]+)\*\*", r"<strong>\1</strong>", out)
+
+
+def text_to_html(text: str) -> str:
+    """Light markdown to HTML: blank-line paragraphs, ``- `` bullet lists, `code`, **bold**."""
+    blocks = []
+    for block in re.split(r"\n\s*\n", text.strip()):
+        lines = block.splitlines()
+        if lines and all(ln.lstrip().startswith("- ") for ln in lines):
+            items = "".join(f"<li>{_inline(ln.lstrip()[2:])}</li>" for ln in lines)
+            blocks.append(f"<ul>{items}</ul>")
+        elif block.strip():
+            blocks.append(f"<p>{_inline(' '.join(ln.strip() for ln in lines))}</p>")
+    return "\n".join(blocks)
+
+
+def _img_tag(path: Path, alt: str) -> str:
+    data = base64.b64encode(Path(path).read_bytes()).decode("ascii")
+    return f'<img src="data:image/png;base64,{data}" alt="{html.escape(alt)}">'
+
+
+def section_html(section: ReportSection) -> str:
+    """HTML of one section, figures embedded as base64 PNG."""
+    parts = [f"<h2>{html.escape(section.title)}</h2>"]
+    if section.html is not None:
+        parts.append(section.html)
+    elif section.text:
+        parts.append(text_to_html(section.text))
+    for t in section.tables:
+        if t.frame.empty:
+            parts.append(f"<p><em>{html.escape(t.caption)}: none</em></p>")
+            continue
+        table = t.frame.to_html(index=False, na_rep="–", border=0, escape=True)
+        if t.caption:
+            table = table.replace(">", f"><caption>{html.escape(t.caption)}</caption>", 1)
+        parts.append(table)
+    for f in section.figures:
+        cap = f"<figcaption>{html.escape(f.caption)}</figcaption>" if f.caption else ""
+        parts.append(f"<figure>{_img_tag(f.path, f.caption or f.path.stem)}{cap}</figure>")
+    return "\n".join(parts)
+
+
+# --------------------------------------------------------------------------- assembly
+
+
+def build_report(
+    title: str,
+    sections: Sequence[ReportSection],
+    out_dir: Path,
+    extra_sections: Sequence[ReportSection] = (),
+    intro: str = "",
+    tail: Sequence[ReportSection] = (),
+) -> tuple[Path, Path]:
+    """Write ``report.md`` and ``report.html`` to ``out_dir``; return their paths.
+
+    EXTENSION HOOK: ``extra_sections`` are placed after the built-in ``sections``
+    and before ``tail`` (e.g. the circuits module's "Circuits" section goes after
+    the figures and before the file list). They are rendered exactly like the
+    built-in ones.
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    md = [f"# {title}"]
+    if intro:
+        md.append(intro.strip())
+    md += [section_markdown(s, out_dir) for s in sections]
+    md.append("<!-- EXTRA SECTIONS (extension hook: build_report(extra_sections=...)) -->")
+    md += [section_markdown(s, out_dir) for s in extra_sections]
+    md.append("<!-- END EXTRA SECTIONS -->")
+    md += [section_markdown(s, out_dir) for s in tail]
+    md_path = out_dir / "report.md"
+    md_path.write_text("\n\n".join(md) + "\n", encoding="utf-8")
+
+    body = [f"<h1>{html.escape(title)}</h1>"]
+    if intro:
+        body.append(text_to_html(intro))
+    body += [section_html(s) for s in sections]
+    body.append('<!-- EXTRA SECTIONS (extension hook: build_report(extra_sections=...)) -->')
+    body += [section_html(s) for s in extra_sections]
+    body.append("<!-- END EXTRA SECTIONS -->")
+    body += [section_html(s) for s in tail]
+    page = (
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+        f"<title>{html.escape(title)}</title><style>{CSS}</style></head>\n<body>\n"
+        + "\n".join(body)
+        + "\n</body></html>\n"
+    )
+    html_path = out_dir / "report.html"
+    html_path.write_text(page, encoding="utf-8")
+    return md_path, html_path

@@ -1,0 +1,181 @@
+"""Semantic validation of a composed job config, before anything is trained or written.
+
+Hydra's structured configs already reject unknown keys and wrong types at compose
+time. What they cannot express -- p prime, fractions in range, a checkpoint path
+that exists, source and target shapes that agree on the copied components -- is
+checked here, and every problem found is reported at once in one readable error.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import List, Optional
+
+from omegaconf import DictConfig
+
+from groktransfer.tasks import TASKS, is_prime
+
+COMPONENTS = ("embed", "pos_embed", "attn", "mlp", "unembed")
+COMPONENT_ACTIONS = ("copy", "reinit", "freeze")
+CONDITIONS = ("random", "grokked", "memorized")
+LOGGER_MODES = ("online", "offline", "disabled")
+
+
+class ConfigError(ValueError):
+    """A config that cannot describe a valid job. The message lists every problem."""
+
+
+@dataclass(frozen=True)
+class ResolvedSeeds:
+    """The three independent seeds of a job (DESIGN: keep them separate)."""
+
+    data_seed: int
+    model_seed: int
+    source_seed: int
+
+
+def resolve_seeds(cfg: DictConfig) -> ResolvedSeeds:
+    """``seed`` fills whichever of data/model/source seed is not pinned."""
+    seed = int(cfg.seed)
+
+    def pick(value: Optional[int]) -> int:
+        return seed if value is None else int(value)
+
+    return ResolvedSeeds(
+        data_seed=pick(cfg.task.data_seed),
+        model_seed=pick(cfg.model.model_seed),
+        source_seed=pick(cfg.transfer.source.source_seed),
+    )
+
+
+def _check_task(prefix: str, name: str, p: int, frac: float, errors: List[str]) -> None:
+    if name not in TASKS:
+        errors.append(f"{prefix}.name={name!r}: unknown task; choose one of {sorted(TASKS)}")
+        return
+    if p < 2:
+        errors.append(f"{prefix}.p={p}: must be at least 2")
+    elif TASKS[name].needs_prime and not is_prime(p):
+        errors.append(f"{prefix}.p={p}: must be prime for the modular task {name!r}")
+    if not (0.0 < frac < 1.0):
+        errors.append(f"{prefix}.frac_train={frac}: must lie strictly between 0 and 1")
+
+
+def validate_job_config(cfg: DictConfig) -> None:
+    """Raise ConfigError listing every semantic problem of a training job config."""
+    errors: List[str] = []
+    task = cfg.task
+    _check_task("task", task.name, int(task.p), float(task.frac_train), errors)
+
+    model = cfg.model
+    if model.act not in ("relu", "gelu"):
+        errors.append(f"model.act={model.act!r}: choose relu or gelu")
+    if model.normalization not in (None, "LN"):
+        errors.append(f"model.normalization={model.normalization!r}: choose null or LN")
+    for key in ("n_layers", "n_heads", "d_model", "d_head", "d_mlp"):
+        if int(model[key]) < 1:
+            errors.append(f"model.{key}={model[key]}: must be positive")
+    if int(model.n_ctx) != 3:
+        errors.append(f"model.n_ctx={model.n_ctx}: the arithmetic tasks feed exactly 3 tokens (a b =)")
+    if task.name in TASKS and int(task.p) >= 2:
+        need_in = int(task.p) + 1
+        need_out = TASKS[task.name].out_vocab(int(task.p))
+        if model.d_vocab is not None and int(model.d_vocab) < need_in:
+            errors.append(f"model.d_vocab={model.d_vocab}: task {task.name} with p={task.p} needs >= {need_in}")
+        if model.d_vocab_out is not None and int(model.d_vocab_out) < need_out:
+            errors.append(
+                f"model.d_vocab_out={model.d_vocab_out}: task {task.name} with p={task.p} needs >= {need_out}"
+            )
+
+    opt = cfg.optimizer
+    if opt.name != "adamw":
+        errors.append(f"optimizer.name={opt.name!r}: only adamw is implemented")
+    if float(opt.lr) <= 0:
+        errors.append(f"optimizer.lr={opt.lr}: must be positive")
+    if float(opt.weight_decay) < 0:
+        errors.append(f"optimizer.weight_decay={opt.weight_decay}: must be >= 0")
+    if len(opt.betas) != 2 or not all(0.0 <= float(b) < 1.0 for b in opt.betas):
+        errors.append(f"optimizer.betas={list(opt.betas)}: need two values in [0, 1)")
+    if int(opt.warmup_steps) < 0:
+        errors.append(f"optimizer.warmup_steps={opt.warmup_steps}: must be >= 0")
+
+    train = cfg.train
+    for key in ("max_epochs", "eval_every", "checkpoint_every", "threads"):
+        if int(train[key]) < 1:
+            errors.append(f"train.{key}={train[key]}: must be >= 1")
+    if int(train.patience) < 0:
+        errors.append(f"train.patience={train.patience}: must be >= 0")
+    if int(train.checkpoint_every) % max(int(train.eval_every), 1) != 0:
+        errors.append(
+            f"train.checkpoint_every={train.checkpoint_every} must be a multiple of "
+            f"train.eval_every={train.eval_every} (checkpoints carry the eval's accuracies)"
+        )
+    thresholds = [float(t) for t in train.thresholds]
+    if not thresholds:
+        errors.append("train.thresholds: give at least one threshold")
+    if any(not (0.0 < t <= 1.0) for t in thresholds):
+        errors.append(f"train.thresholds={thresholds}: each must lie in (0, 1]")
+    if thresholds != sorted(set(thresholds)):
+        errors.append(f"train.thresholds={thresholds}: must be strictly increasing")
+    if not (0.0 < float(cfg.measures.key_freq_threshold) <= 1.0):
+        errors.append(f"measures.key_freq_threshold={cfg.measures.key_freq_threshold}: must lie in (0, 1]")
+
+    _validate_transfer(cfg, errors)
+
+    if cfg.logger.name not in ("wandb", "none"):
+        errors.append(f"logger.name={cfg.logger.name!r}: choose wandb or none")
+    if cfg.logger.mode not in LOGGER_MODES:
+        errors.append(f"logger.mode={cfg.logger.mode!r}: choose one of {LOGGER_MODES}")
+
+    if errors:
+        raise ConfigError("invalid config:\n  - " + "\n  - ".join(errors))
+
+
+def _validate_transfer(cfg: DictConfig, errors: List[str]) -> None:
+    tr = cfg.transfer
+    if tr.name not in CONDITIONS:
+        errors.append(f"transfer.name={tr.name!r}: choose one of {CONDITIONS}")
+        return
+    for comp, action in tr.components.items():
+        if comp not in COMPONENTS:
+            errors.append(f"transfer.components.{comp}: unknown component; choose from {COMPONENTS}")
+        elif action not in COMPONENT_ACTIONS:
+            errors.append(f"transfer.components.{comp}={action!r}: choose one of {COMPONENT_ACTIONS}")
+    for crit_name in ("grokked", "memorized"):
+        crit = tr[crit_name]
+        for key in ("min_train_acc", "min_test_acc", "max_test_acc"):
+            if not (0.0 <= float(crit[key]) <= 1.0):
+                errors.append(f"transfer.{crit_name}.{key}={crit[key]}: must lie in [0, 1]")
+        if float(crit.min_test_acc) > float(crit.max_test_acc):
+            errors.append(f"transfer.{crit_name}: min_test_acc > max_test_acc selects nothing")
+        if crit.pick not in ("first", "last"):
+            errors.append(f"transfer.{crit_name}.pick={crit.pick!r}: choose first or last")
+    if tr.name == "random":
+        return
+
+    src = tr.source
+    if src.path is not None:
+        path = os.path.expanduser(str(src.path))
+        if not os.path.isfile(path):
+            errors.append(f"transfer.source.path={src.path!r}: no such file")
+        return
+    p = int(src.p if src.p is not None else cfg.task.p)
+    frac = float(src.frac_train if src.frac_train is not None else cfg.task.frac_train)
+    _check_task("transfer.source.task", src.task, p, frac, errors)
+    if int(src.max_epochs) < 1:
+        errors.append(f"transfer.source.max_epochs={src.max_epochs}: must be >= 1")
+    if src.task in TASKS and cfg.task.name in TASKS:
+        copied = {c for c, a in tr.components.items() if a in ("copy", "freeze")}
+        src_in, tgt_in = p + 1, int(cfg.task.p) + 1
+        if copied & {"embed"} and src_in != tgt_in:
+            errors.append(
+                f"transfer copies 'embed' but the source vocab ({src_in} tokens, p={p}) differs from the "
+                f"target's ({tgt_in}, p={cfg.task.p}); set transfer.components.embed=reinit or match p"
+            )
+        src_out = TASKS[src.task].out_vocab(p)
+        tgt_out = TASKS[cfg.task.name].out_vocab(int(cfg.task.p))
+        if "unembed" in copied and src_out != tgt_out:
+            errors.append(
+                f"transfer copies 'unembed' but the source has {src_out} outputs ({src.task}, p={p}) and the "
+                f"target {tgt_out} ({cfg.task.name}, p={cfg.task.p}); set transfer.components.unembed=reinit"
+            )

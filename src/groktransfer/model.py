@@ -1,0 +1,522 @@
+"""The transformer of Nanda et al. (2023), laid out exactly like TransformerLens.
+
+Why a re-implementation rather than ``transformer_lens.HookedTransformer``?
+
+* **Speed.** Training a one-layer model for tens of thousands of full-batch epochs is
+  the whole cost of a sweep. Every input is ``[a, b, =]`` and the loss only reads the
+  last position, so :meth:`HookedGrokTransformer.forward_last` computes exactly that
+  logit row without materialising ``[batch, pos, d_model]`` activations (~10x faster
+  on one CPU thread than a full forward).
+* **Portability.** Parameter names, shapes and hook names follow TransformerLens
+  (see ``docs/architecture.md``), so a saved ``state_dict`` loads into
+  ``HookedTransformer`` with the config from :meth:`hooked_transformer_config_dict`,
+  and analysis code written against TransformerLens reads our caches unchanged.
+* **Reproducibility.** Initialisation is a pure function of an explicit seed; each
+  component draws from its own generator, so re-initialising one component with seed
+  ``s`` gives bit-for-bit what a fresh model with seed ``s`` holds there. That is what
+  makes a transfer run's "reinit" condition comparable with the "random" condition.
+
+Shapes in comments: ``b`` batch, ``p`` position, ``h`` head, ``e`` d_head,
+``d`` d_model, ``m`` d_mlp, ``v`` vocabulary.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from contextlib import contextmanager
+from dataclasses import asdict, is_dataclass
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from groktransfer.config.schema import ModelConfig
+
+#: The units a transfer condition can copy, re-initialise or freeze.
+COMPONENTS: Tuple[str, ...] = ("embed", "pos_embed", "attn", "mlp", "unembed")
+
+#: A forward-hook function: receives the activation and its HookPoint, returns a
+#: replacement activation or None to leave it unchanged (TransformerLens' convention).
+HookFn = Callable[..., Optional[torch.Tensor]]
+NamesFilter = Union[None, str, Sequence[str], Callable[[str], bool]]
+
+_ACTIVATIONS: Dict[str, Callable[[torch.Tensor], torch.Tensor]] = {"relu": F.relu, "gelu": F.gelu}
+
+# Biases whose training is switched by a ModelConfig flag. All of them always exist as
+# parameters (HookedTransformer expects them); an untrained one stays at zero.
+_BIAS_FLAGS: Dict[str, str] = {
+    "attn.b_Q": "attn_bias",
+    "attn.b_K": "attn_bias",
+    "attn.b_V": "attn_bias",
+    "attn.b_O": "attn_bias",
+    "mlp.b_in": "mlp_bias",
+    "mlp.b_out": "mlp_bias",
+    "unembed.b_U": "unembed_bias",
+}
+
+
+# --------------------------------------------------------------------------- config
+def as_model_config(cfg: Union[ModelConfig, Mapping[str, Any], Any]) -> ModelConfig:
+    """Accept a ModelConfig, an OmegaConf node or a plain mapping; return a ModelConfig.
+
+    Hydra hands modules DictConfig nodes, checkpoints hold plain dicts; the model keeps
+    one concrete type so ``model.config`` is always the same kind of object.
+    """
+    if isinstance(cfg, ModelConfig):
+        return cfg
+    try:  # OmegaConf is a dependency, but keep the model importable without it
+        from omegaconf import DictConfig, OmegaConf
+
+        if isinstance(cfg, DictConfig):
+            cfg = OmegaConf.to_container(cfg, resolve=True)
+    except ImportError:  # pragma: no cover
+        pass
+    if is_dataclass(cfg) and not isinstance(cfg, type):
+        cfg = asdict(cfg)
+    if not isinstance(cfg, Mapping):
+        raise TypeError(f"expected a ModelConfig or a mapping, got {type(cfg).__name__}")
+    known = set(ModelConfig.__dataclass_fields__)
+    unknown = sorted(set(cfg) - known)
+    if unknown:
+        raise ValueError(f"unknown ModelConfig field(s): {unknown}")
+    return ModelConfig(**dict(cfg))
+
+
+def _check_config(cfg: ModelConfig) -> None:
+    """Fail early and clearly on a config the model cannot be built from."""
+    for name in ("d_vocab", "d_vocab_out"):
+        if getattr(cfg, name) is None:
+            raise ValueError(
+                f"ModelConfig.{name} is None: resolve it from the task (Task.{name}) before building the model"
+            )
+    for name in ("n_layers", "n_heads", "d_model", "d_head", "d_mlp", "n_ctx", "d_vocab", "d_vocab_out"):
+        value = getattr(cfg, name)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"ModelConfig.{name} must be a positive int, got {value!r}")
+    if cfg.act not in _ACTIVATIONS:
+        raise ValueError(f"ModelConfig.act must be one of {sorted(_ACTIVATIONS)}, got {cfg.act!r}")
+    if cfg.normalization not in (None, "LN"):
+        raise ValueError(f"ModelConfig.normalization must be None or 'LN', got {cfg.normalization!r}")
+
+
+# --------------------------------------------------------------------------- hooks
+class HookPoint(nn.Module):
+    """Identity module marking a named activation, as in TransformerLens.
+
+    Hooks are ordinary PyTorch forward hooks on this module; ``name`` is the module's
+    dotted path in the model (filled in by :class:`HookedGrokTransformer`).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.name: str = ""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+    def extra_repr(self) -> str:
+        return repr(self.name)
+
+
+# --------------------------------------------------------------------------- layers
+def _empty_param(*shape: int, trainable: bool = True) -> nn.Parameter:
+    """Uninitialised parameter; values are written by ``_init_component``."""
+    return nn.Parameter(torch.empty(*shape), requires_grad=trainable)
+
+
+class Embed(nn.Module):
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.W_E = _empty_param(cfg.d_vocab, cfg.d_model)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:  # [b, p] -> [b, p, d]
+        return self.W_E[tokens]
+
+
+class PosEmbed(nn.Module):
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.W_pos = _empty_param(cfg.n_ctx, cfg.d_model)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:  # [b, p] -> [b, p, d] (a broadcast view)
+        batch, n_pos = tokens.shape
+        return self.W_pos[:n_pos].unsqueeze(0).expand(batch, n_pos, -1)
+
+
+class LayerNorm(nn.Module):
+    """TransformerLens' LayerNorm (eps 1e-5), with its ``hook_scale`` / ``hook_normalized``."""
+
+    def __init__(self, cfg: ModelConfig, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.eps = eps
+        self.w = _empty_param(cfg.d_model)
+        self.b = _empty_param(cfg.d_model)
+        self.hook_scale = HookPoint()
+        self.hook_normalized = HookPoint()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x - x.mean(-1, keepdim=True)
+        scale = self.hook_scale((x.pow(2).mean(-1, keepdim=True) + self.eps).sqrt())
+        return self.hook_normalized(x / scale) * self.w + self.b
+
+
+class Attention(nn.Module):
+    """Causal multi-head attention with TransformerLens' per-head weight layout."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        h, d, e = cfg.n_heads, cfg.d_model, cfg.d_head
+        self.n_heads, self.d_head = h, e
+        self.W_Q = _empty_param(h, d, e)
+        self.W_K = _empty_param(h, d, e)
+        self.W_V = _empty_param(h, d, e)
+        self.W_O = _empty_param(h, e, d)
+        self.b_Q = _empty_param(h, e, trainable=cfg.attn_bias)
+        self.b_K = _empty_param(h, e, trainable=cfg.attn_bias)
+        self.b_V = _empty_param(h, e, trainable=cfg.attn_bias)
+        self.b_O = _empty_param(d, trainable=cfg.attn_bias)
+        # Same buffers as HookedTransformer's attention, so state dicts match key for key.
+        self.register_buffer("mask", torch.tril(torch.ones(cfg.n_ctx, cfg.n_ctx, dtype=torch.bool)))
+        self.register_buffer("IGNORE", torch.tensor(-float("inf")))
+        self.hook_q = HookPoint()  # [b, p, h, e]
+        self.hook_k = HookPoint()
+        self.hook_v = HookPoint()
+        self.hook_attn_scores = HookPoint()  # [b, h, q, k], masked entries = -inf
+        self.hook_pattern = HookPoint()  # [b, h, q, k]
+        self.hook_z = HookPoint()  # [b, p, h, e]
+
+    @property
+    def scale(self) -> float:
+        return 1.0 / math.sqrt(self.d_head)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # [b, p, d] -> [b, p, d]
+        q = self.hook_q(torch.einsum("bpd,hde->bphe", x, self.W_Q) + self.b_Q)
+        k = self.hook_k(torch.einsum("bpd,hde->bphe", x, self.W_K) + self.b_K)
+        v = self.hook_v(torch.einsum("bpd,hde->bphe", x, self.W_V) + self.b_V)
+        n_pos = x.shape[1]
+        scores = torch.einsum("bqhe,bkhe->bhqk", q, k) * self.scale
+        scores = self.hook_attn_scores(scores.masked_fill(~self.mask[:n_pos, :n_pos], self.IGNORE))
+        pattern = self.hook_pattern(scores.softmax(dim=-1))
+        z = self.hook_z(torch.einsum("bhqk,bkhe->bqhe", pattern, v))
+        return torch.einsum("bqhe,hed->bqd", z, self.W_O) + self.b_O
+
+
+class MLP(nn.Module):
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.W_in = _empty_param(cfg.d_model, cfg.d_mlp)
+        self.b_in = _empty_param(cfg.d_mlp, trainable=cfg.mlp_bias)
+        self.W_out = _empty_param(cfg.d_mlp, cfg.d_model)
+        self.b_out = _empty_param(cfg.d_model, trainable=cfg.mlp_bias)
+        self.act = _ACTIVATIONS[cfg.act]
+        self.hook_pre = HookPoint()  # [..., m]
+        self.hook_post = HookPoint()  # [..., m]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # [..., d] -> [..., d]
+        pre = self.hook_pre(x @ self.W_in + self.b_in)
+        post = self.hook_post(self.act(pre))
+        return post @ self.W_out + self.b_out
+
+
+class TransformerBlock(nn.Module):
+    """Pre-LN residual block: resid += attn(ln1(resid)); resid += mlp(ln2(resid))."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        use_ln = cfg.normalization == "LN"
+        self.ln1: nn.Module = LayerNorm(cfg) if use_ln else nn.Identity()
+        self.attn = Attention(cfg)
+        self.ln2: nn.Module = LayerNorm(cfg) if use_ln else nn.Identity()
+        self.mlp = MLP(cfg)
+        self.hook_resid_pre = HookPoint()
+        self.hook_attn_out = HookPoint()
+        self.hook_resid_mid = HookPoint()
+        self.hook_mlp_out = HookPoint()
+        self.hook_resid_post = HookPoint()
+
+    def forward(self, resid: torch.Tensor) -> torch.Tensor:
+        resid = self.hook_resid_pre(resid)
+        resid = self.hook_resid_mid(resid + self.hook_attn_out(self.attn(self.ln1(resid))))
+        return self.hook_resid_post(resid + self.hook_mlp_out(self.mlp(self.ln2(resid))))
+
+
+class Unembed(nn.Module):
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.W_U = _empty_param(cfg.d_model, cfg.d_vocab_out)
+        self.b_U = _empty_param(cfg.d_vocab_out, trainable=cfg.unembed_bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # [..., d] -> [..., v_out]
+        return x @ self.W_U + self.b_U
+
+
+# --------------------------------------------------------------------------- components & init
+def component_of(name: str) -> str:
+    """Which transfer component a parameter (or buffer) name belongs to.
+
+    LayerNorms travel with the sublayer they feed: ``ln1`` with attn, ``ln2`` with mlp,
+    ``ln_final`` with unembed.
+    """
+    parts = name.split(".")
+    if parts[0] in ("embed", "pos_embed", "unembed"):
+        return parts[0]
+    if parts[0] == "ln_final":
+        return "unembed"
+    if parts[0] == "blocks" and len(parts) > 2:
+        if parts[2] in ("attn", "ln1"):
+            return "attn"
+        if parts[2] in ("mlp", "ln2"):
+            return "mlp"
+    raise KeyError(f"{name!r} belongs to no component of {COMPONENTS}")
+
+
+def component_seed(seed: int, component: str) -> int:
+    """Seed of one component's generator, derived from the model seed.
+
+    A stable hash (not Python's salted ``hash``) keeps it identical across processes.
+    """
+    digest = hashlib.sha256(f"groktransfer/init/{component}/{int(seed)}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") & (2**63 - 1)
+
+
+def _initial_value(name: str, shape: torch.Size, cfg: ModelConfig, gen: torch.Generator) -> torch.Tensor:
+    """Nanda et al.'s init: weights N(0, 1/d_model), W_U N(0, 1/d_vocab_out), biases 0, LN (1, 0)."""
+    leaf = name.rsplit(".", 1)[-1]
+    if leaf == "W_U":
+        return torch.randn(shape, generator=gen) / math.sqrt(cfg.d_vocab_out)
+    if leaf.startswith("W_"):
+        return torch.randn(shape, generator=gen) / math.sqrt(cfg.d_model)
+    if leaf == "w":  # LayerNorm gain
+        return torch.ones(shape)
+    return torch.zeros(shape)  # every bias, and LayerNorm's b
+
+
+def _per_head(resid: torch.Tensor, W: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``resid @ W[h] + b[h]`` for every head in one matmul: [n, d], [h, d, e] -> [n, h, e]."""
+    n_heads, d_model, d_head = W.shape
+    W_all_heads = W.transpose(0, 1).reshape(d_model, n_heads * d_head)
+    return torch.addmm(b.reshape(-1), resid, W_all_heads).view(-1, n_heads, d_head)
+
+
+# --------------------------------------------------------------------------- the model
+class HookedGrokTransformer(nn.Module):
+    """Nanda et al.'s modular-arithmetic transformer with TransformerLens names and hooks.
+
+    ``forward`` is the general full-sequence path (fires every hook); ``forward_last``
+    returns only the last position's logits and is the fast training path.
+    ``run_with_cache`` / ``run_with_hooks`` always use the full path.
+    """
+
+    def __init__(self, cfg: Union[ModelConfig, Mapping[str, Any]], seed: int) -> None:
+        super().__init__()
+        cfg = as_model_config(cfg)
+        _check_config(cfg)
+        if seed is None or isinstance(seed, bool) or not isinstance(seed, int):
+            raise ValueError(f"seed must be an int (initialisation is a function of it), got {seed!r}")
+        self.config = cfg
+        self.seed = seed
+        self.embed = Embed(cfg)
+        self.hook_embed = HookPoint()
+        self.pos_embed = PosEmbed(cfg)
+        self.hook_pos_embed = HookPoint()
+        self.blocks = nn.ModuleList(TransformerBlock(cfg) for _ in range(cfg.n_layers))
+        self.ln_final: nn.Module = LayerNorm(cfg) if cfg.normalization == "LN" else nn.Identity()
+        self.unembed = Unembed(cfg)
+        for name, module in self.named_modules():
+            if isinstance(module, HookPoint):
+                module.name = name
+        self._hook_points: Dict[str, HookPoint] = {
+            name: m for name, m in self.named_modules() if isinstance(m, HookPoint)
+        }
+        for component in COMPONENTS:
+            self.reinit_component(component, seed)
+
+    # ---- forward paths ------------------------------------------------------
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Logits at every position: [batch, pos] -> [batch, pos, d_vocab_out]."""
+        resid = self.hook_embed(self.embed(tokens)) + self.hook_pos_embed(self.pos_embed(tokens))
+        for block in self.blocks:
+            resid = block(resid)
+        return self.unembed(self.ln_final(resid))
+
+    def forward_last(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Logits at the last position only: [batch, pos] -> [batch, d_vocab_out].
+
+        The same function as ``forward(tokens)[:, -1]``. For one layer without
+        LayerNorm and with no hooks attached it takes the fast path
+        (:meth:`_forward_last_one_layer`); otherwise it runs the full forward, so an
+        attached hook is never silently skipped.
+        """
+        if self.config.n_layers == 1 and self.config.normalization is None and not self.has_hooks():
+            return self._forward_last_one_layer(tokens)
+        return self.forward(tokens)[:, -1]
+
+    def _forward_last_one_layer(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Last-position logits of a one-layer, LayerNorm-free model, without [b, p, d] tensors.
+
+        Without LayerNorm the residual stream at position j is ``W_E[t_j] + W_pos[j]``,
+        a function of (position, token) alone, and there are only ``p * v`` such pairs
+        (3 * 114 at p=113) against thousands of examples. So everything before the
+        attention-weighted sum is tabulated once per call and gathered by token:
+
+        * scores: only the last query is needed (the loss reads the last position), and
+          its score against key j depends on (last token, j, t_j) -> a [v, p * v, h]
+          table. The last query sees every key, so no causal mask applies;
+        * values: a [p * v, h * e] table, gathered per (example, position).
+
+        What remains per example is the weighted sum of values, W_O, the MLP and the
+        unembedding, all on [b, d]-sized tensors. Biases enter exactly as in ``forward``:
+        b_Q/b_K/b_V are inside the tables (b_V reaches the output through W_O since the
+        pattern sums to 1), b_O is added after W_O.
+        """
+        attn, mlp = self.blocks[0].attn, self.blocks[0].mlp
+        batch, n_pos = tokens.shape
+        d_vocab, d_model = self.config.d_vocab, self.config.d_model
+
+        # Residual stream for every (position, token): row j * v + t of a [p * v, d] table.
+        resid_table = (self.pos_embed.W_pos[:n_pos, None, :] + self.embed.W_E[None, :, :]).reshape(-1, d_model)
+        rows = tokens + torch.arange(n_pos, device=tokens.device) * d_vocab  # [b, p]
+
+        q_table = _per_head(resid_table[(n_pos - 1) * d_vocab :], attn.W_Q, attn.b_Q)  # [v, h, e]
+        k_table = _per_head(resid_table, attn.W_K, attn.b_K)  # [p * v, h, e]
+        score_table = torch.einsum("qhe,khe->qkh", q_table, k_table) * attn.scale  # [v, p * v, h]
+        score_rows = tokens[:, -1:] * (n_pos * d_vocab) + rows  # [b, p]
+        pattern = F.embedding(score_rows, score_table.flatten(0, 1)).softmax(dim=1)  # [b, p(keys), h]
+
+        v_table = _per_head(resid_table, attn.W_V, attn.b_V)  # [p * v, h, e]
+        v = F.embedding(rows, v_table.flatten(1)).unflatten(-1, v_table.shape[1:])  # [b, p, h, e]
+        z = (pattern.unsqueeze(-1) * v).sum(dim=1)  # [b, h, e]
+        attn_out = torch.addmm(attn.b_O, z.flatten(1), attn.W_O.flatten(0, 1))  # [b, d]
+
+        resid = F.embedding(rows[:, -1], resid_table) + attn_out  # [b, d]
+        resid = resid + mlp(resid)
+        return self.unembed(resid)
+
+    # ---- hooks ----------------------------------------------------------------
+    @property
+    def hook_dict(self) -> Dict[str, HookPoint]:
+        """Every hook point by its TransformerLens name."""
+        return dict(self._hook_points)
+
+    @property
+    def hook_names(self) -> List[str]:
+        return list(self._hook_points)
+
+    def has_hooks(self) -> bool:
+        """True if any hook point has a forward hook attached."""
+        return any(hp._forward_hooks for hp in self._hook_points.values())
+
+    def _select_hooks(self, names_filter: NamesFilter) -> List[str]:
+        if names_filter is None:
+            return self.hook_names
+        if isinstance(names_filter, str):
+            selected = [names_filter]
+        elif callable(names_filter):
+            return [n for n in self._hook_points if names_filter(n)]
+        else:
+            selected = list(names_filter)
+        unknown = [n for n in selected if n not in self._hook_points]
+        if unknown:
+            raise KeyError(f"unknown hook name(s) {unknown}; see model.hook_names")
+        return selected
+
+    @contextmanager
+    def hooks(self, fwd_hooks: Sequence[Tuple[Union[str, Callable[[str], bool]], HookFn]]) -> Iterator[None]:
+        """Attach ``(name_or_filter, fn)`` forward hooks for the duration of a ``with`` block.
+
+        ``fn(activation, hook=hook_point)`` may return a replacement activation. Hooks are
+        removed on exit, including when the block raises.
+        """
+        handles = []
+        try:
+            for name_or_filter, fn in fwd_hooks:
+                for name in self._select_hooks(name_or_filter):
+                    hook_point = self._hook_points[name]
+                    handles.append(
+                        hook_point.register_forward_hook(lambda module, _inputs, out, fn=fn: fn(out, hook=module))
+                    )
+            yield
+        finally:
+            for handle in handles:
+                handle.remove()
+
+    def run_with_hooks(
+        self, tokens: torch.Tensor, fwd_hooks: Sequence[Tuple[Union[str, Callable[[str], bool]], HookFn]] = ()
+    ) -> torch.Tensor:
+        """Full forward with temporary hooks, e.g. ablations; returns [batch, pos, d_vocab_out] logits."""
+        with self.hooks(fwd_hooks):
+            return self(tokens)
+
+    def run_with_cache(
+        self, tokens: torch.Tensor, names_filter: NamesFilter = None
+    ) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
+        """Full forward that also returns the (detached) activation at each selected hook."""
+        cache: Dict[str, torch.Tensor] = {}
+
+        def save(activation: torch.Tensor, hook: HookPoint) -> None:
+            cache[hook.name] = activation.detach()
+
+        with self.hooks([(name, save) for name in self._select_hooks(names_filter)]):
+            logits = self(tokens)
+        return logits, cache
+
+    # ---- components, init, freezing --------------------------------------------
+    def component_parameters(self, component: str) -> Dict[str, nn.Parameter]:
+        """Parameters of one transfer component (``attn``/``mlp`` span every layer)."""
+        if component not in COMPONENTS:
+            raise KeyError(f"unknown component {component!r}; choose from {COMPONENTS}")
+        return {n: p for n, p in self.named_parameters() if component_of(n) == component}
+
+    def trainable_by_config(self, name: str) -> bool:
+        """False only for a bias the config keeps at zero (its ``*_bias`` flag is off)."""
+        for suffix, flag in _BIAS_FLAGS.items():
+            if name.endswith(suffix):
+                return bool(getattr(self.config, flag))
+        return True
+
+    def set_component_trainable(self, component: str, trainable: bool) -> None:
+        """Freeze or unfreeze a component; biases the config keeps at zero stay frozen."""
+        for name, param in self.component_parameters(component).items():
+            param.requires_grad_(trainable and self.trainable_by_config(name))
+
+    @torch.no_grad()
+    def reinit_component(self, component: str, seed: int) -> None:
+        """Re-initialise one component in place, deterministically from ``seed``.
+
+        Gives exactly the values ``HookedGrokTransformer(cfg, seed)`` holds for that
+        component, whatever the other components are. Parameters keep their identity,
+        dtype, device and ``requires_grad``, so an optimizer built earlier still owns them.
+        """
+        gen = torch.Generator().manual_seed(component_seed(seed, component))
+        for name, param in self.component_parameters(component).items():
+            param.copy_(_initial_value(name, param.shape, self.config, gen))
+
+    # ---- TransformerLens interop ----------------------------------------------
+    def hooked_transformer_config_dict(self) -> Dict[str, Any]:
+        """Fields of ``transformer_lens.HookedTransformerConfig`` describing this model.
+
+        ``HookedTransformer(HookedTransformerConfig(**d)).load_state_dict(sd)`` then
+        accepts our state dict as is.
+        """
+        cfg = self.config
+        return {
+            "n_layers": cfg.n_layers,
+            "d_model": cfg.d_model,
+            "n_ctx": cfg.n_ctx,
+            "d_head": cfg.d_head,
+            "n_heads": cfg.n_heads,
+            "d_mlp": cfg.d_mlp,
+            "d_vocab": cfg.d_vocab,
+            "d_vocab_out": cfg.d_vocab_out,
+            "act_fn": cfg.act,
+            "normalization_type": cfg.normalization,
+            "positional_embedding_type": "standard",
+            "attn_only": False,
+            "default_prepend_bos": False,
+            "original_architecture": "groktransfer.HookedGrokTransformer",
+            "model_name": cfg.name,
+            "seed": self.seed,
+            "init_weights": True,
+        }

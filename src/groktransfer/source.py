@@ -1,0 +1,238 @@
+"""The source-run cache and the choice of grokked / memorized checkpoints.
+
+A transfer sweep runs many target jobs that start from the *same* source run
+(e.g. a+b mod 113 trained from source_seed 0). That run is trained once, in a
+directory named by a content hash of everything that determines its weights, and
+every later job finds it there. A file lock makes "trained once" hold across
+processes and launchers: the first job to arrive trains, the others wait.
+
+Grokked and memorized checkpoints both come from that one run, picked by the
+criteria in config and *verified* against its per-eval metrics; when no checkpoint
+qualifies the job refuses, rather than start from a half-generalised model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional
+
+import pandas as pd
+from filelock import FileLock, Timeout
+from omegaconf import DictConfig, OmegaConf
+
+from groktransfer.rundir import COMPLETED, RunDir
+
+log = logging.getLogger(__name__)
+
+# Bump when training semantics change so old cache entries are not reused.
+SOURCE_CACHE_VERSION = 1
+
+
+class SourceSelectionError(RuntimeError):
+    """No checkpoint of the source run satisfies the condition's criteria."""
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    """Everything that determines a source run's weights and checkpoints."""
+
+    task: Dict[str, Any]  # name, p, frac_train, data_seed
+    model: Dict[str, Any]
+    optimizer: Dict[str, Any]
+    train: Dict[str, Any]  # max_epochs, eval_every, checkpoint_every, thresholds, patience, fast_path
+    model_seed: int
+
+    def as_dict(self) -> Dict[str, Any]:
+        return {
+            "version": SOURCE_CACHE_VERSION,
+            "task": self.task,
+            "model": self.model,
+            "optimizer": self.optimizer,
+            "train": self.train,
+            "model_seed": self.model_seed,
+        }
+
+    @property
+    def content_hash(self) -> str:
+        blob = json.dumps(self.as_dict(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    @property
+    def label(self) -> str:
+        t = self.task
+        return f"{t['name']}_p{t['p']}_s{self.model_seed}_{self.content_hash}"
+
+
+def source_spec_from_config(cfg: DictConfig, source_seed: int) -> SourceSpec:
+    """The source run a target job's config asks for.
+
+    The source shares the target's model shape, optimizer and cadence; its task,
+    p, fraction and epochs come from ``transfer.source``. Both its split and its
+    init use ``source_seed``. Selection criteria are *not* part of the hash: the
+    grokked and memorized conditions must share one run.
+    """
+    src = cfg.transfer.source
+    p = int(src.p if src.p is not None else cfg.task.p)
+    frac = float(src.frac_train if src.frac_train is not None else cfg.task.frac_train)
+    model = OmegaConf.to_container(cfg.model, resolve=True)
+    assert isinstance(model, dict)
+    model.pop("model_seed", None)
+    model.pop("name", None)
+    model["d_vocab"] = None
+    model["d_vocab_out"] = None
+    optimizer = OmegaConf.to_container(cfg.optimizer, resolve=True)
+    assert isinstance(optimizer, dict)
+    train = {
+        "max_epochs": int(src.max_epochs),
+        "eval_every": int(cfg.train.eval_every),
+        "checkpoint_every": int(cfg.train.checkpoint_every),
+        "thresholds": [float(t) for t in cfg.train.thresholds],
+        "patience": int(cfg.train.patience),
+        "fast_path": bool(cfg.train.fast_path),
+    }
+    return SourceSpec(
+        task={"name": str(src.task), "p": p, "frac_train": frac, "data_seed": int(source_seed)},
+        model=model,
+        optimizer=optimizer,
+        train=train,
+        model_seed=int(source_seed),
+    )
+
+
+@dataclass(frozen=True)
+class ChosenCheckpoint:
+    """The checkpoint a transfer condition starts from, and why it qualified."""
+
+    condition: str
+    epoch: int
+    train_acc: float
+    test_acc: float
+    path: Path
+    optimizer_path: Optional[Path]
+    criteria: Dict[str, Any]
+
+    def as_record(self) -> Dict[str, Any]:
+        return {
+            "condition": self.condition,
+            "epoch": self.epoch,
+            "train_acc": self.train_acc,
+            "test_acc": self.test_acc,
+            "checkpoint": str(self.path),
+            "criteria": self.criteria,
+        }
+
+
+def select_checkpoint(
+    run_dir: RunDir, condition: str, criteria: Dict[str, Any], eval_every: int
+) -> ChosenCheckpoint:
+    """Pick the checkpoint of a finished source run that meets ``criteria``.
+
+    A checkpoint at epoch E qualifies when every eval in [E - held_for, E] has
+    train_acc >= min_train_acc and min_test_acc <= test_acc <= max_test_acc.
+    Accuracies come from the run's own per-eval table, so the choice is verified,
+    not assumed.
+    """
+    metrics = pd.read_csv(run_dir.path / "metrics.csv").sort_values("epoch")
+    ok = (
+        (metrics["train_acc"] >= float(criteria["min_train_acc"]))
+        & (metrics["test_acc"] >= float(criteria["min_test_acc"]))
+        & (metrics["test_acc"] <= float(criteria["max_test_acc"]))
+    )
+    held_for = int(criteria.get("held_for", 0))
+    epochs = metrics["epoch"].to_numpy()
+    ok_arr = ok.to_numpy()
+    # qualifying[E]: criterion true at every eval in the window [E - held_for, E]
+    qualifying: List[int] = []
+    streak_start: Optional[int] = None
+    for epoch, good in zip(epochs, ok_arr):
+        if good:
+            streak_start = int(epoch) if streak_start is None else streak_start
+            if int(epoch) - streak_start >= held_for and run_dir.checkpoint_path(int(epoch)).exists():
+                qualifying.append(int(epoch))
+        else:
+            streak_start = None
+    if not qualifying:
+        best = metrics.loc[metrics["train_acc"] >= float(criteria["min_train_acc"])]
+        hint = ""
+        if len(best):
+            hint = (
+                f"; epochs with train_acc >= {criteria['min_train_acc']} have test_acc from "
+                f"{best['test_acc'].min():.3f} to {best['test_acc'].max():.3f}"
+            )
+        raise SourceSelectionError(
+            f"no checkpoint of source run {run_dir.path} qualifies as '{condition}' "
+            f"(criteria {criteria}){hint}. "
+            + (
+                "This source task/p/frac_train has no clean memorised phase: choose a larger p or a smaller "
+                "frac_train, or relax transfer.memorized.max_test_acc knowingly."
+                if condition == "memorized"
+                else "The source run did not grok within transfer.source.max_epochs: raise it."
+            )
+        )
+    epoch = qualifying[0] if criteria.get("pick", "first") == "first" else qualifying[-1]
+    row = metrics.loc[metrics["epoch"] == epoch].iloc[0]
+    optim_path = run_dir.optimizer_state_path(epoch)
+    return ChosenCheckpoint(
+        condition=condition,
+        epoch=epoch,
+        train_acc=float(row["train_acc"]),
+        test_acc=float(row["test_acc"]),
+        path=run_dir.checkpoint_path(epoch),
+        optimizer_path=optim_path if optim_path.exists() else None,
+        criteria=dict(criteria),
+    )
+
+
+class SourceCache:
+    """Directory of source runs, one per content hash, each trained exactly once."""
+
+    def __init__(self, root: Path, lock_timeout_s: float = -1) -> None:
+        self.root = Path(root)
+        self.lock_timeout_s = lock_timeout_s
+
+    def run_dir(self, spec: SourceSpec) -> RunDir:
+        return RunDir(self.root / spec.label)
+
+    def lock(self, spec: SourceSpec) -> FileLock:
+        self.root.mkdir(parents=True, exist_ok=True)
+        return FileLock(str(self.root / f"{spec.label}.lock"), timeout=self.lock_timeout_s)
+
+    def get_or_train(self, spec: SourceSpec, train_fn: Callable[[RunDir, SourceSpec], None]) -> RunDir:
+        """Return the finished source run for ``spec``, training it first if needed.
+
+        ``train_fn(run_dir, spec)`` trains into ``run_dir`` (resuming if it holds a
+        partial run). It is called at most once per spec across all processes that
+        share the cache directory; the others block on the lock and then reuse it.
+        """
+        run_dir = self.run_dir(spec)
+        if self._is_usable(run_dir):
+            log.info("source run found in cache: %s", run_dir.path)
+            return run_dir
+        lock = self.lock(spec)
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            log.info("waiting for source run %s (being trained by another job)", spec.label)
+            lock.acquire(timeout=self.lock_timeout_s)
+        try:
+            if self._is_usable(run_dir):  # trained by the job we waited for
+                log.info("source run trained by another job: %s", run_dir.path)
+                return run_dir
+            run_dir.path.mkdir(parents=True, exist_ok=True)
+            (run_dir.path / "source_spec.json").write_text(json.dumps(spec.as_dict(), indent=2, sort_keys=True))
+            log.info("training source run %s into %s", spec.label, run_dir.path)
+            train_fn(run_dir, spec)
+            if not self._is_usable(run_dir):
+                raise RuntimeError(f"source run {run_dir.path} did not complete: {run_dir.read_status()}")
+            return run_dir
+        finally:
+            lock.release()
+
+    @staticmethod
+    def _is_usable(run_dir: RunDir) -> bool:
+        status = run_dir.read_status()
+        return bool(status) and status.get("status") == COMPLETED and (run_dir.path / "metrics.csv").exists()

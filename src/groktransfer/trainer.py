@@ -1,0 +1,313 @@
+"""Full-batch training loop: evaluation cadence, thresholds, early stop, checkpoints.
+
+The loop is deliberately small. Everything that is not "take a step, decide whether
+to evaluate, decide whether to stop" -- measures, sinks, checkpoint files -- hangs
+off ``TrainerCallbacks`` so the loop stays readable and the hot path stays fast:
+one fused last-position forward, a float64 cross-entropy, backward, AdamW step.
+Evaluation runs on all pairs every ``eval_every`` epochs, never every step.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Dict, List, Optional, Protocol, Sequence
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from groktransfer.config.schema import OptimizerConfig, TrainConfig
+from groktransfer.tasks import Task
+
+
+class TrainingFailure(RuntimeError):
+    """Training cannot go on (non-finite loss, timeout); ``epoch`` says where."""
+
+    def __init__(self, reason: str, epoch: int) -> None:
+        super().__init__(f"{reason} (epoch {epoch})")
+        self.reason = reason
+        self.epoch = epoch
+
+
+@dataclass
+class EvalResult:
+    """Losses and accuracies of one evaluation on all pairs."""
+
+    epoch: int
+    train_loss: float
+    test_loss: float
+    train_acc: float
+    test_acc: float
+    lr: float
+
+    def as_dict(self) -> Dict[str, float]:
+        return asdict(self)
+
+
+@dataclass
+class ThresholdTracker:
+    """First epoch at which test accuracy reached each threshold, and whether it held.
+
+    ``streak_start`` is where the current unbroken run of evals at or above the
+    *last* threshold began: early stopping waits for it to last ``patience`` epochs.
+    """
+
+    thresholds: List[float]
+    first_epoch: Dict[float, Optional[int]] = field(default_factory=dict)
+    held: Dict[float, bool] = field(default_factory=dict)
+    streak_start: Optional[int] = None
+
+    def __post_init__(self) -> None:
+        for t in self.thresholds:
+            self.first_epoch.setdefault(t, None)
+            self.held.setdefault(t, False)
+
+    def update(self, epoch: int, test_acc: float) -> None:
+        for t in self.thresholds:
+            if test_acc >= t:
+                if self.first_epoch[t] is None:
+                    self.first_epoch[t] = epoch
+                    self.held[t] = True
+            elif self.first_epoch[t] is not None:
+                self.held[t] = False
+        if test_acc >= self.thresholds[-1]:
+            if self.streak_start is None:
+                self.streak_start = epoch
+        else:
+            self.streak_start = None
+
+    def held_for(self, epoch: int) -> int:
+        """Epochs the last threshold has held without a break (0 if not holding)."""
+        return 0 if self.streak_start is None else epoch - self.streak_start
+
+    def as_record(self) -> Dict[str, Dict[str, Any]]:
+        return {
+            _threshold_key(t): {"epoch": self.first_epoch[t], "held": bool(self.held[t])}
+            for t in self.thresholds
+        }
+
+    def state_dict(self) -> Dict[str, Any]:
+        return {
+            "first_epoch": {_threshold_key(t): e for t, e in self.first_epoch.items()},
+            "held": {_threshold_key(t): h for t, h in self.held.items()},
+            "streak_start": self.streak_start,
+        }
+
+    def load_state_dict(self, state: Dict[str, Any]) -> None:
+        for t in self.thresholds:
+            self.first_epoch[t] = state["first_epoch"][_threshold_key(t)]
+            self.held[t] = state["held"][_threshold_key(t)]
+        self.streak_start = state["streak_start"]
+
+
+def _threshold_key(t: float) -> str:
+    return f"{t:g}"
+
+
+class TrainerCallbacks(Protocol):
+    """Hooks the job attaches to the loop (sinks, measures, checkpoint files)."""
+
+    def on_eval(self, trainer: "Trainer", result: EvalResult) -> None: ...
+
+    def on_checkpoint(self, trainer: "Trainer", result: EvalResult) -> None: ...
+
+
+@dataclass
+class TrainOutcome:
+    """How the loop ended."""
+
+    last_eval: EvalResult
+    stop_reason: str  # early_stop | max_epochs
+    epochs_trained: int
+    train_seconds: float
+
+
+def warmup_factor(warmup_steps: int):
+    """Linear warm-up as in Nanda et al.: factor min(step / warmup, 1), so step 0 has lr 0."""
+
+    def factor(step: int) -> float:
+        return 1.0 if warmup_steps <= 0 else min(step / warmup_steps, 1.0)
+
+    return factor
+
+
+def build_optimizer(model: torch.nn.Module, cfg: OptimizerConfig) -> torch.optim.AdamW:
+    """AdamW over the *trainable* parameters only (frozen ones get no decay either)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    return torch.optim.AdamW(
+        params,
+        lr=float(cfg.lr),
+        weight_decay=float(cfg.weight_decay),
+        betas=(float(cfg.betas[0]), float(cfg.betas[1])),
+        eps=float(cfg.eps),
+    )
+
+
+class Trainer:
+    """Full-batch trainer for one model on one task."""
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        task: Task,
+        optimizer_cfg: OptimizerConfig,
+        train_cfg: TrainConfig,
+        callbacks: Sequence[TrainerCallbacks] = (),
+        debug: Optional[Dict[str, Any]] = None,
+    ) -> None:
+        self.model = model
+        self.task = task
+        self.cfg = train_cfg
+        self.callbacks = list(callbacks)
+        self.debug = dict(debug or {})
+        self.optimizer = build_optimizer(model, optimizer_cfg)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, warmup_factor(int(optimizer_cfg.warmup_steps))
+        )
+        self.thresholds = ThresholdTracker([float(t) for t in train_cfg.thresholds])
+        self.epoch = 0
+        self.last_eval: Optional[EvalResult] = None
+        train_idx, _ = task.split
+        self._train_tokens = task.tokens[train_idx].contiguous()
+        self._train_labels = task.labels[train_idx].contiguous()
+        self._all_tokens = task.tokens
+        self._all_labels = task.labels
+        self._train_mask = task.train_mask
+        self._fast = bool(train_cfg.fast_path) and hasattr(model, "forward_last")
+
+    # ---- model calls --------------------------------------------------------
+    def last_logits(self, tokens: torch.Tensor) -> torch.Tensor:
+        if self._fast:
+            return self.model.forward_last(tokens)
+        return self.model(tokens)[:, -1]
+
+    @torch.no_grad()
+    def evaluate(self) -> EvalResult:
+        """Loss and accuracy on the train and test pairs, from one forward over all pairs."""
+        logits = self.last_logits(self._all_tokens).double()
+        losses = F.cross_entropy(logits, self._all_labels, reduction="none")
+        correct = (logits.argmax(dim=-1) == self._all_labels).double()
+        train, test = self._train_mask, ~self._train_mask
+        return EvalResult(
+            epoch=self.epoch,
+            train_loss=float(losses[train].mean()),
+            test_loss=float(losses[test].mean()),
+            train_acc=float(correct[train].mean()),
+            test_acc=float(correct[test].mean()),
+            lr=float(self.optimizer.param_groups[0]["lr"]),
+        )
+
+    def train_step(self) -> torch.Tensor:
+        """One full-batch AdamW step; returns the (float64) training loss before it."""
+        logits = self.last_logits(self._train_tokens)
+        loss = F.cross_entropy(logits.double(), self._train_labels)
+        if self.debug.get("nan_at_epoch") is not None and self.epoch == int(self.debug["nan_at_epoch"]):
+            loss = loss * float("nan")  # fault injection for the resilience tests
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self.scheduler.step()
+        return loss.detach()
+
+    # ---- loop ---------------------------------------------------------------
+    def _is_eval_epoch(self, epoch: int) -> bool:
+        return epoch % int(self.cfg.eval_every) == 0 or epoch % int(self.cfg.checkpoint_every) == 0
+
+    def _should_stop_early(self) -> bool:
+        patience = int(self.cfg.patience)
+        return patience > 0 and self.thresholds.held_for(self.epoch) >= patience
+
+    def _record_eval(self, checkpoint: bool) -> EvalResult:
+        result = self.evaluate()
+        self.last_eval = result
+        self.thresholds.update(result.epoch, result.test_acc)
+        for cb in self.callbacks:
+            cb.on_eval(self, result)
+        if checkpoint:
+            for cb in self.callbacks:
+                cb.on_checkpoint(self, result)
+        return result
+
+    def fit(self) -> TrainOutcome:
+        """Train from ``self.epoch`` until early stop or ``max_epochs``."""
+        max_epochs = int(self.cfg.max_epochs)
+        ckpt_every = int(self.cfg.checkpoint_every)
+        deadline = None
+        if self.cfg.timeout_minutes is not None:
+            deadline = time.monotonic() + 60.0 * float(self.cfg.timeout_minutes)
+        raise_at = self.debug.get("raise_at_epoch")
+        sleep_s = float(self.debug.get("sleep_per_epoch", 0.0))
+        started = time.monotonic()
+        start_epoch = self.epoch
+
+        if self.last_eval is None:  # fresh start: evaluate (and checkpoint) the initial weights
+            self._record_eval(checkpoint=True)
+        stop_reason = "early_stop" if self._should_stop_early() else "max_epochs"
+
+        bar = tqdm(
+            total=max_epochs,
+            initial=self.epoch,
+            disable=None if self.cfg.progress_bar else True,
+            desc=f"{self.task.name} p={self.task.p}",
+            unit="ep",
+            mininterval=1.0,
+            dynamic_ncols=True,
+        )
+        try:
+            while self.epoch < max_epochs and not self._should_stop_early():
+                loss = self.train_step()
+                self.epoch += 1
+                bar.update(1)
+                if not torch.isfinite(loss):
+                    raise TrainingFailure(f"non-finite training loss ({float(loss)})", self.epoch)
+                if raise_at is not None and self.epoch == int(raise_at):
+                    raise RuntimeError(f"injected failure at epoch {self.epoch}")
+                if sleep_s:
+                    time.sleep(sleep_s)
+                if deadline is not None and time.monotonic() > deadline:
+                    raise TrainingFailure(f"timeout after {self.cfg.timeout_minutes} min", self.epoch)
+                is_last = self.epoch == max_epochs
+                if self._is_eval_epoch(self.epoch) or is_last:
+                    result = self._record_eval(checkpoint=self.epoch % ckpt_every == 0)
+                    bar.set_postfix(
+                        train_loss=f"{result.train_loss:.3g}",
+                        test_loss=f"{result.test_loss:.3g}",
+                        train_acc=f"{result.train_acc:.3f}",
+                        test_acc=f"{result.test_acc:.3f}",
+                        refresh=False,
+                    )
+            stop_reason = "early_stop" if self._should_stop_early() else "max_epochs"
+        finally:
+            bar.close()
+        assert self.last_eval is not None
+        return TrainOutcome(
+            last_eval=self.last_eval,
+            stop_reason=stop_reason,
+            epochs_trained=self.epoch - start_epoch,
+            train_seconds=time.monotonic() - started,
+        )
+
+    # ---- resume -------------------------------------------------------------
+    def state_dict(self) -> Dict[str, Any]:
+        """Everything needed to continue bit-identically (model weights included)."""
+        assert self.last_eval is not None
+        return {
+            "epoch": self.epoch,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "thresholds": self.thresholds.state_dict(),
+            "last_eval": self.last_eval.as_dict(),
+            "torch_rng": torch.get_rng_state(),
+        }
+
+    def load_state_dict(self, state: Dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.thresholds.load_state_dict(state["thresholds"])
+        self.last_eval = EvalResult(**state["last_eval"])
+        self.epoch = int(state["epoch"])
+        torch.set_rng_state(state["torch_rng"])
+
