@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,6 @@ from groktransfer.config.schema import LoggerConfig
 from groktransfer.sinks import LocalSink, RunDirExistsError, RunMeta, SinkGroup, make_sinks
 from groktransfer.sinks.local import FREQS_FILE, MEASURES_FILE, METRIC_COLUMNS, METRICS_FILE
 from groktransfer.sinks.wandb_sink import (
-    WandbSink,
     flatten_summary,
     format_run_name,
     wandb_key,
@@ -513,3 +513,38 @@ def test_wandb_naming_helpers() -> None:
     flat = flatten_summary({"thresholds": {"0.9": {"epoch": 120, "held": True}}, "final": {"test_acc": np.float32(1.0)}})
     assert flat == {"thresholds/0_9/epoch": 120, "thresholds/0_9/held": True, "final/test_acc": 1.0}
     assert type(flat["final/test_acc"]) is float
+
+
+def test_local_files_survive_sigkill_mid_training(tmp_path: Path) -> None:
+    """SIGKILL a writer that rewrites on every call; its files stay complete and resumable."""
+    code = (
+        "import sys; from pathlib import Path\n"
+        "from groktransfer.sinks import LocalSink, RunMeta\n"
+        "m = RunMeta(run_id='r', experiment='e', task='add', condition='random', seed=0)\n"
+        "s = LocalSink(flush_interval_s=0.0)\n"
+        f"s.start(Path({str(tmp_path)!r}), {{}}, m)\n"
+        "print('started', flush=True)\n"
+        "e = 0\n"
+        "while True:\n"
+        "    s.log_metrics(e, {'train_loss': 1.0 / (e + 1), 'test_loss': 1.0, 'train_acc': 0.5,"
+        " 'test_acc': 0.5, 'lr': 1e-3})\n"
+        "    if e % 100 == 0: s.log_measures(e, {'gini': 0.5, 'key_freqs': '3 7'}, [{'freq': 3}])\n"
+        "    e += 10\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "started"
+        time.sleep(0.7)
+    finally:
+        proc.kill()  # SIGKILL: no finally blocks, no atexit in the child
+        proc.wait(timeout=30)
+    m = pd.read_csv(tmp_path / METRICS_FILE)
+    assert len(m) > 10 and m["epoch"].tolist() == list(range(0, 10 * len(m), 10))
+    assert not m[list(METRIC_COLUMNS)].isna().any().any()
+    last_ckpt = int(pd.read_csv(tmp_path / MEASURES_FILE)["epoch"].max())
+
+    s = LocalSink()
+    s.start(tmp_path, {}, make_meta(resume=True, resume_epoch=last_ckpt))
+    assert temps(tmp_path) == []  # an orphaned temporary, if the kill left one, is gone
+    assert pd.read_csv(tmp_path / METRICS_FILE)["epoch"].max() == last_ckpt
+    s.finish("completed")

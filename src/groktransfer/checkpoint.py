@@ -26,7 +26,7 @@ import re
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Literal, Mapping, Optional, Union
+from typing import Any, Dict, List, Literal, Mapping, Optional, Tuple, Union
 
 import torch
 
@@ -151,10 +151,12 @@ def _torch_load(path: Path) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
+        # torch's own message suggests weights_only=False; keep only the line naming the object.
+        detail = next((ln.strip() for ln in str(exc).splitlines() if "GLOBAL" in ln), str(exc).strip())
         raise CheckpointError(
             f"checkpoint {path} was refused by torch.load(weights_only=True): it contains pickled "
-            f"Python objects beyond tensors and plain containers, which are never loaded because "
-            f"unpickling can run arbitrary code. Re-save it as plain dicts/tensors. ({exc})"
+            f"Python objects beyond tensors and plain containers, which this project never loads "
+            f"because unpickling can run arbitrary code. Re-save it as plain dicts/tensors. ({detail})"
         ) from exc
     except Exception as exc:  # truncated zip, not a torch file, ...
         raise CheckpointError(
@@ -334,6 +336,28 @@ def infer_nanda2023_config(state_dict: Mapping[str, torch.Tensor], paper_config:
     return cfg
 
 
+def _check_paper_shapes(sd: Mapping[str, torch.Tensor], cfg: ModelConfig) -> None:
+    """Every weight must have the paper-layout shape implied by the inferred config."""
+    h, e, d, m = cfg.n_heads, cfg.d_head, cfg.d_model, cfg.d_mlp
+    expected: Dict[str, Tuple[int, ...]] = {
+        "embed.W_E": (d, cfg.d_vocab),
+        "pos_embed.W_pos": (cfg.n_ctx, d),
+        "unembed.W_U": (d, cfg.d_vocab_out),
+    }
+    for i in range(cfg.n_layers):
+        a, b = f"blocks.{i}.attn.", f"blocks.{i}.mlp."
+        expected.update({a + w: (h, e, d) for w in ("W_Q", "W_K", "W_V")})
+        expected.update({a + "W_O": (d, h * e), b + "W_in": (m, d), b + "b_in": (m,)})
+        expected.update({b + "W_out": (d, m), b + "b_out": (d,)})
+    wrong = [
+        f"parameter {name!r} has shape {tuple(sd[name].shape)} but the paper layout implies {shape}"
+        for name, shape in expected.items()
+        if tuple(sd[name].shape) != shape
+    ]
+    if wrong:
+        raise CheckpointError("; ".join(wrong))
+
+
 def convert_nanda2023_state_dict(sd: Mapping[str, torch.Tensor], cfg: ModelConfig) -> Dict[str, torch.Tensor]:
     """Map the paper's parameter layout onto ours (TransformerLens').
 
@@ -403,6 +427,7 @@ def _load_nanda2023(obj: Mapping[str, Any], path: Path, index: Optional[int]) ->
             raise CheckpointError("the paper's LayerNorm variant (use_ln=True) is not supported")
         _check_paper_keys(sd)
         cfg = infer_nanda2023_config(sd, paper_config)
+        _check_paper_shapes(sd, cfg)
         state_dict = convert_nanda2023_state_dict(sd, cfg)
         validate_state_dict(state_dict, cfg)
     except CheckpointError as exc:
@@ -416,7 +441,7 @@ def _load_nanda2023(obj: Mapping[str, Any], path: Path, index: Optional[int]) ->
         state_dict=state_dict,
         model_config=cfg,
         epoch=epoch,
-        metrics={},
+        metrics={k: float(obj[k]) for k in ("train_loss", "test_loss") if isinstance(obj.get(k), (int, float))},
         source_format="nanda2023",
         raw={k: v for k, v in obj.items() if k not in ("model", "state_dicts")},
     )

@@ -43,16 +43,17 @@ from typing import Dict, List, Mapping, Optional, Tuple, Union
 import torch
 import torch.nn.functional as F
 
-from groktransfer.fourier import COS, SIN, FourierBasis, GroupFourier
+from groktransfer.fourier import CONST, COS, SIN, FourierBasis, GroupFourier
 from groktransfer.tasks import Task
 
 Scalar = Union[float, int, str]
 
-#: Columns ``ProgressMeasures.scalars()`` always has, in order.
+#: Columns ``ProgressMeasures.scalars()`` always has, in order. ``weight_norm_*`` are
+#: sums of SQUARED weights (the paper's "total sum of squared weights"), not norms.
 BASE_COLUMNS: Tuple[str, ...] = (
     "train_loss", "test_loss", "train_acc", "test_acc",
-    "sq_norm_total", "sq_norm_embed", "sq_norm_pos_embed", "sq_norm_attn",
-    "sq_norm_mlp", "sq_norm_unembed", "sq_norm_ln", "sq_norm_other",
+    "weight_norm_total", "weight_norm_embed", "weight_norm_pos_embed", "weight_norm_attn",
+    "weight_norm_mlp", "weight_norm_unembed", "weight_norm_ln", "weight_norm_other",
     "fourier_status", "fourier_note",
 )  # fmt: skip
 #: Columns added when the task has a group ("fourier_status" == "present"), in order.
@@ -64,7 +65,7 @@ FOURIER_COLUMNS: Tuple[str, ...] = (
     "restricted_strict_loss", "restricted_strict_acc",
     "excluded_strict_loss", "excluded_strict_acc",
     "restricted_ref_loss", "excluded_ref_loss",
-    "gini_embed", "gini_wl", "logit_residual_frac",
+    "gini_W_E", "gini_W_L", "logit_residual_frac",
 )  # fmt: skip
 #: Keys of each ``ProgressMeasures.per_frequency_rows()`` row, in order.
 FREQ_ROW_KEYS: Tuple[str, ...] = (
@@ -309,7 +310,7 @@ def input_freq_part(
     basis, n = gf.basis, gf.n
     keep = basis.rows_in(freqs)
     if with_mean:
-        keep = keep | (basis.kinds == 0)
+        keep = keep | (basis.kinds == CONST)
     b = basis.matrix[keep]
     coef = b @ _combo_sums(logit_grid.double(), gf) / math.sqrt(n)  # [r, z]
     by_combo = b.T @ coef / math.sqrt(n)  # [k, z]
@@ -385,7 +386,7 @@ class ProgressMeasures:
             "train_acc": self.train_acc,
             "test_acc": self.test_acc,
         }
-        out.update({f"sq_norm_{k}": v for k, v in self.sq_norms.items()})
+        out.update({f"weight_norm_{k}": v for k, v in self.sq_norms.items()})
         fm = self.fourier
         out["fourier_status"] = "present" if fm else "absent"
         out["fourier_note"] = fm.note if fm else (self.no_structure_reason or "")
@@ -404,8 +405,8 @@ class ProgressMeasures:
             mean_neuron_frac_explained=fm.mean_neuron_frac_explained,
             n_dead_neurons=fm.n_dead_neurons,
             **fm.losses,
-            gini_embed=fm.gini_embed,
-            gini_wl=fm.gini_wl,
+            gini_W_E=fm.gini_embed,
+            gini_W_L=fm.gini_wl,
             logit_residual_frac=fm.logit_residual_frac,
         )
         return {k: out[k] for k in BASE_COLUMNS + FOURIER_COLUMNS}
@@ -454,7 +455,7 @@ def _grid_losses(
 
 def _fourier_measures(
     task: Task, gf: GroupFourier, logits: torch.Tensor, acts: torch.Tensor,
-    params: Mapping[str, torch.Tensor], threshold: float, min_neurons: int,
+    params: Mapping[str, torch.Tensor], threshold: float, min_neurons: int, mlp_block: int,
 ) -> FourierMeasures:
     basis, W = gf.basis, gf.max_freq
 
@@ -474,7 +475,8 @@ def _fourier_measures(
     losses = _grid_losses(L, labels, train, key_parts)
 
     W_E = params["embed.W_E"].detach()[gf.elements]
-    W_L = (params["blocks.0.mlp.W_out"].detach().double() @ params["unembed.W_U"].detach().double())
+    W_out = params[f"blocks.{mlp_block}.mlp.W_out"].detach().double()
+    W_L = W_out @ params["unembed.W_U"].detach().double()
     embed_norms = fourier_component_norms(W_E, basis)
     wl_norms = fourier_component_norms(W_L[:, gf.elements].T, basis)
 
@@ -497,6 +499,14 @@ def _fourier_measures(
     )  # fmt: skip
 
 
+def _last_mlp_block(params: Mapping[str, torch.Tensor]) -> int:
+    """Index of the last block that has an MLP output matrix."""
+    blocks = [int(m.group(1)) for k in params if (m := re.match(r"^blocks\.(\d+)\.mlp\.W_out$", k))]
+    if not blocks:
+        raise KeyError("params has no blocks.{i}.mlp.W_out: W_L (and its Gini) needs an MLP")
+    return max(blocks)
+
+
 @torch.no_grad()
 def compute_progress_measures(
     task: Task,
@@ -505,14 +515,16 @@ def compute_progress_measures(
     params: Mapping[str, torch.Tensor],
     key_freq_threshold: float = 0.85,
     key_freq_min_neurons: int = 1,
+    mlp_block: Optional[int] = None,
 ) -> ProgressMeasures:
     """All progress measures of one checkpoint.
 
     ``logits_all`` [n_pairs, d_vocab_out]: last-position logits for every row of
-    ``task.tokens`` (same order). ``neuron_acts_all`` [n_pairs, d_mlp]:
-    ``blocks.0.mlp.hook_post`` at the last position. ``params``: the state dict in
-    TransformerLens names (W_L uses block 0, whose neurons are measured; for a deeper
-    model that is its direct path to the unembedding only).
+    ``task.tokens`` (same order). ``neuron_acts_all`` [n_pairs, d_mlp]: the MLP's
+    ``hook_post`` at the last position, of block ``mlp_block``. ``params``: the state
+    dict in TransformerLens names. W_L = W_out[mlp_block] @ W_U; ``mlp_block`` defaults
+    to the last block in ``params`` (block 0 of the one-layer model), whose MLP is the
+    one with a direct path to the unembedding -- pass the same block's activations.
     For multiply/divide only the non-zero pairs and outputs enter the Fourier measures
     (softmax over the p-1 non-zero outputs); the note says so and counts the pairs.
     """
@@ -531,9 +543,11 @@ def compute_progress_measures(
     gf = GroupFourier.for_task(task)
     fourier = None
     if gf is not None:
+        block = _last_mlp_block(params) if mlp_block is None else int(mlp_block)
         fourier = _fourier_measures(
-            task, gf, logits, neuron_acts_all.detach(), params, key_freq_threshold, key_freq_min_neurons
-        )
+            task, gf, logits, neuron_acts_all.detach(), params,
+            key_freq_threshold, key_freq_min_neurons, block,
+        )  # fmt: skip
     return ProgressMeasures(
         task=task.name,
         train_loss=train_loss,

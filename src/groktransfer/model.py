@@ -159,7 +159,7 @@ class LayerNorm(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x - x.mean(-1, keepdim=True)
         scale = self.hook_scale((x.pow(2).mean(-1, keepdim=True) + self.eps).sqrt())
-        return self.hook_normalized(x / scale) * self.w + self.b
+        return self.hook_normalized(x / scale * self.w + self.b)  # TL hooks the affine output
 
 
 class Attention(nn.Module):

@@ -140,7 +140,7 @@ class SinkGroup:
             log.debug("SinkGroup.%s after finish ignored", method)
             return
         if not self._started and ("not started", method) not in self._warned:
-            self._warned.add(("not started", method))  # type: ignore[arg-type]
+            self._warned.add(("not started", method))
             log.warning("SinkGroup.%s called before start(); nothing is logged", method)
         for i, sink in enumerate(self._sinks):
             if i in self._disabled or i not in self._started:

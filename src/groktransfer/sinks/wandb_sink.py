@@ -150,6 +150,7 @@ class WandbSink:
         self._key_freq_rows: list[list[Any]] = []
         self._last_freq_rows: Sequence[Mapping[str, Any]] = ()
         self._last_freq_epoch: Optional[int] = None
+        self._summary_text: dict[str, str] = {}
 
     @property
     def active(self) -> bool:
@@ -186,6 +187,7 @@ class WandbSink:
         self._last_epoch = None
         self._key_freq_rows = []
         self._last_freq_rows, self._last_freq_epoch = (), None
+        self._summary_text = {}
         run_dir = Path(run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
         if meta.resume:
@@ -245,10 +247,15 @@ class WandbSink:
     def log_measures(
         self, epoch: int, scalars: Mapping[str, Any], freq_rows: Sequence[Mapping[str, Any]]
     ) -> None:
-        """Numeric measures go to history as ``measures/<name>``; strings to the table."""
+        """Numbers go to history as ``measures/<name>``; ``key_freqs`` to the table.
+
+        Other strings (``fourier_status``, ``fourier_note``: constant per run) would be
+        noise in history, so they go to the summary, and only when they change.
+        """
         if not self.active:
             return
         data: dict[str, Any] = {}
+        text: dict[str, str] = {}
         for key, value in scalars.items():
             value = _plain_value(value)
             if key == KEY_FREQS:
@@ -257,8 +264,12 @@ class WandbSink:
                 data[wandb_key("measures", key)] = int(value)
             elif isinstance(value, (int, float)):
                 data[wandb_key("measures", key)] = value
+            elif isinstance(value, str) and self._summary_text.get(key) != value:
+                text[wandb_key("measures", key)] = self._summary_text[key] = value
         self._last_freq_rows, self._last_freq_epoch = list(freq_rows), int(epoch)
         self._log(epoch, data)
+        if text:
+            self.run.summary.update(text)
 
     def log_summary(self, summary: Mapping[str, Any]) -> None:
         if not self.active:
@@ -336,7 +347,7 @@ class OfflineRun:
     project: str = ""
     group: str = ""
     job_type: str = ""
-    resumed: bool = False
+    tags: list[str] = field(default_factory=list)
     config: dict[str, Any] = field(default_factory=dict)
     history: list[dict[str, Any]] = field(default_factory=list)
     summary: dict[str, Any] = field(default_factory=dict)
@@ -406,7 +417,7 @@ def read_offline_run(path: Path) -> OfflineRun:
             out.project = body.get("project", "")
             out.group = body.get("run_group", "")
             out.job_type = body.get("job_type", "")
-            out.resumed = bool(body.get("resume", False))
+            out.tags = list(body.get("tags", []) or [])
             out.config.update((body.get("config") or {}).get("update", {}))
         elif kind == "config":
             out.config.update(body.get("update", {}))

@@ -1,0 +1,69 @@
+"""Shared fixtures: compose real configs from conf/ and run jobs in tmp_path."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import List, Sequence
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
+
+REPO = Path(__file__).resolve().parents[1]
+CONF_DIR = REPO / "conf"
+
+# A small problem that memorises by ~epoch 100 and groks by ~1100 in a few seconds.
+TINY: List[str] = [
+    "task.p=23",
+    "task.frac_train=0.6",
+    "optimizer.lr=3e-3",
+    "model.d_model=64",
+    "model.d_mlp=128",
+    "model.d_head=16",
+    "train.max_epochs=1500",
+    "train.eval_every=10",
+    "train.checkpoint_every=20",
+    "train.patience=50",
+    "train.progress_bar=false",
+    "transfer.source.max_epochs=1500",
+    "transfer.memorized.max_test_acc=0.4",
+    "transfer.grokked.held_for=20",
+    "logger=none",
+]
+
+
+def compose_job(overrides: Sequence[str] = (), root: Path | None = None) -> DictConfig:
+    """A job config exactly as scripts/train.py would see it (minus Hydra's runtime)."""
+    from groktransfer.config.schema import register_configs
+
+    register_configs()
+    extra = [f"paths.root={root}"] if root is not None else []
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose(config_name="train", overrides=list(overrides) + extra)
+
+
+def run_in(tmp_path: Path, name: str, overrides: Sequence[str]):
+    """Run one job in-process into ``tmp_path/name``; returns its JobResult."""
+    from groktransfer.run import JobPaths, run_job
+
+    cfg = compose_job(overrides, root=tmp_path)
+    return run_job(cfg, tmp_path / name, JobPaths.from_config(cfg, tmp_path))
+
+
+def script_env() -> dict:
+    """Environment for subprocess runs of scripts/: quiet, single-threaded, no network W&B."""
+    env = dict(os.environ)
+    env.update({"WANDB_MODE": "offline", "WANDB_SILENT": "true", "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"})
+    return env
+
+
+PYTHON = sys.executable
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    torch.set_num_threads(1)
+    yield
