@@ -41,6 +41,13 @@ def main(cfg: DictConfig) -> None:
         if in_sweep:
             return
         sys.exit(2)
+    except Exception:
+        # The run directory already says `failed` with the reason; in a sweep one
+        # crashed job must not take the others down with it.
+        if not in_sweep:
+            raise
+        log.exception("job failed (recorded in %s/status.json); the sweep goes on", run_dir)
+        return
     print(result.one_line(), flush=True)
     if result.status != "completed" and not in_sweep:
         sys.exit(1)

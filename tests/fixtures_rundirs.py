@@ -199,8 +199,8 @@ def make_sweep(
     """A realistic sweep dir: one job dir per (condition, seed), Hydra-style names.
 
     Default grok epochs put one ``random`` seed past ``max_epochs`` (censored at
-    every threshold) and one ``memorized`` seed between 0.99 and 0.999 at the end
-    (censored only at 0.999). ``failed`` adds a failed ``random`` job with partial
+    every threshold) and one ``memorized`` seed between 0.95 and 0.99 at the end
+    (censored at 0.99 and 0.999 only). ``failed`` adds a failed ``random`` job with partial
     metrics; ``crashed`` a job dir without status.json; ``stale`` a long-dead running job.
     """
     rng = np.random.default_rng(seed)
@@ -210,7 +210,7 @@ def make_sweep(
         grok_epochs["random"] = list(grok_epochs["random"])
         grok_epochs["random"][-1] = max_epochs * 1.3  # never grokks: censored everywhere
         grok_epochs["memorized"] = list(grok_epochs["memorized"])
-        grok_epochs["memorized"][-1] = max_epochs - 250  # reaches 0.99, not 0.999
+        grok_epochs["memorized"][-1] = max_epochs * 0.72  # reaches 0.95, not 0.99
     root.mkdir(parents=True, exist_ok=True)
     job = 0
     for cond, gs in grok_epochs.items():

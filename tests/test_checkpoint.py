@@ -211,3 +211,26 @@ def test_paper_import_refuses_inconsistent_files(tmp_path: Path):
     torch.save({"model": broken}, path)
     with pytest.raises(CheckpointError, match=r"bad\.pth.*'blocks\.0\.attn\.W_O' has shape \(16, 15\)"):
         load_checkpoint(path)
+
+
+def test_checkpoint_loads_into_transformer_lens(tmp_path: Path):
+    """The contract with TransformerLens (<4, which still has HookedTransformer); skipped without it."""
+    tl = pytest.importorskip("transformer_lens")
+    if not hasattr(tl, "HookedTransformerConfig"):
+        pytest.skip("this TransformerLens has no HookedTransformer (removed in 4.0)")
+    cfg = replace(SMALL, n_layers=2, normalization="LN", act="gelu", attn_bias=True, unembed_bias=True)
+    model = HookedGrokTransformer(cfg, seed=0)
+    with torch.no_grad():
+        for param in model.parameters():
+            if param.ndim == 1:
+                param.add_(0.3 * torch.randn_like(param))
+    raw = torch.load(save_checkpoint(tmp_path / "c.pt", model, epoch=0, metrics={}), weights_only=True)
+    hooked = tl.HookedTransformer(tl.HookedTransformerConfig(**raw["config"]))
+    hooked.load_state_dict(raw["state_dict"], strict=True)
+    tokens = torch.randint(0, 8, (10, 3), generator=torch.Generator().manual_seed(0))
+    ours, our_cache = model.run_with_cache(tokens)
+    theirs, their_cache = hooked.run_with_cache(tokens)
+    torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=1e-5)
+    assert set(our_cache) <= set(their_cache.keys())
+    for name in our_cache:
+        torch.testing.assert_close(our_cache[name], their_cache[name], atol=1e-5, rtol=1e-5, msg=name)

@@ -99,7 +99,8 @@ def test_grid_coordinates_turn_the_task_into_its_group_law(name: str) -> None:
 
 def test_excluded_pairs_are_counted_and_described() -> None:
     p = 13
-    gfs = {name: GroupFourier.for_task(Task(name, p, 0.5, 0)) for name in ("add", "subtract", "multiply", "divide")}
+    names = ("add", "subtract", "multiply", "divide")
+    gfs = {name: GroupFourier.for_task(Task(name, p, 0.5, 0)) for name in names}
     assert gfs["add"].n_excluded_pairs == 0 and gfs["subtract"].n_excluded_pairs == 0
     assert gfs["multiply"].n_excluded_pairs == 2 * p - 1  # a=0 or b=0
     assert gfs["divide"].n_excluded_pairs == p - 1  # a=0; b=0 is not in the task's data

@@ -57,7 +57,8 @@ def wave_logits(
     wave = torch.cos if kind == "cos" else torch.sin
     logits = sum(alpha * wave(w * arg) for w, alpha in freqs.items())
     inside = (x >= 0)[:, None] & (y >= 0)[:, None] & (z >= 0)[None, :]
-    noise = torch.randn(logits.shape, generator=torch.Generator().manual_seed(noise_seed), dtype=torch.float64)
+    gen = torch.Generator().manual_seed(noise_seed)
+    noise = torch.randn(logits.shape, generator=gen, dtype=torch.float64)
     return torch.where(inside, logits, 3.0 * noise)
 
 
@@ -71,7 +72,9 @@ def wave_neurons(task: Task, freqs: List[int], per_freq: int, sign: int, seed: i
     return torch.cat([torch.zeros(len(x), 1, dtype=torch.float64), acts], dim=1).float()
 
 
-def random_params(task: Task, d_model: int = 8, d_mlp: int = 16, seed: int = 0) -> Dict[str, torch.Tensor]:
+def random_params(
+    task: Task, d_model: int = 8, d_mlp: int = 16, seed: int = 0
+) -> Dict[str, torch.Tensor]:
     gen = torch.Generator().manual_seed(seed)
     return {
         "embed.W_E": torch.randn(task.d_vocab, d_model, generator=gen),
@@ -152,7 +155,8 @@ def test_multiply_and_divide_tell_their_structures_apart() -> None:
         task = Task(name, p, 0.3, 0)
         logits = wave_logits(task, {4: 3.0}, _sign(other))  # the other task's structure
         acts = wave_neurons(task, [4], per_freq=3, sign=_sign(name))
-        fm = compute_progress_measures(task, logits, acts, random_params(task, d_mlp=acts.shape[1])).fourier
+        params = random_params(task, d_mlp=acts.shape[1])
+        fm = compute_progress_measures(task, logits, acts, params).fourier
         assert fm.logit_residual_frac == pytest.approx(1.0, abs=1e-9)
         assert float(fm.logit_cos_coef.abs().max()) < 1e-9
 
@@ -190,7 +194,8 @@ def test_key_parts_match_brute_force_projections(name: str, p: int) -> None:
     x = torch.arange(n, dtype=torch.float64)
     combo = (x[:, None] + s * x[None, :]).reshape(-1)  # over inputs, row-major
     # paper: per output, project onto const, cos/sin(w(x + s y))
-    cols = [torch.ones_like(combo)] + [f(2 * torch.pi * w * combo / n) for w in freqs for f in (torch.cos, torch.sin)]
+    waves = [f(2 * torch.pi * w * combo / n) for w in freqs for f in (torch.cos, torch.sin)]
+    cols = [torch.ones_like(combo)] + waves
     inputs = torch.stack([c for c in cols if float(c.norm()) > 1e-9], dim=1)  # Nyquist sine = 0
     expected = _project(inputs, L.reshape(n * n, n)).reshape(n, n, n)
     torch.testing.assert_close(input_freq_part(L, gf, freqs, with_mean=True), expected)
@@ -282,8 +287,8 @@ def test_gini_known_values() -> None:
 def test_gini_of_single_frequency_embeddings_and_unembeddings(name: str) -> None:
     p = 23
     task = Task(name, p, 0.3, 0)
-    x, _, z, n = _coords(Task(name, p, 0.3, 0))
-    coord = z[:p]  # coordinate of each residue (-1 for 0 in the multiplicative group)
+    _, _, z, n = _coords(task)
+    coord = z[:p]  # coordinate of each residue (-1 for 0: outside the multiplicative group)
     params = random_params(task, d_model=6, d_mlp=10)
     row_wave = torch.cos(2 * torch.pi * 4 * coord.double() / n).float()
     params["embed.W_E"][:p] = row_wave[:, None] * torch.randn(6)  # one Fourier component
@@ -294,7 +299,8 @@ def test_gini_of_single_frequency_embeddings_and_unembeddings(name: str) -> None
     assert pm.scalars()["gini_W_L"] == pytest.approx((n - 1) / n, abs=1e-6)
     rows = {r["freq"]: r for r in pm.per_frequency_rows()}
     assert rows[4]["embed_norm"] > 0 and rows[5]["embed_norm"] == pytest.approx(0.0, abs=1e-5)
-    random = compute_progress_measures(task, wave_logits(task, {4: 1.0}, 1), acts, random_params(task, 6, 10))
+    logits = wave_logits(task, {4: 1.0}, 1)
+    random = compute_progress_measures(task, logits, acts, random_params(task, 6, 10))
     assert random.scalars()["gini_W_E"] < 0.5
 
 
@@ -327,10 +333,8 @@ def test_weight_norms_by_component_skip_buffers() -> None:
         "ln_final.b": torch.ones(1),  # 1
         "unembed.W_U": torch.ones(7),  # 7
     }
-    norms = weight_sq_norms(params)
-    assert norms == pytest.approx(
-        {"embed": 6, "pos_embed": 8, "attn": 5, "mlp": 20, "unembed": 7, "ln": 6, "other": 0, "total": 52}
-    )
+    expected = {"embed": 6, "pos_embed": 8, "attn": 5, "mlp": 20, "unembed": 7, "ln": 6, "other": 0}
+    assert weight_sq_norms(params) == pytest.approx({**expected, "total": 52})
 
 
 # ---------------------------------------------------------------------------------------
@@ -348,7 +352,8 @@ def test_losses_use_the_train_mask_and_columns_are_stable() -> None:
     m = task.train_mask
     assert s["train_loss"] == pytest.approx(float(F.cross_entropy(logits[m].double(), task.labels[m])))
     assert s["test_loss"] == pytest.approx(float(F.cross_entropy(logits[~m].double(), task.labels[~m])))
-    assert s["test_acc"] == pytest.approx(float((logits[~m].argmax(1) == task.labels[~m]).float().mean()))
+    hits = logits[~m].argmax(1) == task.labels[~m]
+    assert s["test_acc"] == pytest.approx(float(hits.float().mean()))
     assert s["excluded_ref_loss"] == pytest.approx(s["train_loss"])
     assert s["fourier_status"] == "present" and s["fourier_group"] == "subtract"
     rows = pm.per_frequency_rows()
@@ -378,4 +383,5 @@ def test_rejects_logits_that_are_not_for_all_pairs() -> None:
     task = Task("add", 7, 0.5, 0)
     logits = torch.randn(task.n_pairs - 1, task.d_vocab_out)
     with pytest.raises(ValueError, match="all of task.tokens"):
-        compute_progress_measures(task, logits, torch.randn(task.n_pairs, 4), random_params(task, d_mlp=4))
+        acts = torch.randn(task.n_pairs, 4)
+        compute_progress_measures(task, logits, acts, random_params(task, d_mlp=4))

@@ -173,8 +173,8 @@ class GroupFourier:
 
     The task's examples that take part form a full n x n grid: ``grid_index[x, y]`` is
     the row of ``task.tokens`` whose inputs have coordinates (x, y). The target
-    structure is cos(2 pi w (x + y_sign*y - z) / n). Treat the tensors as read-only:
-    instances are cached and shared.
+    structure is cos(2 pi w (x + y_sign*y - z) / n). Building one costs ~1 ms at p=113;
+    its basis and discrete-log tables are cached and shared, so treat them as read-only.
     """
 
     group: str

@@ -31,6 +31,19 @@ Definitions (the docstrings of the functions below give the details):
   have the target structure. A subset of the paper's subspace.
 * logit coefficients -- ``logit_cos_coef[w]`` is the least-squares amplitude of
   cos(w(x + s y - z)) in L: logits equal to alpha*cos(...) give alpha.
+
+Scalar columns (``ProgressMeasures.scalars()``), beyond losses and accuracies:
+``weight_norm_*`` sums of squared weights per component; ``fourier_status``
+present/absent and ``fourier_note`` (group, coordinates, exclusions -- or the task's
+reason for having no structure); ``frac_neurons_explained`` counted neurons / d_mlp;
+``mean_neuron_frac_explained`` mean best share over live neurons;
+``restricted_ref_loss`` / ``excluded_ref_loss`` the unmodified logits' loss on the same
+pairs and outputs as restricted / excluded loss (for add/subtract: the all-pairs and
+the train loss; for multiply/divide they differ, the zero pairs and class 0 being out);
+``gini_W_E`` / ``gini_W_L`` Gini of the Fourier-component norms of W_E (input rows in
+coordinate order) and of W_L = W_out W_U (output columns in coordinate order), over all
+n components including the constant; ``logit_residual_frac`` share of the centred
+logits outside every target direction.
 """
 
 from __future__ import annotations
@@ -443,10 +456,10 @@ def _grid_losses(
     mean = L.mean(dim=(0, 1), keepdim=True)
     out: Dict[str, float] = {}
     for name, part in key_parts.items():  # two definitions, not a loop over frequencies
-        out[f"restricted{name}_loss"], out[f"restricted{name}_acc"] = loss_and_accuracy(part + mean, labels)
-        out[f"excluded{name}_loss"], out[f"excluded{name}_acc"] = loss_and_accuracy(
-            L[train] - part[train], labels[train]
-        )
+        r_loss, r_acc = loss_and_accuracy(part + mean, labels)
+        e_loss, e_acc = loss_and_accuracy(L[train] - part[train], labels[train])
+        out[f"restricted{name}_loss"], out[f"restricted{name}_acc"] = r_loss, r_acc
+        out[f"excluded{name}_loss"], out[f"excluded{name}_acc"] = e_loss, e_acc
     ce, _ = per_example_loss(L, labels)
     out["restricted_ref_loss"] = float(ce.mean())
     out["excluded_ref_loss"] = float(ce[train].mean()) if bool(train.any()) else float("nan")
@@ -535,7 +548,8 @@ def compute_progress_measures(
             f"got {list(logits_all.shape)}"
         )
     if neuron_acts_all.dim() != 2 or neuron_acts_all.shape[0] != n_pairs:
-        raise ValueError(f"neuron_acts_all must be [{n_pairs}, d_mlp], got {list(neuron_acts_all.shape)}")
+        shape = list(neuron_acts_all.shape)
+        raise ValueError(f"neuron_acts_all must be [{n_pairs}, d_mlp], got {shape}")
     logits = logits_all.detach().double()
     train, labels = task.train_mask, task.labels
     train_loss, train_acc = loss_and_accuracy(logits[train], labels[train])

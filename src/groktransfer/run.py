@@ -235,6 +235,7 @@ def train_in_run_dir(
     sinks.log_checkpoint(run_dir.final_checkpoint_path, final.epoch, final=True)
     sinks.log_summary(summary)
     run_dir.update_status(status=COMPLETED, reason=None, finished_at=utc_now(), **summary)
+    run_dir.resume_path.unlink(missing_ok=True)  # finished: nothing left to resume
     return outcome
 
 
@@ -512,7 +513,9 @@ def _train_job(
                 resume_state=resume_state,
             )
         except TrainingFailure as exc:
+            # a property of the run (NaN, time budget), not an accident: rerunning is a choice (force=true)
             record = run_dir.update_status(status=FAILED, reason=exc.reason, failed_epoch=exc.epoch)
+            run_dir.resume_path.unlink(missing_ok=True)
             sinks.finish("failed")
             return JobResult(run_dir.path, FAILED, record)
         except KeyboardInterrupt:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
@@ -24,6 +25,7 @@ import pandas as pd
 from filelock import FileLock, Timeout
 from omegaconf import DictConfig, OmegaConf
 
+from groktransfer.atomic import write_json
 from groktransfer.rundir import COMPLETED, RunDir
 
 log = logging.getLogger(__name__)
@@ -209,7 +211,7 @@ class SourceCache:
         share the cache directory; the others block on the lock and then reuse it.
         """
         run_dir = self.run_dir(spec)
-        if self._is_usable(run_dir):
+        if self._is_usable(run_dir, repair=False):
             log.info("source run found in cache: %s", run_dir.path)
             return run_dir
         lock = self.lock(spec)
@@ -219,20 +221,91 @@ class SourceCache:
             log.info("waiting for source run %s (being trained by another job)", spec.label)
             lock.acquire(timeout=self.lock_timeout_s)
         try:
-            if self._is_usable(run_dir):  # trained by the job we waited for
+            if self._is_usable(run_dir, repair=True):  # trained by the job we waited for, and intact
                 log.info("source run trained by another job: %s", run_dir.path)
                 return run_dir
             run_dir.path.mkdir(parents=True, exist_ok=True)
-            (run_dir.path / "source_spec.json").write_text(json.dumps(spec.as_dict(), indent=2, sort_keys=True))
+            write_json(run_dir.path / "source_spec.json", spec.as_dict())
             log.info("training source run %s into %s", spec.label, run_dir.path)
             train_fn(run_dir, spec)
-            if not self._is_usable(run_dir):
+            write_manifest(run_dir)
+            if not self._is_usable(run_dir, repair=False):
                 raise RuntimeError(f"source run {run_dir.path} did not complete: {run_dir.read_status()}")
             return run_dir
         finally:
             lock.release()
 
-    @staticmethod
-    def _is_usable(run_dir: RunDir) -> bool:
+    def _is_usable(self, run_dir: RunDir, repair: bool) -> bool:
+        """Completed, and every checkpoint matches its recorded checksum.
+
+        With ``repair`` (only under the lock) a damaged entry is reported and moved
+        aside -- never deleted, never used -- so the caller rebuilds it. A completed
+        run killed before its manifest was written is load-checked and then trusted.
+        """
         status = run_dir.read_status()
-        return bool(status) and status.get("status") == COMPLETED and (run_dir.path / "metrics.csv").exists()
+        if not status or status.get("status") != COMPLETED:
+            return False
+        problems = verify_manifest(run_dir)
+        if not problems:
+            return True
+        if not repair:
+            return False
+        if not (run_dir.path / MANIFEST_FILE).exists():
+            problems = load_check(run_dir)
+            if not problems:
+                write_manifest(run_dir)
+                return True
+        aside = run_dir.path.with_name(f"{run_dir.path.name}.corrupt-{int(time.time())}")
+        log.error(
+            "cached source run %s is corrupt (%s); moved it to %s and rebuilding it",
+            run_dir.path, "; ".join(problems[:3]), aside,
+        )
+        run_dir.path.rename(aside)
+        return False
+
+
+MANIFEST_FILE = "manifest.json"
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_manifest(run_dir: RunDir) -> None:
+    """Record a checksum of every file a later job may load from this source run."""
+    files = sorted(run_dir.checkpoint_dir.glob("*.pt")) + [run_dir.path / "metrics.csv"]
+    manifest = {str(f.relative_to(run_dir.path)): _sha256(f) for f in files}
+    write_json(run_dir.path / MANIFEST_FILE, manifest)
+
+
+def load_check(run_dir: RunDir) -> List[str]:
+    """Problems loading the run's checkpoints (used when no manifest was recorded)."""
+    from groktransfer.checkpoint import CheckpointError, load_checkpoint
+
+    problems = []
+    for path in sorted(run_dir.checkpoint_dir.glob("epoch_*.pt")):
+        try:
+            load_checkpoint(path)
+        except CheckpointError as exc:
+            problems.append(str(exc))
+    return problems
+
+
+def verify_manifest(run_dir: RunDir) -> List[str]:
+    """Problems found comparing the files with their recorded checksums (empty = intact)."""
+    try:
+        manifest = json.loads((run_dir.path / MANIFEST_FILE).read_text())
+    except (FileNotFoundError, json.JSONDecodeError) as exc:
+        return [f"no readable {MANIFEST_FILE} ({type(exc).__name__})"]
+    problems = []
+    for rel, digest in manifest.items():
+        path = run_dir.path / rel
+        if not path.exists():
+            problems.append(f"{rel} is missing")
+        elif _sha256(path) != digest:
+            problems.append(f"{rel} does not match its checksum")
+    return problems

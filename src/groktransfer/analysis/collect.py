@@ -48,6 +48,8 @@ class RunRecord:
     condition: str | None = None
     seed: int | None = None
     epoch: int | None = None
+    failed_epoch: int | None = None
+    stop_reason: str | None = None
     max_epochs: int | None = None
     thresholds: dict[str, dict[str, Any]] = field(default_factory=dict)
     final: dict[str, Any] = field(default_factory=dict)
@@ -220,6 +222,8 @@ def load_run(run_dir: Path, sweep: Path, stale_after_s: float, now: float | None
     rec.condition = st.get("condition") or _dig(cfg, "transfer", "name") or "unknown"
     rec.seed = _as_int(st.get("seed", cfg.get("seed")))
     rec.epoch = _as_int(st.get("epoch"))
+    rec.failed_epoch = _as_int(st.get("failed_epoch"))
+    rec.stop_reason = st.get("stop_reason")
     rec.max_epochs = _as_int(st.get("max_epochs", _dig(cfg, "train", "max_epochs")))
     rec.thresholds = st.get("thresholds") or {}
     rec.final = st.get("final") or {}

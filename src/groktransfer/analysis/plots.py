@@ -24,7 +24,7 @@ from .stats import threshold_key
 
 import matplotlib.pyplot as plt  # noqa: E402  (after the backend is chosen)
 from matplotlib.lines import Line2D  # noqa: E402
-from matplotlib.ticker import FuncFormatter  # noqa: E402
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter, SymmetricalLogLocator  # noqa: E402
 
 MEASURE_LABELS = {
     "restricted_loss": ("Restricted loss", "loss (key frequencies only)"),
@@ -64,13 +64,20 @@ def _set_epoch_scale(ax: plt.Axes, axis: str, values: np.ndarray, span: float) -
     if not _needs_log(v, span):
         return
     setter = ax.set_xscale if axis == "x" else ax.set_yscale
+    limits = ax.set_xlim if axis == "x" else ax.set_ylim
+    target = ax.xaxis if axis == "x" else ax.yaxis
     pos = v[v > 0]
     if (v <= 0).any():
         setter("symlog", linthresh=float(pos.min()), linscale=0.25)
+        subs = (1.0, 2.0, 5.0) if pos.max() / pos.min() < 1e4 else (1.0,)
+        target.set_major_locator(SymmetricalLogLocator(linthresh=float(pos.min()), base=10, subs=subs))
+        limits(left=0) if axis == "x" else limits(bottom=0)  # symlog margins would go negative
     else:
         setter("log")
-    fmt = FuncFormatter(_epoch_formatter)
-    (ax.xaxis if axis == "x" else ax.yaxis).set_major_formatter(fmt)
+        if pos.max() / pos.min() < 1e3:  # few decades: label 1-2-5 steps, not only powers of 10
+            target.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+            target.set_minor_formatter(NullFormatter())
+    target.set_major_formatter(FuncFormatter(_epoch_formatter))
 
 
 # --------------------------------------------------------------------------- epochs to threshold
@@ -235,7 +242,9 @@ def plot_measures(
     style.apply_theme()
     ncols = min(3, len(columns))
     nrows = math.ceil(len(columns) / ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(4.6 * ncols, 3.5 * nrows + 0.9), squeeze=False)
+    fig, axes = plt.subplots(
+        nrows, ncols, figsize=(4.6 * ncols, 3.4 * nrows + 1.0), squeeze=False, layout="constrained"
+    )
     epochs = _all_epochs(tables)
     for ax, col in zip(axes.flat, columns):
         for cond in conditions:
@@ -255,12 +264,13 @@ def plot_measures(
         ax.remove()
     counts = {c: len(tables.get(c, [])) for c in conditions if tables.get(c)}
     handles = [Line2D([], [], color=colors[c], lw=2.2, label=f"{c} (n={n})") for c, n in counts.items()]
-    fig.legend(handles=handles, loc="upper center", ncol=len(handles), bbox_to_anchor=(0.5, 0.955 if nrows > 1 else 0.93),
-               frameon=False, fontsize=10)  # fmt: skip
     fig.suptitle(title, fontsize=12)
-    fig.text(0.01, 0.005, "Line: median across seeds; band: inter-quartile range (computed at every checkpoint).",
-             fontsize=8, color="0.3", va="bottom")  # fmt: skip
-    fig.tight_layout(rect=(0, 0.03, 1, 0.9 if nrows > 1 else 0.86))
+    # an "outside" legend takes part in the constrained layout (no overlap with panels); at the
+    # bottom because at the top it collides with the suptitle
+    fig.legend(
+        handles=handles, loc="outside lower center", ncol=len(handles), frameon=False, fontsize=10,
+        title="line: median across seeds; band: inter-quartile range (at every checkpoint)", title_fontsize=9,
+    )  # fmt: skip
     fig.savefig(path, dpi=dpi)
     plt.close(fig)
     return path

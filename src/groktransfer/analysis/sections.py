@@ -114,7 +114,23 @@ def figures_section(figures: Mapping[str, Path | None], measures_missing: bool) 
     return ReportSection("Training curves and progress measures", text, figures=figs)
 
 
+FILE_DESCRIPTIONS = {
+    "runs_csv": "one row per job, including failed / incomplete ones (status, reason)",
+    "summary_table_csv": "condition × threshold statistics (raw numbers)",
+    "speedup_csv": "speed-up ratios with bootstrap CIs and bound direction",
+    "epochs_to_threshold": "figure: epochs to each threshold per condition",
+    "test_accuracy": "figure: test accuracy curves",
+    "test_loss": "figure: test loss curves",
+    "progress_measures": "figure: progress measures",
+    "report_md": "this report (markdown, figures linked)",
+    "report_html": "this report (HTML, figures embedded)",
+}
+
+
 def files_section(files: Mapping[str, Path], out_dir: Path) -> ReportSection:
     """Where each output lives, relative to the report."""
-    lines = [f"- `{p.relative_to(out_dir) if p.is_relative_to(out_dir) else p}`: {k}" for k, p in files.items()]
+    lines = []
+    for key, p in files.items():
+        shown = p.relative_to(out_dir) if p.is_relative_to(out_dir) else p
+        lines.append(f"- `{shown}`: {FILE_DESCRIPTIONS.get(key, key)}")
     return ReportSection("Files", "\n".join(lines))

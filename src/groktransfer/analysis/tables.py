@@ -38,7 +38,9 @@ def runs_frame(runs: Sequence[RunRecord], thresholds: Sequence[float]) -> pd.Dat
             "reason": r.reason,
             "in_stats": r.completed,
             "last_epoch": r.epoch,
+            "failed_epoch": r.failed_epoch,
             "max_epochs": r.max_epochs,
+            "stop_reason": r.stop_reason,
         }
         for t in thresholds:
             obs = observe(r, t)
@@ -58,7 +60,7 @@ def runs_frame(runs: Sequence[RunRecord], thresholds: Sequence[float]) -> pd.Dat
         df[f"epochs_to_{k}"] = pd.array(df[f"epochs_to_{k}"], dtype="Int64")
         df[f"censored_{k}"] = pd.array(df[f"censored_{k}"], dtype="boolean")
         df[f"held_{k}"] = pd.array(df[f"held_{k}"], dtype="boolean")
-    for col in ("seed", "last_epoch", "max_epochs"):
+    for col in ("seed", "last_epoch", "failed_epoch", "max_epochs"):
         df[col] = pd.array(df[col], dtype="Int64")
     return df
 
@@ -126,10 +128,15 @@ def incomplete_frame(runs: Sequence[RunRecord]) -> pd.DataFrame:
             "seed": r.seed,
             "status": r.status_label,
             "last epoch": r.epoch,
+            "failed at": r.failed_epoch,
             "reason": r.reason or "",
             "sweep": str(r.sweep),
         }
         for r in runs
         if not r.completed
     ]
-    return pd.DataFrame(rows, columns=["run", "condition", "seed", "status", "last epoch", "reason", "sweep"])
+    cols = ["run", "condition", "seed", "status", "last epoch", "failed at", "reason", "sweep"]
+    df = pd.DataFrame(rows, columns=cols)
+    for col in ("seed", "last epoch", "failed at"):
+        df[col] = pd.array(df[col], dtype="Int64")
+    return df
