@@ -259,4 +259,12 @@ __all__ = [
     "write_run_with_curves",
     "make_sweep",
     "first_epoch",
+    "stub_section_provider",
 ]
+
+
+def stub_section_provider(runs, out_dir, settings):
+    """A report-section provider as configured by ``analysis.extra_sections`` (for tests)."""
+    from groktransfer.analysis import ReportSection
+
+    return [ReportSection("Stub provider", f"{len(runs)} runs seen")]

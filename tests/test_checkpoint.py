@@ -192,7 +192,8 @@ def test_paper_state_dicts_list_picks_by_index(tmp_path: Path):
     for index, expected_sd, epoch in ((None, sds[-1], 200), (0, sds[0], 0), (-2, sds[1], 100)):
         loaded = load_checkpoint(path, index=index)
         assert loaded.epoch == epoch
-        torch.testing.assert_close(loaded.build_model()(tokens), paper_forward(expected_sd, tokens), atol=1e-5, rtol=1e-5)
+        expected = paper_forward(expected_sd, tokens)
+        torch.testing.assert_close(loaded.build_model()(tokens), expected, atol=1e-5, rtol=1e-5)
     with pytest.raises(CheckpointError, match="index 5"):
         load_checkpoint(path, index=5)
 

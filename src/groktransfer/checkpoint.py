@@ -226,7 +226,7 @@ def _with_default_buffers(state_dict: Dict[str, torch.Tensor], cfg: ModelConfig)
 
     They are constants of the architecture, not learned: TransformerLens stores them,
     a hand-made state dict may not, the paper's mask is a float tril. Writing ours
-    means a file is never rejected (or altered) over them.
+    means no file is rejected over them.
     """
     out = dict(state_dict)
     for i in range(cfg.n_layers):
@@ -403,7 +403,7 @@ def _check_paper_keys(sd: Mapping[str, Any]) -> None:
         raise CheckpointError(f"paper-format state dict lacks {missing}")
     if unknown:
         hint = " (LayerNorm models, use_ln=True, are not supported)" if any("ln" in k for k in unknown) else ""
-        raise CheckpointError(f"paper-format state dict has parameters this import does not understand: {unknown}{hint}")
+        raise CheckpointError(f"paper-format state dict has parameters this import does not know: {unknown}{hint}")
 
 
 def _load_nanda2023(obj: Mapping[str, Any], path: Path, index: Optional[int]) -> LoadedCheckpoint:
@@ -412,7 +412,9 @@ def _load_nanda2023(obj: Mapping[str, Any], path: Path, index: Optional[int]) ->
         state_dicts = obj["state_dicts"]
         i = len(state_dicts) - 1 if index is None else index
         if not -len(state_dicts) <= i < len(state_dicts):
-            raise CheckpointError(f"checkpoint {path} holds {len(state_dicts)} state dicts; index {index} is out of range")
+            raise CheckpointError(
+                f"checkpoint {path} holds {len(state_dicts)} state dicts; index {index} is out of range"
+            )
         sd = state_dicts[i]
         epochs = obj.get("epochs", obj.get("checkpoint_epochs"))
         if isinstance(epochs, (list, tuple)) and len(epochs) == len(state_dicts):

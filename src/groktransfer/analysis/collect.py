@@ -99,6 +99,11 @@ def resolve_sweep_dirs(spec: str | os.PathLike | Iterable[str | os.PathLike] | N
             matches = [m for m in matches if m.name not in SKIP_DIRS]
             if not matches:
                 raise SweepInputError(f"sweep_dir pattern matches no directory: {text}")
+            # a pattern may also match dirs that are not sweeps (a README dir, an empty dir):
+            # drop those, but keep the error if nothing with runs is left
+            matches = [m for m in matches if any(find_run_dirs(m))]
+            if not matches:
+                raise SweepInputError(f"sweep_dir pattern matches no directory with runs: {text}")
             out.extend(matches)
         else:
             path = Path(text)

@@ -24,7 +24,7 @@ from .collect import RunRecord, collect_runs, resolve_sweep_dirs
 from .curves import load_tables, numeric_columns
 from .plots import plot_curve, plot_epochs_to_threshold, plot_measures
 from .report import ReportSection, build_report
-from .settings import AnalyzeJobConfig, to_settings
+from .settings import AnalysisSettings, AnalyzeJobConfig, to_settings
 from .stats import (
     condition_order,
     format_ratio,
@@ -35,7 +35,7 @@ from .stats import (
     thresholds_in,
 )
 from .style import PREFERRED_ORDER, condition_colors
-from .tables import runs_frame
+from .tables import ci_label, runs_frame
 from .wandb_log import log_analysis
 
 SectionProvider = Callable[[Sequence[RunRecord], Path, AnalyzeJobConfig], Sequence[ReportSection]]
@@ -55,6 +55,7 @@ class AnalysisResult:
     speedup: pd.DataFrame
     headline_threshold: float | None
     baseline: str
+    confidence: float = 0.95
     files: dict[str, Path] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
@@ -85,7 +86,7 @@ class AnalysisResult:
                         "reached": r.n_reached,
                         "censored": r.n_censored,
                         "median epochs": r.median_display,
-                        f"speed-up vs {self.baseline} [95% CI]": speed,
+                        f"speed-up vs {self.baseline} [{ci_label(self.confidence)}]": speed,
                     }
                 )
             lines.append(
@@ -118,20 +119,68 @@ def _load_provider(spec: str) -> SectionProvider:
     return getattr(importlib.import_module(module), name)
 
 
-def _provider_sections(specs: Sequence[str], runs: Sequence[RunRecord], out_dir: Path, settings: AnalyzeJobConfig) -> list[ReportSection]:
+def _provider_sections(
+    specs: Sequence[str], runs: Sequence[RunRecord], out_dir: Path, settings: AnalyzeJobConfig
+) -> list[ReportSection]:
     """Sections from configured providers; a failing provider becomes a visible error section."""
     out: list[ReportSection] = []
     for spec in specs:
         try:
             out.extend(_load_provider(spec)(runs, out_dir, settings))
         except Exception as exc:  # noqa: BLE001 - an optional section must not sink the report
-            out.append(ReportSection(f"{spec} (failed)", f"This section could not be built: `{type(exc).__name__}: {exc}`"))
+            msg = f"This section could not be built: `{type(exc).__name__}: {exc}`"
+            out.append(ReportSection(f"{spec} (failed)", msg))
     return out
 
 
 def default_out_dir(sweep_dirs: Sequence[Path], configured: str | os.PathLike | None) -> Path:
     """``analysis.out_dir`` if given, else ``<first sweep dir>/analysis``."""
     return Path(configured) if configured else Path(sweep_dirs[0]) / "analysis"
+
+
+def _sweep_label(runs: Sequence[RunRecord]) -> str:
+    """``experiment / task`` for figure and report titles."""
+    experiments = ", ".join(sorted({r.experiment for r in runs if r.experiment}))
+    tasks = ", ".join(sorted({r.task for r in runs if r.task}))
+    return " / ".join(x for x in (experiments, tasks) if x)
+
+
+def _make_figures(
+    runs: Sequence[RunRecord],
+    thresholds: list[float],
+    conditions: list[str],
+    out: Path,
+    a: AnalysisSettings,
+    label: str,
+) -> tuple[dict[str, Path | None], bool]:
+    """All figures; returns ``{name: path or None}`` and whether measures.csv had none of the measures."""
+    colors = condition_colors(conditions)
+    suffix = f" — {label}" if label else ""
+    obs = observations_frame(runs, thresholds)
+    figs: dict[str, Path | None] = {}
+    figs["epochs_to_threshold"] = plot_epochs_to_threshold(
+        obs[obs.included], thresholds, conditions, colors, out / "epochs_to_threshold.png",
+        n_excluded=sum(not r.completed for r in runs), log_span=a.log_span, dpi=a.dpi,
+        title=f"Epochs to test-accuracy threshold{suffix}",
+    )  # fmt: skip
+    cv = a.curves
+    common = dict(after_end=cv.after_end, max_points=cv.max_points, log_span=a.log_span, dpi=a.dpi)
+    metrics = load_tables(runs, "metrics.csv", cv.include_statuses)
+    figs["test_accuracy"] = plot_curve(
+        metrics, "test_acc", conditions, colors, out / "test_accuracy.png", "test accuracy",
+        f"Test accuracy{suffix}", hlines=thresholds[:1] + thresholds[-1:], **common,
+    )  # fmt: skip
+    figs["test_loss"] = plot_curve(
+        metrics, "test_loss", conditions, colors, out / "test_loss.png", "test loss (cross-entropy)",
+        f"Test loss{suffix}", log_y=True, **common,
+    )  # fmt: skip
+    measures = load_tables(runs, "measures.csv", cv.include_statuses)
+    measure_cols = numeric_columns(measures, a.measures)
+    figs["progress_measures"] = plot_measures(
+        measures, measure_cols, conditions, colors, out / "progress_measures.png",
+        title=f"Progress measures{suffix}", **common,
+    )  # fmt: skip
+    return figs, bool(measures) and not measure_cols
 
 
 def run_analysis(
@@ -145,24 +194,21 @@ def run_analysis(
     ``cfg`` is a Hydra DictConfig of ``conf/analyze.yaml``, a plain dict of the same
     shape, an ``AnalyzeJobConfig`` or None (defaults). ``out_dir`` overrides
     ``analysis.out_dir``; with neither, outputs go to ``<first sweep dir>/analysis``.
-    ``extra_sections`` are appended to the report (the circuits hook), after any
-    from ``analysis.extra_sections`` providers.
+    ``extra_sections`` are added to the report (the circuits hook) after the figures,
+    following any from ``analysis.extra_sections`` providers.
     """
     settings = to_settings(cfg)
-    a = settings.analysis
+    a, b = settings.analysis, settings.analysis.bootstrap
     dirs = resolve_sweep_dirs(sweep_dirs)
     runs = collect_runs(dirs, a.stale_after_s)  # raises before anything is written
     out = Path(out_dir) if out_dir is not None else default_out_dir(dirs, a.out_dir)
     out.mkdir(parents=True, exist_ok=True)
 
+    # ---- tables
     thresholds = sorted(float(t) for t in a.thresholds) if a.thresholds else thresholds_in(runs)
-    preferred = [*PREFERRED_ORDER, *a.compare, a.baseline]
-    conditions = condition_order([r.condition for r in runs], preferred)
-    colors = condition_colors(conditions)
-
+    conditions = condition_order([r.condition for r in runs], [*PREFERRED_ORDER, *a.compare, a.baseline])
     runs_df = runs_frame(runs, thresholds)
     summary = summary_table(runs, thresholds, conditions)
-    b = a.bootstrap
     speedup = speedup_table(runs, thresholds, a.baseline, a.compare, b.n_resamples, b.confidence, b.seed)
     files: dict[str, Path] = {}
     for name, df in (("runs", runs_df), ("summary_table", summary), ("speedup", speedup)):
@@ -170,71 +216,45 @@ def run_analysis(
         df.to_csv(files[f"{name}_csv"], index=False)
 
     # ---- figures
-    experiments = sorted({r.experiment for r in runs if r.experiment})
-    tasks = sorted({r.task for r in runs if r.task})
-    label = " / ".join(x for x in (", ".join(experiments), ", ".join(tasks)) if x)
-    obs = observations_frame(runs, thresholds)
-    n_excluded = sum(not r.completed for r in runs)
-    figs: dict[str, Path | None] = {}
-    figs["epochs_to_threshold"] = plot_epochs_to_threshold(
-        obs[obs.included], thresholds, conditions, colors, out / "epochs_to_threshold.png",
-        n_excluded=n_excluded, log_span=a.log_span, dpi=a.dpi,
-        title=f"Epochs to test-accuracy threshold — {label}" if label else "",
-    )  # fmt: skip
-    cv = a.curves
-    metrics = load_tables(runs, "metrics.csv", cv.include_statuses)
-    common = dict(after_end=cv.after_end, max_points=cv.max_points, log_span=a.log_span, dpi=a.dpi)
-    figs["test_accuracy"] = plot_curve(
-        metrics, "test_acc", conditions, colors, out / "test_accuracy.png", "test accuracy",
-        f"Test accuracy — {label}" if label else "Test accuracy", hlines=thresholds[:1] + thresholds[-1:], **common,
-    )  # fmt: skip
-    figs["test_loss"] = plot_curve(
-        metrics, "test_loss", conditions, colors, out / "test_loss.png", "test loss (cross-entropy)",
-        f"Test loss — {label}" if label else "Test loss", log_y=True, **common,
-    )  # fmt: skip
-    measures = load_tables(runs, "measures.csv", cv.include_statuses)
-    measure_cols = numeric_columns(measures, a.measures)
-    figs["progress_measures"] = plot_measures(
-        measures, measure_cols, conditions, colors, out / "progress_measures.png",
-        title=f"Progress measures — {label}" if label else "Progress measures", **common,
-    )  # fmt: skip
+    label = _sweep_label(runs)
+    figs, measures_missing = _make_figures(runs, thresholds, conditions, out, a, label)
     files.update({k: p for k, p in figs.items() if p is not None})
 
     # ---- report
-    headline = _pick_headline(thresholds, a.headline_threshold)
-    report_files = dict(files)
-    report_files["report_md"] = out / "report.md"
-    report_files["report_html"] = out / "report.html"
+    listed = {**files, "report_md": out / "report.md", "report_html": out / "report.html"}
     built_in = [
         sec.overview_section(runs, dirs, conditions),
         sec.threshold_section(summary, figs["epochs_to_threshold"]),
-        sec.speedup_section(speedup, a.baseline, conditions),
+        sec.speedup_section(speedup, a.baseline, conditions, b.confidence),
         sec.method_section(settings),
         sec.incomplete_section(runs),
-        sec.figures_section(figs, measures_missing=bool(measures) and not measure_cols),
+        sec.figures_section(figs, measures_missing),
     ]
     extras = [*_provider_sections(a.extra_sections, runs, out, settings), *extra_sections]
-    tail = [sec.files_section(report_files, out)]
     title = f"groktransfer analysis — {label}" if label else "groktransfer analysis"
-    intro = f"Generated {datetime.now().strftime('%Y-%m-%d %H:%M')} from run directories only (status.json, metrics.csv, measures.csv)."
-    files["report_md"], files["report_html"] = build_report(title, built_in, out, extras, intro, tail)
+    intro = (
+        f"Generated {datetime.now().strftime('%Y-%m-%d %H:%M')} from run directories only "
+        "(status.json, metrics.csv, measures.csv)."
+    )
+    files["report_md"], files["report_html"] = build_report(
+        title, built_in, out, extras, intro, tail=[sec.files_section(listed, out)]
+    )
 
+    headline = _pick_headline(thresholds, a.headline_threshold)
     result = AnalysisResult(
         out_dir=out, sweep_dirs=dirs, runs=runs, thresholds=thresholds, conditions=conditions,
         runs_table=runs_df, summary=summary, speedup=speedup, headline_threshold=headline,
-        baseline=a.baseline, files=files,
+        baseline=a.baseline, confidence=b.confidence, files=files,
     )  # fmt: skip
 
     # ---- optional W&B mirror (never fatal)
-    headline_numbers: dict[str, float] = {}
-    if headline is not None:
-        for _, r in speedup[speedup.threshold == headline].iterrows():
-            if np.isfinite(r.ratio):
-                headline_numbers[f"speedup_{r.condition}_{threshold_key(headline)}"] = float(r.ratio)
-    note = log_analysis(
-        settings.wandb, out, runs, {"runs": runs_df, "summary_table": summary, "speedup": speedup},
-        [p for p in figs.values() if p is not None], headline_numbers,
-    )  # fmt: skip
+    numbers = {
+        f"speedup_{r.condition}_{threshold_key(headline)}": float(r.ratio)
+        for _, r in speedup[speedup.threshold == headline].iterrows()
+        if np.isfinite(r.ratio)
+    }
+    tables = {"runs": runs_df, "summary_table": summary, "speedup": speedup}
+    note = log_analysis(settings.wandb, out, runs, tables, [p for p in figs.values() if p], numbers)
     if note:
         result.notes.append(note)
     return result

@@ -24,7 +24,13 @@ from .stats import threshold_key
 
 import matplotlib.pyplot as plt  # noqa: E402  (after the backend is chosen)
 from matplotlib.lines import Line2D  # noqa: E402
-from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter, SymmetricalLogLocator  # noqa: E402
+from matplotlib.ticker import (  # noqa: E402
+    FuncFormatter,
+    LogLocator,
+    MaxNLocator,
+    NullFormatter,
+    SymmetricalLogLocator,
+)
 
 MEASURE_LABELS = {
     "restricted_loss": ("Restricted loss", "loss (key frequencies only)"),
@@ -80,7 +86,37 @@ def _set_epoch_scale(ax: plt.Axes, axis: str, values: np.ndarray, span: float) -
     target.set_major_formatter(FuncFormatter(_epoch_formatter))
 
 
+def _set_value_log_scale(ax: plt.Axes, values: np.ndarray, span: float) -> None:
+    """Log y for losses -- but only when the plotted values span more than ``span``×.
+
+    A loss that stays within one decade (a run that never generalised) reads better
+    on a linear axis than on a log axis with ``4×10⁰ 6×10⁰`` ticks.
+    """
+    v = np.asarray(values, dtype=float)
+    v = v[np.isfinite(v) & (v > 0)]
+    if not _needs_log(v, span):
+        return
+    ax.set_yscale("log")
+    if v.max() / v.min() < 1e3:  # a few decades: 1-2-5 ticks as plain numbers
+        ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda x, _p: f"{x:g}"))
+        ax.yaxis.set_minor_formatter(NullFormatter())
+
+
 # --------------------------------------------------------------------------- epochs to threshold
+
+
+def _spread(values: np.ndarray, width: float = 0.36) -> np.ndarray:
+    """Horizontal offsets: evenly spaced in value order, so tied points (several runs
+    censored at the same max_epochs) sit side by side instead of on top of each other.
+    Deterministic, unlike random jitter: the same data always gives the same picture."""
+    n = values.size
+    if n <= 1:
+        return np.zeros(n)
+    offsets = np.linspace(-width / 2, width / 2, n)
+    out = np.empty(n)
+    out[np.argsort(values, kind="stable")] = offsets
+    return out
 
 
 def plot_epochs_to_threshold(
@@ -106,7 +142,6 @@ def plot_epochs_to_threshold(
     conds = [c for c in conditions if c in set(obs.condition)]
     k = len(thresholds)
     fig, axes = plt.subplots(1, k, figsize=(max(3.4 * k, 5.0), 4.8), sharey=True, squeeze=False)
-    rng = np.random.default_rng(0)  # fixed jitter: the same data always gives the same picture
     for ax, t in zip(axes[0], thresholds):
         g = obs[obs.threshold == t]
         for i, cond in enumerate(conds):
@@ -122,7 +157,7 @@ def plot_epochs_to_threshold(
             bp["boxes"][0].set_facecolor(colors[cond])
             bp["boxes"][0].set_alpha(0.25)
             cens = gc.censored.to_numpy(dtype=bool)
-            x = i + rng.uniform(-0.16, 0.16, vals.size)
+            x = i + _spread(vals)
             ax.scatter(x[~cens], vals[~cens], s=36, color=colors[cond], edgecolor="white", lw=0.6, zorder=3)
             ax.scatter(
                 x[cens], vals[cens], s=64, marker="^", facecolor="white", edgecolor=colors[cond],
@@ -145,6 +180,9 @@ def plot_epochs_to_threshold(
     ymax = np.nanmax(obs.value.to_numpy(dtype=float))
     if axes[0][0].get_yscale() == "linear":
         axes[0][0].set_ylim(bottom=min(0, np.nanmin(obs.value)), top=ymax * 1.22 + 1)
+    elif axes[0][0].get_yscale() == "symlog":  # zeros present: keep them off the frame
+        linthresh = axes[0][0].yaxis.get_transform().linthresh
+        axes[0][0].set_ylim(-0.25 * linthresh, ymax * 3.0)
     else:
         lo, _ = axes[0][0].get_ylim()
         axes[0][0].set_ylim(lo, ymax * 3.0)  # head-room for the legend
@@ -164,9 +202,11 @@ def plot_epochs_to_threshold(
 # --------------------------------------------------------------------------- curves
 
 
-def _draw_band(ax: plt.Axes, agg: pd.DataFrame, color: str, label: str) -> None:
+def _draw_band(ax: plt.Axes, agg: pd.DataFrame, color: str, label: str) -> np.ndarray:
+    """Median line + IQR band; returns the plotted values (to choose the y scale)."""
     ax.fill_between(agg.epoch, agg.q25, agg.q75, color=color, alpha=0.2, lw=0)
     ax.plot(agg.epoch, agg["median"], color=color, lw=1.8, label=label)
+    return agg[["median", "q25", "q75"]].to_numpy(dtype=float).ravel()
 
 
 def _all_epochs(tables: Mapping[str, Sequence[pd.DataFrame]]) -> np.ndarray:
@@ -192,16 +232,15 @@ def plot_curve(
     """Median line and inter-quartile band of ``column`` against epoch, per condition."""
     style.apply_theme()
     fig, ax = plt.subplots(figsize=(8.0, 4.8))
-    drawn = False
+    plotted: list[np.ndarray] = []
     for cond in conditions:
         dfs = tables.get(cond, [])
         agg = aggregate(dfs, column, after_end, max_points)
         if agg.empty:
             continue
         n = sum(1 for df in dfs if column in df.columns)
-        _draw_band(ax, agg, colors[cond], f"{cond} (n={n})")
-        drawn = True
-    if not drawn:
+        plotted.append(_draw_band(ax, agg, colors[cond], f"{cond} (n={n})"))
+    if not plotted:
         plt.close(fig)
         return None
     for h in hlines:
@@ -210,7 +249,7 @@ def plot_curve(
                     textcoords="offset points", va="center", fontsize=7, color="0.45")  # fmt: skip
     _set_epoch_scale(ax, "x", _all_epochs(tables), log_span)
     if log_y:
-        ax.set_yscale("log")
+        _set_value_log_scale(ax, np.concatenate(plotted), log_span)
     ax.set_xlabel("epoch")
     ax.set_ylabel(ylabel)
     ax.set_title(title)
@@ -247,19 +286,22 @@ def plot_measures(
     )
     epochs = _all_epochs(tables)
     for ax, col in zip(axes.flat, columns):
+        plotted = [np.array([])]
         for cond in conditions:
             agg = aggregate(tables.get(cond, []), col, after_end, max_points)
             if not agg.empty:
-                _draw_band(ax, agg, colors[cond], cond)
+                plotted.append(_draw_band(ax, agg, colors[cond], cond))
         name, unit = MEASURE_LABELS.get(col, (col, col))
         ax.set_title(name, fontsize=10)
         ax.set_ylabel(unit, fontsize=9)
         ax.set_xlabel("epoch", fontsize=9)
         _set_epoch_scale(ax, "x", epochs, log_span)
         if "loss" in col:
-            ax.set_yscale("log")
-        if col.startswith("n_"):
-            ax.yaxis.get_major_locator().set_params(integer=True)
+            _set_value_log_scale(ax, np.concatenate(plotted), log_span)
+        if col.startswith("n_"):  # counts: integer ticks even when the median is 0.5
+            lo, hi = ax.get_ylim()
+            ax.set_ylim(min(lo, -0.05), max(hi, 1.05))  # span >= 1, else MaxNLocator falls back to 0.1 steps
+            ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     for ax in list(axes.flat)[len(columns):]:
         ax.remove()
     counts = {c: len(tables.get(c, [])) for c in conditions if tables.get(c)}

@@ -67,7 +67,6 @@ figure { margin: 1em 0 2em; }
 figure img { max-width: 100%; border: 1px solid #eee; }
 figcaption { font-size: 0.9em; color: #555; }
 code { background: #f3f3f3; padding: 0 3px; border-radius: 3px; }
-.hook { color: #888; font-size: .85em; }
 """
 
 

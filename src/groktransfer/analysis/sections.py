@@ -56,7 +56,9 @@ def threshold_section(summary: pd.DataFrame, figure: Path | None) -> ReportSecti
     return ReportSection("Epochs to threshold", text, [ReportTable(summary_display(summary), "")], figs)
 
 
-def speedup_section(speedup: pd.DataFrame, baseline: str, present: Sequence[str]) -> ReportSection:
+def speedup_section(
+    speedup: pd.DataFrame, baseline: str, present: Sequence[str], confidence: float = 0.95
+) -> ReportSection:
     """Speed-up ratios with bootstrap CIs, or why there are none."""
     if speedup.empty:
         why = (
@@ -69,7 +71,7 @@ def speedup_section(speedup: pd.DataFrame, baseline: str, present: Sequence[str]
         "reaches the threshold in fewer epochs). `≥` marks a lower bound (the baseline median is censored), "
         "`≤` an upper bound (the condition's median is censored), `~` an indeterminate direction (both)."
     )
-    return ReportSection(f"Speed-up over {baseline}", text, [ReportTable(speedup_display(speedup), "")])
+    return ReportSection(f"Speed-up over {baseline}", text, [ReportTable(speedup_display(speedup, confidence), "")])
 
 
 def method_section(settings: AnalyzeJobConfig) -> ReportSection:

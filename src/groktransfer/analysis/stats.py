@@ -43,21 +43,24 @@ Speed-up of a condition over the baseline = median(baseline) / median(condition)
 to t (> 1 = the condition reaches t in fewer epochs). Because censored values are lower \
 bounds, a censored baseline median makes the ratio a lower bound (true speed-up ≥ ratio), \
 a censored condition median makes it an upper bound (true speed-up ≤ ratio), and both make \
-its direction indeterminate; the "bound" column says which applies. 95% confidence interval: \
-percentile bootstrap with {B} resamples (runs resampled with replacement within each \
+its direction indeterminate; the "bound" column says which applies. A condition whose median \
+is 0 epochs (already at t when training starts) has an infinite speed-up. {pct:g}% confidence \
+interval: percentile bootstrap with {B} resamples (runs resampled with replacement within each \
 condition independently, ratio of medians recomputed on each resample; quantiles \
 {lo_q:g}% and {hi_q:g}%), numpy default_rng seeded with ({seed}, CRC32 of \
 "condition|threshold") so the interval is reproducible and independent of row order. The \
 resamples use the same censored-as-last-epoch values, so the interval carries the same \
 bound direction as the point estimate. With few seeds per condition the bootstrap \
-distribution of a median is coarse; read the interval as a rough range, not an exact 95%.\
+distribution of a median is coarse; read the interval as a rough range, not an exact {pct:g}%.\
 """
 
 
 def method_text(n_resamples: int, confidence: float, seed: int) -> str:
     """The statistics method statement, with the actual bootstrap settings filled in."""
     alpha = (1.0 - confidence) / 2.0
-    return METHOD_TEXT.format(B=n_resamples, lo_q=100 * alpha, hi_q=100 * (1 - alpha), seed=seed)
+    return METHOD_TEXT.format(
+        B=n_resamples, pct=100 * confidence, lo_q=100 * alpha, hi_q=100 * (1 - alpha), seed=seed
+    )
 
 
 def threshold_key(t: float) -> str:
@@ -309,6 +312,7 @@ def speedup_table(
                 "ratio": math.nan, "ci_low": math.nan, "ci_high": math.nan, "bound": "",
                 "n": int(c.size), "n_baseline": int(b.size),
                 "median_condition": math.nan, "median_baseline": math.nan,
+                "median_condition_lower_bound": False, "median_baseline_lower_bound": False,
                 "n_resamples": n_resamples, "confidence": confidence, "seed": seed,
             }  # fmt: skip
             if b.size and c.size:
@@ -318,11 +322,13 @@ def speedup_table(
                 row.update(
                     ratio=ratio_of_medians(b, c), ci_low=lo, ci_high=hi,
                     bound=bound_direction(lb, lc), median_condition=mc, median_baseline=mb,
+                    median_condition_lower_bound=lc, median_baseline_lower_bound=lb,
                 )  # fmt: skip
             rows.append(row)
     cols = [
         "condition", "baseline", "threshold", "ratio", "ci_low", "ci_high", "bound", "n",
-        "n_baseline", "median_condition", "median_baseline", "n_resamples", "confidence", "seed",
+        "n_baseline", "median_condition", "median_baseline", "median_condition_lower_bound",
+        "median_baseline_lower_bound", "n_resamples", "confidence", "seed",
     ]  # fmt: skip
     return pd.DataFrame(rows, columns=cols)
 

@@ -34,6 +34,7 @@ def runs_frame(runs: Sequence[RunRecord], thresholds: Sequence[float]) -> pd.Dat
             "condition": r.condition,
             "seed": r.seed,
             "status": r.status,
+            "status_label": r.status_label,
             "stale": r.stale,
             "reason": r.reason,
             "in_stats": r.completed,
@@ -74,6 +75,7 @@ def status_counts(runs: Sequence[RunRecord], conditions: Sequence[str]) -> pd.Da
     cols = [c for c in preferred if c in table.columns] + sorted(c for c in table.columns if c not in preferred)
     table = table.loc[order, cols]
     table["total"] = table.sum(axis=1)
+    table.columns.name = None  # else to_html draws a stray "status" header cell
     return table.reset_index()
 
 
@@ -99,20 +101,29 @@ def summary_display(summary: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def speedup_display(speedup: pd.DataFrame) -> pd.DataFrame:
+def ci_label(confidence: float) -> str:
+    """``95% CI`` from 0.95."""
+    return f"{100 * confidence:g}% CI"
+
+
+def speedup_display(speedup: pd.DataFrame, confidence: float = 0.95) -> pd.DataFrame:
     """Speed-ups as ``ratio× [lo, hi]`` strings with the bound direction spelt out."""
     return pd.DataFrame(
         {
             "condition": speedup.condition,
             "vs": speedup.baseline,
             "threshold": speedup.threshold.map(threshold_key),
-            "speed-up [95% CI]": [
+            f"speed-up [{ci_label(confidence)}]": [
                 format_ratio(r, lo, hi, b)
                 for r, lo, hi, b in zip(speedup.ratio, speedup.ci_low, speedup.ci_high, speedup.bound)
             ],
             "bound": speedup.bound,
-            "median (condition)": speedup.median_condition.map(format_epochs),
-            "median (baseline)": speedup.median_baseline.map(format_epochs),
+            "median (condition)": [
+                format_epochs(m, lb) for m, lb in zip(speedup.median_condition, speedup.median_condition_lower_bound)
+            ],
+            "median (baseline)": [
+                format_epochs(m, lb) for m, lb in zip(speedup.median_baseline, speedup.median_baseline_lower_bound)
+            ],
             "n": speedup.n,
             "n baseline": speedup.n_baseline,
         }

@@ -1,0 +1,307 @@
+"""From a sweep's run records to the checkpoints the circuit analysis reads.
+
+Only the run-directory contract is used (docs/architecture.md): ``status.json``,
+``config.yaml``, ``source.json`` and ``checkpoints/final.pt``. For every completed run
+this finds its final checkpoint, its task, the source checkpoint it started from and
+the source run behind it; for every source, a *reference* checkpoint standing for
+"the algorithm the source learned" (the grokked checkpoint the grokked condition
+started from, else the source run's final checkpoint).
+
+It also decides which models share an MLP *lineage* (the same initial MLP weights),
+which is what makes neuron-by-neuron comparisons meaningful:
+
+* a source run's MLP starts from its ``model_seed`` (= the source seed);
+* a transfer run that copies (or freezes) the MLP inherits its source's lineage;
+* a fresh model (random condition, or an MLP re-initialised at transfer) starts from
+  its own ``model_seed`` -- which *equals* the source's when a sweep pins
+  ``source_seed`` to a value that is also one of its seeds, so that random run starts
+  from exactly the source's initial weights. It is then reported as "same init".
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import yaml
+
+from groktransfer.tasks import Task
+
+from ..collect import RunRecord
+
+Lineage = Tuple[Any, ...]
+COPIED, SAME_INIT, INDEPENDENT = "copied from source", "same init as source", "independent"
+
+
+@dataclass(frozen=True)
+class TaskRef:
+    """A task as the run directories describe it (enough to rebuild ``Task``)."""
+
+    name: str
+    p: int
+    frac_train: float = 0.3
+    data_seed: int = 0
+
+    def build(self) -> Task:
+        return Task(self.name, self.p, self.frac_train, self.data_seed)
+
+    @property
+    def pretty(self) -> str:
+        op = {"add": "a+b", "subtract": "a−b", "multiply": "a·b", "divide": "a/b"}.get(self.name, self.name)
+        return f"{op} mod {self.p}"
+
+
+@dataclass
+class CheckpointRef:
+    """One checkpoint file to profile, read on ``task``."""
+
+    path: Path
+    task: TaskRef
+    label: str
+    lineage: Optional[Lineage]
+    epoch: Optional[int] = None
+    role: str = ""  # "reference", "start:grokked", "final", ...
+
+
+@dataclass
+class SourceGroup:
+    """One source run (or source file) and the checkpoints taken from it."""
+
+    key: str
+    task: TaskRef
+    lineage: Optional[Lineage]
+    model_seed: Optional[int] = None
+    reference: Optional[CheckpointRef] = None
+    starts: Dict[str, CheckpointRef] = field(default_factory=dict)  # by resolved path
+    problems: List[str] = field(default_factory=list)
+
+
+@dataclass
+class TargetRun:
+    """A completed run with its final checkpoint, its source and its lineage status."""
+
+    record: RunRecord
+    condition: str
+    seed: Optional[int]
+    final: CheckpointRef
+    source_key: Optional[str] = None
+    start: Optional[CheckpointRef] = None
+    lineage_kind: str = INDEPENDENT
+
+    @property
+    def name(self) -> str:
+        seed = "?" if self.seed is None else self.seed
+        return f"{self.condition} s{seed}"
+
+
+@dataclass
+class SweepPlan:
+    targets: List[TargetRun] = field(default_factory=list)
+    sources: Dict[str, SourceGroup] = field(default_factory=dict)
+    skipped: List[Dict[str, Any]] = field(default_factory=list)
+    notes: List[str] = field(default_factory=list)
+
+
+# --------------------------------------------------------------------------- file reading
+def _read_json(path: Path) -> Dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+        return data if isinstance(data, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def _read_yaml(path: Path) -> Dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text())
+        return data if isinstance(data, dict) else {}
+    except (OSError, yaml.YAMLError):
+        return {}
+
+
+def _dig(d: Any, *keys: str) -> Any:
+    for k in keys:
+        if not isinstance(d, dict):
+            return None
+        d = d.get(k)
+    return d
+
+
+def _first_int(*values: Any) -> Optional[int]:
+    for v in values:
+        if v is not None:
+            try:
+                return int(v)
+            except (TypeError, ValueError):
+                continue
+    return None
+
+
+def _locate(recorded: Optional[str], search_roots: Sequence[Path], tail: Sequence[str]) -> Optional[Path]:
+    """A recorded absolute path, or -- for a sweep moved to another machine -- the same
+    file found under one of ``search_roots`` by its last path components ``tail``."""
+    if recorded:
+        p = Path(recorded)
+        if p.is_file():
+            return p
+    for root in search_roots:
+        candidate = root.joinpath(*tail)
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _source_search_roots(record: RunRecord, source_run_dir: Optional[str]) -> List[Path]:
+    """Where a source run dir may live: as recorded, or in a ``.sources`` cache next to
+    the sweep or one of its parents (``paths.source_cache`` defaults to ``<root>/.sources``)."""
+    roots: List[Path] = []
+    if source_run_dir:
+        roots.append(Path(source_run_dir))
+        name = Path(source_run_dir).name
+        for ancestor in [record.sweep, *list(record.sweep.parents)[:3]]:
+            roots.append(ancestor / ".sources" / name)
+    return roots
+
+
+# --------------------------------------------------------------------------- planning
+def _target_task(run_dir: Path, cfg: Dict[str, Any], status: Dict[str, Any], record: RunRecord) -> Optional[TaskRef]:
+    name = _dig(cfg, "task", "name") or record.task
+    p = _first_int(_dig(cfg, "task", "p"), status.get("p"))
+    if not name or p is None:
+        return None
+    frac = _dig(cfg, "task", "frac_train")
+    data_seed = _first_int(status.get("data_seed"), _dig(cfg, "task", "data_seed"), cfg.get("seed"), record.seed, 0)
+    return TaskRef(str(name), p, float(frac) if frac is not None else 0.3, int(data_seed or 0))
+
+
+def _configured_source(cfg: Dict[str, Any], target: TaskRef) -> Tuple[Optional[TaskRef], Optional[int]]:
+    """The source task and seed a run's config asks for (used to pair random runs with
+    the source their transfer siblings used)."""
+    src = _dig(cfg, "transfer", "source")
+    if not isinstance(src, dict) or not src.get("task"):
+        return None, None
+    seed = _first_int(src.get("source_seed"), cfg.get("seed"))
+    p = _first_int(src.get("p"), target.p)
+    frac = src.get("frac_train") if src.get("frac_train") is not None else target.frac_train
+    return TaskRef(str(src["task"]), int(p or target.p), float(frac), int(seed or 0)), seed
+
+
+def _mlp_copied(source_json: Dict[str, Any]) -> bool:
+    copied = _dig(source_json, "plan", "copied")
+    if isinstance(copied, list):
+        return any(".mlp." in str(name) for name in copied)
+    return str(_dig(source_json, "components", "mlp") or "copy") in ("copy", "freeze")
+
+
+def _source_of(record: RunRecord, sj: Dict[str, Any], cfg: Dict[str, Any], target: TaskRef, plan: SweepPlan
+               ) -> Tuple[Optional[SourceGroup], Optional[CheckpointRef]]:
+    """Register the run's source (from source.json) in ``plan``; return it and the start checkpoint."""
+    chosen = sj.get("chosen") if isinstance(sj.get("chosen"), dict) else None
+    if sj.get("source_run_dir") or chosen:
+        spec_task = _dig(sj, "spec", "task") or {}
+        src_task, seed = _configured_source(cfg, target)
+        if spec_task.get("name") and spec_task.get("p") is not None:
+            src_task = TaskRef(str(spec_task["name"]), int(spec_task["p"]), float(spec_task.get("frac_train", 0.3)),
+                               int(spec_task.get("data_seed", 0)))  # fmt: skip
+        model_seed = _first_int(_dig(sj, "spec", "model_seed"), seed)
+        key = str(sj.get("source_run_dir") or Path(chosen["checkpoint"]).parent.parent)  # type: ignore[index]
+        roots = _source_search_roots(record, sj.get("source_run_dir"))
+        lineage: Optional[Lineage] = ("seed", model_seed) if model_seed is not None else ("source", key)
+        recorded = chosen.get("checkpoint") if chosen else None
+        tail = ["checkpoints", Path(recorded).name] if recorded else []
+        start_path = _locate(recorded, roots, tail) if recorded else None
+        start_role = str((chosen or {}).get("condition") or record.condition or "start")
+        start_epoch = _first_int((chosen or {}).get("epoch"))
+    elif sj.get("source_path"):
+        key = str(sj["source_path"])
+        src_task, _ = _configured_source(cfg, target)
+        model_seed, lineage, roots = None, ("file", key), []
+        start_path = _locate(key, [], [])
+        start_role, start_epoch = "file", _first_int(sj.get("epoch"))
+    else:
+        return None, None
+    if src_task is None:
+        plan.notes.append(f"{record.name}: source.json does not say which task the source learned")
+        return None, None
+    group = plan.sources.get(key)
+    if group is None:
+        group = plan.sources[key] = SourceGroup(key=key, task=src_task, lineage=lineage, model_seed=model_seed)
+        if start_role != "file" and roots:
+            final = _locate(None, roots, ["checkpoints", "final.pt"])
+            if final is not None:
+                group.reference = CheckpointRef(final, src_task, f"source {src_task.pretty} (final)", lineage,
+                                                role="reference:final")  # fmt: skip
+    if start_path is None:
+        group.problems.append(f"{record.name}: source checkpoint {recorded if start_role != 'file' else key} not found")
+        return group, None
+    start_key = str(start_path.resolve())
+    start = group.starts.get(start_key)
+    if start is None:
+        what = "file" if start_role == "file" else f"{start_role} ckpt"
+        epoch_txt = f", epoch {start_epoch}" if start_epoch is not None else ""
+        start = CheckpointRef(start_path, src_task, f"source {src_task.pretty} ({what}{epoch_txt})", lineage,
+                              epoch=start_epoch, role=f"start:{start_role}")  # fmt: skip
+        group.starts[start_key] = start
+        if start_role in ("grokked", "file"):
+            group.reference = start
+    return group, start
+
+
+def plan_sweep(runs: Sequence[RunRecord]) -> SweepPlan:
+    """Decide what to analyse: completed runs with a final checkpoint, their sources, and
+    the list of runs skipped (with why)."""
+    plan = SweepPlan()
+    pending: List[Tuple[TargetRun, Dict[str, Any], Optional[int]]] = []
+    for rec in runs:
+        info = {"run": rec.name, "condition": rec.condition, "seed": rec.seed, "status": rec.status_label}
+        if not rec.completed:
+            plan.skipped.append({**info, "why": f"status {rec.status_label}" + (f": {rec.reason}" if rec.reason else "")})
+            continue
+        final = rec.run_dir / "checkpoints" / "final.pt"
+        if not final.is_file():
+            plan.skipped.append({**info, "why": "no checkpoints/final.pt"})
+            continue
+        cfg = _read_yaml(rec.run_dir / "config.yaml") or _read_yaml(rec.run_dir / ".hydra" / "config.yaml")
+        status = _read_json(rec.run_dir / "status.json")
+        task = _target_task(rec.run_dir, cfg, status, rec)
+        if task is None:
+            plan.skipped.append({**info, "why": "task name / p not recorded in config.yaml"})
+            continue
+        model_seed = _first_int(status.get("model_seed"), _dig(cfg, "model", "model_seed"), cfg.get("seed"), rec.seed)
+        own: Lineage = ("seed", model_seed) if model_seed is not None else ("run", str(rec.run_dir))
+        condition = rec.condition or "unknown"
+        target = TargetRun(rec, condition, rec.seed, CheckpointRef(final, task, "", own, role="final"))
+        sj = _read_json(rec.run_dir / "source.json")
+        group, start = _source_of(rec, sj, cfg, task, plan) if sj else (None, None)
+        if group is not None:
+            target.source_key, target.start = group.key, start
+            if _mlp_copied(sj):
+                target.final.lineage, target.lineage_kind = group.lineage, COPIED
+        pending.append((target, cfg, model_seed))
+    # Fresh-start runs: pair with the source their config names (same task, p and seed).
+    for target, cfg, model_seed in pending:
+        if target.source_key is None:
+            src_task, seed = _configured_source(cfg, target.final.task)
+            matches = [g for g in plan.sources.values()
+                       if src_task is not None and g.task.name == src_task.name and g.task.p == src_task.p
+                       and (seed is None or g.model_seed in (None, seed))]  # fmt: skip
+            if len(matches) == 1:
+                target.source_key = matches[0].key
+            elif len(plan.sources) == 1:
+                target.source_key = next(iter(plan.sources))
+        group = plan.sources.get(target.source_key or "")
+        if target.lineage_kind != COPIED and group is not None and target.final.lineage == group.lineage:
+            target.lineage_kind = SAME_INIT
+        target.final.label = target.name
+        plan.targets.append(target)
+    for group in plan.sources.values():
+        if group.reference is None and group.starts:
+            group.problems.append(
+                "no grokked checkpoint or final.pt of the source run found; "
+                "similarity to the source uses the only checkpoint available"
+            )
+            group.reference = next(iter(group.starts.values()))
+        plan.notes.extend(group.problems)
+    return plan

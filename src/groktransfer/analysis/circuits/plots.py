@@ -1,0 +1,334 @@
+"""Figures of the circuit analysis.
+
+Design choices, for a reader comparing a source model with transfer conditions:
+
+* one row (or column) per model group -- the source first, then each condition in the
+  report's order and colours (``analysis.style``), so "source vs conditions" is read
+  top to bottom against the same frequency axis;
+* the source's key frequencies are shaded in every frequency panel, so whether a
+  condition reuses them is visible without reading numbers;
+* spread across seeds is drawn as the seeds themselves (dots over the median bar),
+  because seeds can pick *different* frequencies: a low median bar with scattered
+  dots means "strong but seed-specific frequencies", not "no structure";
+* every heatmap cell is annotated, so no colour has to be decoded.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from .. import style  # sets the Agg backend before pyplot is imported
+
+import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.patches import Patch  # noqa: E402
+
+from .attention import head_labels, position_labels  # noqa: E402
+from .neurons import SPECIALISED  # noqa: E402
+from .profile import CircuitProfile  # noqa: E402
+from .similarity import METRICS  # noqa: E402
+
+SOURCE_COLOR = "#2ca02c"  # green: the source model, distinct from the condition colours
+KEY_SHADE = "#ffe08a"
+
+Group = Tuple[str, List[Tuple[str, CircuitProfile]]]  # (title, [(model label, profile)])
+
+
+def group_colors(names: Sequence[str]) -> Dict[str, str]:
+    """Condition colours from the shared style; the source gets its own fixed green."""
+    colors = style.condition_colors([n for n in names if n != "source"])
+    colors["source"] = SOURCE_COLOR
+    return colors
+
+
+def _lighten(color: str, amount: float = 0.55) -> Tuple[float, float, float]:
+    from matplotlib.colors import to_rgb
+
+    r, g, b = to_rgb(color)
+    return (r + (1 - r) * amount, g + (1 - g) * amount, b + (1 - b) * amount)
+
+
+def _freq_ticks(ax: plt.Axes, max_freq: int) -> None:
+    step = 1 if max_freq <= 20 else 2 if max_freq <= 30 else 5
+    ticks = [1] + list(range(step, max_freq + 1, step)) if step > 1 else list(range(1, max_freq + 1))
+    ax.set_xticks(sorted(set(ticks)))
+    ax.set_xlim(0.4, max_freq + 0.6)
+
+
+def _shade_keys(ax: plt.Axes, key_freqs: Sequence[int]) -> None:
+    for w in key_freqs:
+        ax.axvspan(w - 0.5, w + 0.5, color=KEY_SHADE, alpha=0.6, zorder=0, lw=0)
+
+
+def _save(fig: plt.Figure, path: Path, dpi: int) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=dpi, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def _with_fourier(groups: Sequence[Group]) -> List[Group]:
+    out = []
+    for title, members in groups:
+        kept = [(lab, p) for lab, p in members if p.has_fourier]
+        if kept:
+            out.append((title, kept))
+    return out
+
+
+# --------------------------------------------------------------------------- spectra
+def plot_logit_spectrum(groups: Sequence[Group], source_keys: Sequence[int], colors: Dict[str, str],
+                        path: Path, dpi: int = 130, title: str = "") -> Optional[Path]:
+    """Per group: share of logit variance along each frequency's target directions
+    (median bar over the group's models, one dot per model), source key freqs shaded."""
+    groups = _with_fourier(groups)
+    if not groups:
+        return None
+    max_freq = int(groups[0][1][0][1].logits.freqs.max())  # type: ignore[union-attr]
+    fig, axes = plt.subplots(len(groups), 1, figsize=(min(4 + 0.16 * max_freq, 13), 1.9 * len(groups) + 0.6),
+                             sharex=True, squeeze=False)  # fmt: skip
+    for ax, (name, members) in zip(axes[:, 0], groups):
+        fr = np.stack([p.logits.frac for _, p in members])  # type: ignore[union-attr]
+        freqs = members[0][1].logits.freqs  # type: ignore[union-attr]
+        _shade_keys(ax, source_keys)
+        ax.bar(freqs, np.nanmedian(fr, axis=0), width=0.8, color=colors.get(name, "#444"), alpha=0.9, zorder=2)
+        if len(members) > 1:
+            jitter = np.linspace(-0.18, 0.18, len(members))
+            for j, row in zip(jitter, fr):
+                ax.scatter(freqs + j, row, s=7, color="black", alpha=0.55, zorder=3, lw=0)
+        resid = [p.logits.residual_frac for _, p in members]  # type: ignore[union-attr]
+        directions = members[0][1].logits.directions  # type: ignore[union-attr]
+        ax.set_title(f"{name} (n={len(members)}) — directions {directions}; "
+                     f"unexplained by any frequency: {np.nanmedian(resid):.0%}", fontsize=9.5, loc="left")  # fmt: skip
+        ax.set_ylabel("share of\nlogit variance", fontsize=8.5)
+        ax.set_ylim(0, max(0.05, float(np.nanmax(fr)) * 1.12))
+        ax.grid(axis="x", visible=False)
+    _freq_ticks(axes[-1, 0], max_freq)
+    axes[-1, 0].set_xlabel("frequency w")
+    handles = [Patch(color=KEY_SHADE, label="source key frequencies")]
+    if any(len(m) > 1 for _, m in groups):
+        handles.append(plt.Line2D([], [], ls="", marker="o", ms=3, color="black", label="one model (seed)"))
+    fig.legend(handles=handles, loc="upper right", fontsize=8, frameon=False, ncol=2)
+    fig.suptitle(title or "Logit Fourier spectrum in each task's own directions (bar = median over seeds)",
+                 fontsize=11, x=0.01, ha="left")  # fmt: skip
+    fig.tight_layout(rect=(0, 0, 1, 0.96))
+    return _save(fig, path, dpi)
+
+
+def plot_neuron_histograms(groups: Sequence[Group], source_keys: Sequence[int], colors: Dict[str, str],
+                           path: Path, dpi: int = 130, title: str = "") -> Optional[Path]:
+    """Per group: neurons per dominant frequency, mean over the group's models, split
+    into share > key threshold (dark) and 0.5 < share <= threshold (light)."""
+    groups = _with_fourier(groups)
+    if not groups:
+        return None
+    first = groups[0][1][0][1].neurons
+    assert first is not None
+    max_freq, thr = first.max_freq, first.key_freq_threshold
+    freqs = np.arange(1, max_freq + 1)
+    fig, axes = plt.subplots(len(groups), 1, figsize=(min(4 + 0.16 * max_freq, 13), 1.9 * len(groups) + 0.6),
+                             sharex=True, squeeze=False)  # fmt: skip
+    for ax, (name, members) in zip(axes[:, 0], groups):
+        ns = [p.neurons for _, p in members]
+        strong = np.mean([n.histogram(thr) for n in ns], axis=0)  # type: ignore[union-attr]
+        mid = np.mean([n.histogram(SPECIALISED) for n in ns], axis=0) - strong  # type: ignore[union-attr]
+        c = colors.get(name, "#444")
+        _shade_keys(ax, source_keys)
+        ax.bar(freqs, strong, width=0.8, color=c, zorder=2, label=f"share > {thr:g}")
+        ax.bar(freqs, mid, width=0.8, bottom=strong, color=_lighten(c), zorder=2, label=f"{SPECIALISED:g} < share ≤ {thr:g}")
+        d = ns[0].d_mlp  # type: ignore[union-attr]
+        over_t = np.median([n.n_over(thr) for n in ns]) / d  # type: ignore[union-attr]
+        over_h = np.median([n.n_over(SPECIALISED) for n in ns]) / d  # type: ignore[union-attr]
+        dead = np.median([n.n_dead for n in ns])  # type: ignore[union-attr]
+        stat = "mean over seeds; " if len(members) > 1 else ""
+        ax.set_title(f"{name} (n={len(members)}) — {stat}neurons with share > {thr:g}: {over_t:.0%}, "
+                     f"> {SPECIALISED:g}: {over_h:.0%}, dead: {dead:g} of {d}", fontsize=9.5, loc="left")  # fmt: skip
+        ax.set_ylabel("neurons", fontsize=8.5)
+        ax.legend(fontsize=7.5, loc="upper right", frameon=False)
+        ax.grid(axis="x", visible=False)
+    _freq_ticks(axes[-1, 0], max_freq)
+    axes[-1, 0].set_xlabel("dominant frequency w of the neuron")
+    fig.suptitle(title or "MLP neurons per dominant frequency (shaded: source key frequencies)",
+                 fontsize=11, x=0.01, ha="left")  # fmt: skip
+    fig.tight_layout(rect=(0, 0, 1, 0.96))
+    return _save(fig, path, dpi)
+
+
+# --------------------------------------------------------------------------- attention
+def plot_attention(groups: Sequence[Group], colors: Dict[str, str], path: Path, dpi: int = 130,
+                   title: str = "") -> Optional[Path]:
+    """Per group, a heatmap with one row per (model, head) and columns a, b, =: the
+    mean attention of the last ('=') query. Rows of one model sum to 1."""
+    groups = [g for g in groups if g[1]]
+    if not groups:
+        return None
+    n_rows = [sum(p.attention.shape[0] * p.attention.shape[1] for _, p in m) for _, m in groups]
+    n_ctx = groups[0][1][0][1].attention.shape[-1]
+    height = max(2.6, 0.24 * max(n_rows) + 1.3)
+    fig, axes = plt.subplots(1, len(groups), figsize=(2.3 * len(groups) + 0.9, height), squeeze=False)
+    image = None
+    for ax, (name, members), rows in zip(axes[0], groups, n_rows):
+        mats, labels, bounds = [], [], []
+        for label, prof in members:
+            att = prof.attention.reshape(-1, n_ctx)
+            mats.append(att)
+            prefix = (label.split()[-1] + " ") if len(members) > 1 else ""
+            labels += [prefix + h for h in head_labels(prof.attention)]
+            bounds.append(sum(m.shape[0] for m in mats))
+        mat = np.concatenate(mats)
+        image = ax.imshow(mat, cmap="Blues", vmin=0, vmax=1, aspect="auto")
+        if rows <= 32:
+            for (i, j), v in np.ndenumerate(mat):
+                ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=7, color="white" if v > 0.6 else "black")
+        for b in bounds[:-1]:
+            ax.axhline(b - 0.5, color="white", lw=2.5)
+        ax.set_xticks(range(n_ctx), position_labels(n_ctx))
+        ax.set_yticks(range(len(labels)), labels, fontsize=7 if rows > 12 else 8)
+        ax.tick_params(axis="x", labeltop=True, labelbottom=False, top=True, bottom=False)
+        ax.set_title(name, color=colors.get(name, "black"), fontsize=10, fontweight="bold", pad=18)
+        ax.grid(False)
+    if image is not None:
+        fig.colorbar(image, ax=axes[0].tolist(), shrink=0.7, label="attention from '='")
+    fig.suptitle(title or "Attention of the '=' position to a, b, = (mean over all inputs; one row per head)",
+                 fontsize=10.5, x=0.01, ha="left")  # fmt: skip
+    return _save(fig, path, dpi)
+
+
+# --------------------------------------------------------------------------- similarity
+def plot_similarity(sim: "object", ents: Sequence[str], colors: Dict[str, str], path: Path, dpi: int = 130,
+                    title: str = "") -> Optional[Path]:
+    """Annotated ``ref × other`` matrices, one per metric: mean ± sd over model pairs.
+    ``sim`` is the long frame of ``tables.similarity_frame``."""
+    import pandas as pd
+
+    df: pd.DataFrame = sim  # type: ignore[assignment]
+    if df.empty or not ents:
+        return None
+    k = len(ents)
+    cell = 0.95 if k <= 4 else 0.8
+    fig, axes = plt.subplots(2, 3, figsize=(3 * max(cell * k + 1.3, 3.4), 2 * max(cell * k + 1.2, 3.1)))
+    for ax, metric in zip(axes.flat, METRICS):
+        sub = df[df.metric == metric].set_index(["ref", "other"])
+        mean = np.array([[sub.loc[(a, b), "mean"] for b in ents] for a in ents], dtype=float)
+        sd = np.array([[sub.loc[(a, b), "sd"] for b in ents] for a in ents], dtype=float)
+        n = np.array([[sub.loc[(a, b), "n"] for b in ents] for a in ents], dtype=int)
+        lo = -1.0 if metric == "frac_spearman" else 0.0
+        cmap = plt.get_cmap("RdBu_r" if lo < 0 else "viridis").copy()
+        cmap.set_bad("#eeeeee")
+        ax.imshow(np.ma.masked_invalid(mean), cmap=cmap, vmin=lo, vmax=1.0)
+        for (i, j), v in np.ndenumerate(mean):
+            if not np.isfinite(v):
+                ax.text(j, i, "n/a", ha="center", va="center", fontsize=7.5, color="#888")
+                continue
+            spread = f"\n±{sd[i, j]:.2f}" if np.isfinite(sd[i, j]) else ""
+            dark = (v - lo) / (1 - lo) < 0.55 if lo == 0 else abs(v) > 0.6
+            ax.text(j, i, f"{v:.2f}{spread}\nn={n[i, j]}", ha="center", va="center", fontsize=7,
+                    color="white" if dark else "black", linespacing=1.1)  # fmt: skip
+        ax.set_xticks(range(k), ents, rotation=30, ha="right", fontsize=8)
+        ax.set_yticks(range(k), ents, fontsize=8)
+        for lab in list(ax.get_xticklabels()) + list(ax.get_yticklabels()):
+            lab.set_color(colors.get(lab.get_text(), "black"))
+        ax.set_title(METRICS[metric], fontsize=9.5)
+        ax.grid(False)
+    notes = axes.flat[-1]
+    notes.axis("off")
+    notes.text(0, 1, (
+        "How to read\n\n"
+        "row = reference, column = compared model\n"
+        "cell = mean ± sd over model pairs (n)\n"
+        "diagonal = pairs of different seeds\n   of the same condition\n\n"
+        "neuron-matched metrics (bottom row)\n"
+        "exist only for pairs whose MLP started\n"
+        "from the same weights; n/a otherwise\n\n"
+        "'neurons keeping their frequency' is\n"
+        "directional: share of the row model's\n"
+        "specialised neurons (> 0.5) that have the\n"
+        "same frequency in the column model"
+    ), va="top", fontsize=8, family="sans-serif")  # fmt: skip
+    fig.suptitle(title or "Circuit similarity between the source and the conditions (aggregated over seeds)",
+                 fontsize=11, x=0.01, ha="left")  # fmt: skip
+    fig.tight_layout(rect=(0, 0, 1, 0.96))
+    return _save(fig, path, dpi)
+
+
+# --------------------------------------------------------------------------- per-model fingerprint
+def plot_fingerprint(rows: Sequence[Tuple[str, str, CircuitProfile]], colors: Dict[str, str], path: Path,
+                     dpi: int = 130, title: str = "") -> Optional[Path]:
+    """Models × frequencies, two panels: logit variance share and neuron frequency mass.
+    Dots mark each model's key frequencies. ``rows`` = (group, row label, profile)."""
+    rows = [r for r in rows if r[2].has_fourier]
+    if not rows:
+        return None
+    max_freq = int(rows[0][2].logits.freqs.max())  # type: ignore[union-attr]
+    logit = np.stack([r[2].logits.frac for r in rows])  # type: ignore[union-attr]
+    mass = np.stack([r[2].neurons.mass for r in rows])  # type: ignore[union-attr]
+    width = min(3.0 + 0.13 * max_freq, 9.0)
+    fig, axes = plt.subplots(1, 2, figsize=(2 * width, 0.28 * len(rows) + 1.9), sharey=True)
+    for ax, data, label in ((axes[0], logit, "share of logit variance"), (axes[1], mass, "share of neuron variance")):
+        vmax = max(float(np.nanmax(data)), 1e-6)
+        im = ax.imshow(data, cmap="magma_r", vmin=0, vmax=vmax, aspect="auto",
+                       extent=(0.5, max_freq + 0.5, len(rows) - 0.5, -0.5), interpolation="nearest")  # fmt: skip
+        for i, (_, _, prof) in enumerate(rows):
+            if prof.key_freqs:
+                ax.scatter(prof.key_freqs, [i] * len(prof.key_freqs), s=9, facecolor="none", edgecolor="#1fbfbf",
+                           lw=0.9, zorder=3)  # fmt: skip
+        _freq_ticks(ax, max_freq)
+        ax.set_xlabel("frequency w")
+        ax.set_title(label, fontsize=10)
+        ax.grid(False)
+        fig.colorbar(im, ax=ax, shrink=0.8, pad=0.01)
+    axes[0].set_yticks(range(len(rows)), [r[1] for r in rows], fontsize=8)
+    for lab, (group, _, _) in zip(axes[0].get_yticklabels(), rows):
+        lab.set_color(colors.get(group, "black"))
+    fig.suptitle(title or "Frequency fingerprint of every model (circles: key frequencies)",
+                 fontsize=11, x=0.01, ha="left")  # fmt: skip
+    fig.tight_layout(rect=(0, 0, 1, 0.95))
+    return _save(fig, path, dpi)
+
+
+# --------------------------------------------------------------------------- transfer summary
+def plot_transfer(df: "object", conditions: Sequence[str], colors: Dict[str, str], path: Path,
+                  source_acc: Optional[float], chance: Optional[float], dpi: int = 130,
+                  source_task: str = "", title: str = "") -> Optional[Path]:
+    """Per condition, one dot per seed: key-frequency Jaccard to the source, frequency-mass
+    similarity to the source, and accuracy on the source task (retention)."""
+    import pandas as pd
+
+    runs: pd.DataFrame = df  # type: ignore[assignment]
+    if runs.empty or not conditions:
+        return None
+    panels = [
+        ("jaccard_to_source", "key-frequency Jaccard to source", (0, 1.05)),
+        ("mass_similarity_to_source", "frequency-mass ∩ with source", (0, 1.05)),
+        ("retention_acc", f"accuracy on the source task{' (' + source_task + ')' if source_task else ''}", (0, 1.05)),
+    ]
+    fig, axes = plt.subplots(1, 3, figsize=(max(8.5, 1.15 * len(conditions) * 3 + 2), 3.3))
+    rng = np.random.default_rng(0)
+    for ax, (col, label, ylim) in zip(axes, panels):
+        for i, cond in enumerate(conditions):
+            vals = runs.loc[runs.condition == cond, col].to_numpy(dtype=float)
+            vals = vals[np.isfinite(vals)]
+            if vals.size == 0:
+                ax.text(i, 0.5, "n/a", ha="center", va="center", color="#888", fontsize=8)
+                continue
+            x = i + rng.uniform(-0.12, 0.12, vals.size)
+            ax.scatter(x, vals, s=28, color=colors.get(cond, "#444"), edgecolor="white", lw=0.6, zorder=3)
+            ax.hlines(np.median(vals), i - 0.28, i + 0.28, color=colors.get(cond, "#444"), lw=2.2, zorder=2)
+        if col == "retention_acc":
+            if source_acc is not None and np.isfinite(source_acc):
+                ax.axhline(source_acc, color=SOURCE_COLOR, ls="--", lw=1.1, label=f"source model: {source_acc:.3f}")
+            if chance:
+                ax.axhline(chance, color="#555", ls=":", lw=1.1, label=f"chance 1/p = {chance:.3f}")
+            ax.legend(fontsize=7.5, loc="center right", frameon=True)
+        ax.set_xticks(range(len(conditions)), conditions)
+        for lab in ax.get_xticklabels():
+            lab.set_color(colors.get(lab.get_text(), "black"))
+        ax.set_xlim(-0.6, len(conditions) - 0.4)
+        ax.set_ylim(*ylim)
+        ax.set_title(label, fontsize=9.5)
+    fig.suptitle(title or "Does the source's algorithm carry over? (dot = seed, bar = median)",
+                 fontsize=11, x=0.01, ha="left")  # fmt: skip
+    fig.tight_layout(rect=(0, 0, 1, 0.93))
+    return _save(fig, path, dpi)

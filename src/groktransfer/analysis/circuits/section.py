@@ -1,0 +1,159 @@
+"""The report provider: ``circuit_sections(runs, out_dir, settings)``.
+
+Configured as ``analysis.extra_sections: ["groktransfer.analysis.circuits:circuit_sections"]``.
+It profiles the source and the final model of every completed run, writes tables and
+figures to ``<out_dir>/circuits/`` and returns report sections that answer, with
+numbers: what the source learned, what each condition learned, how they differ, and
+whether the grokked algorithm transfers.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+import pandas as pd
+
+from ..collect import RunRecord
+from ..report import ReportFigure, ReportSection, ReportTable
+from . import narrative as nar
+from . import plots
+from .discover import _read_yaml
+from .profile import DEFAULT_KEY_FREQ_THRESHOLD
+from .sweep import SOURCE, SweepCircuits, analyse_sweep
+from .tables import (
+    entities,
+    freqs_frame,
+    runs_display,
+    runs_frame,
+    similarity_frame,
+    source_profiles,
+    sources_frame,
+    summary_display,
+    transfer_display,
+)
+
+SUBDIR = "circuits"
+
+
+def key_freq_threshold_of(runs: Sequence[RunRecord]) -> float:
+    """The key-frequency threshold the runs' own measures used (so numbers agree with
+    measures.csv); the project default when no run records one."""
+    for rec in runs:
+        cfg = _read_yaml(rec.run_dir / "config.yaml")
+        value = (cfg.get("measures") or {}).get("key_freq_threshold") if isinstance(cfg.get("measures"), dict) else None
+        if value is not None:
+            return float(value)
+    return DEFAULT_KEY_FREQ_THRESHOLD
+
+
+def _setting(settings: Any, name: str, default: Any) -> Any:
+    return getattr(getattr(settings, "analysis", None), name, default)
+
+
+def _runs_csv(sc: SweepCircuits, runs_df: pd.DataFrame) -> pd.DataFrame:
+    """Analysed runs plus the skipped ones (``analysed`` False, with the reason)."""
+    df = runs_df.assign(analysed=True, skip_reason="")
+    skipped = pd.DataFrame([{"condition": s["condition"], "seed": s["seed"], "run": s["run"], "analysed": False,
+                             "skip_reason": s["why"]} for s in sc.plan.skipped])  # fmt: skip
+    return pd.concat([df, skipped], ignore_index=True) if not skipped.empty else df
+
+
+def write_figures(sc: SweepCircuits, runs_df: pd.DataFrame, sim: pd.DataFrame, out: Path, dpi: int
+                  ) -> Dict[str, Optional[Path]]:
+    """Every circuit figure; a figure with nothing to show is None."""
+    refs = [s.reference for s in sc.sources.values() if s.reference is not None]
+    by_cond = {c: [(f"{c} s{r.target.seed}", r.profile) for r in sc.analysed if r.target.condition == c]
+               for c in sc.conditions}  # fmt: skip
+    groups: List[plots.Group] = ([(SOURCE, [(p.label, p) for p in refs])] if refs else [])
+    groups += [(c, m) for c, m in by_cond.items() if m]  # type: ignore[misc]
+    colors = plots.group_colors([g[0] for g in groups] + list(sc.conditions))
+    keys = refs[0].key_freqs if len(refs) == 1 else []
+    figs: Dict[str, Optional[Path]] = {}
+    figs["logit_spectrum"] = plots.plot_logit_spectrum(groups, keys, colors, out / "circuits_logit_spectrum.png", dpi)
+    figs["neuron_freqs"] = plots.plot_neuron_histograms(groups, keys, colors, out / "circuits_neuron_freqs.png", dpi)
+    figs["attention"] = plots.plot_attention(groups, colors, out / "circuits_attention.png", dpi)
+    rows = [(SOURCE, ("source" if role == "reference" else "source start ") + (f" e{p.epoch}" if p.epoch is not None else ""), p)
+            for role, p in source_profiles(sc)]  # fmt: skip
+    rows += [(r.target.condition, r.target.name, r.profile) for c in sc.conditions for r in sc.analysed
+             if r.target.condition == c]  # type: ignore[misc]  # fmt: skip
+    figs["fingerprint"] = plots.plot_fingerprint(rows, colors, out / "circuits_fingerprint.png", dpi)
+    figs["similarity"] = plots.plot_similarity(sim, entities(sc), colors, out / "circuits_similarity.png", dpi)
+    src_task = next((t for t in runs_df.get("retention_task", []) if t), "")
+    figs["transfer"] = plots.plot_transfer(
+        runs_df, sc.conditions, colors, out / "circuits_transfer.png",
+        source_acc=refs[0].accuracy if len(refs) == 1 else None,
+        chance=1.0 / refs[0].p if refs else None, dpi=dpi, source_task=src_task,
+    ) if not runs_df.empty else None  # fmt: skip
+    return figs
+
+
+CAPTIONS = {
+    "logit_spectrum": "Share of the logit variance along each frequency's target directions (each model in its own "
+                      "task's directions). Bar = median over seeds, dots = seeds; shaded = the source's key frequencies.",
+    "neuron_freqs": "MLP neurons per dominant frequency, mean over seeds: dark = share of variance above the key "
+                    "threshold, light = between 0.5 and the threshold; dead neurons are counted in the title, not in bars.",
+    "attention": "Mean attention from the '=' position to a, b and = (all inputs), one row per (seed, head).",
+    "fingerprint": "Every model's spectrum side by side: logit-variance share (left) and neuron frequency mass (right) "
+                   "per frequency; circles mark each model's key frequencies.",
+    "similarity": "Similarity matrices between the source and the conditions: mean ± sd over model pairs, n pairs per cell.",
+    "transfer": "Per seed: key-frequency Jaccard and frequency-mass overlap with the source, and accuracy on the "
+                "source task (retention); bar = median.",
+}
+
+
+def _figures(figs: Dict[str, Optional[Path]], names: Sequence[str]) -> List[ReportFigure]:
+    return [ReportFigure(figs[n], CAPTIONS[n]) for n in names if figs.get(n) is not None]  # type: ignore[arg-type]
+
+
+def circuit_sections(runs: Sequence[RunRecord], out_dir: Path, settings: Any = None) -> List[ReportSection]:
+    """Report provider (``analysis.extra_sections``): circuits of the source and every run."""
+    t0 = time.perf_counter()
+    out = Path(out_dir) / SUBDIR
+    out.mkdir(parents=True, exist_ok=True)
+    sc = analyse_sweep(runs, key_freq_threshold_of(runs))
+    runs_df = runs_frame(sc)
+    sim = similarity_frame(sc)
+    _runs_csv(sc, runs_df).to_csv(out / "circuits_runs.csv", index=False)
+    sources_frame(sc).to_csv(out / "circuits_sources.csv", index=False)
+    freqs_frame(sc).to_csv(out / "circuits_freqs.csv", index=False)
+    sim.to_csv(out / "circuits_similarity.csv", index=False)
+    sc.pairs.to_csv(out / "circuits_pairs.csv", index=False)
+    figs = write_figures(sc, runs_df, sim, out, int(_setting(settings, "dpi", 130)))
+    baseline = str(_setting(settings, "baseline", "random"))
+    elapsed = time.perf_counter() - t0
+
+    if runs_df.empty and not sc.sources:
+        text = "No completed run with `checkpoints/final.pt` and no source model: nothing to analyse.\n\n" + nar.skipped_text(sc)
+        return [ReportSection("Circuits", text, _skipped_tables(sc))]
+    learned = ReportSection(
+        "Circuits: what the source and each condition learned",
+        "\n\n".join([nar.source_text(sc), nar.conditions_text(sc, runs_df)]),
+        [ReportTable(summary_display(sc, runs_df), "Circuit per source model and per condition (median [min–max] over seeds)")],
+        _figures(figs, ["logit_spectrum", "neuron_freqs", "attention", "fingerprint"]),
+    )
+    transfer = ReportSection(
+        "Circuits: how they differ, and does the grokked algorithm transfer?",
+        "\n\n".join([nar.differences_text(sc, sim), nar.transfer_text(sc, runs_df, baseline)]),
+        [ReportTable(transfer_display(sc, runs_df), "Similarity to the source and retention, per condition"),
+         ReportTable(runs_display(runs_df, sc.key_freq_threshold), "Per run (all columns in circuits/circuits_runs.csv)")],
+        _figures(figs, ["transfer", "similarity"]),
+    )  # fmt: skip
+    notes = "\n".join(f"- {n}" for n in dict.fromkeys(sc.plan.notes))
+    method = ReportSection(
+        "Circuits: method and caveats",
+        "\n\n".join(x for x in [nar.method_text(sc), nar.skipped_text(sc), notes,
+                                f"Circuit analysis of {len(sc.analysed)} run(s) and {len(source_profiles(sc))} source "
+                                f"model(s) took {elapsed:.1f} s. Files: `circuits/circuits_runs.csv` (one row per run), "
+                                "`circuits_sources.csv`, `circuits_freqs.csv` (per model and frequency), "
+                                "`circuits_similarity.csv` (matrix cells), `circuits_pairs.csv` (every model pair)."] if x),
+        _skipped_tables(sc),
+    )  # fmt: skip
+    return [learned, transfer, method]
+
+
+def _skipped_tables(sc: SweepCircuits) -> List[ReportTable]:
+    if not sc.plan.skipped:
+        return []
+    return [ReportTable(pd.DataFrame(sc.plan.skipped), "Runs not analysed")]

@@ -1,0 +1,144 @@
+"""Circuit analysis of one checkpoint file, outside any sweep.
+
+``python scripts/analyze.py checkpoint=<file> task=add`` calls :func:`analyze_checkpoint`:
+the same per-model figures as the sweep report (logit spectrum, neuron frequencies,
+attention) plus ``summary.md`` / ``summary.json``. It reads this project's checkpoints
+and the original paper's released files (whose unembedding has p+1 outputs: the
+extra '=' column is ignored for analysis).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any, Dict, Optional, Union
+
+import yaml
+
+from groktransfer.checkpoint import load_checkpoint
+from groktransfer.tasks import TASKS, Task
+
+from . import plots
+from .attention import head_labels, position_labels
+from .narrative import describe_profile
+from .neurons import SPECIALISED
+from .profile import DEFAULT_KEY_FREQ_THRESHOLD, CircuitProfile, profile_model
+
+PathLike = Union[str, Path]
+
+
+def _split_hint(path: Path, raw: Dict[str, Any], task_name: str) -> tuple[float, int, str]:
+    """(frac_train, data_seed, where from) for the train/test accuracies shown next to the
+    circuit: the run's config.yaml when the file sits in a run dir, the paper's config
+    for its files, else a placeholder (circuit measures use all pairs regardless)."""
+    cfg_path = path.parent.parent / "config.yaml" if path.parent.name == "checkpoints" else None
+    if cfg_path is not None and cfg_path.is_file():
+        try:
+            cfg = yaml.safe_load(cfg_path.read_text()) or {}
+            task = cfg.get("task") or {}
+            if task.get("name") == task_name:
+                seed = task.get("data_seed") if task.get("data_seed") is not None else cfg.get("seed", 0)
+                return float(task.get("frac_train", 0.3)), int(seed or 0), f"split from {cfg_path}"
+        except (OSError, yaml.YAMLError, TypeError, ValueError):
+            pass
+    paper = raw.get("config") if isinstance(raw.get("config"), dict) else {}
+    if "frac_train" in paper:
+        return float(paper["frac_train"]), int(paper.get("seed", 0)), "frac_train/seed from the file's config (the paper's split generator differs: train/test accuracies are indicative only)"
+    return 0.3, 0, "no split recorded: train/test accuracies use a placeholder 30% split; circuit measures use all pairs"
+
+
+def _summary_json(prof: CircuitProfile) -> Dict[str, Any]:
+    out: Dict[str, Any] = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in prof.summary().items()}
+    out["key_freqs"] = list(prof.key_freqs)
+    out["note"] = prof.note
+    labels = position_labels(prof.attention.shape[-1])
+    out["attention_from_last"] = {
+        h: dict(zip(labels, map(float, row)))
+        for h, row in zip(head_labels(prof.attention), prof.attention.reshape(-1, prof.attention.shape[-1]))
+    }
+    if prof.has_fourier:
+        n, lg = prof.neurons, prof.logits
+        assert n is not None and lg is not None
+        out["per_frequency"] = [
+            {"freq": int(w), "logit_amplitude": float(a), "logit_frac": float(f), "neurons": int(c),
+             "neurons_over_threshold": int(ct), "neuron_mass": float(m)}
+            for w, a, f, c, ct, m in zip(lg.freqs, lg.amplitude, lg.frac, n.histogram(), n.histogram(prof.key_freq_threshold), n.mass)
+        ]  # fmt: skip
+    return out
+
+
+def _summary_md(prof: CircuitProfile, path: Path, fmt: str, split_note: str, figs: Dict[str, Optional[Path]], out: Path) -> str:
+    lines = [f"# Circuit of `{path.name}`", "", f"Format: {fmt}. Task: {prof.task} mod {prof.p}. {split_note}.", "",
+             describe_profile(prof), ""]  # fmt: skip
+    if prof.has_fourier:
+        assert prof.logits is not None and prof.neurons is not None
+        lines += ["| freq | key | logit amplitude | logit var. share | neurons | neurons > threshold | neuron mass |",
+                  "|---|---|---|---|---|---|---|"]  # fmt: skip
+        hist, strong = prof.neurons.histogram(), prof.neurons.histogram(prof.key_freq_threshold)
+        top = set(prof.logits.top(8)) | set(prof.key_freqs)
+        for i, w in enumerate(prof.logits.freqs):
+            if int(w) in top:
+                lines.append(f"| {w} | {'yes' if int(w) in prof.key_freqs else ''} | {prof.logits.amplitude[i]:.3g} | "
+                             f"{prof.logits.frac[i]:.1%} | {hist[i]} | {strong[i]} | {prof.neurons.mass[i]:.1%} |")  # fmt: skip
+        lines += ["", "(key frequencies and the 8 largest logit frequencies; all frequencies in summary.json)", ""]
+    for name, fig in figs.items():
+        if fig is not None:
+            lines.append(f"![{name}]({fig.relative_to(out).as_posix()})")
+    return "\n".join(lines) + "\n"
+
+
+def analyze_checkpoint(
+    path: PathLike,
+    task_name: str,
+    p: Optional[int] = None,
+    out_dir: Optional[PathLike] = None,
+    key_freq_threshold: float = DEFAULT_KEY_FREQ_THRESHOLD,
+    index: Optional[int] = None,
+    dpi: int = 130,
+) -> Dict[str, Any]:
+    """Analyse one checkpoint on ``task_name`` mod ``p`` and write figures and a summary.
+
+    ``p`` defaults to the model's input vocabulary minus the '=' token. ``out_dir``
+    defaults to ``<checkpoint dir>/<stem>_circuits``. ``index`` picks one state dict of a
+    paper-format file holding several (default: the last). Returns ``{"out_dir", "files",
+    "summary", "text"}``; ``text`` is the markdown summary (also in ``summary.md``).
+    """
+    path = Path(path)
+    if task_name not in TASKS:
+        raise ValueError(f"unknown task {task_name!r}; choose one of {sorted(TASKS)}")
+    ckpt = load_checkpoint(path, index=index)
+    cfg = ckpt.model_config
+    model_p = cfg.d_vocab - 1
+    p = model_p if p is None else int(p)
+    if p != model_p:
+        raise ValueError(f"{path}: the model reads {cfg.d_vocab} tokens, i.e. p={model_p} plus '=', not p={p}")
+    frac, seed, split_note = _split_hint(path, ckpt.raw, task_name)
+    task = Task(task_name, p, frac, seed)
+    model = ckpt.build_model()
+    label = f"{path.name} ({task_name} mod {p})"
+    prof = profile_model(model, task, label, key_freq_threshold, epoch=ckpt.epoch, path=str(path))
+    paper_fn = (ckpt.raw.get("config") or {}).get("fn_name") if isinstance(ckpt.raw.get("config"), dict) else None
+    if paper_fn and str(paper_fn) != task_name:
+        split_note += f". Note: the file's config says fn_name={paper_fn!r}, analysed as {task_name!r}"
+
+    out = Path(out_dir) if out_dir is not None else path.parent / f"{path.stem}_circuits"
+    out.mkdir(parents=True, exist_ok=True)
+    colors = {label: plots.SOURCE_COLOR}
+    group = [(label, [(label, prof)])]
+    figs: Dict[str, Optional[Path]] = {
+        "logit_spectrum": plots.plot_logit_spectrum(group, prof.key_freqs, colors, out / "logit_spectrum.png", dpi,
+                                                    title=f"Logit Fourier spectrum — {label} (shaded: its key frequencies)"),
+        "neuron_freqs": plots.plot_neuron_histograms(group, prof.key_freqs, colors, out / "neuron_freqs.png", dpi,
+                                                     title=f"MLP neurons per dominant frequency — {label}"),
+        "attention": plots.plot_attention(group, colors, out / "attention.png", dpi,
+                                          title="Attention from '=' to a, b, = (mean over all inputs)"),
+    }  # fmt: skip
+    fmt = "original paper (nanda2023)" if ckpt.source_format == "nanda2023" else "groktransfer"
+    text = _summary_md(prof, path, fmt, split_note, figs, out)
+    (out / "summary.md").write_text(text, encoding="utf-8")
+    summary = {"checkpoint": str(path), "format": ckpt.source_format, "split": split_note, **_summary_json(prof)}
+    (out / "summary.json").write_text(json.dumps(summary, indent=1), encoding="utf-8")
+    files = {k: v for k, v in figs.items() if v is not None}
+    files.update(summary_md=out / "summary.md", summary_json=out / "summary.json")
+    return {"out_dir": out, "files": files, "summary": summary, "text": text, "profile": prof}

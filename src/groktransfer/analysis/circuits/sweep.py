@@ -1,0 +1,164 @@
+"""Measure every model of a sweep once, then compare them.
+
+Each checkpoint is loaded and run once: its circuit profile on its own task, and --
+for transferred and fresh runs -- its accuracy on the source task (retention). All
+comparisons afterwards work on the small profiles (see ``similarity``).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Sequence
+
+import pandas as pd
+
+from groktransfer.checkpoint import CheckpointError, load_checkpoint
+
+from ..collect import RunRecord
+from ..stats import condition_order
+from ..style import PREFERRED_ORDER
+from .discover import CheckpointRef, SweepPlan, TargetRun, TaskRef, plan_sweep
+from .profile import DEFAULT_KEY_FREQ_THRESHOLD, CircuitProfile, profile_model
+from .retention import accuracy_on_task, evaluation_problem
+from .similarity import PairSimilarity, compare_profiles
+
+SOURCE = "source"  # entity name of the source models in pair tables and matrices
+
+
+@dataclass
+class RunResult:
+    """One analysed run: its profile, retention and similarity to its source / start."""
+
+    target: TargetRun
+    profile: Optional[CircuitProfile] = None
+    retention: float = float("nan")
+    retention_task: str = ""
+    to_source: PairSimilarity = field(default_factory=PairSimilarity)
+    to_start: PairSimilarity = field(default_factory=PairSimilarity)
+    error: Optional[str] = None
+
+
+@dataclass
+class SourceResult:
+    """A source run's reference model and the checkpoints transfer runs started from."""
+
+    key: str
+    task: TaskRef
+    reference: Optional[CircuitProfile]
+    starts: Dict[str, CircuitProfile]  # resolved checkpoint path -> profile
+    problems: List[str]
+
+
+@dataclass
+class SweepCircuits:
+    plan: SweepPlan
+    conditions: List[str]
+    sources: Dict[str, SourceResult]
+    runs: List[RunResult]
+    pairs: pd.DataFrame
+    key_freq_threshold: float
+    seconds: float = 0.0
+
+    @property
+    def analysed(self) -> List[RunResult]:
+        return [r for r in self.runs if r.profile is not None]
+
+    def source_of(self, run: RunResult) -> Optional[SourceResult]:
+        return self.sources.get(run.target.source_key or "")
+
+
+def _profile_ref(ref: CheckpointRef, threshold: float, retention_task: Optional[TaskRef] = None):
+    """Load ``ref`` once: profile it on its task and, optionally, score it on another."""
+    ckpt = load_checkpoint(ref.path)
+    model = ckpt.build_model()
+    prof = profile_model(model, ref.task.build(), ref.label, threshold, ref.lineage, ckpt.epoch, str(ref.path))
+    retention = float("nan")
+    if retention_task is not None:
+        task = retention_task.build()
+        if evaluation_problem(model.config.d_vocab, model.config.d_vocab_out, task) is None:
+            retention = accuracy_on_task(model, task)
+    return prof, retention
+
+
+def _pair_rows(results: Sequence[RunResult], sources: Dict[str, SourceResult]) -> pd.DataFrame:
+    """Ordered pairs (reference, other) of distinct models with every similarity metric:
+    each run against its own source's reference (both directions), and every run
+    against every other run."""
+    rows = []
+
+    def add(ref_entity: str, ref: CircuitProfile, other_entity: str, other: CircuitProfile, ref_seed, other_seed) -> None:
+        sim = compare_profiles(ref, other)
+        rows.append({"ref": ref_entity, "other": other_entity, "ref_model": ref.label, "other_model": other.label,
+                     "ref_seed": ref_seed, "other_seed": other_seed, "shared_lineage": sim.shared_lineage,
+                     **sim.as_dict()})  # fmt: skip
+
+    done = [r for r in results if r.profile is not None]
+    for r in done:
+        src = sources.get(r.target.source_key or "")
+        if src is not None and src.reference is not None:
+            add(SOURCE, src.reference, r.target.condition, r.profile, None, r.target.seed)  # type: ignore[arg-type]
+            add(r.target.condition, r.profile, SOURCE, src.reference, r.target.seed, None)  # type: ignore[arg-type]
+    for a in done:
+        for b in done:
+            if a is not b:
+                add(a.target.condition, a.profile, b.target.condition, b.profile, a.target.seed, b.target.seed)  # type: ignore[arg-type]
+    refs = [s.reference for s in sources.values() if s.reference is not None]
+    for x in refs:
+        for y in refs:
+            if x is not y:
+                add(SOURCE, x, SOURCE, y, None, None)
+    columns = ["ref", "other", "ref_model", "other_model", "ref_seed", "other_seed", "shared_lineage",
+               "jaccard", "hist_intersection", "mass_similarity", "neurons_kept", "frac_spearman"]  # fmt: skip
+    return pd.DataFrame(rows, columns=columns)
+
+
+def analyse_sweep(runs: Sequence[RunRecord], key_freq_threshold: float = DEFAULT_KEY_FREQ_THRESHOLD) -> SweepCircuits:
+    """Profile every source and completed run of a sweep and compare them."""
+    t0 = time.perf_counter()
+    plan = plan_sweep(runs)
+    sources: Dict[str, SourceResult] = {}
+    for key, group in plan.sources.items():
+        starts: Dict[str, CircuitProfile] = {}
+        reference: Optional[CircuitProfile] = None
+        problems = list(group.problems)
+        for path_key, ref in group.starts.items():
+            try:
+                starts[path_key], _ = _profile_ref(ref, key_freq_threshold)
+            except (CheckpointError, ValueError) as exc:
+                problems.append(f"{ref.label}: {exc}")
+        if group.reference is not None:
+            reference = next((starts[k] for k, ref in group.starts.items() if ref is group.reference and k in starts), None)
+            if reference is None:
+                try:
+                    reference, _ = _profile_ref(group.reference, key_freq_threshold)
+                except (CheckpointError, ValueError) as exc:
+                    problems.append(f"{group.reference.label}: {exc}")
+        sources[key] = SourceResult(key, group.task, reference, starts, problems)
+
+    results: List[RunResult] = []
+    for target in plan.targets:
+        res = RunResult(target)
+        group = plan.sources.get(target.source_key or "")
+        try:
+            res.profile, res.retention = _profile_ref(target.final, key_freq_threshold, group.task if group else None)
+            res.retention_task = group.task.pretty if group else ""
+        except (CheckpointError, ValueError) as exc:
+            res.error = f"{type(exc).__name__}: {exc}"
+            plan.skipped.append({"run": target.record.name, "condition": target.condition, "seed": target.seed,
+                                 "status": target.record.status_label, "why": res.error})  # fmt: skip
+            continue
+        src = sources.get(target.source_key or "")
+        if src is not None and src.reference is not None:
+            res.to_source = compare_profiles(src.reference, res.profile)
+        start = src.starts.get(str(target.start.path.resolve())) if src and target.start else None
+        if start is not None:
+            res.to_start = compare_profiles(start, res.profile)
+        results.append(res)
+
+    conditions = condition_order([r.target.condition for r in results], PREFERRED_ORDER)
+    return SweepCircuits(
+        plan=plan, conditions=conditions, sources=sources, runs=results,
+        pairs=_pair_rows(results, sources), key_freq_threshold=key_freq_threshold,
+        seconds=time.perf_counter() - t0,
+    )  # fmt: skip

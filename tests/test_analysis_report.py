@@ -1,0 +1,173 @@
+"""End-to-end tests of the analysis job: fabricated sweep in, every output file out.
+
+Also runs ``scripts/analyze.py`` once as a user would (subprocess), and checks
+that a bad sweep dir fails with one line before anything is written.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from fixtures_rundirs import make_sweep
+from groktransfer.analysis import ReportSection, ReportTable, SweepInputError, run_analysis
+from groktransfer.analysis.report import markdown_table, text_to_html
+from groktransfer.analysis.wandb_log import log_analysis
+from groktransfer.analysis.settings import WandbSettings
+
+REPO = Path(__file__).resolve().parents[1]
+FAST = {"analysis": {"bootstrap": {"n_resamples": 200}, "dpi": 50}}
+OUTPUTS = [
+    "runs.csv", "summary_table.csv", "speedup.csv", "epochs_to_threshold.png",
+    "test_accuracy.png", "test_loss.png", "progress_measures.png", "report.md", "report.html",
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def small_sweep(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """3 conditions × 3 seeds; one random seed censored; one failed random job."""
+    grok = {"grokked": [500, 560, 620], "memorized": [1200, 1300, 1400], "random": [1800, 2000, 9000]}
+    return make_sweep(tmp_path_factory.mktemp("e2e") / "sweep", grok_epochs=grok, max_epochs=4000, failed=True)
+
+
+@pytest.fixture(scope="module")
+def result(small_sweep: Path):
+    extra = ReportSection("Circuits", "placeholder text", [ReportTable(pd.DataFrame({"a": [1]}), "t")])
+    return run_analysis([small_sweep], None, FAST, extra_sections=[extra])
+
+
+def test_every_output_exists_and_is_non_empty(result, small_sweep: Path) -> None:
+    out = small_sweep / "analysis"
+    assert result.out_dir == out
+    for name in OUTPUTS:
+        assert (out / name).is_file() and (out / name).stat().st_size > 0, name
+
+
+def test_runs_csv_lists_failed_run_with_reason(result) -> None:
+    df = pd.read_csv(result.files["runs_csv"])
+    assert len(df) == 10
+    failed = df[df.status == "failed"]
+    assert len(failed) == 1 and "loss became NaN" in failed.iloc[0].reason
+    assert not failed.iloc[0].in_stats and pd.isna(failed.iloc[0]["epochs_to_0.999"])
+    censored = df[(df.condition == "random") & df.in_stats & (df["censored_0.9"] == True)]  # noqa: E712
+    assert len(censored) == 1 and censored.iloc[0]["epochs_to_0.9"] == 4000
+
+
+def test_summary_and_speedup_csvs(result) -> None:
+    s = pd.read_csv(result.files["summary_table_csv"])
+    r = s[(s.condition == "random") & (s.threshold == 0.999)].iloc[0]
+    assert (r.n_runs, r.n_censored, r.n_excluded) == (3, 1, 1)
+    sp = pd.read_csv(result.files["speedup_csv"])
+    assert set(sp.columns) >= {"condition", "threshold", "ratio", "ci_low", "ci_high", "n"}
+    g = sp[(sp.condition == "grokked") & (sp.threshold == 0.999)].iloc[0]
+    assert g.ratio > 2 and g.ci_low <= g.ratio <= g.ci_high
+
+
+def test_reports_embed_figures_and_sections(result) -> None:
+    html = result.files["report_html"].read_text()
+    assert html.count("data:image/png;base64,") == 4
+    for heading in ("Failed / incomplete jobs", "Statistical method", "Speed-up over random", "Circuits"):
+        assert heading in html
+    assert "loss became NaN" in html and "censored" in html
+    md = result.files["report_md"].read_text()
+    assert "](epochs_to_threshold.png)" in md and "](progress_measures.png)" in md
+    assert md.index("## Circuits") < md.index("## Files")  # the hook sits before the file list
+    assert "percentile bootstrap with 200 resamples" in md
+
+
+def test_summary_text(result) -> None:
+    text = result.summary_text()
+    assert "0.999" in text and "(baseline)" in text and "1 failed" in text
+
+
+def test_merged_sweeps_glob_and_out_dir(small_sweep: Path, tmp_path: Path) -> None:
+    second = make_sweep(tmp_path / "multi" / "b", n_seeds=1, max_epochs=1500, failed=False)
+    out = tmp_path / "merged"
+    res = run_analysis([small_sweep, str(tmp_path / "multi" / "*")], out, FAST)
+    assert res.out_dir == out and (out / "report.html").exists()
+    assert len(res.runs) == 10 + 3 and {r.sweep for r in res.runs} == {small_sweep, second}
+    assert not (second / "analysis").exists()
+
+
+def test_missing_measures_columns_and_unknown_condition(tmp_path: Path) -> None:
+    from fixtures_rundirs import write_run_with_curves
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    root = tmp_path / "sw"
+    for s in range(2):
+        for cond in ("random", "scrambled"):
+            write_run_with_curves(
+                root / f"{cond}{s}", condition=cond, seed=s, grok_epoch=400 + 100 * s, max_epochs=1200,
+                rng=rng, measure_columns=["weight_norm_total", "gini_W_E"],
+            )  # fmt: skip
+    res = run_analysis(root, None, FAST)
+    assert res.files["progress_measures"].exists()
+    assert res.conditions == ["random", "scrambled"]
+    assert res.speedup.empty  # no compared condition present: visible note, no crash
+    assert "No speed-up computed" in res.files["report_md"].read_text()
+
+
+def test_nothing_written_for_empty_sweep(tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SweepInputError):
+        run_analysis([tmp_path / "empty"], None, FAST)
+    assert list((tmp_path / "empty").iterdir()) == []
+
+
+def test_wandb_failure_never_breaks(tmp_path: Path) -> None:
+    note = log_analysis(WandbSettings(mode="not-a-mode"), tmp_path, [], {}, [], {})
+    assert note is not None and note.startswith("W&B logging skipped")
+    assert log_analysis(WandbSettings(mode="disabled"), tmp_path, [], {}, [], {}) is None
+
+
+def test_markdown_helpers() -> None:
+    md = markdown_table(pd.DataFrame({"a|b": ["x|y", None]}))
+    assert "a\\|b" in md and "x\\|y" in md and "–" in md
+    h = text_to_html("para `code` **b** <x>\n\n- one\n- two")
+    assert "<code>code</code>" in h and "<strong>b</strong>" in h and "&lt;x&gt;" in h and h.count("<li>") == 2
+
+
+def test_hydra_script_end_to_end(small_sweep: Path, tmp_path: Path) -> None:
+    out = tmp_path / "script_out"
+    cmd = [
+        sys.executable, str(REPO / "scripts" / "analyze.py"), f"sweep_dir={small_sweep}",
+        f"analysis.out_dir={out}", "analysis.bootstrap.n_resamples=100", "analysis.dpi=40",
+    ]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "Epochs to test acc >= 0.999" in proc.stdout and "grokked" in proc.stdout
+    assert (out / "report.html").exists() and (out / "runs.csv").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["script_out"]  # no outputs/ or .hydra/
+
+
+def test_hydra_script_bad_sweep_dir_is_one_line(tmp_path: Path) -> None:
+    cmd = [sys.executable, str(REPO / "scripts" / "analyze.py"), f"sweep_dir={tmp_path / 'missing'}"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert proc.returncode != 0
+    assert proc.stderr.strip().count("\n") == 0 and "does not exist" in proc.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_wandb_offline_writes_under_out_dir(tmp_path: Path) -> None:
+    png = tmp_path / "fig.png"
+    import matplotlib.pyplot as plt
+
+    plt.figure(figsize=(1, 1))
+    plt.savefig(png)
+    plt.close("all")
+    note = log_analysis(WandbSettings(mode="offline"), tmp_path, [], {"t": pd.DataFrame({"a": [1, None]})}, [png], {"x": 1.0})
+    assert note is not None and note.startswith("W&B: logged"), note
+    assert list((tmp_path / "wandb").glob("offline-run-*"))
+
+
+def test_configured_section_providers(small_sweep: Path, tmp_path: Path) -> None:
+    cfg = {"analysis": {**FAST["analysis"], "extra_sections": ["fixtures_rundirs:stub_section_provider", "math:sqrt"]}}
+    res = run_analysis(small_sweep, tmp_path / "out", cfg)
+    md = res.files["report_md"].read_text()
+    assert "## Stub provider" in md and "10 runs seen" in md
+    assert "## math:sqrt (failed)" in md  # a broken provider is visible, not fatal
