@@ -10,7 +10,7 @@ cd "$repo"
 sweep_dir="multirun/quickstart/$(date +%Y-%m-%d_%H-%M-%S)"
 start=$(date +%s)
 "$PYTHON_BIN" scripts/train.py -m experiment=quickstart \
-  transfer=random,grokked,memorized seed=0,1,2 \
+  seed=0,1,2 transfer=grokked,random,memorized \
   hydra/launcher=joblib hydra.launcher.n_jobs=2 \
   hydra.sweep.dir="$sweep_dir" "$@"
 "$PYTHON_BIN" scripts/analyze.py sweep_dir="$sweep_dir"

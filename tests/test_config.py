@@ -80,3 +80,17 @@ def test_bad_config_exits_nonzero_with_one_readable_error(tmp_path: Path) -> Non
     statuses = list(tmp_path.rglob("status.json"))
     assert all(json.loads(p.read_text())["status"] != "completed" for p in statuses)
     assert not statuses
+
+
+def test_source_optimizer_overrides_enter_the_source_hash() -> None:
+    from groktransfer.source import source_spec_from_config
+
+    plain = source_spec_from_config(compose_job(["transfer=grokked"]), 0)
+    faster = source_spec_from_config(compose_job(["transfer=grokked", "+transfer.source.optimizer.lr=3e-3"]), 0)
+    assert plain.optimizer["lr"] == 1e-3 and faster.optimizer["lr"] == 3e-3
+    assert faster.optimizer["weight_decay"] == plain.optimizer["weight_decay"]
+    assert plain.content_hash != faster.content_hash
+    # selection criteria are not part of the hash: grokked and memorized share one source run
+    assert source_spec_from_config(compose_job(["transfer=memorized"]), 0).content_hash == plain.content_hash
+    with pytest.raises(ConfigError, match="unknown optimizer field"):
+        validate_job_config(compose_job(["transfer=grokked", "+transfer.source.optimizer.lrate=1"]))

@@ -73,7 +73,7 @@ def source_spec_from_config(cfg: DictConfig, source_seed: int) -> SourceSpec:
     """The source run a target job's config asks for.
 
     The source shares the target's model shape, optimizer and cadence; its task,
-    p, fraction and epochs come from ``transfer.source``. Both its split and its
+    p, fraction, epochs and any optimizer overrides come from ``transfer.source``. Both its split and its
     init use ``source_seed``. Selection criteria are *not* part of the hash: the
     grokked and memorized conditions must share one run.
     """
@@ -88,6 +88,7 @@ def source_spec_from_config(cfg: DictConfig, source_seed: int) -> SourceSpec:
     model["d_vocab_out"] = None
     optimizer = OmegaConf.to_container(cfg.optimizer, resolve=True)
     assert isinstance(optimizer, dict)
+    optimizer.update(OmegaConf.to_container(src.optimizer, resolve=True) or {})
     train = {
         "max_epochs": int(src.max_epochs),
         "eval_every": int(cfg.train.eval_every),

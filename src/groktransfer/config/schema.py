@@ -117,6 +117,8 @@ class SourceConfig:
     frac_train: Optional[float] = None
     source_seed: Optional[int] = None
     max_epochs: int = 25000
+    # optimizer fields that differ for the source run (e.g. {lr: 3e-3}); the rest come from `optimizer`
+    optimizer: Dict[str, Any] = field(default_factory=dict)
     # an existing checkpoint (this project's format or the original paper's); skips training
     path: Optional[str] = None
     # which checkpoint inside a file that holds several (paper format): index or 'last'

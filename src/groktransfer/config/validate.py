@@ -14,6 +14,7 @@ from typing import List, Optional
 
 from omegaconf import DictConfig
 
+from groktransfer.config.schema import OptimizerConfig
 from groktransfer.tasks import TASKS, is_prime
 
 COMPONENTS = ("embed", "pos_embed", "attn", "mlp", "unembed")
@@ -162,6 +163,9 @@ def _validate_transfer(cfg: DictConfig, errors: List[str]) -> None:
     p = int(src.p if src.p is not None else cfg.task.p)
     frac = float(src.frac_train if src.frac_train is not None else cfg.task.frac_train)
     _check_task("transfer.source.task", src.task, p, frac, errors)
+    unknown = set(src.optimizer) - set(OptimizerConfig.__dataclass_fields__)
+    if unknown:
+        errors.append(f"transfer.source.optimizer: unknown optimizer field(s) {sorted(unknown)}")
     if int(src.max_epochs) < 1:
         errors.append(f"transfer.source.max_epochs={src.max_epochs}: must be >= 1")
     if src.task in TASKS and cfg.task.name in TASKS:

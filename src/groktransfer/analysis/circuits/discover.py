@@ -105,7 +105,7 @@ class SweepPlan:
 
 
 # --------------------------------------------------------------------------- file reading
-def _read_json(path: Path) -> Dict[str, Any]:
+def read_json(path: Path) -> Dict[str, Any]:
     try:
         data = json.loads(path.read_text())
         return data if isinstance(data, dict) else {}
@@ -113,7 +113,7 @@ def _read_json(path: Path) -> Dict[str, Any]:
         return {}
 
 
-def _read_yaml(path: Path) -> Dict[str, Any]:
+def read_yaml(path: Path) -> Dict[str, Any]:
     try:
         data = yaml.safe_load(path.read_text())
         return data if isinstance(data, dict) else {}
@@ -263,8 +263,8 @@ def plan_sweep(runs: Sequence[RunRecord]) -> SweepPlan:
         if not final.is_file():
             plan.skipped.append({**info, "why": "no checkpoints/final.pt"})
             continue
-        cfg = _read_yaml(rec.run_dir / "config.yaml") or _read_yaml(rec.run_dir / ".hydra" / "config.yaml")
-        status = _read_json(rec.run_dir / "status.json")
+        cfg = read_yaml(rec.run_dir / "config.yaml") or read_yaml(rec.run_dir / ".hydra" / "config.yaml")
+        status = read_json(rec.run_dir / "status.json")
         task = _target_task(rec.run_dir, cfg, status, rec)
         if task is None:
             plan.skipped.append({**info, "why": "task name / p not recorded in config.yaml"})
@@ -273,7 +273,7 @@ def plan_sweep(runs: Sequence[RunRecord]) -> SweepPlan:
         own: Lineage = ("seed", model_seed) if model_seed is not None else ("run", str(rec.run_dir))
         condition = rec.condition or "unknown"
         target = TargetRun(rec, condition, rec.seed, CheckpointRef(final, task, "", own, role="final"))
-        sj = _read_json(rec.run_dir / "source.json")
+        sj = read_json(rec.run_dir / "source.json")
         group, start = _source_of(rec, sj, cfg, task, plan) if sj else (None, None)
         if group is not None:
             target.source_key, target.start = group.key, start

@@ -51,6 +51,10 @@ def run_all_inputs(
 ) -> AllInputsOutputs:
     """Run ``model`` on ``tokens`` [n, n_ctx] in chunks and keep the analysed activations.
 
+    The activations are exactly those of a full forward at the last position (the
+    residual stream is truncated to that position after the last attention layer,
+    which nothing at that position depends on).
+
     ``mlp_block`` defaults to the last block with an MLP: in a one-layer model the only
     one, and in general the one with a direct path to the unembedding, which is the MLP
     whose neurons ``measures.compute_progress_measures`` reads.
@@ -76,6 +80,12 @@ def run_all_inputs(
         return fn
 
     hooks = [(f"blocks.{block}.mlp.hook_post", keep_acts)]
+    last_block = max(attn_blocks + mlp_blocks)
+    if block == last_block and f"blocks.{block}.hook_resid_mid" in model.hook_dict:
+        # Everything after the last block's attention is per position and only the last
+        # position is read: keep just that one, so the MLP and unembedding run on
+        # [n, 1, d] instead of [n, n_ctx, d] (the MLP is most of a forward's cost).
+        hooks.append((f"blocks.{block}.hook_resid_mid", lambda resid, hook: resid[:, -1:]))
     hooks += [(f"blocks.{i}.attn.hook_pattern", add_pattern(i)) for i in attn_blocks]
     logits: List[torch.Tensor] = []
     try:

@@ -7,7 +7,7 @@ from the data. The transfer verdict is a stated rule on those numbers (threshold
 
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, Optional, Sequence
 
 import numpy as np
 import pandas as pd
@@ -15,7 +15,7 @@ import pandas as pd
 from .discover import COPIED, SAME_INIT
 from .neurons import SPECIALISED
 from .profile import CircuitProfile
-from .sweep import SOURCE, SweepCircuits
+from .sweep import SweepCircuits
 from .tables import fmt_spread
 
 REUSE_JACCARD = 0.5  # grokked median Jaccard to the source at least this ...

@@ -85,8 +85,8 @@ def frequency_mass(frac_by_freq: torch.Tensor, variance: torch.Tensor) -> torch.
 def neuron_spectrum(fm: FourierMeasures, gf: GroupFourier, neuron_acts: torch.Tensor) -> NeuronSpectrum:
     """Summarise the neuron measures of ``fm`` for activations ``neuron_acts`` [n_pairs, d_mlp]
     (rows in task order; only the group grid enters, as in the measures)."""
-    grid = gf.to_grid(neuron_acts.double()).reshape(gf.n * gf.n, -1)
-    variance = grid.var(dim=0, unbiased=False)
+    grid = gf.to_grid(neuron_acts.float()).reshape(gf.n * gf.n, -1)
+    variance = (grid - grid.mean(dim=0)).square().mean(dim=0).double()  # float32 is plenty for weights
     variance = torch.where(fm.neuron_freq < 0, 0.0, variance)
     return NeuronSpectrum(
         freq=fm.neuron_freq.numpy().astype(int),

@@ -24,6 +24,7 @@ from .. import style  # sets the Agg backend before pyplot is imported
 
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
+from matplotlib.ticker import PercentFormatter  # noqa: E402
 
 from .attention import head_labels, position_labels  # noqa: E402
 from .neurons import SPECIALISED  # noqa: E402
@@ -31,7 +32,7 @@ from .profile import CircuitProfile  # noqa: E402
 from .similarity import METRICS  # noqa: E402
 
 SOURCE_COLOR = "#2ca02c"  # green: the source model, distinct from the condition colours
-KEY_SHADE = "#ffe08a"
+KEY_SHADE = "#cfeccf"  # light tint of the source green: "the source's key frequencies"
 
 Group = Tuple[str, List[Tuple[str, CircuitProfile]]]  # (title, [(model label, profile)])
 
@@ -50,16 +51,42 @@ def _lighten(color: str, amount: float = 0.55) -> Tuple[float, float, float]:
     return (r + (1 - r) * amount, g + (1 - g) * amount, b + (1 - b) * amount)
 
 
+def _spread(values: Sequence[float], pct: bool = False) -> str:
+    """``median [min–max]`` (just the value when all agree), as % when ``pct``."""
+    v = np.asarray(values, dtype=float)
+    f = (lambda x: f"{100 * x:.0f}%") if pct else (lambda x: f"{x:g}")
+    med = f(float(np.median(v)))
+    return med if v.min() == v.max() else f"{med} [{f(v.min())}–{f(v.max())}]"
+
+
+def _spectrum_size(max_freq: int, n_panels: int) -> Tuple[float, float]:
+    """Wide enough for one bar per frequency and a one-line panel title; 1.9 in per panel."""
+    return (min(max(8.5, 3 + 0.17 * max_freq), 13.5), 1.9 * n_panels + 0.5)
+
+
 def _freq_ticks(ax: plt.Axes, max_freq: int) -> None:
-    step = 1 if max_freq <= 20 else 2 if max_freq <= 30 else 5
-    ticks = [1] + list(range(step, max_freq + 1, step)) if step > 1 else list(range(1, max_freq + 1))
-    ax.set_xticks(sorted(set(ticks)))
+    """Every frequency up to 20, odd ones up to 40, then 1, 5, 10, ..."""
+    if max_freq <= 20:
+        ticks = list(range(1, max_freq + 1))
+    elif max_freq <= 40:
+        ticks = list(range(1, max_freq + 1, 2))
+    else:
+        ticks = [1] + list(range(5, max_freq + 1, 5))
+    ax.set_xticks(ticks)
     ax.set_xlim(0.4, max_freq + 0.6)
 
 
 def _shade_keys(ax: plt.Axes, key_freqs: Sequence[int]) -> None:
     for w in key_freqs:
-        ax.axvspan(w - 0.5, w + 0.5, color=KEY_SHADE, alpha=0.6, zorder=0, lw=0)
+        ax.axvspan(w - 0.5, w + 0.5, color=KEY_SHADE, zorder=0, lw=0)
+
+
+def _adjust(fig: plt.Figure, hspace: float = 0.4, wspace: float = 0.2, left: float = 0.07, top_in: float = 0.6) -> None:
+    """Fixed margins sized in inches (title band 0.55 in, x labels 0.6 in) instead of
+    ``tight_layout``, which costs a full extra draw per figure; ``savefig``'s tight
+    bounding box then trims the outside."""
+    w, h = fig.get_size_inches()
+    fig.subplots_adjust(left=left, right=0.98, top=1 - top_in / h, bottom=0.6 / h, hspace=hspace, wspace=wspace)
 
 
 def _save(fig: plt.Figure, path: Path, dpi: int) -> Path:
@@ -70,9 +97,15 @@ def _save(fig: plt.Figure, path: Path, dpi: int) -> Path:
 
 
 def _with_fourier(groups: Sequence[Group]) -> List[Group]:
+    """Groups restricted to models with Fourier measures on the most common modulus
+    (frequency axes of different group sizes cannot share one x axis)."""
+    moduli = [p.modulus for _, members in groups for _, p in members if p.has_fourier]
+    if not moduli:
+        return []
+    n = max(set(moduli), key=moduli.count)
     out = []
     for title, members in groups:
-        kept = [(lab, p) for lab, p in members if p.has_fourier]
+        kept = [(lab, p) for lab, p in members if p.has_fourier and p.modulus == n]
         if kept:
             out.append((title, kept))
     return out
@@ -87,8 +120,7 @@ def plot_logit_spectrum(groups: Sequence[Group], source_keys: Sequence[int], col
     if not groups:
         return None
     max_freq = int(groups[0][1][0][1].logits.freqs.max())  # type: ignore[union-attr]
-    fig, axes = plt.subplots(len(groups), 1, figsize=(min(4 + 0.16 * max_freq, 13), 1.9 * len(groups) + 0.6),
-                             sharex=True, squeeze=False)  # fmt: skip
+    fig, axes = plt.subplots(len(groups), 1, figsize=_spectrum_size(max_freq, len(groups)), sharex=True, squeeze=False)
     for ax, (name, members) in zip(axes[:, 0], groups):
         fr = np.stack([p.logits.frac for _, p in members])  # type: ignore[union-attr]
         freqs = members[0][1].logits.freqs  # type: ignore[union-attr]
@@ -110,10 +142,11 @@ def plot_logit_spectrum(groups: Sequence[Group], source_keys: Sequence[int], col
     handles = [Patch(color=KEY_SHADE, label="source key frequencies")]
     if any(len(m) > 1 for _, m in groups):
         handles.append(plt.Line2D([], [], ls="", marker="o", ms=3, color="black", label="one model (seed)"))
-    fig.legend(handles=handles, loc="upper right", fontsize=8, frameon=False, ncol=2)
+    if source_keys:
+        axes[0, 0].legend(handles=handles, loc="upper right", fontsize=7.5, frameon=True, framealpha=0.85)
     fig.suptitle(title or "Logit Fourier spectrum in each task's own directions (bar = median over seeds)",
                  fontsize=11, x=0.01, ha="left")  # fmt: skip
-    fig.tight_layout(rect=(0, 0, 1, 0.96))
+    _adjust(fig, hspace=0.55)
     return _save(fig, path, dpi)
 
 
@@ -128,8 +161,7 @@ def plot_neuron_histograms(groups: Sequence[Group], source_keys: Sequence[int], 
     assert first is not None
     max_freq, thr = first.max_freq, first.key_freq_threshold
     freqs = np.arange(1, max_freq + 1)
-    fig, axes = plt.subplots(len(groups), 1, figsize=(min(4 + 0.16 * max_freq, 13), 1.9 * len(groups) + 0.6),
-                             sharex=True, squeeze=False)  # fmt: skip
+    fig, axes = plt.subplots(len(groups), 1, figsize=_spectrum_size(max_freq, len(groups)), sharex=True, squeeze=False)
     for ax, (name, members) in zip(axes[:, 0], groups):
         ns = [p.neurons for _, p in members]
         strong = np.mean([n.histogram(thr) for n in ns], axis=0)  # type: ignore[union-attr]
@@ -139,12 +171,12 @@ def plot_neuron_histograms(groups: Sequence[Group], source_keys: Sequence[int], 
         ax.bar(freqs, strong, width=0.8, color=c, zorder=2, label=f"share > {thr:g}")
         ax.bar(freqs, mid, width=0.8, bottom=strong, color=_lighten(c), zorder=2, label=f"{SPECIALISED:g} < share ≤ {thr:g}")
         d = ns[0].d_mlp  # type: ignore[union-attr]
-        over_t = np.median([n.n_over(thr) for n in ns]) / d  # type: ignore[union-attr]
-        over_h = np.median([n.n_over(SPECIALISED) for n in ns]) / d  # type: ignore[union-attr]
-        dead = np.median([n.n_dead for n in ns])  # type: ignore[union-attr]
-        stat = "mean over seeds; " if len(members) > 1 else ""
-        ax.set_title(f"{name} (n={len(members)}) — {stat}neurons with share > {thr:g}: {over_t:.0%}, "
-                     f"> {SPECIALISED:g}: {over_h:.0%}, dead: {dead:g} of {d}", fontsize=9.5, loc="left")  # fmt: skip
+        over_t = _spread([n.n_over(thr) / d for n in ns], pct=True)  # type: ignore[union-attr]
+        over_h = _spread([n.n_over(SPECIALISED) / d for n in ns], pct=True)  # type: ignore[union-attr]
+        dead = _spread([n.n_dead for n in ns])  # type: ignore[union-attr]
+        how = " (median [range] over seeds; bars = mean)" if len(members) > 1 else ""
+        ax.set_title(f"{name} (n={len(members)}) — neurons with share > {thr:g}: {over_t}, > {SPECIALISED:g}: "
+                     f"{over_h}, dead: {dead} of {d}{how}", fontsize=9.5, loc="left")  # fmt: skip
         ax.set_ylabel("neurons", fontsize=8.5)
         ax.legend(fontsize=7.5, loc="upper right", frameon=False)
         ax.grid(axis="x", visible=False)
@@ -152,7 +184,7 @@ def plot_neuron_histograms(groups: Sequence[Group], source_keys: Sequence[int], 
     axes[-1, 0].set_xlabel("dominant frequency w of the neuron")
     fig.suptitle(title or "MLP neurons per dominant frequency (shaded: source key frequencies)",
                  fontsize=11, x=0.01, ha="left")  # fmt: skip
-    fig.tight_layout(rect=(0, 0, 1, 0.96))
+    _adjust(fig, hspace=0.55)
     return _save(fig, path, dpi)
 
 
@@ -166,8 +198,9 @@ def plot_attention(groups: Sequence[Group], colors: Dict[str, str], path: Path, 
         return None
     n_rows = [sum(p.attention.shape[0] * p.attention.shape[1] for _, p in m) for _, m in groups]
     n_ctx = groups[0][1][0][1].attention.shape[-1]
-    height = max(2.6, 0.24 * max(n_rows) + 1.3)
-    fig, axes = plt.subplots(1, len(groups), figsize=(2.3 * len(groups) + 0.9, height), squeeze=False)
+    height = max(2.8, 0.24 * max(n_rows) + 1.4)
+    fig, axes = plt.subplots(1, len(groups), figsize=(2.7 * len(groups) + 1.2, height), squeeze=False)
+    fig.subplots_adjust(wspace=0.5, top=1 - 1.0 / height, left=0.08, right=0.88)
     image = None
     for ax, (name, members), rows in zip(axes[0], groups, n_rows):
         mats, labels, bounds = [], [], []
@@ -187,12 +220,13 @@ def plot_attention(groups: Sequence[Group], colors: Dict[str, str], path: Path, 
         ax.set_xticks(range(n_ctx), position_labels(n_ctx))
         ax.set_yticks(range(len(labels)), labels, fontsize=7 if rows > 12 else 8)
         ax.tick_params(axis="x", labeltop=True, labelbottom=False, top=True, bottom=False)
-        ax.set_title(name, color=colors.get(name, "black"), fontsize=10, fontweight="bold", pad=18)
+        ax.set_title(name, color=colors.get(name, "black"), fontsize=10, fontweight="bold", pad=4, y=1.0 + 0.45 / height)
         ax.grid(False)
     if image is not None:
-        fig.colorbar(image, ax=axes[0].tolist(), shrink=0.7, label="attention from '='")
+        cax = fig.add_axes((0.91, 0.2, 0.012, 0.6))
+        fig.colorbar(image, cax=cax, label="attention from '='")
     fig.suptitle(title or "Attention of the '=' position to a, b, = (mean over all inputs; one row per head)",
-                 fontsize=10.5, x=0.01, ha="left")  # fmt: skip
+                 fontsize=10.5, x=0.01, y=0.995, ha="left", va="top")  # fmt: skip
     return _save(fig, path, dpi)
 
 
@@ -215,8 +249,7 @@ def plot_similarity(sim: "object", ents: Sequence[str], colors: Dict[str, str], 
         sd = np.array([[sub.loc[(a, b), "sd"] for b in ents] for a in ents], dtype=float)
         n = np.array([[sub.loc[(a, b), "n"] for b in ents] for a in ents], dtype=int)
         lo = -1.0 if metric == "frac_spearman" else 0.0
-        cmap = plt.get_cmap("RdBu_r" if lo < 0 else "viridis").copy()
-        cmap.set_bad("#eeeeee")
+        cmap = plt.get_cmap("RdBu_r" if lo < 0 else "viridis").with_extremes(bad="#eeeeee")
         ax.imshow(np.ma.masked_invalid(mean), cmap=cmap, vmin=lo, vmax=1.0)
         for (i, j), v in np.ndenumerate(mean):
             if not np.isfinite(v):
@@ -249,7 +282,7 @@ def plot_similarity(sim: "object", ents: Sequence[str], colors: Dict[str, str], 
     ), va="top", fontsize=8, family="sans-serif")  # fmt: skip
     fig.suptitle(title or "Circuit similarity between the source and the conditions (aggregated over seeds)",
                  fontsize=11, x=0.01, ha="left")  # fmt: skip
-    fig.tight_layout(rect=(0, 0, 1, 0.96))
+    _adjust(fig, hspace=0.45, wspace=0.35, left=0.1, top_in=0.85)
     return _save(fig, path, dpi)
 
 
@@ -261,6 +294,8 @@ def plot_fingerprint(rows: Sequence[Tuple[str, str, CircuitProfile]], colors: Di
     rows = [r for r in rows if r[2].has_fourier]
     if not rows:
         return None
+    moduli = [r[2].modulus for r in rows]
+    rows = [r for r in rows if r[2].modulus == max(set(moduli), key=moduli.count)]
     max_freq = int(rows[0][2].logits.freqs.max())  # type: ignore[union-attr]
     logit = np.stack([r[2].logits.frac for r in rows])  # type: ignore[union-attr]
     mass = np.stack([r[2].neurons.mass for r in rows])  # type: ignore[union-attr]
@@ -278,13 +313,14 @@ def plot_fingerprint(rows: Sequence[Tuple[str, str, CircuitProfile]], colors: Di
         ax.set_xlabel("frequency w")
         ax.set_title(label, fontsize=10)
         ax.grid(False)
-        fig.colorbar(im, ax=ax, shrink=0.8, pad=0.01)
+        fig.colorbar(im, ax=ax, shrink=0.8, pad=0.01, format=PercentFormatter(1.0, decimals=None))
     axes[0].set_yticks(range(len(rows)), [r[1] for r in rows], fontsize=8)
     for lab, (group, _, _) in zip(axes[0].get_yticklabels(), rows):
         lab.set_color(colors.get(group, "black"))
     fig.suptitle(title or "Frequency fingerprint of every model (circles: key frequencies)",
                  fontsize=11, x=0.01, ha="left")  # fmt: skip
-    fig.tight_layout(rect=(0, 0, 1, 0.95))
+    axes[1].tick_params(axis="y", left=False)
+    _adjust(fig, wspace=0.18, left=0.12)
     return _save(fig, path, dpi)
 
 
@@ -321,7 +357,8 @@ def plot_transfer(df: "object", conditions: Sequence[str], colors: Dict[str, str
                 ax.axhline(source_acc, color=SOURCE_COLOR, ls="--", lw=1.1, label=f"source model: {source_acc:.3f}")
             if chance:
                 ax.axhline(chance, color="#555", ls=":", lw=1.1, label=f"chance 1/p = {chance:.3f}")
-            ax.legend(fontsize=7.5, loc="center right", frameon=True)
+            if ax.get_legend_handles_labels()[0]:
+                ax.legend(fontsize=7.5, loc="center right", frameon=True)
         ax.set_xticks(range(len(conditions)), conditions)
         for lab in ax.get_xticklabels():
             lab.set_color(colors.get(lab.get_text(), "black"))
@@ -330,5 +367,5 @@ def plot_transfer(df: "object", conditions: Sequence[str], colors: Dict[str, str
         ax.set_title(label, fontsize=9.5)
     fig.suptitle(title or "Does the source's algorithm carry over? (dot = seed, bar = median)",
                  fontsize=11, x=0.01, ha="left")  # fmt: skip
-    fig.tight_layout(rect=(0, 0, 1, 0.93))
+    _adjust(fig, wspace=0.25)
     return _save(fig, path, dpi)

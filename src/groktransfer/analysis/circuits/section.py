@@ -19,7 +19,7 @@ from ..collect import RunRecord
 from ..report import ReportFigure, ReportSection, ReportTable
 from . import narrative as nar
 from . import plots
-from .discover import _read_yaml
+from .discover import read_yaml
 from .profile import DEFAULT_KEY_FREQ_THRESHOLD
 from .sweep import SOURCE, SweepCircuits, analyse_sweep
 from .tables import (
@@ -41,7 +41,7 @@ def key_freq_threshold_of(runs: Sequence[RunRecord]) -> float:
     """The key-frequency threshold the runs' own measures used (so numbers agree with
     measures.csv); the project default when no run records one."""
     for rec in runs:
-        cfg = _read_yaml(rec.run_dir / "config.yaml")
+        cfg = read_yaml(rec.run_dir / "config.yaml")
         value = (cfg.get("measures") or {}).get("key_freq_threshold") if isinstance(cfg.get("measures"), dict) else None
         if value is not None:
             return float(value)
@@ -74,8 +74,7 @@ def write_figures(sc: SweepCircuits, runs_df: pd.DataFrame, sim: pd.DataFrame, o
     figs["logit_spectrum"] = plots.plot_logit_spectrum(groups, keys, colors, out / "circuits_logit_spectrum.png", dpi)
     figs["neuron_freqs"] = plots.plot_neuron_histograms(groups, keys, colors, out / "circuits_neuron_freqs.png", dpi)
     figs["attention"] = plots.plot_attention(groups, colors, out / "circuits_attention.png", dpi)
-    rows = [(SOURCE, ("source" if role == "reference" else "source start ") + (f" e{p.epoch}" if p.epoch is not None else ""), p)
-            for role, p in source_profiles(sc)]  # fmt: skip
+    rows = [(SOURCE, "source: " + p.label.rsplit("(", 1)[-1].rstrip(")"), p) for _, p in source_profiles(sc)]
     rows += [(r.target.condition, r.target.name, r.profile) for c in sc.conditions for r in sc.analysed
              if r.target.condition == c]  # type: ignore[misc]  # fmt: skip
     figs["fingerprint"] = plots.plot_fingerprint(rows, colors, out / "circuits_fingerprint.png", dpi)

@@ -23,7 +23,6 @@ cos(w(a+b')) with b' = −b), so frequency w means the same thing in both tasks.
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass
 from typing import Dict, Iterable
 
@@ -127,7 +126,3 @@ def compare_profiles(ref: CircuitProfile, other: CircuitProfile) -> PairSimilari
         values["neurons_kept"] = neurons_keeping_frequency(rn.freq, rn.frac, on.freq)
         values["frac_spearman"] = rank_correlation(rn.frac[live], on.frac[live])
     return PairSimilarity(**values, shared_lineage=shared)
-
-
-def is_nan(x: float) -> bool:
-    return isinstance(x, float) and math.isnan(x)

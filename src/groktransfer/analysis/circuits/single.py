@@ -22,7 +22,6 @@ from groktransfer.tasks import TASKS, Task
 from . import plots
 from .attention import head_labels, position_labels
 from .narrative import describe_profile
-from .neurons import SPECIALISED
 from .profile import DEFAULT_KEY_FREQ_THRESHOLD, CircuitProfile, profile_model
 
 PathLike = Union[str, Path]
