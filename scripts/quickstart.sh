@@ -2,7 +2,8 @@
 # The main job, from a fresh clone: install, run the quickstart 3-way transfer sweep
 # (one source run of a+b, then grokked / memorized / random starts on a-b, 3 seeds each,
 # two parallel 1-thread jobs) and analyse it. Prints where the report is.
-#   bash scripts/quickstart.sh            # extra args go to the sweep, e.g. seed=0,1,2,3,4
+#   bash scripts/quickstart.sh                     # 3 seeds
+#   SEEDS=0,1,2,3,4 bash scripts/quickstart.sh     # more seeds; extra args go to the sweep
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 source "$repo/scripts/setup_env.sh"
@@ -10,7 +11,7 @@ cd "$repo"
 sweep_dir="multirun/quickstart/$(date +%Y-%m-%d_%H-%M-%S)"
 start=$(date +%s)
 "$PYTHON_BIN" scripts/train.py -m experiment=quickstart \
-  seed=0,1,2 transfer=grokked,random,memorized \
+  seed="${SEEDS:-0,1,2}" transfer=grokked,random,memorized \
   hydra/launcher=joblib hydra.launcher.n_jobs=2 \
   hydra.sweep.dir="$sweep_dir" "$@"
 "$PYTHON_BIN" scripts/analyze.py sweep_dir="$sweep_dir"
