@@ -430,3 +430,35 @@ def test_all_inputs_pass_matches_a_full_forward(layers: int) -> None:
     expected = torch.stack([cache[f"blocks.{i}.attn.hook_pattern"][:, :, -1].mean(0) for i in range(layers)])
     torch.testing.assert_close(out.attention, expected, atol=1e-6, rtol=1e-5)
     assert out.mlp_block == last
+
+
+def test_sources_are_found_after_a_move_and_from_an_explicit_paper_file(tmp_path: Path) -> None:
+    """A sweep copied elsewhere (recorded absolute paths gone) still finds its source in the
+    ``.sources`` cache beside it; a run started from an explicit (paper-format) file uses
+    that file as its source."""
+    from groktransfer.analysis.circuits.discover import COPIED, plan_sweep
+    from groktransfer.analysis.circuits.sweep import analyse_sweep
+
+    info = make_circuit_sweep(tmp_path, p=P, n_seeds=1)
+    sweep: Path = info["sweep"]  # type: ignore[assignment]
+    for sj_path in sweep.glob("*/source.json"):
+        sj = json.loads(sj_path.read_text())
+        old = str(info["source_dir"])
+        sj["source_run_dir"] = sj["source_run_dir"].replace(old, "/elsewhere/.sources/add_p11_s0_0123456789abcdef")
+        sj["chosen"]["checkpoint"] = sj["chosen"]["checkpoint"].replace(old, "/elsewhere/.sources/add_p11_s0_0123456789abcdef")
+        sj_path.write_text(json.dumps(sj))
+    plan = plan_sweep(collect_runs([sweep]))
+    (group,) = plan.sources.values()
+    assert group.reference is not None and group.reference.path == info["ck_grok"]
+    assert {Path(r.path) for r in group.starts.values()} == {info["ck_grok"], info["ck_mem"]}
+
+    paper = paper_format_file(single_frequency_model(3, seed=0, n_dead=4), tmp_path / "paper.pth")
+    other = tmp_path / "other"
+    write_run(other, 0, "grokked", 0, single_frequency_model(3, seed=0, n_dead=4), P,
+              {"condition": "grokked", "source_path": str(paper), "source_format": "nanda2023", "epoch": 1000,
+               "components": {"mlp": "copy"}, "plan": {"copied": ["blocks.0.mlp.W_in"]}})  # fmt: skip
+    sc = analyse_sweep(collect_runs([other]))
+    (run,) = sc.runs
+    assert run.target.lineage_kind == COPIED and run.target.source_key == str(paper)
+    assert run.to_source.jaccard == 1.0 and run.to_source.neurons_kept == 1.0
+    assert run.retention == pytest.approx(sc.sources[str(paper)].reference.accuracy)  # type: ignore[union-attr]

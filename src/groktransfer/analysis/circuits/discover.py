@@ -195,56 +195,78 @@ def _mlp_copied(source_json: Dict[str, Any]) -> bool:
     return str(_dig(source_json, "components", "mlp") or "copy") in ("copy", "freeze")
 
 
-def _source_of(record: RunRecord, sj: Dict[str, Any], cfg: Dict[str, Any], target: TaskRef, plan: SweepPlan
-               ) -> Tuple[Optional[SourceGroup], Optional[CheckpointRef]]:
-    """Register the run's source (from source.json) in ``plan``; return it and the start checkpoint."""
-    chosen = sj.get("chosen") if isinstance(sj.get("chosen"), dict) else None
-    if sj.get("source_run_dir") or chosen:
+@dataclass
+class _SourceFacts:
+    """What one run's source.json says about its source."""
+
+    key: str
+    task: Optional[TaskRef]
+    lineage: Lineage
+    model_seed: Optional[int]
+    roots: List[Path]  # where the source run dir may be (empty for a plain file)
+    start_path: Optional[Path]
+    start_recorded: str
+    start_role: str  # condition that chose the checkpoint, or "file"
+    start_epoch: Optional[int]
+
+
+def _facts_from_source_json(record: RunRecord, sj: Dict[str, Any], cfg: Dict[str, Any], target: TaskRef
+                            ) -> Optional[_SourceFacts]:  # fmt: skip
+    """Read source.json: a cached source run (``source_run_dir`` + ``chosen``) or an
+    explicit source file (``source_path``)."""
+    chosen = sj.get("chosen") if isinstance(sj.get("chosen"), dict) else {}
+    configured, seed = _configured_source(cfg, target)
+    if sj.get("source_run_dir") or chosen.get("checkpoint"):
         spec_task = _dig(sj, "spec", "task") or {}
-        src_task, seed = _configured_source(cfg, target)
+        task = configured
         if spec_task.get("name") and spec_task.get("p") is not None:
-            src_task = TaskRef(str(spec_task["name"]), int(spec_task["p"]), float(spec_task.get("frac_train", 0.3)),
-                               int(spec_task.get("data_seed", 0)))  # fmt: skip
+            task = TaskRef(str(spec_task["name"]), int(spec_task["p"]), float(spec_task.get("frac_train", 0.3)),
+                           int(spec_task.get("data_seed", 0)))  # fmt: skip
         model_seed = _first_int(_dig(sj, "spec", "model_seed"), seed)
-        key = str(sj.get("source_run_dir") or Path(chosen["checkpoint"]).parent.parent)  # type: ignore[index]
+        recorded = str(chosen.get("checkpoint") or "")
+        key = str(sj.get("source_run_dir") or Path(recorded).parent.parent)
         roots = _source_search_roots(record, sj.get("source_run_dir"))
-        lineage: Optional[Lineage] = ("seed", model_seed) if model_seed is not None else ("source", key)
-        recorded = chosen.get("checkpoint") if chosen else None
-        tail = ["checkpoints", Path(recorded).name] if recorded else []
-        start_path = _locate(recorded, roots, tail) if recorded else None
-        start_role = str((chosen or {}).get("condition") or record.condition or "start")
-        start_epoch = _first_int((chosen or {}).get("epoch"))
-    elif sj.get("source_path"):
+        start = _locate(recorded, roots, ["checkpoints", Path(recorded).name]) if recorded else None
+        lineage: Lineage = ("seed", model_seed) if model_seed is not None else ("source", key)
+        role = str(chosen.get("condition") or record.condition or "start")
+        return _SourceFacts(key, task, lineage, model_seed, roots, start, recorded, role, _first_int(chosen.get("epoch")))
+    if sj.get("source_path"):
         key = str(sj["source_path"])
-        src_task, _ = _configured_source(cfg, target)
-        model_seed, lineage, roots = None, ("file", key), []
-        start_path = _locate(key, [], [])
-        start_role, start_epoch = "file", _first_int(sj.get("epoch"))
-    else:
-        return None, None
-    if src_task is None:
+        return _SourceFacts(key, configured, ("file", key), None, [], _locate(key, [], []), key, "file",
+                            _first_int(sj.get("epoch")))  # fmt: skip
+    return None
+
+
+def _register_source(record: RunRecord, facts: _SourceFacts, plan: SweepPlan
+                     ) -> Tuple[Optional[SourceGroup], Optional[CheckpointRef]]:  # fmt: skip
+    """Add the source (and the checkpoint this run started from) to ``plan``.
+
+    The reference for "similarity to the source" is the grokked checkpoint (the one the
+    grokked condition started from), else the source run's final checkpoint, else an
+    explicit source file.
+    """
+    if facts.task is None:
         plan.notes.append(f"{record.name}: source.json does not say which task the source learned")
         return None, None
-    group = plan.sources.get(key)
+    group = plan.sources.get(facts.key)
     if group is None:
-        group = plan.sources[key] = SourceGroup(key=key, task=src_task, lineage=lineage, model_seed=model_seed)
-        if start_role != "file" and roots:
-            final = _locate(None, roots, ["checkpoints", "final.pt"])
-            if final is not None:
-                group.reference = CheckpointRef(final, src_task, f"source {src_task.pretty} (final)", lineage,
-                                                role="reference:final")  # fmt: skip
-    if start_path is None:
-        group.problems.append(f"{record.name}: source checkpoint {recorded if start_role != 'file' else key} not found")
+        group = plan.sources[facts.key] = SourceGroup(facts.key, facts.task, facts.lineage, facts.model_seed)
+        final = _locate(None, facts.roots, ["checkpoints", "final.pt"]) if facts.roots else None
+        if final is not None:
+            group.reference = CheckpointRef(final, facts.task, f"source {facts.task.pretty} (final)", facts.lineage,
+                                            role="reference:final")  # fmt: skip
+    if facts.start_path is None:
+        group.problems.append(f"{record.name}: source checkpoint {facts.start_recorded or '(not recorded)'} not found")
         return group, None
-    start_key = str(start_path.resolve())
+    start_key = str(facts.start_path.resolve())
     start = group.starts.get(start_key)
     if start is None:
-        what = "file" if start_role == "file" else f"{start_role} ckpt"
-        epoch_txt = f", epoch {start_epoch}" if start_epoch is not None else ""
-        start = CheckpointRef(start_path, src_task, f"source {src_task.pretty} ({what}{epoch_txt})", lineage,
-                              epoch=start_epoch, role=f"start:{start_role}")  # fmt: skip
+        what = "file" if facts.start_role == "file" else f"{facts.start_role} ckpt"
+        epoch = f", epoch {facts.start_epoch}" if facts.start_epoch is not None else ""
+        start = CheckpointRef(facts.start_path, facts.task, f"source {facts.task.pretty} ({what}{epoch})",
+                              facts.lineage, epoch=facts.start_epoch, role=f"start:{facts.start_role}")  # fmt: skip
         group.starts[start_key] = start
-        if start_role in ("grokked", "file"):
+        if facts.start_role in ("grokked", "file"):
             group.reference = start
     return group, start
 
@@ -274,7 +296,8 @@ def plan_sweep(runs: Sequence[RunRecord]) -> SweepPlan:
         condition = rec.condition or "unknown"
         target = TargetRun(rec, condition, rec.seed, CheckpointRef(final, task, "", own, role="final"))
         sj = read_json(rec.run_dir / "source.json")
-        group, start = _source_of(rec, sj, cfg, task, plan) if sj else (None, None)
+        facts = _facts_from_source_json(rec, sj, cfg, task) if sj else None
+        group, start = _register_source(rec, facts, plan) if facts else (None, None)
         if group is not None:
             target.source_key, target.start = group.key, start
             if _mlp_copied(sj):

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from .discover import COPIED, SAME_INIT
-from .neurons import SPECIALISED
+from .neurons import DOMINANT_MASS, SPECIALISED
 from .profile import CircuitProfile
 from .sweep import SweepCircuits
 from .tables import fmt_spread
@@ -25,6 +25,10 @@ RETAINED_ACC = 0.9  # accuracy on the source task counted as "still solves it"
 
 def _set(freqs: Sequence[int]) -> str:
     return "{" + ", ".join(str(w) for w in freqs) + "}" if freqs else "{} (none)"
+
+
+def _ints(text: object) -> list[int]:
+    return [int(float(w)) for w in str(text).split()]
 
 
 def _pct(x: float) -> str:
@@ -47,7 +51,8 @@ def describe_profile(prof: CircuitProfile) -> str:
     att = prof.summary()
     attn = ", ".join(f"{k[8:]} {att[k]:.2f}" for k in att if k.startswith("attn_to_"))
     return (
-        f"{epoch}{head}: key frequencies **{_set(prof.key_freqs)}** ({len(prof.key_freqs)}); "
+        f"{epoch}{head}: key frequencies **{_set(prof.key_freqs)}** ({len(prof.key_freqs)}), of which dominant "
+        f"(≥ {DOMINANT_MASS:.0%} of the MLP's variance) {_set(prof.dominant_freqs)}; "
         f"{_pct(n.n_over(t) / n.d_mlp)} of its {n.d_mlp} MLP neurons hold > {t:g} of their variance at one "
         f"frequency ({_pct(n.n_over(SPECIALISED) / n.d_mlp)} > {SPECIALISED:g}; {n.n_dead} dead); the key "
         f"frequencies carry {_pct(prof.key_logit_frac())} of the logit variance along {lg.directions} "
@@ -83,7 +88,10 @@ def conditions_text(sc: SweepCircuits, runs_df: pd.DataFrame) -> str:
         df = runs_df[runs_df.condition == cond]
         if df.empty:
             continue
-        sets = "; ".join(f"s{s}: {_set([int(w) for w in str(k).split()])}" for s, k in zip(df.seed, df.key_freqs.fillna("")))
+        sets = "; ".join(
+            f"s{s}: {_set(_ints(k))} (dominant {_set(_ints(d))})"
+            for s, k, d in zip(df.seed, df.key_freqs.fillna(""), df.dominant_freqs.fillna(""))
+        )
         lines.append(
             f"- **{cond}** ({len(df)} seed(s), {df.task.iloc[0]} mod {int(df.p.iloc[0])}; test accuracy "
             f"{fmt_spread(df.test_acc.tolist(), 3)}): key frequencies {sets} — n = {fmt_spread(df.n_key_freqs.tolist(), 0)}; "
@@ -123,11 +131,13 @@ def _median(df: pd.DataFrame, col: str) -> float:
 
 
 def verdict(jac: Dict[str, float], baseline: str) -> str:
-    """The transfer verdict as a stated rule on the median Jaccard to the source."""
+    """The transfer verdict as a stated rule on the median dominant-frequency Jaccard to
+    the source (dominant rather than key: a single low-variance neuron makes a frequency
+    key, and such minor frequencies differ between seeds without changing the circuit)."""
     g = jac.get("grokked", float("nan"))
     b = jac.get(baseline, float("nan"))
-    rule = (f"(rule: 'reused' when the grokked median Jaccard is ≥ {REUSE_JACCARD} and ≥ {REUSE_MARGIN} above "
-            f"`{baseline}`'s; 'not reused' when it is within 0.1 of it)")  # fmt: skip
+    rule = (f"(rule on the dominant-frequency Jaccard to the source: 'reused' when the grokked median is "
+            f"≥ {REUSE_JACCARD} and ≥ {REUSE_MARGIN} above `{baseline}`'s; 'not reused' when within 0.1 of it)")  # fmt: skip
     if not np.isfinite(g):
         return "No grokked-condition run with Fourier measures: no verdict on transfer of the grokked algorithm."
     if g >= REUSE_JACCARD and (not np.isfinite(b) or g - b >= REUSE_MARGIN):
@@ -146,13 +156,14 @@ def transfer_text(sc: SweepCircuits, runs_df: pd.DataFrame, baseline: str = "ran
     if runs_df.empty or runs_df.jaccard_to_source.isna().all() and runs_df.retention_acc.isna().all():
         return "\n".join(lines + ["No source model to compare with: not answerable from this sweep."])
     conds = sc.conditions
-    jac = {c: _median(runs_df[runs_df.condition == c], "jaccard_to_source") for c in conds}
+    jac = {c: _median(runs_df[runs_df.condition == c], "jaccard_dominant_to_source") for c in conds}
 
     def per_cond(col: str, d: int = 2) -> str:
         return "; ".join(f"{c} {fmt_spread(runs_df.loc[runs_df.condition == c, col].tolist(), d)}" for c in conds)
 
     lines.append(f"- Key frequencies overlap the source's with Jaccard {per_cond('jaccard_to_source')} "
-                 f"(median [min–max] over seeds).")  # fmt: skip
+                 f"(median [min–max] over seeds); dominant frequencies (≥ {DOMINANT_MASS:.0%} of the MLP's "
+                 f"variance): {per_cond('jaccard_dominant_to_source')}.")  # fmt: skip
     lines.append(f"- Neuron-frequency histogram ∩ with the source: {per_cond('hist_intersection_to_source')}; "
                  f"frequency-mass ∩: {per_cond('mass_similarity_to_source')}.")  # fmt: skip
     matched = []
@@ -192,8 +203,10 @@ def method_text(sc: SweepCircuits) -> str:
         f"(`groktransfer.fourier` / `measures`): for a−b the logit directions are cos/sin(w(a−b−c)), for a+b "
         f"cos/sin(w(a+b−c)). A neuron's frequency is the one holding the largest share of its activation "
         f"variance over (a, b) (2-D components (w,0), (0,w), (w,w)); key frequencies are those with at least "
-        f"one neuron whose share is > {t} (the training measures' threshold). A neuron with (numerically) "
-        f"constant activation is reported as dead, never assigned a frequency.",
+        f"one neuron whose share is > {t} (the training measures' threshold); *dominant* frequencies are those "
+        f"holding ≥ {DOMINANT_MASS:.0%} of the MLP's total activation variance (one weak neuron can make a frequency "
+        f"key, not dominant). A neuron with (numerically) constant activation is reported as dead, never "
+        f"assigned a frequency.",
         "",
         "- Comparing frequencies across a+b and a−b models is meaningful: both tasks live on Z_p, a−b = a+(−b) "
         "only flips the phase of the b-side (sin(w(−b)) = −sin(wb)), so frequency w is the same Fourier "

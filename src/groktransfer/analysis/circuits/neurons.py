@@ -31,6 +31,7 @@ from groktransfer.fourier import GroupFourier
 from groktransfer.measures import FourierMeasures
 
 SPECIALISED = 0.5  # the dominant frequency holds most of the neuron's variance
+DOMINANT_MASS = 0.05  # a frequency holding >= 5% of the layer's variance is a *dominant* one
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,15 @@ class NeuronSpectrum:
         """[W] live neurons per dominant frequency, counting those with share > ``min_frac``."""
         keep = (~self.dead) & (self.frac > min_frac)
         return np.bincount(self.freq[keep], minlength=self.max_freq + 1)[1:]
+
+    def dominant(self, min_mass: float = DOMINANT_MASS) -> list[int]:
+        """Frequencies holding at least ``min_mass`` of the layer's activation variance.
+
+        Key frequencies count neurons, so one low-amplitude neuron can make a frequency
+        key; trained models often have several such minor key frequencies next to the
+        two or three that carry the computation. The dominant set weights by variance.
+        """
+        return [int(w) + 1 for w in np.nonzero(self.mass >= min_mass)[0]]
 
     @property
     def mean_frac_live(self) -> float:

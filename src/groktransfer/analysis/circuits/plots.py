@@ -32,6 +32,8 @@ from .profile import CircuitProfile  # noqa: E402
 from .similarity import METRICS  # noqa: E402
 
 SOURCE_COLOR = "#2ca02c"  # green: the source model, distinct from the condition colours
+#: The five metrics drawn as matrices (all of METRICS are in circuits_similarity.csv).
+FIGURE_METRICS = ("jaccard", "hist_intersection", "mass_similarity", "neurons_kept", "frac_spearman")
 KEY_SHADE = "#cfeccf"  # light tint of the source green: "the source's key frequencies"
 
 Group = Tuple[str, List[Tuple[str, CircuitProfile]]]  # (title, [(model label, profile)])
@@ -61,7 +63,7 @@ def _spread(values: Sequence[float], pct: bool = False) -> str:
 
 def _spectrum_size(max_freq: int, n_panels: int) -> Tuple[float, float]:
     """Wide enough for one bar per frequency and a one-line panel title; 1.9 in per panel."""
-    return (min(max(8.5, 3 + 0.17 * max_freq), 13.5), 1.9 * n_panels + 0.5)
+    return (min(max(8.5, 3 + 0.17 * max_freq), 13.5), 1.9 * n_panels + 1.1)
 
 
 def _freq_ticks(ax: plt.Axes, max_freq: int) -> None:
@@ -89,6 +91,16 @@ def _adjust(fig: plt.Figure, hspace: float = 0.4, wspace: float = 0.2, left: flo
     fig.subplots_adjust(left=left, right=0.98, top=1 - top_in / h, bottom=0.6 / h, hspace=hspace, wspace=wspace)
 
 
+def _title_and_legend(fig: plt.Figure, title: str, handles: Sequence[Patch]) -> None:
+    """Title on the first line, the figure's legend on a second line below it (right
+    aligned), so neither covers the other nor any data; leaves 0.85 in for both."""
+    h = fig.get_size_inches()[1]
+    fig.suptitle(title, fontsize=11, x=0.01, y=1 - 0.06 / h, ha="left", va="top")
+    if handles:
+        fig.legend(handles=handles, loc="upper right", bbox_to_anchor=(0.98, 1 - 0.34 / h), fontsize=8,
+                   frameon=False, ncol=len(handles))  # fmt: skip
+
+
 def _save(fig: plt.Figure, path: Path, dpi: int) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=dpi, bbox_inches="tight")
@@ -113,7 +125,8 @@ def _with_fourier(groups: Sequence[Group]) -> List[Group]:
 
 # --------------------------------------------------------------------------- spectra
 def plot_logit_spectrum(groups: Sequence[Group], source_keys: Sequence[int], colors: Dict[str, str],
-                        path: Path, dpi: int = 130, title: str = "") -> Optional[Path]:
+                        path: Path, dpi: int = 130, title: str = "",
+                        shade_label: str = "source key frequencies") -> Optional[Path]:
     """Per group: share of logit variance along each frequency's target directions
     (median bar over the group's models, one dot per model), source key freqs shaded."""
     groups = _with_fourier(groups)
@@ -139,21 +152,20 @@ def plot_logit_spectrum(groups: Sequence[Group], source_keys: Sequence[int], col
         ax.grid(axis="x", visible=False)
     _freq_ticks(axes[-1, 0], max_freq)
     axes[-1, 0].set_xlabel("frequency w")
-    handles = [Patch(color=KEY_SHADE, label="source key frequencies")]
+    handles = [Patch(color=KEY_SHADE, label=shade_label)]
     if any(len(m) > 1 for _, m in groups):
         handles.append(plt.Line2D([], [], ls="", marker="o", ms=3, color="black", label="one model (seed)"))
-    if source_keys:
-        axes[0, 0].legend(handles=handles, loc="upper right", fontsize=7.5, frameon=True, framealpha=0.85)
-    fig.suptitle(title or "Logit Fourier spectrum in each task's own directions (bar = median over seeds)",
-                 fontsize=11, x=0.01, ha="left")  # fmt: skip
-    _adjust(fig, hspace=0.55)
+    _title_and_legend(fig, title or "Logit Fourier spectrum in each task's own directions (bar = median over seeds)",
+                      handles if source_keys else handles[1:])
+    _adjust(fig, hspace=0.55, top_in=0.95)
     return _save(fig, path, dpi)
 
 
 def plot_neuron_histograms(groups: Sequence[Group], source_keys: Sequence[int], colors: Dict[str, str],
                            path: Path, dpi: int = 130, title: str = "") -> Optional[Path]:
     """Per group: neurons per dominant frequency, mean over the group's models, split
-    into share > key threshold (dark) and 0.5 < share <= threshold (light)."""
+    into share > key threshold (dark) and 0.5 < share <= threshold (light); the shaded
+    frequencies are ``source_keys``."""
     groups = _with_fourier(groups)
     if not groups:
         return None
@@ -168,8 +180,8 @@ def plot_neuron_histograms(groups: Sequence[Group], source_keys: Sequence[int], 
         mid = np.mean([n.histogram(SPECIALISED) for n in ns], axis=0) - strong  # type: ignore[union-attr]
         c = colors.get(name, "#444")
         _shade_keys(ax, source_keys)
-        ax.bar(freqs, strong, width=0.8, color=c, zorder=2, label=f"share > {thr:g}")
-        ax.bar(freqs, mid, width=0.8, bottom=strong, color=_lighten(c), zorder=2, label=f"{SPECIALISED:g} < share ≤ {thr:g}")
+        ax.bar(freqs, strong, width=0.8, color=c, zorder=2)
+        ax.bar(freqs, mid, width=0.8, bottom=strong, color=_lighten(c), zorder=2)
         d = ns[0].d_mlp  # type: ignore[union-attr]
         over_t = _spread([n.n_over(thr) / d for n in ns], pct=True)  # type: ignore[union-attr]
         over_h = _spread([n.n_over(SPECIALISED) / d for n in ns], pct=True)  # type: ignore[union-attr]
@@ -178,13 +190,15 @@ def plot_neuron_histograms(groups: Sequence[Group], source_keys: Sequence[int], 
         ax.set_title(f"{name} (n={len(members)}) — neurons with share > {thr:g}: {over_t}, > {SPECIALISED:g}: "
                      f"{over_h}, dead: {dead} of {d}{how}", fontsize=9.5, loc="left")  # fmt: skip
         ax.set_ylabel("neurons", fontsize=8.5)
-        ax.legend(fontsize=7.5, loc="upper right", frameon=False)
         ax.grid(axis="x", visible=False)
     _freq_ticks(axes[-1, 0], max_freq)
     axes[-1, 0].set_xlabel("dominant frequency w of the neuron")
-    fig.suptitle(title or "MLP neurons per dominant frequency (shaded: source key frequencies)",
-                 fontsize=11, x=0.01, ha="left")  # fmt: skip
-    _adjust(fig, hspace=0.55)
+    handles = [Patch(color="#555555", label=f"share of the neuron's variance > {thr:g}"),
+               Patch(color=_lighten("#555555"), label=f"{SPECIALISED:g} < share ≤ {thr:g}")]  # fmt: skip
+    if source_keys:
+        handles.append(Patch(color=KEY_SHADE, label="key frequencies" if len(groups) == 1 else "source key frequencies"))
+    _title_and_legend(fig, title or "MLP neurons per dominant frequency", handles)
+    _adjust(fig, hspace=0.55, top_in=0.95)
     return _save(fig, path, dpi)
 
 
@@ -243,7 +257,7 @@ def plot_similarity(sim: "object", ents: Sequence[str], colors: Dict[str, str], 
     k = len(ents)
     cell = 0.95 if k <= 4 else 0.8
     fig, axes = plt.subplots(2, 3, figsize=(3 * max(cell * k + 1.3, 3.4), 2 * max(cell * k + 1.2, 3.1)))
-    for ax, metric in zip(axes.flat, METRICS):
+    for ax, metric in zip(axes.flat, FIGURE_METRICS):
         sub = df[df.metric == metric].set_index(["ref", "other"])
         mean = np.array([[sub.loc[(a, b), "mean"] for b in ents] for a in ents], dtype=float)
         sd = np.array([[sub.loc[(a, b), "sd"] for b in ents] for a in ents], dtype=float)

@@ -74,6 +74,8 @@ class CircuitProfile:
             "test_acc": self.test_acc,
             "key_freqs": " ".join(str(w) for w in self.key_freqs) if self.has_fourier else "",
             "n_key_freqs": len(self.key_freqs) if self.has_fourier else nan,
+            "dominant_freqs": " ".join(str(w) for w in self.dominant_freqs),
+            "n_dominant_freqs": len(self.dominant_freqs) if self.has_fourier else nan,
             "d_mlp": self.d_mlp,
             "neurons_over_0.5": n.n_over(SPECIALISED) if n else nan,
             f"neurons_over_{self.key_freq_threshold:g}": n.n_over(self.key_freq_threshold) if n else nan,
@@ -89,6 +91,11 @@ class CircuitProfile:
         for name, v in zip(labels, mean_heads):
             out[f"attn_to_{name}"] = float(v)
         return out
+
+    @property
+    def dominant_freqs(self) -> List[int]:
+        """Frequencies holding >= 5% of the MLP's activation variance (see ``NeuronSpectrum.dominant``)."""
+        return self.neurons.dominant() if self.neurons is not None else []
 
     def key_logit_frac(self) -> float:
         """Share of the logit variance along the target directions of the key frequencies."""

@@ -3,7 +3,8 @@
 Two kinds of comparison, and why both:
 
 * **Order-independent** (any two models on groups of the same size): Jaccard overlap
-  of the key-frequency sets, histogram intersection of the neuron-frequency
+  of the key-frequency sets (and of the *dominant* sets, frequencies holding >= 5% of
+  the layer's variance, which ignores minor single-neuron key frequencies), histogram intersection of the neuron-frequency
   distributions (how many neurons sit at each frequency), and the same intersection
   for the frequency *mass* (share of the layer's activation variance at each
   frequency). None of them cares which neuron is which.
@@ -37,6 +38,7 @@ NAN = float("nan")
 #: Metric name -> short description (used for table headers and figure titles).
 METRICS: Dict[str, str] = {
     "jaccard": "key-frequency Jaccard",
+    "jaccard_dominant": "dominant-frequency Jaccard",
     "hist_intersection": "neuron-frequency histogram ∩",
     "mass_similarity": "frequency-mass ∩",
     "neurons_kept": "neurons keeping their frequency",
@@ -89,6 +91,7 @@ class PairSimilarity:
     """All similarity metrics of (reference, other); NaN where a metric does not apply."""
 
     jaccard: float = NAN
+    jaccard_dominant: float = NAN
     hist_intersection: float = NAN
     mass_similarity: float = NAN
     neurons_kept: float = NAN
@@ -117,6 +120,7 @@ def compare_profiles(ref: CircuitProfile, other: CircuitProfile) -> PairSimilari
     rn, on = ref.neurons, other.neurons
     values = dict(
         jaccard=jaccard(ref.key_freqs, other.key_freqs),
+        jaccard_dominant=jaccard(ref.dominant_freqs, other.dominant_freqs),
         hist_intersection=histogram_intersection(rn.histogram(), on.histogram()),
         mass_similarity=histogram_intersection(rn.mass, on.mass),
     )

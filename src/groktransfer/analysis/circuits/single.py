@@ -38,13 +38,13 @@ def _split_hint(path: Path, raw: Dict[str, Any], task_name: str) -> tuple[float,
             task = cfg.get("task") or {}
             if task.get("name") == task_name:
                 seed = task.get("data_seed") if task.get("data_seed") is not None else cfg.get("seed", 0)
-                return float(task.get("frac_train", 0.3)), int(seed or 0), f"split from {cfg_path}"
+                return float(task.get("frac_train", 0.3)), int(seed or 0), f"Train/test split from {cfg_path}"
         except (OSError, yaml.YAMLError, TypeError, ValueError):
             pass
     paper = raw.get("config") if isinstance(raw.get("config"), dict) else {}
     if "frac_train" in paper:
-        return float(paper["frac_train"]), int(paper.get("seed", 0)), "frac_train/seed from the file's config (the paper's split generator differs: train/test accuracies are indicative only)"
-    return 0.3, 0, "no split recorded: train/test accuracies use a placeholder 30% split; circuit measures use all pairs"
+        return float(paper["frac_train"]), int(paper.get("seed", 0)), "Train fraction and seed from the file's config (the paper's split generator differs: train/test accuracies are indicative only)"
+    return 0.3, 0, "No split recorded: train/test accuracies use a placeholder 30% split; circuit measures use all pairs"
 
 
 def _summary_json(prof: CircuitProfile) -> Dict[str, Any]:
@@ -123,15 +123,17 @@ def analyze_checkpoint(
 
     out = Path(out_dir) if out_dir is not None else path.parent / f"{path.stem}_circuits"
     out.mkdir(parents=True, exist_ok=True)
-    colors = {label: plots.SOURCE_COLOR}
-    group = [(label, [(label, prof)])]
+    name = f"{task_name} mod {p}"
+    colors = {name: plots.SOURCE_COLOR}
+    group = [(name, [(label, prof)])]
     figs: Dict[str, Optional[Path]] = {
         "logit_spectrum": plots.plot_logit_spectrum(group, prof.key_freqs, colors, out / "logit_spectrum.png", dpi,
-                                                    title=f"Logit Fourier spectrum — {label} (shaded: its key frequencies)"),
+                                                    title=f"Logit Fourier spectrum of {path.name}",
+                                                    shade_label="its key frequencies"),
         "neuron_freqs": plots.plot_neuron_histograms(group, prof.key_freqs, colors, out / "neuron_freqs.png", dpi,
-                                                     title=f"MLP neurons per dominant frequency — {label}"),
+                                                     title=f"MLP neurons of {path.name} per dominant frequency"),
         "attention": plots.plot_attention(group, colors, out / "attention.png", dpi,
-                                          title="Attention from '=' to a, b, = (mean over all inputs)"),
+                                          title=f"Attention from '=' to a, b, = in {path.name} (mean over all inputs)"),
     }  # fmt: skip
     fmt = "original paper (nanda2023)" if ckpt.source_format == "nanda2023" else "groktransfer"
     text = _summary_md(prof, path, fmt, split_note, figs, out)

@@ -23,7 +23,7 @@ from ..style import PREFERRED_ORDER
 from .discover import CheckpointRef, SweepPlan, TargetRun, TaskRef, plan_sweep
 from .profile import DEFAULT_KEY_FREQ_THRESHOLD, CircuitProfile, profile_model
 from .retention import accuracy_on_task, evaluation_problem
-from .similarity import PairSimilarity, compare_profiles
+from .similarity import METRICS, PairSimilarity, compare_profiles
 
 SOURCE = "source"  # entity name of the source models in pair tables and matrices
 
@@ -110,8 +110,7 @@ def _pair_rows(results: Sequence[RunResult], sources: Dict[str, SourceResult]) -
         for y in refs:
             if x is not y:
                 add(SOURCE, x, SOURCE, y, None, None)
-    columns = ["ref", "other", "ref_model", "other_model", "ref_seed", "other_seed", "shared_lineage",
-               "jaccard", "hist_intersection", "mass_similarity", "neurons_kept", "frac_spearman"]  # fmt: skip
+    columns = ["ref", "other", "ref_model", "other_model", "ref_seed", "other_seed", "shared_lineage", *METRICS]
     return pd.DataFrame(rows, columns=columns)
 
 

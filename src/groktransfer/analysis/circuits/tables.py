@@ -100,6 +100,7 @@ def freqs_frame(sc: SweepCircuits) -> pd.DataFrame:
             "neurons": n.histogram(), f"neurons_over_{SPECIALISED:g}": n.histogram(SPECIALISED),
             f"neurons_over_{prof.key_freq_threshold:g}": n.histogram(prof.key_freq_threshold),
             "neuron_mass": n.mass, "is_key": np.isin(lg.freqs, prof.key_freqs).astype(int),
+            "is_dominant": np.isin(lg.freqs, prof.dominant_freqs).astype(int),
         }))  # fmt: skip
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
@@ -147,6 +148,7 @@ def fmt_spread(values: Sequence[float], digits: int = 2, pct: bool = False) -> s
 
 DISPLAY_COLUMNS = [
     ("n_key_freqs", "key freqs (n)", 0, False),
+    ("n_dominant_freqs", "dominant freqs (n)", 0, False),
     ("frac_neurons_over_0.5", "neurons > 0.5", 2, True),
     ("frac_neurons_over_{t}", "neurons > {t}", 2, True),
     ("neurons_dead", "dead neurons", 0, False),
@@ -188,6 +190,7 @@ def transfer_display(sc: SweepCircuits, runs_df: pd.DataFrame) -> pd.DataFrame:
     """Per condition: similarity to the source and retention (median [min–max] over seeds)."""
     cols = [
         ("jaccard_to_source", "key-freq Jaccard to source", 2),
+        ("jaccard_dominant_to_source", "dominant-freq Jaccard to source", 2),
         ("hist_intersection_to_source", "neuron-hist ∩ to source", 2),
         ("mass_similarity_to_source", "freq-mass ∩ to source", 2),
         ("neurons_kept_from_source", "source neurons keeping freq", 2),
@@ -216,9 +219,11 @@ def runs_display(runs_df: pd.DataFrame, threshold: float) -> pd.DataFrame:
     return pd.DataFrame({
         "condition": runs_df.condition, "seed": runs_df.seed,
         "key freqs": [k if k else "(none)" for k in runs_df.key_freqs],
+        "dominant": [k if k else "(none)" for k in runs_df.dominant_freqs],
         f"neurons > {t}": [f"{100 * x:.0f}%" for x in runs_df[f"frac_neurons_over_{t}"]],
         "dead": runs_df.neurons_dead.map(lambda x: "–" if pd.isna(x) else str(int(x))),
-        "Jaccard to source": runs_df.jaccard_to_source.map(f),
+        "Jaccard to source (key / dominant)": [f"{f(x)} / {f(y)}" for x, y in
+                                              zip(runs_df.jaccard_to_source, runs_df.jaccard_dominant_to_source)],
         "neurons kept": runs_df.neurons_kept_from_source.map(f),
         "retention": runs_df.retention_acc.map(lambda x: f(x, 3)),
         "test acc": runs_df.test_acc.map(lambda x: f(x, 3)),
