@@ -1,6 +1,9 @@
 #!/usr/bin/env python
 """Analyse a sweep: `python scripts/analyze.py sweep_dir=multirun/quickstart/<date>_<time>`.
 
+Or the circuits of one checkpoint file (this project's format or the original paper's):
+`python scripts/analyze.py checkpoint=path/to/final.pt checkpoint_task=subtract`.
+
 Also `sweep_dir=[dirA,dirB]` and `'sweep_dir=multirun/quickstart/*'` (runs merged; outputs
 in analysis.out_dir, else <first sweep dir>/analysis/). A missing or empty sweep dir is
 one error line on stderr and exit status 2, with nothing written.
@@ -22,12 +25,34 @@ register_analyze_config()
 @hydra.main(version_base="1.3", config_path="../conf", config_name="analyze")
 def main(cfg: DictConfig) -> None:
     """Hydra entry: run the analysis and print the short summary."""
+    if cfg.checkpoint is not None:
+        _analyze_one_checkpoint(cfg)
+        return
     try:
         result = run_analysis(cfg.sweep_dir, None, cfg)
     except SweepInputError as exc:
         print(f"analyze: error: {exc}", file=sys.stderr)
         sys.exit(2)
     print(result.summary_text())
+
+
+def _analyze_one_checkpoint(cfg: DictConfig) -> None:
+    """Circuit analysis of a single checkpoint; one error line and exit 2 on bad input."""
+    from groktransfer.analysis.circuits import analyze_checkpoint
+    from groktransfer.checkpoint import CheckpointError
+
+    if cfg.checkpoint_task is None:
+        print("analyze: error: checkpoint=... needs checkpoint_task=<name> (the task whose Fourier basis to use)", file=sys.stderr)
+        sys.exit(2)
+    try:
+        result = analyze_checkpoint(
+            cfg.checkpoint, cfg.checkpoint_task, p=cfg.checkpoint_p, out_dir=cfg.analysis.out_dir, index=cfg.checkpoint_index
+        )
+    except (CheckpointError, ValueError, FileNotFoundError) as exc:
+        print(f"analyze: error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    print(result["text"])
+    print(f"\nCircuit analysis written to {result['out_dir']}")
 
 
 if __name__ == "__main__":

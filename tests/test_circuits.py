@@ -234,6 +234,11 @@ def test_attention_means_sum_to_one_over_a_b_eq() -> None:
     np.testing.assert_allclose(built.attention, 1 / 3, atol=1e-6)
     s = prof.summary()
     assert s["attn_to_a"] + s["attn_to_b"] + s["attn_to_="] == pytest.approx(1.0, abs=1e-6)
+    from groktransfer.analysis.circuits.attention import attention_asymmetry
+
+    heads = np.array([[[1.0, 0.0, 0.0], [0.5, 0.5, 0.0], [0.1, 0.7, 0.2], [0.0, 0.0, 1.0]]])
+    assert attention_asymmetry(heads) == pytest.approx((1.0 + 0.0 + 0.6 + 0.0) / 4)
+    assert built.summary()["attn_ab_asymmetry"] == pytest.approx(0.0, abs=1e-6)
 
 
 def test_similarity_functions_known_values() -> None:
@@ -328,6 +333,7 @@ def test_provider_known_answers_per_run(provided) -> None:
     assert g0.jaccard_to_source == g0.hist_intersection_to_source == g0.neurons_kept_from_source == 1.0
     assert g0.mass_similarity_to_source == pytest.approx(1.0) and g0.frac_spearman_to_source == pytest.approx(1.0)
     assert g0.retention_acc == pytest.approx(ref.accuracy_all_pairs)  # same weights, same task
+    assert g0.retention_ceiling == pytest.approx(1 / P)  # a+b and a−b agree only where b = 0
     assert runs[("grokked", 1)].jaccard_to_source == 1.0 and runs[("grokked", 1)].neurons_kept_from_source == 1.0
     for s in (0, 1):
         m = runs[("memorized", s)]

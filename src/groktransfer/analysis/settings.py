@@ -85,6 +85,11 @@ class AnalyzeJobConfig:
     """The whole analysis job. ``sweep_dir`` is a path, a glob, or a list of them."""
 
     sweep_dir: Any = None
+    # circuit analysis of one checkpoint file instead of a sweep (this project's or the paper's format)
+    checkpoint: Optional[str] = None
+    checkpoint_task: Optional[str] = None
+    checkpoint_p: Optional[int] = None
+    checkpoint_index: Optional[int] = None
     analysis: AnalysisSettings = field(default_factory=AnalysisSettings)
     wandb: WandbSettings = field(default_factory=WandbSettings)
 

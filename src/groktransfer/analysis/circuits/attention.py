@@ -36,3 +36,16 @@ def head_labels(attention: np.ndarray) -> List[str]:
     if n_layers == 1:
         return [f"h{h}" for h in range(n_heads)]
     return [f"L{layer}h{h}" for layer in range(n_layers) for h in range(n_heads)]
+
+
+def attention_asymmetry(attention: np.ndarray) -> float:
+    """Mean over heads of |attention to a − attention to b| from the last query, in [0, 1].
+
+    Head-order independent. a+b is symmetric in its inputs and its heads can split
+    attention evenly; a−b is not, so heads that tell a from b show up here.
+    NaN for inputs that are not [a, b, =].
+    """
+    if attention.shape[-1] != 3:
+        return float("nan")
+    rows = attention.reshape(-1, 3)
+    return float(np.abs(rows[:, 0] - rows[:, 1]).mean())

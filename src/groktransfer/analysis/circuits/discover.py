@@ -314,6 +314,11 @@ def plan_sweep(runs: Sequence[RunRecord]) -> SweepPlan:
                 target.source_key = matches[0].key
             elif len(plan.sources) == 1:
                 target.source_key = next(iter(plan.sources))
+            elif len(matches) > 1:
+                plan.notes.append(
+                    f"{target.name}: {len(matches)} source runs match its configured source (task, p, seed); "
+                    "not paired with any, so its similarity to the source and retention are n/a"
+                )
         group = plan.sources.get(target.source_key or "")
         if target.lineage_kind != COPIED and group is not None and target.final.lineage == group.lineage:
             target.lineage_kind = SAME_INIT

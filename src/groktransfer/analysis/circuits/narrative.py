@@ -7,6 +7,7 @@ from the data. The transfer verdict is a stated rule on those numbers (threshold
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Dict, Optional, Sequence
 
 import numpy as np
@@ -50,8 +51,9 @@ def describe_profile(prof: CircuitProfile) -> str:
     t = prof.key_freq_threshold
     att = prof.summary()
     attn = ", ".join(f"{k[8:]} {att[k]:.2f}" for k in att if k.startswith("attn_to_"))
+    attn += f"; per-head |a − b| {att['attn_ab_asymmetry']:.2f}"
     return (
-        f"{epoch}{head}: key frequencies **{_set(prof.key_freqs)}** ({len(prof.key_freqs)}), of which dominant "
+        f"{epoch}{head}: key frequencies **{_set(prof.key_freqs)}** ({len(prof.key_freqs)}); dominant frequencies "
         f"(≥ {DOMINANT_MASS:.0%} of the MLP's variance) {_set(prof.dominant_freqs)}; "
         f"{_pct(n.n_over(t) / n.d_mlp)} of its {n.d_mlp} MLP neurons hold > {t:g} of their variance at one "
         f"frequency ({_pct(n.n_over(SPECIALISED) / n.d_mlp)} > {SPECIALISED:g}; {n.n_dead} dead); the key "
@@ -71,7 +73,10 @@ def source_text(sc: SweepCircuits) -> str:
         if ref is None:
             lines.append(f"- Source {src.task.pretty}: no readable checkpoint ({'; '.join(src.problems) or 'not found'}).")
             continue
-        lines.append(f"- {ref.label} — the reference for every \"to source\" comparison: {describe_profile(ref)}")
+        users = Counter(r.target.condition for r in sc.runs if r.target.source_key == src.key)
+        whom = ", ".join(f"{n} {c}" for c, n in users.items()) or "no analysed run"
+        lines.append(f"- {ref.label} — the reference for the \"to source\" comparisons of the runs started from "
+                     f"this source ({whom}): {describe_profile(ref)}")  # fmt: skip
         for prof in src.starts.values():
             if prof is not ref:
                 lines.append(f"- {prof.label} (a starting point, not the reference): {describe_profile(prof)}")
@@ -100,7 +105,8 @@ def conditions_text(sc: SweepCircuits, runs_df: pd.DataFrame) -> str:
             f"dead: {fmt_spread(df.neurons_dead.tolist(), 0)}; logit variance at its key frequencies "
             f"{fmt_spread(df.key_freq_logit_frac.tolist(), 2, pct=True)}, unexplained "
             f"{fmt_spread(df.logit_residual_frac.tolist(), 2, pct=True)}; attention from '=' to a/b/= "
-            f"{_num(df['attn_to_a'].median())}/{_num(df['attn_to_b'].median())}/{_num(df['attn_to_='].median())}."
+            f"{_num(df['attn_to_a'].median())}/{_num(df['attn_to_b'].median())}/{_num(df['attn_to_='].median())}, "
+            f"per-head |a − b| {fmt_spread(df['attn_ab_asymmetry'].tolist())}."
         )
     return "\n".join(lines)
 
@@ -114,7 +120,7 @@ def _cell(sim: pd.DataFrame, metric: str, a: str, b: str) -> str:
     return f"{r['mean']:.2f}{sd} (n={int(r['n'])})"
 
 
-def differences_text(sc: SweepCircuits, sim: pd.DataFrame) -> str:
+def differences_text(sc: SweepCircuits, sim: pd.DataFrame, runs_df: Optional[pd.DataFrame] = None) -> str:
     """(3) How the conditions differ, from the similarity matrices."""
     conds = sc.conditions
     lines = ["**(3) How they differ.** Mean ± sd over pairs of models (n pairs); the matrices are in the figure below.", ""]
@@ -122,6 +128,13 @@ def differences_text(sc: SweepCircuits, sim: pd.DataFrame) -> str:
         within = "; ".join(f"{c} {_cell(sim, metric, c, c)}" for c in conds)
         between = "; ".join(f"{a}–{b} {_cell(sim, metric, a, b)}" for i, a in enumerate(conds) for b in conds[i + 1:])
         lines.append(f"- {what} between seeds of the same condition: {within}. Between conditions: {between or 'n/a'}.")
+    refs = [s.reference for s in sc.sources.values() if s.reference is not None]
+    if runs_df is not None and "attn_ab_asymmetry" in runs_df:
+        src = f"source {refs[0].summary()['attn_ab_asymmetry']:.2f}; " if len(refs) == 1 else ""
+        per = "; ".join(f"{c} {fmt_spread(runs_df.loc[runs_df.condition == c, 'attn_ab_asymmetry'].tolist())}"
+                        for c in conds)  # fmt: skip
+        lines.append(f"- Attention from '=' — mean over heads of |attention to a − attention to b| (0: every head "
+                     f"reads a and b equally, as a+b allows; 1: every head reads only one of them): {src}{per}.")
     return "\n".join(lines)
 
 
@@ -136,18 +149,23 @@ def verdict(jac: Dict[str, float], baseline: str) -> str:
     key, and such minor frequencies differ between seeds without changing the circuit)."""
     g = jac.get("grokked", float("nan"))
     b = jac.get(baseline, float("nan"))
-    rule = (f"(rule on the dominant-frequency Jaccard to the source: 'reused' when the grokked median is "
-            f"≥ {REUSE_JACCARD} and ≥ {REUSE_MARGIN} above `{baseline}`'s; 'not reused' when within 0.1 of it)")  # fmt: skip
+    values = ", ".join(f"{c} {_num(v)}" for c, v in jac.items())
+    rule = (f"Rule, on the median dominant-frequency Jaccard with the source ({values}): 'reused' when grokked is "
+            f"≥ {REUSE_JACCARD} and ≥ {REUSE_MARGIN} above the baseline `{baseline}`; 'no sign' when within 0.1 of it; "
+            f"'partial' otherwise.")  # fmt: skip
     if not np.isfinite(g):
-        return "No grokked-condition run with Fourier measures: no verdict on transfer of the grokked algorithm."
+        return "No grokked-condition run with Fourier measures and a source: no verdict on transfer of the grokked algorithm."
+    if not np.isfinite(b):
+        rule += f" `{baseline}` has no value (no run of it paired with a source), so only the grokked level is judged."
     if g >= REUSE_JACCARD and (not np.isfinite(b) or g - b >= REUSE_MARGIN):
-        return (f"**Verdict: the grokked algorithm's frequencies are reused** — grokked starts keep the source's key "
-                f"frequencies (median Jaccard {g:.2f} vs {_num(b)} for `{baseline}`) {rule}.")
-    if np.isfinite(b) and g <= b + 0.1:
-        return (f"**Verdict: no sign that the grokked algorithm transfers as such** — grokked starts overlap the "
-                f"source's key frequencies no more than `{baseline}` starts do (median Jaccard {g:.2f} vs {b:.2f}) {rule}.")
-    return (f"**Verdict: partial reuse** — grokked starts overlap the source's key frequencies more than `{baseline}` "
-            f"starts but not clearly (median Jaccard {g:.2f} vs {_num(b)}) {rule}.")
+        head = "**Verdict: the grokked algorithm's frequencies are reused** — grokked starts keep the source's dominant frequencies."
+    elif np.isfinite(b) and g <= b + 0.1:
+        head = (f"**Verdict: no sign that the grokked algorithm transfers as such** — grokked starts overlap the "
+                f"source's dominant frequencies no more than `{baseline}` starts do.")
+    else:
+        head = (f"**Verdict: partial reuse** — grokked starts share some of the source's dominant frequencies "
+                f"(median Jaccard {g:.2f}), below the 'reused' bar.")
+    return f"{head} {rule}"
 
 
 def transfer_text(sc: SweepCircuits, runs_df: pd.DataFrame, baseline: str = "random") -> str:
@@ -184,14 +202,21 @@ def transfer_text(sc: SweepCircuits, runs_df: pd.DataFrame, baseline: str = "ran
     own = f"the source itself {refs[0].accuracy:.3f}, " if len(refs) == 1 else ""
     p = refs[0].p if refs else None
     chance = f"chance {1 / p:.3f}" if p else ""
-    lines.append(f"- Retention — accuracy on {ret_task}, all pairs ({own}{chance}): {per_cond('retention_acc', 3)}.")
+    lines.append(f"- Retention — accuracy on {ret_task}, all pairs ({own}{chance}): {per_cond('retention_acc', 3)}; "
+                 f"share of the logit variance still along the source task's Fourier directions: "
+                 f"{per_cond('retention_logit_share', 3)}.")  # fmt: skip
+    ceiling = _median(runs_df, "retention_ceiling")
+    if np.isfinite(ceiling) and ceiling < 1:
+        lines.append(f"- Both tasks read the same inputs, so a model that solves the target perfectly can score at most "
+                     f"{ceiling:.3f} on the source task (the pairs where both answers coincide). Retention near that "
+                     f"value means the model now computes the target on every input; above it, it still partly "
+                     f"computes the source answer.")  # fmt: skip
     g_ret = _median(runs_df[runs_df.condition == "grokked"], "retention_acc") if "grokked" in conds else float("nan")
     lines += ["", verdict(jac, baseline if baseline in conds else (conds[-1] if conds else baseline))]
     if np.isfinite(g_ret):
-        lines.append(
-            f"Grokked starts {'still solve' if g_ret >= RETAINED_ACC else 'have forgotten'} the source task after "
-            f"training on the target (median retention {g_ret:.3f}; 'still solve' means ≥ {RETAINED_ACC})."
-        )
+        state = "still solve" if g_ret >= RETAINED_ACC else "no longer solve"
+        lines.append(f"Grokked starts {state} the source task after training on the target (median retention "
+                     f"{g_ret:.3f}; 'still solve' means ≥ {RETAINED_ACC}).")  # fmt: skip
     return "\n".join(lines)
 
 
@@ -220,9 +245,14 @@ def method_text(sc: SweepCircuits) -> str:
         "units gives the same function — so such a correlation is chance. Neuron-matched metrics are therefore "
         "computed only for shared lineage and shown as n/a otherwise.",
         "- Retention is the accuracy of each final model on every pair of the source task (it never trained on "
-        "them in this run). Random starts are included as the chance-level reference.",
+        "them in this run), plus the share of its logit variance along the source task's Fourier directions. "
+        "Random starts are included as the chance-level reference.",
+        "- The Spearman correlation of per-neuron shares is weak evidence when most neurons sit near the ceiling "
+        "share (ties and noise decide the ranks); the share of neurons keeping their frequency is the more "
+        "robust neuron-matched measure.",
         "- Heads are matched by index only within a lineage; the attention figure therefore shows one row per "
-        "(seed, head) instead of averaging heads of unrelated models.",
+        "(seed, head) instead of averaging heads of unrelated models, and the tables use head-order-free "
+        "summaries (mean over heads, mean per-head |a − b|).",
     ])  # fmt: skip
 
 

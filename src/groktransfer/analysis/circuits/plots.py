@@ -83,12 +83,17 @@ def _shade_keys(ax: plt.Axes, key_freqs: Sequence[int]) -> None:
         ax.axvspan(w - 0.5, w + 0.5, color=KEY_SHADE, zorder=0, lw=0)
 
 
-def _adjust(fig: plt.Figure, hspace: float = 0.4, wspace: float = 0.2, left: float = 0.07, top_in: float = 0.6) -> None:
-    """Fixed margins sized in inches (title band 0.55 in, x labels 0.6 in) instead of
-    ``tight_layout``, which costs a full extra draw per figure; ``savefig``'s tight
-    bounding box then trims the outside."""
+def _adjust(fig: plt.Figure, left_in: float = 0.8, right_in: float = 0.2, top_in: float = 0.6,
+            bottom_in: float = 0.6, hspace: float = 0.4, wspace: float = 0.2) -> None:
+    """Margins in inches (so they hold labels whatever the figure size), set once.
+
+    Figures are saved without ``bbox_inches="tight"`` and without ``tight_layout``: each
+    costs a full extra draw (~40% of a figure's time), and the circuit figures are
+    laid out explicitly instead.
+    """
     w, h = fig.get_size_inches()
-    fig.subplots_adjust(left=left, right=0.98, top=1 - top_in / h, bottom=0.6 / h, hspace=hspace, wspace=wspace)
+    fig.subplots_adjust(left=left_in / w, right=1 - right_in / w, top=1 - top_in / h, bottom=bottom_in / h,
+                        hspace=hspace, wspace=wspace)  # fmt: skip
 
 
 def _title_and_legend(fig: plt.Figure, title: str, handles: Sequence[Patch]) -> None:
@@ -103,7 +108,7 @@ def _title_and_legend(fig: plt.Figure, title: str, handles: Sequence[Patch]) -> 
 
 def _save(fig: plt.Figure, path: Path, dpi: int) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=dpi, bbox_inches="tight")
+    fig.savefig(path, dpi=dpi)
     plt.close(fig)
     return path
 
@@ -142,7 +147,8 @@ def plot_logit_spectrum(groups: Sequence[Group], source_keys: Sequence[int], col
         if len(members) > 1:
             jitter = np.linspace(-0.18, 0.18, len(members))
             for j, row in zip(jitter, fr):
-                ax.scatter(freqs + j, row, s=7, color="black", alpha=0.55, zorder=3, lw=0)
+                visible = row > 0.005  # dots at ~0 would only hide the axis
+                ax.scatter(freqs[visible] + j, row[visible], s=8, color="black", alpha=0.6, zorder=3, lw=0)
         resid = [p.logits.residual_frac for _, p in members]  # type: ignore[union-attr]
         directions = members[0][1].logits.directions  # type: ignore[union-attr]
         ax.set_title(f"{name} (n={len(members)}) — directions {directions}; "
@@ -157,7 +163,7 @@ def plot_logit_spectrum(groups: Sequence[Group], source_keys: Sequence[int], col
         handles.append(plt.Line2D([], [], ls="", marker="o", ms=3, color="black", label="one model (seed)"))
     _title_and_legend(fig, title or "Logit Fourier spectrum in each task's own directions (bar = median over seeds)",
                       handles if source_keys else handles[1:])
-    _adjust(fig, hspace=0.55, top_in=0.95)
+    _adjust(fig, left_in=0.85, top_in=0.95, bottom_in=0.55, hspace=0.55)
     return _save(fig, path, dpi)
 
 
@@ -186,9 +192,8 @@ def plot_neuron_histograms(groups: Sequence[Group], source_keys: Sequence[int], 
         over_t = _spread([n.n_over(thr) / d for n in ns], pct=True)  # type: ignore[union-attr]
         over_h = _spread([n.n_over(SPECIALISED) / d for n in ns], pct=True)  # type: ignore[union-attr]
         dead = _spread([n.n_dead for n in ns])  # type: ignore[union-attr]
-        how = " (median [range] over seeds; bars = mean)" if len(members) > 1 else ""
-        ax.set_title(f"{name} (n={len(members)}) — neurons with share > {thr:g}: {over_t}, > {SPECIALISED:g}: "
-                     f"{over_h}, dead: {dead} of {d}{how}", fontsize=9.5, loc="left")  # fmt: skip
+        ax.set_title(f"{name} (n={len(members)}) — neurons with share > {thr:g}: {over_t}; > {SPECIALISED:g}: "
+                     f"{over_h}; dead: {dead} of {d}", fontsize=9.5, loc="left")  # fmt: skip
         ax.set_ylabel("neurons", fontsize=8.5)
         ax.grid(axis="x", visible=False)
     _freq_ticks(axes[-1, 0], max_freq)
@@ -197,8 +202,10 @@ def plot_neuron_histograms(groups: Sequence[Group], source_keys: Sequence[int], 
                Patch(color=_lighten("#555555"), label=f"{SPECIALISED:g} < share ≤ {thr:g}")]  # fmt: skip
     if source_keys:
         handles.append(Patch(color=KEY_SHADE, label="key frequencies" if len(groups) == 1 else "source key frequencies"))
-    _title_and_legend(fig, title or "MLP neurons per dominant frequency", handles)
-    _adjust(fig, hspace=0.55, top_in=0.95)
+    several = any(len(m) > 1 for _, m in groups)
+    _title_and_legend(fig, title or ("MLP neurons per dominant frequency (bars: mean over seeds; title numbers: "
+                                     "median [range])" if several else "MLP neurons per dominant frequency"), handles)
+    _adjust(fig, left_in=0.85, top_in=0.95, bottom_in=0.55, hspace=0.55)
     return _save(fig, path, dpi)
 
 
@@ -206,22 +213,27 @@ def plot_neuron_histograms(groups: Sequence[Group], source_keys: Sequence[int], 
 def plot_attention(groups: Sequence[Group], colors: Dict[str, str], path: Path, dpi: int = 130,
                    title: str = "") -> Optional[Path]:
     """Per group, a heatmap with one row per (model, head) and columns a, b, =: the
-    mean attention of the last ('=') query. Rows of one model sum to 1."""
+    mean attention of the last ('=') query. Rows of one model sum to 1; a model's
+    (short) label, if not empty, prefixes its head names."""
     groups = [g for g in groups if g[1]]
     if not groups:
         return None
     n_rows = [sum(p.attention.shape[0] * p.attention.shape[1] for _, p in m) for _, m in groups]
     n_ctx = groups[0][1][0][1].attention.shape[-1]
+    longest = max(len(lab) + 6 for _, m in groups for lab, _ in m)
+    label_in = 0.065 * longest + 0.15  # room for "<model> h3" row labels left of every panel
+    panel_in, right_in = 1.9, 1.35
+    width = label_in + right_in + len(groups) * panel_in + (len(groups) - 1) * (label_in + 0.25)
     height = max(2.8, 0.24 * max(n_rows) + 1.4)
-    fig, axes = plt.subplots(1, len(groups), figsize=(2.7 * len(groups) + 1.2, height), squeeze=False)
-    fig.subplots_adjust(wspace=0.5, top=1 - 1.0 / height, left=0.08, right=0.88)
+    fig, axes = plt.subplots(1, len(groups), figsize=(width, height), squeeze=False)
+    _adjust(fig, left_in=label_in, right_in=right_in, top_in=1.0, bottom_in=0.15, wspace=(label_in + 0.25) / panel_in)
     image = None
     for ax, (name, members), rows in zip(axes[0], groups, n_rows):
         mats, labels, bounds = [], [], []
         for label, prof in members:
             att = prof.attention.reshape(-1, n_ctx)
             mats.append(att)
-            prefix = (label.split()[-1] + " ") if len(members) > 1 else ""
+            prefix = f"{label} " if label else ""
             labels += [prefix + h for h in head_labels(prof.attention)]
             bounds.append(sum(m.shape[0] for m in mats))
         mat = np.concatenate(mats)
@@ -237,7 +249,7 @@ def plot_attention(groups: Sequence[Group], colors: Dict[str, str], path: Path, 
         ax.set_title(name, color=colors.get(name, "black"), fontsize=10, fontweight="bold", pad=4, y=1.0 + 0.45 / height)
         ax.grid(False)
     if image is not None:
-        cax = fig.add_axes((0.91, 0.2, 0.012, 0.6))
+        cax = fig.add_axes((1 - 1.2 / width, 0.2, 0.12 / width, 0.6))
         fig.colorbar(image, cax=cax, label="attention from '='")
     fig.suptitle(title or "Attention of the '=' position to a, b, = (mean over all inputs; one row per head)",
                  fontsize=10.5, x=0.01, y=0.995, ha="left", va="top")  # fmt: skip
@@ -296,7 +308,7 @@ def plot_similarity(sim: "object", ents: Sequence[str], colors: Dict[str, str], 
     ), va="top", fontsize=8, family="sans-serif")  # fmt: skip
     fig.suptitle(title or "Circuit similarity between the source and the conditions (aggregated over seeds)",
                  fontsize=11, x=0.01, ha="left")  # fmt: skip
-    _adjust(fig, hspace=0.45, wspace=0.35, left=0.1, top_in=0.85)
+    _adjust(fig, left_in=1.0, right_in=0.2, top_in=0.75, bottom_in=0.85, hspace=0.5, wspace=0.45)
     return _save(fig, path, dpi)
 
 
@@ -314,7 +326,8 @@ def plot_fingerprint(rows: Sequence[Tuple[str, str, CircuitProfile]], colors: Di
     logit = np.stack([r[2].logits.frac for r in rows])  # type: ignore[union-attr]
     mass = np.stack([r[2].neurons.mass for r in rows])  # type: ignore[union-attr]
     width = min(3.0 + 0.13 * max_freq, 9.0)
-    fig, axes = plt.subplots(1, 2, figsize=(2 * width, 0.28 * len(rows) + 1.9), sharey=True)
+    label_in = 0.065 * max(len(r[1]) for r in rows) + 0.3
+    fig, axes = plt.subplots(1, 2, figsize=(2 * width + label_in, 0.28 * len(rows) + 1.9), sharey=True)
     for ax, data, label in ((axes[0], logit, "share of logit variance"), (axes[1], mass, "share of neuron variance")):
         vmax = max(float(np.nanmax(data)), 1e-6)
         im = ax.imshow(data, cmap="magma_r", vmin=0, vmax=vmax, aspect="auto",
@@ -334,52 +347,70 @@ def plot_fingerprint(rows: Sequence[Tuple[str, str, CircuitProfile]], colors: Di
     fig.suptitle(title or "Frequency fingerprint of every model (circles: key frequencies)",
                  fontsize=11, x=0.01, ha="left")  # fmt: skip
     axes[1].tick_params(axis="y", left=False)
-    _adjust(fig, wspace=0.18, left=0.12)
+    _adjust(fig, left_in=label_in, right_in=0.2, top_in=0.75, bottom_in=0.55, wspace=0.18)
     return _save(fig, path, dpi)
 
 
 # --------------------------------------------------------------------------- transfer summary
 def plot_transfer(df: "object", conditions: Sequence[str], colors: Dict[str, str], path: Path,
                   source_acc: Optional[float], chance: Optional[float], dpi: int = 130,
-                  source_task: str = "", title: str = "") -> Optional[Path]:
-    """Per condition, one dot per seed: key-frequency Jaccard to the source, frequency-mass
-    similarity to the source, and accuracy on the source task (retention)."""
+                  source_task: str = "", ceiling: Optional[float] = None, title: str = "") -> Optional[Path]:
+    """Per condition, one marker per seed: Jaccard of key (hollow) and dominant (filled)
+    frequencies with the source, frequency-mass similarity to the source, and accuracy on
+    the source task (retention), with the source's own accuracy, chance, and the ceiling
+    for a model that solves the target perfectly."""
     import pandas as pd
 
     runs: pd.DataFrame = df  # type: ignore[assignment]
     if runs.empty or not conditions:
         return None
     panels = [
-        ("jaccard_to_source", "key-frequency Jaccard to source", (0, 1.05)),
-        ("mass_similarity_to_source", "frequency-mass ∩ with source", (0, 1.05)),
-        ("retention_acc", f"accuracy on the source task{' (' + source_task + ')' if source_task else ''}", (0, 1.05)),
+        (("jaccard_to_source", "jaccard_dominant_to_source"), "frequency Jaccard with the source"),
+        (("mass_similarity_to_source",), "frequency-mass ∩ with the source"),
+        (("retention_acc",), f"accuracy on the source task{' (' + source_task + ')' if source_task else ''}"),
     ]
-    fig, axes = plt.subplots(1, 3, figsize=(max(8.5, 1.15 * len(conditions) * 3 + 2), 3.3))
+    fig, axes = plt.subplots(1, 3, figsize=(max(10.5, 1.15 * len(conditions) * 3 + 2.5), 4.1))
     rng = np.random.default_rng(0)
-    for ax, (col, label, ylim) in zip(axes, panels):
+    for ax, (cols, label) in zip(axes, panels):
         for i, cond in enumerate(conditions):
-            vals = runs.loc[runs.condition == cond, col].to_numpy(dtype=float)
-            vals = vals[np.isfinite(vals)]
-            if vals.size == 0:
+            c = colors.get(cond, "#444")
+            shown = False
+            for k, col in enumerate(cols):
+                vals = runs.loc[runs.condition == cond, col].to_numpy(dtype=float)
+                vals = vals[np.isfinite(vals)]
+                if vals.size == 0:
+                    continue
+                shown = True
+                offset = (k - (len(cols) - 1) / 2) * 0.22
+                x = i + offset + rng.uniform(-0.06, 0.06, vals.size)
+                hollow = len(cols) > 1 and k == 0
+                ax.scatter(x, vals, s=30, facecolor="white" if hollow else c, edgecolor=c, lw=1.2, zorder=3)
+                ax.hlines(np.median(vals), i + offset - 0.12, i + offset + 0.12, color=c, lw=2.2, zorder=2)
+            if not shown:
                 ax.text(i, 0.5, "n/a", ha="center", va="center", color="#888", fontsize=8)
-                continue
-            x = i + rng.uniform(-0.12, 0.12, vals.size)
-            ax.scatter(x, vals, s=28, color=colors.get(cond, "#444"), edgecolor="white", lw=0.6, zorder=3)
-            ax.hlines(np.median(vals), i - 0.28, i + 0.28, color=colors.get(cond, "#444"), lw=2.2, zorder=2)
-        if col == "retention_acc":
+        below = dict(loc="upper center", bbox_to_anchor=(0.5, -0.14), fontsize=7.5, frameon=False, ncol=2)
+        if len(cols) > 1:
+            ax.legend(handles=[plt.Line2D([], [], ls="", marker="o", mfc="white", mec="#444", label="key freqs"),
+                               plt.Line2D([], [], ls="", marker="o", color="#444", label="dominant freqs")],
+                      **below)  # fmt: skip
+        if cols[0] == "retention_acc":
             if source_acc is not None and np.isfinite(source_acc):
-                ax.axhline(source_acc, color=SOURCE_COLOR, ls="--", lw=1.1, label=f"source model: {source_acc:.3f}")
+                ax.axhline(source_acc, color=SOURCE_COLOR, ls="--", lw=1.1, label=f"source model on its task: {source_acc:.3f}")
             if chance:
-                ax.axhline(chance, color="#555", ls=":", lw=1.1, label=f"chance 1/p = {chance:.3f}")
+                same = ceiling is not None and abs(ceiling - chance) < 1e-9
+                extra = " = ceiling for a perfect target solver" if same else ""
+                ax.axhline(chance, color="#555", ls=":", lw=1.1, label=f"chance 1/p = {chance:.3f}{extra}")
+            if ceiling is not None and np.isfinite(ceiling) and not (chance and abs(ceiling - chance) < 1e-9):
+                ax.axhline(ceiling, color="#b22", ls="-.", lw=1.0, label=f"ceiling for a perfect target solver: {ceiling:.3f}")
             if ax.get_legend_handles_labels()[0]:
-                ax.legend(fontsize=7.5, loc="center right", frameon=True)
+                ax.legend(**{**below, "ncol": 1})
         ax.set_xticks(range(len(conditions)), conditions)
         for lab in ax.get_xticklabels():
             lab.set_color(colors.get(lab.get_text(), "black"))
         ax.set_xlim(-0.6, len(conditions) - 0.4)
-        ax.set_ylim(*ylim)
+        ax.set_ylim(-0.03, 1.05)
         ax.set_title(label, fontsize=9.5)
-    fig.suptitle(title or "Does the source's algorithm carry over? (dot = seed, bar = median)",
+    fig.suptitle(title or "Does the source's algorithm carry over? (marker = seed, bar = median)",
                  fontsize=11, x=0.01, ha="left")  # fmt: skip
-    _adjust(fig, wspace=0.25)
+    _adjust(fig, left_in=0.55, right_in=0.2, top_in=0.75, bottom_in=0.95, wspace=0.25)
     return _save(fig, path, dpi)

@@ -19,6 +19,7 @@ from groktransfer.fourier import GroupFourier
 from groktransfer.measures import compute_progress_measures
 from groktransfer.tasks import Task
 
+from .attention import attention_asymmetry
 from .forward import run_all_inputs
 from .fourier_logits import LogitSpectrum, logit_spectrum
 from .neurons import SPECIALISED, NeuronSpectrum, neuron_spectrum
@@ -90,6 +91,7 @@ class CircuitProfile:
         mean_heads = self.attention.reshape(-1, self.attention.shape[-1]).mean(axis=0)
         for name, v in zip(labels, mean_heads):
             out[f"attn_to_{name}"] = float(v)
+        out["attn_ab_asymmetry"] = attention_asymmetry(self.attention)
         return out
 
     @property

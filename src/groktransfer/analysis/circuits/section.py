@@ -60,13 +60,20 @@ def _runs_csv(sc: SweepCircuits, runs_df: pd.DataFrame) -> pd.DataFrame:
     return pd.concat([df, skipped], ignore_index=True) if not skipped.empty else df
 
 
+def _short(label: str) -> str:
+    """'source a+b mod 59 (grokked ckpt, epoch 4000)' -> 'grokked e4000' (figure row labels)."""
+    inner = label.rsplit("(", 1)[-1].rstrip(")")
+    return inner.replace(" ckpt, epoch ", " e")
+
+
 def write_figures(sc: SweepCircuits, runs_df: pd.DataFrame, sim: pd.DataFrame, out: Path, dpi: int
                   ) -> Dict[str, Optional[Path]]:
     """Every circuit figure; a figure with nothing to show is None."""
+    plots.style.apply_theme()  # the same look as the rest of the analysis report
     refs = [s.reference for s in sc.sources.values() if s.reference is not None]
-    by_cond = {c: [(f"{c} s{r.target.seed}", r.profile) for r in sc.analysed if r.target.condition == c]
+    by_cond = {c: [(f"s{r.target.seed}", r.profile) for r in sc.analysed if r.target.condition == c]
                for c in sc.conditions}  # fmt: skip
-    groups: List[plots.Group] = ([(SOURCE, [(p.label, p) for p in refs])] if refs else [])
+    groups: List[plots.Group] = ([(SOURCE, [(_short(p.label), p) for p in refs])] if refs else [])
     groups += [(c, m) for c, m in by_cond.items() if m]  # type: ignore[misc]
     colors = plots.group_colors([g[0] for g in groups] + list(sc.conditions))
     keys = refs[0].key_freqs if len(refs) == 1 else []
@@ -84,6 +91,7 @@ def write_figures(sc: SweepCircuits, runs_df: pd.DataFrame, sim: pd.DataFrame, o
         runs_df, sc.conditions, colors, out / "circuits_transfer.png",
         source_acc=refs[0].accuracy if len(refs) == 1 else None,
         chance=1.0 / refs[0].p if refs else None, dpi=dpi, source_task=src_task,
+        ceiling=float(runs_df.retention_ceiling.median()) if runs_df.retention_ceiling.notna().any() else None,
     ) if not runs_df.empty else None  # fmt: skip
     return figs
 
@@ -97,8 +105,8 @@ CAPTIONS = {
     "fingerprint": "Every model's spectrum side by side: logit-variance share (left) and neuron frequency mass (right) "
                    "per frequency; circles mark each model's key frequencies.",
     "similarity": "Similarity matrices between the source and the conditions: mean ± sd over model pairs, n pairs per cell.",
-    "transfer": "Per seed: key-frequency Jaccard and frequency-mass overlap with the source, and accuracy on the "
-                "source task (retention); bar = median.",
+    "transfer": "Per seed: Jaccard of key (hollow) and dominant (filled) frequencies with the source, frequency-mass "
+                "overlap with the source, and accuracy on the source task (retention); bar = median.",
 }
 
 
@@ -134,7 +142,7 @@ def circuit_sections(runs: Sequence[RunRecord], out_dir: Path, settings: Any = N
     )
     transfer = ReportSection(
         "Circuits: how they differ, and does the grokked algorithm transfer?",
-        "\n\n".join([nar.differences_text(sc, sim), nar.transfer_text(sc, runs_df, baseline)]),
+        "\n\n".join([nar.differences_text(sc, sim, runs_df), nar.transfer_text(sc, runs_df, baseline)]),
         [ReportTable(transfer_display(sc, runs_df), "Similarity to the source and retention, per condition"),
          ReportTable(runs_display(runs_df, sc.key_freq_threshold), "Per run (all columns in circuits/circuits_runs.csv)")],
         _figures(figs, ["transfer", "similarity"]),

@@ -123,9 +123,10 @@ def analyze_checkpoint(
 
     out = Path(out_dir) if out_dir is not None else path.parent / f"{path.stem}_circuits"
     out.mkdir(parents=True, exist_ok=True)
+    plots.style.apply_theme()
     name = f"{task_name} mod {p}"
     colors = {name: plots.SOURCE_COLOR}
-    group = [(name, [(label, prof)])]
+    group = [(name, [("", prof)])]  # one model: rows are just its heads
     figs: Dict[str, Optional[Path]] = {
         "logit_spectrum": plots.plot_logit_spectrum(group, prof.key_freqs, colors, out / "logit_spectrum.png", dpi,
                                                     title=f"Logit Fourier spectrum of {path.name}",

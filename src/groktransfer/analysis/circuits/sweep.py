@@ -22,7 +22,7 @@ from ..stats import condition_order
 from ..style import PREFERRED_ORDER
 from .discover import CheckpointRef, SweepPlan, TargetRun, TaskRef, plan_sweep
 from .profile import DEFAULT_KEY_FREQ_THRESHOLD, CircuitProfile, profile_model
-from .retention import accuracy_on_task, evaluation_problem
+from .retention import evaluation_problem, label_agreement, source_task_readout
 from .similarity import METRICS, PairSimilarity, compare_profiles
 
 SOURCE = "source"  # entity name of the source models in pair tables and matrices
@@ -35,6 +35,8 @@ class RunResult:
     target: TargetRun
     profile: Optional[CircuitProfile] = None
     retention: float = float("nan")
+    retention_logit_share: float = float("nan")  # logit variance along the source task's directions
+    retention_ceiling: float = float("nan")  # max accuracy on the source task for a perfect target solver
     retention_task: str = ""
     to_source: PairSimilarity = field(default_factory=PairSimilarity)
     to_start: PairSimilarity = field(default_factory=PairSimilarity)
@@ -71,16 +73,17 @@ class SweepCircuits:
 
 
 def _profile_ref(ref: CheckpointRef, threshold: float, retention_task: Optional[TaskRef] = None):
-    """Load ``ref`` once: profile it on its task and, optionally, score it on another."""
+    """Load ``ref`` once: profile it on its task and, optionally, read it on another
+    (accuracy and logit share along that task's directions; NaN if it cannot be read)."""
     ckpt = load_checkpoint(ref.path)
     model = ckpt.build_model()
     prof = profile_model(model, ref.task.build(), ref.label, threshold, ref.lineage, ckpt.epoch, str(ref.path))
-    retention = float("nan")
+    readout = (float("nan"), float("nan"))
     if retention_task is not None:
         task = retention_task.build()
         if evaluation_problem(model.config.d_vocab, model.config.d_vocab_out, task) is None:
-            retention = accuracy_on_task(model, task)
-    return prof, retention
+            readout = source_task_readout(model, task)
+    return prof, readout
 
 
 def _pair_rows(results: Sequence[RunResult], sources: Dict[str, SourceResult]) -> pd.DataFrame:
@@ -147,14 +150,14 @@ def _analyse_sweep(runs: Sequence[RunRecord], key_freq_threshold: float) -> Swee
         problems = list(group.problems)
         for path_key, ref in group.starts.items():
             try:
-                starts[path_key], _ = _profile_ref(ref, key_freq_threshold)
+                starts[path_key] = _profile_ref(ref, key_freq_threshold)[0]
             except (CheckpointError, ValueError) as exc:
                 problems.append(f"{ref.label}: {exc}")
         if group.reference is not None:
             reference = next((starts[k] for k, ref in group.starts.items() if ref is group.reference and k in starts), None)
             if reference is None:
                 try:
-                    reference, _ = _profile_ref(group.reference, key_freq_threshold)
+                    reference = _profile_ref(group.reference, key_freq_threshold)[0]
                 except (CheckpointError, ValueError) as exc:
                     problems.append(f"{group.reference.label}: {exc}")
         sources[key] = SourceResult(key, group.task, reference, starts, problems)
@@ -164,8 +167,12 @@ def _analyse_sweep(runs: Sequence[RunRecord], key_freq_threshold: float) -> Swee
         res = RunResult(target)
         group = plan.sources.get(target.source_key or "")
         try:
-            res.profile, res.retention = _profile_ref(target.final, key_freq_threshold, group.task if group else None)
-            res.retention_task = group.task.pretty if group else ""
+            res.profile, (res.retention, res.retention_logit_share) = _profile_ref(
+                target.final, key_freq_threshold, group.task if group else None
+            )
+            if group is not None:
+                res.retention_task = group.task.pretty
+                res.retention_ceiling = label_agreement(group.task.build(), target.final.task.build())
         except (CheckpointError, ValueError) as exc:
             res.error = f"{type(exc).__name__}: {exc}"
             plan.skipped.append({"run": target.record.name, "condition": target.condition, "seed": target.seed,

@@ -48,6 +48,8 @@ def run_row(res: RunResult, sc: SweepCircuits) -> Dict[str, object]:
     row["neurons_kept_from_start"] = res.to_start.neurons_kept
     row["retention_task"] = res.retention_task
     row["retention_acc"] = res.retention
+    row["retention_ceiling"] = res.retention_ceiling
+    row["retention_logit_share"] = res.retention_logit_share
     row["run_dir"] = str(t.record.run_dir)
     return row
 
@@ -157,6 +159,7 @@ DISPLAY_COLUMNS = [
     ("attn_to_a", "attn → a", 2, False),
     ("attn_to_b", "attn → b", 2, False),
     ("attn_to_=", "attn → =", 2, False),
+    ("attn_ab_asymmetry", "attn |a − b| per head", 2, False),
     ("accuracy_all_pairs", "accuracy (all pairs)", 3, False),
 ]
 
@@ -196,6 +199,7 @@ def transfer_display(sc: SweepCircuits, runs_df: pd.DataFrame) -> pd.DataFrame:
         ("neurons_kept_from_source", "source neurons keeping freq", 2),
         ("frac_spearman_to_source", "Spearman frac (matched)", 2),
         ("retention_acc", "retention on source task", 3),
+        ("retention_logit_share", "logit var. along source directions", 3),
     ]
     rows = []
     for cond in sc.conditions:
