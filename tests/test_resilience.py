@@ -63,14 +63,16 @@ def test_sigkill_then_same_command_resumes_bit_identically(tmp_path: Path) -> No
     assert _status(second)["thresholds"] == reference.summary["thresholds"]
     assert _status(first)["status"] == "running"  # the killed launch's files were copied, not altered
 
-    from groktransfer.sinks.wandb_sink import offline_run_files, read_offline_run
+    from groktransfer.sinks.wandb_sink import offline_run_files, read_offline_run, wandb_run_id
 
-    files = [f for d in (first, second) for f in offline_run_files(d)]
-    # W&B names offline dirs offline-run-<time>-<id>: the resumed job continued its own run id
-    # (the killed launch's log may hold no run record yet: W&B flushes every ~15 s)
-    assert len(files) == 2 and len({f.parent.name.rsplit("-", 1)[-1] for f in files}) == 1
-    resumed = read_offline_run(files[-1])
-    assert resumed.run_id == files[0].parent.name.rsplit("-", 1)[-1]
+    # the resumed job continued its own W&B run: the id derives from the run identity
+    expected = wandb_run_id(_status(second)["run_id"])
+    resumed_files = offline_run_files(second)
+    assert len(resumed_files) == 1
+    resumed = read_offline_run(resumed_files[0])
+    assert resumed.run_id == expected
+    # the killed launch's offline dir (if W&B had created it) carries the same id in its name
+    assert all(f.parent.name.endswith(expected) for f in offline_run_files(first))
     resumed_epochs = [row["epoch"] for row in resumed.history if "epoch" in row]
     assert min(resumed_epochs) > killed_at - 40 and max(resumed_epochs) == 400
 

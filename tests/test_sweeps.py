@@ -59,7 +59,7 @@ def _check_sweep(sweep_dir: Path) -> None:
     assert all(s["status"] == "completed" for s in statuses.values())
     names = sorted(p.name for p in sweep_dir.iterdir() if p.is_dir() and (p / "status.json").exists())
     assert all(("_s0" in n or "_s1" in n) and any(c in n for c in ("grokked", "random", "memorized")) for n in names)
-    hashes = {json.loads((d / "source.json").read_text())["source_hash"] for d in sweep_dir.glob("*/source.json")}
+    hashes = {json.loads(p.read_text())["source_hash"] for p in sweep_dir.glob("*/source.json")}
     assert len(hashes) == 1  # one shared source run
 
 
