@@ -159,7 +159,7 @@ def _config_of(run_dir: Path) -> dict[str, Any]:
     return cfg or _read_yaml(run_dir / ".hydra" / "config.yaml")
 
 
-def _dig(d: Any, *keys: str) -> Any:
+def dig(d: Any, *keys: str) -> Any:
     """Nested ``get`` that tolerates missing levels."""
     for k in keys:
         if not isinstance(d, dict):
@@ -223,18 +223,18 @@ def load_run(run_dir: Path, sweep: Path, stale_after_s: float, now: float | None
 
     rec.run_id = st.get("run_id")
     rec.experiment = st.get("experiment") or cfg.get("experiment_name")
-    rec.task = st.get("task") or _dig(cfg, "task", "name")
-    rec.condition = st.get("condition") or _dig(cfg, "transfer", "name") or "unknown"
+    rec.task = st.get("task") or dig(cfg, "task", "name")
+    rec.condition = st.get("condition") or dig(cfg, "transfer", "name") or "unknown"
     rec.seed = _as_int(st.get("seed", cfg.get("seed")))
     rec.epoch = _as_int(st.get("epoch"))
     rec.failed_epoch = _as_int(st.get("failed_epoch"))
     rec.stop_reason = st.get("stop_reason")
-    rec.max_epochs = _as_int(st.get("max_epochs", _dig(cfg, "train", "max_epochs")))
+    rec.max_epochs = _as_int(st.get("max_epochs", dig(cfg, "train", "max_epochs")))
     rec.thresholds = st.get("thresholds") or {}
     rec.final = st.get("final") or {}
     rec.wall_time_s = _as_float(st.get("wall_time_s"))
     rec.updated_at = st.get("updated_at")
-    rec.logger_group = _dig(cfg, "logger", "group")
+    rec.logger_group = dig(cfg, "logger", "group")
     if rec.status == "running":
         mtime = status_path.stat().st_mtime
         rec.stale = now - _timestamp(rec.updated_at, mtime) > stale_after_s

@@ -29,7 +29,7 @@ import yaml
 
 from groktransfer.tasks import Task
 
-from ..collect import RunRecord
+from ..collect import RunRecord, dig
 
 Lineage = Tuple[Any, ...]
 COPIED, SAME_INIT, INDEPENDENT = "copied from source", "same init as source", "independent"
@@ -121,14 +121,6 @@ def read_yaml(path: Path) -> Dict[str, Any]:
         return {}
 
 
-def _dig(d: Any, *keys: str) -> Any:
-    for k in keys:
-        if not isinstance(d, dict):
-            return None
-        d = d.get(k)
-    return d
-
-
 def _first_int(*values: Any) -> Optional[int]:
     for v in values:
         if v is not None:
@@ -167,19 +159,19 @@ def _source_search_roots(record: RunRecord, source_run_dir: Optional[str]) -> Li
 
 # --------------------------------------------------------------------------- planning
 def _target_task(run_dir: Path, cfg: Dict[str, Any], status: Dict[str, Any], record: RunRecord) -> Optional[TaskRef]:
-    name = _dig(cfg, "task", "name") or record.task
-    p = _first_int(_dig(cfg, "task", "p"), status.get("p"))
+    name = dig(cfg, "task", "name") or record.task
+    p = _first_int(dig(cfg, "task", "p"), status.get("p"))
     if not name or p is None:
         return None
-    frac = _dig(cfg, "task", "frac_train")
-    data_seed = _first_int(status.get("data_seed"), _dig(cfg, "task", "data_seed"), cfg.get("seed"), record.seed, 0)
+    frac = dig(cfg, "task", "frac_train")
+    data_seed = _first_int(status.get("data_seed"), dig(cfg, "task", "data_seed"), cfg.get("seed"), record.seed, 0)
     return TaskRef(str(name), p, float(frac) if frac is not None else 0.3, int(data_seed or 0))
 
 
 def _configured_source(cfg: Dict[str, Any], target: TaskRef) -> Tuple[Optional[TaskRef], Optional[int]]:
     """The source task and seed a run's config asks for (used to pair random runs with
     the source their transfer siblings used)."""
-    src = _dig(cfg, "transfer", "source")
+    src = dig(cfg, "transfer", "source")
     if not isinstance(src, dict) or not src.get("task"):
         return None, None
     seed = _first_int(src.get("source_seed"), cfg.get("seed"))
@@ -189,10 +181,10 @@ def _configured_source(cfg: Dict[str, Any], target: TaskRef) -> Tuple[Optional[T
 
 
 def _mlp_copied(source_json: Dict[str, Any]) -> bool:
-    copied = _dig(source_json, "plan", "copied")
+    copied = dig(source_json, "plan", "copied")
     if isinstance(copied, list):
         return any(".mlp." in str(name) for name in copied)
-    return str(_dig(source_json, "components", "mlp") or "copy") in ("copy", "freeze")
+    return str(dig(source_json, "components", "mlp") or "copy") in ("copy", "freeze")
 
 
 @dataclass
@@ -217,12 +209,12 @@ def _facts_from_source_json(record: RunRecord, sj: Dict[str, Any], cfg: Dict[str
     chosen = sj.get("chosen") if isinstance(sj.get("chosen"), dict) else {}
     configured, seed = _configured_source(cfg, target)
     if sj.get("source_run_dir") or chosen.get("checkpoint"):
-        spec_task = _dig(sj, "spec", "task") or {}
+        spec_task = dig(sj, "spec", "task") or {}
         task = configured
         if spec_task.get("name") and spec_task.get("p") is not None:
             task = TaskRef(str(spec_task["name"]), int(spec_task["p"]), float(spec_task.get("frac_train", 0.3)),
                            int(spec_task.get("data_seed", 0)))  # fmt: skip
-        model_seed = _first_int(_dig(sj, "spec", "model_seed"), seed)
+        model_seed = _first_int(dig(sj, "spec", "model_seed"), seed)
         recorded = str(chosen.get("checkpoint") or "")
         key = str(sj.get("source_run_dir") or Path(recorded).parent.parent)
         roots = _source_search_roots(record, sj.get("source_run_dir"))
@@ -291,7 +283,7 @@ def plan_sweep(runs: Sequence[RunRecord]) -> SweepPlan:
         if task is None:
             plan.skipped.append({**info, "why": "task name / p not recorded in config.yaml"})
             continue
-        model_seed = _first_int(status.get("model_seed"), _dig(cfg, "model", "model_seed"), cfg.get("seed"), rec.seed)
+        model_seed = _first_int(status.get("model_seed"), dig(cfg, "model", "model_seed"), cfg.get("seed"), rec.seed)
         own: Lineage = ("seed", model_seed) if model_seed is not None else ("run", str(rec.run_dir))
         condition = rec.condition or "unknown"
         target = TargetRun(rec, condition, rec.seed, CheckpointRef(final, task, "", own, role="final"))
