@@ -55,7 +55,9 @@ def run_in(tmp_path: Path, name: str, overrides: Sequence[str]):
 
 def script_env() -> dict:
     """Environment for subprocess runs of scripts/: quiet, single-threaded, no network W&B."""
-    env = dict(os.environ)
+    # Drop W&B state inherited from this process: once an in-process test has used W&B,
+    # os.environ holds e.g. WANDB_SERVICE, which would attach the child to our W&B service.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
     env.update({"WANDB_MODE": "offline", "WANDB_SILENT": "true", "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"})
     return env
 
