@@ -66,10 +66,11 @@ def _check_sweep(sweep_dir: Path) -> None:
 @pytest.mark.parametrize(
     "launcher",
     [
+        [],  # Hydra's basic launcher: the jobs run one after another in this one process
         ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"],
         ["hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10", "hydra.launcher.cpus_per_task=1"],
     ],
-    ids=["joblib", "submitit_local"],
+    ids=["basic", "joblib", "submitit_local"],
 )
 def test_sweep_through_launcher_then_analysis_then_idempotent_rerun(tmp_path: Path, launcher: List[str]) -> None:
     root = tmp_path / "multirun"
