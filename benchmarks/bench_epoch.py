@@ -102,6 +102,7 @@ def run(
 ) -> Dict[str, Dict[str, float]]:
     """Time the three loops; each gets a fresh, identically seeded setup."""
     torch.set_num_threads(threads)
+    torch.set_flush_denormal(True)  # as every job does (train.flush_denormal)
 
     def fast_train_only() -> Callable[[int], None]:
         setup = make_setup(p)

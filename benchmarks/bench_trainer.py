@@ -75,6 +75,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    torch.set_flush_denormal(True)  # as every job does (train.flush_denormal)
     task = Task("add", args.p, args.frac_train, 0)
     time_trainer(task, 20, args.checkpoint_every)  # warm-up: allocator, kernels
 

@@ -96,6 +96,7 @@ def source_spec_from_config(cfg: DictConfig, source_seed: int) -> SourceSpec:
         "thresholds": [float(t) for t in cfg.train.thresholds],
         "patience": int(cfg.train.patience),
         "fast_path": bool(cfg.train.fast_path),
+        "flush_denormal": bool(cfg.train.flush_denormal),
     }
     return SourceSpec(
         task={"name": str(src.task), "p": p, "frac_train": frac, "data_seed": int(source_seed)},

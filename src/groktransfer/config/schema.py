@@ -79,6 +79,10 @@ class TrainConfig:
     # stop once the *last* threshold has held this many epochs (0 = never stop early)
     patience: int = 500
     threads: int = 1
+    # flush float32 denormals to zero: weight decay drives many weights into the denormal
+    # range, where CPU arithmetic is several times slower (measured: a memorised-start
+    # model trained at 0.118 s/step with denormals, 0.041 s/step without)
+    flush_denormal: bool = True
     fast_path: bool = True
     progress_bar: bool = True
     # keep every periodic checkpoint (needed for circuit analysis over time) or only the last
