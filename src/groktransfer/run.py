@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
@@ -402,7 +402,6 @@ def run_job(cfg: DictConfig, run_dir_path: Path, paths: JobPaths) -> JobResult:
     model_cfg = resolved_model_config(cfg.model, task)
     run_dir = RunDir(run_dir_path)
     run_id = run_identity(cfg)
-    condition = str(cfg.transfer.name)
     index = RunIndex(paths.run_index)
     with index.lock(run_id):
         decision = index.decide(run_id, run_dir.path, force=bool(cfg.force))
