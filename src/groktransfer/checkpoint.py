@@ -1,7 +1,7 @@
 """Checkpoints: this project's format, and import of the original paper's.
 
-Our format (``"format": "groktransfer/1"``) is a plain dict that ``torch.load(...,
-weights_only=True)`` reads without this package::
+Our format (``"format": "groktransfer/1"``) is a plain dict that
+``torch.load(path, weights_only=True)`` reads without this package::
 
     {"format", "state_dict" (TransformerLens names and shapes), "config"
      (HookedTransformerConfig fields), "model_config" (our ModelConfig as a dict),
