@@ -356,7 +356,7 @@ def build_starting_point(
         source_dir = cache.get_or_train(spec, lambda rd, sp: train_source_run(rd, sp, cfg))
         criteria = OmegaConf.to_container(tr[condition], resolve=True)
         assert isinstance(criteria, dict)
-        chosen = select_checkpoint(source_dir, condition, criteria, int(cfg.train.eval_every))
+        chosen = select_checkpoint(source_dir, condition, criteria)
         weights = load_source_weights(chosen.path)
         source_state = weights["state_dict"]
         record.update(source_hash=spec.content_hash, source_run_dir=str(source_dir.path), spec=spec.as_dict(), chosen=chosen.as_record())

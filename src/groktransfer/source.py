@@ -130,9 +130,7 @@ class ChosenCheckpoint:
         }
 
 
-def select_checkpoint(
-    run_dir: RunDir, condition: str, criteria: Dict[str, Any], eval_every: int
-) -> ChosenCheckpoint:
+def select_checkpoint(run_dir: RunDir, condition: str, criteria: Dict[str, Any]) -> ChosenCheckpoint:
     """Pick the checkpoint of a finished source run that meets ``criteria``.
 
     A checkpoint at epoch E qualifies when every eval in [E - held_for, E] has
