@@ -2,7 +2,7 @@
 """Analyse a sweep: `python scripts/analyze.py sweep_dir=multirun/quickstart/<date>_<time>`.
 
 Or the circuits of one checkpoint file (this project's format or the original paper's):
-`python scripts/analyze.py checkpoint=path/to/final.pt checkpoint_task=subtract`.
+`python scripts/analyze.py checkpoint=path/to/model.pt checkpoint_task=subtract`.
 
 Also `sweep_dir=[dirA,dirB]` and `'sweep_dir=multirun/quickstart/*'` (runs merged; outputs
 in analysis.out_dir, else <first sweep dir>/analysis/). A missing or empty sweep dir is

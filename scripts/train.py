@@ -6,6 +6,9 @@
     python scripts/train.py -m experiment=quickstart transfer=grokked,memorized,random seed=0,1,2
 
 See README.md for the config groups and the run directory each job writes.
+Exit status: 0 done, 1 the run failed (recorded in its status record), 2 bad input
+(a config that does not compose or validate, a conflicting run directory) -- one
+readable message, nothing trained.
 """
 
 from __future__ import annotations
@@ -19,23 +22,30 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from groktransfer.config.schema import register_configs
-from groktransfer.errors import USER_ERRORS
-from groktransfer.run import JobPaths, run_job
+from groktransfer.config.schema import TrainJobConfig, register_configs, to_typed
+from groktransfer.errors import UserError
+from groktransfer.rundir import STATUS_FILE, Status
+from groktransfer.run import Launch, run_job
 
 log = logging.getLogger("groktransfer")
 register_configs()
+_entered = False  # whether Hydra composed a config and called main (else its own error exit is ours: 2)
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 def main(cfg: DictConfig) -> None:
+    global _entered
+    _entered = True
     hydra_cfg = HydraConfig.get()
     in_sweep = hydra_cfg.mode == RunMode.MULTIRUN
-    run_dir = Path(hydra_cfg.runtime.output_dir)
-    paths = JobPaths.from_config(cfg, Path(hydra_cfg.runtime.cwd))
+    launch = Launch(
+        run_dir=Path(hydra_cfg.runtime.output_dir),
+        cwd=Path(hydra_cfg.runtime.cwd),
+        sweep_dir=Path(hydra_cfg.sweep.dir) if in_sweep else None,
+    )
     try:
-        result = run_job(cfg, run_dir, paths)
-    except USER_ERRORS as exc:
+        result = run_job(to_typed(TrainJobConfig, cfg), launch)
+    except UserError as exc:
         # One readable message; in a sweep the other jobs go on.
         log.error("%s", exc)
         if in_sweep:
@@ -46,12 +56,19 @@ def main(cfg: DictConfig) -> None:
         # crashed job must not take the others down with it.
         if not in_sweep:
             raise
-        log.exception("job failed (recorded in %s/status.json); the sweep goes on", run_dir)
+        log.exception("job failed (recorded in %s/%s); the sweep goes on", launch.run_dir, STATUS_FILE)
         return
     print(result.one_line(), flush=True)
-    if result.status != "completed" and not in_sweep:
+    if result.status != Status.COMPLETED and not in_sweep:
         sys.exit(1)
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except SystemExit as exc:
+        # Hydra reports a config that does not compose (unknown key, invalid choice with the
+        # allowed values, missing option) in one message and exits 1 before main runs.
+        if not _entered and exc.code == 1:
+            sys.exit(2)
+        raise

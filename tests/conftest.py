@@ -15,24 +15,8 @@ from omegaconf import DictConfig
 REPO = Path(__file__).resolve().parents[1]
 CONF_DIR = REPO / "conf"
 
-# A small problem that memorises by ~epoch 100 and groks by ~1100 in a few seconds.
-TINY: List[str] = [
-    "task.p=23",
-    "task.frac_train=0.6",
-    "optimizer.lr=3e-3",
-    "model.d_model=64",
-    "model.d_mlp=128",
-    "model.d_head=16",
-    "train.max_epochs=1500",
-    "train.eval_every=10",
-    "train.checkpoint_every=20",
-    "train.patience=50",
-    "train.progress_bar=false",
-    "transfer.source.max_epochs=1500",
-    "transfer.memorized.max_test_acc=0.4",
-    "transfer.grokked.held_for=20",
-    "logger=none",
-]
+# One tiny job in seconds (conf/debug/smoke.yaml): memorises by ~epoch 100, groks by ~1100.
+TINY: List[str] = ["debug=smoke"]
 
 
 def compose_job(overrides: Sequence[str] = (), root: Path | None = None) -> DictConfig:
@@ -45,12 +29,16 @@ def compose_job(overrides: Sequence[str] = (), root: Path | None = None) -> Dict
         return compose(config_name="train", overrides=list(overrides) + extra)
 
 
-def run_in(tmp_path: Path, name: str, overrides: Sequence[str]):
-    """Run one job in-process into ``tmp_path/name``; returns its JobResult."""
-    from groktransfer.run import JobPaths, run_job
+def run_in(tmp_path: Path, name: str, overrides: Sequence[str], callbacks: Sequence = ()):
+    """Run one job in-process into ``tmp_path/name``; returns its JobResult.
+
+    ``callbacks``: extra trainer callbacks, e.g. the fault injection of ``faults.py``.
+    """
+    from groktransfer.config.schema import TrainJobConfig, to_typed
+    from groktransfer.run import Launch, run_job
 
     cfg = compose_job(overrides, root=tmp_path)
-    return run_job(cfg, tmp_path / name, JobPaths.from_config(cfg, tmp_path))
+    return run_job(to_typed(TrainJobConfig, cfg), Launch(run_dir=tmp_path / name, cwd=tmp_path), callbacks)
 
 
 def script_env() -> dict:

@@ -10,7 +10,9 @@ import torch
 import torch.nn.functional as F
 
 from groktransfer.config.schema import ModelConfig
-from groktransfer.model import COMPONENTS, HookedGrokTransformer, component_of
+from groktransfer.config.schema import Component
+from groktransfer.model import HookedGrokTransformer
+from groktransfer.transfer import component_of, component_parameters, set_component_trainable
 
 SMALL = ModelConfig(n_heads=2, d_model=16, d_head=8, d_mlp=32, d_vocab=8, d_vocab_out=7)
 
@@ -141,16 +143,16 @@ def test_reinit_component_reproduces_a_fresh_model_and_touches_nothing_else():
 
 def test_components_partition_the_parameters():
     model = HookedGrokTransformer(replace(SMALL, n_layers=2, normalization="LN"), seed=0)
-    owned = [n for c in COMPONENTS for n in model.component_parameters(c)]
+    owned = [n for c in Component for n in component_parameters(model, c)]
     assert sorted(owned) == sorted(n for n, _ in model.named_parameters())
-    assert "blocks.1.ln2.w" in model.component_parameters("mlp")
+    assert "blocks.1.ln2.w" in component_parameters(model, "mlp")
 
 
 def test_set_component_trainable_keeps_disabled_biases_frozen():
     model = HookedGrokTransformer(SMALL, seed=0)
-    model.set_component_trainable("attn", False)
-    assert not any(p.requires_grad for p in model.component_parameters("attn").values())
-    model.set_component_trainable("attn", True)
+    set_component_trainable(model, "attn", False)
+    assert not any(p.requires_grad for p in component_parameters(model, "attn").values())
+    set_component_trainable(model, "attn", True)
     attn = model.blocks[0].attn
     assert attn.W_Q.requires_grad and not attn.b_Q.requires_grad and not attn.b_O.requires_grad
 

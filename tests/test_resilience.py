@@ -17,6 +17,7 @@ import pandas as pd
 import pytest
 
 from conftest import PYTHON, REPO, TINY, run_in, script_env
+from faults import FaultInjection
 
 # Long enough to be killed mid-way; patience 0 so it always runs to max_epochs.
 KILLABLE = TINY + ["train.max_epochs=400", "train.patience=0", "train.checkpoint_every=40"]
@@ -38,7 +39,7 @@ def test_sigkill_then_same_command_resumes_bit_identically(tmp_path: Path) -> No
     root = tmp_path / "sweeps"
     first, second = root / "launch1", root / "launch2"
     proc = subprocess.Popen(
-        _train_cmd(root, first, ["logger=wandb", "+debug.sleep_per_epoch=0.01"]),
+        _train_cmd(root, first, ["logger=wandb"]),
         cwd=REPO, env=script_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     deadline = time.time() + 120
@@ -60,10 +61,11 @@ def test_sigkill_then_same_command_resumes_bit_identically(tmp_path: Path) -> No
     )
     ref_measures = pd.read_csv(reference.run_dir / "measures.csv")
     pd.testing.assert_frame_equal(ref_measures, pd.read_csv(second / "measures.csv"), check_exact=True)
-    assert _status(second)["thresholds"] == reference.summary["thresholds"]
+    assert _status(second)["thresholds"] == reference.record.thresholds
     assert _status(first)["status"] == "running"  # the killed launch's files were copied, not altered
 
-    from groktransfer.sinks.wandb_sink import offline_run_files, read_offline_run, wandb_run_id
+    from groktransfer.sinks.wandb_sink import wandb_run_id
+    from wandb_reader import offline_run_files, read_offline_run
 
     # the resumed job continued its own W&B run: the id derives from the run identity
     expected = wandb_run_id(_status(second)["run_id"])
@@ -89,26 +91,27 @@ def test_rerun_of_a_finished_job_trains_nothing_and_force_retrains(tmp_path: Pat
 
 
 def test_nan_is_recorded_as_failure_and_not_retried_silently(tmp_path: Path) -> None:
-    bad = TINY + ["+debug.nan_at_epoch=30"]
-    failed = run_in(tmp_path, "nan", bad)
-    assert failed.status == "failed" and failed.summary["failed_epoch"] == 31
-    assert "non-finite training loss" in failed.summary["reason"]
-    rerun = run_in(tmp_path, "nan_again", bad)
+    nan = [FaultInjection(nan_at_epoch=30)]
+    failed = run_in(tmp_path, "nan", TINY, nan)
+    assert failed.status == "failed" and failed.record.failed_epoch == 31
+    assert "non-finite training loss" in failed.record.reason
+    rerun = run_in(tmp_path, "nan_again", TINY, nan)
     assert rerun.status == "failed" and "failed before" in rerun.skipped
 
 
 def test_exception_is_recorded_and_the_job_resumes_after_it(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError, match="injected failure"):
-        run_in(tmp_path, "crash", KILLABLE + ["+debug.raise_at_epoch=100"])
+        run_in(tmp_path, "crash", KILLABLE, [FaultInjection(raise_at_epoch=100)])
     status = _status(tmp_path / "crash")
     assert status["status"] == "failed" and "injected failure" in status["reason"]
-    resumed = run_in(tmp_path, "crash_rerun", KILLABLE)  # debug keys are not part of the run identity
-    assert resumed.status == "completed" and resumed.summary["epoch"] == 400
+    resumed = run_in(tmp_path, "crash_rerun", KILLABLE)  # the same job, without the fault
+    assert resumed.status == "completed" and resumed.record.epoch == 400
 
 
 def test_timeout_marks_the_job_failed(tmp_path: Path) -> None:
-    result = run_in(tmp_path, "slow", KILLABLE + ["train.timeout_minutes=0.001", "+debug.sleep_per_epoch=0.01"])
-    assert result.status == "failed" and "timeout" in result.summary["reason"]
+    slow = [FaultInjection(sleep_per_epoch=0.01)]
+    result = run_in(tmp_path, "slow", KILLABLE + ["train.timeout_minutes=0.001"], slow)
+    assert result.status == "failed" and "timeout" in result.record.reason
 
 
 def test_corrupt_cached_source_is_detected_and_rebuilt(tmp_path: Path, caplog) -> None:

@@ -21,7 +21,7 @@ import pytest
 from groktransfer import atomic
 from groktransfer.config.schema import LoggerConfig
 from groktransfer.sinks import LocalSink, RunDirExistsError, RunMeta, SinkGroup, make_sinks
-from groktransfer.sinks.local import FREQS_FILE, MEASURES_FILE, METRIC_COLUMNS, METRICS_FILE
+from groktransfer.rundir import FREQS_FILE, MEASURES_FILE, METRIC_COLUMNS, METRICS_FILE
 from groktransfer.sinks.wandb_sink import (
     flatten_summary,
     format_run_name,
@@ -477,7 +477,7 @@ def test_make_sinks_from_the_config_group() -> None:
     assert [type(s).__name__ for s in make_sinks(disabled).sinks] == ["LocalSink"]
     with pytest.raises(ValueError, match="logger.name"):
         make_sinks({"name": "tensorboard"})
-    with pytest.raises(ValueError, match="unknown logger config keys"):
+    with pytest.raises(ValueError, match="unknown logger config key"):
         make_sinks({"name": "wandb", "projetc": "x"})
     with pytest.raises(ValueError, match="logger.mode"):
         make_sinks({"name": "wandb", "mode": "onlin"})

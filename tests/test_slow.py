@@ -15,7 +15,7 @@ import pytest
 
 from conftest import PYTHON, REPO, script_env
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(7200)]
 
 
 def test_quickstart_sweep_and_report(tmp_path: Path) -> None:

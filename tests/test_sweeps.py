@@ -66,11 +66,16 @@ def _check_sweep(sweep_dir: Path) -> None:
 @pytest.mark.parametrize(
     "launcher",
     [
-        [],  # Hydra's basic launcher: the jobs run one after another in this one process
-        ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"],
-        ["hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10", "hydra.launcher.cpus_per_task=1"],
+        # the default suite runs one real launcher end to end (the README's parallel sweep);
+        # the basic launcher (jobs one after another in one process) and submitit are slow
+        pytest.param([], id="basic", marks=[pytest.mark.slow, pytest.mark.timeout(1800)]),
+        pytest.param(["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"], id="joblib"),
+        pytest.param(
+            ["hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10", "hydra.launcher.cpus_per_task=1"],
+            id="submitit_local",
+            marks=[pytest.mark.slow, pytest.mark.timeout(1800)],
+        ),
     ],
-    ids=["basic", "joblib", "submitit_local"],
 )
 def test_sweep_through_launcher_then_analysis_then_idempotent_rerun(tmp_path: Path, launcher: List[str]) -> None:
     root = tmp_path / "multirun"

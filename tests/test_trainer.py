@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 
 from conftest import TINY, run_in
+from faults import FaultInjection
 from groktransfer.trainer import ThresholdTracker, warmup_factor
 
 
@@ -39,12 +40,12 @@ def tiny_run(tmp_path_factory):
 def test_tiny_grokking_run_reaches_full_accuracy_and_stops_early(tiny_run) -> None:
     root, result = tiny_run
     assert result.status == "completed"
-    final = result.summary["final"]
+    final = result.record.final
     assert final["train_acc"] == 1.0 and final["test_acc"] >= 0.999
-    thr = result.summary["thresholds"]
+    thr = result.record.thresholds
     assert thr["0.9"]["epoch"] <= thr["0.999"]["epoch"] < 1500
-    assert result.summary["stop_reason"] == "early_stop"
-    assert result.summary["epoch"] >= thr["0.999"]["epoch"] + 50  # patience honoured
+    assert result.record.stop_reason == "early_stop"
+    assert result.record.epoch >= thr["0.999"]["epoch"] + 50  # patience honoured
     metrics = pd.read_csv(result.run_dir / "metrics.csv")
     assert metrics["epoch"].is_monotonic_increasing and metrics["epoch"].iloc[0] == 0
     assert (metrics["epoch"] % 10 == 0).all()
@@ -57,7 +58,7 @@ def test_same_config_twice_gives_identical_numbers(tiny_run) -> None:
     a = pd.read_csv(first.run_dir / "metrics.csv")
     b = pd.read_csv(second.run_dir / "metrics.csv")
     pd.testing.assert_frame_equal(a, b, check_exact=True)
-    assert first.summary["thresholds"] == second.summary["thresholds"]
+    assert first.record.thresholds == second.record.thresholds
 
 
 def test_other_seed_changes_init_and_numbers(tiny_run, tmp_path: Path) -> None:
@@ -69,6 +70,15 @@ def test_other_seed_changes_init_and_numbers(tiny_run, tmp_path: Path) -> None:
 
 
 def test_non_finite_loss_marks_the_job_failed_with_epoch(tmp_path: Path) -> None:
-    result = run_in(tmp_path, "nan", TINY + ["+debug.nan_at_epoch=7"])
+    result = run_in(tmp_path, "nan", TINY, [FaultInjection(nan_at_epoch=7)])
     assert result.status == "failed"
-    assert "non-finite" in result.summary["reason"] and result.summary["failed_epoch"] == 8
+    assert "non-finite" in result.record.reason and result.record.failed_epoch == 8
+
+
+def test_profile_preset_writes_a_trace_into_the_run_directory(tmp_path: Path) -> None:
+    result = run_in(tmp_path, "prof", ["debug=profile", "train.max_epochs=30", "train.profile_epochs=5",
+                                       "task.p=23", "model.d_model=32", "model.d_mlp=64", "model.d_head=8"])
+    assert result.status == "completed"
+    trace = result.run_dir / "profile" / "trace.json"
+    assert trace.stat().st_size > 0 and '"traceEvents"' in trace.read_text()[:2000]
+    assert "first 5 epoch(s)" in (result.run_dir / "profile" / "summary.txt").read_text()

@@ -19,13 +19,8 @@ import pytest
 
 from groktransfer.config.schema import LoggerConfig
 from groktransfer.sinks import RunMeta, SinkGroup, make_sinks
-from groktransfer.sinks.wandb_sink import (
-    OfflineRun,
-    WandbSink,
-    offline_run_files,
-    read_offline_run,
-    wandb_run_id,
-)
+from groktransfer.sinks.wandb_sink import WandbSink, wandb_run_id
+from wandb_reader import OfflineRun, offline_run_files, read_offline_run
 
 pytest.importorskip("wandb")
 

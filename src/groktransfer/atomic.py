@@ -143,7 +143,7 @@ def write_json(
 def remove_stale_temps(directory: PathLike, name: Optional[str] = None) -> list[Path]:
     """Delete temporaries orphaned by a killed writer; returns what was removed.
 
-    ``name`` limits the clean-up to one target file's temporaries (``metrics.csv``),
+    ``name`` limits the clean-up to one target file's temporaries (a run's metrics table),
     so a sink only ever deletes its own leftovers. Only call it when no other process
     writes the same files (true for a job's own run directory).
     """

@@ -25,13 +25,15 @@ import pickle
 import re
 import tempfile
 from dataclasses import asdict, dataclass, field
+from enum import Enum
 from pathlib import Path
 from typing import Any, Dict, List, Literal, Mapping, Optional, Tuple, Union
 
 import torch
 
-from groktransfer.config.schema import ModelConfig
-from groktransfer.model import HookedGrokTransformer, as_model_config
+from groktransfer.config.schema import ModelConfig, to_typed
+from groktransfer.errors import UserError
+from groktransfer.model import HookedGrokTransformer
 
 FORMAT = "groktransfer/1"
 SourceFormat = Literal["groktransfer", "nanda2023"]
@@ -41,7 +43,7 @@ PathLike = Union[str, "os.PathLike[str]"]
 _RESERVED_KEYS = ("format", "state_dict", "config", "model_config", "epoch", "metrics")
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(UserError, RuntimeError):
     """A checkpoint file could not be read, recognised or matched to its config."""
 
 
@@ -71,6 +73,8 @@ def _plain(value: Any, where: str) -> Any:
     Refusing at save time (rather than at load time, epochs later) names the offending
     entry while the caller can still fix it.
     """
+    if isinstance(value, Enum):  # a config choice: stored as its plain string
+        return str(value.value)
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
     if isinstance(value, torch.Tensor):
@@ -265,7 +269,7 @@ def _load_groktransfer(obj: Mapping[str, Any], path: Path) -> LoadedCheckpoint:
         raise CheckpointError(f"checkpoint {path} has no 'state_dict' dict")
     try:
         if isinstance(obj.get("model_config"), Mapping):
-            cfg = as_model_config(obj["model_config"])
+            cfg = to_typed(ModelConfig, obj["model_config"], label="model_config")
         elif isinstance(obj.get("config"), Mapping):
             cfg = model_config_from_hooked_transformer_config(obj["config"])
         else:

@@ -57,34 +57,14 @@ import torch
 import torch.nn.functional as F
 
 from groktransfer.fourier import CONST, COS, SIN, FourierBasis, GroupFourier
+from groktransfer.rundir import FREQ_ROW_KEYS, MEASURE_BASE_COLUMNS, MEASURE_FOURIER_COLUMNS
 from groktransfer.tasks import Task
 
 Scalar = Union[float, int, str]
 
-#: Columns ``ProgressMeasures.scalars()`` always has, in order. ``weight_norm_*`` are
-#: sums of SQUARED weights (the paper's "total sum of squared weights"), not norms.
-BASE_COLUMNS: Tuple[str, ...] = (
-    "train_loss", "test_loss", "train_acc", "test_acc",
-    "weight_norm_total", "weight_norm_embed", "weight_norm_pos_embed", "weight_norm_attn",
-    "weight_norm_mlp", "weight_norm_unembed", "weight_norm_ln", "weight_norm_other",
-    "fourier_status", "fourier_note",
-)  # fmt: skip
-#: Columns added when the task has a group ("fourier_status" == "present"), in order.
-FOURIER_COLUMNS: Tuple[str, ...] = (
-    "fourier_group", "fourier_modulus", "fourier_n_pairs", "fourier_excluded_pairs",
-    "key_freq_threshold", "n_key_freqs", "key_freqs",
-    "frac_neurons_explained", "mean_neuron_frac_explained", "n_dead_neurons",
-    "restricted_loss", "restricted_acc", "excluded_loss", "excluded_acc",
-    "restricted_strict_loss", "restricted_strict_acc",
-    "excluded_strict_loss", "excluded_strict_acc",
-    "restricted_ref_loss", "excluded_ref_loss",
-    "gini_W_E", "gini_W_L", "logit_residual_frac",
-)  # fmt: skip
-#: Keys of each ``ProgressMeasures.per_frequency_rows()`` row, in order.
-FREQ_ROW_KEYS: Tuple[str, ...] = (
-    "freq", "logit_cos_coef", "neuron_count",
-    "logit_sin_coef", "logit_frac", "is_key", "embed_norm", "wl_norm",
-)  # fmt: skip
+# Column names are part of the run-directory contract (groktransfer.rundir).
+BASE_COLUMNS = MEASURE_BASE_COLUMNS
+FOURIER_COLUMNS = MEASURE_FOURIER_COLUMNS
 
 # A neuron is dead when its activation's variance is below this share of the largest
 # mean-square activation of any neuron (std below 1e-5 of it): exactly constant neurons
@@ -392,7 +372,7 @@ class ProgressMeasures:
     no_structure_reason: Optional[str] = None
 
     def scalars(self) -> Dict[str, Scalar]:
-        """Flat row for measures.csv: BASE_COLUMNS, plus FOURIER_COLUMNS when present."""
+        """Flat row of the measures table (rundir.MEASURES_FILE): BASE_COLUMNS, plus FOURIER_COLUMNS when present."""
         out: Dict[str, Scalar] = {
             "train_loss": self.train_loss,
             "test_loss": self.test_loss,
@@ -425,7 +405,7 @@ class ProgressMeasures:
         return {k: out[k] for k in BASE_COLUMNS + FOURIER_COLUMNS}
 
     def per_frequency_rows(self) -> List[Dict[str, Scalar]]:
-        """Long-format rows (keys FREQ_ROW_KEYS, no epoch) for measures_freqs.csv;
+        """Long-format rows (keys FREQ_ROW_KEYS, no epoch) for rundir.FREQS_FILE;
         empty when the task has no group."""
         fm = self.fourier
         if fm is None:

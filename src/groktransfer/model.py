@@ -16,8 +16,9 @@ Why a re-implementation rather than ``transformer_lens.HookedTransformer``?
   ``s`` gives bit-for-bit what a fresh model with seed ``s`` holds there. That is what
   makes a transfer run's "reinit" condition comparable with the "random" condition.
 
-Shapes in comments: ``b`` batch, ``p`` position, ``h`` head, ``e`` d_head,
-``d`` d_model, ``m`` d_mlp, ``v`` vocabulary.
+Shapes in comments use TransformerLens' names: ``batch``, ``pos`` (positions), ``head``,
+``d_head``, ``d_model``, ``d_mlp``, ``d_vocab`` / ``d_vocab_out``; ``p`` always means the
+modulus, never positions.
 """
 
 from __future__ import annotations
@@ -25,17 +26,14 @@ from __future__ import annotations
 import hashlib
 import math
 from contextlib import contextmanager
-from dataclasses import asdict, is_dataclass
 from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from groktransfer.config.schema import ModelConfig
-
-#: The units a transfer condition can copy, re-initialise or freeze.
-COMPONENTS: Tuple[str, ...] = ("embed", "pos_embed", "attn", "mlp", "unembed")
+from groktransfer.config.schema import Component, ModelConfig, to_typed
+from groktransfer.transfer import component_parameters
 
 #: A forward-hook function: receives the activation and its HookPoint, returns a
 #: replacement activation or None to leave it unchanged (TransformerLens' convention).
@@ -58,32 +56,6 @@ _BIAS_FLAGS: Dict[str, str] = {
 
 
 # --------------------------------------------------------------------------- config
-def as_model_config(cfg: Union[ModelConfig, Mapping[str, Any], Any]) -> ModelConfig:
-    """Accept a ModelConfig, an OmegaConf node or a plain mapping; return a ModelConfig.
-
-    Hydra hands modules DictConfig nodes, checkpoints hold plain dicts; the model keeps
-    one concrete type so ``model.config`` is always the same kind of object.
-    """
-    if isinstance(cfg, ModelConfig):
-        return cfg
-    try:  # OmegaConf is a dependency, but keep the model importable without it
-        from omegaconf import DictConfig, OmegaConf
-
-        if isinstance(cfg, DictConfig):
-            cfg = OmegaConf.to_container(cfg, resolve=True)
-    except ImportError:  # pragma: no cover
-        pass
-    if is_dataclass(cfg) and not isinstance(cfg, type):
-        cfg = asdict(cfg)
-    if not isinstance(cfg, Mapping):
-        raise TypeError(f"expected a ModelConfig or a mapping, got {type(cfg).__name__}")
-    known = set(ModelConfig.__dataclass_fields__)
-    unknown = sorted(set(cfg) - known)
-    if unknown:
-        raise ValueError(f"unknown ModelConfig field(s): {unknown}")
-    return ModelConfig(**dict(cfg))
-
-
 def _check_config(cfg: ModelConfig) -> None:
     """Fail early and clearly on a config the model cannot be built from."""
     for name in ("d_vocab", "d_vocab_out"):
@@ -131,7 +103,7 @@ class Embed(nn.Module):
         super().__init__()
         self.W_E = _empty_param(cfg.d_vocab, cfg.d_model)
 
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:  # [b, p] -> [b, p, d]
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:  # [batch, pos] -> [batch, pos, d_model]
         return self.W_E[tokens]
 
 
@@ -140,7 +112,7 @@ class PosEmbed(nn.Module):
         super().__init__()
         self.W_pos = _empty_param(cfg.n_ctx, cfg.d_model)
 
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:  # [b, p] -> [b, p, d] (a broadcast view)
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:  # [batch, pos] -> [batch, pos, d_model] (a broadcast view)
         batch, n_pos = tokens.shape
         return self.W_pos[:n_pos].unsqueeze(0).expand(batch, n_pos, -1)
 
@@ -180,18 +152,18 @@ class Attention(nn.Module):
         # Same buffers as HookedTransformer's attention, so state dicts match key for key.
         self.register_buffer("mask", torch.tril(torch.ones(cfg.n_ctx, cfg.n_ctx, dtype=torch.bool)))
         self.register_buffer("IGNORE", torch.tensor(-float("inf")))
-        self.hook_q = HookPoint()  # [b, p, h, e]
+        self.hook_q = HookPoint()  # [batch, pos, head, d_head]
         self.hook_k = HookPoint()
         self.hook_v = HookPoint()
-        self.hook_attn_scores = HookPoint()  # [b, h, q, k], masked entries = -inf
-        self.hook_pattern = HookPoint()  # [b, h, q, k]
-        self.hook_z = HookPoint()  # [b, p, h, e]
+        self.hook_attn_scores = HookPoint()  # [batch, head, q_pos, k_pos], masked entries = -inf
+        self.hook_pattern = HookPoint()  # [batch, head, q_pos, k_pos]
+        self.hook_z = HookPoint()  # [batch, pos, head, d_head]
 
     @property
     def scale(self) -> float:
         return 1.0 / math.sqrt(self.d_head)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # [b, p, d] -> [b, p, d]
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # [batch, pos, d_model] -> [batch, pos, d_model]
         q = self.hook_q(torch.einsum("bpd,hde->bphe", x, self.W_Q) + self.b_Q)
         k = self.hook_k(torch.einsum("bpd,hde->bphe", x, self.W_K) + self.b_K)
         v = self.hook_v(torch.einsum("bpd,hde->bphe", x, self.W_V) + self.b_V)
@@ -211,10 +183,10 @@ class MLP(nn.Module):
         self.W_out = _empty_param(cfg.d_mlp, cfg.d_model)
         self.b_out = _empty_param(cfg.d_model, trainable=cfg.mlp_bias)
         self.act = _ACTIVATIONS[cfg.act]
-        self.hook_pre = HookPoint()  # [..., m]
-        self.hook_post = HookPoint()  # [..., m]
+        self.hook_pre = HookPoint()  # [..., d_mlp]
+        self.hook_post = HookPoint()  # [..., d_mlp]
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # [..., d] -> [..., d]
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # [..., d_model] -> [..., d_model]
         pre = self.hook_pre(x @ self.W_in + self.b_in)
         post = self.hook_post(self.act(pre))
         return post @ self.W_out + self.b_out
@@ -248,30 +220,11 @@ class Unembed(nn.Module):
         self.W_U = _empty_param(cfg.d_model, cfg.d_vocab_out)
         self.b_U = _empty_param(cfg.d_vocab_out, trainable=cfg.unembed_bias)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # [..., d] -> [..., v_out]
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # [..., d_model] -> [..., d_vocab_out]
         return x @ self.W_U + self.b_U
 
 
 # --------------------------------------------------------------------------- components & init
-def component_of(name: str) -> str:
-    """Which transfer component a parameter (or buffer) name belongs to.
-
-    LayerNorms travel with the sublayer they feed: ``ln1`` with attn, ``ln2`` with mlp,
-    ``ln_final`` with unembed.
-    """
-    parts = name.split(".")
-    if parts[0] in ("embed", "pos_embed", "unembed"):
-        return parts[0]
-    if parts[0] == "ln_final":
-        return "unembed"
-    if parts[0] == "blocks" and len(parts) > 2:
-        if parts[2] in ("attn", "ln1"):
-            return "attn"
-        if parts[2] in ("mlp", "ln2"):
-            return "mlp"
-    raise KeyError(f"{name!r} belongs to no component of {COMPONENTS}")
-
-
 def component_seed(seed: int, component: str) -> int:
     """Seed of one component's generator, derived from the model seed.
 
@@ -294,7 +247,7 @@ def _initial_value(name: str, shape: torch.Size, cfg: ModelConfig, gen: torch.Ge
 
 
 def _per_head(resid: torch.Tensor, W: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """``resid @ W[h] + b[h]`` for every head in one matmul: [n, d], [h, d, e] -> [n, h, e]."""
+    """``resid @ W[h] + b[h]`` for every head in one matmul: [n, d_model], [head, d_model, d_head] -> [n, head, d_head]."""
     n_heads, d_model, d_head = W.shape
     W_all_heads = W.transpose(0, 1).reshape(d_model, n_heads * d_head)
     return torch.addmm(b.reshape(-1), resid, W_all_heads).view(-1, n_heads, d_head)
@@ -311,7 +264,7 @@ class HookedGrokTransformer(nn.Module):
 
     def __init__(self, cfg: Union[ModelConfig, Mapping[str, Any]], seed: int) -> None:
         super().__init__()
-        cfg = as_model_config(cfg)
+        cfg = to_typed(ModelConfig, cfg, label="model")
         _check_config(cfg)
         if seed is None or isinstance(seed, bool) or not isinstance(seed, int):
             raise ValueError(f"seed must be an int (initialisation is a function of it), got {seed!r}")
@@ -330,7 +283,7 @@ class HookedGrokTransformer(nn.Module):
         self._hook_points: Dict[str, HookPoint] = {
             name: m for name, m in self.named_modules() if isinstance(m, HookPoint)
         }
-        for component in COMPONENTS:
+        for component in Component:
             self.reinit_component(component, seed)
 
     # ---- forward paths ------------------------------------------------------
@@ -354,7 +307,7 @@ class HookedGrokTransformer(nn.Module):
         return self.forward(tokens)[:, -1]
 
     def _forward_last_one_layer(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Last-position logits of a one-layer, LayerNorm-free model, without [b, p, d] tensors.
+        """Last-position logits of a one-layer, LayerNorm-free model, without [batch, pos, d_model] tensors.
 
         Without LayerNorm the residual stream at position j is ``W_E[t_j] + W_pos[j]``,
         a function of (position, token) alone, and there are only ``p * v`` such pairs
@@ -367,7 +320,7 @@ class HookedGrokTransformer(nn.Module):
         * values: a [p * v, h * e] table, gathered per (example, position).
 
         What remains per example is the weighted sum of values, W_O, the MLP and the
-        unembedding, all on [b, d]-sized tensors. Biases enter exactly as in ``forward``:
+        unembedding, all on [batch, d_model]-sized tensors. Biases enter exactly as in ``forward``:
         b_Q/b_K/b_V are inside the tables (b_V reaches the output through W_O since the
         pattern sums to 1), b_O is added after W_O.
         """
@@ -375,22 +328,22 @@ class HookedGrokTransformer(nn.Module):
         batch, n_pos = tokens.shape
         d_vocab, d_model = self.config.d_vocab, self.config.d_model
 
-        # Residual stream for every (position, token): row j * v + t of a [p * v, d] table.
+        # Residual stream for every (position j, token t): row j * d_vocab + t of a [pos * d_vocab, d_model] table.
         resid_table = (self.pos_embed.W_pos[:n_pos, None, :] + self.embed.W_E[None, :, :]).reshape(-1, d_model)
-        rows = tokens + torch.arange(n_pos, device=tokens.device) * d_vocab  # [b, p]
+        rows = tokens + torch.arange(n_pos, device=tokens.device) * d_vocab  # [batch, pos]
 
-        q_table = _per_head(resid_table[(n_pos - 1) * d_vocab :], attn.W_Q, attn.b_Q)  # [v, h, e]
-        k_table = _per_head(resid_table, attn.W_K, attn.b_K)  # [p * v, h, e]
-        score_table = torch.einsum("qhe,khe->qkh", q_table, k_table) * attn.scale  # [v, p * v, h]
-        score_rows = tokens[:, -1:] * (n_pos * d_vocab) + rows  # [b, p]
-        pattern = F.embedding(score_rows, score_table.flatten(0, 1)).softmax(dim=1)  # [b, p(keys), h]
+        q_table = _per_head(resid_table[(n_pos - 1) * d_vocab :], attn.W_Q, attn.b_Q)  # [d_vocab, head, d_head]
+        k_table = _per_head(resid_table, attn.W_K, attn.b_K)  # [pos * d_vocab, head, d_head]
+        score_table = torch.einsum("qhe,khe->qkh", q_table, k_table) * attn.scale  # [d_vocab, pos * d_vocab, head]
+        score_rows = tokens[:, -1:] * (n_pos * d_vocab) + rows  # [batch, pos]
+        pattern = F.embedding(score_rows, score_table.flatten(0, 1)).softmax(dim=1)  # [batch, k_pos, head]
 
-        v_table = _per_head(resid_table, attn.W_V, attn.b_V)  # [p * v, h, e]
-        v = F.embedding(rows, v_table.flatten(1)).unflatten(-1, v_table.shape[1:])  # [b, p, h, e]
-        z = (pattern.unsqueeze(-1) * v).sum(dim=1)  # [b, h, e]
-        attn_out = torch.addmm(attn.b_O, z.flatten(1), attn.W_O.flatten(0, 1))  # [b, d]
+        v_table = _per_head(resid_table, attn.W_V, attn.b_V)  # [pos * d_vocab, head, d_head]
+        v = F.embedding(rows, v_table.flatten(1)).unflatten(-1, v_table.shape[1:])  # [batch, pos, head, d_head]
+        z = (pattern.unsqueeze(-1) * v).sum(dim=1)  # [batch, head, d_head]
+        attn_out = torch.addmm(attn.b_O, z.flatten(1), attn.W_O.flatten(0, 1))  # [batch, d_model]
 
-        resid = F.embedding(rows[:, -1], resid_table) + attn_out  # [b, d]
+        resid = F.embedding(rows[:, -1], resid_table) + attn_out  # [batch, d_model]
         resid = resid + mlp(resid)
         return self.unembed(resid)
 
@@ -462,24 +415,13 @@ class HookedGrokTransformer(nn.Module):
             logits = self(tokens)
         return logits, cache
 
-    # ---- components, init, freezing --------------------------------------------
-    def component_parameters(self, component: str) -> Dict[str, nn.Parameter]:
-        """Parameters of one transfer component (``attn``/``mlp`` span every layer)."""
-        if component not in COMPONENTS:
-            raise KeyError(f"unknown component {component!r}; choose from {COMPONENTS}")
-        return {n: p for n, p in self.named_parameters() if component_of(n) == component}
-
+    # ---- init ---------------------------------------------------------------
     def trainable_by_config(self, name: str) -> bool:
         """False only for a bias the config keeps at zero (its ``*_bias`` flag is off)."""
         for suffix, flag in _BIAS_FLAGS.items():
             if name.endswith(suffix):
                 return bool(getattr(self.config, flag))
         return True
-
-    def set_component_trainable(self, component: str, trainable: bool) -> None:
-        """Freeze or unfreeze a component; biases the config keeps at zero stay frozen."""
-        for name, param in self.component_parameters(component).items():
-            param.requires_grad_(trainable and self.trainable_by_config(name))
 
     @torch.no_grad()
     def reinit_component(self, component: str, seed: int) -> None:
@@ -490,7 +432,7 @@ class HookedGrokTransformer(nn.Module):
         dtype, device and ``requires_grad``, so an optimizer built earlier still owns them.
         """
         gen = torch.Generator().manual_seed(component_seed(seed, component))
-        for name, param in self.component_parameters(component).items():
+        for name, param in component_parameters(self, component).items():
             param.copy_(_initial_value(name, param.shape, self.config, gen))
 
     # ---- TransformerLens interop ----------------------------------------------
@@ -510,8 +452,8 @@ class HookedGrokTransformer(nn.Module):
             "d_mlp": cfg.d_mlp,
             "d_vocab": cfg.d_vocab,
             "d_vocab_out": cfg.d_vocab_out,
-            "act_fn": cfg.act,
-            "normalization_type": cfg.normalization,
+            "act_fn": str(cfg.act),
+            "normalization_type": None if cfg.normalization is None else str(cfg.normalization),
             "positional_embedding_type": "standard",
             "attn_only": False,
             "default_prepend_bos": False,

@@ -29,10 +29,10 @@ from typing import Optional
 from filelock import FileLock
 
 from groktransfer.atomic import write_json
-from groktransfer.rundir import COMPLETED, FAILED, RunDir, utc_now
+from groktransfer.rundir import HYDRA_DIR, LOG_FILE, WANDB_DIR, RunDir, Status, utc_now
 
 # Files never brought along when a run is reused or resumed elsewhere.
-_SKIP_ON_TRANSPLANT = {".hydra", "train.log", "wandb"}
+_SKIP_ON_TRANSPLANT = {HYDRA_DIR, LOG_FILE, WANDB_DIR}
 
 
 @dataclass(frozen=True)
@@ -61,7 +61,7 @@ class RunIndex:
         except (FileNotFoundError, json.JSONDecodeError):
             return None
         path = Path(data["run_dir"])
-        return path if (path / "status.json").exists() else None
+        return path if RunDir(path).status_path.exists() else None
 
     def record(self, run_id: str, run_dir: Path) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
@@ -73,15 +73,17 @@ class RunIndex:
             return Decision("fresh", reason="force=true")
         candidates = [current] + [p for p in [self.lookup(run_id)] if p is not None and p.resolve() != current.resolve()]
         for path in candidates:
-            status = RunDir(path).read_status()
-            if not status or status.get("run_id") != run_id:
+            run_dir = RunDir(path)
+            status = run_dir.read_status()
+            if status is None or status.run_id != run_id:
                 continue
-            if status.get("status") == COMPLETED:
+            resumable = run_dir.resume_path.exists()
+            if status.status == Status.COMPLETED:
                 return Decision("reuse", path, f"already completed in {path}")
-            if status.get("status") == FAILED and not (path / "resume.pt").exists():
-                return Decision("skip_failed", path, f"failed before in {path}: {status.get('reason')}")
-            if (path / "resume.pt").exists():
-                return Decision("resume", path, f"resuming from epoch {status.get('epoch')} in {path}")
+            if status.status == Status.FAILED and not resumable:
+                return Decision("skip_failed", path, f"failed before in {path}: {status.reason}")
+            if resumable:
+                return Decision("resume", path, f"resuming from epoch {status.epoch} in {path}")
             if path.resolve() == current.resolve():
                 return Decision("fresh", reason="interrupted before its first checkpoint")
         return Decision("fresh")

@@ -23,10 +23,11 @@ from typing import Any, Callable, Dict, List, Optional
 
 import pandas as pd
 from filelock import FileLock, Timeout
-from omegaconf import DictConfig, OmegaConf
 
 from groktransfer.atomic import write_json
-from groktransfer.rundir import COMPLETED, RunDir
+from groktransfer.errors import UserError
+from groktransfer.config.schema import TrainJobConfig, to_plain
+from groktransfer.rundir import RunDir
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +35,7 @@ log = logging.getLogger(__name__)
 SOURCE_CACHE_VERSION = 1
 
 
-class SourceSelectionError(RuntimeError):
+class SourceSelectionError(UserError, RuntimeError):
     """No checkpoint of the source run satisfies the condition's criteria."""
 
 
@@ -69,7 +70,7 @@ class SourceSpec:
         return f"{t['name']}_p{t['p']}_s{self.model_seed}_{self.content_hash}"
 
 
-def source_spec_from_config(cfg: DictConfig, source_seed: int) -> SourceSpec:
+def source_spec_from_config(cfg: TrainJobConfig, source_seed: int) -> SourceSpec:
     """The source run a target job's config asks for.
 
     The source shares the target's model shape, optimizer and cadence; its task,
@@ -80,15 +81,13 @@ def source_spec_from_config(cfg: DictConfig, source_seed: int) -> SourceSpec:
     src = cfg.transfer.source
     p = int(src.p if src.p is not None else cfg.task.p)
     frac = float(src.frac_train if src.frac_train is not None else cfg.task.frac_train)
-    model = OmegaConf.to_container(cfg.model, resolve=True)
-    assert isinstance(model, dict)
+    model = to_plain(cfg.model)
     model.pop("model_seed", None)
     model.pop("name", None)
     model["d_vocab"] = None
     model["d_vocab_out"] = None
-    optimizer = OmegaConf.to_container(cfg.optimizer, resolve=True)
-    assert isinstance(optimizer, dict)
-    optimizer.update(OmegaConf.to_container(src.optimizer, resolve=True) or {})
+    optimizer = to_plain(cfg.optimizer)
+    optimizer.update(src.optimizer)
     train = {
         "max_epochs": int(src.max_epochs),
         "eval_every": int(cfg.train.eval_every),
@@ -138,7 +137,7 @@ def select_checkpoint(run_dir: RunDir, condition: str, criteria: Dict[str, Any])
     Accuracies come from the run's own per-eval table, so the choice is verified,
     not assumed.
     """
-    metrics = pd.read_csv(run_dir.path / "metrics.csv").sort_values("epoch")
+    metrics = pd.read_csv(run_dir.metrics_path).sort_values("epoch")
     ok = (
         (metrics["train_acc"] >= float(criteria["min_train_acc"]))
         & (metrics["test_acc"] >= float(criteria["min_test_acc"]))
@@ -225,7 +224,7 @@ class SourceCache:
                 log.info("source run trained by another job: %s", run_dir.path)
                 return run_dir
             run_dir.path.mkdir(parents=True, exist_ok=True)
-            write_json(run_dir.path / "source_spec.json", spec.as_dict())
+            write_json(run_dir.source_spec_path, spec.as_dict())
             log.info("training source run %s into %s", spec.label, run_dir.path)
             train_fn(run_dir, spec)
             write_manifest(run_dir)
@@ -242,15 +241,14 @@ class SourceCache:
         aside -- never deleted, never used -- so the caller rebuilds it. A completed
         run killed before its manifest was written is load-checked and then trusted.
         """
-        status = run_dir.read_status()
-        if not status or status.get("status") != COMPLETED:
+        if not run_dir.is_completed:
             return False
         problems = verify_manifest(run_dir)
         if not problems:
             return True
         if not repair:
             return False
-        if not (run_dir.path / MANIFEST_FILE).exists():
+        if not run_dir.manifest_path.exists():
             problems = load_check(run_dir)
             if not problems:
                 write_manifest(run_dir)
@@ -264,9 +262,6 @@ class SourceCache:
         return False
 
 
-MANIFEST_FILE = "manifest.json"
-
-
 def _sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:
@@ -277,9 +272,9 @@ def _sha256(path: Path) -> str:
 
 def write_manifest(run_dir: RunDir) -> None:
     """Record a checksum of every file a later job may load from this source run."""
-    files = sorted(run_dir.checkpoint_dir.glob("*.pt")) + [run_dir.path / "metrics.csv"]
+    files = sorted(run_dir.checkpoint_dir.glob("*.pt")) + [run_dir.metrics_path]
     manifest = {str(f.relative_to(run_dir.path)): _sha256(f) for f in files}
-    write_json(run_dir.path / MANIFEST_FILE, manifest)
+    write_json(run_dir.manifest_path, manifest)
 
 
 def load_check(run_dir: RunDir) -> List[str]:
@@ -287,7 +282,7 @@ def load_check(run_dir: RunDir) -> List[str]:
     from groktransfer.checkpoint import CheckpointError, load_checkpoint
 
     problems = []
-    for path in sorted(run_dir.checkpoint_dir.glob("epoch_*.pt")):
+    for path in run_dir.epoch_checkpoints():
         try:
             load_checkpoint(path)
         except CheckpointError as exc:
@@ -298,9 +293,9 @@ def load_check(run_dir: RunDir) -> List[str]:
 def verify_manifest(run_dir: RunDir) -> List[str]:
     """Problems found comparing the files with their recorded checksums (empty = intact)."""
     try:
-        manifest = json.loads((run_dir.path / MANIFEST_FILE).read_text())
+        manifest = json.loads(run_dir.manifest_path.read_text())
     except (FileNotFoundError, json.JSONDecodeError) as exc:
-        return [f"no readable {MANIFEST_FILE} ({type(exc).__name__})"]
+        return [f"no readable {run_dir.manifest_path.name} ({type(exc).__name__})"]
     problems = []
     for rel, digest in manifest.items():
         path = run_dir.path / rel

@@ -93,7 +93,7 @@ class Task:
 
     @classmethod
     def from_config(cls, cfg: TaskConfig, data_seed: int) -> "Task":
-        return cls(cfg.name, int(cfg.p), float(cfg.frac_train), int(data_seed))
+        return cls(str(cfg.name), int(cfg.p), float(cfg.frac_train), int(data_seed))
 
     # ---- vocabulary -------------------------------------------------------
     @property

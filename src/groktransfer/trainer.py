@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any, Dict, List, Optional, Protocol, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from groktransfer.config.schema import OptimizerConfig, TrainConfig
+from groktransfer.rundir import threshold_key
 from groktransfer.tasks import Task
 
 
@@ -83,34 +84,47 @@ class ThresholdTracker:
 
     def as_record(self) -> Dict[str, Dict[str, Any]]:
         return {
-            _threshold_key(t): {"epoch": self.first_epoch[t], "held": bool(self.held[t])}
+            threshold_key(t): {"epoch": self.first_epoch[t], "held": bool(self.held[t])}
             for t in self.thresholds
         }
 
     def state_dict(self) -> Dict[str, Any]:
         return {
-            "first_epoch": {_threshold_key(t): e for t, e in self.first_epoch.items()},
-            "held": {_threshold_key(t): h for t, h in self.held.items()},
+            "first_epoch": {threshold_key(t): e for t, e in self.first_epoch.items()},
+            "held": {threshold_key(t): h for t, h in self.held.items()},
             "streak_start": self.streak_start,
         }
 
     def load_state_dict(self, state: Dict[str, Any]) -> None:
         for t in self.thresholds:
-            self.first_epoch[t] = state["first_epoch"][_threshold_key(t)]
-            self.held[t] = state["held"][_threshold_key(t)]
+            self.first_epoch[t] = state["first_epoch"][threshold_key(t)]
+            self.held[t] = state["held"][threshold_key(t)]
         self.streak_start = state["streak_start"]
 
 
-def _threshold_key(t: float) -> str:
-    return f"{t:g}"
+class TrainerCallback:
+    """Hooks attached to the loop (run-directory files, the profiler, tests' fault injection).
 
+    Override what you need; the defaults do nothing. ``on_fit_start`` runs when ``fit``
+    begins, ``on_epoch_end`` after every step (keep it cheap: it is on the hot path),
+    ``on_eval`` after each evaluation, ``on_checkpoint`` after each checkpoint
+    evaluation, ``on_fit_end`` when the loop ends for any reason.
+    """
 
-class TrainerCallbacks(Protocol):
-    """Hooks the job attaches to the loop (sinks, measures, checkpoint files)."""
+    def on_fit_start(self, trainer: "Trainer") -> None:
+        pass
 
-    def on_eval(self, trainer: "Trainer", result: EvalResult) -> None: ...
+    def on_epoch_end(self, trainer: "Trainer", loss: torch.Tensor) -> None:
+        pass
 
-    def on_checkpoint(self, trainer: "Trainer", result: EvalResult) -> None: ...
+    def on_eval(self, trainer: "Trainer", result: EvalResult) -> None:
+        pass
+
+    def on_checkpoint(self, trainer: "Trainer", result: EvalResult) -> None:
+        pass
+
+    def on_fit_end(self, trainer: "Trainer") -> None:
+        pass
 
 
 @dataclass
@@ -153,14 +167,13 @@ class Trainer:
         task: Task,
         optimizer_cfg: OptimizerConfig,
         train_cfg: TrainConfig,
-        callbacks: Sequence[TrainerCallbacks] = (),
-        debug: Optional[Dict[str, Any]] = None,
+        callbacks: Sequence[TrainerCallback] = (),
     ) -> None:
         self.model = model
         self.task = task
         self.cfg = train_cfg
         self.callbacks = list(callbacks)
-        self.debug = dict(debug or {})
+        self._per_epoch = [cb for cb in self.callbacks if type(cb).on_epoch_end is not TrainerCallback.on_epoch_end]
         self.optimizer = build_optimizer(model, optimizer_cfg)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, warmup_factor(int(optimizer_cfg.warmup_steps))
@@ -202,8 +215,6 @@ class Trainer:
         """One full-batch AdamW step; returns the (float64) training loss before it."""
         logits = self.last_logits(self._train_tokens)
         loss = F.cross_entropy(logits.double(), self._train_labels)
-        if self.debug.get("nan_at_epoch") is not None and self.epoch == int(self.debug["nan_at_epoch"]):
-            loss = loss * float("nan")  # fault injection for the resilience tests
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
@@ -236,10 +247,10 @@ class Trainer:
         deadline = None
         if self.cfg.timeout_minutes is not None:
             deadline = time.monotonic() + 60.0 * float(self.cfg.timeout_minutes)
-        raise_at = self.debug.get("raise_at_epoch")
-        sleep_s = float(self.debug.get("sleep_per_epoch", 0.0))
         started = time.monotonic()
         start_epoch = self.epoch
+        for cb in self.callbacks:
+            cb.on_fit_start(self)
 
         if self.last_eval is None:  # fresh start: evaluate (and checkpoint) the initial weights
             self._record_eval(checkpoint=True)
@@ -261,10 +272,8 @@ class Trainer:
                 bar.update(1)
                 if not torch.isfinite(loss):
                     raise TrainingFailure(f"non-finite training loss ({float(loss)})", self.epoch)
-                if raise_at is not None and self.epoch == int(raise_at):
-                    raise RuntimeError(f"injected failure at epoch {self.epoch}")
-                if sleep_s:
-                    time.sleep(sleep_s)
+                for cb in self._per_epoch:
+                    cb.on_epoch_end(self, loss)
                 if deadline is not None and time.monotonic() > deadline:
                     raise TrainingFailure(f"timeout after {self.cfg.timeout_minutes} min", self.epoch)
                 is_last = self.epoch == max_epochs
@@ -280,6 +289,8 @@ class Trainer:
             stop_reason = "early_stop" if self._should_stop_early() else "max_epochs"
         finally:
             bar.close()
+            for cb in self.callbacks:
+                cb.on_fit_end(self)
         assert self.last_eval is not None
         return TrainOutcome(
             last_eval=self.last_eval,

@@ -1,51 +1,78 @@
-"""Build the target job's starting point from its transfer condition.
+"""Transfer: which component a parameter belongs to, and copy / re-initialise / freeze.
 
-``random``: a fresh model from ``model_seed``. ``grokked`` / ``memorized``: the
-same fresh model, then each component (embed, pos_embed, attn, mlp, unembed) is
-copied from the chosen source checkpoint, kept fresh (``reinit``) or copied and
-frozen (``freeze``), as configured. Shapes are checked per parameter and a
-mismatch names the parameter. Optionally the source's AdamW moments are carried
-over for the copied, trainable parameters (``reset_optimizer: false``).
+A transfer condition treats the model as five components (``Component``: embed,
+pos_embed, attn, mlp, unembed); LayerNorms travel with the sublayer they feed (``ln1``
+with attn, ``ln2`` with mlp, ``ln_final`` with unembed). Each component of the target
+is copied from the chosen source checkpoint, kept at its fresh init (``reinit``) or
+copied and frozen (``freeze``), as configured. Shapes are checked per parameter and a
+mismatch names the parameter. Optionally the source's AdamW moments are carried over
+for the copied, trainable parameters (``reset_optimizer: false``).
+
+This module is the one place that knows component membership and freezing; the model
+uses ``component_parameters`` for its per-component initialisation.
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Dict, Iterable, List
+from typing import Any, Dict, Iterable, List, Mapping
 
 import torch
 
-from groktransfer.checkpoint import load_checkpoint
+from groktransfer.config.schema import Component, ComponentAction
+from groktransfer.errors import UserError
 
 log = logging.getLogger(__name__)
 
 
-class TransferError(ValueError):
+class TransferError(UserError, ValueError):
     """The source cannot initialise this target (shapes, vocab, missing parameters)."""
 
 
-def component_of(param_name: str) -> str:
-    """Which transfer component a TransformerLens-named parameter belongs to."""
-    if param_name.startswith("embed."):
-        return "embed"
-    if param_name.startswith("pos_embed."):
-        return "pos_embed"
-    if param_name.startswith("unembed.") or param_name.startswith("ln_final."):
-        return "unembed"
-    if param_name.startswith("blocks."):
-        part = param_name.split(".")[2]
-        if part in ("attn", "ln1"):
-            return "attn"
-        if part in ("mlp", "ln2"):
-            return "mlp"
-    raise TransferError(f"parameter {param_name!r} belongs to no transfer component")
+def component_of(param_name: str) -> Component:
+    """Which transfer component a TransformerLens-named parameter (or buffer) belongs to."""
+    parts = param_name.split(".")
+    if parts[0] in ("embed", "pos_embed", "unembed"):
+        return Component(parts[0])
+    if parts[0] == "ln_final":
+        return Component.unembed
+    if parts[0] == "blocks" and len(parts) > 2:
+        if parts[2] in ("attn", "ln1"):
+            return Component.attn
+        if parts[2] in ("mlp", "ln2"):
+            return Component.mlp
+    raise TransferError(f"parameter {param_name!r} belongs to no transfer component of {Component.values()}")
+
+
+def component_parameters(model: torch.nn.Module, component: str) -> Dict[str, torch.nn.Parameter]:
+    """Parameters of one component (``attn``/``mlp`` span every layer)."""
+    component = Component(component)
+    return {n: p for n, p in model.named_parameters() if component_of(n) == component}
+
+
+def set_component_trainable(model: torch.nn.Module, component: str, trainable: bool) -> None:
+    """Freeze or unfreeze a component; biases the model config keeps at zero stay frozen."""
+    for name, param in component_parameters(model, component).items():
+        param.requires_grad_(trainable and model.trainable_by_config(name))
+
+
+def freeze_components(model: torch.nn.Module, components: Mapping[str, str]) -> List[str]:
+    """Freeze every component whose action is ``freeze``; returns the frozen parameter names.
+
+    Used when a transfer is applied and again when a resumed run rebuilds its model.
+    """
+    frozen: List[str] = []
+    for component, action in components.items():
+        if action == ComponentAction.freeze:
+            set_component_trainable(model, component, False)
+            frozen += list(component_parameters(model, component))
+    return sorted(frozen)
 
 
 @dataclass
 class TransferPlan:
-    """What happened to each parameter; written to source.json for the record."""
+    """What happened to each parameter; written to the run's source record."""
 
     copied: List[str] = field(default_factory=list)
     frozen: List[str] = field(default_factory=list)
@@ -90,8 +117,8 @@ def apply_transfer(
     mismatches: List[str] = []
     missing: List[str] = []
     for name, tensor in target_state.items():
-        action = components.get(component_of(name), "copy")
-        if action == "reinit":
+        action = components.get(component_of(name), ComponentAction.copy)
+        if action == ComponentAction.reinit:
             plan.reinitialised.append(name)
             continue
         if name not in source_state:
@@ -107,29 +134,14 @@ def apply_transfer(
             + "\n(re-initialise the affected components with transfer.components.<name>=reinit, "
             "or match the model shape / task vocabulary)"
         )
-    params = dict(model.named_parameters())
     with torch.no_grad():
         for name, tensor in target_state.items():
-            action = components.get(component_of(name), "copy")
-            if action == "reinit":
+            if components.get(component_of(name), ComponentAction.copy) == ComponentAction.reinit:
                 continue
             tensor.copy_(source_state[name].to(tensor.dtype))
             plan.copied.append(name)
-            if action == "freeze" and name in params:
-                params[name].requires_grad_(False)
-                plan.frozen.append(name)
+    plan.frozen = freeze_components(model, components)
     return plan
-
-
-def load_source_weights(path: Path) -> Dict[str, Any]:
-    """Weights and metadata of a checkpoint file, in this project's layout."""
-    loaded = load_checkpoint(path)
-    return {
-        "state_dict": loaded.state_dict,
-        "epoch": loaded.epoch,
-        "metrics": loaded.metrics,
-        "format": loaded.source_format,
-    }
 
 
 def carry_optimizer_state(

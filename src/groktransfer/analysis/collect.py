@@ -1,16 +1,16 @@
 """Find run directories under sweep directories and read their status records.
 
-The run-directory contract (docs/architecture.md) is the analysis job's only
-input. A run dir is any directory holding ``status.json``; a job dir that has
-Hydra's ``.hydra/`` but no ``status.json`` crashed before the trainer wrote
+The run-directory contract (``groktransfer.rundir``) is the analysis job's only
+input. A run dir is any directory holding a status record; a job dir that has
+Hydra's ``.hydra/`` but no status record crashed before the trainer wrote
 anything and is still *listed* (as "no status"), because a sweep report that
-silently drops crashed jobs overstates how well the sweep went.
+silently drops crashed jobs overstates how well the sweep went. A status record
+written by a newer schema stops the analysis with one clear message.
 """
 
 from __future__ import annotations
 
 import glob
-import json
 import math
 import os
 import time
@@ -21,9 +21,23 @@ from typing import Any, Iterable
 
 import yaml
 
+from groktransfer.rundir import (
+    CHECKPOINT_DIR,
+    CONFIG_FILE,
+    HYDRA_DIR,
+    PROFILE_DIR,
+    STATUS_FILE,
+    WANDB_DIR,
+    SchemaVersionError,
+    Status,
+    read_status_file,
+)
+
 # Directories that never hold a sweep's job dirs (source cache, run index, our own output,
 # W&B files, checkpoints) -- pruned from the recursive search.
-SKIP_DIRS = frozenset({"analysis", ".sources", ".index", "wandb", "checkpoints", ".hydra", "__pycache__"})
+SKIP_DIRS = frozenset(
+    {"analysis", ".sources", ".index", WANDB_DIR, CHECKPOINT_DIR, PROFILE_DIR, HYDRA_DIR, "__pycache__"}
+)
 
 NO_STATUS = "no status"
 UNREADABLE = "unreadable"
@@ -36,7 +50,7 @@ class SweepInputError(ValueError):
 
 @dataclass
 class RunRecord:
-    """One job of a sweep as the analysis sees it: status.json plus where it lives."""
+    """One job of a sweep as the analysis sees it: its status record plus where it lives."""
 
     sweep: Path
     run_dir: Path
@@ -61,12 +75,12 @@ class RunRecord:
     @property
     def completed(self) -> bool:
         """Only completed runs enter the statistics (as reached or censored)."""
-        return self.status == "completed"
+        return self.status == Status.COMPLETED
 
     @property
     def status_label(self) -> str:
         """Status as shown to a reader: a running run nobody updates is flagged stale."""
-        return "running/stale" if self.status == "running" and self.stale else self.status
+        return f"{Status.RUNNING}/stale" if self.status == Status.RUNNING and self.stale else self.status
 
     @property
     def name(self) -> str:
@@ -121,7 +135,7 @@ def resolve_sweep_dirs(spec: str | os.PathLike | Iterable[str | os.PathLike] | N
 
 
 def find_run_dirs(sweep_dir: Path) -> tuple[list[Path], list[Path]]:
-    """Return (dirs with status.json, job dirs with ``.hydra/`` but no status.json), sorted.
+    """Return (dirs with a status record, job dirs with ``.hydra/`` but none), sorted.
 
     The search is recursive because sweeps nest (``multirun/<exp>/<date>/<job>``) and
     job names are not part of the contract; it does not descend into a run dir.
@@ -130,11 +144,11 @@ def find_run_dirs(sweep_dir: Path) -> tuple[list[Path], list[Path]]:
     crashed: list[Path] = []
     for root, dirs, files in os.walk(sweep_dir):
         here = Path(root)
-        if "status.json" in files:
+        if STATUS_FILE in files:
             runs.append(here)
             dirs[:] = []
             continue
-        if ".hydra" in dirs:
+        if HYDRA_DIR in dirs:
             crashed.append(here)
         dirs[:] = sorted(d for d in dirs if d not in SKIP_DIRS)
     return sorted(runs), sorted(crashed)
@@ -155,8 +169,8 @@ def _read_yaml(path: Path) -> dict[str, Any]:
 
 def _config_of(run_dir: Path) -> dict[str, Any]:
     """The run's resolved config: the plain copy, else Hydra's composed one."""
-    cfg = _read_yaml(run_dir / "config.yaml")
-    return cfg or _read_yaml(run_dir / ".hydra" / "config.yaml")
+    cfg = _read_yaml(run_dir / CONFIG_FILE)
+    return cfg or _read_yaml(run_dir / HYDRA_DIR / CONFIG_FILE)
 
 
 def dig(d: Any, *keys: str) -> Any:
@@ -199,43 +213,54 @@ def _timestamp(value: Any, fallback: float) -> float:
 
 
 def load_run(run_dir: Path, sweep: Path, stale_after_s: float, now: float | None = None) -> RunRecord:
-    """Read one run dir (status.json present or not) into a ``RunRecord``.
+    """Read one run dir (status record present or not) into a ``RunRecord``.
 
-    Metadata missing from status.json (condition, seed, task) is taken from the
-    run's config so crashed jobs can still be attributed to a condition.
+    Metadata missing from the status record (condition, seed, task) is taken from the
+    run's config so crashed jobs can still be attributed to a condition. A record of a
+    newer schema raises ``SweepInputError``.
     """
     now = time.time() if now is None else now
     cfg = _config_of(run_dir)
     rec = RunRecord(sweep=sweep, run_dir=run_dir, status=NO_STATUS)
-    status_path = run_dir / "status.json"
-    st: dict[str, Any] = {}
+    status_path = run_dir / STATUS_FILE
+    st = None
     if status_path.exists():
         try:
-            st = json.loads(status_path.read_text())
-            if not isinstance(st, dict):
-                raise ValueError("status.json is not a JSON object")
-            rec.status = str(st.get("status") or UNREADABLE)
-            rec.reason = st.get("reason")
+            st = read_status_file(status_path)
+        except SchemaVersionError as exc:
+            raise SweepInputError(str(exc)) from None
         except (OSError, ValueError) as exc:
-            rec.status, rec.reason = UNREADABLE, f"status.json unreadable: {exc}"
+            rec.status, rec.reason = UNREADABLE, f"{STATUS_FILE} unreadable: {exc}"
+        else:
+            if st is None:
+                rec.status, rec.reason = UNREADABLE, f"{STATUS_FILE} unreadable: not complete JSON"
+            else:
+                rec.status = str(st.status or UNREADABLE)
+                rec.reason = st.reason
     else:
-        rec.reason = "no status.json (crashed before start?)"
+        rec.reason = f"no {STATUS_FILE} (crashed before start?)"
 
-    rec.run_id = st.get("run_id")
-    rec.experiment = st.get("experiment") or cfg.get("experiment_name")
-    rec.task = st.get("task") or dig(cfg, "task", "name")
-    rec.condition = st.get("condition") or dig(cfg, "transfer", "name") or "unknown"
-    rec.seed = _as_int(st.get("seed", cfg.get("seed")))
-    rec.epoch = _as_int(st.get("epoch"))
-    rec.failed_epoch = _as_int(st.get("failed_epoch"))
-    rec.stop_reason = st.get("stop_reason")
-    rec.max_epochs = _as_int(st.get("max_epochs", dig(cfg, "train", "max_epochs")))
-    rec.thresholds = st.get("thresholds") or {}
-    rec.final = st.get("final") or {}
-    rec.wall_time_s = _as_float(st.get("wall_time_s"))
-    rec.updated_at = st.get("updated_at")
+    if st is not None:
+        rec.run_id = st.run_id
+        rec.experiment = st.experiment
+        rec.task = st.task
+        rec.condition = st.condition
+        rec.seed = _as_int(st.seed)
+        rec.epoch = _as_int(st.epoch)
+        rec.failed_epoch = _as_int(st.failed_epoch)
+        rec.stop_reason = st.stop_reason
+        rec.max_epochs = _as_int(st.max_epochs)
+        rec.thresholds = st.thresholds or {}
+        rec.final = st.final or {}
+        rec.wall_time_s = _as_float(st.wall_time_s)
+        rec.updated_at = st.updated_at
+    rec.experiment = rec.experiment or cfg.get("experiment_name")
+    rec.task = rec.task or dig(cfg, "task", "name")
+    rec.condition = rec.condition or dig(cfg, "transfer", "name") or "unknown"
+    rec.seed = rec.seed if rec.seed is not None else _as_int(cfg.get("seed"))
+    rec.max_epochs = rec.max_epochs if rec.max_epochs is not None else _as_int(dig(cfg, "train", "max_epochs"))
     rec.logger_group = dig(cfg, "logger", "group")
-    if rec.status == "running":
+    if rec.status == Status.RUNNING:
         mtime = status_path.stat().st_mtime
         rec.stale = now - _timestamp(rec.updated_at, mtime) > stale_after_s
     return rec
@@ -253,7 +278,7 @@ def collect_runs(sweep_dirs: list[Path], stale_after_s: float = 3600.0) -> list[
     for sweep in sweep_dirs:
         runs, crashed = find_run_dirs(sweep)
         if not runs and not crashed:
-            raise SweepInputError(f"no run directories (status.json or .hydra/) under {sweep}")
+            raise SweepInputError(f"no run directories ({STATUS_FILE} or {HYDRA_DIR}/) under {sweep}")
         for d in runs + crashed:
             key = d.resolve()
             if key in seen:

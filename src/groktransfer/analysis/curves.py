@@ -24,7 +24,7 @@ from .collect import RunRecord
 
 
 def read_table(run_dir: Path, filename: str) -> pd.DataFrame | None:
-    """Read ``metrics.csv`` / ``measures.csv`` tolerantly; None when absent or empty.
+    """Read a run's metrics or measures table tolerantly; None when absent or empty.
 
     Rows are sorted by epoch and duplicated epochs keep the last row, because a
     resumed run may append an epoch it had already written before the interruption.

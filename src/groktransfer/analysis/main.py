@@ -19,6 +19,8 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import pandas as pd
 
+from groktransfer.rundir import MEASURES_FILE, METRICS_FILE, STATUS_FILE, Status
+
 from . import sections as sec
 from .collect import RunRecord, collect_runs, resolve_sweep_dirs
 from .curves import load_tables, numeric_columns
@@ -82,7 +84,7 @@ class AnalysisResult:
                 rows.append(
                     {
                         "condition": r.condition,
-                        "completed": r.n_runs,
+                        str(Status.COMPLETED): r.n_runs,
                         "reached": r.n_reached,
                         "censored": r.n_censored,
                         "median epochs": r.median_display,
@@ -153,7 +155,7 @@ def _make_figures(
     a: AnalysisSettings,
     label: str,
 ) -> tuple[dict[str, Path | None], bool]:
-    """All figures; returns ``{name: path or None}`` and whether measures.csv had none of the measures."""
+    """All figures; returns ``{name: path or None}`` and whether the measures table had none of the measures."""
     colors = condition_colors(conditions)
     suffix = f" — {label}" if label else ""
     obs = observations_frame(runs, thresholds)
@@ -165,7 +167,7 @@ def _make_figures(
     )  # fmt: skip
     cv = a.curves
     common = dict(after_end=cv.after_end, max_points=cv.max_points, log_span=a.log_span, dpi=a.dpi)
-    metrics = load_tables(runs, "metrics.csv", cv.include_statuses)
+    metrics = load_tables(runs, METRICS_FILE, cv.include_statuses)
     figs["test_accuracy"] = plot_curve(
         metrics, "test_acc", conditions, colors, out / "test_accuracy.png", "test accuracy",
         f"Test accuracy{suffix}", hlines=thresholds[:1] + thresholds[-1:], **common,
@@ -174,7 +176,7 @@ def _make_figures(
         metrics, "test_loss", conditions, colors, out / "test_loss.png", "test loss (cross-entropy)",
         f"Test loss{suffix}", log_y=True, **common,
     )  # fmt: skip
-    measures = load_tables(runs, "measures.csv", cv.include_statuses)
+    measures = load_tables(runs, MEASURES_FILE, cv.include_statuses)
     measure_cols = numeric_columns(measures, a.measures)
     figs["progress_measures"] = plot_measures(
         measures, measure_cols, conditions, colors, out / "progress_measures.png",
@@ -234,7 +236,7 @@ def run_analysis(
     title = f"groktransfer analysis — {label}" if label else "groktransfer analysis"
     intro = (
         f"Generated {datetime.now().strftime('%Y-%m-%d %H:%M')} from run directories only "
-        "(status.json, metrics.csv, measures.csv)."
+        f"({STATUS_FILE}, {METRICS_FILE}, {MEASURES_FILE})."
     )
     files["report_md"], files["report_html"] = build_report(
         title, built_in, out, extras, intro, tail=[sec.files_section(listed, out)]

@@ -13,6 +13,8 @@ from typing import Mapping, Sequence
 
 import pandas as pd
 
+from groktransfer.rundir import MEASURES_FILE, METRICS_FILE, STATUS_FILE
+
 from .collect import RunRecord
 from .report import ReportFigure, ReportSection, ReportTable
 from .settings import AnalyzeJobConfig
@@ -97,7 +99,7 @@ def incomplete_section(runs: Sequence[RunRecord]) -> ReportSection:
         f"{len(df)} job(s) did not complete. They are listed here and in `runs.csv`, and are neither "
         "reached nor censored in the statistics (excluded from n). `running/stale` = status says running "
         "but it has not been updated recently; `no status` = Hydra created the job dir but the job died "
-        "before writing status.json."
+        f"before writing {STATUS_FILE}."
     )
     return ReportSection("Failed / incomplete jobs", text, [ReportTable(df, "")])
 
@@ -110,9 +112,9 @@ def figures_section(figures: Mapping[str, Path | None], measures_missing: bool) 
         "progress_measures": "Progress measures against epoch: median and inter-quartile band, per condition.",
     }
     figs = [ReportFigure(p, captions[k]) for k, p in figures.items() if k in captions and p is not None]
-    text = "" if figs else "No metrics.csv found in the completed runs: no curves to draw."
+    text = "" if figs else f"No {METRICS_FILE} found in the completed runs: no curves to draw."
     if measures_missing:
-        text += ("\n\n" if text else "") + "No progress-measure columns found in measures.csv: panel omitted."
+        text += ("\n\n" if text else "") + f"No progress-measure columns found in {MEASURES_FILE}: panel omitted."
     return ReportSection("Training curves and progress measures", text, figures=figs)
 
 

@@ -9,8 +9,12 @@ script without any Hydra config at all.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields, is_dataclass
-from typing import Any, List, Mapping, Optional, get_type_hints
+from dataclasses import dataclass, field
+from typing import Any, List, Optional
+
+from groktransfer.choices import Choice
+from groktransfer.config.schema import LoggerMode, to_typed
+from groktransfer.rundir import Status
 
 DEFAULT_MEASURES = [
     "restricted_loss",
@@ -20,6 +24,13 @@ DEFAULT_MEASURES = [
     "gini_W_E",
     "gini_W_L",
 ]
+
+
+class AfterEnd(Choice):
+    """What a run contributes to a median curve after its last eval."""
+
+    hold = "hold"
+    drop = "drop"
 
 
 @dataclass
@@ -40,8 +51,8 @@ class CurveSettings:
     faithful extrapolation of accuracy); ``drop`` lets the run stop contributing.
     """
 
-    include_statuses: List[str] = field(default_factory=lambda: ["completed"])
-    after_end: str = "hold"  # hold | drop
+    include_statuses: List[str] = field(default_factory=lambda: [str(Status.COMPLETED)])
+    after_end: AfterEnd = AfterEnd.hold
     max_points: int = 400
 
 
@@ -52,7 +63,7 @@ class AnalysisSettings:
     out_dir: Optional[str] = None
     baseline: str = "random"
     compare: List[str] = field(default_factory=lambda: ["grokked", "memorized"])
-    # None = every threshold found in the runs' status.json
+    # None = every threshold found in the runs' status records
     thresholds: Optional[List[float]] = None
     # threshold of the stdout summary; falls back to the highest one available
     headline_threshold: float = 0.999
@@ -72,7 +83,7 @@ class AnalysisSettings:
 class WandbSettings:
     """Optional W&B logging of the analysis as a run with job_type ``analysis``."""
 
-    mode: str = "disabled"  # disabled | offline | online
+    mode: LoggerMode = LoggerMode.disabled
     project: str = "groktransfer"
     entity: Optional[str] = None
     # None = the training runs' logger.group, else their experiment name
@@ -101,35 +112,6 @@ def register_analyze_config() -> None:
     ConfigStore.instance().store(name="analyze_schema", node=AnalyzeJobConfig)
 
 
-def _fill(cls: type, values: Mapping[str, Any] | None) -> Any:
-    """Build dataclass ``cls`` from a (possibly partial) mapping, recursing into nested ones."""
-    values = dict(values or {})
-    hints = get_type_hints(cls)
-    unknown = set(values) - {f.name for f in fields(cls)}
-    if unknown:
-        raise ValueError(f"unknown {cls.__name__} key(s): {sorted(unknown)}")
-    kwargs = {}
-    for f in fields(cls):
-        if f.name not in values:
-            continue
-        v = values[f.name]
-        if is_dataclass(hints[f.name]) and isinstance(v, Mapping):
-            v = _fill(hints[f.name], v)
-        kwargs[f.name] = v
-    return cls(**kwargs)
-
-
 def to_settings(cfg: Any) -> AnalyzeJobConfig:
-    """Turn a Hydra DictConfig, a plain dict, an ``AnalyzeJobConfig`` or None into settings."""
-    if cfg is None:
-        return AnalyzeJobConfig()
-    if isinstance(cfg, AnalyzeJobConfig):
-        return cfg
-    try:
-        from omegaconf import DictConfig, OmegaConf
-
-        if isinstance(cfg, DictConfig):
-            cfg = OmegaConf.to_container(cfg, resolve=True)
-    except ImportError:  # pragma: no cover - omegaconf is a hard dependency
-        pass
-    return _fill(AnalyzeJobConfig, cfg)
+    """A Hydra DictConfig, a (partial) plain dict, an ``AnalyzeJobConfig`` or None as settings."""
+    return to_typed(AnalyzeJobConfig, cfg, label="analyze")

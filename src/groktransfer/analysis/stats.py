@@ -22,11 +22,13 @@ from typing import Iterable, Sequence
 import numpy as np
 import pandas as pd
 
+from groktransfer.rundir import threshold_key
+
 from .collect import RunRecord
 
 METHOD_TEXT = """\
 Epochs to threshold t is the first evaluated epoch at which test accuracy reached t \
-(from each run's status.json). Only completed runs enter the statistics. A completed run \
+(from each run's status record). Only completed runs enter the statistics. A completed run \
 that never reached t is censored: its value is its last completed epoch, which is a lower \
 bound of its true epochs-to-t; censored runs are counted (n censored) and never dropped. \
 Failed, stopped, still-running and crashed jobs are neither reached nor censored: they are \
@@ -61,11 +63,6 @@ def method_text(n_resamples: int, confidence: float, seed: int) -> str:
     return METHOD_TEXT.format(
         B=n_resamples, pct=100 * confidence, lo_q=100 * alpha, hi_q=100 * (1 - alpha), seed=seed
     )
-
-
-def threshold_key(t: float) -> str:
-    """Canonical text of a threshold, as used in column names (``0.999``)."""
-    return f"{t:g}"
 
 
 def thresholds_in(runs: Iterable[RunRecord]) -> list[float]:

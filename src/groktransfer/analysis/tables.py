@@ -12,7 +12,9 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from .collect import RunRecord
+from groktransfer.rundir import Status
+
+from .collect import NO_STATUS, UNREADABLE, RunRecord
 from .stats import format_epochs, format_ratio, observe, threshold_key
 
 FINAL_KEYS = ("train_loss", "test_loss", "train_acc", "test_acc")
@@ -71,7 +73,8 @@ def status_counts(runs: Sequence[RunRecord], conditions: Sequence[str]) -> pd.Da
     df = pd.DataFrame({"condition": [r.condition for r in runs], "status": [r.status_label for r in runs]})
     table = pd.crosstab(df.condition, df.status)
     order = [c for c in conditions if c in table.index] + [c for c in table.index if c not in conditions]
-    preferred = ["completed", "running", "running/stale", "stopped", "failed", "no status", "unreadable"]
+    statuses = (Status.COMPLETED, Status.RUNNING, f"{Status.RUNNING}/stale", Status.STOPPED, Status.FAILED)
+    preferred = [str(s) for s in statuses] + [NO_STATUS, UNREADABLE]
     cols = [c for c in preferred if c in table.columns] + sorted(c for c in table.columns if c not in preferred)
     table = table.loc[order, cols]
     table["total"] = table.sum(axis=1)

@@ -14,6 +14,8 @@ from typing import Sequence
 
 import pandas as pd
 
+from groktransfer.rundir import WANDB_DIR
+
 from .collect import RunRecord
 from .settings import WandbSettings
 
@@ -51,7 +53,7 @@ def log_analysis(
             group=group,
             job_type="analysis",
             name=settings.name or f"analysis-{group or 'sweep'}",
-            mode=settings.mode,
+            mode=str(settings.mode),
             dir=str(out_dir),
             config={"sweeps": sorted({str(r.sweep) for r in runs}), "n_runs": len(runs)},
         )
@@ -63,6 +65,6 @@ def log_analysis(
             run.summary.update(summary)
         finally:
             run.finish()
-        return f"W&B: logged analysis run ({settings.mode}, group={group}) under {out_dir / 'wandb'}"
+        return f"W&B: logged analysis run ({settings.mode}, group={group}) under {out_dir / WANDB_DIR}"
     except Exception as exc:  # noqa: BLE001 - W&B must never break the analysis
         return f"W&B logging skipped: {type(exc).__name__}: {exc}"

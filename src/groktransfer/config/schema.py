@@ -3,16 +3,99 @@
 Each dataclass is registered in Hydra's ConfigStore (see ``register_configs``) as
 the *base* of its group's YAML files, so a misspelt key or a value of the wrong
 type fails when Hydra composes the config -- before any directory is created or
-any epoch is trained. Semantic checks that a type system cannot express (p prime,
-fractions in range, source/target shapes) live in ``groktransfer.config.validate``.
+any epoch is trained. Every choice (task, activation, transfer condition and
+component actions, checkpoint pick, logger name and mode) is an Enum, so a wrong
+choice fails at compose time too, listing the allowed values. Semantic checks that a
+type system cannot express (p prime, fractions in range, source/target shapes) live
+in ``groktransfer.config.validate``.
+
+``to_typed`` is the one conversion from a composed DictConfig (or a plain mapping) to
+these dataclasses; every default is written once, here.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Mapping, Optional, Type, TypeVar, Union
 
-from omegaconf import MISSING
+from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
+
+from groktransfer.choices import Choice
+from groktransfer.errors import UserError
+
+
+class ConfigError(UserError, ValueError):
+    """A config that cannot describe a valid job. The message lists every problem."""
+
+
+# --------------------------------------------------------------------------- choices
+class TaskName(Choice):
+    """The arithmetic tasks of ``groktransfer.tasks.TASKS`` (kept equal by a test)."""
+
+    add = "add"
+    subtract = "subtract"
+    multiply = "multiply"
+    divide = "divide"
+    x2xyy2 = "x2xyy2"
+    int_add = "int_add"
+
+
+class Activation(Choice):
+    relu = "relu"
+    gelu = "gelu"
+
+
+class Normalization(Choice):
+    LN = "LN"
+
+
+class OptimizerName(Choice):
+    adamw = "adamw"
+
+
+class Condition(Choice):
+    """Transfer conditions: where the target's initial weights come from."""
+
+    random = "random"
+    grokked = "grokked"
+    memorized = "memorized"
+
+
+class Component(Choice):
+    """The units a transfer condition copies, re-initialises or freezes."""
+
+    embed = "embed"
+    pos_embed = "pos_embed"
+    attn = "attn"
+    mlp = "mlp"
+    unembed = "unembed"
+
+
+class ComponentAction(Choice):
+    """copy; reinit = keep the fresh init; freeze = copy and do not train."""
+
+    copy = "copy"
+    reinit = "reinit"
+    freeze = "freeze"
+
+
+class Pick(Choice):
+    """Which of the qualifying source checkpoints: the earliest or the latest."""
+
+    first = "first"
+    last = "last"
+
+
+class LoggerName(Choice):
+    wandb = "wandb"
+    none = "none"
+
+
+class LoggerMode(Choice):
+    online = "online"
+    offline = "offline"
+    disabled = "disabled"
 
 
 @dataclass
@@ -23,7 +106,7 @@ class TaskConfig:
     so a seed sweep changes the split *and* the init unless either is pinned.
     """
 
-    name: str = MISSING  # add | subtract | multiply | divide | x2xyy2 | int_add
+    name: TaskName = MISSING
     p: int = 113
     frac_train: float = 0.3
     data_seed: Optional[int] = None
@@ -45,8 +128,8 @@ class ModelConfig:
     d_model: int = 128
     d_head: int = 32
     d_mlp: int = 512
-    act: str = "relu"  # relu | gelu
-    normalization: Optional[str] = None  # None | LN
+    act: Activation = Activation.relu
+    normalization: Optional[Normalization] = None
     n_ctx: int = 3
     d_vocab: Optional[int] = None
     d_vocab_out: Optional[int] = None
@@ -60,7 +143,7 @@ class ModelConfig:
 class OptimizerConfig:
     """AdamW with a linear warm-up, as in Nanda et al. (2023)."""
 
-    name: str = "adamw"
+    name: OptimizerName = OptimizerName.adamw
     lr: float = 1e-3
     weight_decay: float = 1.0
     betas: List[float] = field(default_factory=lambda: [0.9, 0.98])
@@ -89,6 +172,9 @@ class TrainConfig:
     keep_checkpoints: bool = True
     # wall-clock budget for the training loop; exceeded -> the job is marked failed (timeout)
     timeout_minutes: Optional[float] = None
+    # run the torch profiler around this many epochs and write its trace into the run
+    # directory (conf/debug/profile.yaml); 0 = off
+    profile_epochs: int = 0
 
 
 @dataclass
@@ -105,7 +191,7 @@ class CheckpointCriteria:
     min_test_acc: float = 0.0
     max_test_acc: float = 1.0
     held_for: int = 0
-    pick: str = "first"
+    pick: Pick = Pick.first
 
 
 @dataclass
@@ -116,7 +202,7 @@ class SourceConfig:
     optimizer), so only what differs has to be spelt out.
     """
 
-    task: str = "add"
+    task: TaskName = TaskName.add
     p: Optional[int] = None
     frac_train: Optional[float] = None
     source_seed: Optional[int] = None
@@ -137,22 +223,16 @@ class TransferConfig:
     copy | reinit | freeze (freeze = copy and do not train).
     """
 
-    name: str = MISSING  # random | grokked | memorized
+    name: Condition = MISSING
     source: SourceConfig = field(default_factory=SourceConfig)
     grokked: CheckpointCriteria = field(
         default_factory=lambda: CheckpointCriteria(min_train_acc=0.999, min_test_acc=0.999, held_for=100)
     )
     memorized: CheckpointCriteria = field(
-        default_factory=lambda: CheckpointCriteria(min_train_acc=0.999, max_test_acc=0.2, pick="first")
+        default_factory=lambda: CheckpointCriteria(min_train_acc=0.999, max_test_acc=0.2, pick=Pick.first)
     )
-    components: Dict[str, str] = field(
-        default_factory=lambda: {
-            "embed": "copy",
-            "pos_embed": "copy",
-            "attn": "copy",
-            "mlp": "copy",
-            "unembed": "copy",
-        }
+    components: Dict[Component, ComponentAction] = field(
+        default_factory=lambda: {c: ComponentAction.copy for c in Component}
     )
     reset_optimizer: bool = True
 
@@ -169,8 +249,8 @@ class MeasuresConfig:
 class LoggerConfig:
     """Weights & Biases sink. Local run files are always written regardless."""
 
-    name: str = "wandb"
-    mode: str = "offline"  # online | offline | disabled
+    name: LoggerName = LoggerName.wandb
+    mode: LoggerMode = LoggerMode.offline
     project: str = "groktransfer"
     entity: Optional[str] = None
     group: Optional[str] = None
@@ -204,8 +284,6 @@ class TrainJobConfig:
     experiment_name: str = "default"
     seed: int = 0
     force: bool = False
-    # test-only fault injection (issue: resilience); never set in normal use
-    debug: Dict[str, Any] = field(default_factory=dict)
 
 
 def register_configs() -> None:
@@ -219,3 +297,44 @@ def register_configs() -> None:
     cs.store(group="optimizer", name="optimizer_schema", node=OptimizerConfig)
     cs.store(group="transfer", name="transfer_schema", node=TransferConfig)
     cs.store(group="logger", name="logger_schema", node=LoggerConfig)
+
+
+T = TypeVar("T")
+
+
+def to_typed(schema: Type[T], cfg: Union[T, DictConfig, Mapping[str, Any], None], label: str = "") -> T:
+    """The one DictConfig/mapping -> dataclass conversion (``OmegaConf.to_object``).
+
+    Merging onto the schema fills every default from the dataclass itself and checks
+    keys, types and Enum choices the same way Hydra does at compose time; a problem
+    raises ``ConfigError`` naming the key (prefixed with ``label``) and, for a choice,
+    the allowed values.
+    """
+    if isinstance(cfg, schema):
+        return cfg
+    prefix = f"{label}." if label else ""
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(schema), cfg if cfg is not None else {})
+        return OmegaConf.to_object(merged)  # type: ignore[return-value]
+    except ConfigKeyError as exc:
+        raise ConfigError(f"unknown {label or schema.__name__} config key {prefix}{exc.full_key}") from None
+    except ValidationError as exc:
+        raise ConfigError(f"{prefix}{exc.full_key}: {_first_line(exc.msg)}") from None
+    except OmegaConfBaseException as exc:
+        raise ConfigError(f"{label or schema.__name__}: {_first_line(str(exc))}") from None
+
+
+def _first_line(text: str) -> str:
+    return str(text).strip().splitlines()[0]
+
+
+def to_plain(cfg: Any) -> Dict[str, Any]:
+    """A dataclass config (or DictConfig) as plain JSON-able data, choices as their names.
+
+    What run identities, source-cache hashes, W&B and the run's config copy see: Enum members
+    become the same strings the YAML files hold, so hashes do not depend on Python types.
+    """
+    node = cfg if isinstance(cfg, DictConfig) else OmegaConf.structured(cfg)
+    data = OmegaConf.to_container(node, resolve=True, enum_to_str=True)
+    assert isinstance(data, dict)
+    return data  # type: ignore[return-value]

@@ -22,9 +22,12 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Mapping, Optional, Protocol, Sequence, Type, runtime_checkable
 
+from groktransfer.rundir import Status
+
 log = logging.getLogger(__name__)
 
-STATUSES = ("completed", "failed", "stopped")
+#: How a sink can be finished: every final status of a run.
+STATUSES = (Status.COMPLETED, Status.FAILED, Status.STOPPED)
 
 
 @dataclass(frozen=True)
@@ -66,10 +69,10 @@ class Sink(Protocol):
         """Threshold epochs and final values; at the end and possibly at checkpoints."""
 
     def log_checkpoint(self, path: Path, epoch: int, final: bool) -> None:
-        """A checkpoint file was written (``final`` for ``checkpoints/final.pt``)."""
+        """A checkpoint file was written (``final`` for the run's final checkpoint)."""
 
-    def finish(self, status: str) -> None:
-        """Close the sink: 'completed' | 'failed' | 'stopped'. Must be idempotent."""
+    def finish(self, status: Status) -> None:
+        """Close the sink with one of ``STATUSES``. Must be idempotent."""
 
 
 def _name(index: int, sink: object) -> str:
@@ -80,9 +83,9 @@ class SinkGroup:
     """Several sinks behind the ``Sink`` interface, with failure isolation.
 
     Use as a context manager so the sinks are finished on every path out of the
-    training loop: ``__exit__`` calls ``finish('failed')`` when an exception is
-    propagating (``'stopped'`` for KeyboardInterrupt, i.e. SIGINT), ``'completed'``
-    otherwise, unless ``finish`` was already called.
+    training loop: ``__exit__`` finishes with ``Status.FAILED`` when an exception is
+    propagating (``Status.STOPPED`` for KeyboardInterrupt, i.e. SIGINT),
+    ``Status.COMPLETED`` otherwise, unless ``finish`` was already called.
     """
 
     def __init__(self, sinks: Sequence[Sink], *, required: Sequence[Sink] = ()) -> None:
@@ -94,7 +97,7 @@ class SinkGroup:
         self._disabled: set[int] = set()
         self._started: set[int] = set()  # indices whose start() was attempted
         self._warned: set[tuple[object, str]] = set()
-        self._finished_status: Optional[str] = None
+        self._finished_status: Optional[Status] = None
 
     # -- introspection -------------------------------------------------------------
     @property
@@ -164,13 +167,13 @@ class SinkGroup:
                 self._failed(i, "start", exc)
 
     def _abort_started(self, exclude: int) -> None:
-        """A required start failed: close what was already opened, as 'failed'."""
+        """A required start failed: close what was already opened, as failed."""
         for j in sorted(self._started - {exclude}):
             try:
-                self._sinks[j].finish("failed")
+                self._sinks[j].finish(Status.FAILED)
             except Exception as exc:  # noqa: BLE001
                 self._failed(j, "finish", exc)
-        self._finished_status = "failed"
+        self._finished_status = Status.FAILED
 
     def log_metrics(self, epoch: int, metrics: Mapping[str, float]) -> None:
         self._call("log_metrics", epoch, metrics)
@@ -186,15 +189,16 @@ class SinkGroup:
     def log_checkpoint(self, path: Path, epoch: int, final: bool) -> None:
         self._call("log_checkpoint", Path(path), epoch, final)
 
-    def finish(self, status: str) -> None:
+    def finish(self, status: Status) -> None:
         """Finish every started sink once, *including* disabled ones.
 
         A sink disabled after a logging error may still hold resources (an open W&B
-        run that would otherwise be left 'running' or leak into the next job of the
+        run that would otherwise be left running or leak into the next job of the
         same process), so finishing is always attempted.
         """
         if status not in STATUSES:
-            raise ValueError(f"status must be one of {STATUSES}, got {status!r}")
+            raise ValueError(f"status must be one of {[str(s) for s in STATUSES]}, got {status!r}")
+        status = Status(status)
         if self.finished:
             return
         self._finished_status = status
@@ -217,9 +221,9 @@ class SinkGroup:
         if self.finished:
             return
         if exc_type is None:
-            status = "completed"
+            status = Status.COMPLETED
         elif issubclass(exc_type, KeyboardInterrupt):
-            status = "stopped"
+            status = Status.STOPPED
         else:
-            status = "failed"
+            status = Status.FAILED
         self.finish(status)

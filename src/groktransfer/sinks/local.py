@@ -1,10 +1,10 @@
 """The local sink: the run directory's CSV files, the analysis' source of truth.
 
-Files (see ``docs/architecture.md``)::
+Files (names and columns: ``groktransfer.rundir``)::
 
-    metrics.csv         epoch,train_loss,test_loss,train_acc,test_acc,lr[,extra keys...]
-    measures.csv        epoch + scalar measures (union of every key seen, stable order)
-    measures_freqs.csv  long format: epoch + the keys of each per-frequency row
+    METRICS_FILE   METRIC_COLUMNS [+ extra keys...]
+    MEASURES_FILE  epoch + scalar measures (union of every key seen, stable order)
+    FREQS_FILE     long format: epoch + the keys of each per-frequency row
 
 Why rewrite instead of append: an appended CSV is torn by a SIGKILL mid-line, and its
 header cannot grow when a new measure shows up. So every table is held in memory and
@@ -15,7 +15,7 @@ rewrite is a join plus one write.
 
 When the files are written -- the flush policy:
 
-* ``log_metrics`` (every eval, ~every 10 epochs) only buffers; ``metrics.csv`` is
+* ``log_metrics`` (every eval, ~every 10 epochs) only buffers; the metrics table is
   rewritten when at least ``flush_interval_s`` (default 5 s) has passed since its last
   write. There is no background thread: between calls nothing happens, which is fine
   because nothing new exists between calls either. These timed rewrites skip fsync
@@ -23,7 +23,7 @@ When the files are written -- the flush policy:
   SIGKILL only needs ``os.replace``; fsync only matters for a machine crash.
 * ``log_measures``, ``log_checkpoint``, ``log_summary`` and ``finish`` rewrite every
   table that changed, fsynced. The trainer should call them *before* it saves
-  ``resume.pt`` for that epoch, so the files on disk always cover the epoch a resumed
+  the resume state for that epoch, so the files on disk always cover the epoch a resumed
   job restarts from.
 
 Resume: with ``meta.resume`` the existing files are loaded and rows with
@@ -48,14 +48,11 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Optional, Sequence
 
 from groktransfer import atomic
+from groktransfer.rundir import FREQS_FILE, MEASURES_FILE, METRIC_COLUMNS, METRICS_FILE, RESUME_FILE
 from groktransfer.sinks.base import RunMeta
 
 log = logging.getLogger(__name__)
 
-METRICS_FILE = "metrics.csv"
-MEASURES_FILE = "measures.csv"
-FREQS_FILE = "measures_freqs.csv"
-METRIC_COLUMNS = ("epoch", "train_loss", "test_loss", "train_acc", "test_acc", "lr")
 DEFAULT_FLUSH_INTERVAL_S = 5.0
 
 
@@ -208,7 +205,7 @@ class CsvTable:
 
 
 class LocalSink:
-    """Writes ``metrics.csv``, ``measures.csv`` and ``measures_freqs.csv`` (see module doc)."""
+    """Writes the metrics, measures and per-frequency tables (see module doc)."""
 
     def __init__(
         self,
@@ -255,8 +252,8 @@ class LocalSink:
             if meta.resume_epoch is not None and (last is None or last < meta.resume_epoch):
                 log.warning(
                     "resume from epoch %s but %s ends at epoch %s: rows in between were "
-                    "never flushed and will be missing (save resume.pt after logging)",
-                    meta.resume_epoch, METRICS_FILE, last,
+                    "never flushed and will be missing (save %s after logging)",
+                    meta.resume_epoch, METRICS_FILE, last, RESUME_FILE,
                 )
         self._metrics, self._measures, self._freqs = tables
         self._finished = False
@@ -303,7 +300,7 @@ class LocalSink:
         self.flush()
 
     def log_summary(self, summary: Mapping[str, Any]) -> None:
-        """Flush only: thresholds and final values live in ``status.json`` (run.py)."""
+        """Flush only: thresholds and final values live in the status record (run.py)."""
         self._check_open()
         self.flush()
 

@@ -31,26 +31,22 @@ Choices, and why (wandb 0.31):
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 import re
-import subprocess
-import sys
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
-from groktransfer.config.schema import LoggerConfig
+from groktransfer.config.schema import LoggerConfig, LoggerMode
+from groktransfer.rundir import MEASURES_FILE, WANDB_DIR, Status
 from groktransfer.sinks.base import RunMeta
-from groktransfer.sinks.local import MEASURES_FILE
 
 log = logging.getLogger(__name__)
 
-MODES = ("online", "offline", "disabled")
+MODES = LoggerMode.values()
 INIT_TIMEOUT_S = 30.0
 FINISH_TIMEOUT_S = 60.0
-EXIT_CODES = {"completed": 0, "failed": 1, "stopped": 130}  # 130 = killed by SIGINT
+EXIT_CODES = {Status.COMPLETED: 0, Status.FAILED: 1, Status.STOPPED: 130}  # 130 = killed by SIGINT
 KEY_FREQS = "key_freqs"  # the string measure listed in the key-frequency table
 _UNSAFE_KEY = re.compile(r"[^A-Za-z0-9_/]")
 
@@ -177,12 +173,12 @@ class WandbSink:
         }
 
     def start(self, run_dir: Path, config: Mapping[str, Any], meta: RunMeta) -> None:
-        if self.cfg.mode == "disabled":
+        if self.cfg.mode == LoggerMode.disabled:
             return
         import wandb
 
         if self.active:  # a previous job's run on this very sink: never share it
-            self.finish("failed")
+            self.finish(Status.FAILED)
         self._finished = False
         self._last_epoch = None
         self._key_freq_rows = []
@@ -193,7 +189,7 @@ class WandbSink:
         if meta.resume:
             self._seed_key_freqs(run_dir, meta.resume_epoch)
         run = wandb.init(
-            mode=self.cfg.mode,
+            mode=str(self.cfg.mode),
             project=self.cfg.project,
             entity=self.cfg.entity,
             group=self.cfg.group or meta.group or meta.experiment,
@@ -214,7 +210,7 @@ class WandbSink:
         run.summary.update({"run_id": meta.run_id, "run_dir": str(run_dir.resolve())})
 
     def _seed_key_freqs(self, run_dir: Path, resume_epoch: Optional[int]) -> None:
-        """On resume, refill the key-frequency table from ``measures.csv`` (the contract).
+        """On resume, refill the key-frequency table from the run's measures table.
 
         The table is logged once at finish, so without this a resumed run's table
         would only show the checkpoints after the restart.
@@ -310,7 +306,7 @@ class WandbSink:
         else:
             self._log(epoch, data)
 
-    def finish(self, status: str) -> None:
+    def finish(self, status: Status) -> None:
         """Log the tables, record the status, and always finish the W&B run."""
         if not self.active:  # never started, already finished, or finished by wandb
             run, self.run, self._finished = self.run, None, True
@@ -322,7 +318,7 @@ class WandbSink:
             try:
                 self._log_tables()
             finally:
-                run.summary["status"] = status
+                run.summary["status"] = str(status)
         finally:
             self._finished = True
             self.run = None
@@ -332,102 +328,3 @@ class WandbSink:
 def _key_freq_row(epoch: int, value: Any) -> list[Any]:
     text = " ".join(str(v) for v in value) if isinstance(value, (list, tuple)) else str(value)
     return [int(epoch), text, len(text.split())]
-
-
-# -- reading offline runs back ----------------------------------------------------------
-
-
-@dataclass
-class OfflineRun:
-    """What an offline ``.wandb`` transaction log holds, folded into plain Python."""
-
-    path: Path
-    run_id: str = ""
-    name: str = ""
-    project: str = ""
-    group: str = ""
-    job_type: str = ""
-    tags: list[str] = field(default_factory=list)
-    config: dict[str, Any] = field(default_factory=dict)
-    history: list[dict[str, Any]] = field(default_factory=list)
-    summary: dict[str, Any] = field(default_factory=dict)
-    exit_code: Optional[int] = None
-    record_types: list[str] = field(default_factory=list)
-
-
-def offline_run_files(run_dir: Path) -> list[Path]:
-    """The ``.wandb`` files under ``<run_dir>/wandb``, oldest first (sync order).
-
-    ``latest-run`` is a symlink to one of them and is skipped.
-    """
-    wandb_dir = Path(run_dir) / "wandb"
-    files = [
-        p
-        for d in sorted(wandb_dir.glob("offline-run-*"))
-        if d.is_dir() and not d.is_symlink()
-        for p in sorted(d.glob("run-*.wandb"))
-    ]
-    return files
-
-
-def _wandb_cli_env() -> dict[str, str]:
-    """Env for a wandb CLI subprocess: offline, no error reporting, no prompts."""
-    env = dict(os.environ)
-    env.update({"WANDB_MODE": "offline", "WANDB_ERROR_REPORTING": "false", "WANDB_SILENT": "true"})
-    return env
-
-
-def read_offline_records(path: Path, timeout_s: float = 120.0) -> list[dict[str, Any]]:
-    """Every record of a ``.wandb`` file, as JSON, via ``wandb leet inspect --json``.
-
-    wandb >= 0.2x no longer ships a Python reader of the transaction log (the old
-    ``wandb.sdk.internal.datastore`` is gone; wandb-core, in Go, owns the format); the
-    supported reader is the ``leet inspect`` command of the same wandb-core binary.
-    """
-    cmd = [sys.executable, "-m", "wandb", "leet", "inspect", "--json", str(path)]
-    proc = subprocess.run(
-        cmd, capture_output=True, text=True, timeout=timeout_s, env=_wandb_cli_env(), check=False
-    )
-    if proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}): {proc.stderr.strip()}")
-    return [json.loads(line) for line in proc.stdout.splitlines() if line.strip()]
-
-
-def read_offline_run(path: Path) -> OfflineRun:
-    """Fold a ``.wandb`` file (or a run directory holding one) into an ``OfflineRun``.
-
-    History rows are the logged dicts in order; summary is the last value of each key
-    (``summary`` records are updates, applied in order); config is the run record's
-    config plus later config updates (wandb's internal ``_wandb`` key removed).
-    """
-    path = Path(path)
-    if path.is_dir():
-        found = sorted(path.glob("run-*.wandb"))
-        if len(found) != 1:
-            raise FileNotFoundError(f"expected one run-*.wandb in {path}, found {len(found)}")
-        path = found[0]
-    out = OfflineRun(path=path)
-    for rec in read_offline_records(path):
-        kind = rec.get("type", "")
-        body = rec.get(kind, {}) or {}
-        out.record_types.append(kind)
-        if kind == "run":
-            out.run_id = body.get("run_id", "")
-            out.name = body.get("display_name", "")
-            out.project = body.get("project", "")
-            out.group = body.get("run_group", "")
-            out.job_type = body.get("job_type", "")
-            out.tags = list(body.get("tags", []) or [])
-            out.config.update((body.get("config") or {}).get("update", {}))
-        elif kind == "config":
-            out.config.update(body.get("update", {}))
-        elif kind == "history":
-            out.history.append(dict(body.get("item", {})))
-        elif kind == "summary":
-            out.summary.update(body.get("update", {}))
-            for item in body.get("remove", []) or []:
-                out.summary.pop(item.get("key") if isinstance(item, dict) else item, None)
-        elif kind == "exit":
-            out.exit_code = int(body.get("exit_code", 0))
-    out.config.pop("_wandb", None)
-    return out

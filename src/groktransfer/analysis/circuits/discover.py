@@ -1,7 +1,7 @@
 """From a sweep's run records to the checkpoints the circuit analysis reads.
 
-Only the run-directory contract is used (docs/architecture.md): ``status.json``,
-``config.yaml``, ``source.json`` and ``checkpoints/final.pt``. For every completed run
+Only the run-directory contract is used (``groktransfer.rundir``): the status record,
+the config copy, the source record and the final checkpoint. For every completed run
 this finds its final checkpoint, its task, the source checkpoint it started from and
 the source run behind it; for every source, a *reference* checkpoint standing for
 "the algorithm the source learned" (the grokked checkpoint the grokked condition
@@ -27,6 +27,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import yaml
 
+from groktransfer.rundir import CHECKPOINT_DIR, CONFIG_FILE, FINAL_CHECKPOINT, HYDRA_DIR, SOURCE_FILE, RunDir
 from groktransfer.tasks import Task
 
 from ..collect import RunRecord, dig
@@ -189,7 +190,7 @@ def _mlp_copied(source_json: Dict[str, Any]) -> bool:
 
 @dataclass
 class _SourceFacts:
-    """What one run's source.json says about its source."""
+    """What one run's source record says about its source."""
 
     key: str
     task: Optional[TaskRef]
@@ -204,7 +205,7 @@ class _SourceFacts:
 
 def _facts_from_source_json(record: RunRecord, sj: Dict[str, Any], cfg: Dict[str, Any], target: TaskRef
                             ) -> Optional[_SourceFacts]:  # fmt: skip
-    """Read source.json: a cached source run (``source_run_dir`` + ``chosen``) or an
+    """Read a source record: a cached source run (``source_run_dir`` + ``chosen``) or an
     explicit source file (``source_path``)."""
     chosen = sj.get("chosen") if isinstance(sj.get("chosen"), dict) else {}
     configured, seed = _configured_source(cfg, target)
@@ -218,7 +219,7 @@ def _facts_from_source_json(record: RunRecord, sj: Dict[str, Any], cfg: Dict[str
         recorded = str(chosen.get("checkpoint") or "")
         key = str(sj.get("source_run_dir") or Path(recorded).parent.parent)
         roots = _source_search_roots(record, sj.get("source_run_dir"))
-        start = _locate(recorded, roots, ["checkpoints", Path(recorded).name]) if recorded else None
+        start = _locate(recorded, roots, [CHECKPOINT_DIR, Path(recorded).name]) if recorded else None
         lineage: Lineage = ("seed", model_seed) if model_seed is not None else ("source", key)
         role = str(chosen.get("condition") or record.condition or "start")
         return _SourceFacts(key, task, lineage, model_seed, roots, start, recorded, role, _first_int(chosen.get("epoch")))
@@ -238,12 +239,12 @@ def _register_source(record: RunRecord, facts: _SourceFacts, plan: SweepPlan
     explicit source file.
     """
     if facts.task is None:
-        plan.notes.append(f"{record.name}: source.json does not say which task the source learned")
+        plan.notes.append(f"{record.name}: {SOURCE_FILE} does not say which task the source learned")
         return None, None
     group = plan.sources.get(facts.key)
     if group is None:
         group = plan.sources[facts.key] = SourceGroup(facts.key, facts.task, facts.lineage, facts.model_seed)
-        final = _locate(None, facts.roots, ["checkpoints", "final.pt"]) if facts.roots else None
+        final = _locate(None, facts.roots, [CHECKPOINT_DIR, FINAL_CHECKPOINT]) if facts.roots else None
         if final is not None:
             group.reference = CheckpointRef(final, facts.task, f"source {facts.task.pretty} (final)", facts.lineage,
                                             role="reference:final")  # fmt: skip
@@ -273,21 +274,23 @@ def plan_sweep(runs: Sequence[RunRecord]) -> SweepPlan:
         if not rec.completed:
             plan.skipped.append({**info, "why": f"status {rec.status_label}" + (f": {rec.reason}" if rec.reason else "")})
             continue
-        final = rec.run_dir / "checkpoints" / "final.pt"
+        run_dir = RunDir(rec.run_dir)
+        final = run_dir.final_checkpoint_path
         if not final.is_file():
-            plan.skipped.append({**info, "why": "no checkpoints/final.pt"})
+            plan.skipped.append({**info, "why": f"no {CHECKPOINT_DIR}/{FINAL_CHECKPOINT}"})
             continue
-        cfg = read_yaml(rec.run_dir / "config.yaml") or read_yaml(rec.run_dir / ".hydra" / "config.yaml")
-        status = read_json(rec.run_dir / "status.json")
+        cfg = read_yaml(run_dir.config_path) or read_yaml(rec.run_dir / HYDRA_DIR / CONFIG_FILE)
+        record = run_dir.read_status()
+        status = record.as_dict() if record is not None else {}
         task = _target_task(rec.run_dir, cfg, status, rec)
         if task is None:
-            plan.skipped.append({**info, "why": "task name / p not recorded in config.yaml"})
+            plan.skipped.append({**info, "why": f"task name / p not recorded in {CONFIG_FILE}"})
             continue
         model_seed = _first_int(status.get("model_seed"), dig(cfg, "model", "model_seed"), cfg.get("seed"), rec.seed)
         own: Lineage = ("seed", model_seed) if model_seed is not None else ("run", str(rec.run_dir))
         condition = rec.condition or "unknown"
         target = TargetRun(rec, condition, rec.seed, CheckpointRef(final, task, "", own, role="final"))
-        sj = read_json(rec.run_dir / "source.json")
+        sj = read_json(run_dir.source_path)
         facts = _facts_from_source_json(rec, sj, cfg, task) if sj else None
         group, start = _register_source(rec, facts, plan) if facts else (None, None)
         if group is not None:
@@ -319,7 +322,7 @@ def plan_sweep(runs: Sequence[RunRecord]) -> SweepPlan:
     for group in plan.sources.values():
         if group.reference is None and group.starts:
             group.problems.append(
-                "no grokked checkpoint or final.pt of the source run found; "
+                f"no grokked checkpoint or {FINAL_CHECKPOINT} of the source run found; "
                 "similarity to the source uses the only checkpoint available"
             )
             group.reference = next(iter(group.starts.values()))

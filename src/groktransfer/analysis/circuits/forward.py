@@ -73,7 +73,7 @@ def run_all_inputs(
         store["acts"].append(act[:, -1].detach().float())
 
     def add_pattern(layer: int):
-        def fn(pattern: torch.Tensor, hook: Any) -> None:  # [b, h, q, k]
+        def fn(pattern: torch.Tensor, hook: Any) -> None:  # [batch, head, q_pos, k_pos]
             last = mean_last_query_attention(pattern.detach()) * pattern.shape[0]
             attn_sum[layer] = attn_sum.get(layer, 0) + last
 

@@ -13,6 +13,8 @@ from typing import Dict, Optional, Sequence
 import numpy as np
 import pandas as pd
 
+from groktransfer.rundir import CHECKPOINT_DIR, FINAL_CHECKPOINT, SOURCE_FILE
+
 from .discover import COPIED, SAME_INIT
 from .neurons import DOMINANT_MASS, SPECIALISED
 from .profile import CircuitProfile
@@ -66,7 +68,7 @@ def source_text(sc: SweepCircuits) -> str:
     """(1) What circuit the source learned."""
     lines = ["**(1) What circuit the source learned.**", ""]
     if not sc.sources:
-        return "\n".join(lines + ["No source model found (no run in this sweep has a source.json): nothing to compare with."])
+        return "\n".join(lines + [f"No source model found (no run in this sweep has a {SOURCE_FILE}): nothing to compare with."])
     shown = list(sc.sources.values())[:4]
     for src in shown:
         ref = src.reference
@@ -259,5 +261,5 @@ def method_text(sc: SweepCircuits) -> str:
 def skipped_text(sc: SweepCircuits) -> str:
     if not sc.plan.skipped:
         return f"All {len(sc.runs)} completed run(s) with a final checkpoint were analysed."
-    return (f"{len(sc.plan.skipped)} run(s) were not analysed (failed, incomplete or without `checkpoints/final.pt`); "
-            "they are listed in the table below.")  # fmt: skip
+    return (f"{len(sc.plan.skipped)} run(s) were not analysed (failed, incomplete or without "
+            f"`{CHECKPOINT_DIR}/{FINAL_CHECKPOINT}`); they are listed in the table below.")  # fmt: skip

@@ -15,6 +15,8 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import pandas as pd
 
+from groktransfer.rundir import CHECKPOINT_DIR, CONFIG_FILE, FINAL_CHECKPOINT
+
 from ..collect import RunRecord
 from ..report import ReportFigure, ReportSection, ReportTable
 from . import narrative as nar
@@ -39,9 +41,9 @@ SUBDIR = "circuits"
 
 def key_freq_threshold_of(runs: Sequence[RunRecord]) -> float:
     """The key-frequency threshold the runs' own measures used (so numbers agree with
-    measures.csv); the project default when no run records one."""
+    measures table); the project default when no run records one."""
     for rec in runs:
-        cfg = read_yaml(rec.run_dir / "config.yaml")
+        cfg = read_yaml(rec.run_dir / CONFIG_FILE)
         value = (cfg.get("measures") or {}).get("key_freq_threshold") if isinstance(cfg.get("measures"), dict) else None
         if value is not None:
             return float(value)
@@ -132,7 +134,7 @@ def circuit_sections(runs: Sequence[RunRecord], out_dir: Path, settings: Any = N
     elapsed = time.perf_counter() - t0
 
     if runs_df.empty and not sc.sources:
-        text = "No completed run with `checkpoints/final.pt` and no source model: nothing to analyse.\n\n" + nar.skipped_text(sc)
+        text = f"No completed run with `{CHECKPOINT_DIR}/{FINAL_CHECKPOINT}` and no source model: nothing to analyse.\n\n" + nar.skipped_text(sc)
         return [ReportSection("Circuits", text, _skipped_tables(sc))]
     learned = ReportSection(
         "Circuits: what the source and each condition learned",

@@ -17,6 +17,7 @@ from typing import Any, Dict, Optional, Union
 import yaml
 
 from groktransfer.checkpoint import load_checkpoint
+from groktransfer.rundir import CHECKPOINT_DIR, CONFIG_FILE
 from groktransfer.tasks import TASKS, Task
 
 from . import plots
@@ -29,9 +30,9 @@ PathLike = Union[str, Path]
 
 def _split_hint(path: Path, raw: Dict[str, Any], task_name: str) -> tuple[float, int, str]:
     """(frac_train, data_seed, where from) for the train/test accuracies shown next to the
-    circuit: the run's config.yaml when the file sits in a run dir, the paper's config
+    circuit: the run's config copy when the file sits in a run dir, the paper's config
     for its files, else a placeholder (circuit measures use all pairs regardless)."""
-    cfg_path = path.parent.parent / "config.yaml" if path.parent.name == "checkpoints" else None
+    cfg_path = path.parent.parent / CONFIG_FILE if path.parent.name == CHECKPOINT_DIR else None
     if cfg_path is not None and cfg_path.is_file():
         try:
             cfg = yaml.safe_load(cfg_path.read_text()) or {}

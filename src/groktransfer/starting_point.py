@@ -1,0 +1,94 @@
+"""The target job's initial model, built from its transfer condition.
+
+``random``: a fresh model from ``model_seed``. ``grokked`` / ``memorized``: the same
+fresh model, then the components are copied / kept fresh / frozen from a source
+checkpoint -- an explicit file (``transfer.source.path``) or the checkpoint of the
+cached source run that meets the condition's criteria (trained first if missing).
+A resumed job rebuilds only the model's shape and freeze flags: its weights come
+from the resume state.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional
+
+import torch
+
+from groktransfer.checkpoint import load_checkpoint
+from groktransfer.config.schema import Condition, ModelConfig, TrainJobConfig, to_plain
+from groktransfer.config.validate import ResolvedSeeds
+from groktransfer.errors import JobError
+from groktransfer.model import HookedGrokTransformer
+from groktransfer.rundir import RunDir
+from groktransfer.source import SourceCache, SourceSpec, select_checkpoint, source_spec_from_config
+from groktransfer.transfer import TransferPlan, adapt_paper_unembed, apply_transfer, freeze_components
+
+log = logging.getLogger(__name__)
+
+#: Trains a source run into a run directory (``run.train_source_run``).
+TrainSource = Callable[[RunDir, SourceSpec], None]
+
+
+@dataclass
+class StartingPoint:
+    """The model to train, what it was built from (for source.json), carried optimizer state."""
+
+    model: torch.nn.Module
+    record: Optional[Dict[str, Any]] = None
+    optimizer_state: Optional[Dict[str, Any]] = None
+    copied: List[str] = field(default_factory=list)
+
+
+def build_starting_point(
+    job: TrainJobConfig,
+    model_cfg: ModelConfig,
+    seeds: ResolvedSeeds,
+    source_cache: Path,
+    train_source: TrainSource,
+) -> StartingPoint:
+    """The target's initial model for its transfer condition."""
+    model = HookedGrokTransformer(model_cfg, seed=seeds.model_seed)
+    tr = job.transfer
+    if tr.name == Condition.random:
+        return StartingPoint(model)
+
+    record: Dict[str, Any] = {"condition": str(tr.name)}
+    optimizer_state = None
+    if tr.source.path is not None:
+        path = Path(tr.source.path).expanduser().resolve()
+        loaded = load_checkpoint(path)
+        record.update(source_path=str(path), source_format=loaded.source_format, epoch=loaded.epoch, metrics=loaded.metrics)
+        source_state = loaded.state_dict
+    else:
+        spec = source_spec_from_config(job, seeds.source_seed)
+        source_dir = SourceCache(source_cache).get_or_train(spec, train_source)
+        criteria = to_plain(getattr(tr, tr.name))
+        chosen = select_checkpoint(source_dir, str(tr.name), criteria)
+        source_state = load_checkpoint(chosen.path).state_dict
+        record.update(
+            source_hash=spec.content_hash, source_run_dir=str(source_dir.path), spec=spec.as_dict(), chosen=chosen.as_record()
+        )
+        if not tr.reset_optimizer:
+            if chosen.optimizer_path is None:
+                raise JobError(f"reset_optimizer=false but the source has no optimizer state at epoch {chosen.epoch}")
+            optimizer_state = torch.load(chosen.optimizer_path, map_location="cpu", weights_only=True)
+    components = {str(c): str(a) for c, a in tr.components.items()}
+    plan = TransferPlan()
+    source_state = adapt_paper_unembed(source_state, model.state_dict(), plan)
+    applied = apply_transfer(model, source_state, components)
+    applied.notes = plan.notes + applied.notes
+    record["components"] = components
+    record["reset_optimizer"] = bool(tr.reset_optimizer)
+    record["plan"] = applied.as_record()
+    return StartingPoint(model, record, optimizer_state, applied.copied)
+
+
+def model_for_resume(job: TrainJobConfig, model_cfg: ModelConfig, seeds: ResolvedSeeds) -> StartingPoint:
+    """The model a resumed job loads its state into: the right shape and freeze flags."""
+    model = HookedGrokTransformer(model_cfg, seed=seeds.model_seed)
+    if job.transfer.name != Condition.random:
+        freeze_components(model, job.transfer.components)
+    return StartingPoint(model)

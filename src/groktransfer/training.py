@@ -1,0 +1,178 @@
+"""Training inside a run directory: one function for target jobs and source runs alike.
+
+``train_in_run_dir`` opens the sinks, attaches ``RunDirCallbacks`` (and any extra
+trainer callbacks), continues from the resume state if there is one, trains, and
+writes the final checkpoint and the final status record. What differs between a
+target job and a cached source run is only the ``TrainingPlan`` the caller fills in.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Sequence
+
+import torch
+
+from groktransfer.callbacks import RunDirCallbacks, WallClock, load_resume_state
+from groktransfer.checkpoint import save_checkpoint
+from groktransfer.config.schema import (
+    LoggerConfig,
+    MeasuresConfig,
+    ModelConfig,
+    OptimizerConfig,
+    TrainConfig,
+    TrainJobConfig,
+    to_typed,
+)
+from groktransfer.errors import JobError
+from groktransfer.model import HookedGrokTransformer
+from groktransfer.profiling import ProfilerCallback
+from groktransfer.rundir import FINAL_MEASURES, RunDir, RunKind, Status, StatusRecord, library_versions, utc_now
+from groktransfer.sinks import RunMeta, make_sinks
+from groktransfer.source import SourceSpec
+from groktransfer.tasks import Task
+from groktransfer.trainer import Trainer, TrainerCallback, TrainingFailure
+from groktransfer.transfer import carry_optimizer_state
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainingPlan:
+    """Everything ``train_in_run_dir`` needs: what to train, how, and where it logs."""
+
+    task: Task
+    model: torch.nn.Module
+    optimizer: OptimizerConfig
+    train: TrainConfig
+    measures: MeasuresConfig
+    meta: RunMeta
+    config: Dict[str, Any]  # the plain config handed to the sinks
+    logger: Optional[LoggerConfig] = None  # None: the run directory's files only
+    resume_state: Optional[Dict[str, Any]] = None
+    optimizer_state: Optional[Dict[str, Any]] = None  # carried from the source (reset_optimizer=false)
+    copied: List[str] = field(default_factory=list)
+    save_optimizer_states: bool = False
+    callbacks: Sequence[TrainerCallback] = ()  # extra trainer callbacks (the profiler; tests' fault injection)
+
+
+def train_in_run_dir(run_dir: RunDir, plan: TrainingPlan) -> StatusRecord:
+    """Train ``plan.model`` (or continue ``plan.resume_state``), writing every artefact of the run.
+
+    Returns the final status record: ``completed``, or ``failed`` for a failure that
+    is a property of the run (non-finite loss, timeout). Anything else is recorded
+    (``failed`` with the exception, ``stopped`` on Ctrl-C) and re-raised.
+    """
+    resume = plan.resume_state
+    meta = dataclasses.replace(
+        plan.meta, resume=resume is not None, resume_epoch=int(resume["epoch"]) if resume is not None else None
+    )
+    clock = WallClock(float(resume["wall_time_s"]) if resume else 0.0)
+    with make_sinks(plan.logger) as sinks:
+        sinks.start(run_dir.path, plan.config, meta)
+        writer = RunDirCallbacks(
+            run_dir,
+            plan.task,
+            sinks,
+            measures_enabled=plan.measures.enabled,
+            key_freq_threshold=plan.measures.key_freq_threshold,
+            keep_checkpoints=plan.train.keep_checkpoints,
+            save_optimizer_states=plan.save_optimizer_states,
+            clock=clock,
+        )
+        callbacks: List[TrainerCallback] = [writer, *plan.callbacks]
+        if plan.train.profile_epochs > 0:
+            callbacks.append(ProfilerCallback(run_dir.profile_dir, plan.train.profile_epochs))
+        trainer = Trainer(plan.model, plan.task, plan.optimizer, plan.train, callbacks=callbacks)
+        if resume is not None:
+            trainer.load_state_dict(resume)
+            writer.last_measures = dict(resume.get("last_measures", {}))
+            log.info("resumed at epoch %d", trainer.epoch)
+        elif plan.optimizer_state and plan.copied:
+            n = carry_optimizer_state(trainer.optimizer, plan.model, plan.optimizer_state, plan.copied)
+            log.info("carried AdamW state of %d source parameters over", n)
+        try:
+            outcome = trainer.fit()
+        except TrainingFailure as exc:
+            sinks.finish(Status.FAILED)
+            return run_dir.update_status(status=Status.FAILED, reason=exc.reason, failed_epoch=exc.epoch)
+        except KeyboardInterrupt:
+            run_dir.update_status(status=Status.STOPPED, reason="interrupted (resumable from the last checkpoint)")
+            raise
+        except Exception as exc:
+            record = run_dir.read_status()
+            failed_epoch = record.epoch if record is not None and record.epoch is not None else 0
+            run_dir.update_status(status=Status.FAILED, reason=f"{type(exc).__name__}: {exc}", failed_epoch=failed_epoch)
+            raise
+        final = outcome.last_eval
+        if final.epoch % plan.train.checkpoint_every != 0:  # the loop's last eval was not a checkpoint
+            writer.on_checkpoint(trainer, final)
+        save_checkpoint(run_dir.final_checkpoint_path, plan.model, final.epoch, final.as_dict())
+        measures = {k: writer.last_measures[k] for k in FINAL_MEASURES if k in writer.last_measures}
+        summary = {
+            "epoch": final.epoch,
+            "stop_reason": outcome.stop_reason,
+            "thresholds": trainer.thresholds.as_record(),
+            "final": {**final.as_dict(), **measures},
+            "wall_time_s": round(clock.seconds, 2),
+            "train_seconds": round(outcome.train_seconds, 2),
+            "seconds_per_epoch": round(outcome.train_seconds / max(outcome.epochs_trained, 1), 5),
+        }
+        sinks.log_checkpoint(run_dir.final_checkpoint_path, final.epoch, final=True)
+        sinks.log_summary(summary)
+    record = run_dir.update_status(status=Status.COMPLETED, reason=None, finished_at=utc_now(), **summary)
+    run_dir.resume_path.unlink(missing_ok=True)  # finished: nothing left to resume
+    return record
+
+
+# ---------------------------------------------------------------------------
+# source runs
+# ---------------------------------------------------------------------------
+def train_source_run(run_dir: RunDir, spec: SourceSpec, job: TrainJobConfig) -> None:
+    """Train a source run into the cache (local files only, every checkpoint and optimizer state kept)."""
+    task = Task(spec.task["name"], spec.task["p"], spec.task["frac_train"], spec.task["data_seed"])
+    model_cfg = resolved_model_config(to_typed(ModelConfig, {**spec.model, "model_seed": spec.model_seed}), task)
+    train_cfg = dataclasses.replace(job.train, **spec.train, keep_checkpoints=True, profile_epochs=0)
+    resume_state = load_resume_state(run_dir) if run_dir.resume_path.exists() else None
+    run_dir.update_status(
+        status=Status.RUNNING,
+        reason=None,
+        kind=RunKind.SOURCE,
+        task=task.name,
+        p=task.p,
+        condition=RunKind.SOURCE.value,
+        seed=spec.model_seed,
+        max_epochs=train_cfg.max_epochs,
+        started_at=utc_now(),
+        versions=library_versions(),
+        spec=spec.as_dict(),
+    )
+    plan = TrainingPlan(
+        task=task,
+        model=HookedGrokTransformer(model_cfg, seed=spec.model_seed),
+        optimizer=to_typed(OptimizerConfig, spec.optimizer),
+        train=train_cfg,
+        measures=MeasuresConfig(enabled=True, key_freq_threshold=job.measures.key_freq_threshold),
+        meta=RunMeta(
+            run_id=f"source-{spec.content_hash}",
+            experiment=RunKind.SOURCE.value,
+            task=task.name,
+            condition=RunKind.SOURCE.value,
+            seed=spec.model_seed,
+        ),
+        config=spec.as_dict(),
+        resume_state=resume_state,
+        save_optimizer_states=True,
+    )
+    record = train_in_run_dir(run_dir, plan)
+    if record.status == Status.FAILED:
+        raise JobError(f"the source run {run_dir.path} failed: {record.reason} at epoch {record.failed_epoch}")
+
+
+def resolved_model_config(model_cfg: ModelConfig, task: Task) -> ModelConfig:
+    """``model_cfg`` with the vocab sizes the task implies filled in."""
+    return dataclasses.replace(
+        model_cfg, d_vocab=model_cfg.d_vocab or task.d_vocab, d_vocab_out=model_cfg.d_vocab_out or task.d_vocab_out
+    )
