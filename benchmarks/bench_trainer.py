@@ -3,7 +3,7 @@
 ``bench_epoch.py`` times the model's step in isolation; this times the product:
 
   (1) ``Trainer.fit`` with the default cadence (eval every 10 epochs) and no callbacks,
-  (2) the full job loop (``run.train_in_run_dir``: local CSV sink, a checkpoint, a resume
+  (2) the full job loop (``training.train_in_run_dir``: local CSV sink, a checkpoint, a resume
       state and progress measures every ``checkpoint_every`` epochs),
   (3) the same with measures switched off,
 
@@ -21,13 +21,13 @@ from pathlib import Path
 
 import torch
 
-from groktransfer.config.schema import ModelConfig, OptimizerConfig, TrainConfig
+from groktransfer.config.schema import MeasuresConfig, ModelConfig, OptimizerConfig, TrainConfig
 from groktransfer.model import HookedGrokTransformer
 from groktransfer.rundir import RunDir
-from groktransfer.run import train_in_run_dir
-from groktransfer.sinks import RunMeta, make_sinks
+from groktransfer.sinks import RunMeta
 from groktransfer.tasks import Task
 from groktransfer.trainer import Trainer
+from groktransfer.training import TrainingPlan, train_in_run_dir
 
 
 def _model(task: Task) -> HookedGrokTransformer:
@@ -47,23 +47,18 @@ def time_trainer(task: Task, epochs: int, checkpoint_every: int) -> float:
 
 def time_job(task: Task, epochs: int, checkpoint_every: int, measures: bool) -> float:
     with tempfile.TemporaryDirectory() as tmp:
-        run_dir = RunDir(Path(tmp))
-        sinks = make_sinks({"name": "none"})
-        meta = RunMeta(run_id="bench", experiment="bench", task=task.name, condition="random", seed=0)
-        with sinks:
-            sinks.start(run_dir.path, {}, meta)
-            start = time.perf_counter()
-            train_in_run_dir(
-                run_dir,
-                task=task,
-                model=_model(task),
-                optimizer_cfg=OptimizerConfig(),
-                train_cfg=_train_cfg(epochs, checkpoint_every),
-                sinks=sinks,
-                measures_enabled=measures,
-                key_freq_threshold=0.85,
-            )
-            return (time.perf_counter() - start) / epochs
+        plan = TrainingPlan(
+            task=task,
+            model=_model(task),
+            optimizer=OptimizerConfig(),
+            train=_train_cfg(epochs, checkpoint_every),
+            measures=MeasuresConfig(enabled=measures),
+            meta=RunMeta(run_id="bench", experiment="bench", task=task.name, condition="random", seed=0),
+            config={},
+        )
+        start = time.perf_counter()
+        train_in_run_dir(RunDir(Path(tmp)), plan)  # local files only (plan.logger is None)
+        return (time.perf_counter() - start) / epochs
 
 
 def main() -> None:

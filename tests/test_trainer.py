@@ -22,7 +22,7 @@ def test_threshold_tracker_first_crossing_held_and_streak() -> None:
     assert tr.held_for(50) == 10  # the streak restarted at 40
     restored = ThresholdTracker([0.5, 0.9])
     restored.load_state_dict(tr.state_dict())
-    assert restored.as_record() == rec and restored.streak_start == 40
+    assert restored.as_record() == rec and restored.streak.start == 40
 
 
 def test_warmup_matches_the_paper() -> None:

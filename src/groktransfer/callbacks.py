@@ -2,7 +2,7 @@
 
 At every checkpoint ``RunDirCallbacks`` writes, in this order: the checkpoint file
 (and, for source runs, the optimizer state), the progress measures, the tables
-(flushed by the sinks), ``resume.pt``, then the status record. A job killed at any
+(flushed by the sinks), the resume state, then the status record. A job killed at any
 instant therefore leaves tables that cover every epoch its resume state restarts from.
 """
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 import os
 import pickle
 import re
-import tempfile
 from dataclasses import asdict, dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -31,6 +30,7 @@ from typing import Any, Dict, List, Literal, Mapping, Optional, Tuple, Union
 
 import torch
 
+from groktransfer.atomic import atomic_open
 from groktransfer.config.schema import ModelConfig, to_typed
 from groktransfer.errors import UserError
 from groktransfer.model import HookedGrokTransformer
@@ -91,35 +91,11 @@ def _plain(value: Any, where: str) -> Any:
 
 
 def _atomic_torch_save(obj: Any, path: Path) -> None:
-    """Write to a temp file in the same directory, fsync, then rename over ``path``.
-
-    A reader (or a job killed mid-write) sees either the old file or the complete new
-    one, never a truncated checkpoint.
-    """
+    """``torch.save`` through ``atomic_open``: a reader (or a job killed mid-write) sees
+    the old file or the complete new one, never a truncated checkpoint."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        try:
-            os.unlink(tmp_name)
-        except FileNotFoundError:
-            pass
-        raise
-    try:  # make the rename itself durable; not possible on every platform
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(dir_fd)
-    except OSError:
-        pass
-    finally:
-        os.close(dir_fd)
+    with atomic_open(path, "wb") as f:
+        torch.save(obj, f)
 
 
 def save_checkpoint(

@@ -28,6 +28,7 @@ from groktransfer.atomic import write_json
 from groktransfer.errors import UserError
 from groktransfer.config.schema import TrainJobConfig, to_plain
 from groktransfer.rundir import RunDir
+from groktransfer.trainer import Streak
 
 log = logging.getLogger(__name__)
 
@@ -148,14 +149,11 @@ def select_checkpoint(run_dir: RunDir, condition: str, criteria: Dict[str, Any])
     ok_arr = ok.to_numpy()
     # qualifying[E]: criterion true at every eval in the window [E - held_for, E]
     qualifying: List[int] = []
-    streak_start: Optional[int] = None
-    for epoch, good in zip(epochs, ok_arr):
-        if good:
-            streak_start = int(epoch) if streak_start is None else streak_start
-            if int(epoch) - streak_start >= held_for and run_dir.checkpoint_path(int(epoch)).exists():
-                qualifying.append(int(epoch))
-        else:
-            streak_start = None
+    streak = Streak()
+    for epoch, good in zip(epochs.tolist(), ok_arr.tolist()):
+        held = streak.update(int(epoch), bool(good))
+        if good and held >= held_for and run_dir.checkpoint_path(int(epoch)).exists():
+            qualifying.append(int(epoch))
     if not qualifying:
         best = metrics.loc[metrics["train_acc"] >= float(criteria["min_train_acc"])]
         hint = ""

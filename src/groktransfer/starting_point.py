@@ -34,7 +34,7 @@ TrainSource = Callable[[RunDir, SourceSpec], None]
 
 @dataclass
 class StartingPoint:
-    """The model to train, what it was built from (for source.json), carried optimizer state."""
+    """The model to train, what it was built from (the source record), carried optimizer state."""
 
     model: torch.nn.Module
     record: Optional[Dict[str, Any]] = None

@@ -47,17 +47,40 @@ class EvalResult:
 
 
 @dataclass
+class Streak:
+    """Where the current unbroken run of evals meeting a criterion began.
+
+    Shared by early stopping (the last threshold held for ``patience`` epochs) and by
+    source-checkpoint selection (a criterion held for ``held_for`` epochs).
+    """
+
+    start: Optional[int] = None
+
+    def update(self, epoch: int, ok: bool) -> int:
+        """Record one eval; returns the epochs the criterion has held (0 when it does not hold)."""
+        if not ok:
+            self.start = None
+            return 0
+        if self.start is None:
+            self.start = epoch
+        return epoch - self.start
+
+    def held_for(self, epoch: int) -> int:
+        return 0 if self.start is None else epoch - self.start
+
+
+@dataclass
 class ThresholdTracker:
     """First epoch at which test accuracy reached each threshold, and whether it held.
 
-    ``streak_start`` is where the current unbroken run of evals at or above the
-    *last* threshold began: early stopping waits for it to last ``patience`` epochs.
+    ``streak`` is the current unbroken run of evals at or above the *last* threshold:
+    early stopping waits for it to last ``patience`` epochs.
     """
 
     thresholds: List[float]
     first_epoch: Dict[float, Optional[int]] = field(default_factory=dict)
     held: Dict[float, bool] = field(default_factory=dict)
-    streak_start: Optional[int] = None
+    streak: Streak = field(default_factory=Streak)
 
     def __post_init__(self) -> None:
         for t in self.thresholds:
@@ -72,15 +95,11 @@ class ThresholdTracker:
                     self.held[t] = True
             elif self.first_epoch[t] is not None:
                 self.held[t] = False
-        if test_acc >= self.thresholds[-1]:
-            if self.streak_start is None:
-                self.streak_start = epoch
-        else:
-            self.streak_start = None
+        self.streak.update(epoch, test_acc >= self.thresholds[-1])
 
     def held_for(self, epoch: int) -> int:
         """Epochs the last threshold has held without a break (0 if not holding)."""
-        return 0 if self.streak_start is None else epoch - self.streak_start
+        return self.streak.held_for(epoch)
 
     def as_record(self) -> Dict[str, Dict[str, Any]]:
         return {
@@ -92,14 +111,14 @@ class ThresholdTracker:
         return {
             "first_epoch": {threshold_key(t): e for t, e in self.first_epoch.items()},
             "held": {threshold_key(t): h for t, h in self.held.items()},
-            "streak_start": self.streak_start,
+            "streak_start": self.streak.start,
         }
 
     def load_state_dict(self, state: Dict[str, Any]) -> None:
         for t in self.thresholds:
             self.first_epoch[t] = state["first_epoch"][threshold_key(t)]
             self.held[t] = state["held"][threshold_key(t)]
-        self.streak_start = state["streak_start"]
+        self.streak.start = state["streak_start"]
 
 
 class TrainerCallback:

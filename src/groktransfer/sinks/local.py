@@ -48,7 +48,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Optional, Sequence
 
 from groktransfer import atomic
-from groktransfer.rundir import FREQS_FILE, MEASURES_FILE, METRIC_COLUMNS, METRICS_FILE, RESUME_FILE
+from groktransfer.rundir import METRIC_COLUMNS, METRICS_FILE, RESUME_FILE, RunDir
 from groktransfer.sinks.base import RunMeta
 
 log = logging.getLogger(__name__)
@@ -228,9 +228,10 @@ class LocalSink:
     def start(self, run_dir: Path, config: Mapping[str, Any], meta: RunMeta) -> None:
         run_dir = Path(run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
-        metrics = CsvTable(run_dir / METRICS_FILE, METRIC_COLUMNS)
-        measures = CsvTable(run_dir / MEASURES_FILE)
-        freqs = CsvTable(run_dir / FREQS_FILE)
+        paths = RunDir(run_dir)
+        metrics = CsvTable(paths.metrics_path, METRIC_COLUMNS)
+        measures = CsvTable(paths.measures_path)
+        freqs = CsvTable(paths.freqs_path)
         tables = (metrics, measures, freqs)
         existing = [t.path.name for t in tables if t.path.exists()]
         if existing and not meta.resume:
