@@ -174,8 +174,8 @@ def paper_format_file(model: HookedGrokTransformer, path: Path, fn_name: str = "
 from groktransfer.analysis.circuits import analyze_checkpoint, circuit_sections, compare_profiles  # noqa: E402
 from groktransfer.analysis.circuits.attention import mean_last_query_attention  # noqa: E402
 from groktransfer.analysis.circuits.fourier_logits import logit_spectrum  # noqa: E402
-from groktransfer.analysis.circuits.profile import profile_model, task_for_model  # noqa: E402
-from groktransfer.analysis.circuits.retention import accuracy_on_task  # noqa: E402
+from groktransfer.analysis.circuits.profile import profile_model  # noqa: E402
+from groktransfer.analysis.circuits.retention import accuracy_from_logits, last_logits  # noqa: E402
 from groktransfer.analysis.circuits.similarity import (  # noqa: E402
     histogram_intersection,
     jaccard,
@@ -194,7 +194,7 @@ from groktransfer.tasks import Task  # noqa: E402
 def test_single_frequency_model_puts_every_live_neuron_at_that_frequency(task_name: str) -> None:
     """Built to be frequency 3: key freqs {3}, every live neuron at 3 with share ~1, the
     dead ones reported dead -- and the same reading for a+b and a−b (same neuron basis)."""
-    prof = profile_model(single_frequency_model(3, n_dead=5), task_for_model(task_name, P), "built")
+    prof = profile_model(single_frequency_model(3, n_dead=5), Task(task_name, P, 0.3, 0), "built")
     n = prof.neurons
     assert n is not None and prof.key_freqs == [3]
     assert n.n_dead == 5 and (n.freq[:5] == -1).all() and (n.frac[:5] == 0).all()
@@ -227,10 +227,10 @@ def test_attention_means_sum_to_one_over_a_b_eq() -> None:
     pattern = torch.softmax(torch.randn(50, 4, 3, 3, generator=torch.Generator().manual_seed(1)), dim=-1)
     assert torch.allclose(mean_last_query_attention(pattern).sum(-1), torch.ones(4, dtype=torch.float64))
     random_model = HookedGrokTransformer(CFG, seed=3)
-    prof = profile_model(random_model, task_for_model("subtract", P), "random")
+    prof = profile_model(random_model, Task("subtract", P, 0.3, 0), "random")
     assert prof.attention.shape == (1, 4, 3)
     np.testing.assert_allclose(prof.attention.sum(-1), 1.0, atol=1e-6)
-    built = profile_model(single_frequency_model(2), task_for_model("add", P), "built")  # W_Q = W_K = 0
+    built = profile_model(single_frequency_model(2), Task("add", P, 0.3, 0), "built")  # W_Q = W_K = 0
     np.testing.assert_allclose(built.attention, 1 / 3, atol=1e-6)
     s = prof.summary()
     assert s["attn_to_a"] + s["attn_to_b"] + s["attn_to_="] == pytest.approx(1.0, abs=1e-6)
@@ -262,9 +262,9 @@ def test_a_copied_model_has_similarity_one_with_its_source(tmp_path: Path) -> No
                                                           if k.startswith("embed") or k.startswith("blocks.0.attn")}})  # fmt: skip
     path = save_checkpoint(tmp_path / "copy.pt", source, epoch=1, metrics={})
     copy = load_checkpoint(path).build_model()
-    task = task_for_model("add", P)
+    task = Task("add", P, 0.3, 0)
     a = profile_model(source, task, "source", lineage=("seed", 5))
-    b = profile_model(copy, task_for_model("subtract", P), "copy", lineage=("seed", 5))
+    b = profile_model(copy, Task("subtract", P, 0.3, 0), "copy", lineage=("seed", 5))
     sim = compare_profiles(a, b)
     assert a.key_freqs and sim.shared_lineage
     assert sim.jaccard == sim.hist_intersection == 1.0
@@ -278,13 +278,13 @@ def test_retention_of_the_source_on_its_own_task_equals_its_accuracy(tmp_path: P
     model = HookedGrokTransformer(CFG, seed=7)
     task = Task("add", P, 0.3, 0)
     prof = profile_model(model, task, "source")
-    assert accuracy_on_task(model, task) == pytest.approx(prof.accuracy)
+    assert accuracy_from_logits(last_logits(model, task), task) == pytest.approx(prof.accuracy)
     with torch.no_grad():
         expected = float((model(task.tokens)[:, -1].argmax(-1) == task.labels).double().mean())
     assert prof.accuracy == pytest.approx(expected)
     paper = load_checkpoint(paper_format_file(model, tmp_path / "paper.pth")).build_model()  # p+1 outputs
     assert paper.config.d_vocab_out == P + 1
-    assert accuracy_on_task(paper, task) == pytest.approx(prof.accuracy)
+    assert accuracy_from_logits(last_logits(paper, task), task) == pytest.approx(prof.accuracy)
 
 
 # --------------------------------------------------------------------------- the sweep provider
@@ -414,7 +414,7 @@ def test_analyze_checkpoint_reads_the_papers_format(tmp_path: Path) -> None:
     res = analyze_checkpoint(path, "add")  # default out_dir next to the file
     s = res["summary"]
     assert s["format"] == "nanda2023" and s["key_freqs"] == [5] and s["neurons_dead"] == 3 and s["p"] == P
-    direct = profile_model(model, task_for_model("add", P), "direct")
+    direct = profile_model(model, Task("add", P, 0.3, 0), "direct")
     assert s["accuracy_all_pairs"] == pytest.approx(direct.accuracy)
     assert res["out_dir"] == tmp_path / "paper_run_circuits" and (res["out_dir"] / "summary.md").is_file()
 

@@ -210,12 +210,6 @@ class GroupFourier:
         return (x[:, None] + self.y_sign * x[None, :]) % self.n
 
     @property
-    def target_index(self) -> torch.Tensor:
-        """[n, n, n] long: (x + y_sign*y - z) mod n, the argument of the target cosine."""
-        z = torch.arange(self.n)
-        return (self.input_combo[:, :, None] - z[None, None, :]) % self.n
-
-    @property
     def grid_is_identity(self) -> bool:
         """True when task rows already are the grid in row-major order (add, subtract)."""
         return self.pair_mask.numel() == self.n * self.n and bool(

@@ -107,12 +107,6 @@ class CircuitProfile:
         return float(self.logits.frac[idx].sum()) if idx else 0.0
 
 
-def task_for_model(name: str, p: int, frac_train: float = 0.3, data_seed: int = 0) -> Task:
-    """The task a model is read on. The split only affects the train/test accuracies
-    reported next to the circuit; every circuit measure uses all pairs."""
-    return Task(name, int(p), float(frac_train), int(data_seed))
-
-
 def profile_model(
     model: Any,
     task: Task,

@@ -71,11 +71,6 @@ def last_logits(model: Any, task: Task, chunk: int = 8192) -> torch.Tensor:
         model.train(was_training)
 
 
-def accuracy_on_task(model: Any, task: Task) -> float:
-    """Accuracy of ``model`` (a HookedGrokTransformer) on every pair of ``task``."""
-    return accuracy_from_logits(last_logits(model, task), task)
-
-
 def source_task_readout(model: Any, task: Task) -> Tuple[float, float]:
     """(accuracy, share of logit variance along the task's directions) on every pair."""
     logits = last_logits(model, task)
