@@ -113,18 +113,6 @@ def _plain_value(value: Any) -> Any:
     return value
 
 
-def _plain_config(config: Mapping[str, Any]) -> dict[str, Any]:
-    """A plain dict even if handed an OmegaConf node (W&B cannot store DictConfig)."""
-    try:
-        from omegaconf import DictConfig, OmegaConf
-
-        if isinstance(config, DictConfig):
-            return OmegaConf.to_container(config, resolve=True)  # type: ignore[return-value]
-    except ImportError:  # pragma: no cover - omegaconf is a dependency
-        pass
-    return dict(config)
-
-
 class WandbSink:
     """Mirrors the run to W&B; see the module docstring for every setting chosen."""
 
@@ -196,7 +184,7 @@ class WandbSink:
             job_type=self.cfg.job_type or meta.condition,
             name=format_run_name(self.cfg.name_format, meta),
             tags=[str(t) for t in self.cfg.tags] or None,
-            config=_plain_config(config),
+            config=dict(config),  # the plain config (groktransfer.config.schema.to_plain)
             dir=str(run_dir),
             id=wandb_run_id(meta.run_id),
             resume="allow",
