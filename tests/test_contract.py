@@ -31,6 +31,7 @@ from groktransfer.rundir import (
 
 V0 = Path(__file__).parent / "data" / "rundirs_v0"
 FAST = {"analysis": {"bootstrap": {"n_resamples": 50}, "dpi": 40, "extra_sections": []}}
+CIRCUITS = {"analysis": {**FAST["analysis"], "extra_sections": ["groktransfer.analysis.circuits:circuit_sections"]}}
 
 
 @pytest.fixture()
@@ -41,13 +42,16 @@ def v0_copy(tmp_path: Path) -> Path:
 
 
 def test_pre_contract_sweep_still_analyses(v0_copy: Path) -> None:
-    result = run_analysis([v0_copy / "sweep"], None, FAST)
+    """The sweep statistics and the circuit analysis both read a directory written before the contract."""
+    result = run_analysis([v0_copy / "sweep"], None, CIRCUITS)
     assert [r.status for r in result.runs] == ["completed", "completed"]
     by_condition = {r.condition: r for r in result.runs}
     assert by_condition["random"].thresholds["0.999"]["epoch"] == 1120
     assert by_condition["grokked"].thresholds["0.999"]["epoch"] == 0
     assert set(result.conditions) == {"grokked", "random"}
     assert (result.out_dir / "report.md").is_file()
+    circuit_runs = (result.out_dir / "circuits" / "circuits_runs.csv").read_text()
+    assert "grokked" in circuit_runs and "random" in circuit_runs
 
 
 # --------------------------------------------------------------------------- the record
