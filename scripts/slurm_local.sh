@@ -90,6 +90,8 @@ SelectTypeParameters=CR_Core
 SlurmdParameters=config_overrides
 MpiDefault=none
 ReturnToService=2
+# schedule every 2 s (defaults: 60 s, backfill 30 s), so a requeued job restarts promptly
+SchedulerParameters=bf_interval=2,sched_interval=2
 JobRequeue=1
 # seconds between SIGTERM and SIGKILL when a job is cancelled or requeued
 KillWait=5
@@ -151,7 +153,8 @@ start_mariadb() {
       >"$LOG/mariadb-install.log" 2>&1 || { tail -n 20 "$LOG/mariadb-install.log" >&2; die "mariadb-install-db failed"; }
   fi
   touch "$LOG/mariadbd.log" && chown mysql:mysql "$LOG/mariadbd.log"  # it runs as mysql
-  /usr/sbin/mariadbd --user=mysql --datadir="$db" --socket="$sock" --bind-address=127.0.0.1 \
+  # setsid: the server must outlive the caller's process group (CI kills it when the step ends)
+  setsid /usr/sbin/mariadbd --user=mysql --datadir="$db" --socket="$sock" --bind-address=127.0.0.1 \
     --port="$DB_PORT" --pid-file="$db/mariadbd.pid" --log-error="$LOG/mariadbd.log" \
     --skip-name-resolve >/dev/null 2>&1 &
   wait_for 60 mariadbd "$LOG/mariadbd.log" mariadb --socket="$sock" -uroot -e 'SELECT 1'

@@ -63,7 +63,7 @@ def train_in_run_dir(run_dir: RunDir, plan: TrainingPlan) -> StatusRecord:
 
     Returns the final status record: ``completed``, or ``failed`` for a failure that
     is a property of the run (non-finite loss, timeout). Anything else is recorded
-    (``failed`` with the exception, ``stopped`` on Ctrl-C) and re-raised.
+    (``failed`` with the exception, ``stopped`` on Ctrl-C or SLURM pre-emption) and re-raised.
     """
     resume = plan.resume_state
     meta = dataclasses.replace(
@@ -98,8 +98,15 @@ def train_in_run_dir(run_dir: RunDir, plan: TrainingPlan) -> StatusRecord:
         except TrainingFailure as exc:
             sinks.finish(Status.FAILED)
             return run_dir.update_status(status=Status.FAILED, reason=exc.reason, failed_epoch=exc.epoch)
-        except KeyboardInterrupt:
-            run_dir.update_status(status=Status.STOPPED, reason="interrupted (resumable from the last checkpoint)")
+        except (KeyboardInterrupt, SystemExit) as exc:
+            # Ctrl-C, or submitit's exit after a SLURM pre-emption (the job is already requeued)
+            record = run_dir.read_status()
+            epoch = record.epoch if record is not None and record.epoch is not None else 0
+            run_dir.update_status(
+                status=Status.STOPPED,
+                reason=f"interrupted ({type(exc).__name__}); resumes from its last checkpoint, "
+                f"epoch {epoch}, when requeued or rerun",
+            )
             raise
         except Exception as exc:
             record = run_dir.read_status()
