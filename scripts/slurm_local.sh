@@ -25,7 +25,7 @@ set -euo pipefail
 
 STATE="${GROKTRANSFER_SLURM_DIR:-/tmp/groktransfer-slurm}"
 CPUS="${GROKTRANSFER_SLURM_CPUS:-8}"          # declared CPUs: more than the machine has, so jobs overlap
-DB_PORT="${GROKTRANSFER_SLURM_DB_PORT:-3306}"
+DB_PORT="${GROKTRANSFER_SLURM_DB_PORT:-3316}"  # not 3306: a system MariaDB may hold that
 NODE="$(hostname -s)"
 CONF="$STATE/etc/slurm.conf"
 SYSTEM_CONF=/etc/slurm/slurm.conf
