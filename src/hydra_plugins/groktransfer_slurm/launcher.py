@@ -17,6 +17,7 @@ the job resumes from ``resume.pt`` (see ``groktransfer.runindex``).
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Any, List, Optional, Sequence
 
@@ -55,6 +56,8 @@ class SlurmLauncher(HydraSlurmLauncher):
         assert self.config is not None and len(job_overrides) > 0
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
         sweep_dir.mkdir(parents=True, exist_ok=True)
+        if "mode" in self.config.hydra.sweep:
+            os.chmod(sweep_dir, mode=int(str(self.config.hydra.sweep.mode), 8))
         log.info("Submitit 'slurm' sweep output dir : %s", sweep_dir)
         numbers = [initial_job_idx + i for i in range(len(job_overrides))]
         for num, overrides in zip(numbers, job_overrides):
