@@ -75,7 +75,7 @@ write_configs() {
   cat >"$CONF" <<EOF
 # written by scripts/slurm_local.sh: a one-node cluster for trying groktransfer's SLURM path
 ClusterName=groktransfer
-SlurmctldHost=$NODE
+SlurmctldHost=$NODE(127.0.0.1)
 SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
@@ -105,7 +105,7 @@ AccountingStorageType=accounting_storage/slurmdbd
 AccountingStorageHost=localhost
 JobAcctGatherType=jobacct_gather/none
 JobCompType=jobcomp/none
-NodeName=$NODE CPUs=$CPUS RealMemory=$mem_mb State=UNKNOWN
+NodeName=$NODE NodeAddr=127.0.0.1 CPUs=$CPUS RealMemory=$mem_mb State=UNKNOWN
 PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
 EOF
   cat >"$STATE/etc/slurmdbd.conf" <<EOF
