@@ -45,19 +45,19 @@ def test_local_settings_apply_only_where_they_belong(tmp_path: Path) -> None:
 def test_a_lost_job_is_recorded_failed_and_resumes_on_rerun(tmp_path: Path) -> None:
     from hydra_plugins.groktransfer_slurm.launcher import record_lost_job
 
-    from groktransfer.rundir import RunDir
+    from groktransfer.rundir import RunDir, Status
     from groktransfer.runindex import RunIndex
 
     run = RunDir(tmp_path / "0_add_random_s0")
     run.update_status(status="running", run_id="abc", epoch=80)
     run.resume_path.write_bytes(b"state")
     record = record_lost_job(run.path, "SLURM job 7_0 ended CANCELLED without a result")
-    assert record is not None and record["status"] == "failed" and record["failed_epoch"] == 80
-    assert "CANCELLED" in record["reason"] and "resume" in record["reason"]
+    assert record is not None and record.status == Status.FAILED and record.failed_epoch == 80
+    assert "CANCELLED" in record.reason and "resume" in record.reason
     assert RunIndex(tmp_path / ".index").decide("abc", run.path, force=False).action == "resume"
 
     assert record_lost_job(run.path, "again") is None  # a failed record is not rewritten
     done = RunDir(tmp_path / "done")
     done.update_status(status="completed", run_id="def")
-    assert record_lost_job(done.path, "x") is None and done.read_status()["status"] == "completed"
+    assert record_lost_job(done.path, "x") is None and done.read_status().status == Status.COMPLETED
     assert record_lost_job(tmp_path / "never_started", "x") is None
