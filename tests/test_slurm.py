@@ -27,7 +27,7 @@ def _cluster_problem() -> Optional[str]:
         return "no SLURM client on PATH; as root, `bash scripts/slurm_local.sh start` starts a one-node cluster"
     for cmd, what in ((["scontrol", "ping"], "controller"), (["sacct", "-n", "-X", "-S", "now"], "accounting (sacct)")):
         try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=20)
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=10)
         except (OSError, subprocess.TimeoutExpired) as exc:
             return f"SLURM {what} does not answer ({exc})"
         if proc.returncode != 0 or (what == "controller" and "UP" not in proc.stdout):
