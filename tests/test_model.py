@@ -290,3 +290,15 @@ def test_run_with_hooks_ablation_and_forward_last_respects_hooks():
     with model.hooks([("blocks.0.hook_mlp_out", zero), ("hook_embed", lambda a, hook: seen.append(hook.name))]):
         torch.testing.assert_close(model.forward_last(tokens), ablated[:, -1])  # hooks force the full path
     assert seen == ["hook_embed"] and not model.has_hooks()
+
+
+@pytest.mark.parametrize("extra", [{}, {"act": "gelu"}, {"n_layers": 2}])
+def test_last_position_activations_match_the_cache(extra):
+    cfg = replace(SMALL, **extra)
+    model = randomized(cfg, seed=5)
+    tokens = random_tokens(cfg, batch=50, seed=6)
+    hook = f"blocks.{cfg.n_layers - 1}.mlp.hook_post"
+    logits, cache = model.run_with_cache(tokens, names_filter=hook)
+    last_logits, post = model.last_position_activations(tokens)
+    torch.testing.assert_close(last_logits, logits[:, -1], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(post, cache[hook][:, -1], atol=1e-5, rtol=1e-5)

@@ -78,14 +78,13 @@ class RunDirCallbacks(TrainerCallback):
 
     def measure(self, model: torch.nn.Module, epoch: int) -> Dict[str, Any]:
         """Progress measures on all pairs, in the task's own Fourier basis."""
-        hook = f"blocks.{int(model.config.n_layers) - 1}.mlp.hook_post"
-        with torch.no_grad():
-            logits, cache = model.run_with_cache(self.task.tokens, names_filter=lambda name: name == hook)
-        measures = compute_progress_measures(
+        device = next(model.parameters()).device
+        logits, mlp_post = model.last_position_activations(self.task.tokens.to(device))
+        measures = compute_progress_measures(  # on CPU, like the analysis
             self.task,
-            logits[:, -1].detach(),
-            cache[hook][:, -1],
-            {k: v.detach() for k, v in model.state_dict().items()},
+            logits.cpu(),
+            mlp_post.cpu(),
+            {k: v.detach().cpu() for k, v in model.state_dict().items()},
             key_freq_threshold=self.key_freq_threshold,
         )
         scalars = measures.scalars()

@@ -34,6 +34,7 @@ from torch import nn
 
 from groktransfer.config.schema import Component, ModelConfig, to_typed
 from groktransfer.transfer import component_parameters
+from groktransfer.lastpos import last_position_logits
 
 #: A forward-hook function: receives the activation and its HookPoint, returns a
 #: replacement activation or None to leave it unchanged (TransformerLens' convention).
@@ -246,13 +247,6 @@ def _initial_value(name: str, shape: torch.Size, cfg: ModelConfig, gen: torch.Ge
     return torch.zeros(shape)  # every bias, and LayerNorm's b
 
 
-def _per_head(resid: torch.Tensor, W: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """``resid @ W[h] + b[h]`` for every head in one matmul: [n, d_model], [head, d_model, d_head] -> [n, head, d_head]."""
-    n_heads, d_model, d_head = W.shape
-    W_all_heads = W.transpose(0, 1).reshape(d_model, n_heads * d_head)
-    return torch.addmm(b.reshape(-1), resid, W_all_heads).view(-1, n_heads, d_head)
-
-
 # --------------------------------------------------------------------------- the model
 class HookedGrokTransformer(nn.Module):
     """Nanda et al.'s modular-arithmetic transformer with TransformerLens names and hooks.
@@ -302,50 +296,38 @@ class HookedGrokTransformer(nn.Module):
         (:meth:`_forward_last_one_layer`); otherwise it runs the full forward, so an
         attached hook is never silently skipped.
         """
-        if self.config.n_layers == 1 and self.config.normalization is None and not self.has_hooks():
+        if self._fast_path_applies():
             return self._forward_last_one_layer(tokens)
         return self.forward(tokens)[:, -1]
+
+    def _fast_path_applies(self) -> bool:
+        return self.config.n_layers == 1 and self.config.normalization is None and not self.has_hooks()
 
     def _forward_last_one_layer(self, tokens: torch.Tensor) -> torch.Tensor:
         """Last-position logits of a one-layer, LayerNorm-free model, without [batch, pos, d_model] tensors.
 
-        Without LayerNorm the residual stream at position j is ``W_E[t_j] + W_pos[j]``,
-        a function of (position, token) alone, and there are only ``p * v`` such pairs
-        (3 * 114 at p=113) against thousands of examples. So everything before the
-        attention-weighted sum is tabulated once per call and gathered by token:
-
-        * scores: only the last query is needed (the loss reads the last position), and
-          its score against key j depends on (last token, j, t_j) -> a [v, p * v, h]
-          table. The last query sees every key, so no causal mask applies;
-        * values: a [p * v, h * e] table, gathered per (example, position).
-
-        What remains per example is the weighted sum of values, W_O, the MLP and the
-        unembedding, all on [batch, d_model]-sized tensors. Biases enter exactly as in ``forward``:
-        b_Q/b_K/b_V are inside the tables (b_V reaches the output through W_O since the
-        pattern sums to 1), b_O is added after W_O.
+        The model is a one-member ensemble of :func:`groktransfer.lastpos.last_position_logits`
+        (see there for how it works); the unsqueezed parameters are views, so gradients
+        reach the parameters unchanged.
         """
-        attn, mlp = self.blocks[0].attn, self.blocks[0].mlp
-        batch, n_pos = tokens.shape
-        d_vocab, d_model = self.config.d_vocab, self.config.d_model
+        params = {name: param.unsqueeze(0) for name, param in self.named_parameters()}
+        return last_position_logits(params, tokens.unsqueeze(0), self.config.act)[0]
 
-        # Residual stream for every (position j, token t): row j * d_vocab + t of a [pos * d_vocab, d_model] table.
-        resid_table = (self.pos_embed.W_pos[:n_pos, None, :] + self.embed.W_E[None, :, :]).reshape(-1, d_model)
-        rows = tokens + torch.arange(n_pos, device=tokens.device) * d_vocab  # [batch, pos]
+    @torch.no_grad()
+    def last_position_activations(self, tokens: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Last position's logits [batch, d_vocab_out] and final-layer MLP output ``hook_post`` [batch, d_mlp].
 
-        q_table = _per_head(resid_table[(n_pos - 1) * d_vocab :], attn.W_Q, attn.b_Q)  # [d_vocab, head, d_head]
-        k_table = _per_head(resid_table, attn.W_K, attn.b_K)  # [pos * d_vocab, head, d_head]
-        score_table = torch.einsum("qhe,khe->qkh", q_table, k_table) * attn.scale  # [d_vocab, pos * d_vocab, head]
-        score_rows = tokens[:, -1:] * (n_pos * d_vocab) + rows  # [batch, pos]
-        pattern = F.embedding(score_rows, score_table.flatten(0, 1)).softmax(dim=1)  # [batch, k_pos, head]
-
-        v_table = _per_head(resid_table, attn.W_V, attn.b_V)  # [pos * d_vocab, head, d_head]
-        v = F.embedding(rows, v_table.flatten(1)).unflatten(-1, v_table.shape[1:])  # [batch, pos, head, d_head]
-        z = (pattern.unsqueeze(-1) * v).sum(dim=1)  # [batch, head, d_head]
-        attn_out = torch.addmm(attn.b_O, z.flatten(1), attn.W_O.flatten(0, 1))  # [batch, d_model]
-
-        resid = F.embedding(rows[:, -1], resid_table) + attn_out  # [batch, d_model]
-        resid = resid + mlp(resid)
-        return self.unembed(resid)
+        What the progress measures read. The fast path computes both without the
+        other positions (3x less MLP work at n_ctx 3); other models use ``run_with_cache``.
+        """
+        if self._fast_path_applies():
+            cache: Dict[str, torch.Tensor] = {}
+            params = {name: param.unsqueeze(0) for name, param in self.named_parameters()}
+            logits = last_position_logits(params, tokens.unsqueeze(0), self.config.act, cache=cache)
+            return logits[0], cache["blocks.0.mlp.hook_post"][0]
+        hook = f"blocks.{self.config.n_layers - 1}.mlp.hook_post"
+        logits, acts = self.run_with_cache(tokens, names_filter=hook)
+        return logits[:, -1], acts[hook][:, -1]
 
     # ---- hooks ----------------------------------------------------------------
     @property

@@ -27,6 +27,7 @@ from groktransfer.atomic import write_json, write_text
 from groktransfer.callbacks import load_resume_state
 from groktransfer.config.schema import Condition, TrainJobConfig, to_plain
 from groktransfer.config.validate import ResolvedSeeds, resolve_seeds, validate_job_config
+from groktransfer.device import resolve_device
 from groktransfer.errors import JobError
 from groktransfer.rundir import RUN_DIRS, RUN_FILES, RunDir, Status, StatusRecord, library_versions, utc_now
 from groktransfer.runindex import RunIndex, transplant
@@ -40,7 +41,8 @@ log = logging.getLogger(__name__)
 
 # Config keys that do not change a job's numbers: excluded from its run identity.
 _NON_IDENTITY_KEYS = ("logger", "paths", "force", "debug", "experiment_name")
-_NON_IDENTITY_TRAIN_KEYS = ("threads", "progress_bar", "timeout_minutes", "profile_epochs")
+# device/deterministic change float rounding, not the experiment: a run finished on a GPU is reused on CPU
+_NON_IDENTITY_TRAIN_KEYS = ("threads", "progress_bar", "timeout_minutes", "profile_epochs", "device", "deterministic")
 
 __all__ = ["JobError", "JobPaths", "JobResult", "Launch", "run_job"]
 
@@ -130,6 +132,7 @@ def run_job(job: TrainJobConfig, launch: Launch, callbacks: Sequence[TrainerCall
     ``callbacks`` are extra trainer callbacks (the tests' fault injection).
     """
     validate_job_config(job)
+    resolve_device(job.train.device)  # a device that is not there: one line, exit 2, nothing written
     seeds = resolve_seeds(job)
     configure_torch(job.train.threads, job.train.flush_denormal)
     paths = JobPaths.from_config(job, launch.cwd)

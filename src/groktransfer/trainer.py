@@ -2,7 +2,7 @@
 
 The loop is deliberately small. Everything that is not "take a step, decide whether
 to evaluate, decide whether to stop" -- measures, sinks, checkpoint files -- hangs
-off ``TrainerCallbacks`` so the loop stays readable and the hot path stays fast:
+off ``TrainerCallback``s so the loop stays readable and the hot path stays fast:
 one fused last-position forward, a float64 cross-entropy, backward, AdamW step.
 Evaluation runs on all pairs every ``eval_every`` epochs, never every step.
 """
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 
 from groktransfer.config.schema import OptimizerConfig, TrainConfig
 from groktransfer.rundir import threshold_key
+from groktransfer.device import loss_dtype, to_cpu
 from groktransfer.tasks import Task
 
 
@@ -167,14 +168,28 @@ def warmup_factor(warmup_steps: int):
 
 def build_optimizer(model: torch.nn.Module, cfg: OptimizerConfig) -> torch.optim.AdamW:
     """AdamW over the *trainable* parameters only (frozen ones get no decay either)."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    return torch.optim.AdamW(
-        params,
+    return adamw([p for p in model.parameters() if p.requires_grad], cfg)
+
+
+def adamw(params: Sequence[Any], cfg: OptimizerConfig) -> torch.optim.AdamW:
+    """torch's AdamW with its fused kernel where the device has one.
+
+    Fused is one kernel over all parameters instead of a handful of element-wise ops
+    per parameter: measured 0.27 ms against 1.1 ms per step at p=113 on one CPU
+    thread, and it is the fastest path on CUDA too. The math is AdamW's, element by
+    element; older torch builds without a fused kernel for the device get the default.
+    ``params`` may be tensors or param-group dicts (an ensemble's per-member groups).
+    """
+    kwargs = dict(
         lr=float(cfg.lr),
         weight_decay=float(cfg.weight_decay),
         betas=(float(cfg.betas[0]), float(cfg.betas[1])),
         eps=float(cfg.eps),
     )
+    try:
+        return torch.optim.AdamW(params, fused=True, **kwargs)
+    except RuntimeError:  # no fused AdamW for this device in this torch build
+        return torch.optim.AdamW(params, **kwargs)
 
 
 class Trainer:
@@ -193,6 +208,7 @@ class Trainer:
         self.cfg = train_cfg
         self.callbacks = list(callbacks)
         self._per_epoch = [cb for cb in self.callbacks if type(cb).on_epoch_end is not TrainerCallback.on_epoch_end]
+        self.optimizer_cfg = optimizer_cfg
         self.optimizer = build_optimizer(model, optimizer_cfg)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, warmup_factor(int(optimizer_cfg.warmup_steps))
@@ -200,12 +216,18 @@ class Trainer:
         self.thresholds = ThresholdTracker([float(t) for t in train_cfg.thresholds])
         self.epoch = 0
         self.last_eval: Optional[EvalResult] = None
+        # The task's tensors live where the model does (train.device); see groktransfer.device.
+        self.device = next(model.parameters()).device
+        self._loss_dtype = loss_dtype(self.device)
         train_idx, _ = task.split
-        self._train_tokens = task.tokens[train_idx].contiguous()
-        self._train_labels = task.labels[train_idx].contiguous()
-        self._all_tokens = task.tokens
-        self._all_labels = task.labels
-        self._train_mask = task.train_mask
+        on_device = lambda t: t.to(self.device).contiguous()  # noqa: E731
+        self._train_tokens = on_device(task.tokens[train_idx])
+        self._train_labels = on_device(task.labels[train_idx])
+        self._all_tokens = on_device(task.tokens)
+        self._all_labels = on_device(task.labels)
+        self._train_mask = on_device(task.train_mask)
+        self._test_tokens = on_device(task.tokens[~task.train_mask])
+        self._test_labels = on_device(task.labels[~task.train_mask])
         self._fast = bool(train_cfg.fast_path) and hasattr(model, "forward_last")
 
     # ---- model calls --------------------------------------------------------
@@ -217,27 +239,52 @@ class Trainer:
     @torch.no_grad()
     def evaluate(self) -> EvalResult:
         """Loss and accuracy on the train and test pairs, from one forward over all pairs."""
-        logits = self.last_logits(self._all_tokens).double()
+        logits = self.last_logits(self._all_tokens).to(self._loss_dtype)
         losses = F.cross_entropy(logits, self._all_labels, reduction="none")
         correct = (logits.argmax(dim=-1) == self._all_labels).double()
         train, test = self._train_mask, ~self._train_mask
+        return self._result(losses[train].mean(), correct[train].mean(), losses[test].mean(), correct[test].mean())
+
+    @torch.no_grad()
+    def _evaluate_reusing(self, train_logits: torch.Tensor, train_loss: torch.Tensor) -> EvalResult:
+        """The same numbers as :meth:`evaluate`, reusing the training step's forward.
+
+        The step about to be taken has already computed the train pairs' logits with
+        the current weights, so only the test pairs need a forward: the evaluation
+        costs 70% of a full one (at frac_train 0.3).
+        """
+        train_acc = (train_logits.argmax(dim=-1) == self._train_labels).double().mean()
+        test_logits = self.last_logits(self._test_tokens).to(self._loss_dtype)
+        test_loss = F.cross_entropy(test_logits, self._test_labels)
+        test_acc = (test_logits.argmax(dim=-1) == self._test_labels).double().mean()
+        return self._result(train_loss, train_acc, test_loss, test_acc)
+
+    def _result(self, train_loss, train_acc, test_loss, test_acc) -> EvalResult:
         return EvalResult(
             epoch=self.epoch,
-            train_loss=float(losses[train].mean()),
-            test_loss=float(losses[test].mean()),
-            train_acc=float(correct[train].mean()),
-            test_acc=float(correct[test].mean()),
+            train_loss=float(train_loss),
+            test_loss=float(test_loss),
+            train_acc=float(train_acc),
+            test_acc=float(test_acc),
             lr=float(self.optimizer.param_groups[0]["lr"]),
         )
 
-    def train_step(self) -> torch.Tensor:
-        """One full-batch AdamW step; returns the (float64) training loss before it."""
+    def _forward_train(self) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Logits on the training pairs and their float64 cross-entropy (the paper's precision)."""
         logits = self.last_logits(self._train_tokens)
-        loss = F.cross_entropy(logits.double(), self._train_labels)
+        loss = F.cross_entropy(logits.to(self._loss_dtype), self._train_labels)
+        return logits, loss
+
+    def _step(self, loss: torch.Tensor) -> None:
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
         self.scheduler.step()
+
+    def train_step(self) -> torch.Tensor:
+        """One full-batch AdamW step; returns the (float64) training loss before it."""
+        _, loss = self._forward_train()
+        self._step(loss)
         return loss.detach()
 
     # ---- loop ---------------------------------------------------------------
@@ -248,21 +295,24 @@ class Trainer:
         patience = int(self.cfg.patience)
         return patience > 0 and self.thresholds.held_for(self.epoch) >= patience
 
-    def _record_eval(self, checkpoint: bool) -> EvalResult:
-        result = self.evaluate()
+    def _record(self, result: EvalResult) -> EvalResult:
         self.last_eval = result
         self.thresholds.update(result.epoch, result.test_acc)
         for cb in self.callbacks:
             cb.on_eval(self, result)
-        if checkpoint:
+        if result.epoch % int(self.cfg.checkpoint_every) == 0:
             for cb in self.callbacks:
                 cb.on_checkpoint(self, result)
         return result
 
     def fit(self) -> TrainOutcome:
-        """Train from ``self.epoch`` until early stop or ``max_epochs``."""
+        """Train from ``self.epoch`` until early stop or ``max_epochs``.
+
+        Each pass computes the training pairs' logits with the current weights; on an
+        evaluation epoch those same logits give the train metrics (and the callbacks
+        run, weights still unchanged), then the loop stops or takes the step.
+        """
         max_epochs = int(self.cfg.max_epochs)
-        ckpt_every = int(self.cfg.checkpoint_every)
         deadline = None
         if self.cfg.timeout_minutes is not None:
             deadline = time.monotonic() + 60.0 * float(self.cfg.timeout_minutes)
@@ -270,10 +320,7 @@ class Trainer:
         start_epoch = self.epoch
         for cb in self.callbacks:
             cb.on_fit_start(self)
-
-        if self.last_eval is None:  # fresh start: evaluate (and checkpoint) the initial weights
-            self._record_eval(checkpoint=True)
-        stop_reason = "early_stop" if self._should_stop_early() else "max_epochs"
+        eval_due = self.last_eval is None  # fresh start: evaluate (and checkpoint) the initial weights
 
         bar = tqdm(
             total=max_epochs,
@@ -285,8 +332,23 @@ class Trainer:
             dynamic_ncols=True,
         )
         try:
-            while self.epoch < max_epochs and not self._should_stop_early():
-                loss = self.train_step()
+            while True:
+                if not eval_due and (self.epoch >= max_epochs or self._should_stop_early()):
+                    break
+                logits, loss = self._forward_train()
+                if eval_due:
+                    result = self._record(self._evaluate_reusing(logits.detach(), loss.detach()))
+                    eval_due = False
+                    bar.set_postfix(
+                        train_loss=f"{result.train_loss:.3g}",
+                        test_loss=f"{result.test_loss:.3g}",
+                        train_acc=f"{result.train_acc:.3f}",
+                        test_acc=f"{result.test_acc:.3f}",
+                        refresh=False,
+                    )
+                    if self.epoch >= max_epochs or self._should_stop_early():
+                        break
+                self._step(loss)
                 self.epoch += 1
                 bar.update(1)
                 if not torch.isfinite(loss):
@@ -295,17 +357,7 @@ class Trainer:
                     cb.on_epoch_end(self, loss)
                 if deadline is not None and time.monotonic() > deadline:
                     raise TrainingFailure(f"timeout after {self.cfg.timeout_minutes} min", self.epoch)
-                is_last = self.epoch == max_epochs
-                if self._is_eval_epoch(self.epoch) or is_last:
-                    result = self._record_eval(checkpoint=self.epoch % ckpt_every == 0)
-                    bar.set_postfix(
-                        train_loss=f"{result.train_loss:.3g}",
-                        test_loss=f"{result.test_loss:.3g}",
-                        train_acc=f"{result.train_acc:.3f}",
-                        test_acc=f"{result.test_acc:.3f}",
-                        refresh=False,
-                    )
-            stop_reason = "early_stop" if self._should_stop_early() else "max_epochs"
+                eval_due = self._is_eval_epoch(self.epoch) or self.epoch == max_epochs
         finally:
             bar.close()
             for cb in self.callbacks:
@@ -313,16 +365,16 @@ class Trainer:
         assert self.last_eval is not None
         return TrainOutcome(
             last_eval=self.last_eval,
-            stop_reason=stop_reason,
+            stop_reason="early_stop" if self._should_stop_early() else "max_epochs",
             epochs_trained=self.epoch - start_epoch,
             train_seconds=time.monotonic() - started,
         )
 
     # ---- resume -------------------------------------------------------------
     def state_dict(self) -> Dict[str, Any]:
-        """Everything needed to continue bit-identically (model weights included)."""
+        """Everything needed to continue bit-identically (model weights included), on CPU."""
         assert self.last_eval is not None
-        return {
+        return to_cpu({
             "epoch": self.epoch,
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
@@ -330,7 +382,7 @@ class Trainer:
             "thresholds": self.thresholds.state_dict(),
             "last_eval": self.last_eval.as_dict(),
             "torch_rng": torch.get_rng_state(),
-        }
+        })
 
     def load_state_dict(self, state: Dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])

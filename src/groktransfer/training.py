@@ -26,6 +26,7 @@ from groktransfer.config.schema import (
     TrainJobConfig,
     to_typed,
 )
+from groktransfer.device import configure_determinism, resolve_device
 from groktransfer.errors import JobError
 from groktransfer.model import HookedGrokTransformer
 from groktransfer.profiling import ProfilerCallback
@@ -70,6 +71,9 @@ def train_in_run_dir(run_dir: RunDir, plan: TrainingPlan) -> StatusRecord:
         plan.meta, resume=resume is not None, resume_epoch=int(resume["epoch"]) if resume is not None else None
     )
     clock = WallClock(float(resume["wall_time_s"]) if resume else 0.0)
+    device = resolve_device(plan.train.device)
+    configure_determinism(device, plan.train.deterministic)
+    plan.model.to(device)  # before the trainer builds its optimizer: AdamW must own the device's tensors
     with make_sinks(plan.logger) as sinks:
         sinks.start(run_dir.path, plan.config, meta)
         writer = RunDirCallbacks(

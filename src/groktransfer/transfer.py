@@ -160,10 +160,11 @@ def carry_optimizer_state(
         src = named_state[name]
         if src["exp_avg"].shape != param.shape:
             raise TransferError(f"optimizer state for {name} has shape {tuple(src['exp_avg'].shape)}")
-        optimizer.state[param] = {
-            "step": src["step"].clone().float() if torch.is_tensor(src["step"]) else torch.tensor(float(src["step"])),
-            "exp_avg": src["exp_avg"].clone(),
-            "exp_avg_sq": src["exp_avg_sq"].clone(),
+        step = src["step"].clone().float() if torch.is_tensor(src["step"]) else torch.tensor(float(src["step"]))
+        optimizer.state[param] = {  # on the parameter's device: the fused AdamW kernel requires it
+            "step": step.to(param.device),
+            "exp_avg": src["exp_avg"].to(param.device, copy=True),
+            "exp_avg_sq": src["exp_avg_sq"].to(param.device, copy=True),
         }
         carried += 1
     return carried
@@ -177,9 +178,9 @@ def named_optimizer_state(optimizer: torch.optim.Optimizer, model: torch.nn.Modu
         name = by_id.get(id(param))
         if name is not None and "exp_avg" in state:
             out[name] = {
-                "step": torch.as_tensor(state["step"]).clone(),
-                "exp_avg": state["exp_avg"].detach().clone(),
-                "exp_avg_sq": state["exp_avg_sq"].detach().clone(),
+                "step": torch.as_tensor(state["step"]).detach().cpu().clone(),
+                "exp_avg": state["exp_avg"].detach().cpu().clone(),
+                "exp_avg_sq": state["exp_avg_sq"].detach().cpu().clone(),
             }
     return out
 

@@ -162,6 +162,10 @@ class TrainConfig:
     # stop once the *last* threshold has held this many epochs (0 = never stop early)
     patience: int = 500
     threads: int = 1
+    # auto | cpu | cuda | cuda:N | mps (auto: CUDA when torch sees a GPU); see groktransfer.device
+    device: str = "auto"
+    # CUDA only: deterministic kernels and cuBLAS workspace (repeatable numbers; see groktransfer.device)
+    deterministic: bool = True
     # flush float32 denormals to zero: weight decay drives many weights into the denormal
     # range, where CPU arithmetic is several times slower (measured: a memorised-start
     # model trained at 0.118 s/step with denormals, 0.041 s/step without)

@@ -1,0 +1,100 @@
+"""Epochs per second per member, and peak memory, of seed ensembles against separate runs.
+
+For each K, K members of the p=113 reference config (different seeds and data seeds)
+train together for ``--epochs`` epochs at the default cadence (eval every 10 epochs);
+the baseline is one ``Trainer.fit`` of the same config, i.e. what each separate job
+does. Every measurement runs in a fresh subprocess so peak memory is its own (CPU:
+peak resident set size; CUDA: ``torch.cuda.max_memory_allocated``). Usage::
+
+    python benchmarks/bench_ensemble.py                      # CPU, K = 1 2 4 8 16, 1 thread
+    python benchmarks/bench_ensemble.py --device cuda        # K = 1 8 64 256
+
+Speed-up per member = (separate run's s/epoch) / (ensemble s/epoch / K): how many times
+faster each job's epochs go when it trains inside an ensemble of K.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from groktransfer.config.schema import ModelConfig, OptimizerConfig, TrainConfig
+from groktransfer.ensemble.trainer import EnsembleTrainer
+from groktransfer.model import HookedGrokTransformer
+from groktransfer.tasks import Task
+from groktransfer.trainer import Trainer
+
+
+def member(seed: int, epochs: int, device: torch.device, p: int) -> Trainer:
+    task = Task("add", p, 0.3, seed)
+    model = HookedGrokTransformer(ModelConfig(d_vocab=task.d_vocab, d_vocab_out=task.d_vocab_out), seed=seed).to(device)
+    train = TrainConfig(max_epochs=epochs, eval_every=10, checkpoint_every=100, patience=0, progress_bar=False)
+    return Trainer(model, task, OptimizerConfig(), train)
+
+
+def measure(k: int, epochs: int, device_name: str, p: int) -> dict:
+    """One timing in this process: k = 0 means a plain Trainer.fit (the separate job)."""
+    device = torch.device(device_name)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    warm = [member(s, 10, device, p) for s in range(max(k, 1))]  # kernels, allocator
+    (warm[0].fit() if k == 0 else EnsembleTrainer(warm).fit())
+    del warm
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    trainers = [member(s, epochs, device, p) for s in range(max(k, 1))]
+    sync()
+    start = time.perf_counter(), time.process_time()
+    (trainers[0].fit() if k == 0 else EnsembleTrainer(trainers).fit())
+    sync()
+    wall, cpu = time.perf_counter() - start[0], time.process_time() - start[1]
+    if device.type == "cuda":
+        peak_mib = torch.cuda.max_memory_allocated() / 2**20
+    else:
+        peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+    return {"k": k, "wall_s_per_epoch": wall / epochs, "cpu_s_per_epoch": cpu / epochs, "peak_mib": peak_mib}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--ks", type=int, nargs="*", default=None, help="ensemble sizes (default: CPU 1 2 4 8 16, GPU 1 8 64 256)")
+    parser.add_argument("--epochs", type=int, default=100)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--p", type=int, default=113)
+    parser.add_argument("--one", type=int, default=None, help=argparse.SUPPRESS)  # child: measure this k
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.set_flush_denormal(True)
+    if args.one is not None:
+        print(json.dumps(measure(args.one, args.epochs, args.device, args.p)))
+        return
+    ks = args.ks or ([1, 8, 64, 256] if args.device.startswith("cuda") else [1, 2, 4, 8, 16])
+    rows = []
+    for k in [0, *ks]:
+        cmd = [sys.executable, str(Path(__file__).resolve()), "--one", str(k), "--device", args.device,
+               "--epochs", str(args.epochs), "--threads", str(args.threads), "--p", str(args.p)]
+        out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
+        rows.append(json.loads(out))
+        print(f"  measured k={k}", file=sys.stderr, flush=True)
+    base = rows[0]
+    cpu_clock = args.device == "cpu"
+    key = "cpu_s_per_epoch" if cpu_clock else "wall_s_per_epoch"
+    print(f"p={args.p} device={args.device} threads={args.threads} epochs={args.epochs} (eval every 10, checkpoint cadence 100)")
+    print(f"time base: {'CPU seconds (this process)' if cpu_clock else 'wall seconds'}")
+    print(f"{'run':<22}{'s/epoch':>10}{'s/epoch/member':>16}{'epochs/s/member':>17}{'speed-up/member':>17}{'peak MiB':>10}")
+    print(f"{'separate job (fit)':<22}{base[key]:>10.4f}{base[key]:>16.4f}{1 / base[key]:>17.1f}{1.0:>16.2f}x{base['peak_mib']:>10.0f}")
+    for r in rows[1:]:
+        per_member = r[key] / r["k"]
+        print(f"{'ensemble K=' + str(r['k']):<22}{r[key]:>10.4f}{per_member:>16.4f}{1 / per_member:>17.1f}"
+              f"{base[key] / per_member:>16.2f}x{r['peak_mib']:>10.0f}")
+
+
+if __name__ == "__main__":
+    main()

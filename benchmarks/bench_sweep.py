@@ -1,0 +1,85 @@
+"""Wall time of the paper-scale sweep, separate processes against seed ensembles.
+
+Runs the same sweep command -- 3 conditions x 5 seeds of ``experiment=add_to_subtract_p113``
+(a+b mod 113 -> a-b mod 113) -- once per launcher, each in a fresh ``paths.root`` (so each
+trains its own source run), and prints the wall time, the children's CPU time and the load
+average around each run (times measured on a busy machine are inflated). Usage::
+
+    python benchmarks/bench_sweep.py                                  # both ways (hours on 2 CPU cores)
+    python benchmarks/bench_sweep.py --launchers ensemble             # one way
+    python benchmarks/bench_sweep.py --experiment quickstart --seeds 0 1 2   # minutes
+
+``joblib`` is the separate-process baseline with ``--n-jobs`` workers (default 2, one per
+core on a 2-core machine); ``ensemble`` is ``hydra/launcher=ensemble`` with
+``hydra.launcher.threads`` = ``--n-jobs`` (one process, its threads on the same cores).
+``--device`` is passed as ``train.device``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def sweep_command(launcher: str, root: Path, args: argparse.Namespace) -> list:
+    cmd = [
+        sys.executable, str(REPO / "scripts" / "train.py"), "-m", f"experiment={args.experiment}",
+        f"seed={','.join(map(str, args.seeds))}", "transfer=grokked,random,memorized",
+        f"paths.root={root}", "logger=none", "train.progress_bar=false", f"train.device={args.device}",
+    ]
+    if launcher == "joblib":
+        cmd += ["hydra/launcher=joblib", f"hydra.launcher.n_jobs={args.n_jobs}"]
+    else:
+        cmd += ["hydra/launcher=ensemble", f"hydra.launcher.threads={args.n_jobs}"]
+    return cmd
+
+
+def timed_run(cmd: list, log_path: Path) -> dict:
+    load_before = os.getloadavg()
+    children_before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start = time.perf_counter()
+    with open(log_path, "w") as log:
+        proc = subprocess.run(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+    wall = time.perf_counter() - start
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (children.ru_utime - children_before.ru_utime) + (children.ru_stime - children_before.ru_stime)
+    return {"rc": proc.returncode, "wall": wall, "cpu": cpu, "load_before": load_before, "load_after": os.getloadavg()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--launchers", nargs="+", default=["joblib", "ensemble"], choices=["joblib", "ensemble"])
+    parser.add_argument("--experiment", default="add_to_subtract_p113")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    parser.add_argument("--n-jobs", type=int, default=2)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--root", type=Path, default=None, help="keep outputs here (default: a temp dir)")
+    args = parser.parse_args()
+    base = args.root or Path(tempfile.mkdtemp(prefix="bench_sweep_"))
+    rows = {}
+    for launcher in args.launchers:
+        root = base / launcher
+        cmd = sweep_command(launcher, root, args)
+        print("running:", " ".join(cmd[1:]), flush=True)
+        rows[launcher] = timed_run(cmd, base / f"{launcher}.log")
+        print(f"  {launcher}: rc={rows[launcher]['rc']} wall {rows[launcher]['wall'] / 60:.1f} min", flush=True)
+    print(f"\n{args.experiment}: {len(args.seeds)} seeds x 3 conditions, n_jobs/threads={args.n_jobs}, "
+          f"device={args.device}; outputs and logs in {base}")
+    print(f"{'launcher':<10}{'wall':>12}{'CPU (children)':>16}{'load avg before':>22}{'load avg after':>22}")
+    for launcher, r in rows.items():
+        fmt = lambda load: " ".join(f"{x:.1f}" for x in load)  # noqa: E731
+        print(f"{launcher:<10}{r['wall'] / 60:>10.1f} m{r['cpu'] / 60:>14.1f} m{fmt(r['load_before']):>22}{fmt(r['load_after']):>22}")
+    if len(rows) == 2:
+        print(f"separate / ensemble wall time: {rows['joblib']['wall'] / rows['ensemble']['wall']:.2f}x")
+
+
+if __name__ == "__main__":
+    main()

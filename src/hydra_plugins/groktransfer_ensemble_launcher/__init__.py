@@ -1,0 +1,1 @@
+"""Hydra launcher plugin ``hydra/launcher=ensemble``: a sweep's compatible jobs train as seed ensembles."""

@@ -1,0 +1,49 @@
+"""``hydra/launcher=ensemble``: the jobs of a sweep that differ only in batchable fields train together.
+
+Why a launcher: it is the one place that sees every job of a sweep before any runs,
+so it can group them; the user's switch is one override on the same sweep command
+(``hydra/launcher=ensemble``), and every job still gets its own Hydra directory,
+``.hydra/`` files and run directory through Hydra's own ``run_job``. The grouping and
+training live in :mod:`groktransfer.ensemble.launch`; this class is Hydra's adapter.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Optional, Sequence
+
+from hydra.core.utils import JobReturn, configure_log, setup_globals
+from hydra.plugins.launcher import Launcher
+from hydra.types import HydraContext, TaskFunction
+from omegaconf import DictConfig
+
+log = logging.getLogger(__name__)
+
+
+class EnsembleLauncher(Launcher):
+    def __init__(self, max_members: int = 16, threads: int = 0) -> None:
+        super().__init__()
+        self.max_members = int(max_members)
+        self.threads = int(threads)
+        self.config: Optional[DictConfig] = None
+        self.task_function: Optional[TaskFunction] = None
+        self.hydra_context: Optional[HydraContext] = None
+
+    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
+        self.config = config
+        self.hydra_context = hydra_context
+        self.task_function = task_function
+
+    def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
+        from groktransfer.ensemble.launch import launch_sweep
+
+        setup_globals()
+        assert self.config is not None and self.hydra_context is not None
+        configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
+        Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
+        if self.max_members < 1:
+            raise ValueError(f"hydra.launcher.max_members must be >= 1, got {self.max_members}")
+        return launch_sweep(
+            self.hydra_context, self.config, job_overrides, initial_job_idx, self.max_members, self.threads
+        )
