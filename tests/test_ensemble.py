@@ -12,7 +12,7 @@ from groktransfer.config.schema import ModelConfig, OptimizerConfig, TrainConfig
 from groktransfer.ensemble.trainer import EnsembleTrainer, IncompatibleMembers, incompatibility
 from groktransfer.model import HookedGrokTransformer
 from groktransfer.tasks import Task
-from groktransfer.trainer import EvalResult, Trainer, TrainingFailure, TrainOutcome
+from groktransfer.trainer import EvalResult, Trainer, TrainerCallback, TrainingFailure, TrainOutcome
 
 # Float tolerance of the equality. The ensemble runs the same kernels over a member axis
 # and the same AdamW, so on this machine the weights stay bit-identical to separate runs
@@ -21,7 +21,7 @@ from groktransfer.trainer import EvalResult, Trainer, TrainingFailure, TrainOutc
 RTOL, ATOL = 1e-6, 1e-9
 
 
-class Record:
+class Record(TrainerCallback):
     """A callback that keeps every evaluation."""
 
     def __init__(self) -> None:
@@ -104,7 +104,7 @@ def test_incompatible_members_are_refused_with_a_reason() -> None:
     a, b = tiny_member(0, 0), tiny_member(1, 1, max_epochs=10)
     assert incompatibility([a, b]) == "train settings differ"
     c = tiny_member(2, 2)
-    c.model.set_component_trainable("embed", False)
+    c.model.embed.W_E.requires_grad_(False)  # a frozen component
     assert incompatibility([a, c]) == "different parameters are frozen"
     with pytest.raises(IncompatibleMembers):
         EnsembleTrainer([a, b])

@@ -18,14 +18,14 @@ last position, so nothing of shape ``[batch, pos, d_model]`` is needed:
   last position's residual-table row, and b_out folded into the unembedding's bias
   (``(r + b_out) @ W_U + b_U == r @ W_U + (b_out @ W_U + b_U)``).
 
-Every tensor carries a leading *member* axis ``k``: a seed ensemble of K models is one
+Every tensor carries a leading *member* axis: a seed ensemble of K models is one
 call, and a single model is K = 1 (``HookedGrokTransformer.forward_last`` passes its
-parameters unsqueezed). Members never mix: every product is a batched matmul over k,
+parameters unsqueezed). Members never mix: every product is a batched matmul over members,
 every gather indexes inside one member's slice of a table. That keeps one code path
 and lets an ensemble member reproduce a separate run.
 
-Shapes: ``k`` member, ``b`` batch, ``p`` position, ``h`` head, ``e`` d_head,
-``d`` d_model, ``m`` d_mlp, ``v`` input vocabulary, ``o`` output vocabulary.
+Shape comments use the names ``member, batch, pos, head, d_head, d_model, d_mlp,
+d_vocab, d_vocab_out`` (TransformerLens' names; ``p`` is reserved for the modulus).
 """
 
 from __future__ import annotations
@@ -57,9 +57,9 @@ PARAM_NAMES = (
 
 
 def _per_head_table(resid: torch.Tensor, W: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """``resid @ W[h] + b[h]`` for every head in one batched matmul.
+    """``resid @ W[head] + b[head]`` for every head in one batched matmul.
 
-    [k, n, d], [k, h, d, e], [k, h, e] -> [k, n, h * e]
+    [member, n, d_model], [member, head, d_model, d_head], [member, head, d_head] -> [member, n, head * d_head]
     """
     k, n_heads, d_model, d_head = W.shape
     W_all_heads = W.transpose(1, 2).reshape(k, d_model, n_heads * d_head)
@@ -72,12 +72,12 @@ def last_position_logits(
     act: str = "relu",
     cache: Optional[Dict[str, torch.Tensor]] = None,
 ) -> torch.Tensor:
-    """Logits at the last position: params with a leading member axis, tokens [k, b, p] -> [k, b, o].
+    """Last-position logits: params with a leading member axis, tokens [member, batch, pos] -> [member, batch, d_vocab_out].
 
     ``params`` maps the names in :data:`PARAM_NAMES` to tensors shaped like the model's
-    parameters with a leading member axis (``W_in`` is [k, d, m]). ``act`` is the MLP
+    parameters with a leading member axis (``W_in`` is [member, d_model, d_mlp]). ``act`` is the MLP
     activation (``relu`` or ``gelu``). A ``cache`` dict receives the last position's
-    ``blocks.0.mlp.hook_post`` [k, b, m] (what the progress measures read).
+    ``blocks.0.mlp.hook_post`` [member, batch, d_mlp] (what the progress measures read).
     """
     W_E, W_pos = params["embed.W_E"], params["pos_embed.W_pos"]
     W_Q = params["blocks.0.attn.W_Q"]
@@ -86,47 +86,47 @@ def last_position_logits(
     assert tokens.ndim == 3 and tokens.shape[0] == n_members, (tuple(tokens.shape), n_members)
     _, batch, n_pos = tokens.shape
     n_rows = n_pos * d_vocab  # rows of the (position, token) tables
-    member = torch.arange(n_members, device=tokens.device)[:, None, None]  # [k, 1, 1]
+    member = torch.arange(n_members, device=tokens.device)[:, None, None]  # [member, 1, 1]
 
-    # Residual stream for every (position, token): row j * v + t of a [k, p * v, d] table.
+    # Residual stream for every (position j, token t): row j * d_vocab + t of a [member, pos * d_vocab, d_model] table.
     resid_table = (W_pos[:, :n_pos, None, :] + W_E[:, None, :, :]).reshape(n_members, n_rows, d_model)
-    last_rows = resid_table[:, (n_pos - 1) * d_vocab :].contiguous()  # [k, v, d]: the last position's rows
-    rows = tokens + torch.arange(n_pos, device=tokens.device) * d_vocab  # [k, b, p]
+    last_rows = resid_table[:, (n_pos - 1) * d_vocab :].contiguous()  # [member, d_vocab, d_model]: the last position's rows
+    rows = tokens + torch.arange(n_pos, device=tokens.device) * d_vocab  # [member, batch, pos]
 
-    # Attention pattern of the last query: gathered from a [k, v, p * v, h] score table.
-    # Products are laid out as [k * h]-batched matmuls of contiguous operands, so a member's
+    # Attention pattern of the last query: gathered from a [member, d_vocab, pos * d_vocab, head] score table.
+    # Products are laid out as [member * head]-batched matmuls of contiguous operands, so a member's
     # numbers do not depend on how many members share the call (einsum's layout would).
-    q_table = _per_head_table(last_rows, W_Q, params["blocks.0.attn.b_Q"])  # [k, v, h * e]
+    q_table = _per_head_table(last_rows, W_Q, params["blocks.0.attn.b_Q"])  # [member, d_vocab, head * d_head]
     k_table = _per_head_table(resid_table, params["blocks.0.attn.W_K"], params["blocks.0.attn.b_K"])
     q_by_head = q_table.view(n_members, d_vocab, n_heads, d_head).transpose(1, 2).reshape(-1, d_vocab, d_head)
     k_by_head = k_table.view(n_members, n_rows, n_heads, d_head).permute(0, 2, 3, 1).reshape(-1, d_head, n_rows)
-    scores = torch.bmm(q_by_head, k_by_head) * (d_head**-0.5)  # [k * h, v, p * v]
+    scores = torch.bmm(q_by_head, k_by_head) * (d_head**-0.5)  # [member * head, d_vocab, pos * d_vocab]
     score_table = scores.view(n_members, n_heads, d_vocab * n_rows).transpose(1, 2).reshape(-1, n_heads)
-    score_rows = (member * d_vocab + tokens[:, :, -1:]) * n_rows + rows  # [k, b, p]
-    pattern = F.embedding(score_rows, score_table).softmax(dim=2)  # [k, b, p(keys), h]
+    score_rows = (member * d_vocab + tokens[:, :, -1:]) * n_rows + rows  # [member, batch, pos]
+    pattern = F.embedding(score_rows, score_table).softmax(dim=2)  # [member, batch, key pos, head]
 
-    # Weighted sum of values, gathered from a [k, p * v, h * e] table.
+    # Weighted sum of values, gathered from a [member, pos * d_vocab, head * d_head] table.
     v_table = _per_head_table(resid_table, params["blocks.0.attn.W_V"], params["blocks.0.attn.b_V"])
-    v = F.embedding(rows + member * n_rows, v_table.reshape(-1, n_heads * d_head))  # [k, b, p, h * e]
-    z = (pattern.unsqueeze(-1) * v.view(n_members, batch, n_pos, n_heads, d_head)).sum(dim=2)  # [k, b, h, e]
+    v = F.embedding(rows + member * n_rows, v_table.reshape(-1, n_heads * d_head))  # [member, batch, pos, head * d_head]
+    z = (pattern.unsqueeze(-1) * v.view(n_members, batch, n_pos, n_heads, d_head)).sum(dim=2)  # [member, batch, head, d_head]
 
     # resid_mid = resid_pre[last] + b_O + z @ W_O
-    last_table = (last_rows + params["blocks.0.attn.b_O"][:, None, :]).reshape(-1, d_model)  # [k * v, d]
-    resid_pre = F.embedding(tokens[:, :, -1] + member[:, :, 0] * d_vocab, last_table)  # [k, b, d]
+    last_table = (last_rows + params["blocks.0.attn.b_O"][:, None, :]).reshape(-1, d_model)  # [member * d_vocab, d_model]
+    resid_pre = F.embedding(tokens[:, :, -1] + member[:, :, 0] * d_vocab, last_table)  # [member, batch, d_model]
     W_O = params["blocks.0.attn.W_O"].reshape(n_members, n_heads * d_head, d_model)
-    resid_mid = torch.baddbmm(resid_pre, z.reshape(n_members, batch, n_heads * d_head), W_O)  # [k, b, d]
+    resid_mid = torch.baddbmm(resid_pre, z.reshape(n_members, batch, n_heads * d_head), W_O)  # [member, batch, d_model]
 
     # MLP; b_out is folded into the unembedding bias below.
-    pre = torch.baddbmm(params["blocks.0.mlp.b_in"][:, None, :], resid_mid, params["blocks.0.mlp.W_in"])  # [k, b, m]
+    pre = torch.baddbmm(params["blocks.0.mlp.b_in"][:, None, :], resid_mid, params["blocks.0.mlp.W_in"])  # [member, batch, d_mlp]
     post = _activation(act)(pre)
     if cache is not None:
         cache["blocks.0.mlp.hook_post"] = post
-    resid_post_no_b_out = torch.baddbmm(resid_mid, post, params["blocks.0.mlp.W_out"])  # [k, b, d]
+    resid_post_no_b_out = torch.baddbmm(resid_mid, post, params["blocks.0.mlp.W_out"])  # [member, batch, d_model]
 
     W_U = params["unembed.W_U"]
     # b_out @ W_U as a reduction, not a 1-row matmul: BLAS picks 1-row kernels by batch size
-    logit_bias = params["unembed.b_U"] + (params["blocks.0.mlp.b_out"][:, :, None] * W_U).sum(dim=1)  # [k, o]
-    return torch.baddbmm(logit_bias[:, None, :], resid_post_no_b_out, W_U)  # [k, b, o]
+    logit_bias = params["unembed.b_U"] + (params["blocks.0.mlp.b_out"][:, :, None] * W_U).sum(dim=1)  # [member, d_vocab_out]
+    return torch.baddbmm(logit_bias[:, None, :], resid_post_no_b_out, W_U)  # [member, batch, d_vocab_out]
 
 
 def _activation(act: str) -> Callable[[torch.Tensor], torch.Tensor]:

@@ -83,8 +83,8 @@ def incompatibility(members: Sequence[Trainer]) -> Optional[str]:
         if m.device != first.device:
             return "devices differ"
     for m in members:
-        if m.debug:
-            return "fault injection (debug.*) is for separate jobs only"
+        if m._per_epoch:
+            return "a member has per-epoch callbacks (profiler, fault injection)"
         if m.model.has_hooks():
             return "a member has hooks attached"
     has_state = [bool(m.optimizer.state) for m in members]
@@ -278,6 +278,9 @@ class EnsembleTrainer:
             deadline = time.monotonic() + 60.0 * float(self.cfg.timeout_minutes)
         started, start_epoch = time.monotonic(), self.epoch
         eval_due = {i: self.members[i].last_eval is None for i in self.active}
+        for member in self.members:
+            for cb in member.callbacks:
+                cb.on_fit_start(member)
         self._stack()
         bar = tqdm(
             total=max_epochs,
@@ -332,4 +335,7 @@ class EnsembleTrainer:
                     eval_due[i] = self.members[i]._is_eval_epoch(self.epoch) or self.epoch == max_epochs
         finally:
             bar.close()
+            for member in self.members:
+                for cb in member.callbacks:
+                    cb.on_fit_end(member)
         return [self.results[i] for i in range(len(self.members))]
