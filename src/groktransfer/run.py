@@ -12,13 +12,14 @@ for target and source runs alike (``training``), what gets written at each check
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Optional, Sequence
+from typing import Any, Dict, Optional, Sequence, Union
 
 import torch
 from omegaconf import OmegaConf
@@ -44,7 +45,7 @@ _NON_IDENTITY_KEYS = ("logger", "paths", "force", "debug", "experiment_name")
 # device/deterministic change float rounding, not the experiment: a run finished on a GPU is reused on CPU
 _NON_IDENTITY_TRAIN_KEYS = ("threads", "progress_bar", "timeout_minutes", "profile_epochs", "device", "deterministic")
 
-__all__ = ["JobError", "JobPaths", "JobResult", "Launch", "run_job"]
+__all__ = ["JobError", "JobPaths", "JobResult", "Launch", "PlannedJob", "plan_job", "run_job"]
 
 
 @dataclass(frozen=True)
@@ -131,6 +132,40 @@ def run_job(job: TrainJobConfig, launch: Launch, callbacks: Sequence[TrainerCall
 
     ``callbacks`` are extra trainer callbacks (the tests' fault injection).
     """
+    with contextlib.ExitStack() as held:
+        planned = plan_job(job, launch, held, callbacks)
+        if isinstance(planned, JobResult):
+            return planned
+        return planned.result(train_in_run_dir(planned.run_dir, planned.plan))
+
+
+@dataclass
+class PlannedJob:
+    """A job that will train: its run directory (status ``running``) and its training plan.
+
+    ``run_job`` trains it at once; the ensemble launcher trains several together.
+    """
+
+    job: TrainJobConfig
+    run_dir: RunDir
+    plan: TrainingPlan
+
+    def result(self, record: StatusRecord) -> JobResult:
+        if record.status == Status.FAILED:
+            # a property of the run (NaN, time budget), not an accident: rerunning is a choice (force=true)
+            self.run_dir.resume_path.unlink(missing_ok=True)
+        return JobResult(self.run_dir.path, Status(record.status), record)
+
+
+def plan_job(
+    job: TrainJobConfig, launch: Launch, held: contextlib.ExitStack, callbacks: Sequence[TrainerCallback] = ()
+) -> Union[JobResult, PlannedJob]:
+    """Everything before the first epoch: checks, the run-index decision, the starting point.
+
+    Returns the result of a job that trains nothing (reused or skipped), else the planned
+    job. The run identity's lock is entered into ``held``: keep it open until the job
+    has trained, so two identical jobs never train at once.
+    """
     validate_job_config(job)
     resolve_device(job.train.device)  # a device that is not there: one line, exit 2, nothing written
     seeds = resolve_seeds(job)
@@ -139,30 +174,30 @@ def run_job(job: TrainJobConfig, launch: Launch, callbacks: Sequence[TrainerCall
     run_dir = RunDir(launch.run_dir)
     run_id = run_identity(job)
     index = RunIndex(paths.run_index)
-    with index.lock(run_id):
-        decision = index.decide(run_id, run_dir.path, force=job.force)
-        if decision.action in ("reuse", "skip_failed"):
-            assert decision.previous is not None
-            transplant(decision.previous, run_dir.path, link=True)
-            record = run_dir.update_status(reused_from=str(decision.previous))
-            log.info("skipped (%s)", decision.reason)
-            return JobResult(run_dir.path, Status(record.status), record, skipped=decision.reason)
-        existing = run_dir.read_status()
-        if decision.action == "fresh" and existing is not None:
-            if not job.force and existing.run_id != run_id:
-                raise JobError(f"{run_dir.path} already holds a different run; pass force=true to overwrite it on purpose")
-            _clear_run_files(run_dir)
-        resume_state: Optional[Dict[str, Any]] = None
-        if decision.action == "resume":
-            assert decision.previous is not None
-            transplant(decision.previous, run_dir.path, link=False)
-            resume_state = load_resume_state(run_dir)
-            log.info("%s", decision.reason)
-        index.record(run_id, run_dir.path)
-        return _train_target(job, launch, run_dir, paths, seeds, run_id, resume_state, callbacks)
+    held.enter_context(index.lock(run_id))
+    decision = index.decide(run_id, run_dir.path, force=job.force)
+    if decision.action in ("reuse", "skip_failed"):
+        assert decision.previous is not None
+        transplant(decision.previous, run_dir.path, link=True)
+        record = run_dir.update_status(reused_from=str(decision.previous))
+        log.info("skipped (%s)", decision.reason)
+        return JobResult(run_dir.path, Status(record.status), record, skipped=decision.reason)
+    existing = run_dir.read_status()
+    if decision.action == "fresh" and existing is not None:
+        if not job.force and existing.run_id != run_id:
+            raise JobError(f"{run_dir.path} already holds a different run; pass force=true to overwrite it on purpose")
+        _clear_run_files(run_dir)
+    resume_state: Optional[Dict[str, Any]] = None
+    if decision.action == "resume":
+        assert decision.previous is not None
+        transplant(decision.previous, run_dir.path, link=False)
+        resume_state = load_resume_state(run_dir)
+        log.info("%s", decision.reason)
+    index.record(run_id, run_dir.path)
+    return _plan_target(job, launch, run_dir, paths, seeds, run_id, resume_state, callbacks)
 
 
-def _train_target(
+def _plan_target(
     job: TrainJobConfig,
     launch: Launch,
     run_dir: RunDir,
@@ -171,7 +206,7 @@ def _train_target(
     run_id: str,
     resume_state: Optional[Dict[str, Any]],
     callbacks: Sequence[TrainerCallback],
-) -> JobResult:
+) -> PlannedJob:
     task = Task.from_config(job.task, seeds.data_seed)
     model_cfg = resolved_model_config(job.model, task)
     identity = dict(
@@ -209,11 +244,7 @@ def _train_target(
         run_dir.update_status(status=Status.RUNNING, reason=None, resumed_at=utc_now(), **identity)
         start = model_for_resume(job, model_cfg, seeds)
     plan = _target_plan(job, launch, task, start, run_id, config, resume_state, callbacks)
-    record = train_in_run_dir(run_dir, plan)
-    if record.status == Status.FAILED:
-        # a property of the run (NaN, time budget), not an accident: rerunning is a choice (force=true)
-        run_dir.resume_path.unlink(missing_ok=True)
-    return JobResult(run_dir.path, Status(record.status), record)
+    return PlannedJob(job, run_dir, plan)
 
 
 def _target_plan(

@@ -8,6 +8,7 @@ target job and a cached source run is only the ``TrainingPlan`` the caller fills
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 from dataclasses import dataclass, field
@@ -34,7 +35,7 @@ from groktransfer.rundir import FINAL_MEASURES, RunDir, RunKind, Status, StatusR
 from groktransfer.sinks import RunMeta, make_sinks
 from groktransfer.source import SourceSpec
 from groktransfer.tasks import Task
-from groktransfer.trainer import Trainer, TrainerCallback, TrainingFailure
+from groktransfer.trainer import Trainer, TrainerCallback, TrainingFailure, TrainOutcome
 from groktransfer.transfer import carry_optimizer_state
 
 log = logging.getLogger(__name__)
@@ -66,76 +67,117 @@ def train_in_run_dir(run_dir: RunDir, plan: TrainingPlan) -> StatusRecord:
     is a property of the run (non-finite loss, timeout). Anything else is recorded
     (``failed`` with the exception, ``stopped`` on Ctrl-C or SLURM pre-emption) and re-raised.
     """
-    resume = plan.resume_state
-    meta = dataclasses.replace(
-        plan.meta, resume=resume is not None, resume_epoch=int(resume["epoch"]) if resume is not None else None
-    )
-    clock = WallClock(float(resume["wall_time_s"]) if resume else 0.0)
-    device = resolve_device(plan.train.device)
-    configure_determinism(device, plan.train.deterministic)
-    plan.model.to(device)  # before the trainer builds its optimizer: AdamW must own the device's tensors
-    with make_sinks(plan.logger) as sinks:
-        sinks.start(run_dir.path, plan.config, meta)
-        writer = RunDirCallbacks(
+    training = RunDirTraining(run_dir, plan)
+    trainer = training.open()
+    try:
+        outcome = trainer.fit()
+    except BaseException as exc:
+        record = training.fail(exc)
+        if not isinstance(exc, TrainingFailure):
+            raise
+        return record
+    return training.finish(outcome)
+
+
+class RunDirTraining:
+    """One run directory being trained, in the three steps ``train_in_run_dir`` takes.
+
+    ``open`` starts the sinks, attaches the run-directory writer, builds the trainer and
+    restores the resume state (or the carried AdamW moments); ``finish`` writes the
+    final checkpoint, summary and status; ``fail`` records how the loop ended otherwise.
+    A separate job runs them around ``trainer.fit()``. A seed ensemble opens one per
+    member, trains the members' trainers together and finishes each member when it
+    stops -- so a member's directory is written by exactly this code.
+    """
+
+    def __init__(self, run_dir: RunDir, plan: TrainingPlan) -> None:
+        self.run_dir = run_dir
+        self.plan = plan
+        self.trainer: Optional[Trainer] = None
+        self._exits = contextlib.ExitStack()
+
+    def open(self) -> Trainer:
+        plan, run_dir, resume = self.plan, self.run_dir, self.plan.resume_state
+        meta = dataclasses.replace(
+            plan.meta, resume=resume is not None, resume_epoch=int(resume["epoch"]) if resume is not None else None
+        )
+        self.clock = WallClock(float(resume["wall_time_s"]) if resume else 0.0)
+        device = resolve_device(plan.train.device)
+        configure_determinism(device, plan.train.deterministic)
+        plan.model.to(device)  # before the trainer builds its optimizer: AdamW must own the device's tensors
+        self.sinks = self._exits.enter_context(make_sinks(plan.logger))
+        self.sinks.start(run_dir.path, plan.config, meta)
+        self.writer = RunDirCallbacks(
             run_dir,
             plan.task,
-            sinks,
+            self.sinks,
             measures_enabled=plan.measures.enabled,
             key_freq_threshold=plan.measures.key_freq_threshold,
             keep_checkpoints=plan.train.keep_checkpoints,
             save_optimizer_states=plan.save_optimizer_states,
-            clock=clock,
+            clock=self.clock,
         )
-        callbacks: List[TrainerCallback] = [writer, *plan.callbacks]
+        callbacks: List[TrainerCallback] = [self.writer, *plan.callbacks]
         if plan.train.profile_epochs > 0:
             callbacks.append(ProfilerCallback(run_dir.profile_dir, plan.train.profile_epochs))
         trainer = Trainer(plan.model, plan.task, plan.optimizer, plan.train, callbacks=callbacks)
         if resume is not None:
             trainer.load_state_dict(resume)
-            writer.last_measures = dict(resume.get("last_measures", {}))
+            self.writer.last_measures = dict(resume.get("last_measures", {}))
             log.info("resumed at epoch %d", trainer.epoch)
         elif plan.optimizer_state and plan.copied:
             n = carry_optimizer_state(trainer.optimizer, plan.model, plan.optimizer_state, plan.copied)
             log.info("carried AdamW state of %d source parameters over", n)
-        try:
-            outcome = trainer.fit()
-        except TrainingFailure as exc:
-            sinks.finish(Status.FAILED)
+        self.trainer = trainer
+        return trainer
+
+    def fail(self, exc: BaseException) -> StatusRecord:
+        """Record a loop that did not finish: ``failed`` (TrainingFailure or a crash) or ``stopped`` (Ctrl-C, pre-emption)."""
+        run_dir = self.run_dir
+        if isinstance(exc, TrainingFailure):
+            self.sinks.finish(Status.FAILED)
+            self._exits.close()
             return run_dir.update_status(status=Status.FAILED, reason=exc.reason, failed_epoch=exc.epoch)
-        except (KeyboardInterrupt, SystemExit) as exc:
+        if isinstance(exc, (KeyboardInterrupt, SystemExit)):
             # Ctrl-C, or submitit's exit after a SLURM pre-emption (the job is already requeued)
-            record = run_dir.read_status()
-            epoch = record.epoch if record is not None and record.epoch is not None else 0
-            run_dir.update_status(
+            previous = run_dir.read_status()
+            epoch = previous.epoch if previous is not None and previous.epoch is not None else 0
+            record = run_dir.update_status(
                 status=Status.STOPPED,
                 reason=f"interrupted ({type(exc).__name__}); resumes from its last checkpoint, "
                 f"epoch {epoch}, when requeued or rerun",
             )
-            raise
-        except Exception as exc:
-            record = run_dir.read_status()
-            failed_epoch = record.epoch if record is not None and record.epoch is not None else 0
-            run_dir.update_status(status=Status.FAILED, reason=f"{type(exc).__name__}: {exc}", failed_epoch=failed_epoch)
-            raise
+        else:
+            previous = run_dir.read_status()
+            failed_epoch = previous.epoch if previous is not None and previous.epoch is not None else 0
+            record = run_dir.update_status(status=Status.FAILED, reason=f"{type(exc).__name__}: {exc}", failed_epoch=failed_epoch)
+        self._exits.__exit__(type(exc), exc, exc.__traceback__)  # the sinks see the exception
+        return record
+
+    def finish(self, outcome: TrainOutcome) -> StatusRecord:
+        """The final checkpoint, summary and ``completed`` status of a loop that ended normally."""
+        plan, run_dir, trainer, writer = self.plan, self.run_dir, self.trainer, self.writer
+        assert trainer is not None
         final = outcome.last_eval
-        if final.epoch % plan.train.checkpoint_every != 0:  # the loop's last eval was not a checkpoint
-            writer.on_checkpoint(trainer, final)
-        save_checkpoint(run_dir.final_checkpoint_path, plan.model, final.epoch, final.as_dict())
-        measures = {k: writer.last_measures[k] for k in FINAL_MEASURES if k in writer.last_measures}
-        summary = {
-            "epoch": final.epoch,
-            "stop_reason": outcome.stop_reason,
-            "thresholds": trainer.thresholds.as_record(),
-            "final": {**final.as_dict(), **measures},
-            "wall_time_s": round(clock.seconds, 2),
-            "train_seconds": round(outcome.train_seconds, 2),
-            "seconds_per_epoch": round(outcome.train_seconds / max(outcome.epochs_trained, 1), 5),
-        }
-        sinks.log_checkpoint(run_dir.final_checkpoint_path, final.epoch, final=True)
-        sinks.log_summary(summary)
-    record = run_dir.update_status(status=Status.COMPLETED, reason=None, finished_at=utc_now(), **summary)
-    run_dir.resume_path.unlink(missing_ok=True)  # finished: nothing left to resume
-    return record
+        with self._exits:
+            if final.epoch % plan.train.checkpoint_every != 0:  # the loop's last eval was not a checkpoint
+                writer.on_checkpoint(trainer, final)
+            save_checkpoint(run_dir.final_checkpoint_path, plan.model, final.epoch, final.as_dict())
+            measures = {k: writer.last_measures[k] for k in FINAL_MEASURES if k in writer.last_measures}
+            summary = {
+                "epoch": final.epoch,
+                "stop_reason": outcome.stop_reason,
+                "thresholds": trainer.thresholds.as_record(),
+                "final": {**final.as_dict(), **measures},
+                "wall_time_s": round(self.clock.seconds, 2),
+                "train_seconds": round(outcome.train_seconds, 2),
+                "seconds_per_epoch": round(outcome.train_seconds / max(outcome.epochs_trained, 1), 5),
+            }
+            self.sinks.log_checkpoint(run_dir.final_checkpoint_path, final.epoch, final=True)
+            self.sinks.log_summary(summary)
+        record = run_dir.update_status(status=Status.COMPLETED, reason=None, finished_at=utc_now(), **summary)
+        run_dir.resume_path.unlink(missing_ok=True)  # finished: nothing left to resume
+        return record
 
 
 # ---------------------------------------------------------------------------

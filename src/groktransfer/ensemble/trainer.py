@@ -30,7 +30,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, replace
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -108,11 +108,13 @@ class _Group:
 class EnsembleTrainer:
     """Train member trainers together; returns each member's outcome (or its failure)."""
 
-    def __init__(self, members: Sequence[Trainer]) -> None:
+    def __init__(self, members: Sequence[Trainer], on_done: Optional[Callable[[int, MemberResult], None]] = None) -> None:
+        """``on_done(i, result)`` runs as soon as member i stops, its trainer holding its final state."""
         reason = incompatibility(members)
         if reason is not None:
             raise IncompatibleMembers(reason)
         self.members = list(members)
+        self.on_done = on_done
         first = self.members[0]
         self.cfg = first.cfg
         self.device = first.device
@@ -266,6 +268,9 @@ class EnsembleTrainer:
             return
         self._unstack()
         self.active = [i for i in self.active if i not in set(finished)]
+        for i in finished:
+            if self.on_done is not None:
+                self.on_done(i, self.results[i])
         if self.active:
             self._stack()
 

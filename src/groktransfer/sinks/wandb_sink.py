@@ -16,7 +16,9 @@ Choices, and why (wandb 0.31):
   ``step=epoch`` is monotonic across restarts. Metrics and measures of one epoch merge
   into one history row.
 * ``reinit="finish_previous"``, plus finishing our own previous run: two jobs in one
-  process (Hydra's basic launcher, a reused joblib worker) never share a run.
+  process (Hydra's basic launcher, a reused joblib worker) never share a run. A seed
+  ensemble (``hydra/launcher=ensemble``) uses ``"create_new"``: its members' runs are
+  open at the same time, each logged through its own run object.
 * settings that never block: ``init_timeout`` (30 s), ``finish_timeout`` (60 s: online,
   data not uploaded by then stays on disk for ``wandb sync``), ``login_timeout``;
   ``silent``/``quiet`` and ``console="off"`` (no stdout capture -- Hydra already logs
@@ -116,6 +118,10 @@ def _plain_value(value: Any) -> Any:
 class WandbSink:
     """Mirrors the run to W&B; see the module docstring for every setting chosen."""
 
+    #: wandb.init's ``reinit``. A seed ensemble holds one open run per member in one
+    #: process, so its launcher switches this to ``"create_new"`` while it trains.
+    reinit: str = "finish_previous"
+
     def __init__(
         self,
         cfg: LoggerConfig,
@@ -188,7 +194,7 @@ class WandbSink:
             dir=str(run_dir),
             id=wandb_run_id(meta.run_id),
             resume="allow",
-            reinit="finish_previous",
+            reinit=self.reinit,
             allow_val_change=True,  # a resumed run may carry a changed path or flag
             settings=wandb.Settings(**self.settings()),
         )

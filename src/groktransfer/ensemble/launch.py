@@ -1,0 +1,204 @@
+"""The engine behind ``hydra/launcher=ensemble``: group a sweep's jobs and train each group as one ensemble.
+
+1. Every job goes through Hydra's own ``run_job`` -- its directory, ``.hydra/`` files
+   and log file are made exactly as under any launcher -- with a task function that
+   *plans* the job (:func:`groktransfer.run.plan_job`): the config checks, the run-index
+   decision (reuse / resume / fresh) and the starting point (which trains the shared
+   source run when it is not cached yet). Jobs that train nothing print their one line
+   at once; a job with bad input logs its one-line error and the sweep goes on.
+2. Planned jobs are grouped by what an ensemble shares (:func:`batch_key`: everything
+   except seed, data_seed, model_seed, the transfer condition, learning rate and weight
+   decay, plus the epoch they start from), in chunks of at most ``max_members``.
+3. Each group trains as one :class:`~groktransfer.ensemble.trainer.EnsembleTrainer`.
+   If the members' trainers turn out incompatible (a frozen component, carried AdamW
+   state, a profiler, a model without the fast path...), they train one at a time
+   instead, after a one-line notice -- never a wrong result. Either way every member's
+   run directory is opened and finished by :class:`~groktransfer.training.RunDirTraining`,
+   the code a separate job uses, and a member is finished as soon as it stops.
+
+During training the process logs to the console (Hydra's launcher logging), not to the
+members' ``train.log`` files, which hold each job's planning messages.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any, Dict, Iterator, List, Optional, Sequence
+
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.utils import JobReturn, configure_log, run_job
+from hydra.types import HydraContext
+from omegaconf import DictConfig, open_dict
+
+from groktransfer.config.schema import TrainJobConfig, to_plain, to_typed
+from groktransfer.ensemble.trainer import EnsembleTrainer, MemberResult, incompatibility
+from groktransfer.errors import UserError
+from groktransfer.rundir import STATUS_FILE
+from groktransfer.run import JobResult, Launch, PlannedJob, plan_job
+from groktransfer.trainer import TrainingFailure, TrainOutcome
+from groktransfer.training import RunDirTraining
+
+log = logging.getLogger("groktransfer")
+
+#: Fields that may differ between the members of one ensemble (everything else must agree).
+BATCHABLE = ("seed", "task.data_seed", "model.model_seed", "transfer", "optimizer.lr", "optimizer.weight_decay")
+#: Fields that never change a job's numbers, hence never keep jobs apart.
+_IRRELEVANT = ("logger", "force", "experiment_name", "debug")
+
+
+def batch_key(job: TrainJobConfig, start_epoch: int) -> str:
+    """Jobs with equal keys can share an ensemble: the config minus :data:`BATCHABLE`, and the start epoch."""
+    data: Dict[str, Any] = to_plain(job)
+    for dotted in BATCHABLE + _IRRELEVANT:
+        *parents, leaf = dotted.split(".")
+        node = data
+        for key in parents:
+            node = node.get(key, {})
+        node.pop(leaf, None)
+    data["start_epoch"] = start_epoch
+    return json.dumps(data, sort_keys=True, default=str)
+
+
+def start_epoch(planned: PlannedJob) -> int:
+    resume = planned.plan.resume_state
+    return int(resume["epoch"]) if resume is not None else 0
+
+
+def launch_sweep(
+    hydra_context: HydraContext,
+    config: DictConfig,
+    job_overrides: Sequence[Sequence[str]],
+    initial_job_idx: int,
+    max_members: int,
+    threads: int,
+) -> List[JobReturn]:
+    """Plan every job through Hydra's ``run_job``, then train the planned ones in ensembles."""
+    returns: List[JobReturn] = []
+    planned: List[PlannedJob] = []
+    with contextlib.ExitStack() as held:  # each planned job's run-index lock, until it has trained
+        for n, overrides in enumerate(job_overrides):
+            idx = initial_job_idx + n
+            sweep_config = hydra_context.config_loader.load_sweep_config(config, list(overrides))
+            with open_dict(sweep_config):
+                sweep_config.hydra.job.id = idx
+                sweep_config.hydra.job.num = idx
+            box: Dict[str, PlannedJob] = {}
+            ret = run_job(
+                hydra_context=hydra_context,
+                task_function=functools.partial(_plan_in_hydra_job, held=held, box=box),
+                config=sweep_config,
+                job_dir_key="hydra.sweep.dir",
+                job_subdir_key="hydra.sweep.subdir",
+            )
+            returns.append(ret)
+            if "planned" in box:
+                planned.append(box["planned"])
+        configure_log(config.hydra.hydra_logging, config.hydra.verbose)
+        torch.set_num_threads(threads if threads > 0 else (os.cpu_count() or 1))
+        train_planned(planned, max_members)
+    return returns
+
+
+def _plan_in_hydra_job(cfg: DictConfig, held: contextlib.ExitStack, box: Dict[str, PlannedJob]) -> Optional[JobResult]:
+    """Hydra's task function for one job: plan it (as ``scripts/train.py`` would run it)."""
+    hydra_cfg = HydraConfig.get()
+    launch = Launch(
+        run_dir=Path(hydra_cfg.runtime.output_dir), cwd=Path(hydra_cfg.runtime.cwd), sweep_dir=Path(hydra_cfg.sweep.dir)
+    )
+    try:
+        planned = plan_job(to_typed(TrainJobConfig, cfg), launch, held)
+    except UserError as exc:
+        log.error("%s", exc)  # one readable line; the other jobs go on
+        return None
+    except Exception:
+        log.exception("job failed (recorded in %s/%s); the sweep goes on", launch.run_dir, STATUS_FILE)
+        return None
+    if isinstance(planned, JobResult):
+        print(planned.one_line(), flush=True)
+        return planned
+    box["planned"] = planned
+    return None
+
+
+def train_planned(planned: Sequence[PlannedJob], max_members: int) -> List[JobResult]:
+    """Train planned jobs in ensembles of compatible jobs (at most ``max_members`` each)."""
+    groups: Dict[str, List[PlannedJob]] = {}
+    for job in planned:
+        groups.setdefault(batch_key(job.job, start_epoch(job)), []).append(job)
+    results: List[JobResult] = []
+    for members in groups.values():
+        for first in range(0, len(members), max_members):
+            results += train_group(members[first : first + max_members])
+    return results
+
+
+def train_group(members: Sequence[PlannedJob]) -> List[JobResult]:
+    """One ensemble (or, if its members' trainers are incompatible, one job at a time)."""
+    results: Dict[int, JobResult] = {}
+    with concurrent_wandb_runs():
+        trainings = [RunDirTraining(m.run_dir, m.plan) for m in members]
+        trainers = [t.open() for t in trainings]
+        reason = incompatibility(trainers) if len(trainers) > 1 else None
+        if len(trainers) == 1 or reason is not None:
+            if reason is not None:
+                print(f"ensemble launcher: {len(members)} jobs train one at a time ({reason})", flush=True)
+            for i, (training, trainer) in enumerate(zip(trainings, trainers)):
+                try:
+                    outcome: MemberResult = trainer.fit()
+                except TrainingFailure as exc:
+                    outcome = exc
+                except BaseException as exc:
+                    _crashed(members[i:], trainings[i:], exc)
+                    break
+                results[i] = _finish(members[i], training, outcome)
+            return [results[i] for i in sorted(results)]
+
+        names = ", ".join(m.run_dir.path.name for m in members)
+        print(f"ensemble launcher: {len(members)} jobs train as one ensemble: {names}", flush=True)
+        ensemble = EnsembleTrainer(
+            trainers, on_done=lambda i, outcome: results.__setitem__(i, _finish(members[i], trainings[i], outcome))
+        )
+        try:
+            ensemble.fit()
+        except BaseException as exc:
+            left = [i for i in range(len(members)) if i not in results]
+            _crashed([members[i] for i in left], [trainings[i] for i in left], exc)
+    return [results[i] for i in sorted(results)]
+
+
+def _finish(member: PlannedJob, training: RunDirTraining, outcome: MemberResult) -> JobResult:
+    record = training.finish(outcome) if isinstance(outcome, TrainOutcome) else training.fail(outcome)
+    result = member.result(record)
+    print(result.one_line(), flush=True)
+    return result
+
+
+def _crashed(members: Sequence[PlannedJob], trainings: Sequence[RunDirTraining], exc: BaseException) -> None:
+    """An unexpected exception: every unfinished member records it; Ctrl-C (or SystemExit) stops the sweep, anything else does not."""
+    for training in trainings:
+        training.fail(exc)
+    if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+        raise exc
+    log.error(
+        "training failed: %s: %s (recorded in the status of %s); the sweep goes on",
+        type(exc).__name__, exc, ", ".join(m.run_dir.path.name for m in members), exc_info=exc,
+    )
+
+
+@contextlib.contextmanager
+def concurrent_wandb_runs() -> Iterator[None]:
+    """Members' W&B runs are open at once: let wandb create each instead of finishing the previous."""
+    from groktransfer.sinks.wandb_sink import WandbSink
+
+    before = WandbSink.reinit
+    WandbSink.reinit = "create_new"
+    try:
+        yield
+    finally:
+        WandbSink.reinit = before

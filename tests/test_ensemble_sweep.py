@@ -1,0 +1,107 @@
+"""hydra/launcher=ensemble: a sweep trained as seed ensembles writes what separate jobs write."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import subprocess
+from pathlib import Path
+from typing import List
+
+import pandas as pd
+import pytest
+
+from conftest import PYTHON, REPO, TINY, compose_job, script_env
+from groktransfer.config.schema import TrainJobConfig, to_typed
+from groktransfer.ensemble.launch import batch_key, train_planned
+from groktransfer.run import Launch, PlannedJob, plan_job
+
+SWEEP = TINY + [
+    "experiment_name=tiny_sweep",
+    "task=subtract",
+    "train.max_epochs=200",
+    "transfer.source.source_seed=0",
+    "seed=0,1",
+    "transfer=grokked,random,memorized",
+]
+# Float tolerance between an ensemble member and the same job run alone (see test_ensemble.py).
+RTOL = 1e-6
+
+
+def _sweep(root: Path, sweep_dir: Path, index: str, launcher: List[str]) -> subprocess.CompletedProcess:
+    cmd = [PYTHON, "scripts/train.py", "-m", *SWEEP, *launcher, f"paths.root={root}",
+           f"paths.run_index={root}/{index}", f"hydra.sweep.dir={sweep_dir}"]
+    proc = subprocess.run(cmd, cwd=REPO, env=script_env(), capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc
+
+
+def _jobs(sweep_dir: Path) -> dict:
+    return {p.parent.name: p.parent for p in sweep_dir.glob("*/status.json")}
+
+
+def _files(job: Path) -> set:
+    return {str(p.relative_to(job)) for p in job.rglob("*") if p.is_file() and p.suffix != ".log"}
+
+
+def test_ensemble_sweep_writes_what_separate_jobs_write_and_reruns_train_nothing(tmp_path: Path) -> None:
+    root = tmp_path / "multirun"
+    ens, sep = root / "tiny_sweep" / "ensemble", root / "tiny_sweep" / "separate"
+    out = _sweep(root, ens, "index_ensemble", ["hydra/launcher=ensemble", "hydra.launcher.threads=1"]).stdout
+    assert "ensemble launcher: 6 jobs train as one ensemble" in out
+    _sweep(root, sep, "index_separate", [])  # Hydra's basic launcher: one job after another
+    a, b = _jobs(ens), _jobs(sep)
+    assert sorted(a) == sorted(b) and len(a) == 6
+    for name in a:
+        sa, sb = (json.loads((d[name] / "status.json").read_text()) for d in (a, b))
+        assert sa["status"] == sb["status"] == "completed", name
+        assert sa["run_id"] == sb["run_id"] and sa["thresholds"] == sb["thresholds"] and sa["epoch"] == sb["epoch"]
+        assert set(sa) == set(sb), name
+        assert _files(a[name]) == _files(b[name]), name
+        for table in ("metrics.csv", "measures.csv"):
+            ma, mb = pd.read_csv(a[name] / table), pd.read_csv(b[name] / table)
+            assert list(ma.columns) == list(mb.columns) and len(ma) == len(mb), (name, table)
+            numeric = ma.select_dtypes("number").columns
+            pd.testing.assert_frame_equal(ma[numeric], mb[numeric], rtol=RTOL, atol=1e-9, check_dtype=False)
+
+    again = _sweep(root, root / "tiny_sweep" / "again", "index_ensemble", ["hydra/launcher=ensemble"]).stdout
+    assert again.count("skipped:") == 6 and "train as one ensemble" not in again
+
+
+def _planned(tmp_path: Path, overrides: List[str], seeds=(0, 1)) -> List[PlannedJob]:
+    held = contextlib.ExitStack()
+    jobs = []
+    for seed in seeds:
+        job = to_typed(TrainJobConfig, compose_job(TINY + overrides + [f"seed={seed}"], root=tmp_path))
+        planned = plan_job(job, Launch(run_dir=tmp_path / f"job{seed}", cwd=tmp_path), held)
+        assert isinstance(planned, PlannedJob)
+        jobs.append(planned)
+    return jobs
+
+
+def test_incompatible_jobs_train_one_at_a_time_with_a_notice(tmp_path: Path, capsys) -> None:
+    jobs = _planned(tmp_path, ["model.normalization=LN", "train.max_epochs=30"])
+    assert batch_key(jobs[0].job, 0) == batch_key(jobs[1].job, 0)  # batchable by config ...
+    results = train_planned(jobs, max_members=16)  # ... but the model has no fast path
+    out = capsys.readouterr().out
+    assert out.count("ensemble launcher: 2 jobs train one at a time (ensembles need the fast last-position path") == 1
+    assert [r.status.value for r in results] == ["completed", "completed"]
+
+
+def test_batch_key_keeps_apart_what_cannot_be_batched(tmp_path: Path) -> None:
+    base = to_typed(TrainJobConfig, compose_job(TINY, root=tmp_path))
+    key = batch_key(base, 0)
+    for batchable in (["seed=3"], ["optimizer.lr=1e-2"], ["optimizer.weight_decay=0.1"], ["transfer=grokked"]):
+        assert batch_key(to_typed(TrainJobConfig, compose_job(TINY + batchable, root=tmp_path)), 0) == key, batchable
+    for other in (["task.p=29"], ["model.d_mlp=64"], ["train.max_epochs=10"]):
+        assert batch_key(to_typed(TrainJobConfig, compose_job(TINY + other, root=tmp_path)), 0) != key, other
+    assert batch_key(base, 100) != key  # resumed at another epoch
+
+
+@pytest.mark.parametrize("cap", [1, 2])
+def test_member_cap_splits_groups(tmp_path: Path, cap: int, capsys) -> None:
+    jobs = _planned(tmp_path, ["train.max_epochs=20"], seeds=(0, 1, 2))
+    results = train_planned(jobs, max_members=cap)
+    assert len(results) == 3 and all(r.status.value == "completed" for r in results)
+    out = capsys.readouterr().out
+    assert out.count("train as one ensemble") == (0 if cap == 1 else 1)
