@@ -157,6 +157,11 @@ class TrainOutcome:
     train_seconds: float
 
 
+def accuracy(correct: torch.Tensor) -> float:
+    """Fraction of True, as an exact count over n in float64 (on any device, MPS included)."""
+    return int(correct.sum()) / correct.numel()
+
+
 def warmup_factor(warmup_steps: int):
     """Linear warm-up as in Nanda et al.: factor min(step / warmup, 1), so step 0 has lr 0."""
 
@@ -241,9 +246,9 @@ class Trainer:
         """Loss and accuracy on the train and test pairs, from one forward over all pairs."""
         logits = self.last_logits(self._all_tokens).to(self._loss_dtype)
         losses = F.cross_entropy(logits, self._all_labels, reduction="none")
-        correct = (logits.argmax(dim=-1) == self._all_labels).double()
+        correct = logits.argmax(dim=-1) == self._all_labels
         train, test = self._train_mask, ~self._train_mask
-        return self._result(losses[train].mean(), correct[train].mean(), losses[test].mean(), correct[test].mean())
+        return self._result(losses[train].mean(), accuracy(correct[train]), losses[test].mean(), accuracy(correct[test]))
 
     @torch.no_grad()
     def _evaluate_reusing(self, train_logits: torch.Tensor, train_loss: torch.Tensor) -> EvalResult:
@@ -253,10 +258,10 @@ class Trainer:
         the current weights, so only the test pairs need a forward: the evaluation
         costs 70% of a full one (at frac_train 0.3).
         """
-        train_acc = (train_logits.argmax(dim=-1) == self._train_labels).double().mean()
+        train_acc = accuracy(train_logits.argmax(dim=-1) == self._train_labels)
         test_logits = self.last_logits(self._test_tokens).to(self._loss_dtype)
         test_loss = F.cross_entropy(test_logits, self._test_labels)
-        test_acc = (test_logits.argmax(dim=-1) == self._test_labels).double().mean()
+        test_acc = accuracy(test_logits.argmax(dim=-1) == self._test_labels)
         return self._result(train_loss, train_acc, test_loss, test_acc)
 
     def _result(self, train_loss, train_acc, test_loss, test_acc) -> EvalResult:

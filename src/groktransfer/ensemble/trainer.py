@@ -230,12 +230,14 @@ class EnsembleTrainer:
         test_losses = F.cross_entropy(
             test_logits.reshape(k * n_test, o), self._tokens["test_labels"].reshape(k * n_test), reduction="none"
         ).view(k, n_test).mean(dim=1)
-        test_acc = (test_logits.argmax(dim=-1) == self._tokens["test_labels"]).double().mean(dim=1)
-        train_acc = (train_logits.argmax(dim=-1) == self._tokens["train_labels"]).double().mean(dim=1)
+        # accuracies as exact counts / n, as Trainer.accuracy computes them
+        test_correct = (test_logits.argmax(dim=-1) == self._tokens["test_labels"]).sum(dim=1).cpu().tolist()
+        train_correct = (train_logits.argmax(dim=-1) == self._tokens["train_labels"]).sum(dim=1).cpu().tolist()
+        n_train = train_logits.shape[1]
         lrs = [g["lr"] for g, group in zip(self.optimizer.param_groups, self._groups) for _ in group.members]
-        rows = torch.stack([train_losses.double(), train_acc, test_losses.double(), test_acc]).cpu().tolist()
+        losses = torch.stack([train_losses, test_losses]).cpu().tolist()
         return [
-            EvalResult(self.epoch, rows[0][r], rows[2][r], rows[1][r], rows[3][r], float(lrs[r]))
+            EvalResult(self.epoch, losses[0][r], losses[1][r], train_correct[r] / n_train, test_correct[r] / n_test, float(lrs[r]))
             for r in range(len(self.order))
         ]
 
