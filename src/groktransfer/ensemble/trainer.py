@@ -328,7 +328,7 @@ class EnsembleTrainer:
                 bar.update(1)
                 failed = [self.order[r] for r, ok in enumerate(torch.isfinite(losses.detach()).tolist()) if not ok]
                 for i in failed:
-                    bad = float(losses[self.order.index(i)])
+                    bad = float(losses.detach()[self.order.index(i)])
                     self._finish(i, started, start_epoch, TrainingFailure(f"non-finite training loss ({bad})", self.epoch))
                 if deadline is not None and time.monotonic() > deadline:
                     for i in self.active:
