@@ -13,7 +13,7 @@ import pytest
 
 from conftest import PYTHON, REPO, TINY, compose_job, script_env
 from groktransfer.config.schema import TrainJobConfig, to_typed
-from groktransfer.ensemble.launch import batch_key, train_planned
+from groktransfer.ensemble.launch import AUTO_MAX_MEMBERS, batch_key, member_cap, train_planned
 from groktransfer.run import Launch, PlannedJob, plan_job
 
 SWEEP = TINY + [
@@ -47,7 +47,8 @@ def _files(job: Path) -> set:
 def test_ensemble_sweep_writes_what_separate_jobs_write_and_reruns_train_nothing(tmp_path: Path) -> None:
     root = tmp_path / "multirun"
     ens, sep = root / "tiny_sweep" / "ensemble", root / "tiny_sweep" / "separate"
-    out = _sweep(root, ens, "index_ensemble", ["hydra/launcher=ensemble", "hydra.launcher.threads=1"]).stdout
+    launcher = ["hydra/launcher=ensemble", "hydra.launcher.threads=1", "hydra.launcher.max_members=8"]
+    out = _sweep(root, ens, "index_ensemble", launcher).stdout
     assert "ensemble launcher: 6 jobs train as one ensemble" in out
     _sweep(root, sep, "index_separate", [])  # Hydra's basic launcher: one job after another
     a, b = _jobs(ens), _jobs(sep)
@@ -96,6 +97,11 @@ def test_batch_key_keeps_apart_what_cannot_be_batched(tmp_path: Path) -> None:
     for other in (["task.p=29"], ["model.d_mlp=64"], ["train.max_epochs=10"]):
         assert batch_key(to_typed(TrainJobConfig, compose_job(TINY + other, root=tmp_path)), 0) != key, other
     assert batch_key(base, 100) != key  # resumed at another epoch
+
+
+def test_member_cap_by_device(tmp_path: Path) -> None:
+    job = to_typed(TrainJobConfig, compose_job(TINY + ["train.device=cpu"], root=tmp_path))
+    assert member_cap(0, job) == AUTO_MAX_MEMBERS["cpu"] and member_cap(7, job) == 7
 
 
 @pytest.mark.parametrize("cap", [1, 2])

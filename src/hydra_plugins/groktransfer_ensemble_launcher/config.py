@@ -12,8 +12,9 @@ from hydra.core.config_store import ConfigStore
 @dataclass
 class EnsembleLauncherConf:
     _target_: str = "hydra_plugins.groktransfer_ensemble_launcher.ensemble_launcher.EnsembleLauncher"
-    # at most this many jobs train as one ensemble (memory, and how much one failure can delay)
-    max_members: int = 16
+    # at most this many jobs train as one ensemble; 0 = by device: 4 on CPU (measured best per
+    # member on one thread: larger ensembles outgrow the caches), 64 on a GPU
+    max_members: int = 0
     # torch threads of the launching process while ensembles train; 0 = torch's default (all cores)
     threads: int = 0
 

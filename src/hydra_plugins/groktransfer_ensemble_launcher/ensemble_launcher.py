@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 
 
 class EnsembleLauncher(Launcher):
-    def __init__(self, max_members: int = 16, threads: int = 0) -> None:
+    def __init__(self, max_members: int = 0, threads: int = 0) -> None:
         super().__init__()
         self.max_members = int(max_members)
         self.threads = int(threads)
@@ -42,8 +42,8 @@ class EnsembleLauncher(Launcher):
         assert self.config is not None and self.hydra_context is not None
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
         Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
-        if self.max_members < 1:
-            raise ValueError(f"hydra.launcher.max_members must be >= 1, got {self.max_members}")
+        if self.max_members < 0:
+            raise ValueError(f"hydra.launcher.max_members must be >= 0 (0: by device), got {self.max_members}")
         return launch_sweep(
             self.hydra_context, self.config, job_overrides, initial_job_idx, self.max_members, self.threads
         )
