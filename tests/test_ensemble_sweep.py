@@ -16,20 +16,17 @@ from groktransfer.config.schema import TrainJobConfig, to_typed
 from groktransfer.ensemble.launch import AUTO_MAX_MEMBERS, batch_key, member_cap, train_planned
 from groktransfer.run import Launch, PlannedJob, plan_job
 
-SWEEP = TINY + [
-    "experiment_name=tiny_sweep",
-    "task=subtract",
-    "train.max_epochs=200",
-    "transfer.source.source_seed=0",
-    "seed=0,1",
-    "transfer=grokked,random,memorized",
-]
+BASE = TINY + ["experiment_name=tiny_sweep", "task=subtract", "train.max_epochs=200", "transfer.source.source_seed=0"]
+# default suite: seeds x learning rates (two AdamW groups in one ensemble), no source run to train
+SEEDS_X_LR = BASE + ["seed=0,1", "transfer=random", "optimizer.lr=3e-3,1e-3"]
+# slow: the three transfer conditions (trains the shared source run first)
+CONDITIONS = BASE + ["seed=0,1", "transfer=grokked,random,memorized"]
 # Float tolerance between an ensemble member and the same job run alone (see test_ensemble.py).
 RTOL = 1e-6
 
 
-def _sweep(root: Path, sweep_dir: Path, index: str, launcher: List[str]) -> subprocess.CompletedProcess:
-    cmd = [PYTHON, "scripts/train.py", "-m", *SWEEP, *launcher, f"paths.root={root}",
+def _sweep(sweep: List[str], root: Path, sweep_dir: Path, index: str, launcher: List[str]) -> subprocess.CompletedProcess:
+    cmd = [PYTHON, "scripts/train.py", "-m", *sweep, *launcher, f"paths.root={root}",
            f"paths.run_index={root}/{index}", f"hydra.sweep.dir={sweep_dir}"]
     proc = subprocess.run(cmd, cwd=REPO, env=script_env(), capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -44,15 +41,24 @@ def _files(job: Path) -> set:
     return {str(p.relative_to(job)) for p in job.rglob("*") if p.is_file() and p.suffix != ".log"}
 
 
-def test_ensemble_sweep_writes_what_separate_jobs_write_and_reruns_train_nothing(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "sweep, n_jobs",
+    [
+        pytest.param(SEEDS_X_LR, 4, id="seeds-x-lr"),
+        pytest.param(CONDITIONS, 6, id="conditions", marks=[pytest.mark.slow, pytest.mark.timeout(1800)]),
+    ],
+)
+def test_ensemble_sweep_writes_what_separate_jobs_write_and_reruns_train_nothing(
+    tmp_path: Path, sweep: List[str], n_jobs: int
+) -> None:
     root = tmp_path / "multirun"
     ens, sep = root / "tiny_sweep" / "ensemble", root / "tiny_sweep" / "separate"
     launcher = ["hydra/launcher=ensemble", "hydra.launcher.threads=1", "hydra.launcher.max_members=8"]
-    out = _sweep(root, ens, "index_ensemble", launcher).stdout
-    assert "ensemble launcher: 6 jobs train as one ensemble" in out
-    _sweep(root, sep, "index_separate", [])  # Hydra's basic launcher: one job after another
+    out = _sweep(sweep, root, ens, "index_ensemble", launcher).stdout
+    assert f"ensemble launcher: {n_jobs} jobs train as one ensemble" in out
+    _sweep(sweep, root, sep, "index_separate", [])  # Hydra's basic launcher: one job after another
     a, b = _jobs(ens), _jobs(sep)
-    assert sorted(a) == sorted(b) and len(a) == 6
+    assert sorted(a) == sorted(b) and len(a) == n_jobs
     for name in a:
         sa, sb = (json.loads((d[name] / "status.json").read_text()) for d in (a, b))
         assert sa["status"] == sb["status"] == "completed", name
@@ -65,8 +71,8 @@ def test_ensemble_sweep_writes_what_separate_jobs_write_and_reruns_train_nothing
             numeric = ma.select_dtypes("number").columns
             pd.testing.assert_frame_equal(ma[numeric], mb[numeric], rtol=RTOL, atol=1e-9, check_dtype=False)
 
-    again = _sweep(root, root / "tiny_sweep" / "again", "index_ensemble", ["hydra/launcher=ensemble"]).stdout
-    assert again.count("skipped:") == 6 and "train as one ensemble" not in again
+    again = _sweep(sweep, root, root / "tiny_sweep" / "again", "index_ensemble", ["hydra/launcher=ensemble"]).stdout
+    assert again.count("skipped:") == n_jobs and "train as one ensemble" not in again
 
 
 def _planned(tmp_path: Path, overrides: List[str], seeds=(0, 1)) -> List[PlannedJob]:

@@ -357,7 +357,7 @@ class Trainer:
                 self.epoch += 1
                 bar.update(1)
                 if not torch.isfinite(loss):
-                    raise TrainingFailure(f"non-finite training loss ({float(loss)})", self.epoch)
+                    raise TrainingFailure(f"non-finite training loss ({float(loss.detach())})", self.epoch)
                 for cb in self._per_epoch:
                     cb.on_epoch_end(self, loss)
                 if deadline is not None and time.monotonic() > deadline:
