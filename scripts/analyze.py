@@ -1,7 +1,8 @@
 #!/usr/bin/env python
 """Analyse a sweep: `python scripts/analyze.py sweep_dir=multirun/quickstart/<date>_<time>`.
 
-Or the circuits of one checkpoint file (this project's format or the original paper's):
+Or the circuits and the interpretability toolkit's figures of one checkpoint file (this
+project's format, the original paper's, or a bare TransformerLens state dict):
 `python scripts/analyze.py checkpoint=path/to/model.pt checkpoint_task=subtract`.
 
 Also `sweep_dir=[dirA,dirB]` and `'sweep_dir=multirun/quickstart/*'` (runs merged; outputs
@@ -17,7 +18,7 @@ import hydra
 from omegaconf import DictConfig
 
 from groktransfer.analysis import SweepInputError, run_analysis
-from groktransfer.analysis.settings import register_analyze_config
+from groktransfer.analysis.settings import register_analyze_config, to_settings
 
 register_analyze_config()
 
@@ -46,7 +47,8 @@ def _analyze_one_checkpoint(cfg: DictConfig) -> None:
         sys.exit(2)
     try:
         result = analyze_checkpoint(
-            cfg.checkpoint, cfg.checkpoint_task, p=cfg.checkpoint_p, out_dir=cfg.analysis.out_dir, index=cfg.checkpoint_index
+            cfg.checkpoint, cfg.checkpoint_task, p=cfg.checkpoint_p, out_dir=cfg.analysis.out_dir, index=cfg.checkpoint_index,
+            interp=to_settings(cfg).analysis.interp,
         )
     except (CheckpointError, ValueError, FileNotFoundError) as exc:
         print(f"analyze: error: {exc}", file=sys.stderr)

@@ -9,17 +9,19 @@ set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 venv="${GROKTRANSFER_VENV:-$repo/.venv}"
 python="${PYTHON:-python3}"
+# Extras to install: CI adds TransformerLens with GROKTRANSFER_EXTRAS=test,tl (.ci/run).
+extras="${GROKTRANSFER_EXTRAS:-test}"
 
 if [ ! -x "$venv/bin/python" ]; then
   echo "[setup] creating virtual environment $venv"
   "$python" -m venv "$venv"
 fi
 stamp="$venv/.groktransfer-install-stamp"
-want="$(cat "$repo/pyproject.toml" "$repo/constraints.txt" | sha256sum | cut -d' ' -f1)"
+want="$( (cat "$repo/pyproject.toml" "$repo/constraints.txt"; echo "$extras") | sha256sum | cut -d' ' -f1)"
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
-  echo "[setup] installing groktransfer and its dependencies (torch 2.13.0 CPU) into $venv"
+  echo "[setup] installing groktransfer[$extras] and its dependencies (torch 2.13.0 CPU) into $venv"
   "$venv/bin/python" -m pip install --quiet --upgrade pip
-  "$venv/bin/python" -m pip install --quiet -c "$repo/constraints.txt" -e "$repo[test]"
+  "$venv/bin/python" -m pip install --quiet -c "$repo/constraints.txt" -e "$repo[$extras]"
   echo "$want" > "$stamp"
 fi
 export PATH="$venv/bin:$PATH"

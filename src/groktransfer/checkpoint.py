@@ -36,7 +36,7 @@ from groktransfer.errors import UserError
 from groktransfer.model import HookedGrokTransformer
 
 FORMAT = "groktransfer/1"
-SourceFormat = Literal["groktransfer", "nanda2023"]
+SourceFormat = Literal["groktransfer", "nanda2023", "transformer_lens"]
 PathLike = Union[str, "os.PathLike[str]"]
 
 #: Keys save_checkpoint owns; ``extra`` may not override them.
@@ -157,6 +157,8 @@ def detect_format(obj: Any) -> SourceFormat:
     """
     if not isinstance(obj, Mapping):
         raise CheckpointError(f"expected a dict at the top level, found {type(obj).__name__}")
+    if _is_state_dict(obj) and isinstance(obj.get("blocks.0.attn.W_O"), torch.Tensor) and obj["blocks.0.attn.W_O"].ndim == 3:
+        return "transformer_lens"  # a bare HookedTransformer.state_dict()
     fmt = obj.get("format")
     if isinstance(fmt, str) and fmt.startswith("groktransfer/"):
         if fmt != FORMAT:
@@ -443,7 +445,42 @@ def load_checkpoint(path: PathLike, index: Optional[int] = None) -> LoadedCheckp
         raise CheckpointError(f"checkpoint {path}: {exc}") from exc
     if fmt == "groktransfer":
         return _load_groktransfer(obj, path)
+    if fmt == "transformer_lens":
+        return _load_transformer_lens(obj, path)
     return _load_nanda2023(obj, path, index)
+
+
+def infer_transformer_lens_config(sd: Mapping[str, torch.Tensor], act: str = "relu") -> ModelConfig:
+    """ModelConfig of a bare TransformerLens state dict, from its shapes.
+
+    What shapes cannot tell: the activation (``act``, default relu) and whether a
+    LayerNorm was folded away (``LNPre``: no ``ln*`` keys) -- such a dict reads as a model
+    without LayerNorm, which is wrong; fold nothing before saving, or use our format.
+    """
+    layers = sorted({int(m.group(1)) for k in sd if (m := _BLOCK_KEY.match(k))})
+    W_Q = sd["blocks.0.attn.W_Q"]
+    n_heads, d_model, d_head = (int(x) for x in W_Q.shape)
+    if "blocks.0.mlp.W_in" not in sd:
+        raise CheckpointError("attention-only TransformerLens state dicts are not supported (no blocks.0.mlp.W_in)")
+    return ModelConfig(
+        name="transformer_lens", n_layers=len(layers), n_heads=n_heads, d_model=d_model, d_head=d_head,
+        d_mlp=int(sd["blocks.0.mlp.W_in"].shape[1]), act=act,
+        normalization="LN" if "ln_final.w" in sd else None, n_ctx=int(sd["pos_embed.W_pos"].shape[0]),
+        d_vocab=int(sd["embed.W_E"].shape[0]), d_vocab_out=int(sd["unembed.W_U"].shape[1]),
+        attn_bias=True, unembed_bias=True,
+    )  # fmt: skip
+
+
+def _load_transformer_lens(obj: Mapping[str, Any], path: Path) -> LoadedCheckpoint:
+    try:
+        sd = {str(k): v for k, v in obj.items()}
+        cfg = infer_transformer_lens_config(sd)
+        state_dict = _with_default_buffers(sd, cfg)
+        validate_state_dict(state_dict, cfg)
+    except (CheckpointError, KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"checkpoint {path} (bare TransformerLens state dict): {exc}") from exc
+    return LoadedCheckpoint(path=str(path), state_dict=state_dict, model_config=cfg, epoch=None, metrics={},
+                            source_format="transformer_lens", raw={})  # fmt: skip
 
 
 def load_into(model: HookedGrokTransformer, loaded: LoadedCheckpoint) -> None:

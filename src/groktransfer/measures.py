@@ -44,6 +44,12 @@ the train loss; for multiply/divide they differ, the zero pairs and class 0 bein
 coordinate order) and of W_L = W_out W_U (output columns in coordinate order), over all
 n components including the constant; ``logit_residual_frac`` share of the centred
 logits outside every target direction.
+
+``int_add`` has no output group, but its inputs a, b fill a p x p grid: its input-side
+measures (neuron frequencies and key frequencies on that grid, ``gini_W_E`` and the
+embedding's per-frequency norms, in Z_p's basis over token order) are computed with the
+same definitions (``InputFourierMeasures``, ``fourier_status`` "input_only",
+``INPUT_FOURIER_COLUMNS``); the output-side ones stay absent and the note says why.
 """
 
 from __future__ import annotations
@@ -56,8 +62,8 @@ from typing import Dict, List, Mapping, Optional, Tuple, Union
 import torch
 import torch.nn.functional as F
 
-from groktransfer.fourier import CONST, COS, SIN, FourierBasis, GroupFourier
-from groktransfer.rundir import FREQ_ROW_KEYS, MEASURE_BASE_COLUMNS, MEASURE_FOURIER_COLUMNS
+from groktransfer.fourier import CONST, COS, SIN, FourierBasis, GroupFourier, fourier_basis
+from groktransfer.rundir import FREQ_ROW_KEYS, MEASURE_BASE_COLUMNS, MEASURE_FOURIER_COLUMNS, MEASURE_INPUT_FOURIER_COLUMNS
 from groktransfer.tasks import Task
 
 Scalar = Union[float, int, str]
@@ -65,6 +71,7 @@ Scalar = Union[float, int, str]
 # Column names are part of the run-directory contract (groktransfer.rundir).
 BASE_COLUMNS = MEASURE_BASE_COLUMNS
 FOURIER_COLUMNS = MEASURE_FOURIER_COLUMNS
+INPUT_FOURIER_COLUMNS = MEASURE_INPUT_FOURIER_COLUMNS
 
 # A neuron is dead when its activation's variance is below this share of the largest
 # mean-square activation of any neuron (std below 1e-5 of it): exactly constant neurons
@@ -358,6 +365,27 @@ class FourierMeasures:
 
 
 @dataclass(frozen=True)
+class InputFourierMeasures:
+    """The input-side measures of a task whose output has no group (int_add): inputs a, b
+    on the p x p grid in Z_p's Fourier basis, token order. Output-side measures
+    (restricted/excluded loss, W_L, logit structure) stay absent."""
+
+    modulus: int
+    note: str
+    key_freq_threshold: float
+    freqs: torch.Tensor  # [W]
+    neuron_freq: torch.Tensor  # [d_mlp] long, -1 = dead
+    neuron_frac_explained: torch.Tensor  # [d_mlp]
+    neuron_count: torch.Tensor  # [W]
+    key_freqs: List[int]
+    n_dead_neurons: int
+    frac_neurons_explained: float
+    mean_neuron_frac_explained: float
+    gini_embed: float
+    embed_freq_norm: torch.Tensor  # [W]
+
+
+@dataclass(frozen=True)
 class ProgressMeasures:
     """All measures of one checkpoint. ``fourier`` is None when the task has no group:
     those measures are absent (not zero), and ``no_structure_reason`` says why."""
@@ -370,6 +398,7 @@ class ProgressMeasures:
     sq_norms: Dict[str, float]
     fourier: Optional[FourierMeasures] = None
     no_structure_reason: Optional[str] = None
+    input_fourier: Optional[InputFourierMeasures] = None
 
     def scalars(self) -> Dict[str, Scalar]:
         """Flat row of the measures table (rundir.MEASURES_FILE): BASE_COLUMNS, plus FOURIER_COLUMNS when present."""
@@ -381,9 +410,19 @@ class ProgressMeasures:
         }
         out.update({f"weight_norm_{k}": v for k, v in self.sq_norms.items()})
         fm = self.fourier
-        out["fourier_status"] = "present" if fm else "absent"
-        out["fourier_note"] = fm.note if fm else (self.no_structure_reason or "")
+        im = self.input_fourier
+        out["fourier_status"] = "present" if fm else ("input_only" if im else "absent")
+        out["fourier_note"] = fm.note if fm else (im.note if im else (self.no_structure_reason or ""))
         out = {k: out[k] for k in BASE_COLUMNS}
+        if fm is None and im is not None:
+            out.update(
+                fourier_modulus=im.modulus, fourier_n_pairs=im.modulus**2, key_freq_threshold=im.key_freq_threshold,
+                n_key_freqs=len(im.key_freqs), key_freqs=" ".join(str(w) for w in im.key_freqs),
+                frac_neurons_explained=im.frac_neurons_explained,
+                mean_neuron_frac_explained=im.mean_neuron_frac_explained,
+                n_dead_neurons=im.n_dead_neurons, gini_W_E=im.gini_embed,
+            )  # fmt: skip
+            return {k: out[k] for k in BASE_COLUMNS + INPUT_FOURIER_COLUMNS}
         if fm is None:
             return out
         out.update(
@@ -408,6 +447,14 @@ class ProgressMeasures:
         """Long-format rows (keys FREQ_ROW_KEYS, no epoch) for rundir.FREQS_FILE;
         empty when the task has no group."""
         fm = self.fourier
+        im = self.input_fourier
+        if fm is None and im is not None:
+            nan, key = float("nan"), set(im.key_freqs)
+            return [
+                dict(freq=w, logit_cos_coef=nan, neuron_count=nc, logit_sin_coef=nan, logit_frac=nan,
+                     is_key=int(w in key), embed_norm=en, wl_norm=nan)
+                for w, nc, en in zip(im.freqs.tolist(), im.neuron_count.tolist(), im.embed_freq_norm.tolist())
+            ]  # fmt: skip
         if fm is None:
             return []
         key = set(fm.key_freqs)
@@ -492,6 +539,32 @@ def _fourier_measures(
     )  # fmt: skip
 
 
+def _input_fourier_measures(
+    task: Task, acts: torch.Tensor, params: Mapping[str, torch.Tensor], threshold: float, min_neurons: int,
+) -> InputFourierMeasures:
+    """Neuron frequencies on the (a, b) grid and W_E's Fourier norms, in Z_p's basis over
+    token order (the definitions of ``_fourier_measures``, input side only)."""
+    p = task.p
+    basis = fourier_basis(p)
+    assert task.n_pairs == p * p, "input-side Fourier measures need every (a, b) pair"
+    frac, dead = neuron_freq_fractions(acts.reshape(p, p, -1), basis)  # rows are row-major (a, b)
+    neuron_freq, best, counted = assign_neuron_freqs(frac, dead, threshold)
+    counts = neuron_counts(neuron_freq, counted, basis.max_freq)
+    alive = neuron_freq >= 0
+    embed_norms = fourier_component_norms(params["embed.W_E"].detach()[:p], basis)
+    reason = task.spec.no_structure_reason or "the output has no group"
+    return InputFourierMeasures(
+        modulus=p, key_freq_threshold=float(threshold),
+        note=f"input side only: a, b on the {p}x{p} grid in the Fourier basis of Z_{p} (token order); "
+             f"output-side measures (restricted/excluded loss, W_L, logit structure) absent: {reason}",
+        freqs=torch.arange(1, basis.max_freq + 1), neuron_freq=neuron_freq, neuron_frac_explained=best,
+        neuron_count=counts, key_freqs=select_key_freqs(counts, min_neurons), n_dead_neurons=int((~alive).sum()),
+        frac_neurons_explained=float(counted.double().mean()),
+        mean_neuron_frac_explained=float(best[alive].mean()) if bool(alive.any()) else 0.0,
+        gini_embed=gini(embed_norms), embed_freq_norm=_per_freq_sumsq(embed_norms, basis)[1:].sqrt(),
+    )  # fmt: skip
+
+
 def _last_mlp_block(params: Mapping[str, torch.Tensor]) -> int:
     """Index of the last block that has an MLP output matrix."""
     blocks = [int(m.group(1)) for k in params if (m := re.match(r"^blocks\.(\d+)\.mlp\.W_out$", k))]
@@ -536,6 +609,11 @@ def compute_progress_measures(
     test_loss, test_acc = loss_and_accuracy(logits[~train], labels[~train])
     gf = GroupFourier.for_task(task)
     fourier = None
+    input_fourier = None
+    if gf is None and task.spec.input_fourier:
+        input_fourier = _input_fourier_measures(
+            task, neuron_acts_all.detach(), params, key_freq_threshold, key_freq_min_neurons
+        )
     if gf is not None:
         block = _last_mlp_block(params) if mlp_block is None else int(mlp_block)
         fourier = _fourier_measures(
@@ -551,4 +629,5 @@ def compute_progress_measures(
         sq_norms=weight_sq_norms(params),
         fourier=fourier,
         no_structure_reason=None if gf is not None else task.spec.no_structure_reason,
+        input_fourier=input_fourier,
     )

@@ -132,7 +132,7 @@ class LayerNorm(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x - x.mean(-1, keepdim=True)
         scale = self.hook_scale((x.pow(2).mean(-1, keepdim=True) + self.eps).sqrt())
-        return self.hook_normalized(x / scale * self.w + self.b)  # TL hooks the affine output
+        return self.hook_normalized(x / scale) * self.w + self.b  # TL (3.x) hooks before the affine map
 
 
 class Attention(nn.Module):

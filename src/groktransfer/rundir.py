@@ -100,6 +100,12 @@ MEASURE_FOURIER_COLUMNS: Tuple[str, ...] = (
     "restricted_ref_loss", "excluded_ref_loss",
     "gini_W_E", "gini_W_L", "logit_residual_frac",
 )  # fmt: skip
+#: measures.csv: added instead when only the inputs are read in a Fourier basis
+#: (fourier_status == "input_only": int_add, whose output has no group).
+MEASURE_INPUT_FOURIER_COLUMNS: Tuple[str, ...] = (
+    "fourier_modulus", "fourier_n_pairs", "key_freq_threshold", "n_key_freqs", "key_freqs",
+    "frac_neurons_explained", "mean_neuron_frac_explained", "n_dead_neurons", "gini_W_E",
+)  # fmt: skip
 #: measures_freqs.csv: after "epoch", one row per frequency of each checkpoint.
 FREQ_ROW_KEYS: Tuple[str, ...] = (
     "freq", "logit_cos_coef", "neuron_count",

@@ -53,6 +53,10 @@ class TaskSpec:
     exclude_b_zero: bool = False
     out_vocab: Callable[[int], int] = lambda p: p
     needs_prime: bool = True
+    # Inputs a, b still live on a p x p grid read in Z_p's Fourier basis (token order), so the
+    # input-side measures (embedding Fourier norms, neuron frequencies, key frequencies)
+    # are defined even where the output has no group.
+    input_fourier: bool = False
 
 
 def _divide(a: torch.Tensor, b: torch.Tensor, p: int) -> torch.Tensor:
@@ -75,6 +79,7 @@ TASKS: Dict[str, TaskSpec] = {
         no_structure_reason="integer a+b (no wrap-around) is not a cyclic-group operation",
         out_vocab=lambda p: 2 * p,
         needs_prime=False,
+        input_fourier=True,
     ),
 }
 

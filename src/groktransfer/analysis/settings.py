@@ -57,6 +57,33 @@ class CurveSettings:
 
 
 @dataclass
+class InterpSettings:
+    """Which interpretability analyses (``groktransfer.interp``) run, on one checkpoint
+    (``checkpoint=...``) and on every final model of a sweep. Defaults keep the
+    quickstart's analysis to seconds per run."""
+
+    enabled: bool = True
+    # head ablations: the kinds to run (zero / mean) and the sites (z = the head's output;
+    # q, k, v = its query / key / value input); [] = none
+    head_ablation: List[str] = field(default_factory=lambda: ["mean"])
+    head_sites: List[str] = field(default_factory=lambda: ["z", "q", "k", "v"])
+    dla: bool = True  # direct logit attribution per part and per output frequency
+    embedding: bool = True  # PCA/SVD and Fourier norms of the operand embeddings
+    # principal components of the embedding ablated one at a time (1 = PC1), with failure maps
+    pc_ablation: List[int] = field(default_factory=lambda: [1, 2])
+    spectra: bool = True  # singular values against a Gaussian control
+    probes: bool = True  # ridge probes of the declared targets
+    # hook points probed at the answer positions; {L} = every layer
+    probe_hooks: List[str] = field(default_factory=lambda: ["blocks.{L}.hook_resid_mid", "blocks.{L}.hook_resid_post", "blocks.{L}.mlp.hook_post"])
+    neurons: bool = True  # neuron clusters by frequency, correlations, top neuron maps
+    key_freq_threshold: float = 0.85  # share of a neuron's variance at one frequency for it to count
+    top_neurons: int = 6
+    attention: bool = True  # attention patterns at each answer position
+    in_sweep: bool = True  # also for every final model in the sweep report
+    threads: int = 1  # torch threads while interpreting (its matmuls are small: more threads contend)
+
+
+@dataclass
 class AnalysisSettings:
     """What to compare, which thresholds, where to write."""
 
@@ -77,6 +104,7 @@ class AnalysisSettings:
     dpi: int = 130
     # "module:function" callables returning list[ReportSection] (e.g. the circuits module)
     extra_sections: List[str] = field(default_factory=list)
+    interp: InterpSettings = field(default_factory=InterpSettings)
 
 
 @dataclass

@@ -96,12 +96,15 @@ def analyze_checkpoint(
     key_freq_threshold: float = DEFAULT_KEY_FREQ_THRESHOLD,
     index: Optional[int] = None,
     dpi: int = 130,
+    interp: Any = None,
 ) -> Dict[str, Any]:
     """Analyse one checkpoint on ``task_name`` mod ``p`` and write figures and a summary.
 
     ``p`` defaults to the model's input vocabulary minus the '=' token. ``out_dir``
     defaults to ``<checkpoint dir>/<stem>_circuits``. ``index`` picks one state dict of a
-    paper-format file holding several (default: the last). Returns ``{"out_dir", "files",
+    paper-format file holding several (default: the last). ``interp``: an
+    ``InterpSettings`` (``analysis.interp``) for the interpretability toolkit's figures and
+    tables (default settings when None; ``enabled=False`` skips them). Returns ``{"out_dir", "files",
     "summary", "text"}``; ``text`` is the markdown summary (also in ``summary.md``).
     """
     path = Path(path)
@@ -137,10 +140,22 @@ def analyze_checkpoint(
         "attention": plots.plot_attention(group, colors, out / "attention.png", dpi,
                                           title=f"Attention from '=' to a, b, = in {path.name} (mean over all inputs)"),
     }  # fmt: skip
-    fmt = "original paper (nanda2023)" if ckpt.source_format == "nanda2023" else "groktransfer"
+    fmt = {"nanda2023": "original paper (nanda2023)", "transformer_lens": "bare TransformerLens state dict (act assumed relu)"}.get(
+        ckpt.source_format, "groktransfer")  # fmt: skip
     text = _summary_md(prof, path, fmt, split_note, figs, out)
+    from groktransfer.analysis.settings import InterpSettings
+    from groktransfer.interp.writeup import write_interpretation
+
+    interp = interp if interp is not None else InterpSettings()
+    interp_json = None
+    if interp.enabled:
+        written = write_interpretation(model, task, out, interp, dpi)
+        text += "\n" + written["markdown"]
+        interp_json = written["json"]
+        figs.update({f"interp_{k}": v for k, v in written["figures"].items()})
     (out / "summary.md").write_text(text, encoding="utf-8")
-    summary = {"checkpoint": str(path), "format": ckpt.source_format, "split": split_note, **_summary_json(prof)}
+    summary = {"checkpoint": str(path), "format": ckpt.source_format, "split": split_note, **_summary_json(prof),
+               "interp": interp_json}  # fmt: skip
     (out / "summary.json").write_text(json.dumps(summary, indent=1), encoding="utf-8")
     files = {k: v for k, v in figs.items() if v is not None}
     files.update(summary_md=out / "summary.md", summary_json=out / "summary.json")

@@ -1,0 +1,191 @@
+"""The report provider ``interp_sections(runs, out_dir, settings)``: the interpretability
+toolkit (``groktransfer.interp``) on every completed run's final model, one report
+section per task family, aggregated across seeds.
+
+Configured as ``analysis.extra_sections: [..., "groktransfer.analysis.interp_section:interp_sections"]``;
+what runs is ``analysis.interp`` (``InterpSettings``). Per run, every scalar the toolkit
+measures goes to ``interp/interp_runs.csv`` (long format); per task family and condition,
+the median and the min–max over seeds go to ``interp/interp_summary.csv`` and the report
+shows the head-ablation effects, the direct logit attribution, probes and embedding
+structure with that spread.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from groktransfer.checkpoint import CheckpointError, load_checkpoint  # noqa: E402
+
+from .circuits.discover import _target_task, read_json, read_yaml  # noqa: E402
+from .collect import RunRecord  # noqa: E402
+from .report import ReportFigure, ReportSection, ReportTable  # noqa: E402
+
+SUBDIR = "interp"
+
+
+def _interp_settings(settings: Any) -> Any:
+    from .settings import InterpSettings
+
+    return getattr(getattr(settings, "analysis", None), "interp", None) or InterpSettings()
+
+
+def interpret_runs(runs: Sequence[RunRecord], interp: Any) -> tuple:
+    """(long DataFrame of every run's scalars, list of skipped runs with the reason)."""
+    from groktransfer.interp.summary import interpret
+
+    rows: List[Dict[str, Any]] = []
+    skipped: List[Dict[str, Any]] = []
+    for rec in runs:
+        info = {"run": rec.name, "condition": rec.condition or "?", "seed": rec.seed}
+        final = rec.run_dir / "checkpoints" / "final.pt"
+        if not rec.completed or not final.is_file():
+            skipped.append({**info, "why": "not completed" if not rec.completed else "no checkpoints/final.pt"})
+            continue
+        ref = _target_task(rec.run_dir, read_yaml(rec.run_dir / "config.yaml"), read_json(rec.run_dir / "status.json"), rec)
+        if ref is None:
+            skipped.append({**info, "why": "task not recorded in config.yaml"})
+            continue
+        try:
+            model = load_checkpoint(final).build_model()
+            res = interpret(model, ref.build(), interp)
+        except (CheckpointError, ValueError, AssertionError, KeyError) as exc:
+            skipped.append({**info, "why": f"{type(exc).__name__}: {exc}"})
+            continue
+        family = ref.name
+        rows += [dict(info, task=family, p=ref.p, measure=k, value=float(v)) for k, v in res.scalars.items()]
+        if res.arrays.get("key_freqs") is not None:
+            rows.append(dict(info, task=family, p=ref.p, measure="key_freqs", value=float("nan"),
+                             text=" ".join(map(str, res.arrays["key_freqs"]))))  # fmt: skip
+    return pd.DataFrame(rows), skipped
+
+
+def aggregate(long: pd.DataFrame) -> pd.DataFrame:
+    """Median, min, max and n over seeds per (task, condition, measure)."""
+    num = long[long.measure != "key_freqs"]
+    g = num.groupby(["task", "condition", "measure"], sort=False)["value"]
+    return g.agg(median="median", min="min", max="max", n="count").reset_index()
+
+
+def _spread(d: pd.DataFrame, fmt: str = ".3g") -> str:
+    if d.empty:
+        return ""
+    r = d.iloc[0]
+    return f"{r['median']:{fmt}} [{r['min']:{fmt}}–{r['max']:{fmt}}]" if r["n"] > 1 else f"{r['median']:{fmt}}"
+
+
+def _wide(agg: pd.DataFrame, task: str, prefix: str, label: str) -> pd.DataFrame:
+    """Rows = measures starting with ``prefix`` (name after it), columns = conditions,
+    cells = 'median [min–max]'."""
+    d = agg[(agg.task == task) & agg.measure.str.startswith(prefix)]
+    if d.empty:
+        return pd.DataFrame()
+    conds = list(dict.fromkeys(d.condition))
+    out = []
+    for m in dict.fromkeys(d.measure):
+        row = {label: m[len(prefix):]}
+        for c in conds:
+            row[c] = _spread(d[(d.measure == m) & (d.condition == c)])
+        out.append(row)
+    return pd.DataFrame(out)
+
+
+def _bar_figure(agg: pd.DataFrame, task: str, prefix: str, title: str, ylabel: str, path: Path, dpi: int) -> Optional[Path]:
+    """Grouped bars: median per condition, whiskers min–max over seeds."""
+    d = agg[(agg.task == task) & agg.measure.str.startswith(prefix)]
+    if d.empty:
+        return None
+    from .style import apply_theme, condition_colors
+
+    apply_theme()
+    conds = list(dict.fromkeys(d.condition))
+    measures = list(dict.fromkeys(d.measure))
+    colors = condition_colors(conds)
+    width = 0.8 / len(conds)
+    fig, ax = plt.subplots(figsize=(max(6, 0.55 * len(measures) * max(1, len(conds)) + 2), 3.8))
+    for i, c in enumerate(conds):
+        dc = d[d.condition == c].set_index("measure").reindex(measures)
+        x = np.arange(len(measures)) + i * width
+        err = np.vstack([dc["median"] - dc["min"], dc["max"] - dc["median"]])
+        ax.bar(x, dc["median"], width, yerr=err, capsize=2, color=colors[c], label=f"{c} (n={int(dc['n'].max())})")
+    ax.set_xticks(np.arange(len(measures)) + 0.4 - width / 2, [m[len(prefix):] for m in measures], rotation=45, ha="right")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=dpi, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def _family_section(task: str, agg: pd.DataFrame, long: pd.DataFrame, out: Path, dpi: int, kind: str) -> ReportSection:
+    tables, figs = [], []
+    head_prefix = f"head_{kind}_z_"
+    d_loss = agg[(agg.task == task) & agg.measure.str.startswith(head_prefix) & agg.measure.str.contains(r"_d_loss\[")]
+    if not d_loss.empty:
+        t = _wide(agg, task, head_prefix, "head, measure [answer]")
+        tables.append(ReportTable(t, f"Head ablation ({kind}, head output z): loss increase and accuracy, median [min–max] over seeds"))
+        fig = _bar_figure(agg[agg.measure.str.contains(r"_d_loss\[")], task, head_prefix,
+                          f"{task}: loss increase when one head is {kind}-ablated (median, min–max over seeds)",
+                          "loss increase", out / f"interp_{task}_head_ablation.png", dpi)  # fmt: skip
+        if fig:
+            figs.append(ReportFigure(fig, "Head ablation per condition: bar = median over seeds, whiskers = min–max."))
+    qkv = _wide(agg[agg.measure.str.contains(r"_acc\[")], task, f"head_{kind}_", "site, head [answer]")
+    if not qkv.empty:
+        qkv = qkv[~qkv.iloc[:, 0].str.startswith("z_")]
+        if not qkv.empty:
+            tables.append(ReportTable(qkv, f"Accuracy after {kind}-ablating one head's query / key / value input"))
+    dla = _wide(agg, task, "dla_", "part [answer]")
+    if not dla.empty:
+        tables.append(ReportTable(dla, "Direct logit attribution to the correct answer's centred logit (mean over inputs), "
+                                       "median [min–max] over seeds; `completeness_error` = |parts + bias − logit|"))  # fmt: skip
+        fig = _bar_figure(agg[~agg.measure.str.contains("completeness")], task, "dla_",
+                          f"{task}: direct logit attribution per part", "mean contribution", out / f"interp_{task}_dla.png", dpi)  # fmt: skip
+        if fig:
+            figs.append(ReportFigure(fig, "DLA per part and condition: bar = median over seeds, whiskers = min–max."))
+    probes = _wide(agg, task, "probe[", "hook@position->target]")
+    if not probes.empty:
+        tables.append(ReportTable(probes, "Ridge probes: held-out R² (a, b, a+b) or accuracy (answer), median [min–max]"))
+    rep = pd.concat([_wide(agg, task, p, "measure") for p in ("embed_", "n_key_freqs", "frac_neurons", "cluster_ablated_acc", "max_abs_neuron_corr", "clean_")], ignore_index=True)  # fmt: skip
+    if not rep.empty:
+        tables.append(ReportTable(rep, "Representation measures (embedding PCs and Fourier Gini, PC ablations, neuron clusters)"))
+    kf = long[(long.task == task) & (long.measure == "key_freqs")] if "text" in long else pd.DataFrame()
+    text = (f"Final models of every completed run on `{task}`, analysed with `groktransfer.interp` "
+            f"(settings `analysis.interp`). Per-seed numbers: `interp/interp_runs.csv`; aggregates: `interp/interp_summary.csv`.")  # fmt: skip
+    if not kf.empty:
+        text += "\n\nKey input frequencies per run: " + "; ".join(f"{r.condition} s{r.seed}: [{r.text}]" for r in kf.itertuples())
+    return ReportSection(f"Interpretability: {task}", text, tables, figs)
+
+
+def interp_sections(runs: Sequence[RunRecord], out_dir: Path, settings: Any = None) -> List[ReportSection]:
+    """Report provider: one section per task family (see module doc)."""
+    interp = _interp_settings(settings)
+    if not interp.enabled or not interp.in_sweep:
+        return []
+    t0 = time.perf_counter()
+    out = Path(out_dir) / SUBDIR
+    out.mkdir(parents=True, exist_ok=True)
+    long, skipped = interpret_runs(runs, interp)
+    if long.empty:
+        return [ReportSection("Interpretability", "No completed run with `checkpoints/final.pt`: nothing to analyse.",
+                              [ReportTable(pd.DataFrame(skipped), "Runs not analysed")] if skipped else [])]  # fmt: skip
+    long.to_csv(out / "interp_runs.csv", index=False)
+    agg = aggregate(long)
+    agg.to_csv(out / "interp_summary.csv", index=False)
+    dpi = int(getattr(getattr(settings, "analysis", None), "dpi", 130))
+    kind = interp.head_ablation[0] if interp.head_ablation else "mean"
+    sections = [_family_section(task, agg, long, out, dpi, kind) for task in dict.fromkeys(long.task)]
+    note = f"Interpretability of {long.run.nunique()} run(s) took {time.perf_counter() - t0:.1f} s."
+    if skipped:
+        sections[-1].tables.append(ReportTable(pd.DataFrame(skipped), "Runs not analysed"))
+    sections[-1].text += "\n\n" + note
+    return sections
