@@ -24,6 +24,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from groktransfer.checkpoint import CheckpointError, load_checkpoint  # noqa: E402
+from groktransfer.rundir import CHECKPOINT_DIR, CONFIG_FILE, FINAL_CHECKPOINT, STATUS_FILE  # noqa: E402
 
 from .circuits.discover import _target_task, read_json, read_yaml  # noqa: E402
 from .collect import RunRecord  # noqa: E402
@@ -46,13 +47,13 @@ def interpret_runs(runs: Sequence[RunRecord], interp: Any) -> tuple:
     skipped: List[Dict[str, Any]] = []
     for rec in runs:
         info = {"run": rec.name, "condition": rec.condition or "?", "seed": rec.seed}
-        final = rec.run_dir / "checkpoints" / "final.pt"
+        final = rec.run_dir / CHECKPOINT_DIR / FINAL_CHECKPOINT
         if not rec.completed or not final.is_file():
-            skipped.append({**info, "why": "not completed" if not rec.completed else "no checkpoints/final.pt"})
+            skipped.append({**info, "why": "not completed" if not rec.completed else f"no {CHECKPOINT_DIR}/{FINAL_CHECKPOINT}"})
             continue
-        ref = _target_task(rec.run_dir, read_yaml(rec.run_dir / "config.yaml"), read_json(rec.run_dir / "status.json"), rec)
+        ref = _target_task(rec.run_dir, read_yaml(rec.run_dir / CONFIG_FILE), read_json(rec.run_dir / STATUS_FILE), rec)
         if ref is None:
-            skipped.append({**info, "why": "task not recorded in config.yaml"})
+            skipped.append({**info, "why": f"task not recorded in {CONFIG_FILE}"})
             continue
         try:
             model = load_checkpoint(final).build_model()
@@ -182,7 +183,7 @@ def interp_sections(runs: Sequence[RunRecord], out_dir: Path, settings: Any = No
     agg = aggregate(long)
     agg.to_csv(out / "interp_summary.csv", index=False)
     dpi = int(getattr(getattr(settings, "analysis", None), "dpi", 130))
-    kind = interp.head_ablation[0] if interp.head_ablation else "mean"
+    kind = str(interp.head_ablation[0]) if interp.head_ablation else "mean"
     sections = [_family_section(task, agg, long, out, dpi, kind) for task in dict.fromkeys(long.task)]
     note = f"Interpretability of {long.run.nunique()} run(s) took {time.perf_counter() - t0:.1f} s."
     if skipped:

@@ -56,6 +56,22 @@ class CurveSettings:
     max_points: int = 400
 
 
+class AblationKind(Choice):
+    """What an ablated part is replaced by: 0, or its mean over all inputs."""
+
+    zero = "zero"
+    mean = "mean"
+
+
+class HeadSite(Choice):
+    """Which activation of a head is ablated: its output z, or its query / key / value input."""
+
+    z = "z"
+    q = "q"
+    k = "k"
+    v = "v"
+
+
 @dataclass
 class InterpSettings:
     """Which interpretability analyses (``groktransfer.interp``) run, on one checkpoint
@@ -65,8 +81,8 @@ class InterpSettings:
     enabled: bool = True
     # head ablations: the kinds to run (zero / mean) and the sites (z = the head's output;
     # q, k, v = its query / key / value input); [] = none
-    head_ablation: List[str] = field(default_factory=lambda: ["mean"])
-    head_sites: List[str] = field(default_factory=lambda: ["z", "q", "k", "v"])
+    head_ablation: List[AblationKind] = field(default_factory=lambda: [AblationKind.mean])
+    head_sites: List[HeadSite] = field(default_factory=lambda: list(HeadSite))
     dla: bool = True  # direct logit attribution per part and per output frequency
     embedding: bool = True  # PCA/SVD and Fourier norms of the operand embeddings
     # principal components of the embedding ablated one at a time (1 = PC1), with failure maps

@@ -47,7 +47,7 @@ def _prefetch(model: Any, task: Any, s: Any) -> None:
     n_layers, _ = n_layers_heads(model)
     want = ["hook_embed", "hook_pos_embed", "ln_final.hook_scale"]
     for l in range(n_layers):
-        want += [f"blocks.{l}.attn.hook_{x}" for x in ["z", *s.head_sites, "pattern"]]
+        want += [f"blocks.{l}.attn.hook_{x}" for x in ["z", *map(str, s.head_sites), "pattern"]]
         want.append(f"blocks.{l}.mlp.hook_post")
     if s.probes:
         want += _expand_hooks(list(s.probe_hooks), model)
@@ -92,8 +92,9 @@ def _interpret(model: Any, task: Any, s: Any) -> Interpretation:
         res.scalars[f"clean_loss[{name}]"] = float(clean.loss[j])
 
     worst: Optional[ablation.AblationEffect] = None
-    for kind in s.head_ablation:
-        table, effects = ablation.ablate_heads(model, aset, kind=kind, sites=list(s.head_sites))
+    sites = [str(x) for x in s.head_sites]
+    for kind in map(str, s.head_ablation):
+        table, effects = ablation.ablate_heads(model, aset, kind=kind, sites=sites)
         res.tables[f"head_ablation_{kind}"] = table
         for r in table.itertuples():
             res.scalars[f"head_{kind}_{r.site}_L{r.layer}H{r.head}_d_loss[{r.answer}]"] = r.d_loss
