@@ -177,7 +177,7 @@ def interp_sections(runs: Sequence[RunRecord], out_dir: Path, settings: Any = No
     out.mkdir(parents=True, exist_ok=True)
     long, skipped = interpret_runs(runs, interp)
     if long.empty:
-        return [ReportSection("Interpretability", "No completed run with `checkpoints/final.pt`: nothing to analyse.",
+        return [ReportSection("Interpretability", f"No completed run with `{CHECKPOINT_DIR}/{FINAL_CHECKPOINT}`: nothing to analyse.",
                               [ReportTable(pd.DataFrame(skipped), "Runs not analysed")] if skipped else [])]  # fmt: skip
     long.to_csv(out / "interp_runs.csv", index=False)
     agg = aggregate(long)
