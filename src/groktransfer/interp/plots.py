@@ -50,7 +50,7 @@ def plot_head_ablation(res: Interpretation, path: Path, dpi: int = 130) -> Optio
             for ax, what in zip(axes[row], ("loss increase", "accuracy")):
                 ax.set_xticks(np.arange(len(heads)) + 0.4 - width / 2, heads)
                 ax.set_title(f"{kind}-ablation, answer '{answer}': {what}")
-            axes[row, 1].legend(fontsize=8, title="ablated input", loc="lower right")
+            axes[row, 1].legend(fontsize=8, title="ablated input", loc="upper left", bbox_to_anchor=(1.0, 1.0))
             row += 1
     fig.suptitle(f"Head ablations ({res.task}): z = head output; q/k/v = its query/key/value input")
     fig.tight_layout()
