@@ -269,3 +269,18 @@ def test_two_layer_tables_name_every_head_and_layer() -> None:
     parts = set(attribution.direct_logit_attribution(model, task).parts)
     assert parts == {"embed", "pos_embed", "L0H0", "L0H1", "L1H0", "L1H1", "L0 b_O", "L1 b_O", "L0 mlp", "L1 mlp",
                      "L0 b_out", "L1 b_out"}  # fmt: skip
+
+
+def test_subsample_keeps_rows_aligned() -> None:
+    from dataclasses import replace as dc_replace
+
+    from groktransfer.interp.answers import subsample
+
+    full = dc_replace(copy_a_task(), operands=None, classes=torch.arange(P * P) % 3, class_names=("x", "y", "z"))
+    sub = subsample(full, 10, seed=1)
+    assert sub.n == 10 and sub.tokens.shape == (10, 3)
+    torch.testing.assert_close(sub.labels[:, 0], sub.tokens[:, 0])  # labels still belong to their tokens
+    torch.testing.assert_close(sub.targets["a"].values, sub.tokens[:, 0].double())
+    assert subsample(full, 10, seed=1).tokens.equal(sub.tokens) and subsample(full, 1000) is full
+    with pytest.raises(AssertionError, match="grid"):
+        subsample(copy_a_task(), 10)

@@ -97,6 +97,9 @@ class InterpSettings:
     attention: bool = True  # attention patterns at each answer position
     in_sweep: bool = True  # also for every final model in the sweep report
     threads: int = 1  # torch threads while interpreting (its matmuls are small: more threads contend)
+    # tasks without an (a, b) grid (digit tasks) are analysed on at most this many inputs
+    # (a fixed random subset); 0 = all
+    max_inputs: int = 4096
 
 
 @dataclass

@@ -18,7 +18,7 @@ A task provides its own view through an ``answer_set()`` method; pair tasks
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Dict, Optional, Tuple
 
 import torch
@@ -87,6 +87,20 @@ class AnswerSet:
         grid = torch.full((m, m, *per_example.shape[1:]), float("nan"), dtype=torch.float64)
         grid[self.operands[:, 0], self.operands[:, 1]] = per_example.double()
         return grid
+
+
+def subsample(aset: AnswerSet, max_n: int, seed: int = 0) -> AnswerSet:
+    """At most ``max_n`` of the inputs, drawn without replacement from ``seed`` (kept in
+    their order). For tasks without an (a, b) grid only: grid analyses need every pair."""
+    assert not aset.has_grid, "an (a, b) grid task is analysed on every pair"
+    if aset.n <= max_n:
+        return aset
+    keep = torch.randperm(aset.n, generator=torch.Generator().manual_seed(seed))[:max_n].sort().values
+    return replace(
+        aset, name=f"{aset.name}, {max_n} of {aset.n} inputs", tokens=aset.tokens[keep], labels=aset.labels[keep],
+        train_mask=aset.train_mask[keep], classes=None if aset.classes is None else aset.classes[keep],
+        targets={k: replace(t, values=t.values[keep]) for k, t in aset.targets.items()},
+    )  # fmt: skip
 
 
 def pair_answer_set(task: Any) -> AnswerSet:

@@ -15,7 +15,7 @@ import pandas as pd
 import torch
 
 from . import ablation, attribution, representations
-from .answers import answer_set
+from .answers import AnswerSet, answer_set, subsample
 from .forward import has_mlp, n_layers_heads, reuse_activations, run_cache
 
 
@@ -42,7 +42,7 @@ def _record_failure(res: Interpretation, key: str, name: str, fmap: Any) -> None
             res.scalars[f"clean_class_acc[{r.cls}/{r.answer}]"] = r.clean_acc
 
 
-def _prefetch(model: Any, task: Any, s: Any) -> None:
+def _prefetch(model: Any, task: AnswerSet, s: Any) -> None:
     """One clean pass caching every activation the switched-on analyses read."""
     n_layers, _ = n_layers_heads(model)
     want = ["hook_embed", "hook_pos_embed", "ln_final.hook_scale"]
@@ -51,7 +51,7 @@ def _prefetch(model: Any, task: Any, s: Any) -> None:
         want.append(f"blocks.{l}.mlp.hook_post")
     if s.probes:
         want += _expand_hooks(list(s.probe_hooks), model)
-    run_cache(model, answer_set(task), [n for n in dict.fromkeys(want) if n in model.hook_dict])
+    run_cache(model, task, [n for n in dict.fromkeys(want) if n in model.hook_dict])
 
 
 def _expand_hooks(patterns: List[str], model: Any) -> List[str]:
@@ -75,14 +75,16 @@ def interpret(model: Any, task: Any, settings: Any = None) -> Interpretation:
     torch.set_num_threads(max(1, int(s.threads)))  # small matmuls: extra threads only contend
     try:
         with reuse_activations():
-            _prefetch(model, task, s)
-            return _interpret(model, task, s)
+            aset = answer_set(task)
+            if not aset.has_grid and s.max_inputs:
+                aset = subsample(aset, int(s.max_inputs))
+            _prefetch(model, aset, s)
+            return _interpret(model, task, aset, s)
     finally:
         torch.set_num_threads(before)
 
 
-def _interpret(model: Any, task: Any, s: Any) -> Interpretation:
-    aset = answer_set(task)
+def _interpret(model: Any, task: Any, aset: AnswerSet, s: Any) -> Interpretation:
     model.eval()
     res = Interpretation(task=aset.name)
     n_layers, n_heads = n_layers_heads(model)
