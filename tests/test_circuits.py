@@ -171,6 +171,7 @@ def paper_format_file(model: HookedGrokTransformer, path: Path, fn_name: str = "
 
 
 # --------------------------------------------------------------------------- imports under test
+from groktransfer.analysis.settings import InterpSettings
 from groktransfer.analysis.circuits import analyze_checkpoint, circuit_sections, compare_profiles  # noqa: E402
 from groktransfer.analysis.circuits.attention import mean_last_query_attention  # noqa: E402
 from groktransfer.analysis.circuits.fourier_logits import logit_spectrum  # noqa: E402
@@ -394,7 +395,7 @@ def test_provider_through_run_analysis_on_a_sweep_without_source(tmp_path: Path)
 def test_analyze_checkpoint_reads_our_format(tmp_path: Path) -> None:
     path = save_checkpoint(tmp_path / "run" / "checkpoints" / "final.pt", single_frequency_model(3, n_dead=2),
                            epoch=42, metrics={})  # fmt: skip
-    res = analyze_checkpoint(path, "subtract", out_dir=tmp_path / "out")
+    res = analyze_checkpoint(path, "subtract", out_dir=tmp_path / "out", interp=InterpSettings(enabled=False))  # interp: test_interp_report
     s = res["summary"]
     assert s["key_freqs"] == [3] and s["neurons_dead"] == 2 and s["epoch"] == 42 and s["format"] == "groktransfer"
     assert len(s["per_frequency"]) == P // 2 and sum(r["neurons"] for r in s["per_frequency"]) == CFG.d_mlp - 2
