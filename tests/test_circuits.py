@@ -171,7 +171,7 @@ def paper_format_file(model: HookedGrokTransformer, path: Path, fn_name: str = "
 
 
 # --------------------------------------------------------------------------- imports under test
-from groktransfer.analysis.settings import InterpSettings
+from groktransfer.analysis.settings import InterpSettings  # noqa: E402
 from groktransfer.analysis.circuits import analyze_checkpoint, circuit_sections, compare_profiles  # noqa: E402
 from groktransfer.analysis.circuits.attention import mean_last_query_attention  # noqa: E402
 from groktransfer.analysis.circuits.fourier_logits import logit_spectrum  # noqa: E402
