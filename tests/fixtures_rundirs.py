@@ -268,3 +268,84 @@ def stub_section_provider(runs, out_dir, settings):
     from groktransfer.analysis import ReportSection
 
     return [ReportSection("Stub provider", f"{len(runs)} runs seen")]
+
+
+# --------------------------------------------------------------------------- transfer axes
+
+
+def write_transfer_run(
+    run_dir: Path,
+    *,
+    condition: str,
+    seed: int,
+    reached_999: int | None,
+    epoch: int | None = None,
+    task: str = "subtract",
+    source_task: str = "add",
+    source_epoch: int | None = None,
+    source_run_dir: Path | None = None,
+    start_measures: Mapping[str, float | int | str] | None = None,
+    lr: float = 1e-3,
+    weight_decay: float = 1.0,
+    run_id: str | None = None,
+    reused_from: str | None = None,
+) -> Path:
+    """A completed target run of a transfer sweep with known answers.
+
+    ``reached_999`` is the epoch it reached every threshold (None: censored at ``epoch``).
+    Transfer runs get the status ``source`` record (chosen epoch) and a ``source.json``
+    with the start's measures, as ``run.py`` writes them; the config names the source
+    task and the optimizer, which the trajectory / matrix / fair-baseline analyses read.
+    """
+    last = epoch if epoch is not None else (reached_999 + 100 if reached_999 is not None else 3000)
+    write_status(
+        run_dir, condition=condition, seed=seed, task=task, epoch=last, max_epochs=max(last, 3000),
+        thresholds={t: reached_999 for t in THRESHOLDS},
+    )  # fmt: skip
+    status = json.loads((run_dir / "status.json").read_text())
+    status["run_id"] = run_id or f"{source_task}-{task}-{condition}-{source_epoch}-s{seed}"
+    if reused_from:
+        status["reused_from"] = reused_from
+    chosen = None
+    if condition != "random":
+        chosen = {"condition": condition, "epoch": source_epoch, "requested_epoch": source_epoch,
+                  "measures": dict(start_measures or {})}  # fmt: skip
+        status["source"] = chosen
+        record = {"condition": condition, "source_run_dir": str(source_run_dir) if source_run_dir else None,
+                  "chosen": chosen}  # fmt: skip
+        (run_dir / "source.json").write_text(json.dumps(record))
+    (run_dir / "status.json").write_text(json.dumps(status))
+    cfg = (
+        f"experiment_name: test\nseed: {seed}\ntask:\n  name: {task}\n  p: 59\n  frac_train: 0.7\n"
+        f"optimizer:\n  lr: {lr}\n  weight_decay: {weight_decay}\n"
+        f"transfer:\n  name: {condition}\n  source:\n    task: {source_task}\n"
+        "  grokked: {min_train_acc: 0.999, min_test_acc: 0.999, max_test_acc: 1.0, held_for: 0, pick: first}\n"
+        "  memorized: {min_train_acc: 0.999, min_test_acc: 0.0, max_test_acc: 0.2, held_for: 0, pick: first}\n"
+        "train:\n  max_epochs: 3000\n  eval_every: 10\n"
+    )
+    (run_dir / "config.yaml").write_text(cfg)
+    return run_dir
+
+
+def write_source_run(run_dir: Path, memorized_at: int = 100, grokked_at: int = 2000, last: int = 2500) -> Path:
+    """A finished source run: metrics/measures every 100 epochs and empty checkpoint files.
+
+    Train accuracy is 1 from ``memorized_at``; test accuracy is 0.1 until ``grokked_at``,
+    then 1 -- so the memorized / grokked criteria above pick exactly those epochs.
+    """
+    epochs = np.arange(0, last + 1, 100)
+    train_acc = np.where(epochs >= memorized_at, 1.0, 0.05)
+    test_acc = np.where(epochs >= grokked_at, 1.0, 0.1)
+    metrics = pd.DataFrame({"epoch": epochs, "train_loss": 1 - train_acc + 1e-3, "test_loss": 5 * (1 - test_acc) + 1e-3,
+                            "train_acc": train_acc, "test_acc": test_acc, "lr": 3e-3})  # fmt: skip
+    measures = metrics[["epoch", "train_loss", "test_loss", "train_acc", "test_acc"]].assign(
+        restricted_loss=np.linspace(4.5, 0.01, epochs.size), excluded_loss=np.linspace(0.01, 6.0, epochs.size),
+        restricted_acc=np.linspace(0.02, 1.0, epochs.size), n_key_freqs=np.minimum(epochs // 500, 4),
+        gini_W_E=np.linspace(0.05, 0.6, epochs.size), gini_W_L=np.linspace(0.05, 0.7, epochs.size),
+    )  # fmt: skip
+    (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+    metrics.to_csv(run_dir / "metrics.csv", index=False)
+    measures.to_csv(run_dir / "measures.csv", index=False)
+    for e in epochs:
+        (run_dir / "checkpoints" / f"epoch_{int(e):06d}.pt").write_bytes(b"")
+    return run_dir

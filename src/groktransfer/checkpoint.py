@@ -34,6 +34,7 @@ from groktransfer.atomic import atomic_open
 from groktransfer.config.schema import ModelConfig, to_typed
 from groktransfer.errors import UserError
 from groktransfer.model import HookedGrokTransformer
+from groktransfer.embedding_map import transformer_lens_state
 
 FORMAT = "groktransfer/1"
 SourceFormat = Literal["groktransfer", "nanda2023", "transformer_lens"]
@@ -112,7 +113,7 @@ def save_checkpoint(
         raise ValueError(f"extra may not override checkpoint key(s) {clash}")
     payload = {
         "format": FORMAT,
-        "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+        "state_dict": {k: v.detach().cpu().clone() for k, v in transformer_lens_state(model).items()},
         "config": _plain(model.hooked_transformer_config_dict(), "config"),
         "model_config": _plain(asdict(model.config), "model_config"),
         "epoch": int(epoch),

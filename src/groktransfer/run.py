@@ -106,6 +106,8 @@ def run_identity(job: TrainJobConfig) -> str:
     data = to_plain(job)
     for key in _NON_IDENTITY_KEYS:
         data.pop(key, None)
+    if data["transfer"]["name"] == Condition.random:  # no source: a sweep's copies along the source axis are one run
+        data["transfer"] = {"name": str(Condition.random)}
     for key in _NON_IDENTITY_TRAIN_KEYS:
         data["train"].pop(key, None)
     data["resolved_seeds"] = resolve_seeds(job).__dict__
@@ -242,7 +244,7 @@ def _plan_target(
             run_dir.update_status(source=start.record.get("chosen") or {"path": start.record.get("source_path")})
     else:
         run_dir.update_status(status=Status.RUNNING, reason=None, resumed_at=utc_now(), **identity)
-        start = model_for_resume(job, model_cfg, seeds)
+        start = model_for_resume(job, model_cfg, seeds, resume_state["model"])
     plan = _target_plan(job, launch, task, start, run_id, config, resume_state, callbacks)
     return PlannedJob(job, run_dir, plan)
 

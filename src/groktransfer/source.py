@@ -16,8 +16,9 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
 
@@ -87,6 +88,7 @@ def source_spec_from_config(cfg: TrainJobConfig, source_seed: int) -> SourceSpec
     model.pop("name", None)
     model["d_vocab"] = None
     model["d_vocab_out"] = None
+    model.update({k: v for k, v in to_plain(src.model).items() if v is not None})
     optimizer = to_plain(cfg.optimizer)
     optimizer.update(src.optimizer)
     train = {
@@ -118,16 +120,82 @@ class ChosenCheckpoint:
     path: Path
     optimizer_path: Optional[Path]
     criteria: Dict[str, Any]
+    # the source checkpoint's progress measures (see ``checkpoint_measures``): what the start *is*
+    measures: Dict[str, Any] = field(default_factory=dict)
+    requested_epoch: Optional[int] = None  # transfer=checkpoint: the epoch asked for
 
     def as_record(self) -> Dict[str, Any]:
         return {
             "condition": self.condition,
             "epoch": self.epoch,
+            "requested_epoch": self.requested_epoch,
             "train_acc": self.train_acc,
             "test_acc": self.test_acc,
             "checkpoint": str(self.path),
             "criteria": self.criteria,
+            "measures": self.measures,
         }
+
+
+# measures.csv columns recorded for a transfer start (absent ones are skipped: tasks without a group)
+START_MEASURES = (
+    "train_loss", "test_loss", "train_acc", "test_acc", "restricted_loss", "restricted_acc",
+    "excluded_loss", "excluded_acc", "n_key_freqs", "key_freqs", "gini_W_E", "gini_W_L", "weight_norm_total",
+)  # fmt: skip
+
+
+def checkpoint_measures(run_dir: RunDir, epoch: int) -> Dict[str, Any]:
+    """The progress measures the source run recorded at ``epoch`` (empty if it recorded none).
+
+    Adds ``restricted_test_gap`` = restricted_acc - test_acc: positive when the
+    key-frequency part of the logits alone already predicts better than the whole
+    model does on held-out pairs -- a generalising circuit forming underneath
+    memorisation (Nanda et al.: restricted loss falls before test loss). Accuracies,
+    not losses: a memorised model's test loss is far above chance (overconfident), so
+    test_loss - restricted_loss is large before any circuit exists.
+    """
+    path = run_dir.measures_path
+    if not path.exists():
+        return {}
+    table = pd.read_csv(path)
+    rows = table.loc[table["epoch"] == epoch]
+    if rows.empty:
+        return {}
+    row = rows.iloc[-1]
+    out: Dict[str, Any] = {"epoch": int(epoch)}
+    for key in START_MEASURES:
+        if key in row.index and not (isinstance(row[key], float) and math.isnan(row[key])):
+            value = row[key]
+            out[key] = str(value) if key == "key_freqs" else (int(value) if key == "n_key_freqs" else float(value))
+    if "restricted_acc" in out and "test_acc" in out:
+        out["restricted_test_gap"] = out["restricted_acc"] - out["test_acc"]
+    return out
+
+
+# criterion key -> (measure it limits, how it is compared)
+MEASURE_LIMITS = {
+    "max_restricted_test_gap": ("restricted_test_gap", "<="),
+    "max_n_key_freqs": ("n_key_freqs", "<="),
+}
+
+
+def measure_failures(measures: Dict[str, Any], criteria: Dict[str, Any]) -> List[str]:
+    """Each measure limit in ``criteria`` that ``measures`` breaks, as readable text (empty = passes).
+
+    A limit on a measure the checkpoint does not have (no measures recorded, or a task
+    without Fourier structure) fails too: an unverifiable start is not a qualifying one.
+    """
+    failed = []
+    for key, (measure, _) in MEASURE_LIMITS.items():
+        limit = criteria.get(key)
+        if limit is None:
+            continue
+        value = measures.get(measure)
+        if value is None:
+            failed.append(f"{key}={limit}: the checkpoint has no recorded {measure}")
+        elif float(value) > float(limit):
+            failed.append(f"{key}={limit}: {measure} is {float(value):.4g}")
+    return failed
 
 
 def select_checkpoint(run_dir: RunDir, condition: str, criteria: Dict[str, Any]) -> ChosenCheckpoint:
@@ -149,11 +217,22 @@ def select_checkpoint(run_dir: RunDir, condition: str, criteria: Dict[str, Any])
     ok_arr = ok.to_numpy()
     # qualifying[E]: criterion true at every eval in the window [E - held_for, E]
     qualifying: List[int] = []
+    refused: List[str] = []  # checkpoints that met the accuracy rule but failed a measure limit
     streak = Streak()
     for epoch, good in zip(epochs.tolist(), ok_arr.tolist()):
         held = streak.update(int(epoch), bool(good))
         if good and held >= held_for and run_dir.checkpoint_path(int(epoch)).exists():
-            qualifying.append(int(epoch))
+            failed = measure_failures(checkpoint_measures(run_dir, int(epoch)), criteria)
+            if failed:
+                refused.append(f"epoch {int(epoch)}: " + "; ".join(failed))
+            else:
+                qualifying.append(int(epoch))
+    if not qualifying and refused:
+        raise SourceSelectionError(
+            f"no checkpoint of source run {run_dir.path} qualifies as '{condition}': {len(refused)} met the "
+            f"accuracy criteria but failed a progress-measure limit (first: {refused[0]}; last: {refused[-1]}). "
+            "Relax the limit knowingly, or pick another source (task, p, frac_train)."
+        )
     if not qualifying:
         best = metrics.loc[metrics["train_acc"] >= float(criteria["min_train_acc"])]
         hint = ""
@@ -183,6 +262,53 @@ def select_checkpoint(run_dir: RunDir, condition: str, criteria: Dict[str, Any])
         path=run_dir.checkpoint_path(epoch),
         optimizer_path=optim_path if optim_path.exists() else None,
         criteria=dict(criteria),
+        measures=checkpoint_measures(run_dir, epoch),
+    )
+
+
+def choose_source_checkpoint(run_dir: RunDir, transfer: Dict[str, Any], condition: str) -> ChosenCheckpoint:
+    """The checkpoint a transfer condition starts from: by epoch (``checkpoint``) or by its criteria."""
+    if condition == "checkpoint":
+        return select_checkpoint_near_epoch(run_dir, int(transfer["source"]["epoch"]), transfer["checkpoint"])
+    return select_checkpoint(run_dir, condition, transfer[condition])
+
+
+def saved_checkpoint_epochs(run_dir: RunDir) -> List[int]:
+    """Epochs of the run's periodic checkpoints (``epoch_NNNNNN.pt``), ascending."""
+    return sorted(int(p.stem.split("_")[1]) for p in run_dir.epoch_checkpoints())
+
+
+def select_checkpoint_near_epoch(run_dir: RunDir, requested: int, criteria: Dict[str, Any]) -> ChosenCheckpoint:
+    """The saved checkpoint nearest ``requested`` (the earlier one on a tie), for ``transfer=checkpoint``.
+
+    The chosen epoch and the requested one are both recorded; ``criteria`` may carry
+    measure limits (e.g. ``max_restricted_test_gap``), and a checkpoint that fails one
+    is refused with the measure named.
+    """
+    epochs = saved_checkpoint_epochs(run_dir)
+    if not epochs:
+        raise SourceSelectionError(f"source run {run_dir.path} has no saved checkpoints")
+    epoch = min(epochs, key=lambda e: (abs(e - int(requested)), e))
+    measures = checkpoint_measures(run_dir, epoch)
+    failed = measure_failures(measures, criteria)
+    if failed:
+        raise SourceSelectionError(
+            f"the source checkpoint at epoch {epoch} (nearest to transfer.source.epoch={requested}) of "
+            f"{run_dir.path} is refused: " + "; ".join(failed)
+        )
+    metrics = pd.read_csv(run_dir.metrics_path)
+    row = metrics.loc[metrics["epoch"] == epoch]
+    optim_path = run_dir.optimizer_state_path(epoch)
+    return ChosenCheckpoint(
+        condition="checkpoint",
+        epoch=epoch,
+        train_acc=float(row["train_acc"].iloc[0]) if len(row) else math.nan,
+        test_acc=float(row["test_acc"].iloc[0]) if len(row) else math.nan,
+        path=run_dir.checkpoint_path(epoch),
+        optimizer_path=optim_path if optim_path.exists() else None,
+        criteria=dict(criteria),
+        measures=measures,
+        requested_epoch=int(requested),
     )
 
 

@@ -1,9 +1,11 @@
 """The target job's initial model, built from its transfer condition.
 
-``random``: a fresh model from ``model_seed``. ``grokked`` / ``memorized``: the same
-fresh model, then the components are copied / kept fresh / frozen from a source
-checkpoint -- an explicit file (``transfer.source.path``) or the checkpoint of the
-cached source run that meets the condition's criteria (trained first if missing).
+``random``: a fresh model from ``model_seed``. ``grokked`` / ``memorized`` /
+``checkpoint`` / ``embedding``: the same fresh model, then the components are copied /
+kept fresh / frozen from a source checkpoint -- an explicit file
+(``transfer.source.path``) or the checkpoint of the cached source run that meets the
+condition's criteria, or is nearest ``transfer.source.epoch`` (trained first if
+missing). With ``transfer.embed_map`` the embedding arrives as source W_E @ W_map.
 A resumed job rebuilds only the model's shape and freeze flags: its weights come
 from the resume state.
 """
@@ -18,13 +20,21 @@ from typing import Any, Callable, Dict, List, Optional
 import torch
 
 from groktransfer.checkpoint import load_checkpoint
-from groktransfer.config.schema import Condition, ModelConfig, TrainJobConfig, to_plain
+from groktransfer.config.schema import Component, ComponentAction, Condition, ModelConfig, TrainJobConfig, to_plain
 from groktransfer.config.validate import ResolvedSeeds
 from groktransfer.errors import JobError
 from groktransfer.model import HookedGrokTransformer
 from groktransfer.rundir import RunDir
-from groktransfer.source import SourceCache, SourceSpec, select_checkpoint, source_spec_from_config
-from groktransfer.transfer import TransferPlan, adapt_paper_unembed, apply_transfer, freeze_components
+from groktransfer.embedding_map import attach_embedding_map
+from groktransfer.source import SourceCache, SourceSpec, choose_source_checkpoint, source_spec_from_config
+from groktransfer.transfer import (
+    TransferPlan,
+    adapt_paper_unembed,
+    apply_embedding_map,
+    apply_transfer,
+    component_of,
+    freeze_components,
+)
 
 log = logging.getLogger(__name__)
 
@@ -65,8 +75,7 @@ def build_starting_point(
     else:
         spec = source_spec_from_config(job, seeds.source_seed)
         source_dir = SourceCache(source_cache).get_or_train(spec, train_source)
-        criteria = to_plain(getattr(tr, tr.name))
-        chosen = select_checkpoint(source_dir, str(tr.name), criteria)
+        chosen = choose_source_checkpoint(source_dir, to_plain(tr), str(tr.name))
         source_state = load_checkpoint(chosen.path).state_dict
         record.update(
             source_hash=spec.content_hash, source_run_dir=str(source_dir.path), spec=spec.as_dict(), chosen=chosen.as_record()
@@ -78,17 +87,33 @@ def build_starting_point(
     components = {str(c): str(a) for c, a in tr.components.items()}
     plan = TransferPlan()
     source_state = adapt_paper_unembed(source_state, model.state_dict(), plan)
-    applied = apply_transfer(model, source_state, components)
+    if tr.embed_map:  # the embedding goes through W_map below; everything else as configured
+        applied = apply_transfer(model, source_state, {**components, str(Component.embed): str(ComponentAction.reinit)})
+        applied.reinitialised = [n for n in applied.reinitialised if component_of(n) != Component.embed]
+        embed_action = components.get(str(Component.embed), str(ComponentAction.copy))
+        apply_embedding_map(model, source_state, embed_action, seeds.model_seed, applied)
+    else:
+        applied = apply_transfer(model, source_state, components)
     applied.notes = plan.notes + applied.notes
     record["components"] = components
+    record["embed_map"] = bool(tr.embed_map)
     record["reset_optimizer"] = bool(tr.reset_optimizer)
     record["plan"] = applied.as_record()
     return StartingPoint(model, record, optimizer_state, applied.copied)
 
 
-def model_for_resume(job: TrainJobConfig, model_cfg: ModelConfig, seeds: ResolvedSeeds) -> StartingPoint:
-    """The model a resumed job loads its state into: the right shape and freeze flags."""
+def model_for_resume(
+    job: TrainJobConfig, model_cfg: ModelConfig, seeds: ResolvedSeeds, saved_state: Optional[Dict[str, Any]] = None
+) -> StartingPoint:
+    """The model a resumed job loads its state into: the right shape and freeze flags.
+
+    An embedding-map run (``transfer.embed_map``) gets its map back first, shaped from
+    the saved ``embed.W_source``; the saved state then fills in the map's weights.
+    """
     model = HookedGrokTransformer(model_cfg, seed=seeds.model_seed)
+    if job.transfer.name != Condition.random and job.transfer.embed_map and saved_state is not None:
+        embed_action = job.transfer.components.get(Component.embed, ComponentAction.copy)
+        attach_embedding_map(model, saved_state["embed.W_source"], seeds.model_seed, trainable=embed_action != ComponentAction.freeze)
     if job.transfer.name != Condition.random:
         freeze_components(model, job.transfer.components)
     return StartingPoint(model)

@@ -22,6 +22,7 @@ import torch
 
 from groktransfer.config.schema import Component, ComponentAction
 from groktransfer.errors import UserError
+from groktransfer.embedding_map import attach_embedding_map
 
 log = logging.getLogger(__name__)
 
@@ -142,6 +143,26 @@ def apply_transfer(
             plan.copied.append(name)
     plan.frozen = freeze_components(model, components)
     return plan
+
+
+def apply_embedding_map(
+    model: torch.nn.Module, source_state: Dict[str, torch.Tensor], action: str, seed: int, plan: TransferPlan
+) -> None:
+    """Embedding-only transfer: target W_E = source W_E @ W_map (W_map trained unless ``action`` is freeze)."""
+    if "embed.W_E" not in source_state:
+        raise TransferError("embedding map: the source checkpoint has no embed.W_E")
+    W_source = source_state["embed.W_E"]  # [d_vocab, d_source]
+    try:
+        mapped = attach_embedding_map(model, W_source, seed, trainable=action != "freeze")
+    except ValueError as exc:
+        raise TransferError(str(exc)) from exc
+    plan.copied.append("embed.W_E")
+    if action == "freeze":
+        plan.frozen.append("embed.W_map")
+    plan.notes.append(
+        f"embed.W_E = source W_E {tuple(W_source.shape)} @ W_map {tuple(mapped.W_map.shape)} "
+        f"({'frozen' if action == 'freeze' else 'trained'}; semi-orthogonal init from seed {seed})"
+    )
 
 
 def carry_optimizer_state(

@@ -71,6 +71,13 @@ class RunRecord:
     updated_at: str | None = None
     stale: bool = False
     logger_group: str | None = None
+    # transfer axes: which source task, and which source epoch the start came from (status.json
+    # "source" record, else the config); the optimizer settings, for fair-baseline checks
+    source_task: str | None = None
+    source_epoch: int | None = None
+    lr: float | None = None
+    weight_decay: float | None = None
+    reused_from: str | None = None
 
     @property
     def completed(self) -> bool:
@@ -260,6 +267,14 @@ def load_run(run_dir: Path, sweep: Path, stale_after_s: float, now: float | None
     rec.seed = rec.seed if rec.seed is not None else _as_int(cfg.get("seed"))
     rec.max_epochs = rec.max_epochs if rec.max_epochs is not None else _as_int(dig(cfg, "train", "max_epochs"))
     rec.logger_group = dig(cfg, "logger", "group")
+    if rec.condition != "random":
+        rec.source_task = dig(cfg, "transfer", "source", "task")
+        rec.source_epoch = _as_int(dig(st.source, "epoch")) if st is not None else None
+        if rec.condition == "checkpoint" and rec.source_epoch is not None:
+            rec.condition = f"checkpoint@{rec.source_epoch}"  # one condition per source epoch in every table
+    rec.lr = _as_float(dig(cfg, "optimizer", "lr"))
+    rec.weight_decay = _as_float(dig(cfg, "optimizer", "weight_decay"))
+    rec.reused_from = st.reused_from if st is not None else None
     if rec.status == Status.RUNNING:
         mtime = status_path.stat().st_mtime
         rec.stale = now - _timestamp(rec.updated_at, mtime) > stale_after_s
@@ -285,5 +300,25 @@ def collect_runs(sweep_dirs: list[Path], stale_after_s: float = 3600.0) -> list[
                 continue
             seen.add(key)
             records.append(load_run(d, sweep, stale_after_s, now))
+    records = drop_reused_copies(records)
     records.sort(key=lambda r: (str(r.sweep), r.condition or "", r.seed if r.seed is not None else -1, str(r.run_dir)))
     return records
+
+
+def drop_reused_copies(records: list[RunRecord]) -> list[RunRecord]:
+    """One record per run identity: a reused copy (``reused_from``) of a run already present is dropped.
+
+    A sweep reuses a completed run instead of retraining it (a rerun sweep, or a matrix /
+    trajectory sweep whose random jobs do not depend on the source axis); counting each
+    copy would multiply that run's weight in every statistic.
+    """
+    originals = {r.run_id for r in records if r.run_id and not r.reused_from}
+    kept: list[RunRecord] = []
+    seen: set[str] = set()
+    for r in records:
+        if r.run_id and r.reused_from:
+            if r.run_id in originals or r.run_id in seen:
+                continue
+            seen.add(r.run_id)
+        kept.append(r)
+    return kept

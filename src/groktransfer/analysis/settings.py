@@ -124,6 +124,8 @@ class AnalysisSettings:
     # "module:function" callables returning list[ReportSection] (e.g. the circuits module)
     extra_sections: List[str] = field(default_factory=list)
     interp: InterpSettings = field(default_factory=InterpSettings)
+    # transfer starts: restricted_acc - test_acc above this (with a key frequency) = circuit forming
+    circuit_flag_gap: float = 0.0
 
 
 @dataclass

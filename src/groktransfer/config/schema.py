@@ -60,6 +60,8 @@ class Condition(Choice):
     random = "random"
     grokked = "grokked"
     memorized = "memorized"
+    checkpoint = "checkpoint"  # the source checkpoint nearest transfer.source.epoch
+    embedding = "embedding"  # embedding only, through a trainable linear map (Xu et al., ICLR 2025)
 
 
 class Component(Choice):
@@ -196,6 +198,24 @@ class CheckpointCriteria:
     max_test_acc: float = 1.0
     held_for: int = 0
     pick: Pick = Pick.first
+    # limits on the checkpoint's own progress measures (None = no limit); a checkpoint that
+    # meets the accuracy rule but fails one of these is refused, and the error names the measure.
+    # restricted_test_gap = restricted_acc - test_acc: how far the key-frequency part of the logits
+    # alone out-predicts the full model on held-out pairs, i.e. a circuit forming under memorisation.
+    max_restricted_test_gap: Optional[float] = None
+    max_n_key_freqs: Optional[int] = None
+
+
+@dataclass
+class SourceModelOverrides:
+    """Model fields of the source run that differ from the target's (None = same as the target)."""
+
+    n_layers: Optional[int] = None
+    n_heads: Optional[int] = None
+    d_model: Optional[int] = None
+    d_head: Optional[int] = None
+    d_mlp: Optional[int] = None
+    act: Optional[Activation] = None
 
 
 @dataclass
@@ -217,6 +237,10 @@ class SourceConfig:
     path: Optional[str] = None
     # which checkpoint inside a file that holds several (paper format): index or 'last'
     path_index: Optional[int] = None
+    # transfer=checkpoint: start from the source run's saved checkpoint nearest this epoch
+    epoch: Optional[int] = None
+    # model fields that differ for the source run (e.g. d_model=64 for embedding-only transfer)
+    model: SourceModelOverrides = field(default_factory=SourceModelOverrides)
 
 
 @dataclass
@@ -225,6 +249,12 @@ class TransferConfig:
 
     ``components`` maps embed | pos_embed | attn | mlp | unembed to
     copy | reinit | freeze (freeze = copy and do not train).
+
+    ``checkpoint`` starts from the source checkpoint nearest ``source.epoch`` (its
+    criteria only carry measure limits). ``embed_map`` transfers the embedding as
+    source W_E times a trainable linear map (Xu et al., ICLR 2025), so the source's
+    d_model may differ; the ``embedding`` condition is that with every other
+    component fresh, from the checkpoint its ``embedding`` criteria pick.
     """
 
     name: Condition = MISSING
@@ -235,6 +265,11 @@ class TransferConfig:
     memorized: CheckpointCriteria = field(
         default_factory=lambda: CheckpointCriteria(min_train_acc=0.999, max_test_acc=0.2, pick=Pick.first)
     )
+    checkpoint: CheckpointCriteria = field(default_factory=CheckpointCriteria)
+    embedding: CheckpointCriteria = field(
+        default_factory=lambda: CheckpointCriteria(min_train_acc=0.999, min_test_acc=0.999, held_for=100)
+    )
+    embed_map: bool = False
     components: Dict[Component, ComponentAction] = field(
         default_factory=lambda: {c: ComponentAction.copy for c in Component}
     )

@@ -12,10 +12,13 @@ import os
 from dataclasses import dataclass
 from typing import Any, List, Optional
 
-from groktransfer.config.schema import ComponentAction, Condition, ConfigError, OptimizerConfig
+from groktransfer.config.schema import Component, ComponentAction, Condition, ConfigError, OptimizerConfig, to_plain
 from groktransfer.tasks import TASKS, is_prime
 
 __all__ = ["ConfigError", "ResolvedSeeds", "resolve_seeds", "validate_job_config"]
+
+# transfer.<name> checkpoint rules (random has none)
+CRITERIA = (Condition.grokked, Condition.memorized, Condition.checkpoint, Condition.embedding)
 
 
 @dataclass(frozen=True)
@@ -114,8 +117,12 @@ def validate_job_config(cfg: Any) -> None:
 
 def _validate_transfer(cfg: Any, errors: List[str]) -> None:
     tr = cfg.transfer
-    for crit_name in (Condition.grokked, Condition.memorized):
+    for crit_name in CRITERIA:
         crit = getattr(tr, crit_name)
+        if crit.max_restricted_test_gap is not None and float(crit.max_restricted_test_gap) != float(crit.max_restricted_test_gap):
+            errors.append(f"transfer.{crit_name}.max_restricted_test_gap is NaN")
+        if crit.max_n_key_freqs is not None and int(crit.max_n_key_freqs) < 0:
+            errors.append(f"transfer.{crit_name}.max_n_key_freqs={crit.max_n_key_freqs}: must be >= 0")
         for key in ("min_train_acc", "min_test_acc", "max_test_acc"):
             if not (0.0 <= float(getattr(crit, key)) <= 1.0):
                 errors.append(f"transfer.{crit_name}.{key}={getattr(crit, key)}: must lie in [0, 1]")
@@ -123,8 +130,18 @@ def _validate_transfer(cfg: Any, errors: List[str]) -> None:
             errors.append(f"transfer.{crit_name}: min_test_acc > max_test_acc selects nothing")
     if tr.name == Condition.random:
         return
+    if tr.embed_map and tr.components.get(Component.embed, ComponentAction.copy) == ComponentAction.reinit:
+        errors.append("transfer.embed_map=true maps the source embedding: transfer.components.embed must be copy or freeze")
 
     src = tr.source
+    if tr.name == Condition.checkpoint:
+        if src.epoch is None:
+            errors.append("transfer=checkpoint needs transfer.source.epoch (e.g. transfer.source.epoch=1500)")
+        elif int(src.epoch) < 0:
+            errors.append(f"transfer.source.epoch={src.epoch}: must be >= 0")
+        if src.path is not None:
+            errors.append("transfer=checkpoint picks an epoch of a trained source run: unset transfer.source.path")
+    _check_source_shape(cfg, errors)
     if src.path is not None:
         path = os.path.expanduser(str(src.path))
         if not os.path.isfile(path):
@@ -153,3 +170,20 @@ def _validate_transfer(cfg: Any, errors: List[str]) -> None:
                 f"transfer copies 'unembed' but the source has {src_out} outputs ({src.task}, p={p}) and the "
                 f"target {tgt_out} ({cfg.task.name}, p={cfg.task.p}); set transfer.components.unembed=reinit"
             )
+
+
+def _check_source_shape(cfg: Any, errors: List[str]) -> None:
+    """A source of another width can only hand over its embedding, through the map."""
+    tr = cfg.transfer
+    model = to_plain(cfg.model)
+    differs = sorted(k for k, v in to_plain(tr.source.model).items() if v is not None and model[k] != v)
+    if not differs:
+        return
+    copied = sorted(str(c) for c, a in tr.components.items() if a != ComponentAction.reinit)
+    if tr.embed_map:
+        copied = [c for c in copied if c != Component.embed]
+    if copied:
+        errors.append(
+            f"transfer.source.model changes {differs}, so the source cannot initialise {copied} of this target: "
+            "set those components to reinit (transfer=embedding does), keeping only the mapped embedding"
+        )
