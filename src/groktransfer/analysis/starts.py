@@ -113,7 +113,7 @@ def start_sections(runs: Sequence[RunRecord], out_dir: Path, settings: AnalyzeJo
     starts.to_csv(out_dir / "starts.csv", index=False)
     flagged = starts[(starts.condition == "memorized") & starts["circuit forming"]]
     text = ("The source checkpoint each transfer start came from, with its progress measures as recorded at the "
-            "start (`source.json`). `restricted−test gap` = restricted accuracy − test accuracy: above "
+            f"start (`{SOURCE_FILE}`). `restricted−test gap` = restricted accuracy − test accuracy: above "
             f"{a.circuit_flag_gap:g} with at least one key frequency, the key frequencies alone already "
             "out-predict the model on held-out pairs, i.e. circuit formation is under way.")  # fmt: skip
     if len(flagged):
