@@ -265,3 +265,16 @@ def test_starts_section_flags_circuit_formation_and_mixed_optimizers(tmp_path: P
     assert "`memorized` start at source epoch 700 (add) shows circuit formation under way" in starts.text
     frame = pd.read_csv(out / "starts.csv")
     assert frame.set_index("condition").loc["memorized", "n runs"] == 2
+
+
+def test_a_single_run_on_either_side_is_never_judged_to_exclude_one(tmp_path: Path) -> None:
+    from groktransfer.analysis.groups import compare_groups
+    from groktransfer.analysis.settings import BootstrapSettings
+
+    runs = []
+    for name, cond, reached in (("r0", "random", 1000), ("r1", "random", 1100), ("c0", "grokked", 100)):
+        write_transfer_run(tmp_path / name, condition=cond, seed=int(name[1]), reached_999=reached, source_epoch=5)
+    runs = collect_runs([tmp_path])
+    row = compare_groups([r for r in runs if r.condition == "random"], [r for r in runs if r.condition == "grokked"],
+                         0.999, "grokked", BootstrapSettings())  # fmt: skip
+    assert row["ratio"] == pytest.approx(10.5) and row["ci_low"] > 1 and row["excludes_one"] == 0

@@ -19,6 +19,10 @@ from .settings import BootstrapSettings
 from .stats import bootstrap_ratio_ci, bound_direction, median_with_bound, observe, ratio_of_medians, row_rng
 
 
+# fewer runs than this on either side: the CI is reported but never read as excluding 1
+MIN_RUNS_TO_JUDGE = 2
+
+
 def observations(runs: Sequence[RunRecord], t: float) -> tuple[np.ndarray, np.ndarray]:
     """(values, censored) of the completed runs that recorded threshold t."""
     obs = [o for o in (observe(r, t) for r in runs) if o is not None]
@@ -32,7 +36,9 @@ def compare_groups(
 
     ``tag`` names the group in the bootstrap RNG seed, so a row's interval does not
     depend on which other rows exist. ``excludes_one`` is +1 when the whole CI lies
-    above 1 (the group is faster), -1 when below, 0 otherwise or when undefined.
+    above 1 (the group is faster), -1 when below, 0 otherwise or when undefined --
+    and 0 whenever either side has fewer than ``MIN_RUNS_TO_JUDGE`` runs: a bootstrap
+    of one run is a single point, whose "interval" excludes 1 by construction.
     """
     bv, bc = observations(baseline, t)
     gv, gc = observations(group, t)
@@ -53,7 +59,7 @@ def compare_groups(
         row.update(
             ratio=ratio_of_medians(bv, gv), ci_low=lo, ci_high=hi,
             bound=bound_direction(row["median_baseline_lower_bound"], row["median_lower_bound"]),
-            excludes_one=1 if lo > 1 else (-1 if hi < 1 else 0),
+            excludes_one=0 if min(gv.size, bv.size) < MIN_RUNS_TO_JUDGE else (1 if lo > 1 else (-1 if hi < 1 else 0)),
         )  # fmt: skip
     return row
 

@@ -27,7 +27,7 @@ from . import style  # noqa: F401  (Agg backend before pyplot)
 from groktransfer.rundir import MEASURES_FILE, METRICS_FILE, SOURCE_FILE
 
 from .collect import RunRecord, _config_of, dig
-from .groups import compare_groups, observations, pick_threshold
+from .groups import MIN_RUNS_TO_JUDGE, compare_groups, observations, pick_threshold
 from .report import ReportFigure, ReportSection, ReportTable
 from .settings import AnalyzeJobConfig
 from .starts import start_record
@@ -200,7 +200,8 @@ def ci_sentence(firsts: dict[str, int | None], t: float, confidence: float, epoc
         text = (f"The speed-up's {pct} CI first excludes 1 at source epoch {firsts['faster']} "
                 f"(wholly above 1: faster than random to test acc {threshold_key(t)}).")  # fmt: skip
     else:
-        text = f"The speed-up's {pct} CI never lies wholly above 1 at the source epochs tried."
+        text = (f"The speed-up's {pct} CI never lies wholly above 1 at the source epochs tried "
+                f"(source epochs with fewer than {MIN_RUNS_TO_JUDGE} completed runs on either side are not judged).")  # fmt: skip
     if firsts["slower"] is not None:
         text += f" It lies wholly below 1 (slower than random) first at source epoch {firsts['slower']}."
     return text + f" Source epochs tried: {tried}."
@@ -227,7 +228,7 @@ def trajectory_sections(runs: Sequence[RunRecord], out_dir: Path, settings: Anal
         "source key freqs": [f"{int(x)}" if isinstance(x, (int, float)) and np.isfinite(x) else "–" for x in rows.source_n_key_freqs],
         "n (censored)": [f"{n} ({c})" for n, c in zip(rows.n, rows.n_censored)],
         "median epochs": [format_epochs(m, lb) for m, lb in zip(rows["median"], rows.median_lower_bound)],
-        "range": [f"{format_epochs(lo)}–{format_epochs(hi)}" for lo, hi in zip(rows["min"], rows["max"])],
+        "range": [f"{format_epochs(lo)}–{format_epochs(hi)}" if np.isfinite(lo) else "–" for lo, hi in zip(rows["min"], rows["max"])],
         f"speed-up vs {a.baseline}": [format_ratio(r, lo, hi, b) for r, lo, hi, b in zip(rows.ratio, rows.ci_low, rows.ci_high, rows.bound)],
     })  # fmt: skip
     mark_text = ", ".join(f"{k} checkpoint at epoch {v}" for k, v in marks.items()) or "no memorised/grokked checkpoint found"
