@@ -89,7 +89,7 @@ def test_checkpoint_job_starts_from_exactly_the_recorded_checkpoint(tmp_path: Pa
 
 def test_checkpoint_condition_needs_an_epoch() -> None:
     with pytest.raises(ConfigError, match="transfer.source.epoch"):
-        validate_job_config(compose_job(TINY + ["transfer=checkpoint"]))
+        validate_job_config(compose_job(TINY + ["transfer=checkpoint", "transfer.source.epoch=null"]))
 
 
 # --------------------------------------------------------------------------- embedding map
