@@ -310,8 +310,17 @@ class HookedGrokTransformer(nn.Module):
         (see there for how it works); the unsqueezed parameters are views, so gradients
         reach the parameters unchanged.
         """
+        return last_position_logits(self._one_member_params(), tokens.unsqueeze(0), self.config.act)[0]
+
+    def _one_member_params(self) -> Dict[str, torch.Tensor]:
+        """The parameters with a leading member axis of 1 (views: gradients reach the parameters).
+
+        ``embed.W_E`` is read through ``self.embed`` because it need not be a parameter: an
+        embedding-only transfer composes it from a fixed source embedding and a trained map.
+        """
         params = {name: param.unsqueeze(0) for name, param in self.named_parameters()}
-        return last_position_logits(params, tokens.unsqueeze(0), self.config.act)[0]
+        params["embed.W_E"] = self.embed.W_E.unsqueeze(0)
+        return params
 
     @torch.no_grad()
     def last_position_activations(self, tokens: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -322,8 +331,7 @@ class HookedGrokTransformer(nn.Module):
         """
         if self._fast_path_applies():
             cache: Dict[str, torch.Tensor] = {}
-            params = {name: param.unsqueeze(0) for name, param in self.named_parameters()}
-            logits = last_position_logits(params, tokens.unsqueeze(0), self.config.act, cache=cache)
+            logits = last_position_logits(self._one_member_params(), tokens.unsqueeze(0), self.config.act, cache=cache)
             return logits[0], cache["blocks.0.mlp.hook_post"][0]
         hook = f"blocks.{self.config.n_layers - 1}.mlp.hook_post"
         logits, acts = self.run_with_cache(tokens, names_filter=hook)

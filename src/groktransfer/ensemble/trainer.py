@@ -36,6 +36,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from groktransfer.embedding_map import has_embedding_map
 from groktransfer.lastpos import last_position_logits
 from groktransfer.trainer import EvalResult, Trainer, TrainingFailure, TrainOutcome, adamw, warmup_factor
 
@@ -63,6 +64,8 @@ def incompatibility(members: Sequence[Trainer]) -> Optional[str]:
     cfg = replace(first.model.config, model_seed=None)
     if not (cfg.n_layers == 1 and cfg.normalization is None):
         return "ensembles need the fast last-position path (one layer, no LayerNorm)"
+    if any(has_embedding_map(m.model) for m in members):
+        return "an embedding-map member (transfer.embed_map) has no W_E parameter to stack"
     trainable = _trainable_names(first)
     opt = first.optimizer_cfg
     for m in members[1:]:
