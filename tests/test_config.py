@@ -38,7 +38,7 @@ def test_wrong_type_fails_at_compose_time() -> None:
     "override, allowed",
     [
         ("transfer.components.mlp=keep", "[copy, reinit, freeze]"),
-        ("task.name=power", "[add, subtract, multiply, divide, x2xyy2, int_add]"),
+        ("task.name=power", "[add, subtract, multiply, divide, x2xyy2, int_add, digit_add, digit_sub]"),
         ("transfer.source.task=power", "[add, subtract"),
         ("transfer.grokked.pick=middle", "[first, last]"),
         ("logger.mode=onlin", "[online, offline, disabled]"),
@@ -54,9 +54,10 @@ def test_invalid_choice_fails_at_compose_time_listing_the_choices(override: str,
 
 def test_task_choices_are_the_implemented_tasks() -> None:
     from groktransfer.config.schema import TaskName
+    from groktransfer.digit_tasks import DIGIT_TASKS
     from groktransfer.tasks import TASKS
 
-    assert set(TaskName.values()) == set(TASKS)
+    assert set(TaskName.values()) == set(TASKS) | set(DIGIT_TASKS)
 
 
 def test_invalid_choice_exits_2_with_one_message(tmp_path: Path) -> None:

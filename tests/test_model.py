@@ -34,7 +34,7 @@ def randomized(cfg: ModelConfig, seed: int = 0) -> HookedGrokTransformer:
 
 def random_tokens(cfg: ModelConfig, batch: int = 64, seed: int = 0, n_pos: int | None = None) -> torch.Tensor:
     gen = torch.Generator().manual_seed(seed)
-    return torch.randint(0, cfg.d_vocab, (batch, n_pos or cfg.n_ctx), generator=gen)
+    return torch.randint(0, cfg.d_vocab, (batch, n_pos or cfg.n_ctx or 3), generator=gen)
 
 
 # --------------------------------------------------------------------------- reference
@@ -185,7 +185,7 @@ def test_forward_last_equals_forward_at_last_position(base, biases):
     model = randomized(cfg, seed=3)
     tokens = random_tokens(cfg, batch=200, seed=4)
     torch.testing.assert_close(model.forward_last(tokens), model(tokens)[:, -1], atol=1e-5, rtol=1e-5)
-    shorter = tokens[:, : cfg.n_ctx - 1]  # fewer positions than n_ctx
+    shorter = tokens[:, : (cfg.n_ctx or 3) - 1]  # fewer positions than n_ctx
     torch.testing.assert_close(model.forward_last(shorter), model(shorter)[:, -1], atol=1e-5, rtol=1e-5)
 
 

@@ -17,6 +17,7 @@ import torch
 from groktransfer.atomic import atomic_open
 from groktransfer.checkpoint import save_checkpoint
 from groktransfer.errors import JobError
+from groktransfer.digit_measures import compute_digit_measures
 from groktransfer.measures import compute_progress_measures
 from groktransfer.rundir import RunDir
 from groktransfer.sinks import SinkGroup
@@ -77,7 +78,11 @@ class RunDirCallbacks(TrainerCallback):
         self.sinks.log_metrics(result.epoch, result.as_dict())
 
     def measure(self, model: torch.nn.Module, epoch: int) -> Dict[str, Any]:
-        """Progress measures on all pairs, in the task's own Fourier basis."""
+        """Progress measures on all pairs, in the task's own Fourier basis (digit measures for digit tasks)."""
+        if self.task.family == "digit":
+            digit = compute_digit_measures(self.task, model)
+            self.sinks.log_measures(epoch, digit.scalars(), digit.per_frequency_rows())
+            return digit.scalars()
         device = next(model.parameters()).device
         logits, mlp_post = model.last_position_activations(self.task.tokens.to(device))
         measures = compute_progress_measures(  # on CPU, like the analysis

@@ -175,6 +175,8 @@ def detect_format(obj: Any) -> SourceFormat:
             W_O = sd.get("blocks.0.attn.W_O")
             if isinstance(W_O, torch.Tensor) and W_O.ndim == 2:
                 return "nanda2023"
+    if _is_state_dict(obj) and isinstance(obj.get("blocks.0.attn.W_O"), torch.Tensor) and obj["blocks.0.attn.W_O"].ndim == 3:
+        return "transformer_lens"  # a bare HookedTransformer.state_dict(), e.g. ARENA's sum_model.pt
     raise CheckpointError(
         f"unrecognised checkpoint layout (top-level keys {sorted(map(str, obj))[:12]}); expected "
         f"'format': {FORMAT!r} or the original paper's 'model'/'state_dicts' with a 2-D attn.W_O"
@@ -432,11 +434,27 @@ def _load_nanda2023(obj: Mapping[str, Any], path: Path, index: Optional[int]) ->
     )
 
 
-def load_checkpoint(path: PathLike, index: Optional[int] = None) -> LoadedCheckpoint:
-    """Load a checkpoint of either format into our layout (CPU, ``weights_only=True``).
+def _load_transformer_lens_shaped(obj: Mapping[str, Any], path: Path, cfg: ModelConfig) -> LoadedCheckpoint:
+    """A bare TransformerLens state dict read with the shape given in config (the job's model)."""
+    try:
+        state_dict = _with_default_buffers({str(k): v for k, v in obj.items()}, cfg)
+        validate_state_dict(state_dict, cfg)
+    except (CheckpointError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"checkpoint {path} (plain TransformerLens state dict): {exc}") from exc
+    return LoadedCheckpoint(
+        path=str(path), state_dict=state_dict, model_config=cfg, epoch=None, metrics={}, source_format="transformer_lens"
+    )
+
+
+def load_checkpoint(
+    path: PathLike, index: Optional[int] = None, model_config: Optional[ModelConfig] = None
+) -> LoadedCheckpoint:
+    """Load a checkpoint of any known format into our layout (CPU, ``weights_only=True``).
 
     ``index`` picks one of several state dicts in a paper-format ``state_dicts`` file
-    (default: the last); it is ignored for single-model files.
+    (default: the last); it is ignored for single-model files. ``model_config`` is the
+    shape of a plain TransformerLens state dict (which carries none); the other formats
+    carry their own.
     """
     path = Path(path)
     obj = _torch_load(path)
@@ -447,7 +465,9 @@ def load_checkpoint(path: PathLike, index: Optional[int] = None) -> LoadedCheckp
     if fmt == "groktransfer":
         return _load_groktransfer(obj, path)
     if fmt == "transformer_lens":
-        return _load_transformer_lens(obj, path)
+        if model_config is None:  # the shape from the weights
+            return _load_transformer_lens(obj, path)
+        return _load_transformer_lens_shaped(obj, path, model_config)
     return _load_nanda2023(obj, path, index)
 
 

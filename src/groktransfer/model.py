@@ -23,6 +23,7 @@ modulus, never positions.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import math
 from contextlib import contextmanager
@@ -35,6 +36,9 @@ from torch import nn
 from groktransfer.config.schema import Component, ModelConfig, to_typed
 from groktransfer.transfer import component_parameters
 from groktransfer.lastpos import last_position_logits
+
+#: Sequence length of the modular tasks ([a, b, =]); a ModelConfig with n_ctx=None and no task gets it.
+MODULAR_SEQ_LEN = 3
 
 #: A forward-hook function: receives the activation and its HookPoint, returns a
 #: replacement activation or None to leave it unchanged (TransformerLens' convention).
@@ -64,7 +68,8 @@ def _check_config(cfg: ModelConfig) -> None:
             raise ValueError(
                 f"ModelConfig.{name} is None: resolve it from the task (Task.{name}) before building the model"
             )
-    for name in ("n_layers", "n_heads", "d_model", "d_head", "d_mlp", "n_ctx", "d_vocab", "d_vocab_out"):
+    sizes = ("n_layers", "n_heads", "d_model", "d_head", "n_ctx", "d_vocab", "d_vocab_out")
+    for name in sizes if cfg.attn_only else (*sizes, "d_mlp"):
         value = getattr(cfg, name)
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise ValueError(f"ModelConfig.{name} must be a positive int, got {value!r}")
@@ -194,23 +199,32 @@ class MLP(nn.Module):
 
 
 class TransformerBlock(nn.Module):
-    """Pre-LN residual block: resid += attn(ln1(resid)); resid += mlp(ln2(resid))."""
+    """Pre-LN residual block: resid += attn(ln1(resid)); resid += mlp(ln2(resid)).
+
+    With ``attn_only`` the block has no ln2, MLP, ``hook_resid_mid`` or
+    ``hook_mlp_out`` -- exactly TransformerLens' ``attn_only=True`` block, so its state
+    dict and hook names match ``HookedTransformer`` key for key.
+    """
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         use_ln = cfg.normalization == "LN"
+        self.attn_only = bool(cfg.attn_only)
         self.ln1: nn.Module = LayerNorm(cfg) if use_ln else nn.Identity()
         self.attn = Attention(cfg)
-        self.ln2: nn.Module = LayerNorm(cfg) if use_ln else nn.Identity()
-        self.mlp = MLP(cfg)
         self.hook_resid_pre = HookPoint()
         self.hook_attn_out = HookPoint()
-        self.hook_resid_mid = HookPoint()
-        self.hook_mlp_out = HookPoint()
+        if not self.attn_only:
+            self.ln2: nn.Module = LayerNorm(cfg) if use_ln else nn.Identity()
+            self.mlp = MLP(cfg)
+            self.hook_resid_mid = HookPoint()
+            self.hook_mlp_out = HookPoint()
         self.hook_resid_post = HookPoint()
 
-    def forward(self, resid: torch.Tensor) -> torch.Tensor:
+    def forward(self, resid: torch.Tensor) -> torch.Tensor:  # [b, p, d] -> [b, p, d]
         resid = self.hook_resid_pre(resid)
+        if self.attn_only:
+            return self.hook_resid_post(resid + self.hook_attn_out(self.attn(self.ln1(resid))))
         resid = self.hook_resid_mid(resid + self.hook_attn_out(self.attn(self.ln1(resid))))
         return self.hook_resid_post(resid + self.hook_mlp_out(self.mlp(self.ln2(resid))))
 
@@ -259,6 +273,8 @@ class HookedGrokTransformer(nn.Module):
     def __init__(self, cfg: Union[ModelConfig, Mapping[str, Any]], seed: int) -> None:
         super().__init__()
         cfg = to_typed(ModelConfig, cfg, label="model")
+        if cfg.n_ctx is None:  # "the task's sequence length": jobs resolve it; a bare config means [a, b, =]
+            cfg = dataclasses.replace(cfg, n_ctx=MODULAR_SEQ_LEN)
         _check_config(cfg)
         if seed is None or isinstance(seed, bool) or not isinstance(seed, int):
             raise ValueError(f"seed must be an int (initialisation is a function of it), got {seed!r}")
@@ -301,7 +317,8 @@ class HookedGrokTransformer(nn.Module):
         return self.forward(tokens)[:, -1]
 
     def _fast_path_applies(self) -> bool:
-        return self.config.n_layers == 1 and self.config.normalization is None and not self.has_hooks()
+        cfg = self.config
+        return cfg.n_layers == 1 and cfg.normalization is None and not cfg.attn_only and not self.has_hooks()
 
     def _forward_last_one_layer(self, tokens: torch.Tensor) -> torch.Tensor:
         """Last-position logits of a one-layer, LayerNorm-free model, without [batch, pos, d_model] tensors.
@@ -439,13 +456,13 @@ class HookedGrokTransformer(nn.Module):
             "n_ctx": cfg.n_ctx,
             "d_head": cfg.d_head,
             "n_heads": cfg.n_heads,
-            "d_mlp": cfg.d_mlp,
+            "d_mlp": None if cfg.attn_only else cfg.d_mlp,
             "d_vocab": cfg.d_vocab,
             "d_vocab_out": cfg.d_vocab_out,
             "act_fn": str(cfg.act),
             "normalization_type": None if cfg.normalization is None else str(cfg.normalization),
             "positional_embedding_type": "standard",
-            "attn_only": False,
+            "attn_only": bool(cfg.attn_only),
             "default_prepend_bos": False,
             "original_architecture": "groktransfer.HookedGrokTransformer",
             "model_name": cfg.name,

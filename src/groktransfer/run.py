@@ -34,7 +34,7 @@ from groktransfer.rundir import RUN_DIRS, RUN_FILES, RunDir, Status, StatusRecor
 from groktransfer.runindex import RunIndex, transplant
 from groktransfer.sinks import RunMeta
 from groktransfer.starting_point import StartingPoint, build_starting_point, model_for_resume
-from groktransfer.tasks import Task
+from groktransfer.tasks import Task, make_task, task_family, task_seq_len
 from groktransfer.trainer import TrainerCallback
 from groktransfer.training import TrainingPlan, resolved_model_config, train_in_run_dir, train_source_run
 
@@ -110,9 +110,27 @@ def run_identity(job: TrainJobConfig) -> str:
         data["transfer"] = {"name": str(Condition.random)}
     for key in _NON_IDENTITY_TRAIN_KEYS:
         data["train"].pop(key, None)
+    _drop_unset_new_keys(data, job)
     data["resolved_seeds"] = resolve_seeds(job).__dict__
     blob = json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
+
+
+def _drop_unset_new_keys(data: Dict[str, Any], job: TrainJobConfig) -> None:
+    """Keys added for digit tasks change no earlier job's numbers: leave them out of the
+    identity when unused, so sweeps run before they existed are still recognised."""
+    if task_family(str(data["task"]["name"])) != "digit":
+        for key in ("n_digits", "carry_out", "n_train", "n_test"):
+            data["task"].pop(key, None)
+    for key in ("n_train", "n_test"):
+        if data["transfer"]["source"].get(key) is None:
+            data["transfer"]["source"].pop(key, None)
+    if not data["model"].get("attn_only"):
+        data["model"].pop("attn_only", None)
+    if data["model"].get("n_ctx") is None:  # null = the task's length: hash the value it resolves to
+        data["model"]["n_ctx"] = task_seq_len(job.task)
+    if data["train"].get("batch_size") is None:
+        data["train"].pop("batch_size", None)
 
 
 def configure_torch(threads: int, flush_denormal: bool) -> None:
@@ -209,7 +227,7 @@ def _plan_target(
     resume_state: Optional[Dict[str, Any]],
     callbacks: Sequence[TrainerCallback],
 ) -> PlannedJob:
-    task = Task.from_config(job.task, seeds.data_seed)
+    task = make_task(job.task, seeds.data_seed)
     model_cfg = resolved_model_config(job.model, task)
     identity = dict(
         run_id=run_id,

@@ -27,9 +27,10 @@ from filelock import FileLock, Timeout
 
 from groktransfer.atomic import write_json
 from groktransfer.errors import UserError
-from groktransfer.config.schema import TrainJobConfig, to_plain
+from groktransfer.config.schema import TaskConfig, TrainJobConfig, to_plain, to_typed
 from groktransfer.rundir import RunDir
 from groktransfer.trainer import Streak
+from groktransfer.tasks import task_family, task_seq_len
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +62,12 @@ class SourceSpec:
             "model_seed": self.model_seed,
         }
 
+    def task_config(self) -> Dict[str, Any]:
+        """The source task as a TaskConfig-shaped dict (for ``tasks.make_task``)."""
+        from groktransfer.config.schema import TaskConfig
+
+        return {**TaskConfig(name=self.task["name"]).__dict__, **self.task}
+
     @property
     def content_hash(self) -> str:
         blob = json.dumps(self.as_dict(), sort_keys=True, separators=(",", ":"))
@@ -86,6 +93,8 @@ def source_spec_from_config(cfg: TrainJobConfig, source_seed: int) -> SourceSpec
     model = to_plain(cfg.model)
     model.pop("model_seed", None)
     model.pop("name", None)
+    if not model.get("attn_only"):  # absent before attention-only models existed: keep old hashes
+        model.pop("attn_only", None)
     model["d_vocab"] = None
     model["d_vocab_out"] = None
     model.update({k: v for k, v in to_plain(src.model).items() if v is not None})
@@ -100,13 +109,31 @@ def source_spec_from_config(cfg: TrainJobConfig, source_seed: int) -> SourceSpec
         "fast_path": bool(cfg.train.fast_path),
         "flush_denormal": bool(cfg.train.flush_denormal),
     }
+    if cfg.train.batch_size is not None:
+        train["batch_size"] = int(cfg.train.batch_size)
+    task: Dict[str, Any] = {"name": str(src.task), "p": p, "frac_train": frac, "data_seed": int(source_seed)}
+    if task_family(str(src.task)) == "digit":  # same digit layout as the target; its own data sizes
+        task.update(
+            p=10,
+            n_digits=int(cfg.task.n_digits),
+            carry_out=bool(cfg.task.carry_out),
+            n_train=_inherit(src.n_train, cfg.task.n_train),
+            n_test=_inherit(src.n_test, cfg.task.n_test),
+        )
+    if model.get("n_ctx") is None:  # null = the source task's length: hash the value it resolves to
+        model["n_ctx"] = task_seq_len(to_typed(TaskConfig, {**TaskConfig(name=task["name"]).__dict__, **task}))
     return SourceSpec(
-        task={"name": str(src.task), "p": p, "frac_train": frac, "data_seed": int(source_seed)},
+        task=task,
         model=model,
         optimizer=optimizer,
         train=train,
         model_seed=int(source_seed),
     )
+
+
+def _inherit(value: Any, default: Any) -> Any:
+    value = default if value is None else value
+    return None if value is None else int(value)
 
 
 @dataclass(frozen=True)

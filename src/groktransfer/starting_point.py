@@ -69,7 +69,7 @@ def build_starting_point(
     optimizer_state = None
     if tr.source.path is not None:
         path = Path(tr.source.path).expanduser().resolve()
-        loaded = load_checkpoint(path)
+        loaded = load_checkpoint(path, model_config=model_cfg)  # the shape of a bare TransformerLens state dict
         record.update(source_path=str(path), source_format=loaded.source_format, epoch=loaded.epoch, metrics=loaded.metrics)
         source_state = loaded.state_dict
     else:

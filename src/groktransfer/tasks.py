@@ -87,6 +87,10 @@ TASKS: Dict[str, TaskSpec] = {
 class Task:
     """One task instance: a TaskSpec bound to p, frac_train and data_seed."""
 
+    family = "modular"
+    threshold_metric = "accuracy"
+    seq_len = 3
+
     def __init__(self, name: str, p: int, frac_train: float, data_seed: int) -> None:
         if name not in TASKS:
             raise ValueError(f"unknown task {name!r}; choose one of {sorted(TASKS)}")
@@ -117,6 +121,10 @@ class Task:
     @property
     def group(self) -> Optional[str]:
         return self.spec.group
+
+    @property
+    def no_structure_reason(self) -> Optional[str]:
+        return self.spec.no_structure_reason
 
     # ---- data -------------------------------------------------------------
     @cached_property
@@ -162,3 +170,26 @@ class Task:
 
     def describe(self) -> str:
         return f"{self.name} mod {self.p}" if self.name != "int_add" else f"int_add (a,b < {self.p})"
+
+
+def make_task(cfg: TaskConfig, data_seed: int):
+    """Any task from its config: a modular ``Task`` or, for the digit family, a ``DigitTask``."""
+    from groktransfer.digit_tasks import DigitTask, is_digit_task
+
+    if is_digit_task(str(cfg.name)):
+        return DigitTask.from_config(cfg, data_seed)
+    return Task.from_config(cfg, data_seed)
+
+
+def task_family(name: str) -> str:
+    """``digit`` for the digit tasks, ``modular`` for the (a, b) tasks of this module."""
+    from groktransfer.digit_tasks import is_digit_task
+
+    return "digit" if is_digit_task(name) else "modular"
+
+
+def task_seq_len(task_cfg) -> int:
+    """Tokens per example of a task config: 3 for the modular tasks, the digit layout's length otherwise."""
+    from groktransfer.digit_tasks import is_digit_task, settings_from_config
+
+    return settings_from_config(task_cfg).seq_len if is_digit_task(str(task_cfg.name)) else 3

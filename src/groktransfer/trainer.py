@@ -1,4 +1,15 @@
-"""Full-batch training loop: evaluation cadence, thresholds, early stop, checkpoints.
+"""Training loop: evaluation cadence, thresholds, early stop, checkpoints.
+
+Full batch by default (``train.batch_size: null``); with a batch size each epoch is
+one shuffled pass over the training set in minibatches, the order a pure function
+of (data_seed, epoch) so a resumed run replays it exactly.
+
+Tasks come in two shapes. The modular tasks have one answer, read at the last
+position (``labels`` [N]); digit tasks have several answer digits, each predicted at
+the position before it (``labels`` [N, k], ``answer_positions`` [k]): their loss is
+the mean cross-entropy over exactly those positions, and their accuracy -- the
+threshold metric -- is exact match (every answer digit right). Per-digit accuracy is
+logged beside it as ``*_digit_acc``.
 
 The loop is deliberately small. Everything that is not "take a step, decide whether
 to evaluate, decide whether to stop" -- measures, sinks, checkpoint files -- hangs
@@ -42,9 +53,12 @@ class EvalResult:
     train_acc: float
     test_acc: float
     lr: float
+    # digit tasks only: fraction of answer digits right (train_acc/test_acc are exact match there)
+    train_digit_acc: Optional[float] = None
+    test_digit_acc: Optional[float] = None
 
     def as_dict(self) -> Dict[str, float]:
-        return asdict(self)
+        return {k: v for k, v in asdict(self).items() if v is not None}
 
 
 @dataclass
@@ -120,6 +134,11 @@ class ThresholdTracker:
             self.first_epoch[t] = state["first_epoch"][threshold_key(t)]
             self.held[t] = state["held"][threshold_key(t)]
         self.streak.start = state["streak_start"]
+
+
+def _batch_order_seed(data_seed: int, epoch: int) -> int:
+    """Seed of one epoch's minibatch order: a function of the data and the epoch only."""
+    return (int(data_seed) * 1_000_003 + int(epoch)) % (2**63 - 1)
 
 
 class TrainerCallback:
@@ -198,7 +217,7 @@ def adamw(params: Sequence[Any], cfg: OptimizerConfig) -> torch.optim.AdamW:
 
 
 class Trainer:
-    """Full-batch trainer for one model on one task."""
+    """Trainer for one model on one task (full batch unless ``train.batch_size`` is set)."""
 
     def __init__(
         self,
@@ -234,6 +253,12 @@ class Trainer:
         self._test_tokens = on_device(task.tokens[~task.train_mask])
         self._test_labels = on_device(task.labels[~task.train_mask])
         self._fast = bool(train_cfg.fast_path) and hasattr(model, "forward_last")
+        # several answer positions (digit tasks): labels [N, k] scored at task.answer_positions
+        self._multi = task.labels.ndim == 2
+        self._answer_positions = task.answer_positions if self._multi else None
+        self.batch_size = None if train_cfg.batch_size is None else int(train_cfg.batch_size)
+        # the original loop (one last-position answer, full batch) reuses the step's forward for evals
+        self._plain = not self._multi and self.batch_size is None
 
     # ---- model calls --------------------------------------------------------
     def last_logits(self, tokens: torch.Tensor) -> torch.Tensor:
@@ -241,9 +266,48 @@ class Trainer:
             return self.model.forward_last(tokens)
         return self.model(tokens)[:, -1]
 
+    def answer_logits(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Logits at the answer positions: [batch, k, d_vocab_out] (multi) or [batch, d_vocab_out]."""
+        if self._multi:
+            return self.model(tokens)[:, self._answer_positions]
+        return self.last_logits(tokens)
+
+    def loss(self, tokens: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Mean float64 cross-entropy over the answer positions (the last position for modular tasks)."""
+        logits = self.answer_logits(tokens).double()
+        if self._multi:
+            return F.cross_entropy(logits.flatten(0, 1), labels.flatten())
+        return F.cross_entropy(logits, labels)
+
+    @torch.no_grad()
+    def _evaluate_multi(self, chunk: int = 8192) -> EvalResult:
+        """Digit tasks: per-example mean loss over answer digits, exact-match and per-digit accuracy."""
+        losses, exact, digit = [], [], []
+        for start in range(0, self._all_tokens.shape[0], chunk):
+            tokens, labels = self._all_tokens[start : start + chunk], self._all_labels[start : start + chunk]
+            logits = self.answer_logits(tokens).double()  # [b, k, v]
+            losses.append(F.cross_entropy(logits.transpose(1, 2), labels, reduction="none").mean(dim=1))
+            right = logits.argmax(dim=-1) == labels  # [b, k]
+            exact.append(right.all(dim=1).double())
+            digit.append(right.double().mean(dim=1))
+        loss, ex, dg = torch.cat(losses), torch.cat(exact), torch.cat(digit)
+        train, test = self._train_mask, ~self._train_mask
+        return EvalResult(
+            epoch=self.epoch,
+            train_loss=float(loss[train].mean()),
+            test_loss=float(loss[test].mean()),
+            train_acc=float(ex[train].mean()),
+            test_acc=float(ex[test].mean()),
+            lr=float(self.optimizer.param_groups[0]["lr"]),
+            train_digit_acc=float(dg[train].mean()),
+            test_digit_acc=float(dg[test].mean()),
+        )
+
     @torch.no_grad()
     def evaluate(self) -> EvalResult:
         """Loss and accuracy on the train and test pairs, from one forward over all pairs."""
+        if self._multi:
+            return self._evaluate_multi()
         logits = self.last_logits(self._all_tokens).to(self._loss_dtype)
         losses = F.cross_entropy(logits, self._all_labels, reduction="none")
         correct = logits.argmax(dim=-1) == self._all_labels
@@ -280,6 +344,27 @@ class Trainer:
         loss = F.cross_entropy(logits.to(self._loss_dtype), self._train_labels)
         return logits, loss
 
+    def _train_epoch(self) -> torch.Tensor:
+        """Multi-position targets or minibatches: one epoch of steps; returns the mean loss before them.
+
+        Full batch: one step. With ``batch_size``: one shuffled pass, the order a function of
+        (data_seed, epoch) only, so a resumed run replays it exactly.
+        """
+        n_train = self._train_tokens.shape[0]
+        if self.batch_size is None or self.batch_size >= n_train:
+            loss = self.loss(self._train_tokens, self._train_labels)
+            self._step(loss)
+            return loss.detach()
+        gen = torch.Generator().manual_seed(_batch_order_seed(self.task.data_seed, self.epoch))
+        order = torch.randperm(n_train, generator=gen)
+        total = torch.zeros((), dtype=torch.float64)
+        for start in range(0, n_train, self.batch_size):
+            idx = order[start : start + self.batch_size]
+            loss = self.loss(self._train_tokens[idx], self._train_labels[idx])
+            self._step(loss)
+            total += loss.detach() * idx.numel()
+        return total / n_train
+
     def _step(self, loss: torch.Tensor) -> None:
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -287,7 +372,9 @@ class Trainer:
         self.scheduler.step()
 
     def train_step(self) -> torch.Tensor:
-        """One full-batch AdamW step; returns the (float64) training loss before it."""
+        """One epoch (a full-batch AdamW step by default); returns the (float64) training loss before it."""
+        if not self._plain:
+            return self._train_epoch()
         _, loss = self._forward_train()
         self._step(loss)
         return loss.detach()
@@ -340,6 +427,23 @@ class Trainer:
             while True:
                 if not eval_due and (self.epoch >= max_epochs or self._should_stop_early()):
                     break
+                if not self._plain:  # several answer positions or minibatches: evaluate, then a whole epoch
+                    if eval_due:
+                        self._record(self.evaluate())
+                        eval_due = False
+                        if self.epoch >= max_epochs or self._should_stop_early():
+                            break
+                    loss = self._train_epoch()
+                    self.epoch += 1
+                    bar.update(1)
+                    if not torch.isfinite(loss):
+                        raise TrainingFailure(f"non-finite training loss ({float(loss)})", self.epoch)
+                    for cb in self._per_epoch:
+                        cb.on_epoch_end(self, loss)
+                    if deadline is not None and time.monotonic() > deadline:
+                        raise TrainingFailure(f"timeout after {self.cfg.timeout_minutes} min", self.epoch)
+                    eval_due = self._is_eval_epoch(self.epoch) or self.epoch == max_epochs
+                    continue
                 logits, loss = self._forward_train()
                 if eval_due:
                     result = self._record(self._evaluate_reusing(logits.detach(), loss.detach()))

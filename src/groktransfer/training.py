@@ -23,6 +23,7 @@ from groktransfer.config.schema import (
     MeasuresConfig,
     ModelConfig,
     OptimizerConfig,
+    TaskConfig,
     TrainConfig,
     TrainJobConfig,
     to_typed,
@@ -34,7 +35,8 @@ from groktransfer.profiling import ProfilerCallback
 from groktransfer.rundir import FINAL_MEASURES, RunDir, RunKind, Status, StatusRecord, library_versions, utc_now
 from groktransfer.sinks import RunMeta, make_sinks
 from groktransfer.source import SourceSpec
-from groktransfer.tasks import Task
+from groktransfer.digit_measures import final_summary_keys
+from groktransfer.tasks import Task, make_task
 from groktransfer.trainer import Trainer, TrainerCallback, TrainingFailure, TrainOutcome
 from groktransfer.transfer import carry_optimizer_state
 
@@ -163,7 +165,8 @@ class RunDirTraining:
             if final.epoch % plan.train.checkpoint_every != 0:  # the loop's last eval was not a checkpoint
                 writer.on_checkpoint(trainer, final)
             save_checkpoint(run_dir.final_checkpoint_path, plan.model, final.epoch, final.as_dict())
-            measures = {k: writer.last_measures[k] for k in FINAL_MEASURES if k in writer.last_measures}
+            keep = (*FINAL_MEASURES, *final_summary_keys(writer.last_measures))  # digit tasks: their own measures
+            measures = {k: writer.last_measures[k] for k in keep if k in writer.last_measures}
             summary = {
                 "epoch": final.epoch,
                 "stop_reason": outcome.stop_reason,
@@ -185,7 +188,7 @@ class RunDirTraining:
 # ---------------------------------------------------------------------------
 def train_source_run(run_dir: RunDir, spec: SourceSpec, job: TrainJobConfig) -> None:
     """Train a source run into the cache (local files only, every checkpoint and optimizer state kept)."""
-    task = Task(spec.task["name"], spec.task["p"], spec.task["frac_train"], spec.task["data_seed"])
+    task = make_task(to_typed(TaskConfig, spec.task_config()), spec.task["data_seed"])
     model_cfg = resolved_model_config(to_typed(ModelConfig, {**spec.model, "model_seed": spec.model_seed}), task)
     train_cfg = dataclasses.replace(job.train, **spec.train, keep_checkpoints=True, profile_epochs=0)
     resume_state = load_resume_state(run_dir) if run_dir.resume_path.exists() else None
@@ -225,7 +228,10 @@ def train_source_run(run_dir: RunDir, spec: SourceSpec, job: TrainJobConfig) -> 
 
 
 def resolved_model_config(model_cfg: ModelConfig, task: Task) -> ModelConfig:
-    """``model_cfg`` with the vocab sizes the task implies filled in."""
+    """``model_cfg`` with the vocab sizes (and, for ``n_ctx: null``, the sequence length) the task implies."""
     return dataclasses.replace(
-        model_cfg, d_vocab=model_cfg.d_vocab or task.d_vocab, d_vocab_out=model_cfg.d_vocab_out or task.d_vocab_out
+        model_cfg,
+        d_vocab=model_cfg.d_vocab or task.d_vocab,
+        d_vocab_out=model_cfg.d_vocab_out or task.d_vocab_out,
+        n_ctx=model_cfg.n_ctx or task.seq_len,
     )

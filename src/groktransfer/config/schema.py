@@ -39,6 +39,8 @@ class TaskName(Choice):
     divide = "divide"
     x2xyy2 = "x2xyy2"
     int_add = "int_add"
+    digit_add = "digit_add"  # the digit family (groktransfer.digit_tasks.DIGIT_TASKS)
+    digit_sub = "digit_sub"
 
 
 class Activation(Choice):
@@ -112,6 +114,12 @@ class TaskConfig:
     p: int = 113
     frac_train: float = 0.3
     data_seed: Optional[int] = None
+    # digit tasks only (see groktransfer.digit_tasks): operand length, an (n+1)-th answer
+    # digit, and for n_digits > 2 the sizes of the sampled train and test sets
+    n_digits: int = 4
+    carry_out: bool = False
+    n_train: Optional[int] = None
+    n_test: Optional[int] = None
 
 
 @dataclass
@@ -132,7 +140,10 @@ class ModelConfig:
     d_mlp: int = 512
     act: Activation = Activation.relu
     normalization: Optional[Normalization] = None
-    n_ctx: int = 3
+    # no MLP sublayer (TransformerLens attn_only=True); d_mlp is then ignored
+    attn_only: bool = False
+    # None = the task's sequence length (3 for the modular tasks; 3n+2 for n-digit sums)
+    n_ctx: Optional[int] = None
     d_vocab: Optional[int] = None
     d_vocab_out: Optional[int] = None
     attn_bias: bool = False
@@ -173,6 +184,8 @@ class TrainConfig:
     # model trained at 0.118 s/step with denormals, 0.041 s/step without)
     flush_denormal: bool = True
     fast_path: bool = True
+    # examples per optimizer step; None = full batch (one step per epoch, as in Nanda et al.)
+    batch_size: Optional[int] = None
     progress_bar: bool = True
     # keep every periodic checkpoint (needed for circuit analysis over time) or only the last
     keep_checkpoints: bool = True
@@ -229,6 +242,9 @@ class SourceConfig:
     task: TaskName = TaskName.add
     p: Optional[int] = None
     frac_train: Optional[float] = None
+    # digit sources: train/test set sizes (None = the target's); n_digits and carry_out are the target's
+    n_train: Optional[int] = None
+    n_test: Optional[int] = None
     source_seed: Optional[int] = None
     max_epochs: int = 25000
     # optimizer fields that differ for the source run (e.g. {lr: 3e-3}); the rest come from `optimizer`

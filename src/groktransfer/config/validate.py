@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any, List, Optional
 
 from groktransfer.config.schema import Component, ComponentAction, Condition, ConfigError, OptimizerConfig, to_plain
+from groktransfer.digit_tasks import DigitSettings, DigitTask, is_digit_task
 from groktransfer.tasks import TASKS, is_prime
 
 __all__ = ["ConfigError", "ResolvedSeeds", "resolve_seeds", "validate_job_config"]
@@ -44,7 +45,42 @@ def resolve_seeds(cfg: Any) -> ResolvedSeeds:
     )
 
 
+def _digit_settings(name: str, task_cfg: Any, src: Any = None) -> DigitSettings:
+    """Digit settings of the target task, or of a digit source (its own data sizes, the target's layout)."""
+
+    def pick(key: str):
+        value = getattr(src, key, None) if src is not None else None
+        return getattr(task_cfg, key) if value is None else value
+
+    return DigitSettings(
+        name=str(name),
+        n_digits=int(task_cfg.n_digits),
+        carry_out=bool(task_cfg.carry_out),
+        frac_train=float(pick("frac_train")),
+        n_train=None if pick("n_train") is None else int(pick("n_train")),
+        n_test=None if pick("n_test") is None else int(pick("n_test")),
+    )
+
+
+def task_shapes(name: str, p: int, task_cfg: Any) -> Optional[tuple]:
+    """(d_vocab, d_vocab_out, seq_len) of a task, or None if it is malformed."""
+    if is_digit_task(name):
+        settings = _digit_settings(name, task_cfg)
+        if settings.n_digits < 1:
+            return None
+        return DigitTask.d_vocab, DigitTask.d_vocab_out, settings.seq_len
+    if name in TASKS and p >= 2:
+        return p + 1, TASKS[name].out_vocab(p), 3
+    return None
+
+
+def _task_label(name: str, p: int, task_cfg: Any) -> str:
+    return f"{name}, n_digits={task_cfg.n_digits}" if is_digit_task(name) else f"{name}, p={p}"
+
+
 def _check_task(prefix: str, name: str, p: int, frac: float, errors: List[str]) -> None:
+    if is_digit_task(name):
+        return  # checked by DigitSettings.problems()
     if p < 2:
         errors.append(f"{prefix}.p={p}: must be at least 2")
     elif TASKS[name].needs_prime and not is_prime(p):
@@ -61,21 +97,30 @@ def validate_job_config(cfg: Any) -> None:
     errors: List[str] = []
     task = cfg.task
     _check_task("task", task.name, int(task.p), float(task.frac_train), errors)
+    if is_digit_task(task.name):
+        errors.extend(_digit_settings(task.name, task).problems())
 
     model = cfg.model
-    for key in ("n_layers", "n_heads", "d_model", "d_head", "d_mlp"):
+    sizes = ("n_layers", "n_heads", "d_model", "d_head") + (() if model.attn_only else ("d_mlp",))
+    for key in sizes:
         if int(getattr(model, key)) < 1:
             errors.append(f"model.{key}={getattr(model, key)}: must be positive")
-    if int(model.n_ctx) != 3:
-        errors.append(f"model.n_ctx={model.n_ctx}: the arithmetic tasks feed exactly 3 tokens (a b =)")
-    if task.name in TASKS and int(task.p) >= 2:
-        need_in = int(task.p) + 1
-        need_out = TASKS[task.name].out_vocab(int(task.p))
+    shapes = task_shapes(task.name, int(task.p), task)
+    if model.n_ctx is not None and shapes is not None:
+        if not is_digit_task(task.name) and int(model.n_ctx) != 3:
+            errors.append(f"model.n_ctx={model.n_ctx}: the arithmetic tasks feed exactly 3 tokens (a b =)")
+        elif int(model.n_ctx) < shapes[2]:
+            errors.append(
+                f"model.n_ctx={model.n_ctx}: shorter than the task's sequence ({shapes[2]} tokens for "
+                f"{task.name} with n_digits={task.n_digits}); set model.n_ctx=null to take it from the task"
+            )
+    if shapes is not None:
+        need_in, need_out = shapes[0], shapes[1]
         if model.d_vocab is not None and int(model.d_vocab) < need_in:
-            errors.append(f"model.d_vocab={model.d_vocab}: task {task.name} with p={task.p} needs >= {need_in}")
+            errors.append(f"model.d_vocab={model.d_vocab}: task {task.name} needs >= {need_in}")
         if model.d_vocab_out is not None and int(model.d_vocab_out) < need_out:
             errors.append(
-                f"model.d_vocab_out={model.d_vocab_out}: task {task.name} with p={task.p} needs >= {need_out}"
+                f"model.d_vocab_out={model.d_vocab_out}: task {task.name} needs >= {need_out}"
             )
 
     opt = cfg.optimizer
@@ -92,6 +137,8 @@ def validate_job_config(cfg: Any) -> None:
     for key in ("max_epochs", "eval_every", "checkpoint_every", "threads"):
         if int(getattr(train, key)) < 1:
             errors.append(f"train.{key}={getattr(train, key)}: must be >= 1")
+    if train.batch_size is not None and int(train.batch_size) < 1:
+        errors.append(f"train.batch_size={train.batch_size}: must be >= 1 (or null for full batch)")
     if int(train.patience) < 0:
         errors.append(f"train.patience={train.patience}: must be >= 0")
     if int(train.checkpoint_every) % max(int(train.eval_every), 1) != 0:
@@ -150,26 +197,34 @@ def _validate_transfer(cfg: Any, errors: List[str]) -> None:
     p = int(src.p if src.p is not None else cfg.task.p)
     frac = float(src.frac_train if src.frac_train is not None else cfg.task.frac_train)
     _check_task("transfer.source.task", src.task, p, frac, errors)
+    if is_digit_task(src.task):
+        errors.extend(f"transfer.source: {e}" for e in _digit_settings(src.task, cfg.task, src).problems())
     unknown = set(src.optimizer) - set(OptimizerConfig.__dataclass_fields__)
     if unknown:
         errors.append(f"transfer.source.optimizer: unknown optimizer field(s) {sorted(unknown)}")
     if int(src.max_epochs) < 1:
         errors.append(f"transfer.source.max_epochs={src.max_epochs}: must be >= 1")
-    if src.task in TASKS and cfg.task.name in TASKS:
-        copied = {c for c, a in tr.components.items() if a != ComponentAction.reinit}
-        src_in, tgt_in = p + 1, int(cfg.task.p) + 1
-        if copied & {"embed"} and src_in != tgt_in:
-            errors.append(
-                f"transfer copies 'embed' but the source vocab ({src_in} tokens, p={p}) differs from the "
-                f"target's ({tgt_in}, p={cfg.task.p}); set transfer.components.embed=reinit or match p"
-            )
-        src_out = TASKS[src.task].out_vocab(p)
-        tgt_out = TASKS[cfg.task.name].out_vocab(int(cfg.task.p))
-        if "unembed" in copied and src_out != tgt_out:
-            errors.append(
-                f"transfer copies 'unembed' but the source has {src_out} outputs ({src.task}, p={p}) and the "
-                f"target {tgt_out} ({cfg.task.name}, p={cfg.task.p}); set transfer.components.unembed=reinit"
-            )
+    src_shapes = task_shapes(src.task, p, cfg.task)
+    tgt_shapes = task_shapes(cfg.task.name, int(cfg.task.p), cfg.task)
+    if src_shapes is None or tgt_shapes is None:
+        return
+    copied = {c for c, a in tr.components.items() if a != ComponentAction.reinit}
+    src_label, tgt_label = _task_label(src.task, p, cfg.task), _task_label(cfg.task.name, int(cfg.task.p), cfg.task)
+    if "embed" in copied and src_shapes[0] != tgt_shapes[0]:
+        errors.append(
+            f"transfer copies 'embed' but the source vocab ({src_shapes[0]} tokens, {src_label}) differs from the "
+            f"target's ({tgt_shapes[0]}, {tgt_label}); set transfer.components.embed=reinit or match the tasks"
+        )
+    if "unembed" in copied and src_shapes[1] != tgt_shapes[1]:
+        errors.append(
+            f"transfer copies 'unembed' but the source has {src_shapes[1]} outputs ({src_label}) and the "
+            f"target {tgt_shapes[1]} ({tgt_label}); set transfer.components.unembed=reinit"
+        )
+    if "pos_embed" in copied and cfg.model.n_ctx is None and src_shapes[2] != tgt_shapes[2]:
+        errors.append(
+            f"transfer copies 'pos_embed' but the source sequence has {src_shapes[2]} positions ({src_label}) and "
+            f"the target's {tgt_shapes[2]} ({tgt_label}); set transfer.components.pos_embed=reinit or model.n_ctx"
+        )
 
 
 def _check_source_shape(cfg: Any, errors: List[str]) -> None:

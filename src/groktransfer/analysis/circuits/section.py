@@ -117,7 +117,21 @@ def _figures(figs: Dict[str, Optional[Path]], names: Sequence[str]) -> List[Repo
 
 
 def circuit_sections(runs: Sequence[RunRecord], out_dir: Path, settings: Any = None) -> List[ReportSection]:
-    """Report provider (``analysis.extra_sections``): circuits of the source and every run."""
+    """Report provider (``analysis.extra_sections``): circuits of the source and every run.
+
+    The Fourier circuit analysis reads modular (a, b) tasks only: digit-task runs are
+    left out here (the digit section covers them) and said so.
+    """
+    from groktransfer.digit_tasks import is_digit_task
+
+    digit = [r for r in runs if r.task and is_digit_task(r.task)]
+    runs = [r for r in runs if not (r.task and is_digit_task(r.task))]
+    if digit and not runs:
+        return [ReportSection(
+            "Circuits",
+            f"Not applicable: the {len(digit)} run(s) of this sweep are digit tasks, which have no modular Fourier "
+            "circuit (see 'Digit measures' for their per-position and per-carry-class measures).",
+        )]  # fmt: skip
     t0 = time.perf_counter()
     out = Path(out_dir) / SUBDIR
     out.mkdir(parents=True, exist_ok=True)

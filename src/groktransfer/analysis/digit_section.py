@@ -1,0 +1,92 @@
+"""Report section for digit-task sweeps: measures per answer position and per carry class.
+
+A provider for ``analysis.extra_sections`` (``groktransfer.analysis.digit_section:digit_sections``).
+It reads only the run directories (the status record's final block and the measures table) and
+returns nothing for sweeps without digit runs, so it can stay in the default list.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Dict, List, Sequence
+
+import numpy as np
+import pandas as pd
+
+from groktransfer.digit_tasks import CARRY_CLASS_NAMES, EXAMPLE_CLASS_NAMES, is_digit_task
+from groktransfer.rundir import MEASURES_FILE, Status
+
+from .collect import RunRecord
+from .curves import load_tables
+from .plots import plot_measures
+from .report import ReportFigure, ReportSection, ReportTable
+from .style import condition_colors
+
+_POSITION = re.compile(r"^pos(\d+)_acc_test$")
+
+
+def digit_columns(columns: Sequence[str]) -> Dict[str, List[str]]:
+    """The digit measures present, grouped: per position, per carry class, per example class, W_U."""
+    positions = sorted((c for c in columns if _POSITION.match(c)), key=lambda c: int(_POSITION.match(c).group(1)))
+    return {
+        "position": positions,
+        "carry": [f"acc_{n}_test" for n in CARRY_CLASS_NAMES if f"acc_{n}_test" in columns],
+        "example": [f"exact_{n}_test" for n in EXAMPLE_CLASS_NAMES if f"exact_{n}_test" in columns],
+        "fourier": [c for c in ("wu_fourier_top_frac", "mean_prob_correct_test") if c in columns],
+    }
+
+
+def final_table(runs: Sequence[RunRecord], columns: Sequence[str]) -> pd.DataFrame:
+    """Median [min-max] over seeds of each final measure, one row per condition."""
+    rows = []
+    for cond in dict.fromkeys(r.condition for r in runs):
+        group = [r for r in runs if r.condition == cond]
+        row: Dict[str, Any] = {"condition": cond, "n": len(group)}
+        for col in columns:
+            vals = np.array([float(r.final[col]) for r in group if r.final.get(col) is not None], dtype=float)
+            vals = vals[np.isfinite(vals)]
+            row[col] = (
+                "–" if vals.size == 0
+                else f"{np.median(vals):.4f}" if vals.size == 1
+                else f"{np.median(vals):.4f} [{vals.min():.4f}–{vals.max():.4f}]"
+            )  # fmt: skip
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def digit_sections(runs: Sequence[RunRecord], out_dir: Path, settings: Any = None) -> List[ReportSection]:
+    """'Digit measures' section: final per-position / per-carry-class accuracy and their curves."""
+    digit_runs = [r for r in runs if r.task and is_digit_task(r.task) and r.completed]
+    if not digit_runs:
+        return []
+    conditions = list(dict.fromkeys(r.condition for r in digit_runs))
+    tables = load_tables(digit_runs, MEASURES_FILE, [Status.COMPLETED])
+    present = sorted({c for dfs in tables.values() for df in dfs for c in df.columns})
+    groups = digit_columns(present)
+    final_cols = groups["position"] + groups["carry"] + groups["example"] + groups["fourier"]
+    table = final_table(digit_runs, final_cols)
+    table.to_csv(Path(out_dir) / "digit_summary.csv", index=False)
+    colors = condition_colors(conditions)
+    dpi = int(getattr(getattr(settings, "analysis", settings), "dpi", 130) or 130)
+    figures = []
+    for name, cols, caption in (
+        ("digit_positions", groups["position"], "Test accuracy per answer digit (0 = most significant)"),
+        ("digit_carries", groups["carry"] + groups["example"],
+         "Test accuracy per carry class: answer digits without / with a direct / with a cascading incoming "
+         "carry, and exact match of examples without carries, with carries, with a cascade"),
+    ):  # fmt: skip
+        path = plot_measures(tables, cols, conditions, colors, Path(out_dir) / f"{name}.png", dpi=dpi, title=caption)
+        if path is not None:
+            figures.append(ReportFigure(path, caption + " (median and inter-quartile band over seeds)."))
+    text = (
+        "Digit tasks score every answer digit; the threshold metric (`test_acc`) is exact match, all digits "
+        "right. Below: the final values per condition (median [min–max] over seeds) of the test accuracy at "
+        "each answer position (`pos<i>_acc_test`, 0 = most significant), per carry class of an answer digit "
+        "(`acc_no_carry/direct/cascade_test`; a cascade is a carry passed on by a digit pair summing to 9, as in "
+        "999+1), exact match per example class (`exact_none/carries/cascades_test`), the share of the "
+        "non-constant power of W_U in its strongest Fourier frequency over the ten digits "
+        "(`wu_fourier_top_frac`, 1 = the digits are read as phases of one frequency) and the mean probability "
+        "of the right digit. A class with no test examples shows '–'. All columns: `digit_summary.csv`."
+    )
+    return [ReportSection("Digit measures: per position and per carry class", text, [ReportTable(table, "Final digit measures per condition")], figures)]
