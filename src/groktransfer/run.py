@@ -122,9 +122,10 @@ def _drop_unset_new_keys(data: Dict[str, Any], job: TrainJobConfig) -> None:
     if task_family(str(data["task"]["name"])) != "digit":
         for key in ("n_digits", "carry_out", "n_train", "n_test"):
             data["task"].pop(key, None)
+    source = data["transfer"].get("source", {})  # random jobs hash no source
     for key in ("n_train", "n_test"):
-        if data["transfer"]["source"].get(key) is None:
-            data["transfer"]["source"].pop(key, None)
+        if source.get(key) is None:
+            source.pop(key, None)
     if not data["model"].get("attn_only"):
         data["model"].pop("attn_only", None)
     if data["model"].get("n_ctx") is None:  # null = the task's length: hash the value it resolves to
