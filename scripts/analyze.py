@@ -3,7 +3,9 @@
 
 Or the circuits and the interpretability toolkit's figures of one checkpoint file (this
 project's format, the original paper's, or a bare TransformerLens state dict):
-`python scripts/analyze.py checkpoint=path/to/model.pt checkpoint_task=subtract`.
+`python scripts/analyze.py checkpoint=path/to/model.pt checkpoint_task=subtract`
+(``checkpoint_task=digit_add`` / ``digit_sub``: the interpretability write-up only; the
+Fourier circuit does not apply to digit tasks).
 
 Also `sweep_dir=[dirA,dirB]` and `'sweep_dir=multirun/quickstart/*'` (runs merged; outputs
 in analysis.out_dir, else <first sweep dir>/analysis/). A missing or empty sweep dir is
@@ -38,7 +40,8 @@ def main(cfg: DictConfig) -> None:
 
 
 def _analyze_one_checkpoint(cfg: DictConfig) -> None:
-    """Circuit analysis of a single checkpoint; one error line and exit 2 on bad input."""
+    """Circuit analysis (modular tasks) and interpretability write-up of a single checkpoint;
+    one error line and exit 2 on bad input."""
     from groktransfer.analysis.circuits import analyze_checkpoint
     from groktransfer.checkpoint import CheckpointError
 
@@ -54,7 +57,8 @@ def _analyze_one_checkpoint(cfg: DictConfig) -> None:
         print(f"analyze: error: {exc}", file=sys.stderr)
         sys.exit(2)
     print(result["text"])
-    print(f"\nCircuit analysis written to {result['out_dir']}")
+    what = "Circuit analysis" if result["profile"] is not None else "Interpretability write-up"
+    print(f"\n{what} written to {result['out_dir']}")
 
 
 if __name__ == "__main__":

@@ -8,13 +8,11 @@ import torch
 
 from groktransfer.config.schema import ModelConfig
 
-# The digit family arrives with issue 10; these tests run as soon as it is on the branch.
-pytest.importorskip("groktransfer.digit_tasks", reason="digit tasks (issue 10) are not in this tree yet")
-from groktransfer.digit_tasks import DigitSettings, DigitTask  # noqa: E402
-from groktransfer.interp import ablation, attribution, processing  # noqa: E402
-from groktransfer.interp.answers import CARRY_CLASS_NAMES, answer_set  # noqa: E402
-from groktransfer.interp.summary import interpret  # noqa: E402
-from groktransfer.model import HookedGrokTransformer  # noqa: E402
+from groktransfer.digit_tasks import DigitSettings, DigitTask
+from groktransfer.interp import ablation, attribution, processing
+from groktransfer.interp.answers import CARRY_CLASS_NAMES, answer_set
+from groktransfer.interp.summary import interpret
+from groktransfer.model import HookedGrokTransformer
 
 
 @pytest.fixture(scope="module")
@@ -86,3 +84,75 @@ def test_interpretation_of_a_digit_model_has_every_family(task: DigitTask) -> No
     hooks = set(res.tables["probes"].hook)
     assert hooks == {"blocks.0.hook_resid_post", "blocks.1.hook_resid_post"}  # no resid_mid / mlp in attn-only blocks
     assert set(res.tables["probes"].position) == set(answer_set(task).positions)
+
+
+# --------------------------------------------------------------------------- where users meet it
+@pytest.fixture(scope="module")
+def digit_run(tmp_path_factory: pytest.TempPathFactory):
+    """One tiny trained digit job (1-digit sums with carry-out, test_digits.TINY_DIGIT) in a sweep dir."""
+    from conftest import run_in
+    from test_digits import TINY_DIGIT
+
+    sweep = tmp_path_factory.mktemp("digit_sweep")
+    result = run_in(sweep, "tiny_digit_s0", TINY_DIGIT + ["train.max_epochs=20"])
+    assert result.status == "completed", result.record
+    return result
+
+
+FAST = {"dpi": 40, "interp": {"probe_hooks": ["blocks.{L}.hook_resid_post"], "head_sites": ["z"]}}
+
+
+def test_a_digit_run_gets_an_interp_section_in_the_sweep_report(digit_run, tmp_path) -> None:
+    import pandas as pd
+
+    from groktransfer.analysis.collect import collect_runs
+    from groktransfer.analysis.interp_section import interp_sections, run_task
+    from groktransfer.analysis.settings import to_settings
+
+    runs = collect_runs([digit_run.run_dir.parent])
+    task = run_task(runs[0])  # the run's own task, rebuilt through make_task with its data seed
+    assert isinstance(task, DigitTask) and task.n_digits == 1 and task.settings.carry_out
+    trained = DigitTask(DigitSettings("digit_add", n_digits=1, carry_out=True, frac_train=0.6), runs[0].seed)
+    assert torch.equal(task.tokens, trained.tokens) and torch.equal(task.train_mask, trained.train_mask)
+
+    sections = interp_sections(runs, tmp_path, to_settings({"analysis": FAST}))
+    assert [s.title for s in sections] == ["Interpretability: digit_add"]
+    assert not any("Runs not analysed" in t.caption for t in sections[0].tables)
+    long = pd.read_csv(tmp_path / "interp" / "interp_runs.csv")
+    assert set(long.task) == {"digit_add"} and set(long.p) == {10}
+    # head ablations per answer position (2 digits: '=' predicts digit 0, digit 0 predicts digit 1)
+    for pos in ("digit 0", "digit 1"):
+        assert f"head_mean_z_L1H1_d_loss[{pos}]" in set(long.measure)
+    # DLA adds up to the logit (completeness) and a carry-class failure map ran
+    dla_err = long[long.measure == "dla_completeness_error"].value
+    assert len(dla_err) == 1 and float(dla_err.iloc[0]) < 1e-4
+    captions = " ".join(t.caption for t in sections[0].tables)
+    assert "Head ablation" in captions and "Direct logit attribution" in captions
+
+
+def test_analyze_py_reads_a_digit_checkpoint(digit_run, tmp_path) -> None:
+    import json
+    import subprocess
+
+    from conftest import PYTHON, REPO, script_env
+
+    final = digit_run.run_dir / "checkpoints" / "final.pt"
+    out = tmp_path / "out"
+    proc = subprocess.run([PYTHON, str(REPO / "scripts" / "analyze.py"), f"checkpoint={final}", "checkpoint_task=digit_add",
+                           f"analysis.out_dir={out}", "analysis.dpi=40", "analysis.interp.head_sites=[z]"],
+                          capture_output=True, text=True, cwd=tmp_path, env=script_env(), timeout=300)  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "Interpretability write-up written to" in proc.stdout
+    text = (out / "summary.md").read_text()
+    assert "Circuit analysis: not applicable" in text and "no modular Fourier circuit" in text
+    assert "## Interpretability" in text and "Task settings and split from" in text
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["circuits"].startswith("not applicable")
+    assert "head_mean_z_L0H0_d_loss[digit 0]" in summary["interp"]["scalars"]
+    assert (out / "interp_head_ablation.png").is_file() and not (out / "logit_spectrum.png").exists()
+    # a p for a digit task is bad input (analyze.py turns the ValueError into one line and exit 2)
+    from groktransfer.analysis.circuits import analyze_checkpoint
+
+    with pytest.raises(ValueError, match="checkpoint_p=113"):
+        analyze_checkpoint(final, "digit_add", p=113, out_dir=tmp_path / "bad")
+    assert not (tmp_path / "bad").exists()

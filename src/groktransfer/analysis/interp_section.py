@@ -24,9 +24,11 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from groktransfer.checkpoint import CheckpointError, load_checkpoint  # noqa: E402
-from groktransfer.rundir import CHECKPOINT_DIR, CONFIG_FILE, FINAL_CHECKPOINT, STATUS_FILE  # noqa: E402
+from groktransfer.config.schema import TaskConfig, to_typed  # noqa: E402
+from groktransfer.rundir import CHECKPOINT_DIR, CONFIG_FILE, FINAL_CHECKPOINT, RunDir  # noqa: E402
+from groktransfer.tasks import make_task  # noqa: E402
 
-from .circuits.discover import _target_task, read_json, read_yaml  # noqa: E402
+from .circuits.discover import _first_int, read_yaml  # noqa: E402
 from .collect import RunRecord  # noqa: E402
 from .report import ReportFigure, ReportSection, ReportTable  # noqa: E402
 
@@ -37,6 +39,21 @@ def _interp_settings(settings: Any) -> Any:
     from .settings import InterpSettings
 
     return getattr(getattr(settings, "analysis", None), "interp", None) or InterpSettings()
+
+
+def run_task(rec: RunRecord) -> Any:
+    """The task a run trained on, rebuilt from its ``config.yaml`` task block through
+    ``tasks.make_task`` (a modular ``Task`` or a ``DigitTask``), with the data seed the
+    status record says the run used. Raises ``ValueError`` when the block is missing or
+    does not make a task."""
+    run_dir = RunDir(rec.run_dir)
+    cfg = read_yaml(run_dir.config_path)
+    block = cfg.get("task")
+    if not isinstance(block, dict) or not block.get("name"):
+        raise ValueError(f"task not recorded in {CONFIG_FILE}")
+    status = run_dir.read_status()
+    data_seed = _first_int(status.data_seed if status else None, block.get("data_seed"), cfg.get("seed"), rec.seed, 0)
+    return make_task(to_typed(TaskConfig, block, "task"), int(data_seed or 0))  # ConfigError is a ValueError
 
 
 def interpret_runs(runs: Sequence[RunRecord], interp: Any) -> tuple:
@@ -51,20 +68,21 @@ def interpret_runs(runs: Sequence[RunRecord], interp: Any) -> tuple:
         if not rec.completed or not final.is_file():
             skipped.append({**info, "why": "not completed" if not rec.completed else f"no {CHECKPOINT_DIR}/{FINAL_CHECKPOINT}"})
             continue
-        ref = _target_task(rec.run_dir, read_yaml(rec.run_dir / CONFIG_FILE), read_json(rec.run_dir / STATUS_FILE), rec)
-        if ref is None:
-            skipped.append({**info, "why": f"task not recorded in {CONFIG_FILE}"})
+        try:
+            task = run_task(rec)
+        except ValueError as exc:
+            skipped.append({**info, "why": str(exc)})
             continue
         try:
             model = load_checkpoint(final).build_model()
-            res = interpret(model, ref.build(), interp)
+            res = interpret(model, task, interp)
         except (CheckpointError, ValueError, AssertionError, KeyError) as exc:
             skipped.append({**info, "why": f"{type(exc).__name__}: {exc}"})
             continue
-        family = ref.name
-        rows += [dict(info, task=family, p=ref.p, measure=k, value=float(v)) for k, v in res.scalars.items()]
+        family = task.name
+        rows += [dict(info, task=family, p=task.p, measure=k, value=float(v)) for k, v in res.scalars.items()]
         if res.arrays.get("key_freqs") is not None:
-            rows.append(dict(info, task=family, p=ref.p, measure="key_freqs", value=float("nan"),
+            rows.append(dict(info, task=family, p=task.p, measure="key_freqs", value=float("nan"),
                              text=" ".join(map(str, res.arrays["key_freqs"]))))  # fmt: skip
     return pd.DataFrame(rows), skipped
 

@@ -116,6 +116,11 @@ def _figures(figs: Dict[str, Optional[Path]], names: Sequence[str]) -> List[Repo
     return [ReportFigure(figs[n], CAPTIONS[n]) for n in names if figs.get(n) is not None]  # type: ignore[arg-type]
 
 
+#: Why the Fourier circuit analysis skips digit tasks (the sweep section and the
+#: single-checkpoint command both say it).
+DIGIT_NOT_APPLICABLE = "digit tasks, which have no modular Fourier circuit"
+
+
 def circuit_sections(runs: Sequence[RunRecord], out_dir: Path, settings: Any = None) -> List[ReportSection]:
     """Report provider (``analysis.extra_sections``): circuits of the source and every run.
 
@@ -129,8 +134,8 @@ def circuit_sections(runs: Sequence[RunRecord], out_dir: Path, settings: Any = N
     if digit and not runs:
         return [ReportSection(
             "Circuits",
-            f"Not applicable: the {len(digit)} run(s) of this sweep are digit tasks, which have no modular Fourier "
-            "circuit (see 'Digit measures' for their per-position and per-carry-class measures).",
+            f"Not applicable: the {len(digit)} run(s) of this sweep are {DIGIT_NOT_APPLICABLE} "
+            "(see 'Digit measures' for their per-position and per-carry-class measures).",
         )]  # fmt: skip
     t0 = time.perf_counter()
     out = Path(out_dir) / SUBDIR

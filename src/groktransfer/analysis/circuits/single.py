@@ -18,7 +18,9 @@ import yaml
 
 from groktransfer.checkpoint import load_checkpoint
 from groktransfer.rundir import CHECKPOINT_DIR, CONFIG_FILE
-from groktransfer.tasks import TASKS, Task
+from groktransfer.config.schema import TaskConfig, to_typed
+from groktransfer.digit_tasks import DIGIT_TASKS, is_digit_task
+from groktransfer.tasks import TASKS, Task, make_task
 
 from . import plots
 from .attention import head_labels, position_labels
@@ -88,6 +90,72 @@ def _summary_md(prof: CircuitProfile, path: Path, fmt: str, split_note: str, fig
     return "\n".join(lines) + "\n"
 
 
+def _digit_task_config(path: Path, task_name: str, n_ctx: int) -> tuple[TaskConfig, int, str]:
+    """(task config, data_seed, where from) of a digit checkpoint: the run's config copy
+    when the file sits in a run dir of ``task_name``, else the layout the model's context
+    length implies (``n_ctx`` = 3n + 2 tokens, or 3n + 3 with a carry-out digit;
+    n <= 2 enumerates every problem, longer operands sample 1000 train / 1000 test)."""
+    cfg_path = path.parent.parent / CONFIG_FILE if path.parent.name == CHECKPOINT_DIR else None
+    if cfg_path is not None and cfg_path.is_file():
+        try:
+            cfg = yaml.safe_load(cfg_path.read_text()) or {}
+        except (OSError, yaml.YAMLError):
+            cfg = {}
+        task = cfg.get("task") if isinstance(cfg.get("task"), dict) else {}
+        if task.get("name") == task_name:
+            seed = task.get("data_seed") if task.get("data_seed") is not None else cfg.get("seed", 0)
+            return to_typed(TaskConfig, task, "task"), int(seed or 0), f"Task settings and split from {cfg_path}"
+    carry_out = n_ctx % 3 == 0
+    n_digits = (n_ctx - 3) // 3 if carry_out else (n_ctx - 2) // 3
+    if n_ctx % 3 == 1 or n_digits < 1:
+        raise ValueError(f"{path}: a model with n_ctx={n_ctx} does not fit a digit task layout (3n+2 or 3n+3 tokens)")
+    sampled = {} if n_digits <= 2 else {"n_train": 1000, "n_test": 1000}
+    cfg = to_typed(TaskConfig, {"name": task_name, "n_digits": n_digits, "carry_out": carry_out, **sampled}, "task")
+    return cfg, 0, (f"No run config next to the file: {n_digits}-digit {task_name}{' with carry-out' if carry_out else ''} "
+                    f"read from the model's n_ctx={n_ctx}, data seed 0")  # fmt: skip
+
+
+def _analyze_digit_checkpoint(path: Path, task_name: str, p: Optional[int], out_dir: Optional[PathLike],
+                              index: Optional[int], dpi: int, interp: Any) -> Dict[str, Any]:  # fmt: skip
+    """A digit-task checkpoint: the interpretability write-up only; the Fourier circuit
+    profile does not apply (said in the summary, as in the sweep report)."""
+    from groktransfer.analysis.settings import InterpSettings
+    from groktransfer.interp.writeup import write_interpretation
+
+    from .section import DIGIT_NOT_APPLICABLE
+
+    ckpt = load_checkpoint(path, index=index)
+    task_cfg, seed, split_note = _digit_task_config(path, task_name, int(ckpt.model_config.n_ctx))
+    task = make_task(task_cfg, seed)
+    if p is not None and int(p) != task.p:
+        raise ValueError(f"checkpoint_p={p}: digit tasks are base {task.p}; leave checkpoint_p unset")
+    if ckpt.model_config.d_vocab != task.d_vocab or ckpt.model_config.n_ctx < task.seq_len:
+        raise ValueError(f"{path}: the model (d_vocab={ckpt.model_config.d_vocab}, n_ctx={ckpt.model_config.n_ctx}) "
+                         f"cannot read {task.describe()} (d_vocab={task.d_vocab}, {task.seq_len} tokens)")  # fmt: skip
+    out = Path(out_dir) if out_dir is not None else path.parent / f"{path.stem}_circuits"
+    out.mkdir(parents=True, exist_ok=True)
+    fmt = {"nanda2023": "original paper (nanda2023)", "transformer_lens": "bare TransformerLens state dict"}.get(
+        ckpt.source_format, "groktransfer")  # fmt: skip
+    text = "\n".join([f"# `{path.name}` on {task.describe()}", "", f"Format: {fmt}. {split_note}.", "",
+                      f"Circuit analysis: not applicable: {task_name} and the other {DIGIT_NOT_APPLICABLE}; "
+                      "the interpretability toolkit below reads every answer position and carry class.", ""])  # fmt: skip
+    interp = interp if interp is not None else InterpSettings()
+    figs: Dict[str, Optional[Path]] = {}
+    interp_json = None
+    if interp.enabled:
+        written = write_interpretation(ckpt.build_model(), task, out, interp, dpi)
+        text += "\n" + written["markdown"]
+        interp_json = written["json"]
+        figs.update({f"interp_{k}": v for k, v in written["figures"].items()})
+    (out / "summary.md").write_text(text, encoding="utf-8")
+    summary = {"checkpoint": str(path), "format": ckpt.source_format, "task": task.describe(), "split": split_note,
+               "circuits": f"not applicable: {DIGIT_NOT_APPLICABLE}", "interp": interp_json}  # fmt: skip
+    (out / "summary.json").write_text(json.dumps(summary, indent=1), encoding="utf-8")
+    files = {k: v for k, v in figs.items() if v is not None}
+    files.update(summary_md=out / "summary.md", summary_json=out / "summary.json")
+    return {"out_dir": out, "files": files, "summary": summary, "text": text, "profile": None}
+
+
 def analyze_checkpoint(
     path: PathLike,
     task_name: str,
@@ -106,10 +174,16 @@ def analyze_checkpoint(
     ``InterpSettings`` (``analysis.interp``) for the interpretability toolkit's figures and
     tables (default settings when None; ``enabled=False`` skips them). Returns ``{"out_dir", "files",
     "summary", "text"}``; ``text`` is the markdown summary (also in ``summary.md``).
+
+    A digit task (``digit_add``, ``digit_sub``) is built through ``tasks.make_task`` from
+    the run's config copy (else from the model's context length); its summary says the
+    Fourier circuit does not apply and holds the interpretability write-up only.
     """
     path = Path(path)
+    if is_digit_task(task_name):
+        return _analyze_digit_checkpoint(path, task_name, p, out_dir, index, dpi, interp)
     if task_name not in TASKS:
-        raise ValueError(f"unknown task {task_name!r}; choose one of {sorted(TASKS)}")
+        raise ValueError(f"unknown task {task_name!r}; choose one of {sorted(TASKS) + sorted(DIGIT_TASKS)}")
     ckpt = load_checkpoint(path, index=index)
     cfg = ckpt.model_config
     model_p = cfg.d_vocab - 1
