@@ -381,6 +381,7 @@ def test_tiny_digit_sweep_through_a_launcher_and_its_analysis(tmp_path: Path) ->
     report = (analysis / "report.md").read_text()
     assert "## Digit measures: per position and per carry class" in report
     assert "are digit tasks, which have no modular Fourier circuit" in report
+    assert "## Interpretability: digit_add" in report  # head ablations per answer digit, DLA, carries
     table = pd.read_csv(analysis / "digit_summary.csv")
     assert sorted(table.condition) == ["memorized", "random"] and (table.n == 2).all()
     assert {"pos0_acc_test", "pos1_acc_test", "acc_direct_test", "exact_carries_test"} <= set(table.columns)
