@@ -136,7 +136,10 @@ def test_preempted_job_is_requeued_and_resumes_bit_identically(tmp_path: Path) -
 def test_cancelled_job_is_recorded_failed_and_the_sweep_completes(tmp_path: Path) -> None:
     root = tmp_path / "multirun"
     sweep_dir = root / "cancel"
-    proc = _start_sweep(root, sweep_dir, SLOW_JOB + ["experiment_name=cancel", "seed=0,1"])
+    # longer than SLOW_JOB: on an idle machine 1000 tiny epochs take ~5 s and submitit ignores
+    # scancel's SIGTERM, so such a job could finish before SLURM's SIGKILL lands (seen in CI)
+    long_job = [o for o in SLOW_JOB if not o.startswith("train.max_epochs=")] + ["train.max_epochs=5000"]
+    proc = _start_sweep(root, sweep_dir, long_job + ["experiment_name=cancel", "seed=0,1"])
     victim = sweep_dir / "0_add_random_s0"
     _wait_until(lambda: _status(victim).get("epoch", 0) >= 100, 180, "epoch 100")
     job = _slurm_job_id(sweep_dir, 0, 2)
@@ -148,4 +151,4 @@ def test_cancelled_job_is_recorded_failed_and_the_sweep_completes(tmp_path: Path
     assert _status(sweep_dir / "1_add_random_s1")["status"] == "completed"  # ... after the rest finished
     failed = _status(victim)
     assert failed["status"] == "failed" and f"SLURM job {job} ended CANCELLED" in failed["reason"]
-    assert 100 <= failed["failed_epoch"] < 1000 and (victim / "resume.pt").exists()  # a rerun resumes it
+    assert 100 <= failed["failed_epoch"] < 5000 and (victim / "resume.pt").exists()  # a rerun resumes it
