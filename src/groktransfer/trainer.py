@@ -397,6 +397,20 @@ class Trainer:
                 cb.on_checkpoint(self, result)
         return result
 
+    def _end_epoch(self, loss: torch.Tensor, bar: Any, deadline: Optional[float], max_epochs: int) -> bool:
+        """Bookkeeping after one epoch's update, the same on both loop paths: count the
+        epoch, fail on a non-finite loss or a spent time budget, run per-epoch callbacks.
+        Returns whether the next iteration must evaluate first."""
+        self.epoch += 1
+        bar.update(1)
+        if not torch.isfinite(loss):
+            raise TrainingFailure(f"non-finite training loss ({float(loss.detach())})", self.epoch)
+        for cb in self._per_epoch:
+            cb.on_epoch_end(self, loss)
+        if deadline is not None and time.monotonic() > deadline:
+            raise TrainingFailure(f"timeout after {self.cfg.timeout_minutes} min", self.epoch)
+        return self._is_eval_epoch(self.epoch) or self.epoch == max_epochs
+
     def fit(self) -> TrainOutcome:
         """Train from ``self.epoch`` until early stop or ``max_epochs``.
 
@@ -434,15 +448,7 @@ class Trainer:
                         if self.epoch >= max_epochs or self._should_stop_early():
                             break
                     loss = self._train_epoch()
-                    self.epoch += 1
-                    bar.update(1)
-                    if not torch.isfinite(loss):
-                        raise TrainingFailure(f"non-finite training loss ({float(loss)})", self.epoch)
-                    for cb in self._per_epoch:
-                        cb.on_epoch_end(self, loss)
-                    if deadline is not None and time.monotonic() > deadline:
-                        raise TrainingFailure(f"timeout after {self.cfg.timeout_minutes} min", self.epoch)
-                    eval_due = self._is_eval_epoch(self.epoch) or self.epoch == max_epochs
+                    eval_due = self._end_epoch(loss, bar, deadline, max_epochs)
                     continue
                 logits, loss = self._forward_train()
                 if eval_due:
@@ -458,15 +464,7 @@ class Trainer:
                     if self.epoch >= max_epochs or self._should_stop_early():
                         break
                 self._step(loss)
-                self.epoch += 1
-                bar.update(1)
-                if not torch.isfinite(loss):
-                    raise TrainingFailure(f"non-finite training loss ({float(loss.detach())})", self.epoch)
-                for cb in self._per_epoch:
-                    cb.on_epoch_end(self, loss)
-                if deadline is not None and time.monotonic() > deadline:
-                    raise TrainingFailure(f"timeout after {self.cfg.timeout_minutes} min", self.epoch)
-                eval_due = self._is_eval_epoch(self.epoch) or self.epoch == max_epochs
+                eval_due = self._end_epoch(loss, bar, deadline, max_epochs)
         finally:
             bar.close()
             for cb in self.callbacks:
