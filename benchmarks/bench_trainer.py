@@ -7,6 +7,8 @@ process, on the same thread count:
       train *and test* loss every epoch, AdamW + warm-up), as written and with its data
       tensors prebuilt (a stricter baseline),
   (1) ``Trainer.fit`` with the default cadence (eval every 10 epochs) and no callbacks,
+      its products on oneDNN (``train.cpu_gemm=onednn``, the default) and (1b) on
+      torch's BLAS (``train.cpu_gemm=blas``),
   (2) the full job loop (``training.train_in_run_dir``: local CSV sink, a checkpoint, a resume
       state and progress measures every ``checkpoint_every`` epochs),
   (3) the same with measures switched off,
@@ -26,10 +28,11 @@ import time
 from pathlib import Path
 from typing import Tuple
 
-import torch
 
-from groktransfer.config.schema import MeasuresConfig, ModelConfig, OptimizerConfig, TrainConfig
+from groktransfer.config.schema import CpuGemm, MeasuresConfig, ModelConfig, OptimizerConfig, TrainConfig
+from groktransfer.gemm import set_cpu_gemm
 from groktransfer.model import HookedGrokTransformer
+from groktransfer.run import configure_torch
 from groktransfer.rundir import RunDir
 from groktransfer.sinks import RunMeta
 from groktransfer.tasks import Task
@@ -70,10 +73,12 @@ def time_paper(p: int, frac_train: float, epochs: int, prebuilt: bool) -> Tuple[
     return t.per(epochs)
 
 
-def time_trainer(task: Task, epochs: int, checkpoint_every: int) -> Tuple[float, float]:
+def time_trainer(task: Task, epochs: int, checkpoint_every: int, gemm: CpuGemm = CpuGemm.onednn) -> Tuple[float, float]:
+    set_cpu_gemm(gemm)
     trainer = Trainer(_model(task), task, OptimizerConfig(), _train_cfg(epochs, checkpoint_every))
     with Timer() as t:
         trainer.fit()
+    set_cpu_gemm(CpuGemm.onednn)
     return t.per(epochs)
 
 
@@ -102,8 +107,7 @@ def main() -> None:
     parser.add_argument("--checkpoint-every", type=int, default=100)
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    torch.set_flush_denormal(True)  # as every job does (train.flush_denormal)
+    configure_torch(args.threads, flush_denormal=True)  # as every job does: threads, denormals, allocator
     task = Task("add", args.p, args.frac_train, 0)
     time_trainer(task, 20, args.checkpoint_every)  # warm-up: allocator, kernels
 
@@ -111,6 +115,7 @@ def main() -> None:
         "(0) paper Trainer, as written": time_paper(args.p, args.frac_train, args.paper_epochs, prebuilt=False),
         "(0') paper Trainer, data tensors prebuilt": time_paper(args.p, args.frac_train, args.paper_epochs, prebuilt=True),
         "(1) Trainer.fit, default eval cadence": time_trainer(task, args.epochs, args.checkpoint_every),
+        "(1b) the same, train.cpu_gemm=blas": time_trainer(task, args.epochs, args.checkpoint_every, CpuGemm.blas),
         "(2) full job loop: files, checkpoints, measures": time_job(task, args.epochs, args.checkpoint_every, True),
         "(3) full job loop without measures": time_job(task, args.epochs, args.checkpoint_every, False),
     }

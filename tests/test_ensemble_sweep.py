@@ -117,3 +117,28 @@ def test_member_cap_splits_groups(tmp_path: Path, cap: int, capsys) -> None:
     assert len(results) == 3 and all(r.status.value == "completed" for r in results)
     out = capsys.readouterr().out
     assert out.count("train as one ensemble") == (0 if cap == 1 else 1)
+
+
+def test_each_member_log_gets_its_own_lines_and_the_groups(tmp_path: Path) -> None:
+    """What a separate job would write to its train.log: its own lines and the loop's."""
+    import logging
+    from types import SimpleNamespace
+
+    from groktransfer.ensemble.launch import member_logs, speaking_for
+    from groktransfer.rundir import LOG_FILE, RunDir
+
+    members = []
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        members.append(SimpleNamespace(run_dir=RunDir(tmp_path / name)))
+    log = logging.getLogger("groktransfer.test_member_logs")
+    log.setLevel(logging.INFO)
+    with member_logs(members):
+        log.info("the shared loop")
+        with speaking_for(1):
+            log.info("only b's directory")
+    log.info("after the group")  # handlers are gone again
+    a, b = ((tmp_path / n / LOG_FILE).read_text() for n in ("a", "b"))
+    assert "the shared loop" in a and "the shared loop" in b
+    assert "only b's directory" in b and "only b's directory" not in a
+    assert "after the group" not in a + b

@@ -12,7 +12,8 @@ last position, so nothing of shape ``[batch, pos, d_model]`` is needed:
   table. The last query sees every key, so no causal mask applies.
 * What remains per example is the weighted sum of values, W_O, the MLP and the
   unembedding, on ``[batch, d_model]``-sized tensors, each one fused multiply-add
-  (``baddbmm``) with its bias or residual as the addend: no separate bias adds.
+  (:func:`groktransfer.gemm.member_addmm`: oneDNN's GEMM on CPU, ``baddbmm``
+  elsewhere) with its bias or residual as the addend: no separate bias adds.
 * Biases enter exactly as in the full forward: b_Q/b_K/b_V inside the tables (b_V
   reaches the output through W_O because the pattern sums to 1), b_O added to the
   last position's residual-table row, and b_out folded into the unembedding's bias
@@ -34,6 +35,8 @@ from typing import Callable, Dict, Mapping, Optional
 
 import torch
 import torch.nn.functional as F
+
+from groktransfer.gemm import member_addmm
 
 #: Parameter names the fast path reads (TransformerLens names, one layer).
 PARAM_NAMES = (
@@ -114,25 +117,26 @@ def last_position_logits(
     last_table = (last_rows + params["blocks.0.attn.b_O"][:, None, :]).reshape(-1, d_model)  # [member * d_vocab, d_model]
     resid_pre = F.embedding(tokens[:, :, -1] + member[:, :, 0] * d_vocab, last_table)  # [member, batch, d_model]
     W_O = params["blocks.0.attn.W_O"].reshape(n_members, n_heads * d_head, d_model)
-    resid_mid = torch.baddbmm(resid_pre, z.reshape(n_members, batch, n_heads * d_head), W_O)  # [member, batch, d_model]
+    resid_mid = member_addmm(resid_pre, z.reshape(n_members, batch, n_heads * d_head), W_O)  # [member, batch, d_model]
 
     # MLP; b_out is folded into the unembedding bias below.
-    pre = torch.baddbmm(params["blocks.0.mlp.b_in"][:, None, :], resid_mid, params["blocks.0.mlp.W_in"])  # [member, batch, d_mlp]
-    post = _activation(act)(pre)
+    b_in, W_in = params["blocks.0.mlp.b_in"][:, None, :], params["blocks.0.mlp.W_in"]
+    if act == "relu":  # fused into the product
+        post = member_addmm(b_in, resid_mid, W_in, relu=True)  # [member, batch, d_mlp]
+    else:
+        post = _activation(act)(member_addmm(b_in, resid_mid, W_in))
     if cache is not None:
         cache["blocks.0.mlp.hook_post"] = post
-    resid_post_no_b_out = torch.baddbmm(resid_mid, post, params["blocks.0.mlp.W_out"])  # [member, batch, d_model]
+    resid_post_no_b_out = member_addmm(resid_mid, post, params["blocks.0.mlp.W_out"])  # [member, batch, d_model]
 
     W_U = params["unembed.W_U"]
     # b_out @ W_U as a reduction, not a 1-row matmul: BLAS picks 1-row kernels by batch size
     logit_bias = params["unembed.b_U"] + (params["blocks.0.mlp.b_out"][:, :, None] * W_U).sum(dim=1)  # [member, d_vocab_out]
-    return torch.baddbmm(logit_bias[:, None, :], resid_post_no_b_out, W_U)  # [member, batch, d_vocab_out]
+    return member_addmm(logit_bias[:, None, :], resid_post_no_b_out, W_U)  # [member, batch, d_vocab_out]
 
 
 def _activation(act: str) -> Callable[[torch.Tensor], torch.Tensor]:
-    """In place where autograd allows it: baddbmm's backward does not need its output."""
-    if act == "relu":
-        return torch.relu_
+    """Activations other than ReLU (which :func:`member_addmm` fuses into its product)."""
     if act == "gelu":
         return F.gelu
     raise ValueError(f"unknown activation {act!r}")

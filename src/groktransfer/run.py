@@ -24,12 +24,14 @@ from typing import Any, Dict, Optional, Sequence, Union
 import torch
 from omegaconf import OmegaConf
 
+from groktransfer.allocator import keep_freed_memory
 from groktransfer.atomic import write_json, write_text
 from groktransfer.callbacks import load_resume_state
-from groktransfer.config.schema import Condition, TrainJobConfig, to_plain
+from groktransfer.config.schema import Condition, CpuGemm, TrainJobConfig, to_plain
 from groktransfer.config.validate import ResolvedSeeds, resolve_seeds, validate_job_config
 from groktransfer.device import resolve_device
 from groktransfer.errors import JobError
+from groktransfer.gemm import set_cpu_gemm
 from groktransfer.rundir import RUN_DIRS, RUN_FILES, RunDir, Status, StatusRecord, library_versions, utc_now
 from groktransfer.runindex import RunIndex, transplant
 from groktransfer.sinks import RunMeta
@@ -42,8 +44,10 @@ log = logging.getLogger(__name__)
 
 # Config keys that do not change a job's numbers: excluded from its run identity.
 _NON_IDENTITY_KEYS = ("logger", "paths", "force", "debug", "experiment_name")
-# device/deterministic change float rounding, not the experiment: a run finished on a GPU is reused on CPU
-_NON_IDENTITY_TRAIN_KEYS = ("threads", "progress_bar", "timeout_minutes", "profile_epochs", "device", "deterministic")
+# device/deterministic/cpu_gemm change float rounding, not the experiment: a run finished on a GPU is reused on CPU
+_NON_IDENTITY_TRAIN_KEYS = (
+    "threads", "progress_bar", "timeout_minutes", "profile_epochs", "device", "deterministic", "cpu_gemm",
+)
 
 __all__ = ["JobError", "JobPaths", "JobResult", "Launch", "PlannedJob", "plan_job", "run_job"]
 
@@ -134,11 +138,13 @@ def _drop_unset_new_keys(data: Dict[str, Any], job: TrainJobConfig) -> None:
         data["train"].pop("batch_size", None)
 
 
-def configure_torch(threads: int, flush_denormal: bool) -> None:
+def configure_torch(threads: int, flush_denormal: bool, cpu_gemm: CpuGemm = CpuGemm.onednn) -> None:
     """Process-wide numerics and threading for a job.
 
     Threads are pinned because two 1-thread jobs beat one 2-thread job on 2 cores;
-    denormals are flushed because long weight-decayed runs otherwise crawl on CPUs.
+    denormals are flushed because long weight-decayed runs otherwise crawl on CPUs;
+    the fast path's CPU products go to ``cpu_gemm`` (groktransfer.gemm); freed
+    activations stay in the process (groktransfer.allocator).
     """
     torch.set_flush_denormal(flush_denormal)
     torch.set_num_threads(threads)
@@ -146,6 +152,8 @@ def configure_torch(threads: int, flush_denormal: bool) -> None:
         torch.set_num_interop_threads(1)
     except RuntimeError:  # already set in this process (sequential multirun)
         pass
+    set_cpu_gemm(cpu_gemm)
+    keep_freed_memory()
 
 
 def run_job(job: TrainJobConfig, launch: Launch, callbacks: Sequence[TrainerCallback] = ()) -> JobResult:
@@ -190,7 +198,7 @@ def plan_job(
     validate_job_config(job)
     resolve_device(job.train.device)  # a device that is not there: one line, exit 2, nothing written
     seeds = resolve_seeds(job)
-    configure_torch(job.train.threads, job.train.flush_denormal)
+    configure_torch(job.train.threads, job.train.flush_denormal, job.train.cpu_gemm)
     paths = JobPaths.from_config(job, launch.cwd)
     run_dir = RunDir(launch.run_dir)
     run_id = run_identity(job)

