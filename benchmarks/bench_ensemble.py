@@ -28,6 +28,7 @@ import torch
 from groktransfer.config.schema import ModelConfig, OptimizerConfig, TrainConfig
 from groktransfer.ensemble.trainer import EnsembleTrainer
 from groktransfer.model import HookedGrokTransformer
+from groktransfer.run import configure_torch
 from groktransfer.tasks import Task
 from groktransfer.trainer import Trainer
 
@@ -70,8 +71,7 @@ def main() -> None:
     parser.add_argument("--p", type=int, default=113)
     parser.add_argument("--one", type=int, default=None, help=argparse.SUPPRESS)  # child: measure this k
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    torch.set_flush_denormal(True)
+    configure_torch(args.threads, flush_denormal=True)  # as every job does: threads, denormals, allocator, oneDNN
     if args.one is not None:
         print(json.dumps(measure(args.one, args.epochs, args.device, args.p)))
         return
