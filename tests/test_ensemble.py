@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import List
+from typing import List, Optional
 
 import pytest
 import torch
@@ -36,13 +36,14 @@ class Record(TrainerCallback):
         assert trainer.state_dict()["epoch"] == result.epoch  # the member's state is current
 
 
-def tiny_member(seed: int, data_seed: int, lr: float = 3e-3, wd: float = 1.0, **train) -> Trainer:
+def tiny_member(seed: int, data_seed: int, lr: float = 3e-3, wd: float = 1.0, opt: Optional[dict] = None, **train) -> Trainer:
     task = Task("add", 23, 0.6, data_seed)
     cfg = ModelConfig(d_model=64, d_mlp=128, d_head=16, d_vocab=task.d_vocab, d_vocab_out=task.d_vocab_out)
     train_cfg = TrainConfig(
         **{"max_epochs": 300, "eval_every": 10, "checkpoint_every": 50, "patience": 0, "progress_bar": False, **train}
     )
-    return Trainer(HookedGrokTransformer(cfg, seed=seed), task, OptimizerConfig(lr=lr, weight_decay=wd), train_cfg, [Record()])
+    optimizer = OptimizerConfig(lr=lr, weight_decay=wd, **(opt or {}))
+    return Trainer(HookedGrokTransformer(cfg, seed=seed), task, optimizer, train_cfg, [Record()])
 
 
 MEMBERS = [dict(seed=0, data_seed=0), dict(seed=1, data_seed=0, lr=1e-3), dict(seed=2, data_seed=5, wd=0.5)]

@@ -27,7 +27,7 @@ from omegaconf import OmegaConf
 from groktransfer.allocator import keep_freed_memory
 from groktransfer.atomic import write_json, write_text
 from groktransfer.callbacks import load_resume_state
-from groktransfer.config.schema import Condition, CpuGemm, TrainJobConfig, to_plain
+from groktransfer.config.schema import Condition, CpuGemm, TrainJobConfig, drop_default_schedule, to_plain
 from groktransfer.config.validate import ResolvedSeeds, resolve_seeds, validate_job_config
 from groktransfer.device import resolve_device
 from groktransfer.errors import JobError
@@ -136,6 +136,7 @@ def _drop_unset_new_keys(data: Dict[str, Any], job: TrainJobConfig) -> None:
         data["model"]["n_ctx"] = task_seq_len(job.task)
     if data["train"].get("batch_size") is None:
         data["train"].pop("batch_size", None)
+    drop_default_schedule(data["optimizer"])
 
 
 def configure_torch(threads: int, flush_denormal: bool, cpu_gemm: CpuGemm = CpuGemm.onednn) -> None:

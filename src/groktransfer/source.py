@@ -27,7 +27,7 @@ from filelock import FileLock, Timeout
 
 from groktransfer.atomic import write_json
 from groktransfer.errors import UserError
-from groktransfer.config.schema import TaskConfig, TrainJobConfig, to_plain, to_typed
+from groktransfer.config.schema import TaskConfig, TrainJobConfig, drop_default_schedule, to_plain, to_typed
 from groktransfer.rundir import RunDir
 from groktransfer.trainer import Streak
 from groktransfer.tasks import task_family, task_seq_len
@@ -100,6 +100,7 @@ def source_spec_from_config(cfg: TrainJobConfig, source_seed: int) -> SourceSpec
     model.update({k: v for k, v in to_plain(src.model).items() if v is not None})
     optimizer = to_plain(cfg.optimizer)
     optimizer.update(src.optimizer)
+    drop_default_schedule(optimizer)
     train = {
         "max_epochs": int(src.max_epochs),
         "eval_every": int(cfg.train.eval_every),

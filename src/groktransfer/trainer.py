@@ -20,6 +20,7 @@ Evaluation runs on all pairs every ``eval_every`` epochs, never every step.
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Dict, List, Optional, Sequence, Tuple
@@ -28,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from groktransfer.config.schema import OptimizerConfig, TrainConfig
+from groktransfer.config.schema import OptimizerConfig, Schedule, TrainConfig
 from groktransfer.rundir import threshold_key
 from groktransfer.device import loss_dtype, to_cpu
 from groktransfer.tasks import Task
@@ -190,6 +191,36 @@ def warmup_factor(warmup_steps: int):
     return factor
 
 
+def lr_factor(cfg: OptimizerConfig, total_steps: int):
+    """The lr multiplier after ``step`` optimizer steps: the warm-up, then ``cfg.schedule``.
+
+    cosine: from 1 at the end of the warm-up to ``final_lr_frac`` at ``total_steps`` (the
+    last step of ``train.max_epochs``) along half a cosine, then held. A pure function of
+    the step count, so a resumed run (the scheduler's step count is in its state) continues
+    on the same curve.
+    """
+    warmup = warmup_factor(int(cfg.warmup_steps))
+    if Schedule(cfg.schedule) == Schedule.constant:
+        return warmup
+    start, final = int(cfg.warmup_steps), float(cfg.final_lr_frac)
+    span = max(int(total_steps) - start, 1)
+
+    def factor(step: int) -> float:
+        if step < start:
+            return warmup(step)
+        progress = min((step - start) / span, 1.0)
+        return final + (1.0 - final) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    return factor
+
+
+def steps_per_epoch(n_train: int, batch_size: Optional[int]) -> int:
+    """Optimizer steps in one epoch: 1 at full batch, else one per (last possibly short) minibatch."""
+    if batch_size is None or batch_size >= n_train:
+        return 1
+    return math.ceil(n_train / batch_size)
+
+
 def build_optimizer(model: torch.nn.Module, cfg: OptimizerConfig) -> torch.optim.AdamW:
     """AdamW over the *trainable* parameters only (frozen ones get no decay either)."""
     return adamw([p for p in model.parameters() if p.requires_grad], cfg)
@@ -234,9 +265,11 @@ class Trainer:
         self._per_epoch = [cb for cb in self.callbacks if type(cb).on_epoch_end is not TrainerCallback.on_epoch_end]
         self.optimizer_cfg = optimizer_cfg
         self.optimizer = build_optimizer(model, optimizer_cfg)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, warmup_factor(int(optimizer_cfg.warmup_steps))
-        )
+        self.batch_size = None if train_cfg.batch_size is None else int(train_cfg.batch_size)
+        n_train = int(task.train_mask.sum())
+        self.total_steps = int(train_cfg.max_epochs) * steps_per_epoch(n_train, self.batch_size)
+        self.lr_factor = lr_factor(optimizer_cfg, self.total_steps)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self.lr_factor)
         self.thresholds = ThresholdTracker([float(t) for t in train_cfg.thresholds])
         self.epoch = 0
         self.last_eval: Optional[EvalResult] = None
@@ -256,7 +289,6 @@ class Trainer:
         # several answer positions (digit tasks): labels [N, k] scored at task.answer_positions
         self._multi = task.labels.ndim == 2
         self._answer_positions = task.answer_positions if self._multi else None
-        self.batch_size = None if train_cfg.batch_size is None else int(train_cfg.batch_size)
         # the original loop (one last-position answer, full batch) reuses the step's forward for evals
         self._plain = not self._multi and self.batch_size is None
 

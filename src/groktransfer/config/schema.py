@@ -56,6 +56,13 @@ class OptimizerName(Choice):
     adamw = "adamw"
 
 
+class Schedule(Choice):
+    """The learning rate after the linear warm-up: held, or a cosine decay to the last epoch."""
+
+    constant = "constant"
+    cosine = "cosine"
+
+
 class Condition(Choice):
     """Transfer conditions: where the target's initial weights come from."""
 
@@ -161,7 +168,12 @@ class ModelConfig:
 
 @dataclass
 class OptimizerConfig:
-    """AdamW with a linear warm-up, as in Nanda et al. (2023)."""
+    """AdamW with a linear warm-up, as in Nanda et al. (2023), then a constant or decaying lr.
+
+    ``schedule: cosine`` decays the lr from ``lr`` (at the end of the warm-up) to
+    ``final_lr_frac * lr`` at the last step of ``train.max_epochs`` along half a cosine; the
+    last percent of a minibatch run (ARENA's digit sums) needs the smaller steps.
+    """
 
     name: OptimizerName = OptimizerName.adamw
     lr: float = 1e-3
@@ -169,6 +181,8 @@ class OptimizerConfig:
     betas: List[float] = field(default_factory=lambda: [0.9, 0.98])
     eps: float = 1e-8
     warmup_steps: int = 10
+    schedule: Schedule = Schedule.constant
+    final_lr_frac: float = 0.0  # cosine only: the lr at the last step, as a fraction of lr
 
 
 @dataclass
@@ -403,3 +417,14 @@ def to_plain(cfg: Any) -> Dict[str, Any]:
     data = OmegaConf.to_container(node, resolve=True, enum_to_str=True)
     assert isinstance(data, dict)
     return data  # type: ignore[return-value]
+
+
+def drop_default_schedule(optimizer: Dict[str, Any]) -> None:
+    """Leave the lr-schedule keys out of a plain optimizer config while the schedule is constant.
+
+    Run identities and source-cache hashes are made of these dicts; the keys came after
+    runs already existed, and a constant lr is what those runs did, so their hashes stay.
+    """
+    if optimizer.get("schedule", str(Schedule.constant)) == str(Schedule.constant):
+        optimizer.pop("schedule", None)
+        optimizer.pop("final_lr_frac", None)

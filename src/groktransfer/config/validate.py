@@ -132,6 +132,8 @@ def validate_job_config(cfg: Any) -> None:
         errors.append(f"optimizer.betas={list(opt.betas)}: need two values in [0, 1)")
     if int(opt.warmup_steps) < 0:
         errors.append(f"optimizer.warmup_steps={opt.warmup_steps}: must be >= 0")
+    if not 0.0 <= float(opt.final_lr_frac) <= 1.0:
+        errors.append(f"optimizer.final_lr_frac={opt.final_lr_frac}: must be in [0, 1]")
 
     train = cfg.train
     for key in ("max_epochs", "eval_every", "checkpoint_every", "threads"):

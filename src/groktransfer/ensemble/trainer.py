@@ -1,7 +1,7 @@
 """K jobs trained as one model whose weights carry a leading member axis.
 
 Each member is an ordinary :class:`~groktransfer.trainer.Trainer` (model, AdamW,
-warm-up, threshold tracker, callbacks) that never runs its own loop: it holds the
+lr schedule, threshold tracker, callbacks) that never runs its own loop: it holds the
 member's state in exactly the form a separate job holds it, so the callbacks that
 write a run directory receive the same object either way. The ensemble keeps the
 working copy of every member's weights stacked (``[K, ...]`` per parameter) and
@@ -17,8 +17,8 @@ Why this is K independent trainings:
 * optimizer: AdamW is element-wise, so torch's own (fused) AdamW over the stacked
   tensors updates every member exactly as a separate AdamW would. Members whose
   learning rate or weight decay differ sit in separate param groups (one stacked
-  tensor per parameter per group, concatenated for the forward); the warm-up is the
-  same ``LambdaLR`` a single job uses.
+  tensor per parameter per group, concatenated for the forward); the lr schedule
+  (warm-up, then constant or cosine) is the same ``LambdaLR`` factor a single job uses.
 
 Members stop independently: when one stops early, reaches a non-finite loss or is
 done, it is written out at its own epoch and dropped from the stack (the optimizer's
@@ -38,7 +38,7 @@ from tqdm.auto import tqdm
 
 from groktransfer.embedding_map import has_embedding_map
 from groktransfer.lastpos import last_position_logits
-from groktransfer.trainer import EvalResult, Trainer, TrainingFailure, TrainOutcome, adamw, warmup_factor
+from groktransfer.trainer import EvalResult, Trainer, TrainingFailure, TrainOutcome, adamw
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +55,7 @@ def incompatibility(members: Sequence[Trainer]) -> Optional[str]:
     What may differ: the weights (seed, model_seed, transfer condition), the train/test
     split (data_seed), the learning rate and the weight decay. Everything else must
     agree, because it is shared by construction: the shapes and activation, which
-    parameters train, the task and its split sizes, betas/eps/warm-up, the loop's
+    parameters train, the task and its split sizes, betas/eps/warm-up/lr schedule, the loop's
     cadence and stopping rule, the epoch they start from, and the device.
     """
     if not members:
@@ -81,6 +81,10 @@ def incompatibility(members: Sequence[Trainer]) -> Optional[str]:
             list(opt.betas), opt.eps, opt.warmup_steps
         ):
             return "AdamW betas, eps or warm-up differ"
+        if (m.optimizer_cfg.schedule, m.optimizer_cfg.final_lr_frac, m.total_steps) != (
+            opt.schedule, opt.final_lr_frac, first.total_steps
+        ):
+            return "lr schedules differ"
         if m.epoch != first.epoch:
             return "members start from different epochs"
         if m.device != first.device:
@@ -134,7 +138,7 @@ class EnsembleTrainer:
 
     # ---- moving state between the stack and the member trainers ---------------
     def _stack(self) -> None:
-        """Build the stacked weights, one AdamW and the warm-up from the active members."""
+        """Build the stacked weights, one AdamW and the lr schedule from the active members."""
         by_hparams: Dict[Tuple[float, float], List[int]] = {}
         for i in self.active:
             opt = self.members[i].optimizer_cfg
@@ -149,7 +153,7 @@ class EnsembleTrainer:
             param_groups.append({"params": [params[n] for n in self.names if n in self.trainable], "lr": lr, "weight_decay": wd})
         first = self.members[self.active[0]]
         self.optimizer = adamw(param_groups, first.optimizer_cfg)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, warmup_factor(int(first.optimizer_cfg.warmup_steps)))
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, first.lr_factor)  # the members' schedule
         for group, param_group in zip(self._groups, self.optimizer.param_groups):
             lead = self.members[group.members[0]]
             param_group["lr"] = lead.optimizer.param_groups[0]["lr"]  # the members' current (warm-up) lr
@@ -171,7 +175,7 @@ class EnsembleTrainer:
 
     @torch.no_grad()
     def _unstack(self, which: Optional[Sequence[int]] = None) -> None:
-        """Write the stacked state back into the member trainers (weights, AdamW, warm-up)."""
+        """Write the stacked state back into the member trainers (weights, AdamW, lr schedule)."""
         assert self.optimizer is not None and self.scheduler is not None
         wanted = set(self.active if which is None else which)
         for group, param_group in zip(self._groups, self.optimizer.param_groups):
