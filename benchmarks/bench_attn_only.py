@@ -3,7 +3,8 @@
 Times the real ``Trainer.train_step`` (what every job runs), one thread, in one process:
 
   (a) baseline: Nanda et al.'s one-layer MLP model on a+b mod 113, full batch (fast path),
-  (b) the ARENA model (``model=attn_only_2l``) on 2-digit sums, full batch (``experiment=digit_add_to_sub``),
+  (b) the ARENA model (``model=attn_only_2l``) on 2-digit sums, 750 examples in batches of 256
+      (the source run of ``experiment=digit_add_to_sub``),
   (c) the ARENA model on 4-digit sums in minibatches (``experiment=arena_sum``: 20,000 examples, batch 200),
 
 and prints epochs/s, optimizer steps/s and examples/s side by side. Usage::
@@ -18,7 +19,7 @@ from __future__ import annotations
 import argparse
 import os
 import time
-from typing import Dict
+from typing import Dict, Optional
 
 import torch
 
@@ -38,7 +39,7 @@ def arena_model_config(task: DigitTask) -> ModelConfig:
     )  # fmt: skip
 
 
-def setups(n_train: int, batch_size: int) -> Dict[str, Trainer]:
+def setups(n_train: int, batch_size: int, small_batch_size: Optional[int]) -> Dict[str, Trainer]:
     modular = Task("add", 113, 0.3, 0)
     small = DigitTask(DigitSettings("digit_add", 2, frac_train=0.3), 0)
     big = DigitTask(DigitSettings("digit_add", 4, n_train=n_train, n_test=2000), 0)
@@ -48,8 +49,9 @@ def setups(n_train: int, batch_size: int) -> Dict[str, Trainer]:
             HookedGrokTransformer(ModelConfig(d_vocab=modular.d_vocab, d_vocab_out=modular.d_vocab_out), 0),
             modular, opt, TrainConfig(progress_bar=False),
         ),
-        "(b) attn_only_2l, digit_add n=2, full batch": Trainer(
-            HookedGrokTransformer(arena_model_config(small), 0), small, opt, TrainConfig(progress_bar=False)
+        f"(b) attn_only_2l, digit_add n=2, batch {small_batch_size or 'full'}": Trainer(
+            HookedGrokTransformer(arena_model_config(small), 0), small, opt,
+            TrainConfig(progress_bar=False, batch_size=small_batch_size),
         ),
         f"(c) attn_only_2l, digit_add n=4, {n_train} ex, batch {batch_size}": Trainer(
             HookedGrokTransformer(arena_model_config(big), 0), big, opt,
@@ -83,12 +85,13 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--n-train", type=int, default=20000)
     parser.add_argument("--batch-size", type=int, default=200)
+    parser.add_argument("--small-batch-size", type=int, default=256, help="(b)'s batch; 0 = full batch")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.set_flush_denormal(True)
     print(f"threads={args.threads} torch={torch.__version__} load average={os.getloadavg()}")
     print(f"{'setup':58s} {'epochs/s':>10s} {'steps/s':>10s} {'examples/s':>11s} {'n_train':>8s}")
-    for name, trainer in setups(args.n_train, args.batch_size).items():
+    for name, trainer in setups(args.n_train, args.batch_size, args.small_batch_size or None).items():
         r = time_epochs(trainer, args.seconds)
         print(f"{name:58s} {r['epochs_per_s']:10.2f} {r['steps_per_s']:10.1f} {r['examples_per_s']:11.0f} {r['n_train']:8d}")
     print(f"load average after: {os.getloadavg()}")

@@ -273,8 +273,8 @@ def select_checkpoint(run_dir: RunDir, condition: str, criteria: Dict[str, Any])
             f"no checkpoint of source run {run_dir.path} qualifies as '{condition}' "
             f"(criteria {criteria}){hint}. "
             + (
-                "This source task/p/frac_train has no clean memorised phase: choose a larger p or a smaller "
-                "frac_train, or relax transfer.memorized.max_test_acc knowingly."
+                "This source task/p/frac_train has no clean memorised phase: choose a larger p (modular tasks) "
+                "or a smaller frac_train, or relax transfer.memorized.max_test_acc knowingly."
                 if condition == "memorized"
                 else "The source run did not grok within transfer.source.max_epochs: raise it."
             )
