@@ -26,6 +26,7 @@ import torch
 from groktransfer.config.schema import ModelConfig, OptimizerConfig, TrainConfig
 from groktransfer.digit_tasks import DigitSettings, DigitTask
 from groktransfer.model import HookedGrokTransformer
+from groktransfer.run import configure_torch
 from groktransfer.tasks import Task
 from groktransfer.trainer import Trainer
 
@@ -87,8 +88,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=200)
     parser.add_argument("--small-batch-size", type=int, default=256, help="(b)'s batch; 0 = full batch")
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    torch.set_flush_denormal(True)
+    configure_torch(args.threads, flush_denormal=True)  # as every job does: threads, denormals, allocator, oneDNN
     print(f"threads={args.threads} torch={torch.__version__} load average={os.getloadavg()}")
     print(f"{'setup':58s} {'epochs/s':>10s} {'steps/s':>10s} {'examples/s':>11s} {'n_train':>8s}")
     for name, trainer in setups(args.n_train, args.batch_size, args.small_batch_size or None).items():
