@@ -131,9 +131,9 @@ def _plan_in_hydra_job(cfg: DictConfig, held: contextlib.ExitStack, box: Dict[st
 
 
 #: Ensemble size cap when the launcher's ``max_members`` is 0, by device type. On one CPU
-#: thread at p=113 an ensemble member's epochs were fastest at K=4 (1.16x a separate job)
-#: and slower than a separate job from K=8 on (the working set outgrows the caches); a GPU
-#: keeps gaining with K (not measured here: no GPU was available).
+#: thread at p=113 a member runs at 0.93-1.04x a separate job's speed for K = 1..16 (each
+#: member's products are its own GEMMs), so the CPU cap only bounds memory (~120 MiB a
+#: member); a GPU keeps gaining with K (not measured here: no GPU was available).
 AUTO_MAX_MEMBERS = {"cpu": 4, "cuda": 64, "mps": 16}
 
 
