@@ -87,6 +87,41 @@ def test_checkpoint_job_starts_from_exactly_the_recorded_checkpoint(tmp_path: Pa
         torch.testing.assert_close(tensor, saved[name], rtol=0, atol=0)
 
 
+def test_a_start_from_a_checkpoint_file_records_the_measures_a_cached_start_records(tmp_path: Path) -> None:
+    """Known answer: the file *is* a cached source run's checkpoint, so the measures computed at the start
+    must equal the ones the source run's trainer wrote for that epoch (same task, split, weights)."""
+    from groktransfer.config.schema import TrainJobConfig, to_typed
+    from groktransfer.config.validate import resolve_seeds
+    from groktransfer.starting_point import build_starting_point
+    from groktransfer.tasks import Task
+    from groktransfer.training import resolved_model_config
+
+    source = ["task=subtract", "transfer.source.max_epochs=60", "transfer.source.source_seed=0", "train.max_epochs=1"]
+    cached = json.loads((run_in(tmp_path, "cached", TINY + source + ["transfer=checkpoint", "transfer.source.epoch=40"])
+                         .run_dir / "source.json").read_text())["chosen"]  # fmt: skip
+    assert cached["epoch"] == 40 and "restricted_loss" in cached["measures"]
+
+    def file_start(extra: list[str]) -> dict:
+        overrides = TINY + source + ["transfer=grokked", f"transfer.source.path={cached['checkpoint']}"] + extra
+        job = to_typed(TrainJobConfig, compose_job(overrides, root=tmp_path))
+        seeds = resolve_seeds(job)
+        model_cfg = resolved_model_config(job.model, Task.from_config(job.task, seeds.data_seed))
+        return build_starting_point(job, model_cfg, seeds, tmp_path / ".sources", lambda *_: pytest.fail("trained")).record
+
+    record = file_start([])
+    assert record["measured_on"] == {"name": "add", "p": 23, "frac_train": 0.6, "data_seed": 0}
+    assert set(record["measures"]) == set(cached["measures"])
+    for key, value in cached["measures"].items():
+        assert record["measures"][key] == (value if isinstance(value, str) else pytest.approx(value, rel=1e-6, abs=1e-9)), key
+    # another split of the same task: same weights, so the same weight measures, other train/test accuracies
+    other = file_start(["transfer.source.source_seed=1"])["measures"]
+    assert other["gini_W_E"] == pytest.approx(cached["measures"]["gini_W_E"]) and other["epoch"] == 40
+    assert (other["train_acc"], other["test_acc"]) != (cached["measures"]["train_acc"], cached["measures"]["test_acc"])
+    # a task the file's model cannot read: not measured, and the record says why
+    refused = file_start(["transfer.source.p=29"])
+    assert refused["measures"] == {} and "does not read" in refused["measures_note"]
+
+
 def test_checkpoint_condition_needs_an_epoch() -> None:
     with pytest.raises(ConfigError, match="transfer.source.epoch"):
         validate_job_config(compose_job(TINY + ["transfer=checkpoint", "transfer.source.epoch=null"]))

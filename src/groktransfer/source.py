@@ -20,7 +20,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Mapping, Optional
 
 import pandas as pd
 from filelock import FileLock, Timeout
@@ -173,15 +173,7 @@ START_MEASURES = (
 
 
 def checkpoint_measures(run_dir: RunDir, epoch: int) -> Dict[str, Any]:
-    """The progress measures the source run recorded at ``epoch`` (empty if it recorded none).
-
-    Adds ``restricted_test_gap`` = restricted_acc - test_acc: positive when the
-    key-frequency part of the logits alone already predicts better than the whole
-    model does on held-out pairs -- a generalising circuit forming underneath
-    memorisation (Nanda et al.: restricted loss falls before test loss). Accuracies,
-    not losses: a memorised model's test loss is far above chance (overconfident), so
-    test_loss - restricted_loss is large before any circuit exists.
-    """
+    """The progress measures the source run recorded at ``epoch`` (empty if it recorded none)."""
     path = run_dir.measures_path
     if not path.exists():
         return {}
@@ -189,12 +181,25 @@ def checkpoint_measures(run_dir: RunDir, epoch: int) -> Dict[str, Any]:
     rows = table.loc[table["epoch"] == epoch]
     if rows.empty:
         return {}
-    row = rows.iloc[-1]
-    out: Dict[str, Any] = {"epoch": int(epoch)}
+    return start_measures(rows.iloc[-1].to_dict(), epoch)
+
+
+def start_measures(row: Mapping[str, Any], epoch: Optional[int]) -> Dict[str, Any]:
+    """The START_MEASURES of one measures row (a measures.csv row or ``ProgressMeasures.scalars()``).
+
+    Absent and NaN entries are skipped. Adds ``restricted_test_gap`` = restricted_acc -
+    test_acc: positive when the key-frequency part of the logits alone already predicts
+    better than the whole model does on held-out pairs -- a generalising circuit forming
+    underneath memorisation (Nanda et al.: restricted loss falls before test loss).
+    Accuracies, not losses: a memorised model's test loss is far above chance
+    (overconfident), so test_loss - restricted_loss is large before any circuit exists.
+    """
+    out: Dict[str, Any] = {"epoch": None if epoch is None else int(epoch)}
     for key in START_MEASURES:
-        if key in row.index and not (isinstance(row[key], float) and math.isnan(row[key])):
-            value = row[key]
-            out[key] = str(value) if key == "key_freqs" else (int(value) if key == "n_key_freqs" else float(value))
+        value = row.get(key)
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            continue
+        out[key] = str(value) if key == "key_freqs" else (int(value) if key == "n_key_freqs" else float(value))
     if "restricted_acc" in out and "test_acc" in out:
         out["restricted_test_gap"] = out["restricted_acc"] - out["test_acc"]
     return out

@@ -19,14 +19,18 @@ from typing import Any, Callable, Dict, List, Optional
 
 import torch
 
-from groktransfer.checkpoint import load_checkpoint
-from groktransfer.config.schema import Component, ComponentAction, Condition, ModelConfig, TrainJobConfig, to_plain
+from groktransfer.checkpoint import LoadedCheckpoint, load_checkpoint
+from groktransfer.config.schema import (
+    Component, ComponentAction, Condition, ModelConfig, TaskConfig, TrainJobConfig, to_plain, to_typed,
+)  # fmt: skip
 from groktransfer.config.validate import ResolvedSeeds
 from groktransfer.errors import JobError
 from groktransfer.model import HookedGrokTransformer
 from groktransfer.rundir import RunDir
 from groktransfer.embedding_map import attach_embedding_map
-from groktransfer.source import SourceCache, SourceSpec, choose_source_checkpoint, source_spec_from_config
+from groktransfer.measures import compute_progress_measures
+from groktransfer.source import SourceCache, SourceSpec, choose_source_checkpoint, source_spec_from_config, start_measures
+from groktransfer.tasks import make_task, task_family
 from groktransfer.transfer import (
     TransferPlan,
     adapt_paper_unembed,
@@ -71,6 +75,7 @@ def build_starting_point(
         path = Path(tr.source.path).expanduser().resolve()
         loaded = load_checkpoint(path, model_config=model_cfg)  # the shape of a bare TransformerLens state dict
         record.update(source_path=str(path), source_format=loaded.source_format, epoch=loaded.epoch, metrics=loaded.metrics)
+        record.update(file_start_measures(job, seeds, loaded))
         source_state = loaded.state_dict
     else:
         spec = source_spec_from_config(job, seeds.source_seed)
@@ -100,6 +105,38 @@ def build_starting_point(
     record["reset_optimizer"] = bool(tr.reset_optimizer)
     record["plan"] = applied.as_record()
     return StartingPoint(model, record, optimizer_state, applied.copied)
+
+
+def file_start_measures(job: TrainJobConfig, seeds: ResolvedSeeds, loaded: LoadedCheckpoint) -> Dict[str, Any]:
+    """A checkpoint file's progress measures, as a cached source start records them (``source.start_measures``).
+
+    A file carries no measures table, so they are computed here, on the task that
+    ``transfer.source`` describes (task, p, frac_train; split seed = the source seed):
+    ``measured_on`` says which. Train/test accuracies then refer to *that* split, which
+    is the file's own only when the file was trained on it; restricted/excluded
+    loss, key frequencies and Gini read the model's weights and are split-independent
+    in what they show. Not measured (``measures_note`` says why): digit tasks, and a model
+    whose vocabulary does not fit the task.
+    """
+    task_cfg = source_spec_from_config(job, seeds.source_seed).task_config()
+    measured_on = {k: task_cfg[k] for k in ("name", "p", "frac_train", "data_seed") if k in task_cfg}
+    if task_family(str(task_cfg["name"])) == "digit":
+        return {"measures": {}, "measured_on": measured_on, "measures_note": "digit source task: no progress measures"}
+    task = make_task(to_typed(TaskConfig, task_cfg), int(task_cfg["data_seed"]))
+    model = loaded.build_model()
+    cfg = model.config
+    if cfg.d_vocab != task.d_vocab or cfg.d_vocab_out < task.d_vocab_out or cfg.n_ctx != task.seq_len:
+        note = (f"the file's model (d_vocab {cfg.d_vocab}, d_vocab_out {cfg.d_vocab_out}, n_ctx {cfg.n_ctx}) "
+                f"does not read {task.describe()}: not measured")  # fmt: skip
+        return {"measures": {}, "measured_on": measured_on, "measures_note": note}
+    with torch.no_grad():
+        logits, mlp_post = model.last_position_activations(task.tokens)  # [n_pairs, d_vocab_out], [n_pairs, d_mlp]
+    measures = compute_progress_measures(
+        task, logits[:, : task.d_vocab_out].cpu(), mlp_post.cpu(),
+        {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        key_freq_threshold=job.measures.key_freq_threshold,
+    )  # fmt: skip
+    return {"measures": start_measures(measures.scalars(), loaded.epoch), "measured_on": measured_on}
 
 
 def model_for_resume(

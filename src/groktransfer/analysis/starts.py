@@ -34,11 +34,18 @@ CIRCUIT_FLAG_GAP = 0.0
 
 
 def start_record(run: RunRecord) -> dict[str, Any]:
-    """The ``chosen`` record of a run's ``source.json`` (empty when it has none)."""
+    """What a run started from: the ``chosen`` record of its ``source.json`` (a cached source run's
+    checkpoint), or for a start from a checkpoint file (``transfer.source.path``) the file's epoch and
+    the measures computed on it at the start. Empty when the run has neither."""
     try:
-        return json.loads((run.run_dir / SOURCE_FILE).read_text()).get("chosen") or {}
+        record = json.loads((run.run_dir / SOURCE_FILE).read_text())
     except (OSError, ValueError):
         return {}
+    if record.get("chosen"):
+        return record["chosen"]
+    if record.get("source_path"):
+        return {"epoch": record.get("epoch"), "measures": record.get("measures") or {}, "checkpoint": record["source_path"]}
+    return {}
 
 
 def optimizer_frame(runs: Sequence[RunRecord], baseline: str) -> tuple[pd.DataFrame, list[str]]:
