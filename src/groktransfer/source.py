@@ -197,8 +197,8 @@ def start_measures(row: Mapping[str, Any], epoch: Optional[int]) -> Dict[str, An
     out: Dict[str, Any] = {"epoch": None if epoch is None else int(epoch)}
     for key in START_MEASURES:
         value = row.get(key)
-        if value is None or (isinstance(value, float) and math.isnan(value)):
-            continue
+        if value is None or value == "" or (isinstance(value, float) and math.isnan(value)):
+            continue  # a CSV reads an empty key_freqs as NaN: skip both alike
         out[key] = str(value) if key == "key_freqs" else (int(value) if key == "n_key_freqs" else float(value))
     if "restricted_acc" in out and "test_acc" in out:
         out["restricted_test_gap"] = out["restricted_acc"] - out["test_acc"]
