@@ -283,6 +283,17 @@ def test_matrix_table_and_heatmap_from_known_runs(tmp_path: Path) -> None:
     assert (out / "matrix_speedup.png").stat().st_size > 10_000
 
 
+def test_a_matrix_cell_whose_runs_start_at_the_threshold_says_so() -> None:
+    from groktransfer.analysis.matrix import _cell_text
+
+    solved = pd.Series({"ratio": float("inf"), "ci_low": float("inf"), "ci_high": float("inf"), "bound": "exact",
+                        "median": 0.0, "n_censored": 0, "n_baseline_censored": 0})  # fmt: skip
+    assert _cell_text(solved) == "at threshold\nfrom the start"
+    measured = solved.copy()
+    measured.update({"ratio": 2.0, "ci_low": 1.5, "ci_high": 3.0, "median": 500.0})
+    assert _cell_text(measured) == "2×\n[1.5, 3]"
+
+
 def test_starts_section_flags_circuit_formation_and_mixed_optimizers(tmp_path: Path) -> None:
     sweep = tmp_path / "sweep"
     for seed in range(2):

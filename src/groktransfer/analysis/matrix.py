@@ -55,6 +55,8 @@ def matrix_table(runs: Sequence[RunRecord], baseline: str, conditions: Sequence[
 def _cell_text(row: pd.Series) -> str:
     if not np.isfinite(row.ratio) and not math.isinf(row.ratio):
         return "–"
+    if row["median"] == 0 and not row.n_censored:  # e.g. a grokked start on its own task: no ratio to read
+        return "at threshold\nfrom the start"
     mark = BOUND_MARK.get(row.bound, "")
     fmt = lambda x: "inf" if math.isinf(x) else f"{x:.2g}"  # noqa: E731
     censored = " *" if row.n_censored or row.n_baseline_censored else ""
