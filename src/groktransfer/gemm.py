@@ -32,7 +32,9 @@ _backend = CpuGemm.onednn
 def _linear_pointwise():
     """oneDNN's linear op as PyTorch registers it (``None`` in builds without it)."""
     try:
-        return torch.ops.mkldnn._linear_pointwise
+        op = torch.ops.mkldnn._linear_pointwise
+        op.binary  # the residual-fused overload this module also uses
+        return op
     except (AttributeError, RuntimeError):
         return None
 
