@@ -11,7 +11,8 @@ average around each run (times measured on a busy machine are inflated). Usage::
 
 ``joblib`` is the separate-process baseline with ``--n-jobs`` workers (default 2, one per
 core on a 2-core machine); ``ensemble`` is ``hydra/launcher=ensemble`` with
-``hydra.launcher.threads`` = ``--n-jobs`` (one process, its threads on the same cores).
+``hydra.launcher.n_jobs`` = ``--n-jobs`` worker processes of one thread each (its default
+on a CPU), each training ensembles of up to 4 members.
 ``--device`` is passed as ``train.device``.
 """
 
@@ -38,7 +39,7 @@ def sweep_command(launcher: str, root: Path, args: argparse.Namespace) -> list:
     if launcher == "joblib":
         cmd += ["hydra/launcher=joblib", f"hydra.launcher.n_jobs={args.n_jobs}"]
     else:
-        cmd += ["hydra/launcher=ensemble", f"hydra.launcher.threads={args.n_jobs}"]
+        cmd += ["hydra/launcher=ensemble", f"hydra.launcher.n_jobs={args.n_jobs}", "hydra.launcher.threads=1"]
     return cmd
 
 

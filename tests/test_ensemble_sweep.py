@@ -13,7 +13,7 @@ import pytest
 
 from conftest import PYTHON, REPO, TINY, compose_job, script_env
 from groktransfer.config.schema import TrainJobConfig, to_typed
-from groktransfer.ensemble.launch import AUTO_MAX_MEMBERS, batch_key, member_cap, train_planned
+from groktransfer.ensemble.launch import AUTO_MAX_MEMBERS, batch_key, chunk_groups, member_cap, train_planned
 from groktransfer.run import Launch, PlannedJob, plan_job
 
 BASE = TINY + ["experiment_name=tiny_sweep", "task=subtract", "train.max_epochs=200", "transfer.source.source_seed=0"]
@@ -42,20 +42,26 @@ def _files(job: Path) -> set:
 
 
 @pytest.mark.parametrize(
-    "sweep, n_jobs",
+    "sweep, n_jobs, workers, expected",
     [
-        pytest.param(SEEDS_X_LR, 4, id="seeds-x-lr"),
-        pytest.param(CONDITIONS, 6, id="conditions", marks=[pytest.mark.slow, pytest.mark.timeout(1800)]),
+        # two worker processes, each training one ensemble of both learning rates
+        pytest.param(SEEDS_X_LR, 4, 2, ["2 ensembles on 2 worker processes, 1 thread(s) each",
+                                        "2 jobs train as one ensemble"], id="seeds-x-lr-2-workers"),  # fmt: skip
+        pytest.param(CONDITIONS, 6, 1, ["6 jobs train as one ensemble"], id="conditions",
+                     marks=[pytest.mark.slow, pytest.mark.timeout(1800)]),  # fmt: skip
     ],
 )
 def test_ensemble_sweep_writes_what_separate_jobs_write_and_reruns_train_nothing(
-    tmp_path: Path, sweep: List[str], n_jobs: int
+    tmp_path: Path, sweep: List[str], n_jobs: int, workers: int, expected: List[str]
 ) -> None:
     root = tmp_path / "multirun"
     ens, sep = root / "tiny_sweep" / "ensemble", root / "tiny_sweep" / "separate"
-    launcher = ["hydra/launcher=ensemble", "hydra.launcher.threads=1", "hydra.launcher.max_members=8"]
+    launcher = ["hydra/launcher=ensemble", "hydra.launcher.threads=1", "hydra.launcher.max_members=8",
+                f"hydra.launcher.n_jobs={workers}"]  # fmt: skip
     out = _sweep(sweep, root, ens, "index_ensemble", launcher).stdout
-    assert f"ensemble launcher: {n_jobs} jobs train as one ensemble" in out
+    for line in expected:
+        assert f"ensemble launcher: {line}" in out, out[-3000:]
+    assert out.count("train as one ensemble") == (2 if workers == 2 else 1)
     _sweep(sweep, root, sep, "index_separate", [])  # Hydra's basic launcher: one job after another
     a, b = _jobs(ens), _jobs(sep)
     assert sorted(a) == sorted(b) and len(a) == n_jobs
@@ -117,6 +123,35 @@ def test_member_cap_splits_groups(tmp_path: Path, cap: int, capsys) -> None:
     assert len(results) == 3 and all(r.status.value == "completed" for r in results)
     out = capsys.readouterr().out
     assert out.count("train as one ensemble") == (0 if cap == 1 else 1)
+
+
+@pytest.mark.parametrize(
+    "n, cap, workers, sizes",
+    [(15, 4, 1, [4, 4, 4, 3]), (15, 4, 2, [4, 4, 4, 3]), (9, 4, 1, [3, 3, 3]), (9, 4, 2, [3, 2, 2, 2]),
+     (4, 8, 2, [2, 2]), (3, 8, 4, [1, 1, 1]), (1, 4, 2, [1])],  # fmt: skip
+)
+def test_chunks_are_even_and_shared_out_over_workers(tmp_path: Path, n: int, cap: int, workers: int, sizes) -> None:
+    from types import SimpleNamespace
+
+    job = to_typed(TrainJobConfig, compose_job(TINY, root=tmp_path))
+    planned = [SimpleNamespace(job=job, plan=SimpleNamespace(resume_state=None), name=i) for i in range(n)]
+    chunks = chunk_groups(planned, max_members=cap, workers=workers)
+    assert [len(c) for c in chunks] == sizes
+    assert [m.name for c in chunks for m in c] == list(range(n))  # every job once, in sweep order
+
+
+def test_worker_processes_write_what_one_process_writes(tmp_path: Path) -> None:
+    """Ensembles trained in forked workers: the same statuses and bit-identical metrics."""
+    runs = {}
+    for n_jobs in (1, 2):
+        jobs = _planned(tmp_path / f"n{n_jobs}", ["train.max_epochs=40"], seeds=(0, 1, 2))
+        results = train_planned(jobs, max_members=2, n_jobs=n_jobs, threads=1)
+        assert [r.status.value for r in results] == ["completed"] * 3
+        runs[n_jobs] = [r.run_dir for r in results]
+    for one, two in zip(runs[1], runs[2]):
+        assert (one / "metrics.csv").read_bytes() == (two / "metrics.csv").read_bytes()
+        a, b = (json.loads((d / "status.json").read_text()) for d in (one, two))
+        assert a["run_id"] == b["run_id"] and a["final"] == b["final"] and a["thresholds"] == b["thresholds"]
 
 
 def test_each_member_log_gets_its_own_lines_and_the_groups(tmp_path: Path) -> None:

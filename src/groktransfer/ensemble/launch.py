@@ -9,7 +9,11 @@
 2. Planned jobs are grouped by what an ensemble shares (:func:`batch_key`: everything
    except seed, data_seed, model_seed, the transfer condition, learning rate and weight
    decay, plus the epoch they start from), in chunks of at most ``max_members``.
-3. Each group trains as one :class:`~groktransfer.ensemble.trainer.EnsembleTrainer`.
+3. Each group trains as one :class:`~groktransfer.ensemble.trainer.EnsembleTrainer`,
+   in this process or, with ``n_jobs`` > 1, in worker processes forked from it (on a
+   CPU an ensemble member runs at a separate job's speed on one thread, and two 1-thread
+   processes beat one 2-thread process, so a CPU sweep spreads its groups over one
+   worker per core, as ``hydra/launcher=joblib`` spreads jobs).
    If the members' trainers turn out incompatible (a frozen component, carried AdamW
    state, a profiler, a model without the fast path...), they train one at a time
    instead, after a one-line notice -- never a wrong result. Either way every member's
@@ -28,7 +32,11 @@ import contextvars
 import functools
 import json
 import logging
+import math
+import multiprocessing
 import os
+import signal
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Sequence
 
@@ -81,6 +89,7 @@ def launch_sweep(
     initial_job_idx: int,
     max_members: int,
     threads: int,
+    n_jobs: int = 1,
 ) -> List[JobReturn]:
     """Plan every job through Hydra's ``run_job``, then train the planned ones in ensembles."""
     returns: List[JobReturn] = []
@@ -104,8 +113,7 @@ def launch_sweep(
             if "planned" in box:
                 planned.append(box["planned"])
         configure_log(config.hydra.hydra_logging, config.hydra.verbose)
-        torch.set_num_threads(threads if threads > 0 else (os.cpu_count() or 1))
-        train_planned(planned, max_members)
+        train_planned(planned, max_members, n_jobs=n_jobs, threads=threads)
     return returns
 
 
@@ -144,16 +152,108 @@ def member_cap(max_members: int, job: TrainJobConfig) -> int:
     return AUTO_MAX_MEMBERS.get(resolve_device(job.train.device).type, 4)
 
 
-def train_planned(planned: Sequence[PlannedJob], max_members: int) -> List[JobResult]:
-    """Train planned jobs in ensembles of compatible jobs (at most ``max_members`` each; 0: by device)."""
+def usable_cores() -> int:
+    """Cores this process may run on (a SLURM or container CPU set, not the whole machine)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS
+        return os.cpu_count() or 1
+
+
+def worker_count(n_jobs: int, planned: Sequence[PlannedJob]) -> int:
+    """``n_jobs``, or for 0 one worker per core on a CPU and one process on an accelerator."""
+    if n_jobs > 0:
+        return n_jobs
+    if not planned or resolve_device(planned[0].job.train.device).type != "cpu":
+        return 1
+    return usable_cores()
+
+
+def chunk_groups(planned: Sequence[PlannedJob], max_members: int, workers: int = 1) -> List[List[PlannedJob]]:
+    """The ensembles to train: compatible jobs (equal :func:`batch_key`), in sweep order, split evenly.
+
+    A group of N jobs becomes ceil(N / cap) ensembles, rounded up to a multiple of
+    ``workers`` (at most N) so parallel workers get equal shares; sizes differ by at most
+    one. On a CPU the split costs nothing (a member's speed does not depend on K).
+    """
     groups: Dict[str, List[PlannedJob]] = {}
     for job in planned:
         groups.setdefault(batch_key(job.job, start_epoch(job)), []).append(job)
-    results: List[JobResult] = []
+    chunks: List[List[PlannedJob]] = []
     for members in groups.values():
-        cap = member_cap(max_members, members[0].job)
-        for first in range(0, len(members), cap):
-            results += train_group(members[first : first + cap])
+        n = len(members)
+        count = math.ceil(n / member_cap(max_members, members[0].job))
+        if workers > 1:
+            count = min(n, math.ceil(count / workers) * workers)
+        size, extra = divmod(n, count)  # the first `extra` ensembles take one more member
+        start = 0
+        for k in range(count):
+            stop = start + size + (k < extra)
+            chunks.append(list(members[start:stop]))
+            start = stop
+    return chunks
+
+
+def train_planned(planned: Sequence[PlannedJob], max_members: int, n_jobs: int = 1, threads: int = 0) -> List[JobResult]:
+    """Train planned jobs in ensembles of compatible jobs (at most ``max_members`` each; 0: by device).
+
+    ``n_jobs`` worker processes (0: by device, see :func:`worker_count`) train the
+    ensembles in parallel, each with ``threads`` torch threads (0: the cores shared out).
+    """
+    workers = worker_count(n_jobs, planned)
+    chunks = chunk_groups(planned, max_members, workers)
+    workers = min(workers, len(chunks))
+    if threads <= 0:
+        threads = max(1, usable_cores() // max(workers, 1))
+    if workers <= 1:
+        torch.set_num_threads(threads)
+        return [result for chunk in chunks for result in train_group(chunk)]
+    return _train_in_workers(chunks, workers, threads)
+
+
+#: The ensembles of the running :func:`_train_in_workers`; worker processes are forked
+#: from the launcher and read their ensemble here, so planned jobs (models, tasks,
+#: callbacks) never need to be pickled.
+_CHUNKS: List[List[PlannedJob]] = []
+
+
+def _train_chunk(index: int, threads: int) -> List[JobResult]:
+    torch.set_num_threads(threads)
+    return train_group(_CHUNKS[index])
+
+
+def _train_in_workers(chunks: List[List[PlannedJob]], workers: int, threads: int) -> List[JobResult]:
+    """Train each ensemble in one of ``workers`` forked processes (``fork``: a POSIX-only mode).
+
+    A worker that dies (killed, out of memory) leaves its members' run directories
+    ``running``, exactly like a killed separate job: the error names them and a rerun of
+    the sweep resumes them. Ctrl-C stops every worker (each records the interruption).
+    """
+    global _CHUNKS
+    print(f"ensemble launcher: {len(chunks)} ensembles on {workers} worker processes, {threads} thread(s) each",
+          flush=True)  # fmt: skip
+    _CHUNKS = list(chunks)
+    results: List[JobResult] = []
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("fork"))
+    try:
+        futures = [pool.submit(_train_chunk, i, threads) for i in range(len(chunks))]
+        for chunk, future in zip(chunks, futures):
+            try:
+                results += future.result()
+            except Exception as exc:  # the worker process died, or the result could not come back
+                log.error(
+                    "an ensemble worker failed (%s: %s); %s stay unfinished: rerun the sweep to resume them",
+                    type(exc).__name__, exc, ", ".join(m.run_dir.path.name for m in chunk),
+                )
+    except BaseException:  # Ctrl-C or a kill of the launcher: interrupt the workers as Ctrl-C would
+        for process in list(getattr(pool, "_processes", {}).values()):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(process.pid, signal.SIGINT)
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    finally:
+        _CHUNKS = []
+    pool.shutdown(wait=True)
     return results
 
 

@@ -15,7 +15,11 @@ class EnsembleLauncherConf:
     # at most this many jobs train as one ensemble; 0 = by device: 4 on CPU (measured best per
     # member on one thread: larger ensembles outgrow the caches), 64 on a GPU
     max_members: int = 0
-    # torch threads of the launching process while ensembles train; 0 = torch's default (all cores)
+    # worker processes training ensembles in parallel; 0 = by device: one per core on a CPU
+    # (a member's speed does not grow with K there, and two 1-thread processes beat one
+    # 2-thread process), 1 (this process) on a GPU
+    n_jobs: int = 0
+    # torch threads of each process training ensembles; 0 = the cores shared out among them
     threads: int = 0
 
 

@@ -22,10 +22,11 @@ log = logging.getLogger(__name__)
 
 
 class EnsembleLauncher(Launcher):
-    def __init__(self, max_members: int = 0, threads: int = 0) -> None:
+    def __init__(self, max_members: int = 0, threads: int = 0, n_jobs: int = 0) -> None:
         super().__init__()
         self.max_members = int(max_members)
         self.threads = int(threads)
+        self.n_jobs = int(n_jobs)
         self.config: Optional[DictConfig] = None
         self.task_function: Optional[TaskFunction] = None
         self.hydra_context: Optional[HydraContext] = None
@@ -42,8 +43,9 @@ class EnsembleLauncher(Launcher):
         assert self.config is not None and self.hydra_context is not None
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
         Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
-        if self.max_members < 0:
-            raise ValueError(f"hydra.launcher.max_members must be >= 0 (0: by device), got {self.max_members}")
+        for key in ("max_members", "n_jobs", "threads"):
+            if getattr(self, key) < 0:
+                raise ValueError(f"hydra.launcher.{key} must be >= 0 (0: automatic), got {getattr(self, key)}")
         return launch_sweep(
-            self.hydra_context, self.config, job_overrides, initial_job_idx, self.max_members, self.threads
+            self.hydra_context, self.config, job_overrides, initial_job_idx, self.max_members, self.threads, self.n_jobs
         )
