@@ -14,7 +14,9 @@ import pytest
 from conftest import PYTHON, REPO, TINY, compose_job, script_env
 from groktransfer.config.schema import TrainJobConfig, to_typed
 from groktransfer.ensemble.launch import AUTO_MAX_MEMBERS, batch_key, chunk_groups, member_cap, train_planned
+from groktransfer.rundir import RunDir
 from groktransfer.run import Launch, PlannedJob, plan_job
+from groktransfer.runindex import RunIndex
 
 BASE = TINY + ["experiment_name=tiny_sweep", "task=subtract", "train.max_epochs=200", "transfer.source.source_seed=0"]
 # default suite: seeds x learning rates (two AdamW groups in one ensemble), no source run to train
@@ -177,3 +179,113 @@ def test_each_member_log_gets_its_own_lines_and_the_groups(tmp_path: Path) -> No
     assert "the shared loop" in a and "the shared loop" in b
     assert "only b's directory" in b and "only b's directory" not in a
     assert "after the group" not in a + b
+
+
+# two source tasks: two source runs, short enough for the default suite (no grokking needed)
+TWO_SOURCES = BASE + ["seed=0", "transfer=checkpoint", "transfer.source.epoch=100", "transfer.source.max_epochs=200",
+                      "transfer.source.task=add,multiply", "train.max_epochs=60"]  # fmt: skip
+
+
+def test_source_runs_train_first_in_workers_and_equal_those_planning_trains(tmp_path: Path) -> None:
+    root = tmp_path / "multirun"
+    ens, sep = root / "tiny_sweep" / "ensemble", root / "tiny_sweep" / "separate"
+    launcher = ["hydra/launcher=ensemble", "hydra.launcher.n_jobs=2", "hydra.launcher.threads=1"]
+    out = _sweep(TWO_SOURCES, root / "w", ens, "index", launcher).stdout
+    assert "ensemble launcher: 2 source runs train first, on 2 worker processes" in out, out[-3000:]
+    _sweep(TWO_SOURCES, root / "s", sep, "index", [])  # the basic launcher: planning trains each source
+    sources = {r: sorted((root / r / ".sources").glob("*/metrics.csv")) for r in ("w", "s")}
+    assert len(sources["w"]) == 2 and [p.parent.name for p in sources["w"]] == [p.parent.name for p in sources["s"]]
+    for a, b in zip(sources["w"], sources["s"]):
+        assert a.read_bytes() == b.read_bytes(), a.parent.name
+    a, b = _jobs(ens), _jobs(sep)
+    assert sorted(a) == sorted(b) and len(a) == 2
+    for name in a:
+        assert (a[name] / "metrics.csv").read_bytes() == (b[name] / "metrics.csv").read_bytes(), name
+
+
+def test_sources_to_train_lists_each_missing_source_once(tmp_path: Path) -> None:
+    from groktransfer.run import run_identity, sources_to_train
+
+    def job(*overrides: str) -> TrainJobConfig:
+        return to_typed(TrainJobConfig, compose_job(TINY + ["transfer.source.source_seed=0", *overrides], root=tmp_path))
+
+    jobs = [job("transfer=random"), job("transfer=grokked", "seed=0"), job("transfer=memorized", "seed=1"),
+            job("transfer=grokked", "transfer.source.task=multiply"), job("transfer=grokked", "transfer.source.path=x.pt")]  # fmt: skip
+    found = sources_to_train(jobs, tmp_path)
+    assert [s.spec.task["name"] for s in found] == ["add", "multiply"]  # random and file starts need none
+    assert found[0].job is jobs[1]  # the first job that asks trains it
+    cached = found[1].cache.run_dir(found[1].spec)  # a completed source is not trained again
+    cached.path.mkdir(parents=True)
+    cached.update_status(status="completed")
+    known = job("transfer=grokked", "seed=7")  # a job the run index knows (reused or resumed) needs no source
+    RunIndex(tmp_path / ".index").record(run_identity(known), tmp_path / "known")
+    (tmp_path / "known").mkdir()
+    RunDir(tmp_path / "known").update_status(status="completed")
+    assert [s.spec.task["name"] for s in sources_to_train(jobs + [known], tmp_path)] == ["add"]
+    assert sources_to_train([known], tmp_path) == []
+
+
+def _children(pid: int) -> List[int]:
+    """Live (not zombie) processes whose parent is ``pid``, from /proc."""
+    kids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid and fields[0] != "Z":
+            kids.append(int(stat.parent.name))
+    return kids
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads processes from /proc (Linux)")
+def test_workers_do_not_outlive_a_killed_launcher(tmp_path: Path) -> None:
+    """SIGKILL of the launcher (no chance to clean up) interrupts its workers: nothing trains on unlocked."""
+    import signal
+    import time
+
+    root, sweep_dir = tmp_path / "multirun", tmp_path / "multirun" / "sweep"
+    cmd = [PYTHON, "scripts/train.py", "-m", *BASE, "seed=0,1,2,3", "transfer=random", "train.max_epochs=1000000",
+           "train.patience=0", "hydra/launcher=ensemble", "hydra.launcher.n_jobs=2", "hydra.launcher.threads=1",
+           f"paths.root={root}", f"hydra.sweep.dir={sweep_dir}"]  # fmt: skip
+    proc = subprocess.Popen(cmd, cwd=REPO, env=script_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        assert proc.stdout is not None
+        seen = []
+        for line in proc.stdout:  # wait until both workers train
+            seen.append(line)
+            if "train as one ensemble" in line and sum("train as one ensemble" in s for s in seen) == 2:
+                break
+        else:
+            pytest.fail("".join(seen[-30:]))
+        workers = _children(proc.pid)
+        assert len(workers) >= 2, workers
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+        deadline = time.monotonic() + 60
+        while any(_alive(w) for w in workers) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not any(_alive(w) for w in workers), "a worker outlived its launcher"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    statuses = [json.loads(p.read_text())["status"] for p in sweep_dir.glob("*/status.json")]
+    assert statuses == ["stopped"] * 4, statuses  # each member recorded the interruption (resumable)
+
+
+def test_a_negative_launcher_setting_exits_2_before_planning(tmp_path: Path) -> None:
+    cmd = [PYTHON, "scripts/train.py", "-m", *BASE, "seed=0,1", "hydra/launcher=ensemble", "hydra.launcher.n_jobs=-1",
+           f"paths.root={tmp_path}", f"hydra.sweep.dir={tmp_path / 'sweep'}"]  # fmt: skip
+    proc = subprocess.run(cmd, cwd=REPO, env=script_env(), capture_output=True, text=True, timeout=120)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 2, out
+    assert "hydra.launcher.n_jobs must be >= 0 (0: automatic), got -1" in out and "Traceback" not in out
+    assert not list(tmp_path.rglob("status.json"))

@@ -19,7 +19,7 @@ import logging
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Optional, Sequence, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 from omegaconf import OmegaConf
@@ -30,11 +30,12 @@ from groktransfer.callbacks import load_resume_state
 from groktransfer.config.schema import Condition, CpuGemm, TrainJobConfig, drop_default_schedule, to_plain
 from groktransfer.config.validate import ResolvedSeeds, resolve_seeds, validate_job_config
 from groktransfer.device import resolve_device
-from groktransfer.errors import JobError
+from groktransfer.errors import JobError, UserError
 from groktransfer.gemm import set_cpu_gemm
 from groktransfer.rundir import RUN_DIRS, RUN_FILES, RunDir, Status, StatusRecord, library_versions, utc_now
 from groktransfer.runindex import RunIndex, transplant
 from groktransfer.sinks import RunMeta
+from groktransfer.source import SourceCache, SourceSpec, source_spec_from_config
 from groktransfer.starting_point import StartingPoint, build_starting_point, model_for_resume
 from groktransfer.tasks import Task, make_task, task_family, task_seq_len
 from groktransfer.trainer import TrainerCallback
@@ -167,6 +168,47 @@ def run_job(job: TrainJobConfig, launch: Launch, callbacks: Sequence[TrainerCall
         if isinstance(planned, JobResult):
             return planned
         return planned.result(train_in_run_dir(planned.run_dir, planned.plan))
+
+
+@dataclass(frozen=True)
+class SourceToTrain:
+    """A source run that planning a sweep's jobs would train, and the first job that asks for it."""
+
+    cache: SourceCache
+    spec: SourceSpec
+    job: TrainJobConfig
+
+    def train(self) -> None:
+        """Train it into the cache (as :func:`plan_job` would: the job's threads, once across processes)."""
+        configure_torch(self.job.train.threads, self.job.train.flush_denormal, self.job.train.cpu_gemm)
+        self.cache.get_or_train(self.spec, lambda run_dir, spec: train_source_run(run_dir, spec, self.job))
+
+
+def sources_to_train(jobs: Sequence[TrainJobConfig], cwd: Path) -> List[SourceToTrain]:
+    """The uncached source runs these jobs need, each once, in sweep order.
+
+    Mirrors :func:`plan_job`'s decisions without taking its locks: jobs that start at
+    random or from a file need none, and a job the run index already knows (it will be
+    reused or resumed) starts from no source. A guess that goes stale (another process
+    trains the source meanwhile) costs nothing: the cache's lock trains each run once.
+    """
+    found: Dict[Tuple[Path, str], SourceToTrain] = {}
+    for job in jobs:
+        if job.transfer.name == Condition.random or job.transfer.source.path is not None:
+            continue
+        try:
+            validate_job_config(job)
+            seeds = resolve_seeds(job)
+        except UserError:  # planning refuses this job, with the reason
+            continue
+        paths = JobPaths.from_config(job, cwd)
+        if not job.force and RunIndex(paths.run_index).lookup(run_identity(job)) is not None:
+            continue
+        spec = source_spec_from_config(job, seeds.source_seed)
+        cache = SourceCache(paths.source_cache)
+        if not cache.run_dir(spec).is_completed:
+            found.setdefault((paths.source_cache, spec.label), SourceToTrain(cache, spec, job))
+    return list(found.values())
 
 
 @dataclass

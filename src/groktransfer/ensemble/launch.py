@@ -6,9 +6,11 @@
    decision (reuse / resume / fresh) and the starting point (which trains the shared
    source run when it is not cached yet). Jobs that train nothing print their one line
    at once; a job with bad input logs its one-line error and the sweep goes on.
+   With worker processes (below), the source runs missing from the cache are trained
+   first, in parallel (:func:`train_sources`), so planning finds them cached.
 2. Planned jobs are grouped by what an ensemble shares (:func:`batch_key`: everything
    except seed, data_seed, model_seed, the transfer condition, learning rate and weight
-   decay, plus the epoch they start from), in chunks of at most ``max_members``.
+   decay, plus the epoch they start from), in even chunks of at most ``max_members``.
 3. Each group trains as one :class:`~groktransfer.ensemble.trainer.EnsembleTrainer`,
    in this process or, with ``n_jobs`` > 1, in worker processes forked from it (on a
    CPU an ensemble member runs at a separate job's speed on one thread, and two 1-thread
@@ -29,6 +31,8 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import copy
+import ctypes
 import functools
 import json
 import logging
@@ -38,13 +42,13 @@ import os
 import signal
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Sequence
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence
 
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.utils import JobReturn, configure_log, run_job
 from hydra.types import HydraContext
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig, open_dict, read_write
 
 from groktransfer.config.schema import TrainJobConfig, to_plain, to_typed
 from groktransfer.device import resolve_device
@@ -52,7 +56,7 @@ from groktransfer.ensemble.trainer import EnsembleTrainer, MemberResult, incompa
 from groktransfer.errors import UserError
 from groktransfer.gemm import set_cpu_gemm
 from groktransfer.rundir import LOG_FILE, STATUS_FILE
-from groktransfer.run import JobResult, Launch, PlannedJob, plan_job
+from groktransfer.run import JobResult, Launch, PlannedJob, SourceToTrain, plan_job, sources_to_train
 from groktransfer.trainer import TrainingFailure, TrainOutcome
 from groktransfer.training import RunDirTraining
 
@@ -91,16 +95,27 @@ def launch_sweep(
     threads: int,
     n_jobs: int = 1,
 ) -> List[JobReturn]:
-    """Plan every job through Hydra's ``run_job``, then train the planned ones in ensembles."""
+    """Plan every job through Hydra's ``run_job``, then train the planned ones in ensembles.
+
+    With several workers, the source runs the jobs need are trained first, in parallel
+    (planning would train them one after another in this process).
+    """
+    sweep_configs = []
+    for n, overrides in enumerate(job_overrides):
+        sweep_config = hydra_context.config_loader.load_sweep_config(config, list(overrides))
+        with open_dict(sweep_config):
+            sweep_config.hydra.job.id = initial_job_idx + n
+            sweep_config.hydra.job.num = initial_job_idx + n
+        sweep_configs.append(sweep_config)
+    jobs = [job for job in map(_typed_job, sweep_configs) if job is not None] if n_jobs != 1 else []
+    with contextlib.suppress(UserError):  # a device that is not there: planning refuses those jobs, one line each
+        workers = worker_count(n_jobs, jobs[0].train.device) if jobs else 1
+        if workers > 1:
+            train_sources(sources_to_train(jobs, Path(config.hydra.runtime.cwd)), workers)
     returns: List[JobReturn] = []
     planned: List[PlannedJob] = []
     with contextlib.ExitStack() as held:  # each planned job's run-index lock, until it has trained
-        for n, overrides in enumerate(job_overrides):
-            idx = initial_job_idx + n
-            sweep_config = hydra_context.config_loader.load_sweep_config(config, list(overrides))
-            with open_dict(sweep_config):
-                sweep_config.hydra.job.id = idx
-                sweep_config.hydra.job.num = idx
+        for sweep_config in sweep_configs:
             box: Dict[str, PlannedJob] = {}
             ret = run_job(
                 hydra_context=hydra_context,
@@ -115,6 +130,17 @@ def launch_sweep(
         configure_log(config.hydra.hydra_logging, config.hydra.verbose)
         train_planned(planned, max_members, n_jobs=n_jobs, threads=threads)
     return returns
+
+
+def _typed_job(sweep_config: DictConfig) -> Optional[TrainJobConfig]:
+    """A job's typed config as its task function will see it (None if it does not validate: planning says why)."""
+    cfg = copy.deepcopy(sweep_config)
+    with read_write(cfg), open_dict(cfg):
+        del cfg["hydra"]
+    try:
+        return to_typed(TrainJobConfig, cfg)
+    except Exception:
+        return None
 
 
 def _plan_in_hydra_job(cfg: DictConfig, held: contextlib.ExitStack, box: Dict[str, PlannedJob]) -> Optional[JobResult]:
@@ -160,13 +186,11 @@ def usable_cores() -> int:
         return os.cpu_count() or 1
 
 
-def worker_count(n_jobs: int, planned: Sequence[PlannedJob]) -> int:
+def worker_count(n_jobs: int, device: str) -> int:
     """``n_jobs``, or for 0 one worker per core on a CPU and one process on an accelerator."""
     if n_jobs > 0:
         return n_jobs
-    if not planned or resolve_device(planned[0].job.train.device).type != "cpu":
-        return 1
-    return usable_cores()
+    return usable_cores() if resolve_device(device).type == "cpu" else 1
 
 
 def chunk_groups(planned: Sequence[PlannedJob], max_members: int, workers: int = 1) -> List[List[PlannedJob]]:
@@ -200,7 +224,7 @@ def train_planned(planned: Sequence[PlannedJob], max_members: int, n_jobs: int =
     ``n_jobs`` worker processes (0: by device, see :func:`worker_count`) train the
     ensembles in parallel, each with ``threads`` torch threads (0: the cores shared out).
     """
-    workers = worker_count(n_jobs, planned)
+    workers = worker_count(n_jobs, planned[0].job.train.device if planned else "cpu")
     chunks = chunk_groups(planned, max_members, workers)
     workers = min(workers, len(chunks))
     if threads <= 0:
@@ -211,15 +235,23 @@ def train_planned(planned: Sequence[PlannedJob], max_members: int, n_jobs: int =
     return _train_in_workers(chunks, workers, threads)
 
 
-#: The ensembles of the running :func:`_train_in_workers`; worker processes are forked
-#: from the launcher and read their ensemble here, so planned jobs (models, tasks,
-#: callbacks) never need to be pickled.
-_CHUNKS: List[List[PlannedJob]] = []
+def train_sources(sources: Sequence[SourceToTrain], workers: int) -> None:
+    """Train source runs in parallel worker processes (one each, with its job's threads).
+
+    A source that fails here is left to planning, which trains it again for the jobs
+    that need it and records the failure in their status.
+    """
+    if len(sources) < 2:  # one source gains nothing from a worker: planning trains it
+        return
+    workers = min(workers, len(sources))
+    names = ", ".join(s.spec.label for s in sources)
+    print(f"ensemble launcher: {len(sources)} source runs train first, on {workers} worker processes: {names}", flush=True)
+    _in_workers([functools.partial(_train_source, s) for s in sources], workers, [s.spec.label for s in sources])
 
 
-def _train_chunk(index: int, threads: int) -> List[JobResult]:
-    torch.set_num_threads(threads)
-    return train_group(_CHUNKS[index])
+def _train_source(source: SourceToTrain) -> List[JobResult]:
+    source.train()
+    return []
 
 
 def _train_in_workers(chunks: List[List[PlannedJob]], workers: int, threads: int) -> List[JobResult]:
@@ -229,32 +261,65 @@ def _train_in_workers(chunks: List[List[PlannedJob]], workers: int, threads: int
     ``running``, exactly like a killed separate job: the error names them and a rerun of
     the sweep resumes them. Ctrl-C stops every worker (each records the interruption).
     """
-    global _CHUNKS
     print(f"ensemble launcher: {len(chunks)} ensembles on {workers} worker processes, {threads} thread(s) each",
           flush=True)  # fmt: skip
-    _CHUNKS = list(chunks)
+    tasks = [functools.partial(_train_chunk, chunk, threads) for chunk in chunks]
+    return _in_workers(tasks, workers, [", ".join(m.run_dir.path.name for m in chunk) for chunk in chunks])
+
+
+def _train_chunk(chunk: List[PlannedJob], threads: int) -> List[JobResult]:
+    torch.set_num_threads(threads)
+    return train_group(chunk)
+
+
+#: The tasks of the running :func:`_in_workers`. Worker processes are forked from the
+#: launcher and find their task here by index, so nothing is pickled on the way in
+#: (planned jobs hold models, tasks and callbacks); results come back pickled.
+_TASKS: List[Callable[[], List[JobResult]]] = []
+
+
+def _run_task(index: int) -> List[JobResult]:
+    return _TASKS[index]()
+
+
+def _in_workers(tasks: List[Callable[[], List[JobResult]]], workers: int, names: List[str]) -> List[JobResult]:
+    """Run ``tasks`` in ``workers`` processes forked from this one; their results in task order."""
+    global _TASKS
+    _TASKS = list(tasks)
     results: List[JobResult] = []
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("fork"))
+    pool = ProcessPoolExecutor(
+        max_workers=min(workers, len(tasks)), mp_context=multiprocessing.get_context("fork"),
+        initializer=_interrupt_when_launcher_dies,
+    )  # fmt: skip
     try:
-        futures = [pool.submit(_train_chunk, i, threads) for i in range(len(chunks))]
-        for chunk, future in zip(chunks, futures):
+        futures = [pool.submit(_run_task, i) for i in range(len(tasks))]
+        for name, future in zip(names, futures):
             try:
                 results += future.result()
             except Exception as exc:  # the worker process died, or the result could not come back
                 log.error(
-                    "an ensemble worker failed (%s: %s); %s stay unfinished: rerun the sweep to resume them",
-                    type(exc).__name__, exc, ", ".join(m.run_dir.path.name for m in chunk),
+                    "a worker failed (%s: %s); %s stay unfinished: rerun the sweep to resume", type(exc).__name__, exc, name
                 )
-    except BaseException:  # Ctrl-C or a kill of the launcher: interrupt the workers as Ctrl-C would
+    except BaseException:  # Ctrl-C (or SystemExit) in the launcher: interrupt the workers as Ctrl-C would
         for process in list(getattr(pool, "_processes", {}).values()):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(process.pid, signal.SIGINT)
         pool.shutdown(wait=True, cancel_futures=True)
         raise
     finally:
-        _CHUNKS = []
+        _TASKS = []
     pool.shutdown(wait=True)
     return results
+
+
+def _interrupt_when_launcher_dies() -> None:
+    """A worker must not outlive its launcher (whose locks keep a rerun from training the same
+    jobs): on Linux the launcher's death interrupts it as Ctrl-C would."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, signal.SIGINT)
+
+
+_PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 
 
 def train_group(members: Sequence[PlannedJob]) -> List[JobResult]:

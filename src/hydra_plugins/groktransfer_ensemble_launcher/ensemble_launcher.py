@@ -10,6 +10,7 @@ training live in :mod:`groktransfer.ensemble.launch`; this class is Hydra's adap
 from __future__ import annotations
 
 import logging
+import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -39,13 +40,14 @@ class EnsembleLauncher(Launcher):
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         from groktransfer.ensemble.launch import launch_sweep
 
+        for key in ("max_members", "n_jobs", "threads"):
+            if getattr(self, key) < 0:  # bad input: one line and exit code 2 before any job is planned
+                print(f"hydra.launcher.{key} must be >= 0 (0: automatic), got {getattr(self, key)}", file=sys.stderr)
+                raise SystemExit(2)
         setup_globals()
         assert self.config is not None and self.hydra_context is not None
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
         Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
-        for key in ("max_members", "n_jobs", "threads"):
-            if getattr(self, key) < 0:
-                raise ValueError(f"hydra.launcher.{key} must be >= 0 (0: automatic), got {getattr(self, key)}")
         return launch_sweep(
             self.hydra_context, self.config, job_overrides, initial_job_idx, self.max_members, self.threads, self.n_jobs
         )
