@@ -203,6 +203,27 @@ def test_source_runs_train_first_in_workers_and_equal_those_planning_trains(tmp_
         assert (a[name] / "metrics.csv").read_bytes() == (b[name] / "metrics.csv").read_bytes(), name
 
 
+def test_twin_jobs_in_one_sweep_reuse_the_first_instead_of_failing(tmp_path: Path) -> None:
+    """A random start along the source axis is one run (same identity): its twin reuses it, as under joblib."""
+    sweep = BASE + ["seed=0", "transfer=random", "transfer.source.task=add,multiply", "train.max_epochs=30",
+                    "hydra.sweep.subdir=${hydra.job.num}_${transfer.source.task}"]  # fmt: skip
+    launcher = ["hydra/launcher=ensemble", "hydra.launcher.n_jobs=1", "hydra.launcher.threads=1"]
+    out = _sweep(sweep, tmp_path, tmp_path / "sweep", "index", launcher).stdout
+    assert out.count("skipped: already completed") == 1, out[-3000:]
+    statuses = {d.name: json.loads((d / "status.json").read_text()) for d in _jobs(tmp_path / "sweep").values()}
+    assert sorted(statuses) == ["0_add", "1_multiply"]
+    assert [statuses[n]["status"] for n in sorted(statuses)] == ["completed", "completed"]
+    assert statuses["1_multiply"]["reused_from"].endswith("0_add")
+
+
+def test_first_of_each_identity_defers_twins(tmp_path: Path) -> None:
+    from groktransfer.ensemble.launch import first_of_each_identity
+
+    a, b = (to_typed(TrainJobConfig, compose_job(TINY + [f"seed={s}"], root=tmp_path)) for s in (0, 1))
+    assert first_of_each_identity([0, 1, 2, 3, 4], [a, b, a, None, None]) == ([0, 1, 3, 4], [2])
+    assert first_of_each_identity([2], [a, b, a]) == ([2], [])
+
+
 def test_sources_to_train_lists_each_missing_source_once(tmp_path: Path) -> None:
     from groktransfer.run import run_identity, sources_to_train
 

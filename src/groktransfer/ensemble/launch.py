@@ -42,7 +42,7 @@ import os
 import signal
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import torch
 from hydra.core.hydra_config import HydraConfig
@@ -56,7 +56,7 @@ from groktransfer.ensemble.trainer import EnsembleTrainer, MemberResult, incompa
 from groktransfer.errors import UserError
 from groktransfer.gemm import set_cpu_gemm
 from groktransfer.rundir import LOG_FILE, STATUS_FILE
-from groktransfer.run import JobResult, Launch, PlannedJob, SourceToTrain, plan_job, sources_to_train
+from groktransfer.run import JobResult, Launch, PlannedJob, SourceToTrain, plan_job, run_identity, sources_to_train
 from groktransfer.trainer import TrainingFailure, TrainOutcome
 from groktransfer.training import RunDirTraining
 
@@ -98,7 +98,8 @@ def launch_sweep(
     """Plan every job through Hydra's ``run_job``, then train the planned ones in ensembles.
 
     With several workers, the source runs the jobs need are trained first, in parallel
-    (planning would train them one after another in this process).
+    (planning would train them one after another in this process). Twins of an earlier
+    job are planned in a later round (:func:`first_of_each_identity`).
     """
     sweep_configs = []
     for n, overrides in enumerate(job_overrides):
@@ -107,29 +108,60 @@ def launch_sweep(
             sweep_config.hydra.job.id = initial_job_idx + n
             sweep_config.hydra.job.num = initial_job_idx + n
         sweep_configs.append(sweep_config)
-    jobs = [job for job in map(_typed_job, sweep_configs) if job is not None] if n_jobs != 1 else []
+    jobs = [_typed_job(c) for c in sweep_configs]
+    valid = [job for job in jobs if job is not None]
     with contextlib.suppress(UserError):  # a device that is not there: planning refuses those jobs, one line each
-        workers = worker_count(n_jobs, jobs[0].train.device) if jobs else 1
+        workers = worker_count(n_jobs, valid[0].train.device) if valid else 1
         if workers > 1:
-            train_sources(sources_to_train(jobs, Path(config.hydra.runtime.cwd)), workers)
-    returns: List[JobReturn] = []
-    planned: List[PlannedJob] = []
-    with contextlib.ExitStack() as held:  # each planned job's run-index lock, until it has trained
-        for sweep_config in sweep_configs:
-            box: Dict[str, PlannedJob] = {}
-            ret = run_job(
-                hydra_context=hydra_context,
-                task_function=functools.partial(_plan_in_hydra_job, held=held, box=box),
-                config=sweep_config,
-                job_dir_key="hydra.sweep.dir",
-                job_subdir_key="hydra.sweep.subdir",
-            )
-            returns.append(ret)
-            if "planned" in box:
-                planned.append(box["planned"])
-        configure_log(config.hydra.hydra_logging, config.hydra.verbose)
-        train_planned(planned, max_members, n_jobs=n_jobs, threads=threads)
-    return returns
+            train_sources(sources_to_train(valid, Path(config.hydra.runtime.cwd)), workers)
+    returns: Dict[int, JobReturn] = {}
+    pending = list(range(len(sweep_configs)))
+    while pending:
+        now, pending = first_of_each_identity(pending, jobs)
+        planned: List[PlannedJob] = []
+        with contextlib.ExitStack() as held:  # each planned job's run-index lock, until it has trained
+            for i in now:
+                box: Dict[str, PlannedJob] = {}
+                returns[i] = run_job(
+                    hydra_context=hydra_context,
+                    task_function=functools.partial(_plan_in_hydra_job, held=held, box=box),
+                    config=sweep_configs[i],
+                    job_dir_key="hydra.sweep.dir",
+                    job_subdir_key="hydra.sweep.subdir",
+                )
+                if "planned" in box:
+                    planned.append(box["planned"])
+            configure_log(config.hydra.hydra_logging, config.hydra.verbose)
+            train_planned(planned, max_members, n_jobs=n_jobs, threads=threads)
+    return [returns[i] for i in sorted(returns)]
+
+
+def first_of_each_identity(indices: Sequence[int], jobs: Sequence[Optional[TrainJobConfig]]) -> Tuple[List[int], List[int]]:
+    """Split jobs into those planned now and twins of an earlier one (the same run identity).
+
+    A planned job holds its identity's run-index lock until it has trained, so a twin in
+    the same sweep (e.g. the random start along a task matrix's source axis) waits for
+    the next round, where it finds the run completed and reuses it, as it would under
+    any other launcher.
+    """
+    seen, now, later = set(), [], []
+    for i in indices:
+        identity = _identity(jobs[i])
+        if identity is not None and identity in seen:
+            later.append(i)
+        else:
+            seen.add(identity)
+            now.append(i)
+    return now, later
+
+
+def _identity(job: Optional[TrainJobConfig]) -> Optional[str]:
+    if job is None:
+        return None
+    try:
+        return run_identity(job)
+    except UserError:  # planning refuses it, with the reason
+        return None
 
 
 def _typed_job(sweep_config: DictConfig) -> Optional[TrainJobConfig]:
