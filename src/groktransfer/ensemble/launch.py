@@ -311,7 +311,12 @@ _TASKS: List[Callable[[], List[JobResult]]] = []
 
 
 def _run_task(index: int) -> List[JobResult]:
-    return _TASKS[index]()
+    try:
+        return _TASKS[index]()
+    except KeyboardInterrupt:
+        if _launcher_gone:  # nobody to hand a result to; idle, this process would wait for work forever
+            os._exit(130)
+        raise
 
 
 def _in_workers(tasks: List[Callable[[], List[JobResult]]], workers: int, names: List[str]) -> List[JobResult]:
@@ -321,7 +326,7 @@ def _in_workers(tasks: List[Callable[[], List[JobResult]]], workers: int, names:
     results: List[JobResult] = []
     pool = ProcessPoolExecutor(
         max_workers=min(workers, len(tasks)), mp_context=multiprocessing.get_context("fork"),
-        initializer=_interrupt_when_launcher_dies,
+        initializer=_worker_setup, initargs=(os.getpid(),),
     )  # fmt: skip
     try:
         futures = [pool.submit(_run_task, i) for i in range(len(tasks))]
@@ -344,14 +349,36 @@ def _in_workers(tasks: List[Callable[[], List[JobResult]]], workers: int, names:
     return results
 
 
-def _interrupt_when_launcher_dies() -> None:
-    """A worker must not outlive its launcher (whose locks keep a rerun from training the same
-    jobs): on Linux the launcher's death interrupts it as Ctrl-C would."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, signal.SIGINT)
-
-
+_launcher_gone = False  # in a worker: set when its launcher has died
 _PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
+
+
+def _worker_setup(launcher_pid: int) -> None:
+    """A worker is interrupted once, as by Ctrl-C, and never outlives its launcher.
+
+    The first SIGINT raises KeyboardInterrupt (the members record ``stopped``); later ones
+    are ignored, so recording it is not cut short. On Linux the launcher's death sends a
+    SIGHUP (``PR_SET_PDEATHSIG``) that does the same and then ends the worker: the
+    launcher's run-index locks, which keep a rerun from training the same jobs, died with it.
+    """
+    signal.signal(signal.SIGINT, _interrupt_once)
+    signal.signal(signal.SIGHUP, _launcher_died)
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, signal.SIGHUP)
+    if os.getppid() != launcher_pid:  # it died before the line above
+        os._exit(130)
+
+
+def _interrupt_once(signum: int, frame: Any) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    raise KeyboardInterrupt
+
+
+def _launcher_died(signum: int, frame: Any) -> None:
+    global _launcher_gone
+    _launcher_gone = True
+    _interrupt_once(signum, frame)
 
 
 def train_group(members: Sequence[PlannedJob]) -> List[JobResult]:
