@@ -23,9 +23,9 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from groktransfer.config.schema import TrainJobConfig, register_configs, to_typed
-from groktransfer.errors import UserError
-from groktransfer.rundir import STATUS_FILE, Status
-from groktransfer.run import Launch, run_job
+from groktransfer.utils.errors import UserError
+from groktransfer.runs.rundir import STATUS_FILE, Status
+from groktransfer.jobs.run_job import Launch, run_job
 
 log = logging.getLogger("groktransfer")
 register_configs()

@@ -54,8 +54,8 @@ def test_invalid_choice_fails_at_compose_time_listing_the_choices(override: str,
 
 def test_task_choices_are_the_implemented_tasks() -> None:
     from groktransfer.config.schema import TaskName
-    from groktransfer.digit_tasks import DIGIT_TASKS
-    from groktransfer.tasks import TASKS
+    from groktransfer.tasks.digits import DIGIT_TASKS
+    from groktransfer.tasks.modular import TASKS
 
     assert set(TaskName.values()) == set(TASKS) | set(DIGIT_TASKS)
 
@@ -119,7 +119,7 @@ def test_bad_config_exits_nonzero_with_one_readable_error(tmp_path: Path) -> Non
 
 
 def test_source_optimizer_overrides_enter_the_source_hash() -> None:
-    from groktransfer.source import source_spec_from_config
+    from groktransfer.transfer.source_runs import source_spec_from_config
 
     plain = source_spec_from_config(compose_job(["transfer=grokked"]), 0)
     faster = source_spec_from_config(compose_job(["transfer=grokked", "+transfer.source.optimizer.lr=3e-3"]), 0)

@@ -14,8 +14,8 @@ import torch
 from conftest import PYTHON, REPO, compose_job, run_in, script_env
 from groktransfer.config.schema import CpuGemm, ModelConfig, OptimizerConfig, TrainConfig
 from groktransfer.config.validate import ConfigError, validate_job_config
-from groktransfer.digit_measures import class_accuracy, compute_digit_measures, fourier_power_over_digits, per_position
-from groktransfer.digit_tasks import (
+from groktransfer.measures.digits import class_accuracy, compute_digit_measures, fourier_power_over_digits, per_position
+from groktransfer.tasks.digits import (
     CASCADE,
     DIRECT,
     NO_CARRY,
@@ -27,10 +27,10 @@ from groktransfer.digit_tasks import (
     from_digits,
     to_digits,
 )
-from groktransfer.gemm import set_cpu_gemm
-from groktransfer.model import HookedGrokTransformer
-from groktransfer.tasks import Task
-from groktransfer.trainer import Trainer
+from groktransfer.model.gemm import set_cpu_gemm
+from groktransfer.model.transformer import HookedGrokTransformer
+from groktransfer.tasks.modular import Task
+from groktransfer.training.trainer import Trainer
 
 
 def attn_only_config(n_ctx: int = 14, **kw) -> ModelConfig:
@@ -356,7 +356,7 @@ def test_plain_transformer_lens_state_dict_loads_by_path(tmp_path: Path) -> None
     overrides = TINY_DIGIT + ["transfer=grokked", f"transfer.source.path={path}", "train.max_epochs=1"]
     result = run_in(tmp_path, "loaded", overrides)
     assert result.status == "completed"
-    from groktransfer.checkpoint import load_checkpoint
+    from groktransfer.model.checkpoint import load_checkpoint
 
     start = load_checkpoint(result.run_dir / "checkpoints" / "epoch_000000.pt")
     assert all(torch.equal(start.state_dict[k], v) for k, v in donor.state_dict().items())

@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from groktransfer.config.schema import ModelConfig, OptimizerConfig, TrainConfig
-from groktransfer.ensemble.trainer import EnsembleTrainer, IncompatibleMembers, incompatibility
-from groktransfer.model import HookedGrokTransformer
-from groktransfer.tasks import Task
-from groktransfer.trainer import EvalResult, Trainer, TrainerCallback, TrainingFailure, TrainOutcome
+from groktransfer.training.ensemble import EnsembleTrainer, IncompatibleMembers, incompatibility
+from groktransfer.model.transformer import HookedGrokTransformer
+from groktransfer.tasks.modular import Task
+from groktransfer.training.trainer import EvalResult, Trainer, TrainerCallback, TrainingFailure, TrainOutcome
 
 # Float tolerance of the equality. The ensemble runs the same kernels over a member axis
 # and the same AdamW, so on this machine the weights stay bit-identical to separate runs

@@ -21,8 +21,8 @@ from typing import Any, Dict, List, Mapping, Optional, Type, TypeVar, Union
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
 
-from groktransfer.choices import Choice
-from groktransfer.errors import UserError
+from groktransfer.utils.choices import Choice
+from groktransfer.utils.errors import UserError
 
 
 class ConfigError(UserError, ValueError):
@@ -31,7 +31,7 @@ class ConfigError(UserError, ValueError):
 
 # --------------------------------------------------------------------------- choices
 class TaskName(Choice):
-    """The arithmetic tasks of ``groktransfer.tasks.TASKS`` (kept equal by a test)."""
+    """The arithmetic tasks of ``groktransfer.tasks.modular.TASKS`` (kept equal by a test)."""
 
     add = "add"
     subtract = "subtract"
@@ -39,7 +39,7 @@ class TaskName(Choice):
     divide = "divide"
     x2xyy2 = "x2xyy2"
     int_add = "int_add"
-    digit_add = "digit_add"  # the digit family (groktransfer.digit_tasks.DIGIT_TASKS)
+    digit_add = "digit_add"  # the digit family (groktransfer.tasks.digits.DIGIT_TASKS)
     digit_sub = "digit_sub"
 
 
@@ -99,7 +99,7 @@ class Pick(Choice):
 
 
 class CpuGemm(Choice):
-    """Which library multiplies float32 matrices on CPU in the fast path (see groktransfer.gemm)."""
+    """Which library multiplies float32 matrices on CPU in the fast path (see groktransfer.model.gemm)."""
 
     onednn = "onednn"
     blas = "blas"
@@ -128,7 +128,7 @@ class TaskConfig:
     p: int = 113
     frac_train: float = 0.3
     data_seed: Optional[int] = None
-    # digit tasks only (see groktransfer.digit_tasks): operand length, an (n+1)-th answer
+    # digit tasks only (see groktransfer.tasks.digits): operand length, an (n+1)-th answer
     # digit, and for n_digits > 2 the sizes of the sampled train and test sets
     n_digits: int = 4
     carry_out: bool = False
@@ -196,9 +196,9 @@ class TrainConfig:
     # stop once the *last* threshold has held this many epochs (0 = never stop early)
     patience: int = 500
     threads: int = 1
-    # auto | cpu | cuda | cuda:N | mps (auto: CUDA when torch sees a GPU); see groktransfer.device
+    # auto | cpu | cuda | cuda:N | mps (auto: CUDA when torch sees a GPU); see groktransfer.training.device
     device: str = "auto"
-    # CUDA only: deterministic kernels and cuBLAS workspace (repeatable numbers; see groktransfer.device)
+    # CUDA only: deterministic kernels and cuBLAS workspace (repeatable numbers; see groktransfer.training.device)
     deterministic: bool = True
     # flush float32 denormals to zero: weight decay drives many weights into the denormal
     # range, where CPU arithmetic is several times slower (measured: a memorised-start

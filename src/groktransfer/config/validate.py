@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from typing import Any, List, Optional
 
 from groktransfer.config.schema import Component, ComponentAction, Condition, ConfigError, OptimizerConfig, to_plain
-from groktransfer.digit_tasks import DigitSettings, DigitTask, is_digit_task
-from groktransfer.tasks import TASKS, is_prime
+from groktransfer.tasks.digits import DigitSettings, DigitTask, is_digit_task
+from groktransfer.tasks.modular import TASKS, is_prime
 
 __all__ = ["ConfigError", "ResolvedSeeds", "resolve_seeds", "validate_job_config"]
 

@@ -15,7 +15,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import pandas as pd
 
-from groktransfer.rundir import CHECKPOINT_DIR, CONFIG_FILE, FINAL_CHECKPOINT
+from groktransfer.runs.rundir import CHECKPOINT_DIR, CONFIG_FILE, FINAL_CHECKPOINT
 
 from ..collect import RunRecord
 from ..report import ReportFigure, ReportSection, ReportTable
@@ -127,7 +127,7 @@ def circuit_sections(runs: Sequence[RunRecord], out_dir: Path, settings: Any = N
     The Fourier circuit analysis reads modular (a, b) tasks only: digit-task runs are
     left out here (the digit section covers them) and said so.
     """
-    from groktransfer.digit_tasks import is_digit_task
+    from groktransfer.tasks.digits import is_digit_task
 
     digit = [r for r in runs if r.task and is_digit_task(r.task)]
     runs = [r for r in runs if not (r.task and is_digit_task(r.task))]

@@ -25,12 +25,12 @@ from typing import Any, Callable, Dict, List, Mapping, Optional
 import pandas as pd
 from filelock import FileLock, Timeout
 
-from groktransfer.atomic import write_json
-from groktransfer.errors import UserError
+from groktransfer.utils.atomic import write_json
+from groktransfer.utils.errors import UserError
 from groktransfer.config.schema import TaskConfig, TrainJobConfig, drop_default_schedule, to_plain, to_typed
-from groktransfer.rundir import RunDir
-from groktransfer.trainer import Streak
-from groktransfer.tasks import task_family, task_seq_len
+from groktransfer.runs.rundir import RunDir
+from groktransfer.training.trainer import Streak
+from groktransfer.tasks.modular import task_family, task_seq_len
 
 log = logging.getLogger(__name__)
 
@@ -436,7 +436,7 @@ def write_manifest(run_dir: RunDir) -> None:
 
 def load_check(run_dir: RunDir) -> List[str]:
     """Problems loading the run's checkpoints (used when no manifest was recorded)."""
-    from groktransfer.checkpoint import CheckpointError, load_checkpoint
+    from groktransfer.model.checkpoint import CheckpointError, load_checkpoint
 
     problems = []
     for path in run_dir.epoch_checkpoints():

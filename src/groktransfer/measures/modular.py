@@ -6,7 +6,7 @@ below watch the circuit directly, so a transfer experiment can say *what* was ca
 over from the source task, not only how fast the target was learned.
 
 Everything is computed on all inputs at once with matrix products against the
-orthonormal bases of ``groktransfer.fourier``; nothing loops over neurons or frequencies.
+orthonormal bases of ``groktransfer.tasks.fourier``; nothing loops over neurons or frequencies.
 Throughout, a *logit tensor* is the last-position logits read on the group grid as
 L[x, y, z] (input coordinates x, y; output coordinate z), n = modulus of the group,
 W = n // 2 = number of non-constant frequencies, and the task's *target direction* at
@@ -62,13 +62,13 @@ from typing import Dict, List, Mapping, Optional, Tuple, Union
 import torch
 import torch.nn.functional as F
 
-from groktransfer.fourier import CONST, COS, SIN, FourierBasis, GroupFourier, fourier_basis
-from groktransfer.rundir import FREQ_ROW_KEYS, MEASURE_BASE_COLUMNS, MEASURE_FOURIER_COLUMNS, MEASURE_INPUT_FOURIER_COLUMNS
-from groktransfer.tasks import Task
+from groktransfer.tasks.fourier import CONST, COS, SIN, FourierBasis, GroupFourier, fourier_basis
+from groktransfer.runs.rundir import FREQ_ROW_KEYS, MEASURE_BASE_COLUMNS, MEASURE_FOURIER_COLUMNS, MEASURE_INPUT_FOURIER_COLUMNS
+from groktransfer.tasks.modular import Task
 
 Scalar = Union[float, int, str]
 
-# Column names are part of the run-directory contract (groktransfer.rundir).
+# Column names are part of the run-directory contract (groktransfer.runs.rundir).
 BASE_COLUMNS = MEASURE_BASE_COLUMNS
 FOURIER_COLUMNS = MEASURE_FOURIER_COLUMNS
 INPUT_FOURIER_COLUMNS = MEASURE_INPUT_FOURIER_COLUMNS

@@ -1,6 +1,6 @@
 """K jobs trained as one model whose weights carry a leading member axis.
 
-Each member is an ordinary :class:`~groktransfer.trainer.Trainer` (model, AdamW,
+Each member is an ordinary :class:`~groktransfer.training.trainer.Trainer` (model, AdamW,
 lr schedule, threshold tracker, callbacks) that never runs its own loop: it holds the
 member's state in exactly the form a separate job holds it, so the callbacks that
 write a run directory receive the same object either way. The ensemble keeps the
@@ -10,7 +10,7 @@ checkpoint) or when the set of members changes.
 
 Why this is K independent trainings:
 
-* forward: :func:`groktransfer.lastpos.last_position_logits` batches every product
+* forward: :func:`groktransfer.model.lastpos.last_position_logits` batches every product
   over the member axis and gathers only inside a member's slice of each table;
 * loss: each member's mean cross-entropy over its own training pairs (float64), summed
   -- the gradient of a sum is each member's own gradient;
@@ -36,9 +36,9 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from groktransfer.embedding_map import has_embedding_map
-from groktransfer.lastpos import last_position_logits
-from groktransfer.trainer import EvalResult, Trainer, TrainingFailure, TrainOutcome, adamw
+from groktransfer.transfer.embedding_map import has_embedding_map
+from groktransfer.model.lastpos import last_position_logits
+from groktransfer.training.trainer import EvalResult, Trainer, TrainingFailure, TrainOutcome, adamw
 
 log = logging.getLogger(__name__)
 

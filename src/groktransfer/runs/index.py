@@ -28,8 +28,8 @@ from typing import Optional
 
 from filelock import FileLock
 
-from groktransfer.atomic import write_json
-from groktransfer.rundir import HYDRA_DIR, LOG_FILE, WANDB_DIR, RunDir, Status, utc_now
+from groktransfer.utils.atomic import write_json
+from groktransfer.runs.rundir import HYDRA_DIR, LOG_FILE, WANDB_DIR, RunDir, Status, utc_now
 
 # Files never brought along when a run is reused or resumed elsewhere.
 _SKIP_ON_TRANSPLANT = {HYDRA_DIR, LOG_FILE, WANDB_DIR}

@@ -31,7 +31,7 @@ from typing import Any
 
 import torch
 
-from groktransfer.errors import UserError
+from groktransfer.utils.errors import UserError
 
 log = logging.getLogger(__name__)
 

@@ -37,9 +37,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Dict, Optional, Tuple
 
-from groktransfer.atomic import write_json
-from groktransfer.choices import Choice
-from groktransfer.errors import UserError
+from groktransfer.utils.atomic import write_json
+from groktransfer.utils.choices import Choice
+from groktransfer.utils.errors import UserError
 
 #: Version of the status record written by this code; bump on an incompatible change.
 SCHEMA_VERSION = 1

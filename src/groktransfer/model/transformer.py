@@ -34,8 +34,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from groktransfer.config.schema import Component, ModelConfig, to_typed
-from groktransfer.transfer import component_parameters
-from groktransfer.lastpos import last_position_logits
+from groktransfer.transfer.components import component_parameters
+from groktransfer.model.lastpos import last_position_logits
 
 #: Sequence length of the modular tasks ([a, b, =]); a ModelConfig with n_ctx=None and no task gets it.
 MODULAR_SEQ_LEN = 3
@@ -323,7 +323,7 @@ class HookedGrokTransformer(nn.Module):
     def _forward_last_one_layer(self, tokens: torch.Tensor) -> torch.Tensor:
         """Last-position logits of a one-layer, LayerNorm-free model, without [batch, pos, d_model] tensors.
 
-        The model is a one-member ensemble of :func:`groktransfer.lastpos.last_position_logits`
+        The model is a one-member ensemble of :func:`groktransfer.model.lastpos.last_position_logits`
         (see there for how it works); the unsqueezed parameters are views, so gradients
         reach the parameters unchanged.
         """

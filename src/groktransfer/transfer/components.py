@@ -21,8 +21,8 @@ from typing import Any, Dict, Iterable, List, Mapping
 import torch
 
 from groktransfer.config.schema import Component, ComponentAction
-from groktransfer.errors import UserError
-from groktransfer.embedding_map import attach_embedding_map
+from groktransfer.utils.errors import UserError
+from groktransfer.transfer.embedding_map import attach_embedding_map
 
 log = logging.getLogger(__name__)
 

@@ -14,16 +14,16 @@ from typing import Any, Dict, Optional
 
 import torch
 
-from groktransfer.atomic import atomic_open
-from groktransfer.checkpoint import save_checkpoint
-from groktransfer.errors import JobError
-from groktransfer.digit_measures import compute_digit_measures
-from groktransfer.measures import compute_progress_measures
-from groktransfer.rundir import RunDir
+from groktransfer.utils.atomic import atomic_open
+from groktransfer.model.checkpoint import save_checkpoint
+from groktransfer.utils.errors import JobError
+from groktransfer.measures.digits import compute_digit_measures
+from groktransfer.measures.modular import compute_progress_measures
+from groktransfer.runs.rundir import RunDir
 from groktransfer.sinks import SinkGroup
-from groktransfer.tasks import Task
-from groktransfer.trainer import EvalResult, Trainer, TrainerCallback
-from groktransfer.transfer import named_optimizer_state
+from groktransfer.tasks.modular import Task
+from groktransfer.training.trainer import EvalResult, Trainer, TrainerCallback
+from groktransfer.transfer.components import named_optimizer_state
 
 
 class WallClock:

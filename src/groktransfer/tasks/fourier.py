@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Dict, List, Optional, Tuple
 import torch
 
 if TYPE_CHECKING:  # tasks imports config; keep this module importable on its own
-    from groktransfer.tasks import Task
+    from groktransfer.tasks.modular import Task
 
 # Per group: (coordinates are discrete logs?, sign of y in the target x ± y - z).
 _GROUPS: Dict[str, Tuple[bool, int]] = {

@@ -19,19 +19,19 @@ from typing import Any, Callable, Dict, List, Optional
 
 import torch
 
-from groktransfer.checkpoint import LoadedCheckpoint, load_checkpoint
+from groktransfer.model.checkpoint import LoadedCheckpoint, load_checkpoint
 from groktransfer.config.schema import (
     Component, ComponentAction, Condition, ModelConfig, TaskConfig, TrainJobConfig, to_plain, to_typed,
 )  # fmt: skip
 from groktransfer.config.validate import ResolvedSeeds
-from groktransfer.errors import JobError
-from groktransfer.model import HookedGrokTransformer
-from groktransfer.rundir import RunDir
-from groktransfer.embedding_map import attach_embedding_map
-from groktransfer.measures import compute_progress_measures
-from groktransfer.source import SourceCache, SourceSpec, choose_source_checkpoint, source_spec_from_config, start_measures
-from groktransfer.tasks import make_task, task_family
-from groktransfer.transfer import (
+from groktransfer.utils.errors import JobError
+from groktransfer.model.transformer import HookedGrokTransformer
+from groktransfer.runs.rundir import RunDir
+from groktransfer.transfer.embedding_map import attach_embedding_map
+from groktransfer.measures.modular import compute_progress_measures
+from groktransfer.transfer.source_runs import SourceCache, SourceSpec, choose_source_checkpoint, source_spec_from_config, start_measures
+from groktransfer.tasks.modular import make_task, task_family
+from groktransfer.transfer.components import (
     TransferPlan,
     adapt_paper_unembed,
     apply_embedding_map,

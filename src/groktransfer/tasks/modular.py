@@ -174,7 +174,7 @@ class Task:
 
 def make_task(cfg: TaskConfig, data_seed: int):
     """Any task from its config: a modular ``Task`` or, for the digit family, a ``DigitTask``."""
-    from groktransfer.digit_tasks import DigitTask, is_digit_task
+    from groktransfer.tasks.digits import DigitTask, is_digit_task
 
     if is_digit_task(str(cfg.name)):
         return DigitTask.from_config(cfg, data_seed)
@@ -183,13 +183,13 @@ def make_task(cfg: TaskConfig, data_seed: int):
 
 def task_family(name: str) -> str:
     """``digit`` for the digit tasks, ``modular`` for the (a, b) tasks of this module."""
-    from groktransfer.digit_tasks import is_digit_task
+    from groktransfer.tasks.digits import is_digit_task
 
     return "digit" if is_digit_task(name) else "modular"
 
 
 def task_seq_len(task_cfg) -> int:
     """Tokens per example of a task config: 3 for the modular tasks, the digit layout's length otherwise."""
-    from groktransfer.digit_tasks import is_digit_task, settings_from_config
+    from groktransfer.tasks.digits import is_digit_task, settings_from_config
 
     return settings_from_config(task_cfg).seq_len if is_digit_task(str(task_cfg.name)) else 3

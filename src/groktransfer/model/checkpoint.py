@@ -30,11 +30,11 @@ from typing import Any, Dict, List, Literal, Mapping, Optional, Tuple, Union
 
 import torch
 
-from groktransfer.atomic import atomic_open
+from groktransfer.utils.atomic import atomic_open
 from groktransfer.config.schema import ModelConfig, to_typed
-from groktransfer.errors import UserError
-from groktransfer.model import HookedGrokTransformer
-from groktransfer.embedding_map import transformer_lens_state
+from groktransfer.utils.errors import UserError
+from groktransfer.model.transformer import HookedGrokTransformer
+from groktransfer.transfer.embedding_map import transformer_lens_state
 
 FORMAT = "groktransfer/1"
 SourceFormat = Literal["groktransfer", "nanda2023", "transformer_lens"]

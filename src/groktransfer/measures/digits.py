@@ -21,8 +21,8 @@ from typing import Any, Dict, List, Mapping
 
 import torch
 
-from groktransfer.digit_tasks import CARRY_CLASS_NAMES, EXAMPLE_CLASS_NAMES, N_DIGIT_TASKS_FREQS, DigitTask
-from groktransfer.measures import weight_sq_norms
+from groktransfer.tasks.digits import CARRY_CLASS_NAMES, EXAMPLE_CLASS_NAMES, N_DIGIT_TASKS_FREQS, DigitTask
+from groktransfer.measures.modular import weight_sq_norms
 
 Scalar = Any
 

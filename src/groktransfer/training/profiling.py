@@ -15,8 +15,8 @@ from typing import Optional
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from groktransfer.rundir import PROFILE_SUMMARY, PROFILE_TRACE
-from groktransfer.trainer import Trainer, TrainerCallback
+from groktransfer.runs.rundir import PROFILE_SUMMARY, PROFILE_TRACE
+from groktransfer.training.trainer import Trainer, TrainerCallback
 
 log = logging.getLogger(__name__)
 

@@ -30,9 +30,9 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from groktransfer.config.schema import OptimizerConfig, Schedule, TrainConfig
-from groktransfer.rundir import threshold_key
-from groktransfer.device import loss_dtype, to_cpu
-from groktransfer.tasks import Task
+from groktransfer.runs.rundir import threshold_key
+from groktransfer.training.device import loss_dtype, to_cpu
+from groktransfer.tasks.modular import Task
 
 
 class TrainingFailure(RuntimeError):
@@ -273,7 +273,7 @@ class Trainer:
         self.thresholds = ThresholdTracker([float(t) for t in train_cfg.thresholds])
         self.epoch = 0
         self.last_eval: Optional[EvalResult] = None
-        # The task's tensors live where the model does (train.device); see groktransfer.device.
+        # The task's tensors live where the model does (train.device); see groktransfer.training.device.
         self.device = next(model.parameters()).device
         self._loss_dtype = loss_dtype(self.device)
         train_idx, _ = task.split

@@ -2,7 +2,7 @@
 
 1. Every job goes through Hydra's own ``run_job`` -- its directory, ``.hydra/`` files
    and log file are made exactly as under any launcher -- with a task function that
-   *plans* the job (:func:`groktransfer.run.plan_job`): the config checks, the run-index
+   *plans* the job (:func:`groktransfer.jobs.run_job.plan_job`): the config checks, the run-index
    decision (reuse / resume / fresh) and the starting point (which trains the shared
    source run when it is not cached yet). Jobs that train nothing print their one line
    at once; a job with bad input logs its one-line error and the sweep goes on.
@@ -11,7 +11,7 @@
 2. Planned jobs are grouped by what an ensemble shares (:func:`batch_key`: everything
    except seed, data_seed, model_seed, the transfer condition, learning rate and weight
    decay, plus the epoch they start from), in even chunks of at most ``max_members``.
-3. Each group trains as one :class:`~groktransfer.ensemble.trainer.EnsembleTrainer`,
+3. Each group trains as one :class:`~groktransfer.training.ensemble.EnsembleTrainer`,
    in this process or, with ``n_jobs`` > 1, in worker processes forked from it (on a
    CPU an ensemble member runs at a separate job's speed on one thread, and two 1-thread
    processes beat one 2-thread process, so a CPU sweep spreads its groups over one
@@ -19,7 +19,7 @@
    If the members' trainers turn out incompatible (a frozen component, carried AdamW
    state, a profiler, a model without the fast path...), they train one at a time
    instead, after a one-line notice -- never a wrong result. Either way every member's
-   run directory is opened and finished by :class:`~groktransfer.training.RunDirTraining`,
+   run directory is opened and finished by :class:`~groktransfer.runs.train_run_dir.RunDirTraining`,
    the code a separate job uses, and a member is finished as soon as it stops.
 
 While a group trains, each member's ``train.log`` (where Hydra put its planning
@@ -51,14 +51,14 @@ from hydra.types import HydraContext
 from omegaconf import DictConfig, open_dict, read_write
 
 from groktransfer.config.schema import TrainJobConfig, to_plain, to_typed
-from groktransfer.device import resolve_device
-from groktransfer.ensemble.trainer import EnsembleTrainer, MemberResult, incompatibility
-from groktransfer.errors import UserError
-from groktransfer.gemm import set_cpu_gemm
-from groktransfer.rundir import LOG_FILE, STATUS_FILE
-from groktransfer.run import JobResult, Launch, PlannedJob, SourceToTrain, plan_job, run_identity, sources_to_train
-from groktransfer.trainer import TrainingFailure, TrainOutcome
-from groktransfer.training import RunDirTraining
+from groktransfer.training.device import resolve_device
+from groktransfer.training.ensemble import EnsembleTrainer, MemberResult, incompatibility
+from groktransfer.utils.errors import UserError
+from groktransfer.model.gemm import set_cpu_gemm
+from groktransfer.runs.rundir import LOG_FILE, STATUS_FILE
+from groktransfer.jobs.run_job import JobResult, Launch, PlannedJob, SourceToTrain, plan_job, run_identity, sources_to_train
+from groktransfer.training.trainer import TrainingFailure, TrainOutcome
+from groktransfer.runs.train_run_dir import RunDirTraining
 
 log = logging.getLogger("groktransfer")
 

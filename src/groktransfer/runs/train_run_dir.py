@@ -16,8 +16,8 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import torch
 
-from groktransfer.callbacks import RunDirCallbacks, WallClock, load_resume_state
-from groktransfer.checkpoint import save_checkpoint
+from groktransfer.runs.callbacks import RunDirCallbacks, WallClock, load_resume_state
+from groktransfer.model.checkpoint import save_checkpoint
 from groktransfer.config.schema import (
     LoggerConfig,
     MeasuresConfig,
@@ -28,17 +28,17 @@ from groktransfer.config.schema import (
     TrainJobConfig,
     to_typed,
 )
-from groktransfer.device import configure_determinism, resolve_device
-from groktransfer.errors import JobError
-from groktransfer.model import HookedGrokTransformer
-from groktransfer.profiling import ProfilerCallback
-from groktransfer.rundir import FINAL_MEASURES, RunDir, RunKind, Status, StatusRecord, library_versions, utc_now
+from groktransfer.training.device import configure_determinism, resolve_device
+from groktransfer.utils.errors import JobError
+from groktransfer.model.transformer import HookedGrokTransformer
+from groktransfer.training.profiling import ProfilerCallback
+from groktransfer.runs.rundir import FINAL_MEASURES, RunDir, RunKind, Status, StatusRecord, library_versions, utc_now
 from groktransfer.sinks import RunMeta, make_sinks
-from groktransfer.source import SourceSpec
-from groktransfer.digit_measures import final_summary_keys
-from groktransfer.tasks import Task, make_task
-from groktransfer.trainer import Trainer, TrainerCallback, TrainingFailure, TrainOutcome
-from groktransfer.transfer import carry_optimizer_state
+from groktransfer.transfer.source_runs import SourceSpec
+from groktransfer.measures.digits import final_summary_keys
+from groktransfer.tasks.modular import Task, make_task
+from groktransfer.training.trainer import Trainer, TrainerCallback, TrainingFailure, TrainOutcome
+from groktransfer.transfer.components import carry_optimizer_state
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ The result is the same product in float32 with a different blocking of the sums,
 the last bits differ from MKL's (as between two CPUs); it is deterministic for a
 given machine and thread count. ``train.cpu_gemm=blas`` restores the BLAS path.
 
-Only the fast last-position path (:mod:`groktransfer.lastpos`) uses this; each
+Only the fast last-position path (:mod:`groktransfer.model.lastpos`) uses this; each
 member's product is its own 2-D GEMM, so an ensemble member computes exactly what a
 single model computes.
 """

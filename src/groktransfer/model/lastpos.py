@@ -12,7 +12,7 @@ last position, so nothing of shape ``[batch, pos, d_model]`` is needed:
   table. The last query sees every key, so no causal mask applies.
 * What remains per example is the weighted sum of values, W_O, the MLP and the
   unembedding, on ``[batch, d_model]``-sized tensors, each one fused multiply-add
-  (:func:`groktransfer.gemm.member_addmm`: oneDNN's GEMM on CPU, ``baddbmm``
+  (:func:`groktransfer.model.gemm.member_addmm`: oneDNN's GEMM on CPU, ``baddbmm``
   elsewhere) with its bias or residual as the addend: no separate bias adds.
 * Biases enter exactly as in the full forward: b_Q/b_K/b_V inside the tables (b_V
   reaches the output through W_O because the pattern sums to 1), b_O added to the
@@ -36,7 +36,7 @@ from typing import Callable, Dict, Mapping, Optional
 import torch
 import torch.nn.functional as F
 
-from groktransfer.gemm import member_addmm
+from groktransfer.model.gemm import member_addmm
 
 #: Parameter names the fast path reads (TransformerLens names, one layer).
 PARAM_NAMES = (

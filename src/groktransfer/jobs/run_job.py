@@ -24,22 +24,22 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 import torch
 from omegaconf import OmegaConf
 
-from groktransfer.allocator import keep_freed_memory
-from groktransfer.atomic import write_json, write_text
-from groktransfer.callbacks import load_resume_state
+from groktransfer.training.allocator import keep_freed_memory
+from groktransfer.utils.atomic import write_json, write_text
+from groktransfer.runs.callbacks import load_resume_state
 from groktransfer.config.schema import Condition, CpuGemm, TrainJobConfig, drop_default_schedule, to_plain
 from groktransfer.config.validate import ResolvedSeeds, resolve_seeds, validate_job_config
-from groktransfer.device import resolve_device
-from groktransfer.errors import JobError, UserError
-from groktransfer.gemm import set_cpu_gemm
-from groktransfer.rundir import RUN_DIRS, RUN_FILES, RunDir, Status, StatusRecord, library_versions, utc_now
-from groktransfer.runindex import RunIndex, transplant
+from groktransfer.training.device import resolve_device
+from groktransfer.utils.errors import JobError, UserError
+from groktransfer.model.gemm import set_cpu_gemm
+from groktransfer.runs.rundir import RUN_DIRS, RUN_FILES, RunDir, Status, StatusRecord, library_versions, utc_now
+from groktransfer.runs.index import RunIndex, transplant
 from groktransfer.sinks import RunMeta
-from groktransfer.source import SourceCache, SourceSpec, source_spec_from_config
-from groktransfer.starting_point import StartingPoint, build_starting_point, model_for_resume
-from groktransfer.tasks import Task, make_task, task_family, task_seq_len
-from groktransfer.trainer import TrainerCallback
-from groktransfer.training import TrainingPlan, resolved_model_config, train_in_run_dir, train_source_run
+from groktransfer.transfer.source_runs import SourceCache, SourceSpec, source_spec_from_config
+from groktransfer.transfer.starting_point import StartingPoint, build_starting_point, model_for_resume
+from groktransfer.tasks.modular import Task, make_task, task_family, task_seq_len
+from groktransfer.training.trainer import TrainerCallback
+from groktransfer.runs.train_run_dir import TrainingPlan, resolved_model_config, train_in_run_dir, train_source_run
 
 log = logging.getLogger(__name__)
 
@@ -145,8 +145,8 @@ def configure_torch(threads: int, flush_denormal: bool, cpu_gemm: CpuGemm = CpuG
 
     Threads are pinned because two 1-thread jobs beat one 2-thread job on 2 cores;
     denormals are flushed because long weight-decayed runs otherwise crawl on CPUs;
-    the fast path's CPU products go to ``cpu_gemm`` (groktransfer.gemm); freed
-    activations stay in the process (groktransfer.allocator).
+    the fast path's CPU products go to ``cpu_gemm`` (groktransfer.model.gemm); freed
+    activations stay in the process (groktransfer.training.allocator).
     """
     torch.set_flush_denormal(flush_denormal)
     torch.set_num_threads(threads)
