@@ -30,7 +30,7 @@ from groktransfer.utils.errors import UserError
 from groktransfer.config.schema import TaskConfig, TrainJobConfig, drop_default_schedule, to_plain, to_typed
 from groktransfer.runs.rundir import RunDir
 from groktransfer.training.trainer import Streak
-from groktransfer.tasks.modular import task_family, task_seq_len
+from groktransfer.tasks.registry import family_of, task_seq_len
 
 log = logging.getLogger(__name__)
 
@@ -112,15 +112,7 @@ def source_spec_from_config(cfg: TrainJobConfig, source_seed: int) -> SourceSpec
     }
     if cfg.train.batch_size is not None:
         train["batch_size"] = int(cfg.train.batch_size)
-    task: Dict[str, Any] = {"name": str(src.task), "p": p, "frac_train": frac, "data_seed": int(source_seed)}
-    if task_family(str(src.task)) == "digit":  # same digit layout as the target; its own data sizes
-        task.update(
-            p=10,
-            n_digits=int(cfg.task.n_digits),
-            carry_out=bool(cfg.task.carry_out),
-            n_train=_inherit(src.n_train, cfg.task.n_train),
-            n_test=_inherit(src.n_test, cfg.task.n_test),
-        )
+    task = family_of(src.task).source_task(src, cfg.task, p, frac, int(source_seed))
     if model.get("n_ctx") is None:  # null = the source task's length: hash the value it resolves to
         model["n_ctx"] = task_seq_len(to_typed(TaskConfig, {**TaskConfig(name=task["name"]).__dict__, **task}))
     return SourceSpec(
@@ -130,11 +122,6 @@ def source_spec_from_config(cfg: TrainJobConfig, source_seed: int) -> SourceSpec
         train=train,
         model_seed=int(source_seed),
     )
-
-
-def _inherit(value: Any, default: Any) -> Any:
-    value = default if value is None else value
-    return None if value is None else int(value)
 
 
 @dataclass(frozen=True)
