@@ -79,6 +79,11 @@ class InterpSettings:
     quickstart's analysis to seconds per run."""
 
     enabled: bool = True
+    # TransformerLens weight processing before any reading (fold LayerNorm, centre writing
+    # weights and the unembedding, fold value biases); log-probabilities are unchanged
+    process_weights: bool = True
+    # the task family's hand-made readings and the seed analyses' findings (interp.families)
+    readings: bool = True
     # head ablations: the kinds to run (zero / mean) and the sites (z = the head's output;
     # q, k, v = its query / key / value input); [] = none
     head_ablation: List[AblationKind] = field(default_factory=lambda: [AblationKind.mean])
