@@ -325,3 +325,18 @@ def test_interpretation_of_the_sum_model_states_its_int_add_findings(int_task) -
     assert t[t.index.str.startswith("PC1")].iloc[0] == "holds" and t[t.index.str.startswith("PC2")].iloc[0] == "holds"
     md = "\n".join(sections(res))
     assert "### Findings" in md and "### Sum neurons" in md and "Keeping only one embedding PC" in md
+
+
+def test_the_sweep_report_lists_findings_per_run() -> None:
+    import pandas as pd
+
+    from groktransfer.analysis.interp_section import findings_by_run
+
+    rows = [dict(run=f"r{i}", condition=c, seed=i, task="int_add", p=10, measure=m, value=v)
+            for i, (c, r2) in enumerate([("random", 0.99), ("grokked", 0.5)])
+            for m, v in [("pc1_linear_r2", r2), ("embed_pc1_explained", 0.7)]]  # fmt: skip
+    t = findings_by_run("int_add", pd.DataFrame(rows))
+    assert list(t.columns) == ["claim", "seed analysis", "random s0", "grokked s1"]
+    pc1 = t[t.claim.str.startswith("PC1")].iloc[0]
+    assert pc1["random s0"].startswith("holds: linear R² 0.990") and pc1["grokked s1"].startswith("differs")
+    assert findings_by_run("add", pd.DataFrame([dict(rows[0], task="add")])).empty
