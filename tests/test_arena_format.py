@@ -95,6 +95,19 @@ def test_the_interpretation_of_an_arena_state_dict_states_the_findings(arena_fil
     assert plots.plot_prob_correct(res, tmp_path / "p.png", 30).is_file()
 
 
+def test_the_readings_give_the_same_numbers_on_the_transformer_lens_model(arena_file) -> None:
+    from groktransfer.digit_tasks import DigitSettings, DigitTask
+    from groktransfer.interp.summary import interpret
+
+    path, tl = arena_file
+    task = DigitTask(DigitSettings("digit_add", n_digits=4, n_train=64, n_test=64), 0)
+    ours = interpret(load_checkpoint(path).build_model(), task, _fast_interp()).scalars
+    theirs = interpret(tl, task, _fast_interp()).scalars
+    keys = [k for k in ours if k.startswith(("wu_", "qk_cd_share", "path_share", "prob_correct", "attn_class_tv", "ov_freq1"))]
+    assert len(keys) > 50 and set(keys) <= set(theirs)
+    assert [theirs[k] for k in keys] == pytest.approx([ours[k] for k in keys], rel=1e-4, abs=1e-5)
+
+
 @pytest.mark.slow
 def test_analyze_py_reads_an_arena_state_dict_and_states_the_findings(arena_file, tmp_path) -> None:
     path, _ = arena_file

@@ -39,6 +39,11 @@ def _attn_scale(model: Any) -> float:
     return float(scale) if scale else math.sqrt(int(cfg.d_head))
 
 
+def _ln_eps(model: Any) -> float:
+    cfg = getattr(model, "cfg", None) or model.config
+    return float(getattr(cfg, "eps", 1e-5))
+
+
 @torch.no_grad()
 def mean_query_qk(model: Any, task: Any, layer: int = 0) -> torch.Tensor:
     """[n_heads, seq, seq] attention from query position i (row) to key position j (column)
@@ -138,8 +143,9 @@ def path_attribution(model: Any, task: Any, centre: bool = True) -> Attribution:
     use_ln = "ln_final.hook_scale" in model.hook_dict
     names = ["hook_embed", "hook_pos_embed", f"blocks.{last}.attn.hook_pattern"]
     names += [f"blocks.{l}.attn.hook_z" for l in range(last)]
-    if use_ln:
-        names += ["ln_final.hook_scale", f"blocks.{last}.ln1.hook_scale"]
+    if use_ln:  # the last layer's LN1 scale is recomputed from its input: TransformerLens runs ln1 once per
+        # q/k/v input, so that hook fires three times a pass
+        names += ["ln_final.hook_scale", f"blocks.{last}.hook_resid_pre"]
     logits, cache = run_cache(model, aset, names)
     c = {k: v.double() for k, v in cache.items()}
 
@@ -157,8 +163,12 @@ def path_attribution(model: Any, task: Any, centre: bool = True) -> Attribution:
     ln1_w = sd.get(a + "ln1.w", torch.ones(d, dtype=torch.float64))
     ln1_b = sd.get(a + "ln1.b", torch.zeros(d, dtype=torch.float64))
 
+    if use_ln:
+        pre = c[a + "hook_resid_pre"]
+        ln1_scale = ((pre - pre.mean(-1, keepdim=True)).square().mean(-1, keepdim=True) + _ln_eps(model)).sqrt()
+
     def normalised(x: torch.Tensor) -> torch.Tensor:  # LN1 of the last layer, scale frozen, bias left out
-        return (x - x.mean(-1, keepdim=True)) / c[a + "ln1.hook_scale"] * ln1_w if use_ln else x
+        return (x - x.mean(-1, keepdim=True)) / ln1_scale * ln1_w if use_ln else x
 
     pos = list(aset.positions)
     resid: Dict[str, torch.Tensor] = {k: v[:, pos] for k, v in entering.items()}  # [n, answers, d]

@@ -172,6 +172,7 @@ def _attention_classes(ctx: ReadingContext) -> None:
     layer = n_layers - 1
     t = by_class.attention_by_class(ctx.model, ctx.aset, layer)
     ctx.res.tables["attention_by_class"] = t.assign(layer=layer)
+    ctx.res.arrays["attention_per_example"] = t.attrs["patterns"]  # [n, head, answers, seq], for notebooks
     for r in t[t.tv > 0].itertuples():
         ctx.res.scalars[f"attn_class_tv[L{layer}H{r.head}/{r.answer}/{r.cls}]"] = r.tv
 
