@@ -148,6 +148,8 @@ def test_unembed_geometry_of_a_frequency_one_unembedding_is_a_circle_in_digit_or
 def test_unembed_geometry_reads_another_frequency_as_that_frequency(task) -> None:
     g = unembed_geometry.unembed_geometry(_wu_model(task, 3), task)
     assert g.top_freq == 3 and g.circle_freq == pytest.approx(3.0)
+    assert g.rebuilt_error == pytest.approx(1.0)  # nothing of it is at frequency 1
+    assert unembed_geometry.unembed_geometry(_wu_model(task, 3), task, rebuild_freq=3).rebuilt_error < 1e-6
 
 
 def test_rebuilding_w_u_from_its_only_frequency_leaves_the_model_unchanged(task) -> None:

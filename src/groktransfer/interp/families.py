@@ -141,7 +141,7 @@ def _unembed(ctx: ReadingContext) -> None:
     ctx.res.tables["unembed_coords"] = pd.DataFrame({"token": range(g.coords.shape[0]), "x": g.coords[:, 0].numpy(),
                                                      "y": g.coords[:, 1].numpy()})  # fmt: skip
     ctx.res.tables["unembed_freqs"] = pd.DataFrame({"freq": range(len(g.freq_share)), "share": g.freq_share.numpy()})
-    rebuilt = unembed_geometry.rebuilt_unembed_score(ctx.model, ctx.aset, g.top_freq)
+    rebuilt = unembed_geometry.rebuilt_unembed_score(ctx.model, ctx.aset, g.rebuilt_freq)
     s = ctx.res.scalars
     s.update({"wu_top_freq": float(g.top_freq), "wu_top_freq_share": float(g.freq_share[g.top_freq]),
               "wu_dims_for_90": float(g.dims_for_90), "wu_top2_share": g.top2_share, "wu_radius_cv": g.radius_cv,
@@ -160,7 +160,7 @@ def _unembed_md(res: Any) -> List[str]:
             f"{int(s['wu_dims_for_90'])} residual dimensions hold 90% of it; the top two singular values hold "
             f"{s['wu_top2_share']:.1%}. In their plane the tokens sit at radii with CV {s['wu_radius_cv']:.3f}, one step "
             f"{s['wu_circle_freq']:.2f} × 2π/m apart (largest deviation {s['wu_angle_step_spread']:.2f} rad). W_U rebuilt "
-            f"from frequency {f} alone: relative error {s['wu_rebuilt_error']:.3f}, accuracy {s['wu_rebuilt_acc']:.4f} "
+            f"from frequency 1 alone: relative error {s['wu_rebuilt_error']:.3f}, accuracy {s['wu_rebuilt_acc']:.4f} "
             f"(clean {s['wu_clean_acc']:.4f}). Largest dimensions (amplitude and phase at frequency {f}):", "",
             _md(res.tables["unembed_dims"], ".3g"), ""]  # fmt: skip
 

@@ -16,7 +16,8 @@ it can hold or fail on a given model:
   dimensions hold 90% of it (W_U "lives on a few dimensions");
 * circle measures -- the spread of the radii and the angle step between consecutive
   tokens (2π k / m for frequency k);
-* ``rebuilt`` -- W_U's answer columns rebuilt from frequency ``k`` alone (plus their mean),
+* ``rebuilt`` -- W_U's answer columns rebuilt from one frequency alone (plus their mean;
+  frequency 1 unless asked otherwise: the digits-as-angles reading),
   and its relative error; :func:`rebuilt_unembed_score` runs the model with it.
 
 Columns beyond the task's answers (ARENA's model has 12 outputs, '+' and '=' unused) are
@@ -55,7 +56,8 @@ class UnembedGeometry:
     angle_step: float  # mean signed angle between consecutive tokens in that plane (radians)
     angle_step_spread: float  # max deviation of a step from that mean (radians)
     top2_share: float  # share of the power in the top two singular values
-    rebuilt: torch.Tensor  # [d, m] from frequency ``top_freq`` alone
+    rebuilt_freq: int
+    rebuilt: torch.Tensor  # [d, m] from frequency ``rebuilt_freq`` alone
     rebuilt_error: float  # ||W_U - rebuilt|| / ||W_U||
 
     @property
@@ -85,7 +87,7 @@ def _wrap(x: torch.Tensor) -> torch.Tensor:
     return torch.remainder(x + math.pi, 2 * math.pi) - math.pi
 
 
-def unembed_geometry(model: Any, task: Any) -> UnembedGeometry:
+def unembed_geometry(model: Any, task: Any, rebuild_freq: int = 1) -> UnembedGeometry:
     """Read W_U's answer columns (see module doc); processed weights read most cleanly."""
     m = answer_set(task).out_modulus
     raw = model.state_dict()["unembed.W_U"].detach().double()[:, :m]
@@ -102,13 +104,14 @@ def unembed_geometry(model: Any, task: Any) -> UnembedGeometry:
     steps = _wrap(angles.roll(-1) - angles)
     dim_power = W.square().sum(dim=1).sort(descending=True).values
     cum = dim_power.cumsum(0) / dim_power.sum().clamp_min(1e-300)
-    rebuilt = rebuild_from_frequency(W, top_freq)
+    rebuilt = rebuild_from_frequency(W, rebuild_freq)
     return UnembedGeometry(
         W_U=W, gram=W.T @ W, singular_values=S, coords=coords, amplitude=spectrum.abs() * 2 / m,
         phase=torch.atan2(spectrum.imag, spectrum.real), freq_share=freq_share, top_freq=top_freq,
         dims_for_90=int((cum < 0.9 - 1e-12).sum()) + 1, radius_cv=float(radius.std() / radius.mean().clamp_min(1e-300)),
         angle_step=float(steps.mean()), angle_step_spread=float((steps - steps.mean()).abs().max()),
-        top2_share=float(S[:2].square().sum() / S.square().sum().clamp_min(1e-300)), rebuilt=rebuilt,
+        top2_share=float(S[:2].square().sum() / S.square().sum().clamp_min(1e-300)), rebuilt_freq=int(rebuild_freq),
+        rebuilt=rebuilt,
         rebuilt_error=float((W - rebuilt).norm() / W.norm().clamp_min(1e-300)),
     )  # fmt: skip
 
