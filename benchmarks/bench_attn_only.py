@@ -24,11 +24,11 @@ from typing import Dict, Optional
 import torch
 
 from groktransfer.config.schema import ModelConfig, OptimizerConfig, TrainConfig
-from groktransfer.digit_tasks import DigitSettings, DigitTask
-from groktransfer.model import HookedGrokTransformer
-from groktransfer.run import configure_torch
-from groktransfer.tasks import Task
-from groktransfer.trainer import Trainer
+from groktransfer.tasks.digits import DigitSettings, DigitTask
+from groktransfer.model.transformer import HookedGrokTransformer
+from groktransfer.jobs.run_job import configure_torch
+from groktransfer.tasks.modular import Task
+from groktransfer.training.trainer import Trainer
 
 
 def arena_model_config(task: DigitTask) -> ModelConfig:

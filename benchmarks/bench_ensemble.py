@@ -26,11 +26,11 @@ from pathlib import Path
 import torch
 
 from groktransfer.config.schema import ModelConfig, OptimizerConfig, TrainConfig
-from groktransfer.ensemble.trainer import EnsembleTrainer
-from groktransfer.model import HookedGrokTransformer
-from groktransfer.run import configure_torch
-from groktransfer.tasks import Task
-from groktransfer.trainer import Trainer
+from groktransfer.training.ensemble import EnsembleTrainer
+from groktransfer.model.transformer import HookedGrokTransformer
+from groktransfer.jobs.run_job import configure_torch
+from groktransfer.tasks.modular import Task
+from groktransfer.training.trainer import Trainer
 
 
 def member(seed: int, epochs: int, device: torch.device, p: int) -> Trainer:

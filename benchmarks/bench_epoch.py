@@ -26,8 +26,8 @@ import torch
 import torch.nn.functional as F
 
 from groktransfer.config.schema import ModelConfig
-from groktransfer.model import HookedGrokTransformer
-from groktransfer.tasks import Task
+from groktransfer.model.transformer import HookedGrokTransformer
+from groktransfer.tasks.modular import Task
 
 
 @dataclass

@@ -30,14 +30,14 @@ from typing import Tuple
 
 
 from groktransfer.config.schema import CpuGemm, MeasuresConfig, ModelConfig, OptimizerConfig, TrainConfig
-from groktransfer.gemm import set_cpu_gemm
-from groktransfer.model import HookedGrokTransformer
-from groktransfer.run import configure_torch
-from groktransfer.rundir import RunDir
+from groktransfer.model.gemm import set_cpu_gemm
+from groktransfer.model.transformer import HookedGrokTransformer
+from groktransfer.jobs.run_job import configure_torch
+from groktransfer.runs.rundir import RunDir
 from groktransfer.sinks import RunMeta
-from groktransfer.tasks import Task
-from groktransfer.trainer import Trainer
-from groktransfer.training import TrainingPlan, train_in_run_dir
+from groktransfer.tasks.modular import Task
+from groktransfer.training.trainer import Trainer
+from groktransfer.runs.train_run_dir import TrainingPlan, train_in_run_dir
 from paper_trainer import PaperTrainer
 
 

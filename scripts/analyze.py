@@ -43,7 +43,7 @@ def _analyze_one_checkpoint(cfg: DictConfig) -> None:
     """Circuit analysis (modular tasks) and interpretability write-up of a single checkpoint;
     one error line and exit 2 on bad input."""
     from groktransfer.analysis.circuits import analyze_checkpoint
-    from groktransfer.checkpoint import CheckpointError
+    from groktransfer.model.checkpoint import CheckpointError
 
     if cfg.checkpoint_task is None:
         print("analyze: error: checkpoint=... needs checkpoint_task=<name> (the task whose Fourier basis to use)", file=sys.stderr)

@@ -35,7 +35,7 @@ def run_in(tmp_path: Path, name: str, overrides: Sequence[str], callbacks: Seque
     ``callbacks``: extra trainer callbacks, e.g. the fault injection of ``faults.py``.
     """
     from groktransfer.config.schema import TrainJobConfig, to_typed
-    from groktransfer.run import Launch, run_job
+    from groktransfer.jobs.run_job import Launch, run_job
 
     cfg = compose_job(overrides, root=tmp_path)
     return run_job(to_typed(TrainJobConfig, cfg), Launch(run_dir=tmp_path / name, cwd=tmp_path), callbacks)

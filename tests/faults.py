@@ -13,7 +13,7 @@ from typing import Optional
 
 import torch
 
-from groktransfer.trainer import TrainerCallback
+from groktransfer.training.trainer import TrainerCallback
 
 
 @dataclass

@@ -12,7 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from groktransfer.checkpoint import (
+from groktransfer.model.checkpoint import (
     FORMAT,
     CheckpointError,
     detect_format,
@@ -21,7 +21,7 @@ from groktransfer.checkpoint import (
     save_checkpoint,
 )
 from groktransfer.config.schema import ModelConfig
-from groktransfer.model import HookedGrokTransformer
+from groktransfer.model.transformer import HookedGrokTransformer
 
 SMALL = ModelConfig(n_heads=2, d_model=16, d_head=8, d_mlp=32, d_vocab=8, d_vocab_out=7)
 

@@ -19,9 +19,9 @@ import pytest
 import torch
 
 from fixtures_rundirs import write_status
-from groktransfer.checkpoint import save_checkpoint
+from groktransfer.model.checkpoint import save_checkpoint
 from groktransfer.config.schema import ModelConfig
-from groktransfer.model import HookedGrokTransformer
+from groktransfer.model.transformer import HookedGrokTransformer
 
 P = 11
 CFG = ModelConfig(n_heads=4, d_model=32, d_head=8, d_mlp=48, d_vocab=P + 1, d_vocab_out=P)
@@ -185,9 +185,9 @@ from groktransfer.analysis.circuits.similarity import (  # noqa: E402
 )
 from groktransfer.analysis.collect import collect_runs  # noqa: E402
 from groktransfer.analysis.settings import to_settings  # noqa: E402
-from groktransfer.checkpoint import load_checkpoint  # noqa: E402
-from groktransfer.measures import compute_progress_measures  # noqa: E402
-from groktransfer.tasks import Task  # noqa: E402
+from groktransfer.model.checkpoint import load_checkpoint  # noqa: E402
+from groktransfer.measures.modular import compute_progress_measures  # noqa: E402
+from groktransfer.tasks.modular import Task  # noqa: E402
 
 
 # --------------------------------------------------------------------------- known answers

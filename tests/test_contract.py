@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 
 from conftest import PYTHON, REPO, TINY, script_env
-from groktransfer import rundir
+from groktransfer.runs import rundir
 from groktransfer.analysis import SweepInputError, run_analysis
-from groktransfer.rundir import (
+from groktransfer.runs.rundir import (
     SCHEMA_VERSION,
     STATUS_FILE,
     RunDir,
@@ -124,7 +124,7 @@ def _string_literals(path: Path):
 
 
 def test_run_file_names_and_statuses_are_spelt_only_in_the_contract() -> None:
-    """Writers and readers import names from groktransfer.rundir (docs/architecture.md)."""
+    """Writers and readers import names from groktransfer.runs.rundir (docs/architecture.md)."""
     statuses = {str(s) for s in Status}
     offenders = []
     for path in sorted([*(REPO / "src").rglob("*.py"), *(REPO / "scripts").glob("*.py")]):
@@ -133,4 +133,4 @@ def test_run_file_names_and_statuses_are_spelt_only_in_the_contract() -> None:
         for line, text in _string_literals(path):
             if text in statuses or any(name in text for name in CONTRACT_NAMES) or text == rundir.CHECKPOINT_DIR:
                 offenders.append(f"{path.relative_to(REPO)}:{line}: {text!r}")
-    assert not offenders, "spell these through groktransfer.rundir:\n" + "\n".join(offenders)
+    assert not offenders, "spell these through groktransfer.runs.rundir:\n" + "\n".join(offenders)

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from conftest import PYTHON, REPO, TINY, script_env
-from groktransfer.device import DeviceError, loss_dtype, resolve_device, to_cpu
+from groktransfer.training.device import DeviceError, loss_dtype, resolve_device, to_cpu
 
 NO_CUDA = not torch.cuda.is_available()
 

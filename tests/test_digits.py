@@ -14,8 +14,8 @@ import torch
 from conftest import PYTHON, REPO, compose_job, run_in, script_env
 from groktransfer.config.schema import CpuGemm, ModelConfig, OptimizerConfig, TrainConfig
 from groktransfer.config.validate import ConfigError, validate_job_config
-from groktransfer.digit_measures import class_accuracy, compute_digit_measures, fourier_power_over_digits, per_position
-from groktransfer.digit_tasks import (
+from groktransfer.measures.digits import class_accuracy, compute_digit_measures, fourier_power_over_digits, per_position
+from groktransfer.tasks.digits import (
     CASCADE,
     DIRECT,
     NO_CARRY,
@@ -27,10 +27,10 @@ from groktransfer.digit_tasks import (
     from_digits,
     to_digits,
 )
-from groktransfer.gemm import set_cpu_gemm
-from groktransfer.model import HookedGrokTransformer
-from groktransfer.tasks import Task
-from groktransfer.trainer import Trainer
+from groktransfer.model.gemm import set_cpu_gemm
+from groktransfer.model.transformer import HookedGrokTransformer
+from groktransfer.tasks.modular import Task
+from groktransfer.training.trainer import Trainer
 
 
 def attn_only_config(n_ctx: int = 14, **kw) -> ModelConfig:
@@ -222,6 +222,11 @@ def test_attention_only_export_equals_hooked_transformer() -> None:
 # Recorded from main at cc31dc0 (before multi-position targets and batch_size existed):
 # a p=23 'add' run, 30 full-batch epochs; (loss at the last step, final train loss, test loss).
 # Those runs multiplied with torch's BLAS; the test keeps that backend (train.cpu_gemm=blas).
+# The figures were recorded on an AVX-512 CPU: another instruction set sums float32
+# products in another order, so the check is to a tolerance the science allows (1e-5
+# relative after 30 epochs, where a changed loss or optimiser step moves the third digit),
+# never to the last bit of one machine. Bit-identity is checked between two code paths on
+# the same machine instead (ensemble against separate runs, resumed against uninterrupted).
 _BEFORE = {
     (1, None): ("0x1.73e4904d0252ep+1", "0x1.71be12a79ecd7p+1", "0x1.b622fcbee4daap+1"),
     (2, "LN"): ("0x1.eb104b482e402p+0", "0x1.d91811118fdbep+0", "0x1.fae248610099fp+1"),
@@ -236,7 +241,7 @@ def blas_gemm():
 
 
 @pytest.mark.parametrize("n_layers,norm", list(_BEFORE))
-def test_full_batch_modular_training_is_bit_identical_to_before(n_layers, norm, blas_gemm) -> None:
+def test_full_batch_modular_training_matches_the_recorded_losses(n_layers, norm, blas_gemm) -> None:
     task = Task("add", 23, 0.4, 0)
     cfg = ModelConfig(n_layers=n_layers, normalization=norm, d_model=32, d_head=8, d_mlp=64, d_vocab=24, d_vocab_out=23)
     trainer = Trainer(
@@ -246,7 +251,8 @@ def test_full_batch_modular_training_is_bit_identical_to_before(n_layers, norm, 
     losses = [float(trainer.train_step()) for _ in range(30)]
     trainer.epoch = 30
     result = trainer.evaluate()
-    assert (losses[-1].hex(), result.train_loss.hex(), result.test_loss.hex()) == _BEFORE[(n_layers, norm)]
+    recorded = [float.fromhex(h) for h in _BEFORE[(n_layers, norm)]]
+    assert [losses[-1], result.train_loss, result.test_loss] == pytest.approx(recorded, rel=1e-5)
 
 
 def _digit_trainer(batch_size, seed=0):
@@ -350,7 +356,7 @@ def test_plain_transformer_lens_state_dict_loads_by_path(tmp_path: Path) -> None
     overrides = TINY_DIGIT + ["transfer=grokked", f"transfer.source.path={path}", "train.max_epochs=1"]
     result = run_in(tmp_path, "loaded", overrides)
     assert result.status == "completed"
-    from groktransfer.checkpoint import load_checkpoint
+    from groktransfer.model.checkpoint import load_checkpoint
 
     start = load_checkpoint(result.run_dir / "checkpoints" / "epoch_000000.pt")
     assert all(torch.equal(start.state_dict[k], v) for k, v in donor.state_dict().items())

@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from groktransfer.config.schema import ModelConfig, OptimizerConfig, TrainConfig
-from groktransfer.ensemble.trainer import EnsembleTrainer, IncompatibleMembers, incompatibility
-from groktransfer.model import HookedGrokTransformer
-from groktransfer.tasks import Task
-from groktransfer.trainer import EvalResult, Trainer, TrainerCallback, TrainingFailure, TrainOutcome
+from groktransfer.training.ensemble import EnsembleTrainer, IncompatibleMembers, incompatibility
+from groktransfer.model.transformer import HookedGrokTransformer
+from groktransfer.tasks.modular import Task
+from groktransfer.training.trainer import EvalResult, Trainer, TrainerCallback, TrainingFailure, TrainOutcome
 
 # Float tolerance of the equality. The ensemble runs the same kernels over a member axis
 # and the same AdamW, so on this machine the weights stay bit-identical to separate runs
@@ -77,22 +77,27 @@ def test_three_members_equal_three_separate_runs() -> None:
 def test_members_stop_early_independently_with_identical_threshold_epochs() -> None:
     """A small grokking run: every member's threshold epochs are exactly a separate run's.
 
-    Seed 0 groks (0.9 at epoch 930, 0.999 at 1100) and stops early at 1150; seed 3
-    reaches 0.9, 0.95 and 0.99 only and trains on to max_epochs alone (numbers of the
-    default oneDNN products, ``groktransfer.gemm``).
+    Seed 0 groks (0.9 near epoch 930, 0.999 near 1100) and stops early; seed 3 reaches
+    0.9, 0.95 and 0.99 only and trains on to max_epochs alone. The exact epochs depend on
+    the CPU's instruction set (AVX-512 and AVX2 sum products in another order), so they are
+    compared between the ensemble and the separate runs on this machine, and only their
+    story (who groks, who stops, roughly when) is checked against the recorded figures.
     """
     spec = [dict(seed=s, data_seed=s, max_epochs=1500, patience=50) for s in (0, 3)]
     separate = [tiny_member(**m) for m in spec]
     sep_results = [t.fit() for t in separate]
     members = [tiny_member(**m) for m in spec]
     results = EnsembleTrainer(members).fit()
-    assert [r.stop_reason for r in results] == ["early_stop", "max_epochs"]
-    assert [r.last_eval.epoch for r in results] == [r.last_eval.epoch for r in sep_results] == [1150, 1500]
+    assert [r.stop_reason for r in results] == [r.stop_reason for r in sep_results] == ["early_stop", "max_epochs"]
+    assert [r.last_eval.epoch for r in results] == [r.last_eval.epoch for r in sep_results]
+    assert results[1].last_eval.epoch == 1500
     for ens, sep, r in zip(members, separate, results):
         assert ens.thresholds.as_record() == sep.thresholds.as_record()
         assert ens.callbacks[0].evals[-1].epoch == ens.epoch == r.last_eval.epoch  # ends at its own epoch
-    assert members[0].thresholds.as_record()["0.999"]["epoch"] == 1100
-    assert members[1].thresholds.as_record()["0.95"]["epoch"] == 1180
+    grokked = members[0].thresholds.as_record()["0.999"]["epoch"]
+    assert 1000 <= grokked <= 1200 and grokked < results[0].last_eval.epoch < 1500  # recorded: 1100, stop 1150
+    assert 1100 <= members[1].thresholds.as_record()["0.95"]["epoch"] <= 1300  # recorded: 1180 (1170 on AVX2)
+    assert members[1].thresholds.as_record().get("0.999", {}).get("epoch") is None
 
 
 def test_a_non_finite_member_fails_alone() -> None:

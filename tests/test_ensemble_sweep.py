@@ -13,10 +13,10 @@ import pytest
 
 from conftest import PYTHON, REPO, TINY, compose_job, script_env
 from groktransfer.config.schema import TrainJobConfig, to_typed
-from groktransfer.ensemble.launch import AUTO_MAX_MEMBERS, batch_key, chunk_groups, member_cap, train_planned
-from groktransfer.rundir import RunDir
-from groktransfer.run import Launch, PlannedJob, plan_job
-from groktransfer.runindex import RunIndex
+from groktransfer.jobs.ensemble_launch import AUTO_MAX_MEMBERS, batch_key, chunk_groups, member_cap, train_planned
+from groktransfer.runs.rundir import RunDir
+from groktransfer.jobs.run_job import Launch, PlannedJob, plan_job
+from groktransfer.runs.index import RunIndex
 
 BASE = TINY + ["experiment_name=tiny_sweep", "task=subtract", "train.max_epochs=200", "transfer.source.source_seed=0"]
 # default suite: seeds x learning rates (two AdamW groups in one ensemble), no source run to train
@@ -161,8 +161,8 @@ def test_each_member_log_gets_its_own_lines_and_the_groups(tmp_path: Path) -> No
     import logging
     from types import SimpleNamespace
 
-    from groktransfer.ensemble.launch import member_logs, speaking_for
-    from groktransfer.rundir import LOG_FILE, RunDir
+    from groktransfer.jobs.ensemble_launch import member_logs, speaking_for
+    from groktransfer.runs.rundir import LOG_FILE, RunDir
 
     members = []
     for name in ("a", "b"):
@@ -217,7 +217,7 @@ def test_twin_jobs_in_one_sweep_reuse_the_first_instead_of_failing(tmp_path: Pat
 
 
 def test_first_of_each_identity_defers_twins(tmp_path: Path) -> None:
-    from groktransfer.ensemble.launch import first_of_each_identity
+    from groktransfer.jobs.ensemble_launch import first_of_each_identity
 
     a, b = (to_typed(TrainJobConfig, compose_job(TINY + [f"seed={s}"], root=tmp_path)) for s in (0, 1))
     assert first_of_each_identity([0, 1, 2, 3, 4], [a, b, a, None, None]) == ([0, 1, 3, 4], [2])
@@ -225,7 +225,7 @@ def test_first_of_each_identity_defers_twins(tmp_path: Path) -> None:
 
 
 def test_sources_to_train_lists_each_missing_source_once(tmp_path: Path) -> None:
-    from groktransfer.run import run_identity, sources_to_train
+    from groktransfer.jobs.run_job import run_identity, sources_to_train
 
     def job(*overrides: str) -> TrainJobConfig:
         return to_typed(TrainJobConfig, compose_job(TINY + ["transfer.source.source_seed=0", *overrides], root=tmp_path))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from groktransfer.fourier import (
+from groktransfer.tasks.fourier import (
     CONST,
     COS,
     SIN,
@@ -14,7 +14,7 @@ from groktransfer.fourier import (
     fourier_basis,
     primitive_root,
 )
-from groktransfer.tasks import Task
+from groktransfer.tasks.modular import Task
 
 
 @pytest.mark.parametrize("n", [1, 2, 5, 22, 23, 112, 113])

@@ -1,4 +1,4 @@
-"""The fast path's products (groktransfer.gemm) against torch.baddbmm, and the process settings."""
+"""The fast path's products (groktransfer.model.gemm) against torch.baddbmm, and the process settings."""
 
 from __future__ import annotations
 
@@ -6,10 +6,10 @@ import pytest
 import torch
 
 from conftest import compose_job
-from groktransfer.allocator import keep_freed_memory
+from groktransfer.training.allocator import keep_freed_memory
 from groktransfer.config.schema import CpuGemm, TrainJobConfig, to_typed
-from groktransfer.gemm import member_addmm, onednn_available, set_cpu_gemm
-from groktransfer.run import run_identity
+from groktransfer.model.gemm import member_addmm, onednn_available, set_cpu_gemm
+from groktransfer.jobs.run_job import run_identity
 
 
 @pytest.fixture(params=[CpuGemm.onednn, CpuGemm.blas])

@@ -10,8 +10,8 @@ from groktransfer.config.schema import ModelConfig
 from groktransfer.interp import ablation, attribution, processing, representations
 from groktransfer.interp.answers import CLASSIFICATION, REGRESSION, AnswerSet, Target, answer_set
 from groktransfer.interp.forward import answer_logits, score
-from groktransfer.model import HookedGrokTransformer
-from groktransfer.tasks import Task
+from groktransfer.model.transformer import HookedGrokTransformer
+from groktransfer.tasks.modular import Task
 
 P = 7  # operand tokens 0..6, '=' = 7
 
@@ -232,8 +232,8 @@ def test_neuron_clusters_and_correlations_on_planted_neurons() -> None:
     r = representations.neuron_correlations(acts, (a + b).double())
     assert r[2] == pytest.approx(1.0) and r[3] == 0.0
     grid = representations.grid_acts(task, acts)
-    from groktransfer.fourier import fourier_basis
-    from groktransfer.measures import assign_neuron_freqs, neuron_freq_fractions
+    from groktransfer.tasks.fourier import fourier_basis
+    from groktransfer.measures.modular import assign_neuron_freqs, neuron_freq_fractions
 
     frac, dead = neuron_freq_fractions(grid, fourier_basis(11))
     freq, _, counted = assign_neuron_freqs(frac, dead, 0.85)

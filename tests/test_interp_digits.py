@@ -8,11 +8,11 @@ import torch
 
 from groktransfer.config.schema import ModelConfig
 
-from groktransfer.digit_tasks import DigitSettings, DigitTask
+from groktransfer.tasks.digits import DigitSettings, DigitTask
 from groktransfer.interp import ablation, attribution, processing
 from groktransfer.interp.answers import CARRY_CLASS_NAMES, answer_set
 from groktransfer.interp.summary import interpret
-from groktransfer.model import HookedGrokTransformer
+from groktransfer.model.transformer import HookedGrokTransformer
 
 
 @pytest.fixture(scope="module")

@@ -16,8 +16,8 @@ from groktransfer.analysis.circuits import analyze_checkpoint
 from groktransfer.analysis.collect import collect_runs
 from groktransfer.analysis.interp_section import interp_sections
 from groktransfer.analysis.settings import to_settings
-from groktransfer.checkpoint import load_checkpoint
-from groktransfer.tasks import Task
+from groktransfer.model.checkpoint import load_checkpoint
+from groktransfer.tasks.modular import Task
 from test_circuits import CFG, P, make_circuit_sweep, single_frequency_model
 
 REPO = Path(__file__).resolve().parents[1]

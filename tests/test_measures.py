@@ -14,8 +14,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from groktransfer.fourier import GroupFourier, fourier_basis, primitive_root
-from groktransfer.measures import (
+from groktransfer.tasks.fourier import GroupFourier, fourier_basis, primitive_root
+from groktransfer.measures.modular import (
     BASE_COLUMNS,
     FOURIER_COLUMNS,
     FREQ_ROW_KEYS,
@@ -27,7 +27,7 @@ from groktransfer.measures import (
     target_freq_part,
     weight_sq_norms,
 )
-from groktransfer.tasks import Task
+from groktransfer.tasks.modular import Task
 
 MULTIPLICATIVE = ("multiply", "divide")
 
@@ -391,7 +391,7 @@ def test_int_add_input_side_measures_find_planted_frequencies() -> None:
     """int_add: neurons planted at frequencies 2 and 4 of a (and b) on the grid, and an
     embedding on frequency 4 only -> key freqs [2, 4], Gini of W_E high; output-side
     columns absent with the reason."""
-    from groktransfer.measures import INPUT_FOURIER_COLUMNS
+    from groktransfer.measures.modular import INPUT_FOURIER_COLUMNS
 
     p = 11
     task = Task("int_add", p, 0.5, 0)

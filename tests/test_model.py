@@ -11,8 +11,8 @@ import torch.nn.functional as F
 
 from groktransfer.config.schema import ModelConfig
 from groktransfer.config.schema import Component
-from groktransfer.model import HookedGrokTransformer
-from groktransfer.transfer import component_of, component_parameters, set_component_trainable
+from groktransfer.model.transformer import HookedGrokTransformer
+from groktransfer.transfer.components import component_of, component_parameters, set_component_trainable
 
 SMALL = ModelConfig(n_heads=2, d_model=16, d_head=8, d_mlp=32, d_vocab=8, d_vocab_out=7)
 

@@ -129,7 +129,7 @@ def test_corrupt_cached_source_is_detected_and_rebuilt(tmp_path: Path, caplog) -
 
 
 def test_a_directory_holding_another_run_is_not_overwritten(tmp_path: Path) -> None:
-    from groktransfer.run import JobError
+    from groktransfer.jobs.run_job import JobError
 
     run_in(tmp_path, "x", TINY + ["train.max_epochs=20"])
     with pytest.raises(JobError, match="force=true"):

@@ -12,11 +12,11 @@ import torch
 from conftest import compose_job
 from groktransfer.config.schema import OptimizerConfig, TrainConfig
 from groktransfer.config.validate import ConfigError, validate_job_config
-from groktransfer.digit_tasks import DigitSettings, DigitTask
-from groktransfer.ensemble.trainer import EnsembleTrainer, incompatibility
-from groktransfer.run import run_identity
-from groktransfer.source import source_spec_from_config
-from groktransfer.trainer import Trainer, lr_factor, steps_per_epoch
+from groktransfer.tasks.digits import DigitSettings, DigitTask
+from groktransfer.training.ensemble import EnsembleTrainer, incompatibility
+from groktransfer.jobs.run_job import run_identity
+from groktransfer.transfer.source_runs import source_spec_from_config
+from groktransfer.training.trainer import Trainer, lr_factor, steps_per_epoch
 from test_digits import tiny_digit_model
 from test_ensemble import assert_same_run, tiny_member
 

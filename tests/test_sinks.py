@@ -18,10 +18,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from groktransfer import atomic
+from groktransfer.utils import atomic
 from groktransfer.config.schema import LoggerConfig
 from groktransfer.sinks import LocalSink, RunDirExistsError, RunMeta, SinkGroup, make_sinks
-from groktransfer.rundir import FREQS_FILE, MEASURES_FILE, METRIC_COLUMNS, METRICS_FILE
+from groktransfer.runs.rundir import FREQS_FILE, MEASURES_FILE, METRIC_COLUMNS, METRICS_FILE
 from groktransfer.sinks.wandb_sink import (
     flatten_summary,
     format_run_name,

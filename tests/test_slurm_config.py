@@ -45,8 +45,8 @@ def test_local_settings_apply_only_where_they_belong(tmp_path: Path) -> None:
 def test_a_lost_job_is_recorded_failed_and_resumes_on_rerun(tmp_path: Path) -> None:
     from hydra_plugins.groktransfer_slurm.launcher import record_lost_job
 
-    from groktransfer.rundir import RunDir, Status
-    from groktransfer.runindex import RunIndex
+    from groktransfer.runs.rundir import RunDir, Status
+    from groktransfer.runs.index import RunIndex
 
     run = RunDir(tmp_path / "0_add_random_s0")
     run.update_status(status="running", run_id="abc", epoch=80)

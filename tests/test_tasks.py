@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from groktransfer.tasks import TASKS, Task, is_prime
+from groktransfer.tasks.modular import TASKS, Task, is_prime
 
 
 @pytest.mark.parametrize(

@@ -9,7 +9,7 @@ import pytest
 
 from conftest import TINY, run_in
 from faults import FaultInjection
-from groktransfer.trainer import ThresholdTracker, warmup_factor
+from groktransfer.training.trainer import ThresholdTracker, warmup_factor
 
 
 def test_threshold_tracker_first_crossing_held_and_streak() -> None:

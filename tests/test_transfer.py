@@ -9,12 +9,12 @@ import pytest
 import torch
 
 from conftest import TINY, run_in
-from groktransfer import run as run_module
+from groktransfer.jobs import run_job as run_module
 from groktransfer.config.schema import ModelConfig, OptimizerConfig, TrainConfig
-from groktransfer.model import HookedGrokTransformer
-from groktransfer.tasks import Task
-from groktransfer.trainer import Trainer
-from groktransfer.transfer import TransferError, apply_transfer, carry_optimizer_state, named_optimizer_state
+from groktransfer.model.transformer import HookedGrokTransformer
+from groktransfer.tasks.modular import Task
+from groktransfer.training.trainer import Trainer
+from groktransfer.transfer.components import TransferError, apply_transfer, carry_optimizer_state, named_optimizer_state
 
 TRANSFER = TINY + ["task=subtract", "task.p=23", "task.frac_train=0.6", "transfer.source.source_seed=0"]
 
@@ -58,7 +58,7 @@ def test_second_job_finds_the_cached_source_and_trains_nothing(sweep, monkeypatc
 
 def test_memorized_refuses_when_no_clean_checkpoint_exists(sweep) -> None:
     root, _ = sweep
-    from groktransfer.source import SourceSelectionError
+    from groktransfer.transfer.source_runs import SourceSelectionError
 
     with pytest.raises(SourceSelectionError, match="no clean memorised phase"):
         run_in(root, "strict", TRANSFER + ["transfer=memorized", "transfer.memorized.max_test_acc=0.001"])

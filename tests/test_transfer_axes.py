@@ -25,11 +25,11 @@ from groktransfer.analysis.starts import start_sections
 from groktransfer.analysis.trajectory import trajectory_sections
 from groktransfer.config.schema import ModelConfig, OptimizerConfig
 from groktransfer.config.validate import ConfigError, validate_job_config
-from groktransfer.embedding_map import MAP_KEYS, attach_embedding_map, transformer_lens_state
-from groktransfer.model import HookedGrokTransformer
-from groktransfer.rundir import RunDir
-from groktransfer.source import SourceSelectionError, select_checkpoint, select_checkpoint_near_epoch
-from groktransfer.trainer import build_optimizer
+from groktransfer.transfer.embedding_map import MAP_KEYS, attach_embedding_map, transformer_lens_state
+from groktransfer.model.transformer import HookedGrokTransformer
+from groktransfer.runs.rundir import RunDir
+from groktransfer.transfer.source_runs import SourceSelectionError, select_checkpoint, select_checkpoint_near_epoch
+from groktransfer.training.trainer import build_optimizer
 
 
 # --------------------------------------------------------------------------- selection by epoch
@@ -64,12 +64,12 @@ def test_a_refused_criterion_names_the_measure_that_failed(tmp_path: Path) -> No
 
 def test_checkpoint_job_starts_from_exactly_the_recorded_checkpoint(tmp_path: Path) -> None:
     """A real job: the chosen epoch is the nearest saved one, and the start *is* that file's weights."""
-    from groktransfer.checkpoint import load_checkpoint
+    from groktransfer.model.checkpoint import load_checkpoint
     from groktransfer.config.schema import TrainJobConfig, to_typed
     from groktransfer.config.validate import resolve_seeds
-    from groktransfer.starting_point import build_starting_point
-    from groktransfer.tasks import Task
-    from groktransfer.training import resolved_model_config
+    from groktransfer.transfer.starting_point import build_starting_point
+    from groktransfer.tasks.modular import Task
+    from groktransfer.runs.train_run_dir import resolved_model_config
 
     overrides = TINY + ["task=subtract", "transfer=checkpoint", "transfer.source.epoch=45", "transfer.source.max_epochs=60",
                         "transfer.source.source_seed=0", "train.max_epochs=20"]  # fmt: skip
@@ -92,9 +92,9 @@ def test_a_start_from_a_checkpoint_file_records_the_measures_a_cached_start_reco
     must equal the ones the source run's trainer wrote for that epoch (same task, split, weights)."""
     from groktransfer.config.schema import TrainJobConfig, to_typed
     from groktransfer.config.validate import resolve_seeds
-    from groktransfer.starting_point import build_starting_point
-    from groktransfer.tasks import Task
-    from groktransfer.training import resolved_model_config
+    from groktransfer.transfer.starting_point import build_starting_point
+    from groktransfer.tasks.modular import Task
+    from groktransfer.runs.train_run_dir import resolved_model_config
 
     source = ["task=subtract", "transfer.source.max_epochs=60", "transfer.source.source_seed=0", "train.max_epochs=1"]
     cached = json.loads((run_in(tmp_path, "cached", TINY + source + ["transfer=checkpoint", "transfer.source.epoch=40"])
@@ -175,7 +175,7 @@ def test_embedding_map_refuses_another_vocabulary() -> None:
 
 
 def test_embedding_condition_job_from_a_narrower_source(tmp_path: Path) -> None:
-    from groktransfer.checkpoint import load_checkpoint
+    from groktransfer.model.checkpoint import load_checkpoint
 
     overrides = TINY + [
         "task=subtract", "transfer=embedding", "transfer.source.model.d_model=32", "transfer.source.max_epochs=40",

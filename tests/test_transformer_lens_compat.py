@@ -21,10 +21,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from groktransfer.checkpoint import load_checkpoint, save_checkpoint
+from groktransfer.model.checkpoint import load_checkpoint, save_checkpoint
 from groktransfer.config.schema import ModelConfig
-from groktransfer.model import HookedGrokTransformer
-from groktransfer.tasks import Task
+from groktransfer.model.transformer import HookedGrokTransformer
+from groktransfer.tasks.modular import Task
 
 if os.environ.get("GROKTRANSFER_REQUIRE_TL") == "1":
     import transformer_lens as tl  # CI: must be importable

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from groktransfer.rundir import WANDB_DIR
+from groktransfer.runs.rundir import WANDB_DIR
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """Find run directories under sweep directories and read their status records.
 
-The run-directory contract (``groktransfer.rundir``) is the analysis job's only
+The run-directory contract (``groktransfer.runs.rundir``) is the analysis job's only
 input. A run dir is any directory holding a status record; a job dir that has
 Hydra's ``.hydra/`` but no status record crashed before the trainer wrote
 anything and is still *listed* (as "no status"), because a sweep report that
@@ -21,7 +21,7 @@ from typing import Any, Iterable
 
 import yaml
 
-from groktransfer.rundir import (
+from groktransfer.runs.rundir import (
     CHECKPOINT_DIR,
     CONFIG_FILE,
     HYDRA_DIR,

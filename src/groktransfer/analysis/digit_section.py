@@ -14,8 +14,8 @@ from typing import Any, Dict, List, Sequence
 import numpy as np
 import pandas as pd
 
-from groktransfer.digit_tasks import CARRY_CLASS_NAMES, EXAMPLE_CLASS_NAMES, is_digit_task
-from groktransfer.rundir import MEASURES_FILE, Status
+from groktransfer.tasks.digits import CARRY_CLASS_NAMES, EXAMPLE_CLASS_NAMES, is_digit_task
+from groktransfer.runs.rundir import MEASURES_FILE, Status
 
 from .collect import RunRecord
 from .curves import load_tables

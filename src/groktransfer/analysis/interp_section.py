@@ -23,10 +23,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from groktransfer.checkpoint import CheckpointError, load_checkpoint  # noqa: E402
+from groktransfer.model.checkpoint import CheckpointError, load_checkpoint  # noqa: E402
 from groktransfer.config.schema import TaskConfig, to_typed  # noqa: E402
-from groktransfer.rundir import CHECKPOINT_DIR, CONFIG_FILE, FINAL_CHECKPOINT, RunDir  # noqa: E402
-from groktransfer.tasks import make_task  # noqa: E402
+from groktransfer.runs.rundir import CHECKPOINT_DIR, CONFIG_FILE, FINAL_CHECKPOINT, RunDir  # noqa: E402
+from groktransfer.tasks.registry import make_task  # noqa: E402
 
 from .circuits.discover import _first_int, read_yaml  # noqa: E402
 from .collect import RunRecord  # noqa: E402

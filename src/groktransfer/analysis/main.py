@@ -19,7 +19,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import pandas as pd
 
-from groktransfer.rundir import MEASURES_FILE, METRICS_FILE, STATUS_FILE, Status
+from groktransfer.runs.rundir import MEASURES_FILE, METRICS_FILE, STATUS_FILE, Status
 
 from . import sections as sec
 from .collect import RunRecord, collect_runs, resolve_sweep_dirs

@@ -13,7 +13,7 @@ from typing import Mapping, Sequence
 
 import pandas as pd
 
-from groktransfer.rundir import MEASURES_FILE, METRICS_FILE, STATUS_FILE
+from groktransfer.runs.rundir import MEASURES_FILE, METRICS_FILE, STATUS_FILE
 
 from .collect import RunRecord
 from .report import ReportFigure, ReportSection, ReportTable

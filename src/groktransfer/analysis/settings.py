@@ -12,9 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, List, Optional
 
-from groktransfer.choices import Choice
+from groktransfer.utils.choices import Choice
 from groktransfer.config.schema import LoggerMode, to_typed
-from groktransfer.rundir import Status
+from groktransfer.runs.rundir import Status
 
 DEFAULT_MEASURES = [
     "restricted_loss",

@@ -23,7 +23,7 @@ from typing import Any, Sequence
 
 import pandas as pd
 
-from groktransfer.rundir import SOURCE_FILE
+from groktransfer.runs.rundir import SOURCE_FILE
 
 from .collect import RunRecord
 from .report import ReportSection, ReportTable

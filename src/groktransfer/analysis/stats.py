@@ -22,7 +22,7 @@ from typing import Iterable, Sequence
 import numpy as np
 import pandas as pd
 
-from groktransfer.rundir import threshold_key
+from groktransfer.runs.rundir import threshold_key
 
 from .collect import RunRecord
 

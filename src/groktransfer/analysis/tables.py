@@ -12,7 +12,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from groktransfer.rundir import Status
+from groktransfer.runs.rundir import Status
 
 from .collect import NO_STATUS, UNREADABLE, RunRecord
 from .stats import format_epochs, format_ratio, observe, threshold_key

@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from . import style  # noqa: F401  (Agg backend before pyplot)
-from groktransfer.rundir import MEASURES_FILE, METRICS_FILE, SOURCE_FILE
+from groktransfer.runs.rundir import MEASURES_FILE, METRICS_FILE, SOURCE_FILE
 
 from .collect import RunRecord, _config_of, dig
 from .groups import MIN_RUNS_TO_JUDGE, compare_groups, observations, pick_threshold
@@ -91,8 +91,8 @@ def source_run_dir(runs: Sequence[RunRecord]) -> Path | None:
 
 def fixed_condition_epochs(runs: Sequence[RunRecord], source_dir: Path) -> dict[str, int]:
     """Epochs the ``memorized`` / ``grokked`` criteria (from a run's config) pick on this source run."""
-    from groktransfer.rundir import RunDir
-    from groktransfer.source import SourceSelectionError, select_checkpoint
+    from groktransfer.runs.rundir import RunDir
+    from groktransfer.transfer.source_runs import SourceSelectionError, select_checkpoint
 
     cfg = _config_of(checkpoint_runs(runs)[0].run_dir)
     out: dict[str, int] = {}

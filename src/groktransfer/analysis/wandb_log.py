@@ -14,7 +14,7 @@ from typing import Sequence
 
 import pandas as pd
 
-from groktransfer.rundir import WANDB_DIR
+from groktransfer.runs.rundir import WANDB_DIR
 
 from .collect import RunRecord
 from .settings import WandbSettings

@@ -3,8 +3,8 @@
 Each dataclass is registered in Hydra's ConfigStore (see ``register_configs``) as
 the *base* of its group's YAML files, so a misspelt key or a value of the wrong
 type fails when Hydra composes the config -- before any directory is created or
-any epoch is trained. Every choice (task, activation, transfer condition and
-component actions, checkpoint pick, logger name and mode) is an Enum, so a wrong
+any epoch is trained. Closed choices (activation, transfer condition and
+component actions, checkpoint pick, logger name and mode) are Enums, so a wrong
 choice fails at compose time too, listing the allowed values. Semantic checks that a
 type system cannot express (p prime, fractions in range, source/target shapes) live
 in ``groktransfer.config.validate``.
@@ -21,8 +21,8 @@ from typing import Any, Dict, List, Mapping, Optional, Type, TypeVar, Union
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
 
-from groktransfer.choices import Choice
-from groktransfer.errors import UserError
+from groktransfer.utils.choices import Choice
+from groktransfer.utils.errors import UserError
 
 
 class ConfigError(UserError, ValueError):
@@ -30,19 +30,6 @@ class ConfigError(UserError, ValueError):
 
 
 # --------------------------------------------------------------------------- choices
-class TaskName(Choice):
-    """The arithmetic tasks of ``groktransfer.tasks.TASKS`` (kept equal by a test)."""
-
-    add = "add"
-    subtract = "subtract"
-    multiply = "multiply"
-    divide = "divide"
-    x2xyy2 = "x2xyy2"
-    int_add = "int_add"
-    digit_add = "digit_add"  # the digit family (groktransfer.digit_tasks.DIGIT_TASKS)
-    digit_sub = "digit_sub"
-
-
 class Activation(Choice):
     relu = "relu"
     gelu = "gelu"
@@ -99,7 +86,7 @@ class Pick(Choice):
 
 
 class CpuGemm(Choice):
-    """Which library multiplies float32 matrices on CPU in the fast path (see groktransfer.gemm)."""
+    """Which library multiplies float32 matrices on CPU in the fast path (see groktransfer.model.gemm)."""
 
     onednn = "onednn"
     blas = "blas"
@@ -124,11 +111,13 @@ class TaskConfig:
     so a seed sweep changes the split *and* the init unless either is pinned.
     """
 
-    name: TaskName = MISSING
+    # a registered task name (groktransfer.tasks.registry.TASKS; plugins add theirs), checked
+    # with the list of registered names before anything is written
+    name: str = MISSING
     p: int = 113
     frac_train: float = 0.3
     data_seed: Optional[int] = None
-    # digit tasks only (see groktransfer.digit_tasks): operand length, an (n+1)-th answer
+    # digit tasks only (see groktransfer.tasks.digits): operand length, an (n+1)-th answer
     # digit, and for n_digits > 2 the sizes of the sampled train and test sets
     n_digits: int = 4
     carry_out: bool = False
@@ -196,9 +185,9 @@ class TrainConfig:
     # stop once the *last* threshold has held this many epochs (0 = never stop early)
     patience: int = 500
     threads: int = 1
-    # auto | cpu | cuda | cuda:N | mps (auto: CUDA when torch sees a GPU); see groktransfer.device
+    # auto | cpu | cuda | cuda:N | mps (auto: CUDA when torch sees a GPU); see groktransfer.training.device
     device: str = "auto"
-    # CUDA only: deterministic kernels and cuBLAS workspace (repeatable numbers; see groktransfer.device)
+    # CUDA only: deterministic kernels and cuBLAS workspace (repeatable numbers; see groktransfer.training.device)
     deterministic: bool = True
     # flush float32 denormals to zero: weight decay drives many weights into the denormal
     # range, where CPU arithmetic is several times slower (measured: a memorised-start
@@ -263,7 +252,7 @@ class SourceConfig:
     optimizer), so only what differs has to be spelt out.
     """
 
-    task: TaskName = TaskName.add
+    task: str = "add"  # a registered task name, like task.name
     p: Optional[int] = None
     frac_train: Optional[float] = None
     # digit sources: train/test set sizes (None = the target's); n_digits and carry_out are the target's

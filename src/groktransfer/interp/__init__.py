@@ -18,7 +18,7 @@ One module per analysis family:
   claims on a model's numbers.
 
 Every function takes a model (``HookedGrokTransformer`` or a TransformerLens
-``HookedTransformer``) and a task (``groktransfer.tasks.Task``, anything with an
+``HookedTransformer``) and a task (``groktransfer.tasks.modular.Task``, anything with an
 ``answer_set()`` method, or an :class:`AnswerSet`).
 """
 

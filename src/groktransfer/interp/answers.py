@@ -13,7 +13,7 @@ on an :class:`AnswerSet`:
 * ``targets`` -- the named quantities probes and neuron correlations are tested against.
 
 A task provides its own view through an ``answer_set()`` method; pair tasks
-(:class:`groktransfer.tasks.Task`) get theirs from :func:`pair_answer_set`.
+(:class:`groktransfer.tasks.modular.Task`) get theirs from :func:`pair_answer_set`.
 """
 
 from __future__ import annotations
@@ -138,7 +138,7 @@ CARRY_CLASS_NAMES = ("no carry", "direct carry", "cascading carry")
 
 
 def digit_answer_set(task: Any) -> AnswerSet:
-    """The view of a digit task (``groktransfer.digit_tasks.DigitTask``): answers are read
+    """The view of a digit task (``groktransfer.tasks.digits.DigitTask``): answers are read
     at ``task.answer_positions``, one per answer digit (most significant first); failure
     maps break down by each answer digit's carry class. Probe targets: the operands and
     the sum as integers (regression), each answer digit (10 classes) and each digit's

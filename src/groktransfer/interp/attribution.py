@@ -27,7 +27,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 import pandas as pd
 import torch
 
-from groktransfer.fourier import fourier_basis
+from groktransfer.tasks.fourier import fourier_basis
 
 from .answers import answer_set
 from .forward import answer_logits, has_mlp, n_layers_heads, run_cache

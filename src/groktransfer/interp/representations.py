@@ -26,8 +26,8 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import pandas as pd
 import torch
 
-from groktransfer.fourier import GroupFourier, fourier_basis
-from groktransfer.measures import assign_neuron_freqs, fourier_component_norms, gini, neuron_counts, neuron_freq_fractions
+from groktransfer.tasks.fourier import GroupFourier, fourier_basis
+from groktransfer.measures.modular import assign_neuron_freqs, fourier_component_norms, gini, neuron_counts, neuron_freq_fractions
 
 from .answers import CLASSIFICATION, REGRESSION, AnswerSet, Target, answer_set
 from .forward import n_layers_heads, run_cache

@@ -22,7 +22,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Mapping, Optional, Protocol, Sequence, Type, runtime_checkable
 
-from groktransfer.rundir import Status
+from groktransfer.runs.rundir import Status
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """The local sink: the run directory's CSV files, the analysis' source of truth.
 
-Files (names and columns: ``groktransfer.rundir``)::
+Files (names and columns: ``groktransfer.runs.rundir``)::
 
     METRICS_FILE   METRIC_COLUMNS [+ extra keys...]
     MEASURES_FILE  epoch + scalar measures (union of every key seen, stable order)
@@ -8,7 +8,7 @@ Files (names and columns: ``groktransfer.rundir``)::
 
 Why rewrite instead of append: an appended CSV is torn by a SIGKILL mid-line, and its
 header cannot grow when a new measure shows up. So every table is held in memory and
-the *whole* file is replaced atomically (``groktransfer.atomic``); a reader (pandas,
+the *whole* file is replaced atomically (``groktransfer.utils.atomic``); a reader (pandas,
 the analysis job) always sees a complete file. The files stay small (a few MB at most
 for 25k epochs), and each row is rendered to its CSV line once and cached, so a
 rewrite is a join plus one write.
@@ -47,8 +47,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Optional, Sequence
 
-from groktransfer import atomic
-from groktransfer.rundir import METRIC_COLUMNS, METRICS_FILE, RESUME_FILE, RunDir
+from groktransfer.utils import atomic
+from groktransfer.runs.rundir import METRIC_COLUMNS, METRICS_FILE, RESUME_FILE, RunDir
 from groktransfer.sinks.base import RunMeta
 
 log = logging.getLogger(__name__)

@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
 from groktransfer.config.schema import LoggerConfig, LoggerMode
-from groktransfer.rundir import MEASURES_FILE, WANDB_DIR, Status
+from groktransfer.runs.rundir import MEASURES_FILE, WANDB_DIR, Status
 from groktransfer.sinks.base import RunMeta
 
 log = logging.getLogger(__name__)

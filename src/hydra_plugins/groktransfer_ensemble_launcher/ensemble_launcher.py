@@ -4,7 +4,7 @@ Why a launcher: it is the one place that sees every job of a sweep before any ru
 so it can group them; the user's switch is one override on the same sweep command
 (``hydra/launcher=ensemble``), and every job still gets its own Hydra directory,
 ``.hydra/`` files and run directory through Hydra's own ``run_job``. The grouping and
-training live in :mod:`groktransfer.ensemble.launch`; this class is Hydra's adapter.
+training live in :mod:`groktransfer.jobs.ensemble_launch`; this class is Hydra's adapter.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ class EnsembleLauncher(Launcher):
         self.task_function = task_function
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
-        from groktransfer.ensemble.launch import launch_sweep
+        from groktransfer.jobs.ensemble_launch import launch_sweep
 
         for key in ("max_members", "n_jobs", "threads"):
             if getattr(self, key) < 0:  # bad input: one line and exit code 2 before any job is planned

@@ -11,7 +11,7 @@ resumes it from its last checkpoint.
 
 Pre-emption needs nothing here: submitit's USR2 handler asks this launcher for a
 checkpoint (the same job again), SLURM requeues it into the same run directory, and
-the job resumes from ``resume.pt`` (see ``groktransfer.runindex``).
+the job resumes from ``resume.pt`` (see ``groktransfer.runs.index``).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
 from hydra_plugins.hydra_submitit_launcher.submitit_launcher import SlurmLauncher as HydraSlurmLauncher
 from omegaconf import OmegaConf, open_dict
 
-from groktransfer.rundir import RunDir, Status, StatusRecord
+from groktransfer.runs.rundir import RunDir, Status, StatusRecord
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """From a sweep's run records to the checkpoints the circuit analysis reads.
 
-Only the run-directory contract is used (``groktransfer.rundir``): the status record,
+Only the run-directory contract is used (``groktransfer.runs.rundir``): the status record,
 the config copy, the source record and the final checkpoint. For every completed run
 this finds its final checkpoint, its task, the source checkpoint it started from and
 the source run behind it; for every source, a *reference* checkpoint standing for
@@ -27,8 +27,8 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import yaml
 
-from groktransfer.rundir import CHECKPOINT_DIR, CONFIG_FILE, FINAL_CHECKPOINT, HYDRA_DIR, SOURCE_FILE, RunDir
-from groktransfer.tasks import Task
+from groktransfer.runs.rundir import CHECKPOINT_DIR, CONFIG_FILE, FINAL_CHECKPOINT, HYDRA_DIR, SOURCE_FILE, RunDir
+from groktransfer.tasks.modular import Task
 
 from ..collect import RunRecord, dig
 

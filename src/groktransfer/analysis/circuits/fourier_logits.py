@@ -15,7 +15,7 @@ from typing import List
 
 import numpy as np
 
-from groktransfer.measures import FourierMeasures
+from groktransfer.measures.modular import FourierMeasures
 
 _COMBINE = {"add": "a+b", "subtract": "a−b", "multiply": "log a+log b", "divide": "log a−log b"}
 

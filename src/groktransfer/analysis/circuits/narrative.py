@@ -13,7 +13,7 @@ from typing import Dict, Optional, Sequence
 import numpy as np
 import pandas as pd
 
-from groktransfer.rundir import CHECKPOINT_DIR, FINAL_CHECKPOINT, SOURCE_FILE
+from groktransfer.runs.rundir import CHECKPOINT_DIR, FINAL_CHECKPOINT, SOURCE_FILE
 
 from .discover import COPIED, SAME_INIT
 from .neurons import DOMINANT_MASS, SPECIALISED
@@ -227,7 +227,7 @@ def method_text(sc: SweepCircuits) -> str:
     t = f"{sc.key_freq_threshold:g}"
     return "\n".join([
         f"Every model is read on all p² inputs of its own task, in the Fourier basis of that task's group "
-        f"(`groktransfer.fourier` / `measures`): for a−b the logit directions are cos/sin(w(a−b−c)), for a+b "
+        f"(`groktransfer.tasks.fourier` / `measures`): for a−b the logit directions are cos/sin(w(a−b−c)), for a+b "
         f"cos/sin(w(a+b−c)). A neuron's frequency is the one holding the largest share of its activation "
         f"variance over (a, b) (2-D components (w,0), (0,w), (w,w)); key frequencies are those with at least "
         f"one neuron whose share is > {t} (the training measures' threshold); *dominant* frequencies are those "

@@ -14,10 +14,10 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
-from groktransfer.checkpoint import LoadedCheckpoint, load_checkpoint
-from groktransfer.fourier import GroupFourier
-from groktransfer.measures import compute_progress_measures
-from groktransfer.tasks import Task
+from groktransfer.model.checkpoint import LoadedCheckpoint, load_checkpoint
+from groktransfer.tasks.fourier import GroupFourier
+from groktransfer.measures.modular import compute_progress_measures
+from groktransfer.tasks.modular import Task
 
 from .attention import attention_asymmetry
 from .forward import run_all_inputs

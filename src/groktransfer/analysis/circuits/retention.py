@@ -22,9 +22,9 @@ from typing import Any, Optional, Tuple
 
 import torch
 
-from groktransfer.fourier import GroupFourier
-from groktransfer.measures import logit_target_structure
-from groktransfer.tasks import Task
+from groktransfer.tasks.fourier import GroupFourier
+from groktransfer.measures.modular import logit_target_structure
+from groktransfer.tasks.modular import Task
 
 
 def evaluation_problem(d_vocab: int, d_vocab_out: int, task: Task) -> Optional[str]:

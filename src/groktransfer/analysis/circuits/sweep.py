@@ -15,7 +15,7 @@ from typing import Dict, Iterator, List, Optional, Sequence
 import pandas as pd
 import torch
 
-from groktransfer.checkpoint import CheckpointError, load_checkpoint
+from groktransfer.model.checkpoint import CheckpointError, load_checkpoint
 
 from ..collect import RunRecord
 from ..stats import condition_order

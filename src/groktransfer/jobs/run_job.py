@@ -1,0 +1,370 @@
+"""One job end to end: validate, decide (fresh / resume / reuse), build the start, train.
+
+``run_job`` is what ``scripts/train.py`` calls for every Hydra job (single run or one
+job of a multirun). The order matters: the config is checked before anything is
+written; the status record says ``running`` before the first epoch and ``completed`` /
+``failed`` / ``stopped`` (with the reason and epoch) at the end, so a reader never
+mistakes a half-finished directory for a result. The pieces live in their own
+modules: the starting point (``starting_point``), training inside a run directory
+for target and source runs alike (``training``), what gets written at each checkpoint
+(``callbacks``), and the file formats (``rundir``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, FrozenSet, Iterable, List, Optional, Sequence, Tuple, Union
+
+import torch
+from omegaconf import OmegaConf
+
+from groktransfer.training.allocator import keep_freed_memory
+from groktransfer.utils.atomic import write_json, write_text
+from groktransfer.runs.callbacks import load_resume_state
+from groktransfer.config.schema import Condition, CpuGemm, TrainJobConfig, drop_default_schedule, to_plain
+from groktransfer.config.validate import ResolvedSeeds, resolve_seeds, validate_job_config
+from groktransfer.training.device import resolve_device
+from groktransfer.utils.errors import JobError, UserError
+from groktransfer.model.gemm import set_cpu_gemm
+from groktransfer.runs.rundir import RUN_DIRS, RUN_FILES, RunDir, Status, StatusRecord, library_versions, utc_now
+from groktransfer.runs.index import RunIndex, transplant
+from groktransfer.sinks import RunMeta
+from groktransfer.transfer.source_runs import SourceCache, SourceSpec, source_spec_from_config
+from groktransfer.transfer.starting_point import StartingPoint, build_starting_point, model_for_resume
+from groktransfer.tasks.modular import Task
+from groktransfer.tasks.registry import TASK_FAMILIES, family_of, make_task, task_seq_len
+from groktransfer.training.trainer import TrainerCallback
+from groktransfer.runs.train_run_dir import TrainingPlan, resolved_model_config, train_in_run_dir, train_source_run
+
+log = logging.getLogger(__name__)
+
+# Config keys that do not change a job's numbers: excluded from its run identity.
+_NON_IDENTITY_KEYS = ("logger", "paths", "force", "debug", "experiment_name")
+# device/deterministic/cpu_gemm change float rounding, not the experiment: a run finished on a GPU is reused on CPU
+_NON_IDENTITY_TRAIN_KEYS = (
+    "threads", "progress_bar", "timeout_minutes", "profile_epochs", "device", "deterministic", "cpu_gemm",
+)
+
+__all__ = ["JobError", "JobPaths", "JobResult", "Launch", "PlannedJob", "plan_job", "run_job"]
+
+
+@dataclass(frozen=True)
+class Launch:
+    """Hydra's runtime facts for one job, passed in by ``scripts/train.py``.
+
+    ``sweep_dir`` is set for a job of a multirun (it names the W&B group).
+    """
+
+    run_dir: Path
+    cwd: Path
+    sweep_dir: Optional[Path] = None
+    # the dotted config keys set on the command line (Hydra's task overrides), for validation
+    given: FrozenSet[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class JobPaths:
+    """Absolute locations shared by the jobs of a sweep (resolved against the launch directory)."""
+
+    root: Path
+    source_cache: Path
+    run_index: Path
+
+    @classmethod
+    def from_config(cls, job: TrainJobConfig, cwd: Path) -> "JobPaths":
+        def absolute(value: str) -> Path:
+            path = Path(value).expanduser()
+            return path if path.is_absolute() else (cwd / path).resolve()
+
+        return cls(absolute(job.paths.root), absolute(job.paths.source_cache), absolute(job.paths.run_index))
+
+
+@dataclass
+class JobResult:
+    run_dir: Path
+    status: Status
+    record: StatusRecord
+    skipped: Optional[str] = None
+
+    def one_line(self) -> str:
+        r = self.record
+        if self.skipped:
+            return f"[{r.task} {r.condition} s{r.seed}] skipped: {self.skipped}"
+        if self.status != Status.COMPLETED:
+            return f"[{r.condition} s{r.seed}] {self.status}: {r.reason} -> {self.run_dir}"
+        thr = " ".join(f"{k}@{v['epoch'] if v['epoch'] is not None else '—'}" for k, v in r.thresholds.items())
+        f = r.final
+        return (
+            f"[{r.task} {r.condition} s{r.seed}] epochs to test acc {thr} | "
+            f"final train {f['train_acc']:.4f} test {f['test_acc']:.4f} at epoch {r.epoch} -> {self.run_dir}"
+        )
+
+
+# ---------------------------------------------------------------------------
+# the job
+# ---------------------------------------------------------------------------
+def run_identity(job: TrainJobConfig) -> str:
+    """Hash of everything that determines a job's numbers (not where it logs or how many threads)."""
+    data = to_plain(job)
+    for key in _NON_IDENTITY_KEYS:
+        data.pop(key, None)
+    if data["transfer"]["name"] == Condition.random:  # no source: a sweep's copies along the source axis are one run
+        data["transfer"] = {"name": str(Condition.random)}
+    for key in _NON_IDENTITY_TRAIN_KEYS:
+        data["train"].pop(key, None)
+    _drop_unset_new_keys(data, job)
+    data["resolved_seeds"] = resolve_seeds(job).__dict__
+    blob = json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:20]
+
+
+def _drop_unset_new_keys(data: Dict[str, Any], job: TrainJobConfig) -> None:
+    """Keys added for digit tasks change no earlier job's numbers: leave them out of the
+    identity when unused, so sweeps run before they existed are still recognised."""
+    used = family_of(data["task"]["name"]).config_keys  # task keys only the families that read them hash
+    for key in {k for f in TASK_FAMILIES.names() for k in TASK_FAMILIES.get(f).config_keys} - set(used):
+        data["task"].pop(key, None)
+    source = data["transfer"].get("source", {})  # random jobs hash no source
+    for key in ("n_train", "n_test"):
+        if source.get(key) is None:
+            source.pop(key, None)
+    if not data["model"].get("attn_only"):
+        data["model"].pop("attn_only", None)
+    if data["model"].get("n_ctx") is None:  # null = the task's length: hash the value it resolves to
+        data["model"]["n_ctx"] = task_seq_len(job.task)
+    if data["train"].get("batch_size") is None:
+        data["train"].pop("batch_size", None)
+    drop_default_schedule(data["optimizer"])
+
+
+def configure_torch(threads: int, flush_denormal: bool, cpu_gemm: CpuGemm = CpuGemm.onednn) -> None:
+    """Process-wide numerics and threading for a job.
+
+    Threads are pinned because two 1-thread jobs beat one 2-thread job on 2 cores;
+    denormals are flushed because long weight-decayed runs otherwise crawl on CPUs;
+    the fast path's CPU products go to ``cpu_gemm`` (groktransfer.model.gemm); freed
+    activations stay in the process (groktransfer.training.allocator).
+    """
+    torch.set_flush_denormal(flush_denormal)
+    torch.set_num_threads(threads)
+    try:
+        torch.set_num_interop_threads(1)
+    except RuntimeError:  # already set in this process (sequential multirun)
+        pass
+    set_cpu_gemm(cpu_gemm)
+    keep_freed_memory()
+
+
+def run_job(job: TrainJobConfig, launch: Launch, callbacks: Sequence[TrainerCallback] = ()) -> JobResult:
+    """Run one configured job in ``launch.run_dir``: fresh, resumed, or reused from an earlier launch.
+
+    ``callbacks`` are extra trainer callbacks (the tests' fault injection).
+    """
+    with contextlib.ExitStack() as held:
+        planned = plan_job(job, launch, held, callbacks)
+        if isinstance(planned, JobResult):
+            return planned
+        return planned.result(train_in_run_dir(planned.run_dir, planned.plan))
+
+
+@dataclass(frozen=True)
+class SourceToTrain:
+    """A source run that planning a sweep's jobs would train, and the first job that asks for it."""
+
+    cache: SourceCache
+    spec: SourceSpec
+    job: TrainJobConfig
+
+    def train(self) -> None:
+        """Train it into the cache (as :func:`plan_job` would: the job's threads, once across processes)."""
+        configure_torch(self.job.train.threads, self.job.train.flush_denormal, self.job.train.cpu_gemm)
+        self.cache.get_or_train(self.spec, lambda run_dir, spec: train_source_run(run_dir, spec, self.job))
+
+
+def sources_to_train(jobs: Sequence[TrainJobConfig], cwd: Path) -> List[SourceToTrain]:
+    """The uncached source runs these jobs need, each once, in sweep order.
+
+    Mirrors :func:`plan_job`'s decisions without taking its locks: jobs that start at
+    random or from a file need none, and a job the run index already knows (it will be
+    reused or resumed) starts from no source. A guess that goes stale (another process
+    trains the source meanwhile) costs nothing: the cache's lock trains each run once.
+    """
+    found: Dict[Tuple[Path, str], SourceToTrain] = {}
+    for job in jobs:
+        if job.transfer.name == Condition.random or job.transfer.source.path is not None:
+            continue
+        try:
+            validate_job_config(job)
+            seeds = resolve_seeds(job)
+        except UserError:  # planning refuses this job, with the reason
+            continue
+        paths = JobPaths.from_config(job, cwd)
+        if not job.force and RunIndex(paths.run_index).lookup(run_identity(job)) is not None:
+            continue
+        spec = source_spec_from_config(job, seeds.source_seed)
+        cache = SourceCache(paths.source_cache)
+        if not cache.run_dir(spec).is_completed:
+            found.setdefault((paths.source_cache, spec.label), SourceToTrain(cache, spec, job))
+    return list(found.values())
+
+
+@dataclass
+class PlannedJob:
+    """A job that will train: its run directory (status ``running``) and its training plan.
+
+    ``run_job`` trains it at once; the ensemble launcher trains several together.
+    """
+
+    job: TrainJobConfig
+    run_dir: RunDir
+    plan: TrainingPlan
+
+    def result(self, record: StatusRecord) -> JobResult:
+        if record.status == Status.FAILED:
+            # a property of the run (NaN, time budget), not an accident: rerunning is a choice (force=true)
+            self.run_dir.resume_path.unlink(missing_ok=True)
+        return JobResult(self.run_dir.path, Status(record.status), record)
+
+
+def given_keys(overrides: Iterable[str]) -> FrozenSet[str]:
+    """The dotted keys of Hydra command-line overrides (``task.n_train=500`` -> ``task.n_train``)."""
+    return frozenset(o.split("=", 1)[0].lstrip("+~") for o in overrides if "=" in o)
+
+
+def plan_job(
+    job: TrainJobConfig, launch: Launch, held: contextlib.ExitStack, callbacks: Sequence[TrainerCallback] = ()
+) -> Union[JobResult, PlannedJob]:
+    """Everything before the first epoch: checks, the run-index decision, the starting point.
+
+    Returns the result of a job that trains nothing (reused or skipped), else the planned
+    job. The run identity's lock is entered into ``held``: keep it open until the job
+    has trained, so two identical jobs never train at once.
+    """
+    validate_job_config(job, launch.given)
+    resolve_device(job.train.device)  # a device that is not there: one line, exit 2, nothing written
+    seeds = resolve_seeds(job)
+    configure_torch(job.train.threads, job.train.flush_denormal, job.train.cpu_gemm)
+    paths = JobPaths.from_config(job, launch.cwd)
+    run_dir = RunDir(launch.run_dir)
+    run_id = run_identity(job)
+    index = RunIndex(paths.run_index)
+    held.enter_context(index.lock(run_id))
+    decision = index.decide(run_id, run_dir.path, force=job.force)
+    if decision.action in ("reuse", "skip_failed"):
+        assert decision.previous is not None
+        transplant(decision.previous, run_dir.path, link=True)
+        record = run_dir.update_status(reused_from=str(decision.previous))
+        log.info("skipped (%s)", decision.reason)
+        return JobResult(run_dir.path, Status(record.status), record, skipped=decision.reason)
+    existing = run_dir.read_status()
+    if decision.action == "fresh" and existing is not None:
+        if not job.force and existing.run_id != run_id:
+            raise JobError(f"{run_dir.path} already holds a different run; pass force=true to overwrite it on purpose")
+        _clear_run_files(run_dir)
+    resume_state: Optional[Dict[str, Any]] = None
+    if decision.action == "resume":
+        assert decision.previous is not None
+        transplant(decision.previous, run_dir.path, link=False)
+        resume_state = load_resume_state(run_dir)
+        log.info("%s", decision.reason)
+    index.record(run_id, run_dir.path)
+    return _plan_target(job, launch, run_dir, paths, seeds, run_id, resume_state, callbacks)
+
+
+def _plan_target(
+    job: TrainJobConfig,
+    launch: Launch,
+    run_dir: RunDir,
+    paths: JobPaths,
+    seeds: ResolvedSeeds,
+    run_id: str,
+    resume_state: Optional[Dict[str, Any]],
+    callbacks: Sequence[TrainerCallback],
+) -> PlannedJob:
+    task = make_task(job.task, seeds.data_seed)
+    model_cfg = resolved_model_config(job.model, task)
+    identity = dict(
+        run_id=run_id,
+        experiment=job.experiment_name,
+        task=task.name,
+        p=task.p,
+        condition=str(job.transfer.name),
+        seed=job.seed,
+        data_seed=seeds.data_seed,
+        model_seed=seeds.model_seed,
+        source_seed=seeds.source_seed if job.transfer.name != Condition.random else None,
+        max_epochs=job.train.max_epochs,
+        threads=job.train.threads,
+        versions=library_versions(),
+    )
+    config = to_plain(job)
+    run_dir.path.mkdir(parents=True, exist_ok=True)
+    write_text(run_dir.config_path, OmegaConf.to_yaml(config))
+    if resume_state is None:
+        run_dir.update_status(status=Status.RUNNING, reason=None, started_at=utc_now(), epoch=0, **identity)
+        try:
+            start = build_starting_point(
+                job, model_cfg, seeds, paths.source_cache, lambda rd, spec: train_source_run(rd, spec, job)
+            )
+        except Exception as exc:
+            run_dir.update_status(
+                status=Status.FAILED, reason=f"could not build the starting model: {exc}", failed_epoch=0
+            )
+            raise
+        if start.record is not None:
+            write_json(run_dir.source_path, start.record)
+            run_dir.update_status(source=start.record.get("chosen") or {"path": start.record.get("source_path")})
+    else:
+        run_dir.update_status(status=Status.RUNNING, reason=None, resumed_at=utc_now(), **identity)
+        start = model_for_resume(job, model_cfg, seeds, resume_state["model"])
+    plan = _target_plan(job, launch, task, start, run_id, config, resume_state, callbacks)
+    return PlannedJob(job, run_dir, plan)
+
+
+def _target_plan(
+    job: TrainJobConfig,
+    launch: Launch,
+    task: Task,
+    start: StartingPoint,
+    run_id: str,
+    config: Dict[str, Any],
+    resume_state: Optional[Dict[str, Any]],
+    callbacks: Sequence[TrainerCallback],
+) -> TrainingPlan:
+    group = f"{job.experiment_name}/{launch.sweep_dir.name}" if launch.sweep_dir is not None else job.experiment_name
+    meta = RunMeta(
+        run_id=run_id,
+        experiment=job.experiment_name,
+        task=task.name,
+        condition=str(job.transfer.name),
+        seed=job.seed,
+        group=group,
+    )
+    return TrainingPlan(
+        task=task,
+        model=start.model,
+        optimizer=job.optimizer,
+        train=job.train,
+        measures=job.measures,
+        meta=meta,
+        config=config,
+        logger=job.logger,
+        resume_state=resume_state,
+        optimizer_state=start.optimizer_state,
+        copied=start.copied,
+        callbacks=callbacks,
+    )
+
+
+def _clear_run_files(run_dir: RunDir) -> None:
+    """force=true: remove a previous run's artefacts (not Hydra's own files) before starting over."""
+    for name in RUN_FILES:
+        (run_dir.path / name).unlink(missing_ok=True)
+    for name in RUN_DIRS:
+        shutil.rmtree(run_dir.path / name, ignore_errors=True)

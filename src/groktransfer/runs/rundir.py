@@ -1,0 +1,332 @@
+"""The run-directory contract: every file name, status value, record field and column.
+
+A run directory is the interface between training and everything after it -- resume,
+the run index, the source cache, sweeps, the analysis job, other people's scripts --
+so it is a public, versioned format, and this module is its one definition. Writers
+and readers import names from here; no other module spells a run file's name or a
+status string. ``docs/architecture.md`` describes the layout in prose.
+
+Layout of one run directory::
+
+    status.json          StatusRecord (schema_version, status, thresholds, final, ...)
+    config.yaml          the job's resolved config
+    metrics.csv          METRIC_COLUMNS (+ extra keys), one row per eval
+    measures.csv         "epoch" + MEASURE_BASE_COLUMNS (+ MEASURE_FOURIER_COLUMNS)
+    measures_freqs.csv   "epoch" + FREQ_ROW_KEYS, one row per (checkpoint, frequency)
+    source.json          transfer runs: where the initial weights came from
+    resume.pt            last training state; present only while a run can be resumed
+    checkpoints/         epoch_NNNNNN.pt, optim_epoch_NNNNNN.pt (source runs), final.pt
+    profile/             debug=profile only: trace.json (torch profiler) and summary.txt
+
+A cached source run also holds ``source_spec.json`` (what was trained) and
+``manifest.json`` (checksums of its checkpoints and metrics).
+
+Versioning: ``status.json`` carries ``schema_version``. Directories written before the
+field existed read as version 0 (same fields). A record with a version newer than
+``SCHEMA_VERSION`` is refused with ``SchemaVersionError`` rather than misread.
+Every write is atomic (temp file + rename), so a killed job never leaves a torn record.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import platform
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Dict, Optional, Tuple
+
+from groktransfer.utils.atomic import write_json
+from groktransfer.utils.choices import Choice
+from groktransfer.utils.errors import UserError
+
+#: Version of the status record written by this code; bump on an incompatible change.
+SCHEMA_VERSION = 1
+
+# --------------------------------------------------------------------------- file names
+STATUS_FILE = "status.json"
+CONFIG_FILE = "config.yaml"
+METRICS_FILE = "metrics.csv"
+MEASURES_FILE = "measures.csv"
+FREQS_FILE = "measures_freqs.csv"
+SOURCE_FILE = "source.json"
+RESUME_FILE = "resume.pt"
+CHECKPOINT_DIR = "checkpoints"
+FINAL_CHECKPOINT = "final.pt"
+CHECKPOINT_GLOB = "epoch_*.pt"
+SOURCE_SPEC_FILE = "source_spec.json"
+MANIFEST_FILE = "manifest.json"
+PROFILE_DIR = "profile"
+PROFILE_TRACE = "trace.json"
+PROFILE_SUMMARY = "summary.txt"
+#: Files of other tools that may sit in a run directory (Hydra's, the job log, W&B's).
+HYDRA_DIR = ".hydra"
+LOG_FILE = "train.log"
+WANDB_DIR = "wandb"
+
+#: What a run writes (removed by ``force=true`` before a run starts over).
+RUN_FILES: Tuple[str, ...] = (STATUS_FILE, METRICS_FILE, MEASURES_FILE, FREQS_FILE, SOURCE_FILE, RESUME_FILE)
+RUN_DIRS: Tuple[str, ...] = (CHECKPOINT_DIR, WANDB_DIR, PROFILE_DIR)
+
+
+def checkpoint_name(epoch: int) -> str:
+    return f"epoch_{epoch:06d}.pt"
+
+
+def optimizer_state_name(epoch: int) -> str:
+    return f"optim_epoch_{epoch:06d}.pt"
+
+
+# --------------------------------------------------------------------------- table columns
+#: metrics.csv: one row per evaluation (extra keys logged by a caller are appended).
+METRIC_COLUMNS: Tuple[str, ...] = ("epoch", "train_loss", "test_loss", "train_acc", "test_acc", "lr")
+#: measures.csv: always present after "epoch". ``weight_norm_*`` are sums of SQUARED
+#: weights (the paper's "total sum of squared weights"), not norms.
+MEASURE_BASE_COLUMNS: Tuple[str, ...] = (
+    "train_loss", "test_loss", "train_acc", "test_acc",
+    "weight_norm_total", "weight_norm_embed", "weight_norm_pos_embed", "weight_norm_attn",
+    "weight_norm_mlp", "weight_norm_unembed", "weight_norm_ln", "weight_norm_other",
+    "fourier_status", "fourier_note",
+)  # fmt: skip
+#: measures.csv: added when the task has a Fourier group (fourier_status == "present").
+MEASURE_FOURIER_COLUMNS: Tuple[str, ...] = (
+    "fourier_group", "fourier_modulus", "fourier_n_pairs", "fourier_excluded_pairs",
+    "key_freq_threshold", "n_key_freqs", "key_freqs",
+    "frac_neurons_explained", "mean_neuron_frac_explained", "n_dead_neurons",
+    "restricted_loss", "restricted_acc", "excluded_loss", "excluded_acc",
+    "restricted_strict_loss", "restricted_strict_acc",
+    "excluded_strict_loss", "excluded_strict_acc",
+    "restricted_ref_loss", "excluded_ref_loss",
+    "gini_W_E", "gini_W_L", "logit_residual_frac",
+)  # fmt: skip
+#: measures.csv: added instead when only the inputs are read in a Fourier basis
+#: (fourier_status == "input_only": int_add, whose output has no group).
+MEASURE_INPUT_FOURIER_COLUMNS: Tuple[str, ...] = (
+    "fourier_modulus", "fourier_n_pairs", "key_freq_threshold", "n_key_freqs", "key_freqs",
+    "frac_neurons_explained", "mean_neuron_frac_explained", "n_dead_neurons", "gini_W_E",
+)  # fmt: skip
+#: measures_freqs.csv: after "epoch", one row per frequency of each checkpoint.
+FREQ_ROW_KEYS: Tuple[str, ...] = (
+    "freq", "logit_cos_coef", "neuron_count",
+    "logit_sin_coef", "logit_frac", "is_key", "embed_norm", "wl_norm",
+)  # fmt: skip
+#: The measures copied into status.json's ``final`` block at the end of a run.
+FINAL_MEASURES: Tuple[str, ...] = (
+    "restricted_loss", "excluded_loss", "n_key_freqs", "key_freqs", "gini_W_E", "gini_W_L", "weight_norm_total",
+)
+
+
+def threshold_key(threshold: float) -> str:
+    """Key of a test-accuracy threshold in status.json and column suffixes: 0.999 -> "0.999"."""
+    return f"{float(threshold):g}"
+
+
+# --------------------------------------------------------------------------- status
+class Status(Choice):
+    """Where a run stands. Only ``completed`` runs are results; ``stopped`` resumes."""
+
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    STOPPED = "stopped"
+
+
+class RunKind(Choice):
+    TARGET = "target"
+    SOURCE = "source"
+
+
+class SchemaVersionError(UserError, ValueError):
+    """A run directory written by a newer groktransfer than this one."""
+
+
+@dataclass
+class StatusRecord:
+    """The content of ``status.json``: what a run is and how far it got.
+
+    ``thresholds`` maps ``threshold_key(t)`` to ``{"epoch": first epoch at which test
+    accuracy reached t or None, "held": whether it still held at the last eval}``.
+    ``final`` is the last eval plus ``FINAL_MEASURES``. Fields the writer did not know
+    (a newer minor addition) are kept in ``extra`` and written back unchanged.
+    """
+
+    schema_version: int = SCHEMA_VERSION
+    status: Optional[Status] = None
+    reason: Optional[str] = None
+    kind: RunKind = RunKind.TARGET
+    run_id: Optional[str] = None
+    experiment: Optional[str] = None
+    task: Optional[str] = None
+    p: Optional[int] = None
+    condition: Optional[str] = None
+    seed: Optional[int] = None
+    data_seed: Optional[int] = None
+    model_seed: Optional[int] = None
+    source_seed: Optional[int] = None
+    max_epochs: Optional[int] = None
+    threads: Optional[int] = None
+    versions: Dict[str, str] = field(default_factory=dict)
+    started_at: Optional[str] = None
+    resumed_at: Optional[str] = None
+    updated_at: Optional[str] = None
+    finished_at: Optional[str] = None
+    epoch: Optional[int] = None
+    failed_epoch: Optional[int] = None
+    stop_reason: Optional[str] = None
+    thresholds: Dict[str, Dict[str, Any]] = field(default_factory=dict)
+    last_eval: Dict[str, Any] = field(default_factory=dict)
+    final: Dict[str, Any] = field(default_factory=dict)
+    wall_time_s: Optional[float] = None
+    train_seconds: Optional[float] = None
+    seconds_per_epoch: Optional[float] = None
+    source: Optional[Dict[str, Any]] = None  # transfer runs: the chosen source checkpoint
+    spec: Optional[Dict[str, Any]] = None  # source runs: what was trained
+    reused_from: Optional[str] = None
+    extra: Dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def completed(self) -> bool:
+        return self.status == Status.COMPLETED
+
+    def as_dict(self) -> Dict[str, Any]:
+        data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "extra"}
+        return {**data, **self.extra}
+
+    @classmethod
+    def from_dict(cls, data: Dict[str, Any], where: str = STATUS_FILE) -> "StatusRecord":
+        """Parse a record; version 0 (no ``schema_version``, code before the contract) reads as is."""
+        if not isinstance(data, dict):
+            raise ValueError(f"{where} is not a JSON object")
+        version = int(data.get("schema_version", 0))
+        if version > SCHEMA_VERSION:
+            raise SchemaVersionError(
+                f"{where} has schema_version {version}, newer than this groktransfer understands "
+                f"({SCHEMA_VERSION}); upgrade groktransfer to read this run directory"
+            )
+        known = {f.name for f in dataclasses.fields(cls)} - {"extra"}
+        values = {k: v for k, v in data.items() if k in known}
+        values["schema_version"] = version
+        values["kind"] = RunKind(values.get("kind") or RunKind.TARGET)
+        if values.get("status") is not None:
+            values["status"] = Status(values["status"])
+        return cls(**values, extra={k: v for k, v in data.items() if k not in known})
+
+
+def read_status_file(path: Path) -> Optional[StatusRecord]:
+    """The record at ``path``; None when absent or torn (a half write is never trusted).
+
+    Raises ``SchemaVersionError`` for a newer schema and ``ValueError`` for a file that
+    parses but is not a status record.
+    """
+    try:
+        data = json.loads(Path(path).read_text())
+    except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
+        return None
+    return StatusRecord.from_dict(data, where=str(path))
+
+
+def utc_now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def library_versions() -> Dict[str, str]:
+    """Versions that can change numbers: recorded with every run."""
+    import hydra
+    import numpy
+    import torch
+
+    import groktransfer
+
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "numpy": numpy.__version__,
+        "groktransfer": groktransfer.__version__,
+        "hydra": hydra.__version__,
+    }
+
+
+# --------------------------------------------------------------------------- the directory
+class RunDir:
+    """One run's directory: its paths and its status record."""
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+
+    # ---- paths ------------------------------------------------------------
+    @property
+    def status_path(self) -> Path:
+        return self.path / STATUS_FILE
+
+    @property
+    def config_path(self) -> Path:
+        return self.path / CONFIG_FILE
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.path / METRICS_FILE
+
+    @property
+    def measures_path(self) -> Path:
+        return self.path / MEASURES_FILE
+
+    @property
+    def freqs_path(self) -> Path:
+        return self.path / FREQS_FILE
+
+    @property
+    def source_path(self) -> Path:
+        return self.path / SOURCE_FILE
+
+    @property
+    def resume_path(self) -> Path:
+        return self.path / RESUME_FILE
+
+    @property
+    def source_spec_path(self) -> Path:
+        return self.path / SOURCE_SPEC_FILE
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.path / MANIFEST_FILE
+
+    @property
+    def profile_dir(self) -> Path:
+        return self.path / PROFILE_DIR
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        return self.path / CHECKPOINT_DIR
+
+    def checkpoint_path(self, epoch: int) -> Path:
+        return self.checkpoint_dir / checkpoint_name(epoch)
+
+    def optimizer_state_path(self, epoch: int) -> Path:
+        return self.checkpoint_dir / optimizer_state_name(epoch)
+
+    @property
+    def final_checkpoint_path(self) -> Path:
+        return self.checkpoint_dir / FINAL_CHECKPOINT
+
+    def epoch_checkpoints(self) -> list[Path]:
+        """The periodic checkpoints, oldest first."""
+        return sorted(self.checkpoint_dir.glob(CHECKPOINT_GLOB))
+
+    # ---- status -----------------------------------------------------------
+    def read_status(self) -> Optional[StatusRecord]:
+        """The status record, or None when absent or torn; a newer schema raises."""
+        return read_status_file(self.status_path)
+
+    def update_status(self, **fields: Any) -> StatusRecord:
+        """Set ``fields`` of the status record (a typo is a TypeError) and rewrite it atomically."""
+        record = self.read_status() or StatusRecord()
+        record = dataclasses.replace(record, **fields, schema_version=SCHEMA_VERSION, updated_at=utc_now())
+        self.path.mkdir(parents=True, exist_ok=True)
+        write_json(self.status_path, record.as_dict())
+        return record
+
+    @property
+    def is_completed(self) -> bool:
+        record = self.read_status()
+        return record is not None and record.completed

@@ -1,0 +1,355 @@
+"""K jobs trained as one model whose weights carry a leading member axis.
+
+Each member is an ordinary :class:`~groktransfer.training.trainer.Trainer` (model, AdamW,
+lr schedule, threshold tracker, callbacks) that never runs its own loop: it holds the
+member's state in exactly the form a separate job holds it, so the callbacks that
+write a run directory receive the same object either way. The ensemble keeps the
+working copy of every member's weights stacked (``[K, ...]`` per parameter) and
+moves them to and from the member trainers only when a callback needs them (at a
+checkpoint) or when the set of members changes.
+
+Why this is K independent trainings:
+
+* forward: :func:`groktransfer.model.lastpos.last_position_logits` batches every product
+  over the member axis and gathers only inside a member's slice of each table;
+* loss: each member's mean cross-entropy over its own training pairs (float64), summed
+  -- the gradient of a sum is each member's own gradient;
+* optimizer: AdamW is element-wise, so torch's own (fused) AdamW over the stacked
+  tensors updates every member exactly as a separate AdamW would. Members whose
+  learning rate or weight decay differ sit in separate param groups (one stacked
+  tensor per parameter per group, concatenated for the forward); the lr schedule
+  (warm-up, then constant or cosine) is the same ``LambdaLR`` factor a single job uses.
+
+Members stop independently: when one stops early, reaches a non-finite loss or is
+done, it is written out at its own epoch and dropped from the stack (the optimizer's
+moments of the others are carried over), so the rest do not pay for it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, replace
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from groktransfer.transfer.embedding_map import has_embedding_map
+from groktransfer.model.lastpos import last_position_logits
+from groktransfer.training.trainer import EvalResult, Trainer, TrainingFailure, TrainOutcome, adamw
+
+log = logging.getLogger(__name__)
+
+MemberResult = Union[TrainOutcome, TrainingFailure]
+
+
+class IncompatibleMembers(ValueError):
+    """These jobs cannot share one ensemble (the message says why); train them separately."""
+
+
+def incompatibility(members: Sequence[Trainer]) -> Optional[str]:
+    """Why these member trainers cannot train as one ensemble, or None if they can.
+
+    What may differ: the weights (seed, model_seed, transfer condition), the train/test
+    split (data_seed), the learning rate and the weight decay. Everything else must
+    agree, because it is shared by construction: the shapes and activation, which
+    parameters train, the task and its split sizes, betas/eps/warm-up/lr schedule, the loop's
+    cadence and stopping rule, the epoch they start from, and the device.
+    """
+    if not members:
+        return "no members"
+    first = members[0]
+    cfg = replace(first.model.config, model_seed=None)
+    if not (cfg.n_layers == 1 and cfg.normalization is None):
+        return "ensembles need the fast last-position path (one layer, no LayerNorm)"
+    if any(has_embedding_map(m.model) for m in members):
+        return "an embedding-map member (transfer.embed_map) has no W_E parameter to stack"
+    trainable = _trainable_names(first)
+    opt = first.optimizer_cfg
+    for m in members[1:]:
+        if replace(m.model.config, model_seed=None) != cfg:
+            return "model shapes differ"
+        if _trainable_names(m) != trainable:
+            return "different parameters are frozen"
+        if (m.task.name, m.task.p, m.task.frac_train) != (first.task.name, first.task.p, first.task.frac_train):
+            return "tasks differ"
+        if m.cfg != first.cfg:
+            return "train settings differ"
+        if (list(m.optimizer_cfg.betas), m.optimizer_cfg.eps, m.optimizer_cfg.warmup_steps) != (
+            list(opt.betas), opt.eps, opt.warmup_steps
+        ):
+            return "AdamW betas, eps or warm-up differ"
+        if (m.optimizer_cfg.schedule, m.optimizer_cfg.final_lr_frac, m.total_steps) != (
+            opt.schedule, opt.final_lr_frac, first.total_steps
+        ):
+            return "lr schedules differ"
+        if m.epoch != first.epoch:
+            return "members start from different epochs"
+        if m.device != first.device:
+            return "devices differ"
+    for m in members:
+        if m._per_epoch:
+            return "a member has per-epoch callbacks (profiler, fault injection)"
+        if m.model.has_hooks():
+            return "a member has hooks attached"
+    has_state = [bool(m.optimizer.state) for m in members]
+    if any(has_state) and not all(has_state):
+        return "some members carry optimizer state and others do not"
+    return None
+
+
+def _trainable_names(trainer: Trainer) -> List[str]:
+    return [n for n, p in trainer.model.named_parameters() if p.requires_grad]
+
+
+@dataclass
+class _Group:
+    """Members sharing (lr, weight decay): one stacked tensor per parameter."""
+
+    members: List[int]  # indices into EnsembleTrainer.members
+    params: Dict[str, torch.Tensor]  # name -> [k_g, ...]; nn.Parameter where it trains
+
+
+class EnsembleTrainer:
+    """Train member trainers together; returns each member's outcome (or its failure)."""
+
+    def __init__(self, members: Sequence[Trainer], on_done: Optional[Callable[[int, MemberResult], None]] = None) -> None:
+        """``on_done(i, result)`` runs as soon as member i stops, its trainer holding its final state."""
+        reason = incompatibility(members)
+        if reason is not None:
+            raise IncompatibleMembers(reason)
+        self.members = list(members)
+        self.on_done = on_done
+        first = self.members[0]
+        self.cfg = first.cfg
+        self.device = first.device
+        self.loss_dtype = first._loss_dtype
+        self.act = first.model.config.act
+        self.names = [n for n, _ in first.model.named_parameters()]
+        self.trainable = set(_trainable_names(first))
+        self.epoch = first.epoch
+        self.active: List[int] = list(range(len(self.members)))
+        self.results: Dict[int, MemberResult] = {}
+        self._groups: List[_Group] = []
+        self.optimizer: Optional[torch.optim.Optimizer] = None
+        self.scheduler: Optional[torch.optim.lr_scheduler.LambdaLR] = None
+
+    # ---- moving state between the stack and the member trainers ---------------
+    def _stack(self) -> None:
+        """Build the stacked weights, one AdamW and the lr schedule from the active members."""
+        by_hparams: Dict[Tuple[float, float], List[int]] = {}
+        for i in self.active:
+            opt = self.members[i].optimizer_cfg
+            by_hparams.setdefault((float(opt.lr), float(opt.weight_decay)), []).append(i)
+        self._groups, param_groups = [], []
+        for (lr, wd), idx in by_hparams.items():
+            params: Dict[str, torch.Tensor] = {}
+            for name in self.names:
+                stacked = torch.stack([self.members[i].model.get_parameter(name).detach() for i in idx])
+                params[name] = torch.nn.Parameter(stacked) if name in self.trainable else stacked
+            self._groups.append(_Group(idx, params))
+            param_groups.append({"params": [params[n] for n in self.names if n in self.trainable], "lr": lr, "weight_decay": wd})
+        first = self.members[self.active[0]]
+        self.optimizer = adamw(param_groups, first.optimizer_cfg)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, first.lr_factor)  # the members' schedule
+        for group, param_group in zip(self._groups, self.optimizer.param_groups):
+            lead = self.members[group.members[0]]
+            param_group["lr"] = lead.optimizer.param_groups[0]["lr"]  # the members' current (warm-up) lr
+            for name in self.names:
+                if name not in self.trainable:
+                    continue
+                states = [self.members[i].optimizer.state.get(self.members[i].model.get_parameter(name)) for i in group.members]
+                if states[0]:
+                    self.optimizer.state[group.params[name]] = {
+                        "step": states[0]["step"].clone(),
+                        "exp_avg": torch.stack([s["exp_avg"] for s in states]),
+                        "exp_avg_sq": torch.stack([s["exp_avg_sq"] for s in states]),
+                    }
+        lead_sched = first.scheduler.state_dict()
+        self.scheduler.last_epoch = lead_sched["last_epoch"]
+        self.scheduler._step_count = lead_sched["_step_count"]
+        self.scheduler._last_lr = [g["lr"] for g in self.optimizer.param_groups]
+        self._tokens = self._stacked_data()
+
+    @torch.no_grad()
+    def _unstack(self, which: Optional[Sequence[int]] = None) -> None:
+        """Write the stacked state back into the member trainers (weights, AdamW, lr schedule)."""
+        assert self.optimizer is not None and self.scheduler is not None
+        wanted = set(self.active if which is None else which)
+        for group, param_group in zip(self._groups, self.optimizer.param_groups):
+            for local, i in enumerate(group.members):
+                if i not in wanted:
+                    continue
+                member = self.members[i]
+                for name in self.names:
+                    param = member.model.get_parameter(name)
+                    param.copy_(group.params[name][local])
+                    state = self.optimizer.state.get(group.params[name]) if name in self.trainable else None
+                    if state:
+                        member.optimizer.state[param] = {
+                            "step": state["step"].clone(),
+                            "exp_avg": state["exp_avg"][local].clone(),
+                            "exp_avg_sq": state["exp_avg_sq"][local].clone(),
+                        }
+                member.optimizer.param_groups[0]["lr"] = param_group["lr"]
+                member.scheduler.last_epoch = self.scheduler.last_epoch
+                member.scheduler._step_count = self.scheduler._step_count
+                member.scheduler._last_lr = [param_group["lr"]]
+                member.epoch = self.epoch
+
+    def _stacked_data(self) -> Dict[str, torch.Tensor]:
+        order = self.order
+        pick = lambda attr: torch.stack([getattr(self.members[i], attr) for i in order])  # noqa: E731
+        return {
+            "train_tokens": pick("_train_tokens"),  # [k, b, p]
+            "train_labels": pick("_train_labels"),  # [k, b]
+            "test_tokens": pick("_test_tokens"),
+            "test_labels": pick("_test_labels"),
+        }
+
+    @property
+    def order(self) -> List[int]:
+        """Member index of each row of the stack (groups concatenated)."""
+        return [i for g in self._groups for i in g.members]
+
+    def _params(self) -> Dict[str, torch.Tensor]:
+        if len(self._groups) == 1:
+            return self._groups[0].params
+        return {n: torch.cat([g.params[n] for g in self._groups]) for n in self.names}
+
+    # ---- the step ---------------------------------------------------------------
+    def _forward_train(self) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Logits on each member's training pairs [k, b, o] and each member's float64 loss [k]."""
+        logits = last_position_logits(self._params(), self._tokens["train_tokens"], self.act)
+        k, b, o = logits.shape
+        per_example = F.cross_entropy(
+            logits.to(self.loss_dtype).reshape(k * b, o), self._tokens["train_labels"].reshape(k * b), reduction="none"
+        )
+        return logits, per_example.view(k, b).mean(dim=1)
+
+    @torch.no_grad()
+    def _evaluate(self, train_logits: torch.Tensor, train_losses: torch.Tensor) -> List[EvalResult]:
+        """Per-member results, as ``Trainer._evaluate_reusing`` computes them for one model."""
+        test_logits = last_position_logits(self._params(), self._tokens["test_tokens"], self.act).to(self.loss_dtype)
+        k, n_test, o = test_logits.shape
+        test_losses = F.cross_entropy(
+            test_logits.reshape(k * n_test, o), self._tokens["test_labels"].reshape(k * n_test), reduction="none"
+        ).view(k, n_test).mean(dim=1)
+        # accuracies as exact counts / n, as Trainer.accuracy computes them
+        test_correct = (test_logits.argmax(dim=-1) == self._tokens["test_labels"]).sum(dim=1).cpu().tolist()
+        train_correct = (train_logits.argmax(dim=-1) == self._tokens["train_labels"]).sum(dim=1).cpu().tolist()
+        n_train = train_logits.shape[1]
+        lrs = [g["lr"] for g, group in zip(self.optimizer.param_groups, self._groups) for _ in group.members]
+        losses = torch.stack([train_losses, test_losses]).cpu().tolist()
+        return [
+            EvalResult(self.epoch, losses[0][r], losses[1][r], train_correct[r] / n_train, test_correct[r] / n_test, float(lrs[r]))
+            for r in range(len(self.order))
+        ]
+
+    def _step(self, losses: torch.Tensor) -> None:
+        self.optimizer.zero_grad(set_to_none=True)
+        losses.sum().backward()
+        self.optimizer.step()
+        self.scheduler.step()
+
+    # ---- the loop -----------------------------------------------------------------
+    def _done(self, i: int) -> bool:
+        member = self.members[i]
+        return self.epoch >= int(self.cfg.max_epochs) or member._should_stop_early()
+
+    def _finish(self, i: int, started: float, start_epoch: int, result: Optional[MemberResult] = None) -> None:
+        member = self.members[i]
+        if result is None:
+            assert member.last_eval is not None
+            result = TrainOutcome(
+                last_eval=member.last_eval,
+                stop_reason="early_stop" if member._should_stop_early() else "max_epochs",
+                epochs_trained=self.epoch - start_epoch,
+                train_seconds=time.monotonic() - started,
+            )
+        self.results[i] = result
+
+    def _drop(self, finished: Sequence[int]) -> None:
+        """Remove finished members from the stack, keeping the others' state."""
+        if not finished:
+            return
+        self._unstack()
+        self.active = [i for i in self.active if i not in set(finished)]
+        for i in finished:
+            if self.on_done is not None:
+                self.on_done(i, self.results[i])
+        if self.active:
+            self._stack()
+
+    def fit(self) -> List[MemberResult]:
+        """Train every member until it stops; results in member order."""
+        max_epochs = int(self.cfg.max_epochs)
+        ckpt_every = int(self.cfg.checkpoint_every)
+        deadline = None
+        if self.cfg.timeout_minutes is not None:
+            deadline = time.monotonic() + 60.0 * float(self.cfg.timeout_minutes)
+        started, start_epoch = time.monotonic(), self.epoch
+        eval_due = {i: self.members[i].last_eval is None for i in self.active}
+        for member in self.members:
+            for cb in member.callbacks:
+                cb.on_fit_start(member)
+        self._stack()
+        bar = tqdm(
+            total=max_epochs,
+            initial=self.epoch,
+            disable=None if self.cfg.progress_bar else True,
+            desc=f"ensemble of {len(self.members)}",
+            unit="ep",
+            mininterval=1.0,
+            dynamic_ncols=True,
+        )
+        try:
+            while self.active:
+                done = [i for i in self.active if not eval_due[i] and self._done(i)]
+                for i in done:
+                    self._finish(i, started, start_epoch)
+                self._drop(done)
+                if not self.active:
+                    break
+                logits, losses = self._forward_train()
+                due = [r for r, i in enumerate(self.order) if eval_due[i]]
+                if due:
+                    if self.epoch % ckpt_every == 0:
+                        self._unstack()  # callbacks save the member's weights and AdamW state
+                    results = self._evaluate(logits.detach(), losses.detach())
+                    finished = []
+                    for r in due:
+                        i = self.order[r]
+                        self.members[i]._record(results[r])
+                        eval_due[i] = False
+                        if self._done(i):
+                            self._finish(i, started, start_epoch)
+                            finished.append(i)
+                    if finished:
+                        self._drop(finished)
+                        continue  # recompute the step without them
+                self._step(losses)
+                self.epoch += 1
+                bar.update(1)
+                failed = [self.order[r] for r, ok in enumerate(torch.isfinite(losses.detach()).tolist()) if not ok]
+                for i in failed:
+                    bad = float(losses.detach()[self.order.index(i)])
+                    self._finish(i, started, start_epoch, TrainingFailure(f"non-finite training loss ({bad})", self.epoch))
+                if deadline is not None and time.monotonic() > deadline:
+                    for i in self.active:
+                        if i not in failed:
+                            reason = f"timeout after {self.cfg.timeout_minutes} min"
+                            self._finish(i, started, start_epoch, TrainingFailure(reason, self.epoch))
+                    failed = list(self.active)
+                self._drop(failed)
+                for i in self.active:
+                    self.members[i].epoch = self.epoch
+                    eval_due[i] = self.members[i]._is_eval_epoch(self.epoch) or self.epoch == max_epochs
+        finally:
+            bar.close()
+            for member in self.members:
+                for cb in member.callbacks:
+                    cb.on_fit_end(member)
+        return [self.results[i] for i in range(len(self.members))]

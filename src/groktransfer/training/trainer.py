@@ -1,0 +1,534 @@
+"""Training loop: evaluation cadence, thresholds, early stop, checkpoints.
+
+Full batch by default (``train.batch_size: null``); with a batch size each epoch is
+one shuffled pass over the training set in minibatches, the order a pure function
+of (data_seed, epoch) so a resumed run replays it exactly.
+
+Tasks come in two shapes. The modular tasks have one answer, read at the last
+position (``labels`` [N]); digit tasks have several answer digits, each predicted at
+the position before it (``labels`` [N, k], ``answer_positions`` [k]): their loss is
+the mean cross-entropy over exactly those positions, and their accuracy -- the
+threshold metric -- is exact match (every answer digit right). Per-digit accuracy is
+logged beside it as ``*_digit_acc``.
+
+The loop is deliberately small. Everything that is not "take a step, decide whether
+to evaluate, decide whether to stop" -- measures, sinks, checkpoint files -- hangs
+off ``TrainerCallback``s so the loop stays readable and the hot path stays fast:
+one fused last-position forward, a float64 cross-entropy, backward, AdamW step.
+Evaluation runs on all pairs every ``eval_every`` epochs, never every step.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from groktransfer.config.schema import OptimizerConfig, Schedule, TrainConfig
+from groktransfer.runs.rundir import threshold_key
+from groktransfer.training.device import loss_dtype, to_cpu
+from groktransfer.tasks.modular import Task
+
+
+class TrainingFailure(RuntimeError):
+    """Training cannot go on (non-finite loss, timeout); ``epoch`` says where."""
+
+    def __init__(self, reason: str, epoch: int) -> None:
+        super().__init__(f"{reason} (epoch {epoch})")
+        self.reason = reason
+        self.epoch = epoch
+
+
+@dataclass
+class EvalResult:
+    """Losses and accuracies of one evaluation on all pairs."""
+
+    epoch: int
+    train_loss: float
+    test_loss: float
+    train_acc: float
+    test_acc: float
+    lr: float
+    # digit tasks only: fraction of answer digits right (train_acc/test_acc are exact match there)
+    train_digit_acc: Optional[float] = None
+    test_digit_acc: Optional[float] = None
+
+    def as_dict(self) -> Dict[str, float]:
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+
+@dataclass
+class Streak:
+    """Where the current unbroken run of evals meeting a criterion began.
+
+    Shared by early stopping (the last threshold held for ``patience`` epochs) and by
+    source-checkpoint selection (a criterion held for ``held_for`` epochs).
+    """
+
+    start: Optional[int] = None
+
+    def update(self, epoch: int, ok: bool) -> int:
+        """Record one eval; returns the epochs the criterion has held (0 when it does not hold)."""
+        if not ok:
+            self.start = None
+            return 0
+        if self.start is None:
+            self.start = epoch
+        return epoch - self.start
+
+    def held_for(self, epoch: int) -> int:
+        return 0 if self.start is None else epoch - self.start
+
+
+@dataclass
+class ThresholdTracker:
+    """First epoch at which test accuracy reached each threshold, and whether it held.
+
+    ``streak`` is the current unbroken run of evals at or above the *last* threshold:
+    early stopping waits for it to last ``patience`` epochs.
+    """
+
+    thresholds: List[float]
+    first_epoch: Dict[float, Optional[int]] = field(default_factory=dict)
+    held: Dict[float, bool] = field(default_factory=dict)
+    streak: Streak = field(default_factory=Streak)
+
+    def __post_init__(self) -> None:
+        for t in self.thresholds:
+            self.first_epoch.setdefault(t, None)
+            self.held.setdefault(t, False)
+
+    def update(self, epoch: int, test_acc: float) -> None:
+        for t in self.thresholds:
+            if test_acc >= t:
+                if self.first_epoch[t] is None:
+                    self.first_epoch[t] = epoch
+                    self.held[t] = True
+            elif self.first_epoch[t] is not None:
+                self.held[t] = False
+        self.streak.update(epoch, test_acc >= self.thresholds[-1])
+
+    def held_for(self, epoch: int) -> int:
+        """Epochs the last threshold has held without a break (0 if not holding)."""
+        return self.streak.held_for(epoch)
+
+    def as_record(self) -> Dict[str, Dict[str, Any]]:
+        return {
+            threshold_key(t): {"epoch": self.first_epoch[t], "held": bool(self.held[t])}
+            for t in self.thresholds
+        }
+
+    def state_dict(self) -> Dict[str, Any]:
+        return {
+            "first_epoch": {threshold_key(t): e for t, e in self.first_epoch.items()},
+            "held": {threshold_key(t): h for t, h in self.held.items()},
+            "streak_start": self.streak.start,
+        }
+
+    def load_state_dict(self, state: Dict[str, Any]) -> None:
+        for t in self.thresholds:
+            self.first_epoch[t] = state["first_epoch"][threshold_key(t)]
+            self.held[t] = state["held"][threshold_key(t)]
+        self.streak.start = state["streak_start"]
+
+
+def _batch_order_seed(data_seed: int, epoch: int) -> int:
+    """Seed of one epoch's minibatch order: a function of the data and the epoch only."""
+    return (int(data_seed) * 1_000_003 + int(epoch)) % (2**63 - 1)
+
+
+class TrainerCallback:
+    """Hooks attached to the loop (run-directory files, the profiler, tests' fault injection).
+
+    Override what you need; the defaults do nothing. ``on_fit_start`` runs when ``fit``
+    begins, ``on_epoch_end`` after every step (keep it cheap: it is on the hot path),
+    ``on_eval`` after each evaluation, ``on_checkpoint`` after each checkpoint
+    evaluation, ``on_fit_end`` when the loop ends for any reason.
+    """
+
+    def on_fit_start(self, trainer: "Trainer") -> None:
+        pass
+
+    def on_epoch_end(self, trainer: "Trainer", loss: torch.Tensor) -> None:
+        pass
+
+    def on_eval(self, trainer: "Trainer", result: EvalResult) -> None:
+        pass
+
+    def on_checkpoint(self, trainer: "Trainer", result: EvalResult) -> None:
+        pass
+
+    def on_fit_end(self, trainer: "Trainer") -> None:
+        pass
+
+
+@dataclass
+class TrainOutcome:
+    """How the loop ended."""
+
+    last_eval: EvalResult
+    stop_reason: str  # early_stop | max_epochs
+    epochs_trained: int
+    train_seconds: float
+
+
+def accuracy(correct: torch.Tensor) -> float:
+    """Fraction of True, as an exact count over n in float64 (on any device, MPS included)."""
+    return int(correct.sum()) / correct.numel()
+
+
+def warmup_factor(warmup_steps: int):
+    """Linear warm-up as in Nanda et al.: factor min(step / warmup, 1), so step 0 has lr 0."""
+
+    def factor(step: int) -> float:
+        return 1.0 if warmup_steps <= 0 else min(step / warmup_steps, 1.0)
+
+    return factor
+
+
+def lr_factor(cfg: OptimizerConfig, total_steps: int):
+    """The lr multiplier after ``step`` optimizer steps: the warm-up, then ``cfg.schedule``.
+
+    cosine: from 1 at the end of the warm-up to ``final_lr_frac`` at ``total_steps`` (the
+    last step of ``train.max_epochs``) along half a cosine, then held. A pure function of
+    the step count, so a resumed run (the scheduler's step count is in its state) continues
+    on the same curve.
+    """
+    warmup = warmup_factor(int(cfg.warmup_steps))
+    if Schedule(cfg.schedule) == Schedule.constant:
+        return warmup
+    start, final = int(cfg.warmup_steps), float(cfg.final_lr_frac)
+    span = max(int(total_steps) - start, 1)
+
+    def factor(step: int) -> float:
+        if step < start:
+            return warmup(step)
+        progress = min((step - start) / span, 1.0)
+        return final + (1.0 - final) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    return factor
+
+
+def steps_per_epoch(n_train: int, batch_size: Optional[int]) -> int:
+    """Optimizer steps in one epoch: 1 at full batch, else one per (last possibly short) minibatch."""
+    if batch_size is None or batch_size >= n_train:
+        return 1
+    return math.ceil(n_train / batch_size)
+
+
+def build_optimizer(model: torch.nn.Module, cfg: OptimizerConfig) -> torch.optim.AdamW:
+    """AdamW over the *trainable* parameters only (frozen ones get no decay either)."""
+    return adamw([p for p in model.parameters() if p.requires_grad], cfg)
+
+
+def adamw(params: Sequence[Any], cfg: OptimizerConfig) -> torch.optim.AdamW:
+    """torch's AdamW with its fused kernel where the device has one.
+
+    Fused is one kernel over all parameters instead of a handful of element-wise ops
+    per parameter: measured 0.27 ms against 1.1 ms per step at p=113 on one CPU
+    thread, and it is the fastest path on CUDA too. The math is AdamW's, element by
+    element; older torch builds without a fused kernel for the device get the default.
+    ``params`` may be tensors or param-group dicts (an ensemble's per-member groups).
+    """
+    kwargs = dict(
+        lr=float(cfg.lr),
+        weight_decay=float(cfg.weight_decay),
+        betas=(float(cfg.betas[0]), float(cfg.betas[1])),
+        eps=float(cfg.eps),
+    )
+    try:
+        return torch.optim.AdamW(params, fused=True, **kwargs)
+    except RuntimeError:  # no fused AdamW for this device in this torch build
+        return torch.optim.AdamW(params, **kwargs)
+
+
+class Trainer:
+    """Trainer for one model on one task (full batch unless ``train.batch_size`` is set)."""
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        task: Task,
+        optimizer_cfg: OptimizerConfig,
+        train_cfg: TrainConfig,
+        callbacks: Sequence[TrainerCallback] = (),
+    ) -> None:
+        self.model = model
+        self.task = task
+        self.cfg = train_cfg
+        self.callbacks = list(callbacks)
+        self._per_epoch = [cb for cb in self.callbacks if type(cb).on_epoch_end is not TrainerCallback.on_epoch_end]
+        self.optimizer_cfg = optimizer_cfg
+        self.optimizer = build_optimizer(model, optimizer_cfg)
+        self.batch_size = None if train_cfg.batch_size is None else int(train_cfg.batch_size)
+        n_train = int(task.train_mask.sum())
+        self.total_steps = int(train_cfg.max_epochs) * steps_per_epoch(n_train, self.batch_size)
+        self.lr_factor = lr_factor(optimizer_cfg, self.total_steps)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self.lr_factor)
+        self.thresholds = ThresholdTracker([float(t) for t in train_cfg.thresholds])
+        self.epoch = 0
+        self.last_eval: Optional[EvalResult] = None
+        # The task's tensors live where the model does (train.device); see groktransfer.training.device.
+        self.device = next(model.parameters()).device
+        self._loss_dtype = loss_dtype(self.device)
+        train_idx, _ = task.split
+        on_device = lambda t: t.to(self.device).contiguous()  # noqa: E731
+        self._train_tokens = on_device(task.tokens[train_idx])
+        self._train_labels = on_device(task.labels[train_idx])
+        self._all_tokens = on_device(task.tokens)
+        self._all_labels = on_device(task.labels)
+        self._train_mask = on_device(task.train_mask)
+        self._test_tokens = on_device(task.tokens[~task.train_mask])
+        self._test_labels = on_device(task.labels[~task.train_mask])
+        self._fast = bool(train_cfg.fast_path) and hasattr(model, "forward_last")
+        # several answer positions (digit tasks): labels [N, k] scored at task.answer_positions
+        self._multi = task.labels.ndim == 2
+        self._answer_positions = task.answer_positions if self._multi else None
+        # the original loop (one last-position answer, full batch) reuses the step's forward for evals
+        self._plain = not self._multi and self.batch_size is None
+
+    # ---- model calls --------------------------------------------------------
+    def last_logits(self, tokens: torch.Tensor) -> torch.Tensor:
+        if self._fast:
+            return self.model.forward_last(tokens)
+        return self.model(tokens)[:, -1]
+
+    def answer_logits(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Logits at the answer positions: [batch, k, d_vocab_out] (multi) or [batch, d_vocab_out]."""
+        if self._multi:
+            return self.model(tokens)[:, self._answer_positions]
+        return self.last_logits(tokens)
+
+    def loss(self, tokens: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Mean float64 cross-entropy over the answer positions (the last position for modular tasks)."""
+        logits = self.answer_logits(tokens).double()
+        if self._multi:
+            return F.cross_entropy(logits.flatten(0, 1), labels.flatten())
+        return F.cross_entropy(logits, labels)
+
+    @torch.no_grad()
+    def _evaluate_multi(self, chunk: int = 8192) -> EvalResult:
+        """Digit tasks: per-example mean loss over answer digits, exact-match and per-digit accuracy."""
+        losses, exact, digit = [], [], []
+        for start in range(0, self._all_tokens.shape[0], chunk):
+            tokens, labels = self._all_tokens[start : start + chunk], self._all_labels[start : start + chunk]
+            logits = self.answer_logits(tokens).double()  # [b, k, v]
+            losses.append(F.cross_entropy(logits.transpose(1, 2), labels, reduction="none").mean(dim=1))
+            right = logits.argmax(dim=-1) == labels  # [b, k]
+            exact.append(right.all(dim=1).double())
+            digit.append(right.double().mean(dim=1))
+        loss, ex, dg = torch.cat(losses), torch.cat(exact), torch.cat(digit)
+        train, test = self._train_mask, ~self._train_mask
+        return EvalResult(
+            epoch=self.epoch,
+            train_loss=float(loss[train].mean()),
+            test_loss=float(loss[test].mean()),
+            train_acc=float(ex[train].mean()),
+            test_acc=float(ex[test].mean()),
+            lr=float(self.optimizer.param_groups[0]["lr"]),
+            train_digit_acc=float(dg[train].mean()),
+            test_digit_acc=float(dg[test].mean()),
+        )
+
+    @torch.no_grad()
+    def evaluate(self) -> EvalResult:
+        """Loss and accuracy on the train and test pairs, from one forward over all pairs."""
+        if self._multi:
+            return self._evaluate_multi()
+        logits = self.last_logits(self._all_tokens).to(self._loss_dtype)
+        losses = F.cross_entropy(logits, self._all_labels, reduction="none")
+        correct = logits.argmax(dim=-1) == self._all_labels
+        train, test = self._train_mask, ~self._train_mask
+        return self._result(losses[train].mean(), accuracy(correct[train]), losses[test].mean(), accuracy(correct[test]))
+
+    @torch.no_grad()
+    def _evaluate_reusing(self, train_logits: torch.Tensor, train_loss: torch.Tensor) -> EvalResult:
+        """The same numbers as :meth:`evaluate`, reusing the training step's forward.
+
+        The step about to be taken has already computed the train pairs' logits with
+        the current weights, so only the test pairs need a forward: the evaluation
+        costs 70% of a full one (at frac_train 0.3).
+        """
+        train_acc = accuracy(train_logits.argmax(dim=-1) == self._train_labels)
+        test_logits = self.last_logits(self._test_tokens).to(self._loss_dtype)
+        test_loss = F.cross_entropy(test_logits, self._test_labels)
+        test_acc = accuracy(test_logits.argmax(dim=-1) == self._test_labels)
+        return self._result(train_loss, train_acc, test_loss, test_acc)
+
+    def _result(self, train_loss, train_acc, test_loss, test_acc) -> EvalResult:
+        return EvalResult(
+            epoch=self.epoch,
+            train_loss=float(train_loss),
+            test_loss=float(test_loss),
+            train_acc=float(train_acc),
+            test_acc=float(test_acc),
+            lr=float(self.optimizer.param_groups[0]["lr"]),
+        )
+
+    def _forward_train(self) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Logits on the training pairs and their float64 cross-entropy (the paper's precision)."""
+        logits = self.last_logits(self._train_tokens)
+        loss = F.cross_entropy(logits.to(self._loss_dtype), self._train_labels)
+        return logits, loss
+
+    def _train_epoch(self) -> torch.Tensor:
+        """Multi-position targets or minibatches: one epoch of steps; returns the mean loss before them.
+
+        Full batch: one step. With ``batch_size``: one shuffled pass, the order a function of
+        (data_seed, epoch) only, so a resumed run replays it exactly.
+        """
+        n_train = self._train_tokens.shape[0]
+        if self.batch_size is None or self.batch_size >= n_train:
+            loss = self.loss(self._train_tokens, self._train_labels)
+            self._step(loss)
+            return loss.detach()
+        gen = torch.Generator().manual_seed(_batch_order_seed(self.task.data_seed, self.epoch))
+        order = torch.randperm(n_train, generator=gen)
+        total = torch.zeros((), dtype=torch.float64)
+        for start in range(0, n_train, self.batch_size):
+            idx = order[start : start + self.batch_size]
+            loss = self.loss(self._train_tokens[idx], self._train_labels[idx])
+            self._step(loss)
+            total += loss.detach() * idx.numel()
+        return total / n_train
+
+    def _step(self, loss: torch.Tensor) -> None:
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self.scheduler.step()
+
+    def train_step(self) -> torch.Tensor:
+        """One epoch (a full-batch AdamW step by default); returns the (float64) training loss before it."""
+        if not self._plain:
+            return self._train_epoch()
+        _, loss = self._forward_train()
+        self._step(loss)
+        return loss.detach()
+
+    # ---- loop ---------------------------------------------------------------
+    def _is_eval_epoch(self, epoch: int) -> bool:
+        return epoch % int(self.cfg.eval_every) == 0 or epoch % int(self.cfg.checkpoint_every) == 0
+
+    def _should_stop_early(self) -> bool:
+        patience = int(self.cfg.patience)
+        return patience > 0 and self.thresholds.held_for(self.epoch) >= patience
+
+    def _record(self, result: EvalResult) -> EvalResult:
+        self.last_eval = result
+        self.thresholds.update(result.epoch, result.test_acc)
+        for cb in self.callbacks:
+            cb.on_eval(self, result)
+        if result.epoch % int(self.cfg.checkpoint_every) == 0:
+            for cb in self.callbacks:
+                cb.on_checkpoint(self, result)
+        return result
+
+    def _end_epoch(self, loss: torch.Tensor, bar: Any, deadline: Optional[float], max_epochs: int) -> bool:
+        """Bookkeeping after one epoch's update, the same on both loop paths: count the
+        epoch, fail on a non-finite loss or a spent time budget, run per-epoch callbacks.
+        Returns whether the next iteration must evaluate first."""
+        self.epoch += 1
+        bar.update(1)
+        if not torch.isfinite(loss):
+            raise TrainingFailure(f"non-finite training loss ({float(loss.detach())})", self.epoch)
+        for cb in self._per_epoch:
+            cb.on_epoch_end(self, loss)
+        if deadline is not None and time.monotonic() > deadline:
+            raise TrainingFailure(f"timeout after {self.cfg.timeout_minutes} min", self.epoch)
+        return self._is_eval_epoch(self.epoch) or self.epoch == max_epochs
+
+    def fit(self) -> TrainOutcome:
+        """Train from ``self.epoch`` until early stop or ``max_epochs``.
+
+        Each pass computes the training pairs' logits with the current weights; on an
+        evaluation epoch those same logits give the train metrics (and the callbacks
+        run, weights still unchanged), then the loop stops or takes the step.
+        """
+        max_epochs = int(self.cfg.max_epochs)
+        deadline = None
+        if self.cfg.timeout_minutes is not None:
+            deadline = time.monotonic() + 60.0 * float(self.cfg.timeout_minutes)
+        started = time.monotonic()
+        start_epoch = self.epoch
+        for cb in self.callbacks:
+            cb.on_fit_start(self)
+        eval_due = self.last_eval is None  # fresh start: evaluate (and checkpoint) the initial weights
+
+        bar = tqdm(
+            total=max_epochs,
+            initial=self.epoch,
+            disable=None if self.cfg.progress_bar else True,
+            desc=f"{self.task.name} p={self.task.p}",
+            unit="ep",
+            mininterval=1.0,
+            dynamic_ncols=True,
+        )
+        try:
+            while True:
+                if not eval_due and (self.epoch >= max_epochs or self._should_stop_early()):
+                    break
+                if not self._plain:  # several answer positions or minibatches: evaluate, then a whole epoch
+                    if eval_due:
+                        self._record(self.evaluate())
+                        eval_due = False
+                        if self.epoch >= max_epochs or self._should_stop_early():
+                            break
+                    loss = self._train_epoch()
+                    eval_due = self._end_epoch(loss, bar, deadline, max_epochs)
+                    continue
+                logits, loss = self._forward_train()
+                if eval_due:
+                    result = self._record(self._evaluate_reusing(logits.detach(), loss.detach()))
+                    eval_due = False
+                    bar.set_postfix(
+                        train_loss=f"{result.train_loss:.3g}",
+                        test_loss=f"{result.test_loss:.3g}",
+                        train_acc=f"{result.train_acc:.3f}",
+                        test_acc=f"{result.test_acc:.3f}",
+                        refresh=False,
+                    )
+                    if self.epoch >= max_epochs or self._should_stop_early():
+                        break
+                self._step(loss)
+                eval_due = self._end_epoch(loss, bar, deadline, max_epochs)
+        finally:
+            bar.close()
+            for cb in self.callbacks:
+                cb.on_fit_end(self)
+        assert self.last_eval is not None
+        return TrainOutcome(
+            last_eval=self.last_eval,
+            stop_reason="early_stop" if self._should_stop_early() else "max_epochs",
+            epochs_trained=self.epoch - start_epoch,
+            train_seconds=time.monotonic() - started,
+        )
+
+    # ---- resume -------------------------------------------------------------
+    def state_dict(self) -> Dict[str, Any]:
+        """Everything needed to continue bit-identically (model weights included), on CPU."""
+        assert self.last_eval is not None
+        return to_cpu({
+            "epoch": self.epoch,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "thresholds": self.thresholds.state_dict(),
+            "last_eval": self.last_eval.as_dict(),
+            "torch_rng": torch.get_rng_state(),
+        })
+
+    def load_state_dict(self, state: Dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.thresholds.load_state_dict(state["thresholds"])
+        self.last_eval = EvalResult(**state["last_eval"])
+        self.epoch = int(state["epoch"])
+        torch.set_rng_state(state["torch_rng"])
+

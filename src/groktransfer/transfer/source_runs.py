@@ -1,0 +1,450 @@
+"""The source-run cache and the choice of grokked / memorized checkpoints.
+
+A transfer sweep runs many target jobs that start from the *same* source run
+(e.g. a+b mod 113 trained from source_seed 0). That run is trained once, in a
+directory named by a content hash of everything that determines its weights, and
+every later job finds it there. A file lock makes "trained once" hold across
+processes and launchers: the first job to arrive trains, the others wait.
+
+Grokked and memorized checkpoints both come from that one run, picked by the
+criteria in config and *verified* against its per-eval metrics; when no checkpoint
+qualifies the job refuses, rather than start from a half-generalised model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Mapping, Optional
+
+import pandas as pd
+from filelock import FileLock, Timeout
+
+from groktransfer.utils.atomic import write_json
+from groktransfer.utils.errors import UserError
+from groktransfer.config.schema import TaskConfig, TrainJobConfig, drop_default_schedule, to_plain, to_typed
+from groktransfer.runs.rundir import RunDir
+from groktransfer.training.trainer import Streak
+from groktransfer.tasks.registry import family_of, task_seq_len
+
+log = logging.getLogger(__name__)
+
+# Bump when training semantics change so old cache entries are not reused.
+SOURCE_CACHE_VERSION = 1
+
+
+class SourceSelectionError(UserError, RuntimeError):
+    """No checkpoint of the source run satisfies the condition's criteria."""
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    """Everything that determines a source run's weights and checkpoints."""
+
+    task: Dict[str, Any]  # name, p, frac_train, data_seed
+    model: Dict[str, Any]
+    optimizer: Dict[str, Any]
+    train: Dict[str, Any]  # max_epochs, eval_every, checkpoint_every, thresholds, patience, fast_path
+    model_seed: int
+
+    def as_dict(self) -> Dict[str, Any]:
+        return {
+            "version": SOURCE_CACHE_VERSION,
+            "task": self.task,
+            "model": self.model,
+            "optimizer": self.optimizer,
+            "train": self.train,
+            "model_seed": self.model_seed,
+        }
+
+    def task_config(self) -> Dict[str, Any]:
+        """The source task as a TaskConfig-shaped dict (for ``tasks.make_task``)."""
+        from groktransfer.config.schema import TaskConfig
+
+        return {**TaskConfig(name=self.task["name"]).__dict__, **self.task}
+
+    @property
+    def content_hash(self) -> str:
+        blob = json.dumps(self.as_dict(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    @property
+    def label(self) -> str:
+        t = self.task
+        return f"{t['name']}_p{t['p']}_s{self.model_seed}_{self.content_hash}"
+
+
+def source_spec_from_config(cfg: TrainJobConfig, source_seed: int) -> SourceSpec:
+    """The source run a target job's config asks for.
+
+    The source shares the target's model shape, optimizer and cadence; its task,
+    p, fraction, epochs and any optimizer overrides come from ``transfer.source``. Both its split and its
+    init use ``source_seed``. Selection criteria are *not* part of the hash: the
+    grokked and memorized conditions must share one run.
+    """
+    src = cfg.transfer.source
+    p = int(src.p if src.p is not None else cfg.task.p)
+    frac = float(src.frac_train if src.frac_train is not None else cfg.task.frac_train)
+    model = to_plain(cfg.model)
+    model.pop("model_seed", None)
+    model.pop("name", None)
+    if not model.get("attn_only"):  # absent before attention-only models existed: keep old hashes
+        model.pop("attn_only", None)
+    model["d_vocab"] = None
+    model["d_vocab_out"] = None
+    model.update({k: v for k, v in to_plain(src.model).items() if v is not None})
+    optimizer = to_plain(cfg.optimizer)
+    optimizer.update(src.optimizer)
+    drop_default_schedule(optimizer)
+    train = {
+        "max_epochs": int(src.max_epochs),
+        "eval_every": int(cfg.train.eval_every),
+        "checkpoint_every": int(cfg.train.checkpoint_every),
+        "thresholds": [float(t) for t in cfg.train.thresholds],
+        "patience": int(cfg.train.patience),
+        "fast_path": bool(cfg.train.fast_path),
+        "flush_denormal": bool(cfg.train.flush_denormal),
+    }
+    if cfg.train.batch_size is not None:
+        train["batch_size"] = int(cfg.train.batch_size)
+    task = family_of(src.task).source_task(src, cfg.task, p, frac, int(source_seed))
+    if model.get("n_ctx") is None:  # null = the source task's length: hash the value it resolves to
+        model["n_ctx"] = task_seq_len(to_typed(TaskConfig, {**TaskConfig(name=task["name"]).__dict__, **task}))
+    return SourceSpec(
+        task=task,
+        model=model,
+        optimizer=optimizer,
+        train=train,
+        model_seed=int(source_seed),
+    )
+
+
+@dataclass(frozen=True)
+class ChosenCheckpoint:
+    """The checkpoint a transfer condition starts from, and why it qualified."""
+
+    condition: str
+    epoch: int
+    train_acc: float
+    test_acc: float
+    path: Path
+    optimizer_path: Optional[Path]
+    criteria: Dict[str, Any]
+    # the source checkpoint's progress measures (see ``checkpoint_measures``): what the start *is*
+    measures: Dict[str, Any] = field(default_factory=dict)
+    requested_epoch: Optional[int] = None  # transfer=checkpoint: the epoch asked for
+
+    def as_record(self) -> Dict[str, Any]:
+        return {
+            "condition": self.condition,
+            "epoch": self.epoch,
+            "requested_epoch": self.requested_epoch,
+            "train_acc": self.train_acc,
+            "test_acc": self.test_acc,
+            "checkpoint": str(self.path),
+            "criteria": self.criteria,
+            "measures": self.measures,
+        }
+
+
+# measures.csv columns recorded for a transfer start (absent ones are skipped: tasks without a group)
+START_MEASURES = (
+    "train_loss", "test_loss", "train_acc", "test_acc", "restricted_loss", "restricted_acc",
+    "excluded_loss", "excluded_acc", "n_key_freqs", "key_freqs", "gini_W_E", "gini_W_L", "weight_norm_total",
+)  # fmt: skip
+
+
+def checkpoint_measures(run_dir: RunDir, epoch: int) -> Dict[str, Any]:
+    """The progress measures the source run recorded at ``epoch`` (empty if it recorded none)."""
+    path = run_dir.measures_path
+    if not path.exists():
+        return {}
+    table = pd.read_csv(path)
+    rows = table.loc[table["epoch"] == epoch]
+    if rows.empty:
+        return {}
+    return start_measures(rows.iloc[-1].to_dict(), epoch)
+
+
+def start_measures(row: Mapping[str, Any], epoch: Optional[int]) -> Dict[str, Any]:
+    """The START_MEASURES of one measures row (a measures.csv row or ``ProgressMeasures.scalars()``).
+
+    Absent and NaN entries are skipped. Adds ``restricted_test_gap`` = restricted_acc -
+    test_acc: positive when the key-frequency part of the logits alone already predicts
+    better than the whole model does on held-out pairs -- a generalising circuit forming
+    underneath memorisation (Nanda et al.: restricted loss falls before test loss).
+    Accuracies, not losses: a memorised model's test loss is far above chance
+    (overconfident), so test_loss - restricted_loss is large before any circuit exists.
+    """
+    out: Dict[str, Any] = {"epoch": None if epoch is None else int(epoch)}
+    for key in START_MEASURES:
+        value = row.get(key)
+        if value is None or value == "" or (isinstance(value, float) and math.isnan(value)):
+            continue  # a CSV reads an empty key_freqs as NaN: skip both alike
+        out[key] = str(value) if key == "key_freqs" else (int(value) if key == "n_key_freqs" else float(value))
+    if "restricted_acc" in out and "test_acc" in out:
+        out["restricted_test_gap"] = out["restricted_acc"] - out["test_acc"]
+    return out
+
+
+# criterion key -> (measure it limits, how it is compared)
+MEASURE_LIMITS = {
+    "max_restricted_test_gap": ("restricted_test_gap", "<="),
+    "max_n_key_freqs": ("n_key_freqs", "<="),
+}
+
+
+def measure_failures(measures: Dict[str, Any], criteria: Dict[str, Any]) -> List[str]:
+    """Each measure limit in ``criteria`` that ``measures`` breaks, as readable text (empty = passes).
+
+    A limit on a measure the checkpoint does not have (no measures recorded, or a task
+    without Fourier structure) fails too: an unverifiable start is not a qualifying one.
+    """
+    failed = []
+    for key, (measure, _) in MEASURE_LIMITS.items():
+        limit = criteria.get(key)
+        if limit is None:
+            continue
+        value = measures.get(measure)
+        if value is None:
+            failed.append(f"{key}={limit}: the checkpoint has no recorded {measure}")
+        elif float(value) > float(limit):
+            failed.append(f"{key}={limit}: {measure} is {float(value):.4g}")
+    return failed
+
+
+def select_checkpoint(run_dir: RunDir, condition: str, criteria: Dict[str, Any]) -> ChosenCheckpoint:
+    """Pick the checkpoint of a finished source run that meets ``criteria``.
+
+    A checkpoint at epoch E qualifies when every eval in [E - held_for, E] has
+    train_acc >= min_train_acc and min_test_acc <= test_acc <= max_test_acc.
+    Accuracies come from the run's own per-eval table, so the choice is verified,
+    not assumed.
+    """
+    metrics = pd.read_csv(run_dir.metrics_path).sort_values("epoch")
+    ok = (
+        (metrics["train_acc"] >= float(criteria["min_train_acc"]))
+        & (metrics["test_acc"] >= float(criteria["min_test_acc"]))
+        & (metrics["test_acc"] <= float(criteria["max_test_acc"]))
+    )
+    held_for = int(criteria.get("held_for", 0))
+    epochs = metrics["epoch"].to_numpy()
+    ok_arr = ok.to_numpy()
+    # qualifying[E]: criterion true at every eval in the window [E - held_for, E]
+    qualifying: List[int] = []
+    refused: List[str] = []  # checkpoints that met the accuracy rule but failed a measure limit
+    streak = Streak()
+    for epoch, good in zip(epochs.tolist(), ok_arr.tolist()):
+        held = streak.update(int(epoch), bool(good))
+        if good and held >= held_for and run_dir.checkpoint_path(int(epoch)).exists():
+            failed = measure_failures(checkpoint_measures(run_dir, int(epoch)), criteria)
+            if failed:
+                refused.append(f"epoch {int(epoch)}: " + "; ".join(failed))
+            else:
+                qualifying.append(int(epoch))
+    if not qualifying and refused:
+        raise SourceSelectionError(
+            f"no checkpoint of source run {run_dir.path} qualifies as '{condition}': {len(refused)} met the "
+            f"accuracy criteria but failed a progress-measure limit (first: {refused[0]}; last: {refused[-1]}). "
+            "Relax the limit knowingly, or pick another source (task, p, frac_train)."
+        )
+    if not qualifying:
+        best = metrics.loc[metrics["train_acc"] >= float(criteria["min_train_acc"])]
+        hint = ""
+        if len(best):
+            hint = (
+                f"; epochs with train_acc >= {criteria['min_train_acc']} have test_acc from "
+                f"{best['test_acc'].min():.3f} to {best['test_acc'].max():.3f}"
+            )
+        raise SourceSelectionError(
+            f"no checkpoint of source run {run_dir.path} qualifies as '{condition}' "
+            f"(criteria {criteria}){hint}. "
+            + (
+                "This source task/p/frac_train has no clean memorised phase: choose a larger p (modular tasks) "
+                "or a smaller frac_train, or relax transfer.memorized.max_test_acc knowingly."
+                if condition == "memorized"
+                else "The source run did not grok within transfer.source.max_epochs: raise it."
+            )
+        )
+    epoch = qualifying[0] if criteria.get("pick", "first") == "first" else qualifying[-1]
+    row = metrics.loc[metrics["epoch"] == epoch].iloc[0]
+    optim_path = run_dir.optimizer_state_path(epoch)
+    return ChosenCheckpoint(
+        condition=condition,
+        epoch=epoch,
+        train_acc=float(row["train_acc"]),
+        test_acc=float(row["test_acc"]),
+        path=run_dir.checkpoint_path(epoch),
+        optimizer_path=optim_path if optim_path.exists() else None,
+        criteria=dict(criteria),
+        measures=checkpoint_measures(run_dir, epoch),
+    )
+
+
+def choose_source_checkpoint(run_dir: RunDir, transfer: Dict[str, Any], condition: str) -> ChosenCheckpoint:
+    """The checkpoint a transfer condition starts from: by epoch (``checkpoint``) or by its criteria."""
+    if condition == "checkpoint":
+        return select_checkpoint_near_epoch(run_dir, int(transfer["source"]["epoch"]), transfer["checkpoint"])
+    return select_checkpoint(run_dir, condition, transfer[condition])
+
+
+def saved_checkpoint_epochs(run_dir: RunDir) -> List[int]:
+    """Epochs of the run's periodic checkpoints (``epoch_NNNNNN.pt``), ascending."""
+    return sorted(int(p.stem.split("_")[1]) for p in run_dir.epoch_checkpoints())
+
+
+def select_checkpoint_near_epoch(run_dir: RunDir, requested: int, criteria: Dict[str, Any]) -> ChosenCheckpoint:
+    """The saved checkpoint nearest ``requested`` (the earlier one on a tie), for ``transfer=checkpoint``.
+
+    The chosen epoch and the requested one are both recorded; ``criteria`` may carry
+    measure limits (e.g. ``max_restricted_test_gap``), and a checkpoint that fails one
+    is refused with the measure named.
+    """
+    epochs = saved_checkpoint_epochs(run_dir)
+    if not epochs:
+        raise SourceSelectionError(f"source run {run_dir.path} has no saved checkpoints")
+    epoch = min(epochs, key=lambda e: (abs(e - int(requested)), e))
+    measures = checkpoint_measures(run_dir, epoch)
+    failed = measure_failures(measures, criteria)
+    if failed:
+        raise SourceSelectionError(
+            f"the source checkpoint at epoch {epoch} (nearest to transfer.source.epoch={requested}) of "
+            f"{run_dir.path} is refused: " + "; ".join(failed)
+        )
+    metrics = pd.read_csv(run_dir.metrics_path)
+    row = metrics.loc[metrics["epoch"] == epoch]
+    optim_path = run_dir.optimizer_state_path(epoch)
+    return ChosenCheckpoint(
+        condition="checkpoint",
+        epoch=epoch,
+        train_acc=float(row["train_acc"].iloc[0]) if len(row) else math.nan,
+        test_acc=float(row["test_acc"].iloc[0]) if len(row) else math.nan,
+        path=run_dir.checkpoint_path(epoch),
+        optimizer_path=optim_path if optim_path.exists() else None,
+        criteria=dict(criteria),
+        measures=measures,
+        requested_epoch=int(requested),
+    )
+
+
+class SourceCache:
+    """Directory of source runs, one per content hash, each trained exactly once."""
+
+    def __init__(self, root: Path, lock_timeout_s: float = -1) -> None:
+        self.root = Path(root)
+        self.lock_timeout_s = lock_timeout_s
+
+    def run_dir(self, spec: SourceSpec) -> RunDir:
+        return RunDir(self.root / spec.label)
+
+    def lock(self, spec: SourceSpec) -> FileLock:
+        self.root.mkdir(parents=True, exist_ok=True)
+        return FileLock(str(self.root / f"{spec.label}.lock"), timeout=self.lock_timeout_s)
+
+    def get_or_train(self, spec: SourceSpec, train_fn: Callable[[RunDir, SourceSpec], None]) -> RunDir:
+        """Return the finished source run for ``spec``, training it first if needed.
+
+        ``train_fn(run_dir, spec)`` trains into ``run_dir`` (resuming if it holds a
+        partial run). It is called at most once per spec across all processes that
+        share the cache directory; the others block on the lock and then reuse it.
+        """
+        run_dir = self.run_dir(spec)
+        if self._is_usable(run_dir, repair=False):
+            log.info("source run found in cache: %s", run_dir.path)
+            return run_dir
+        lock = self.lock(spec)
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            log.info("waiting for source run %s (being trained by another job)", spec.label)
+            lock.acquire(timeout=self.lock_timeout_s)
+        try:
+            if self._is_usable(run_dir, repair=True):  # trained by the job we waited for, and intact
+                log.info("source run trained by another job: %s", run_dir.path)
+                return run_dir
+            run_dir.path.mkdir(parents=True, exist_ok=True)
+            write_json(run_dir.source_spec_path, spec.as_dict())
+            log.info("training source run %s into %s", spec.label, run_dir.path)
+            train_fn(run_dir, spec)
+            write_manifest(run_dir)
+            if not self._is_usable(run_dir, repair=False):
+                raise RuntimeError(f"source run {run_dir.path} did not complete: {run_dir.read_status()}")
+            return run_dir
+        finally:
+            lock.release()
+
+    def _is_usable(self, run_dir: RunDir, repair: bool) -> bool:
+        """Completed, and every checkpoint matches its recorded checksum.
+
+        With ``repair`` (only under the lock) a damaged entry is reported and moved
+        aside -- never deleted, never used -- so the caller rebuilds it. A completed
+        run killed before its manifest was written is load-checked and then trusted.
+        """
+        if not run_dir.is_completed:
+            return False
+        problems = verify_manifest(run_dir)
+        if not problems:
+            return True
+        if not repair:
+            return False
+        if not run_dir.manifest_path.exists():
+            problems = load_check(run_dir)
+            if not problems:
+                write_manifest(run_dir)
+                return True
+        aside = run_dir.path.with_name(f"{run_dir.path.name}.corrupt-{int(time.time())}")
+        log.error(
+            "cached source run %s is corrupt (%s); moved it to %s and rebuilding it",
+            run_dir.path, "; ".join(problems[:3]), aside,
+        )
+        run_dir.path.rename(aside)
+        return False
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_manifest(run_dir: RunDir) -> None:
+    """Record a checksum of every file a later job may load from this source run."""
+    files = sorted(run_dir.checkpoint_dir.glob("*.pt")) + [run_dir.metrics_path]
+    manifest = {str(f.relative_to(run_dir.path)): _sha256(f) for f in files}
+    write_json(run_dir.manifest_path, manifest)
+
+
+def load_check(run_dir: RunDir) -> List[str]:
+    """Problems loading the run's checkpoints (used when no manifest was recorded)."""
+    from groktransfer.model.checkpoint import CheckpointError, load_checkpoint
+
+    problems = []
+    for path in run_dir.epoch_checkpoints():
+        try:
+            load_checkpoint(path)
+        except CheckpointError as exc:
+            problems.append(str(exc))
+    return problems
+
+
+def verify_manifest(run_dir: RunDir) -> List[str]:
+    """Problems found comparing the files with their recorded checksums (empty = intact)."""
+    try:
+        manifest = json.loads(run_dir.manifest_path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError) as exc:
+        return [f"no readable {run_dir.manifest_path.name} ({type(exc).__name__})"]
+    problems = []
+    for rel, digest in manifest.items():
+        path = run_dir.path / rel
+        if not path.exists():
+            problems.append(f"{rel} is missing")
+        elif _sha256(path) != digest:
+            problems.append(f"{rel} does not match its checksum")
+    return problems

@@ -1,0 +1,152 @@
+"""The target job's initial model, built from its transfer condition.
+
+``random``: a fresh model from ``model_seed``. ``grokked`` / ``memorized`` /
+``checkpoint`` / ``embedding``: the same fresh model, then the components are copied /
+kept fresh / frozen from a source checkpoint -- an explicit file
+(``transfer.source.path``) or the checkpoint of the cached source run that meets the
+condition's criteria, or is nearest ``transfer.source.epoch`` (trained first if
+missing). With ``transfer.embed_map`` the embedding arrives as source W_E @ W_map.
+A resumed job rebuilds only the model's shape and freeze flags: its weights come
+from the resume state.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional
+
+import torch
+
+from groktransfer.model.checkpoint import LoadedCheckpoint, load_checkpoint
+from groktransfer.config.schema import (
+    Component, ComponentAction, Condition, ModelConfig, TaskConfig, TrainJobConfig, to_plain, to_typed,
+)  # fmt: skip
+from groktransfer.config.validate import ResolvedSeeds
+from groktransfer.utils.errors import JobError
+from groktransfer.model.transformer import HookedGrokTransformer
+from groktransfer.runs.rundir import RunDir
+from groktransfer.transfer.embedding_map import attach_embedding_map
+from groktransfer.measures.registry import CHECKPOINT_MEASURES
+from groktransfer.transfer.source_runs import SourceCache, SourceSpec, choose_source_checkpoint, source_spec_from_config, start_measures
+from groktransfer.tasks.registry import make_task
+from groktransfer.transfer.components import (
+    TransferPlan,
+    adapt_paper_unembed,
+    apply_embedding_map,
+    apply_transfer,
+    component_of,
+    freeze_components,
+)
+
+log = logging.getLogger(__name__)
+
+#: Trains a source run into a run directory (``run.train_source_run``).
+TrainSource = Callable[[RunDir, SourceSpec], None]
+
+
+@dataclass
+class StartingPoint:
+    """The model to train, what it was built from (the source record), carried optimizer state."""
+
+    model: torch.nn.Module
+    record: Optional[Dict[str, Any]] = None
+    optimizer_state: Optional[Dict[str, Any]] = None
+    copied: List[str] = field(default_factory=list)
+
+
+def build_starting_point(
+    job: TrainJobConfig,
+    model_cfg: ModelConfig,
+    seeds: ResolvedSeeds,
+    source_cache: Path,
+    train_source: TrainSource,
+) -> StartingPoint:
+    """The target's initial model for its transfer condition."""
+    model = HookedGrokTransformer(model_cfg, seed=seeds.model_seed)
+    tr = job.transfer
+    if tr.name == Condition.random:
+        return StartingPoint(model)
+
+    record: Dict[str, Any] = {"condition": str(tr.name)}
+    optimizer_state = None
+    if tr.source.path is not None:
+        path = Path(tr.source.path).expanduser().resolve()
+        loaded = load_checkpoint(path, model_config=model_cfg)  # the shape of a bare TransformerLens state dict
+        record.update(source_path=str(path), source_format=loaded.source_format, epoch=loaded.epoch, metrics=loaded.metrics)
+        record.update(file_start_measures(job, seeds, loaded))
+        source_state = loaded.state_dict
+    else:
+        spec = source_spec_from_config(job, seeds.source_seed)
+        source_dir = SourceCache(source_cache).get_or_train(spec, train_source)
+        chosen = choose_source_checkpoint(source_dir, to_plain(tr), str(tr.name))
+        source_state = load_checkpoint(chosen.path).state_dict
+        record.update(
+            source_hash=spec.content_hash, source_run_dir=str(source_dir.path), spec=spec.as_dict(), chosen=chosen.as_record()
+        )
+        if not tr.reset_optimizer:
+            if chosen.optimizer_path is None:
+                raise JobError(f"reset_optimizer=false but the source has no optimizer state at epoch {chosen.epoch}")
+            optimizer_state = torch.load(chosen.optimizer_path, map_location="cpu", weights_only=True)
+    components = {str(c): str(a) for c, a in tr.components.items()}
+    plan = TransferPlan()
+    source_state = adapt_paper_unembed(source_state, model.state_dict(), plan)
+    if tr.embed_map:  # the embedding goes through W_map below; everything else as configured
+        applied = apply_transfer(model, source_state, {**components, str(Component.embed): str(ComponentAction.reinit)})
+        applied.reinitialised = [n for n in applied.reinitialised if component_of(n) != Component.embed]
+        embed_action = components.get(str(Component.embed), str(ComponentAction.copy))
+        apply_embedding_map(model, source_state, embed_action, seeds.model_seed, applied)
+    else:
+        applied = apply_transfer(model, source_state, components)
+    applied.notes = plan.notes + applied.notes
+    record["components"] = components
+    record["embed_map"] = bool(tr.embed_map)
+    record["reset_optimizer"] = bool(tr.reset_optimizer)
+    record["plan"] = applied.as_record()
+    return StartingPoint(model, record, optimizer_state, applied.copied)
+
+
+def file_start_measures(job: TrainJobConfig, seeds: ResolvedSeeds, loaded: LoadedCheckpoint) -> Dict[str, Any]:
+    """A checkpoint file's progress measures, as a cached source start records them (``source.start_measures``).
+
+    A file carries no measures table, so they are computed here, on the task that
+    ``transfer.source`` describes (task, p, frac_train; split seed = the source seed):
+    ``measured_on`` says which. Train/test accuracies then refer to *that* split, which
+    is the file's own only when the file was trained on it; restricted/excluded
+    loss, key frequencies and Gini read the model's weights and are split-independent
+    in what they show. Not measured (``measures_note`` says why): digit tasks, and a model
+    whose vocabulary does not fit the task.
+    """
+    task_cfg = source_spec_from_config(job, seeds.source_seed).task_config()
+    measured_on = {k: task_cfg[k] for k in ("name", "p", "frac_train", "data_seed") if k in task_cfg}
+    task = make_task(to_typed(TaskConfig, task_cfg), int(task_cfg["data_seed"]))
+    family_measures = CHECKPOINT_MEASURES.find(task.family)
+    if family_measures is None or not family_measures.on_file_starts:
+        note = family_measures.file_start_note if family_measures else f"{task.family} source task: no progress measures"
+        return {"measures": {}, "measured_on": measured_on, "measures_note": note}
+    model = loaded.build_model()
+    cfg = model.config
+    if cfg.d_vocab != task.d_vocab or cfg.d_vocab_out < task.d_vocab_out or cfg.n_ctx != task.seq_len:
+        note = (f"the file's model (d_vocab {cfg.d_vocab}, d_vocab_out {cfg.d_vocab_out}, n_ctx {cfg.n_ctx}) "
+                f"does not read {task.describe()}: not measured")  # fmt: skip
+        return {"measures": {}, "measured_on": measured_on, "measures_note": note}
+    scalars, _ = family_measures.measure(task, model, job.measures.key_freq_threshold)
+    return {"measures": start_measures(scalars, loaded.epoch), "measured_on": measured_on}
+
+
+def model_for_resume(
+    job: TrainJobConfig, model_cfg: ModelConfig, seeds: ResolvedSeeds, saved_state: Optional[Dict[str, Any]] = None
+) -> StartingPoint:
+    """The model a resumed job loads its state into: the right shape and freeze flags.
+
+    An embedding-map run (``transfer.embed_map``) gets its map back first, shaped from
+    the saved ``embed.W_source``; the saved state then fills in the map's weights.
+    """
+    model = HookedGrokTransformer(model_cfg, seed=seeds.model_seed)
+    if job.transfer.name != Condition.random and job.transfer.embed_map and saved_state is not None:
+        embed_action = job.transfer.components.get(Component.embed, ComponentAction.copy)
+        attach_embedding_map(model, saved_state["embed.W_source"], seeds.model_seed, trainable=embed_action != ComponentAction.freeze)
+    if job.transfer.name != Condition.random:
+        freeze_components(model, job.transfer.components)
+    return StartingPoint(model)
