@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from conftest import PYTHON, REPO, script_env
-from groktransfer.checkpoint import CheckpointError, load_checkpoint
+from groktransfer.model.checkpoint import CheckpointError, load_checkpoint
 from groktransfer.config.schema import ModelConfig
 
 transformer_lens = pytest.importorskip("transformer_lens")
@@ -77,7 +77,7 @@ SECTIONS = ("### Findings", "Layer-0 QK circuit with mean queries", "OV composit
 def test_the_interpretation_of_an_arena_state_dict_states_the_findings(arena_file, tmp_path) -> None:
     """What ``analyze.py checkpoint=...`` shows, without its figures of the generic analyses (slow to draw);
     the whole command runs in the slow test below."""
-    from groktransfer.digit_tasks import DigitSettings, DigitTask
+    from groktransfer.tasks.digits import DigitSettings, DigitTask
     from groktransfer.interp import plots
     from groktransfer.interp.summary import interpret
     from groktransfer.interp.writeup import sections, summary_json
@@ -96,7 +96,7 @@ def test_the_interpretation_of_an_arena_state_dict_states_the_findings(arena_fil
 
 
 def test_the_readings_give_the_same_numbers_on_the_transformer_lens_model(arena_file) -> None:
-    from groktransfer.digit_tasks import DigitSettings, DigitTask
+    from groktransfer.tasks.digits import DigitSettings, DigitTask
     from groktransfer.interp.summary import interpret
 
     path, tl = arena_file

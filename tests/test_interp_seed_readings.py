@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from groktransfer.config.schema import ModelConfig
-from groktransfer.digit_tasks import DigitSettings, DigitTask
+from groktransfer.tasks.digits import DigitSettings, DigitTask
 from groktransfer.interp import by_class, circuits_qkov, neurons_int, unembed_geometry
 from groktransfer.interp.ablation import AblationEffect
 from groktransfer.interp.answers import answer_set
@@ -19,8 +19,8 @@ from groktransfer.interp.families import FAMILY_READINGS, family_key
 from groktransfer.interp.findings import findings_table
 from groktransfer.interp.forward import Score
 from groktransfer.interp.representations import embedding_pca
-from groktransfer.model import HookedGrokTransformer
-from groktransfer.tasks import Task
+from groktransfer.model.transformer import HookedGrokTransformer
+from groktransfer.tasks.modular import Task
 
 
 @pytest.fixture(scope="module")

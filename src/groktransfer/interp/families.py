@@ -24,11 +24,12 @@ from .forward import Score, has_mlp, n_layers_heads
 
 
 def family_key(task_name: str) -> str:
-    """``digit`` for every digit task, else the task's own name (``int_add``, ``add``, ...)."""
-    from groktransfer.tasks import task_family
+    """The task's family for families whose readings do not depend on the task (``digit``),
+    else the task's own name (``int_add``, ``add``, ...): readings of the modular family are per task."""
+    from groktransfer.tasks.registry import TASKS
 
-    family = task_family(str(task_name))
-    return family if family == "digit" else str(task_name)
+    family = TASKS.find(str(task_name))
+    return family.name if family is not None and family.name != "modular" else str(task_name)
 
 
 @dataclass
