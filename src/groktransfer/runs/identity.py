@@ -39,6 +39,7 @@ from groktransfer.config.schema import (
     TrainConfig,
     TrainJobConfig,
     TransferConfig,
+    to_typed,
 )
 from groktransfer.config.validate import resolve_seeds
 from groktransfer.tasks.modular import task_family, task_seq_len
@@ -182,6 +183,7 @@ def fields_with(role: Role) -> Tuple[str, ...]:
 
 def run_identity(job: TrainJobConfig) -> str:
     """Hash of everything that determines a job's numbers (not where it logs or how many threads)."""
+    job = to_typed(TrainJobConfig, job)  # a composed DictConfig too
     data = _project(job, _plain(job), "", job.task)
     data["transfer"] = _transfer_identity(job, data["transfer"])
     data["resolved_seeds"] = resolve_seeds(job).__dict__
@@ -195,6 +197,7 @@ def source_parts(cfg: TrainJobConfig, source_seed: int) -> Dict[str, Dict[str, A
     ``transfer.source`` overrides; each block is hashed by the same rules as a run identity.
     Selection criteria are not part of it: the grokked and memorized conditions share one run.
     """
+    cfg = to_typed(TrainJobConfig, cfg)
     src = cfg.transfer.source
     task = source_task(cfg, source_seed)
     overrides = {f.name: getattr(src.model, f.name) for f in dataclasses.fields(src.model)}
@@ -218,7 +221,7 @@ def source_parts(cfg: TrainJobConfig, source_seed: int) -> Dict[str, Dict[str, A
 def ensemble_key(job: TrainJobConfig, start_epoch: int) -> str:
     """Jobs with equal keys can share an ensemble: the whole config but its batchable and cosmetic
     fields (execution settings too must agree: the members share one process), and the start epoch."""
-    data: Dict[str, Any] = _plain(job)
+    data: Dict[str, Any] = _plain(to_typed(TrainJobConfig, job))
     for dotted in fields_with(Role.BATCHABLE) + fields_with(Role.COSMETIC):
         *parents, leaf = dotted.split(".")
         node = data
