@@ -25,7 +25,7 @@ from omegaconf import DictConfig
 from groktransfer.config.schema import TrainJobConfig, register_configs, to_typed
 from groktransfer.utils.errors import UserError
 from groktransfer.runs.rundir import STATUS_FILE, Status
-from groktransfer.jobs.run_job import Launch, run_job
+from groktransfer.jobs.run_job import Launch, given_keys, run_job
 
 log = logging.getLogger("groktransfer")
 register_configs()
@@ -42,6 +42,7 @@ def main(cfg: DictConfig) -> None:
         run_dir=Path(hydra_cfg.runtime.output_dir),
         cwd=Path(hydra_cfg.runtime.cwd),
         sweep_dir=Path(hydra_cfg.sweep.dir) if in_sweep else None,
+        given=given_keys(hydra_cfg.overrides.task),
     )
     try:
         result = run_job(to_typed(TrainJobConfig, cfg), launch)

@@ -26,7 +26,7 @@ import pandas as pd  # noqa: E402
 from groktransfer.model.checkpoint import CheckpointError, load_checkpoint  # noqa: E402
 from groktransfer.config.schema import TaskConfig, to_typed  # noqa: E402
 from groktransfer.runs.rundir import CHECKPOINT_DIR, CONFIG_FILE, FINAL_CHECKPOINT, RunDir  # noqa: E402
-from groktransfer.tasks.modular import make_task  # noqa: E402
+from groktransfer.tasks.registry import make_task  # noqa: E402
 
 from .circuits.discover import _first_int, read_yaml  # noqa: E402
 from .collect import RunRecord  # noqa: E402

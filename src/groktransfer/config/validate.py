@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Any, List, Optional
+from typing import Any, Iterable, List, Optional
 
-from groktransfer.config.schema import Component, ComponentAction, Condition, ConfigError, OptimizerConfig, to_plain
-from groktransfer.tasks.digits import DigitSettings, DigitTask, is_digit_task
-from groktransfer.tasks.modular import TASKS, is_prime
+from groktransfer.config.schema import (
+    Component, ComponentAction, Condition, ConfigError, OptimizerConfig, TaskConfig, to_plain, to_typed,
+)  # fmt: skip
+from groktransfer.tasks.registry import TASKS
 
 __all__ = ["ConfigError", "ResolvedSeeds", "resolve_seeds", "validate_job_config"]
 
@@ -45,74 +46,62 @@ def resolve_seeds(cfg: Any) -> ResolvedSeeds:
     )
 
 
-def _digit_settings(name: str, task_cfg: Any, src: Any = None) -> DigitSettings:
-    """Digit settings of the target task, or of a digit source (its own data sizes, the target's layout)."""
-
-    def pick(key: str):
-        value = getattr(src, key, None) if src is not None else None
-        return getattr(task_cfg, key) if value is None else value
-
-    return DigitSettings(
-        name=str(name),
-        n_digits=int(task_cfg.n_digits),
-        carry_out=bool(task_cfg.carry_out),
-        frac_train=float(pick("frac_train")),
-        n_train=None if pick("n_train") is None else int(pick("n_train")),
-        n_test=None if pick("n_test") is None else int(pick("n_test")),
-    )
+def task_shapes(task_cfg: Any) -> Optional[tuple]:
+    """(d_vocab, d_vocab_out, seq_len) of a task config, or None if it is malformed or unknown."""
+    family = TASKS.find(str(task_cfg.name))
+    return None if family is None else family.shapes(task_cfg)
 
 
-def task_shapes(name: str, p: int, task_cfg: Any) -> Optional[tuple]:
-    """(d_vocab, d_vocab_out, seq_len) of a task, or None if it is malformed."""
-    if is_digit_task(name):
-        settings = _digit_settings(name, task_cfg)
-        if settings.n_digits < 1:
-            return None
-        return DigitTask.d_vocab, DigitTask.d_vocab_out, settings.seq_len
-    if name in TASKS and p >= 2:
-        return p + 1, TASKS[name].out_vocab(p), 3
-    return None
+def _task_problems(task_cfg: Any, prefix: str, errors: List[str]) -> bool:
+    """Append the family's problems with ``task_cfg``; False when it cannot describe a task."""
+    family = TASKS.find(str(task_cfg.name))
+    if family is None:
+        errors.append(f"{prefix}={task_cfg.name!r}: unknown task; registered: {', '.join(TASKS.names())}")
+        return False
+    found = family.problems(task_cfg, prefix)
+    errors.extend(found)
+    return not found
 
 
-def _task_label(name: str, p: int, task_cfg: Any) -> str:
-    return f"{name}, n_digits={task_cfg.n_digits}" if is_digit_task(name) else f"{name}, p={p}"
+def _source_task_cfg(cfg: Any) -> Optional[Any]:
+    """The source run's task config (TaskConfig-shaped), or None if its task is unknown."""
+    src = cfg.transfer.source
+    family = TASKS.find(str(src.task))
+    if family is None:
+        return None
+    p = int(src.p if src.p is not None else cfg.task.p)
+    frac = float(src.frac_train if src.frac_train is not None else cfg.task.frac_train)
+    return to_typed(TaskConfig, family.source_task(src, cfg.task, p, frac, 0), "transfer.source")
 
 
-def _check_task(prefix: str, name: str, p: int, frac: float, errors: List[str]) -> None:
-    if is_digit_task(name):
-        return  # checked by DigitSettings.problems()
-    if p < 2:
-        errors.append(f"{prefix}.p={p}: must be at least 2")
-    elif TASKS[name].needs_prime and not is_prime(p):
-        errors.append(f"{prefix}.p={p}: must be prime for the modular task {name!r}")
-    if not (0.0 < frac < 1.0):
-        errors.append(f"{prefix}.frac_train={frac}: must lie strictly between 0 and 1")
-
-
-def validate_job_config(cfg: Any) -> None:
+def validate_job_config(cfg: Any, given: Iterable[str] = ()) -> None:
     """Raise ConfigError listing every semantic problem of a job config.
 
     ``cfg`` is a ``TrainJobConfig`` or the DictConfig it came from (attribute access only).
+    ``given``: the dotted keys the user set on the command line; a given key the job does
+    not read (``task.n_train`` of a 2-digit task) is refused rather than silently ignored.
     """
     errors: List[str] = []
     task = cfg.task
-    _check_task("task", task.name, int(task.p), float(task.frac_train), errors)
-    if is_digit_task(task.name):
-        errors.extend(_digit_settings(task.name, task).problems())
+    task_ok = _task_problems(task, "task", errors)
+    if task_ok:
+        for key, why in sorted(TASKS.get(str(task.name)).ignored_keys(task).items()):
+            if f"task.{key}" in set(given):
+                errors.append(f"task.{key}={getattr(task, key)} is ignored by {task.name}: {why}; leave it out")
 
     model = cfg.model
     sizes = ("n_layers", "n_heads", "d_model", "d_head") + (() if model.attn_only else ("d_mlp",))
     for key in sizes:
         if int(getattr(model, key)) < 1:
             errors.append(f"model.{key}={getattr(model, key)}: must be positive")
-    shapes = task_shapes(task.name, int(task.p), task)
+    shapes = task_shapes(task) if task_ok else None
     if model.n_ctx is not None and shapes is not None:
-        if not is_digit_task(task.name) and int(model.n_ctx) != 3:
-            errors.append(f"model.n_ctx={model.n_ctx}: the arithmetic tasks feed exactly 3 tokens (a b =)")
+        if TASKS.get(str(task.name)).exact_n_ctx and int(model.n_ctx) != shapes[2]:
+            errors.append(f"model.n_ctx={model.n_ctx}: the {task.name} task feeds exactly {shapes[2]} tokens")
         elif int(model.n_ctx) < shapes[2]:
             errors.append(
                 f"model.n_ctx={model.n_ctx}: shorter than the task's sequence ({shapes[2]} tokens for "
-                f"{task.name} with n_digits={task.n_digits}); set model.n_ctx=null to take it from the task"
+                f"{TASKS.get(str(task.name)).label(task)}); set model.n_ctx=null to take it from the task"
             )
     if shapes is not None:
         need_in, need_out = shapes[0], shapes[1]
@@ -196,22 +185,23 @@ def _validate_transfer(cfg: Any, errors: List[str]) -> None:
         if not os.path.isfile(path):
             errors.append(f"transfer.source.path={src.path!r}: no such file")
         return
-    p = int(src.p if src.p is not None else cfg.task.p)
-    frac = float(src.frac_train if src.frac_train is not None else cfg.task.frac_train)
-    _check_task("transfer.source.task", src.task, p, frac, errors)
-    if is_digit_task(src.task):
-        errors.extend(f"transfer.source: {e}" for e in _digit_settings(src.task, cfg.task, src).problems())
+    source_task = _source_task_cfg(cfg)
+    if source_task is None:
+        errors.append(f"transfer.source.task={src.task!r}: unknown task; registered: {', '.join(TASKS.names())}")
+        return
+    source_ok = _task_problems(source_task, "transfer.source", errors)
     unknown = set(src.optimizer) - set(OptimizerConfig.__dataclass_fields__)
     if unknown:
         errors.append(f"transfer.source.optimizer: unknown optimizer field(s) {sorted(unknown)}")
     if int(src.max_epochs) < 1:
         errors.append(f"transfer.source.max_epochs={src.max_epochs}: must be >= 1")
-    src_shapes = task_shapes(src.task, p, cfg.task)
-    tgt_shapes = task_shapes(cfg.task.name, int(cfg.task.p), cfg.task)
+    src_shapes = task_shapes(source_task) if source_ok else None
+    tgt_shapes = task_shapes(cfg.task) if TASKS.find(str(cfg.task.name)) else None
     if src_shapes is None or tgt_shapes is None:
         return
     copied = {c for c, a in tr.components.items() if a != ComponentAction.reinit}
-    src_label, tgt_label = _task_label(src.task, p, cfg.task), _task_label(cfg.task.name, int(cfg.task.p), cfg.task)
+    src_label = TASKS.get(str(source_task.name)).label(source_task)
+    tgt_label = TASKS.get(str(cfg.task.name)).label(cfg.task)
     if "embed" in copied and src_shapes[0] != tgt_shapes[0]:
         errors.append(
             f"transfer copies 'embed' but the source vocab ({src_shapes[0]} tokens, {src_label}) differs from the "
@@ -233,7 +223,11 @@ def _check_source_shape(cfg: Any, errors: List[str]) -> None:
     """A source of another width can only hand over its embedding, through the map."""
     tr = cfg.transfer
     model = to_plain(cfg.model)
-    differs = sorted(k for k, v in to_plain(tr.source.model).items() if v is not None and model[k] != v)
+    overrides = {k: v for k, v in to_plain(tr.source.model).items() if v is not None}
+    for key, value in sorted(overrides.items()):
+        if isinstance(value, int) and value < 1:
+            errors.append(f"transfer.source.model.{key}={value}: must be positive")
+    differs = sorted(k for k, v in overrides.items() if model[k] != v)
     if not differs:
         return
     copied = sorted(str(c) for c, a in tr.components.items() if a != ComponentAction.reinit)

@@ -56,7 +56,9 @@ from groktransfer.utils.errors import UserError
 from groktransfer.model.gemm import set_cpu_gemm
 from groktransfer.runs.identity import Role, ensemble_key, fields_with
 from groktransfer.runs.rundir import LOG_FILE, STATUS_FILE
-from groktransfer.jobs.run_job import JobResult, Launch, PlannedJob, SourceToTrain, plan_job, run_identity, sources_to_train
+from groktransfer.jobs.run_job import (
+    JobResult, Launch, PlannedJob, SourceToTrain, given_keys, plan_job, run_identity, sources_to_train,
+)  # fmt: skip
 from groktransfer.training.trainer import TrainingFailure, TrainOutcome
 from groktransfer.runs.train_run_dir import RunDirTraining
 
@@ -169,7 +171,8 @@ def _plan_in_hydra_job(cfg: DictConfig, held: contextlib.ExitStack, box: Dict[st
     """Hydra's task function for one job: plan it (as ``scripts/train.py`` would run it)."""
     hydra_cfg = HydraConfig.get()
     launch = Launch(
-        run_dir=Path(hydra_cfg.runtime.output_dir), cwd=Path(hydra_cfg.runtime.cwd), sweep_dir=Path(hydra_cfg.sweep.dir)
+        run_dir=Path(hydra_cfg.runtime.output_dir), cwd=Path(hydra_cfg.runtime.cwd), sweep_dir=Path(hydra_cfg.sweep.dir),
+        given=given_keys(hydra_cfg.overrides.task),
     )
     try:
         planned = plan_job(to_typed(TrainJobConfig, cfg), launch, held)

@@ -18,7 +18,7 @@ import logging
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, FrozenSet, Iterable, List, Optional, Sequence, Tuple, Union
 
 import torch
 from omegaconf import OmegaConf
@@ -37,7 +37,8 @@ from groktransfer.runs.index import RunIndex, transplant
 from groktransfer.sinks import RunMeta
 from groktransfer.transfer.source_runs import SourceCache, SourceSpec, source_spec_from_config
 from groktransfer.transfer.starting_point import StartingPoint, build_starting_point, model_for_resume
-from groktransfer.tasks.modular import Task, make_task
+from groktransfer.tasks.modular import Task
+from groktransfer.tasks.registry import make_task
 from groktransfer.training.trainer import TrainerCallback
 from groktransfer.runs.train_run_dir import TrainingPlan, resolved_model_config, train_in_run_dir, train_source_run
 
@@ -56,6 +57,8 @@ class Launch:
     run_dir: Path
     cwd: Path
     sweep_dir: Optional[Path] = None
+    # the dotted config keys set on the command line (Hydra's task overrides), for validation
+    given: FrozenSet[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -188,6 +191,11 @@ class PlannedJob:
         return JobResult(self.run_dir.path, Status(record.status), record)
 
 
+def given_keys(overrides: Iterable[str]) -> FrozenSet[str]:
+    """The dotted keys of Hydra command-line overrides (``task.n_train=500`` -> ``task.n_train``)."""
+    return frozenset(o.split("=", 1)[0].lstrip("+~") for o in overrides if "=" in o)
+
+
 def plan_job(
     job: TrainJobConfig, launch: Launch, held: contextlib.ExitStack, callbacks: Sequence[TrainerCallback] = ()
 ) -> Union[JobResult, PlannedJob]:
@@ -197,7 +205,7 @@ def plan_job(
     job. The run identity's lock is entered into ``held``: keep it open until the job
     has trained, so two identical jobs never train at once.
     """
-    validate_job_config(job)
+    validate_job_config(job, launch.given)
     resolve_device(job.train.device)  # a device that is not there: one line, exit 2, nothing written
     seeds = resolve_seeds(job)
     configure_torch(job.train.threads, job.train.flush_denormal, job.train.cpu_gemm)

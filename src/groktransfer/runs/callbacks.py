@@ -17,8 +17,7 @@ import torch
 from groktransfer.utils.atomic import atomic_open
 from groktransfer.model.checkpoint import save_checkpoint
 from groktransfer.utils.errors import JobError
-from groktransfer.measures.digits import compute_digit_measures
-from groktransfer.measures.modular import compute_progress_measures
+from groktransfer.measures.registry import measure_checkpoint
 from groktransfer.runs.rundir import RunDir
 from groktransfer.sinks import SinkGroup
 from groktransfer.tasks.modular import Task
@@ -78,22 +77,12 @@ class RunDirCallbacks(TrainerCallback):
         self.sinks.log_metrics(result.epoch, result.as_dict())
 
     def measure(self, model: torch.nn.Module, epoch: int) -> Dict[str, Any]:
-        """Progress measures on all pairs, in the task's own Fourier basis (digit measures for digit tasks)."""
-        if self.task.family == "digit":
-            digit = compute_digit_measures(self.task, model)
-            self.sinks.log_measures(epoch, digit.scalars(), digit.per_frequency_rows())
-            return digit.scalars()
-        device = next(model.parameters()).device
-        logits, mlp_post = model.last_position_activations(self.task.tokens.to(device))
-        measures = compute_progress_measures(  # on CPU, like the analysis
-            self.task,
-            logits.cpu(),
-            mlp_post.cpu(),
-            {k: v.detach().cpu() for k, v in model.state_dict().items()},
-            key_freq_threshold=self.key_freq_threshold,
-        )
-        scalars = measures.scalars()
-        self.sinks.log_measures(epoch, scalars, measures.per_frequency_rows())
+        """The progress measures the task's family registered (``measures.registry``), on all examples."""
+        measured = measure_checkpoint(self.task, model, self.key_freq_threshold)
+        if measured is None:
+            return {}
+        scalars, rows = measured
+        self.sinks.log_measures(epoch, scalars, rows)
         return scalars
 
     def on_checkpoint(self, trainer: Trainer, result: EvalResult) -> None:

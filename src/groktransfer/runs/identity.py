@@ -42,7 +42,7 @@ from groktransfer.config.schema import (
     to_typed,
 )
 from groktransfer.config.validate import resolve_seeds
-from groktransfer.tasks.modular import task_family, task_seq_len
+from groktransfer.tasks.registry import TASK_FAMILIES, family_of, task_seq_len
 
 __all__ = [
     "RECORDED_FIELDS", "ROLES", "Role", "digest", "ensemble_key", "fields_with", "run_identity", "source_parts",
@@ -130,13 +130,12 @@ SOURCE_OMITS: Tuple[str, ...] = ("model.name", "model.model_seed", "train.keep_c
 # can become methods of the task family / condition later). Nothing else in this module asks
 # which family a task belongs to.
 
-#: Task keys hashed only for the families that use them (and always, for those).
-FAMILY_TASK_FIELDS: Mapping[str, Tuple[str, ...]] = {"digit": ("n_digits", "carry_out", "n_train", "n_test")}
-
-
 def _unused_task_fields(task_name: str) -> Tuple[str, ...]:
-    used = FAMILY_TASK_FIELDS.get(task_family(task_name), ())
-    return tuple(k for keys in FAMILY_TASK_FIELDS.values() for k in keys if k not in used)
+    """Task keys hashed only for the families that read them (``TaskFamily.config_keys``), and
+    always for those: another family's runs keep the identities they had before the keys existed."""
+    used = family_of(task_name).config_keys
+    every = {k for name in TASK_FAMILIES.names() for k in TASK_FAMILIES.get(name).config_keys}
+    return tuple(sorted(every - set(used)))
 
 
 def _transfer_identity(job: TrainJobConfig, projected: Dict[str, Any]) -> Dict[str, Any]:
@@ -148,25 +147,12 @@ def _transfer_identity(job: TrainJobConfig, projected: Dict[str, Any]) -> Dict[s
 
 def source_task(cfg: TrainJobConfig, source_seed: int) -> TaskConfig:
     """The task a target job's source run trains on: ``transfer.source``'s task, p and fraction,
-    split by ``source_seed``; a digit source has the target's digit layout and its own data sizes."""
+    split by ``source_seed``, as its family derives it from the target (``TaskFamily.source_task``:
+    a digit source has the target's digit layout and its own data sizes)."""
     src = cfg.transfer.source
     p = int(src.p if src.p is not None else cfg.task.p)
     frac = float(src.frac_train if src.frac_train is not None else cfg.task.frac_train)
-    fields: Dict[str, Any] = dict(name=src.task, p=p, frac_train=frac, data_seed=int(source_seed))
-    if task_family(str(src.task)) == "digit":
-        fields.update(
-            p=10,
-            n_digits=int(cfg.task.n_digits),
-            carry_out=bool(cfg.task.carry_out),
-            n_train=_inherit(src.n_train, cfg.task.n_train),
-            n_test=_inherit(src.n_test, cfg.task.n_test),
-        )
-    return TaskConfig(**fields)
-
-
-def _inherit(value: Any, default: Any) -> Optional[int]:
-    value = default if value is None else value
-    return None if value is None else int(value)
+    return TaskConfig(**family_of(src.task).source_task(src, cfg.task, p, frac, int(source_seed)))
 
 
 # =========================================================================== derived keys

@@ -36,7 +36,8 @@ from groktransfer.runs.rundir import FINAL_MEASURES, RunDir, RunKind, Status, St
 from groktransfer.sinks import RunMeta, make_sinks
 from groktransfer.transfer.source_runs import SourceSpec
 from groktransfer.measures.digits import final_summary_keys
-from groktransfer.tasks.modular import Task, make_task
+from groktransfer.tasks.modular import Task
+from groktransfer.tasks.registry import make_task
 from groktransfer.training.trainer import Trainer, TrainerCallback, TrainingFailure, TrainOutcome
 from groktransfer.transfer.components import carry_optimizer_state
 

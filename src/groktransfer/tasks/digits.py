@@ -37,6 +37,8 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 
+from groktransfer.tasks.family import MAX_EXAMPLES, TaskFamily
+
 PLUS_TOKEN = 10
 EQUALS_TOKEN = 11
 N_DIGIT_TOKENS = 10
@@ -347,3 +349,57 @@ def settings_as_dict(s: DigitSettings) -> Dict[str, Any]:
         "n_train": s.n_train,
         "n_test": s.n_test,
     }
+
+
+class DigitFamily(TaskFamily):
+    """Sums and differences written as digit sequences (``a1..an + b1..bn = s1..sm``), one answer per digit."""
+
+    name = FAMILY
+    task_names = tuple(DIGIT_TASKS)
+    config_keys = ("n_digits", "carry_out", "n_train", "n_test")
+
+    def build(self, task_cfg: Any, data_seed: int) -> DigitTask:
+        return DigitTask.from_config(task_cfg, data_seed)
+
+    def shapes(self, task_cfg: Any) -> Optional[Tuple[int, int, int]]:
+        settings = settings_from_config(task_cfg)
+        if settings.n_digits < 1:
+            return None
+        return DigitTask.d_vocab, DigitTask.d_vocab_out, settings.seq_len
+
+    def problems(self, task_cfg: Any, prefix: str = "task") -> List[str]:
+        settings = settings_from_config(task_cfg)
+        errors = settings.problems()
+        if settings.n_digits >= 1 and not settings.enumerated and settings.n_train is not None and settings.n_test is not None:
+            if settings.n_train + settings.n_test > MAX_EXAMPLES:
+                errors.append(
+                    f"task.n_train + task.n_test = {settings.n_train + settings.n_test:,}: more examples than "
+                    f"one job holds (at most {MAX_EXAMPLES:,})"
+                )
+        if prefix != "task":
+            errors = [f"{prefix}: {e}" for e in errors]
+        return errors
+
+    def label(self, task_cfg: Any) -> str:
+        return f"{task_cfg.name}, n_digits={task_cfg.n_digits}"
+
+    def ignored_keys(self, task_cfg: Any) -> Dict[str, str]:
+        base = {"p": "digit tasks are in base 10 and have no modulus"}
+        if int(task_cfg.n_digits) <= ENUMERATE_MAX_DIGITS:
+            why = f"with n_digits <= {ENUMERATE_MAX_DIGITS} every problem is enumerated and split by task.frac_train"
+            return {**base, "n_train": why, "n_test": why}
+        return {**base, "frac_train": f"with n_digits > {ENUMERATE_MAX_DIGITS} the sizes are task.n_train and task.n_test"}
+
+    def source_task(self, source_cfg: Any, target_task_cfg: Any, p: int, frac_train: float, data_seed: int) -> Dict[str, Any]:
+        """Same digit layout as the target (n_digits, carry_out); its own data sizes where given."""
+
+        def inherit(key: str) -> Optional[int]:
+            value = getattr(source_cfg, key, None)
+            value = getattr(target_task_cfg, key) if value is None else value
+            return None if value is None else int(value)
+
+        return {
+            "name": str(source_cfg.task), "p": 10, "frac_train": float(frac_train), "data_seed": int(data_seed),
+            "n_digits": int(target_task_cfg.n_digits), "carry_out": bool(target_task_cfg.carry_out),
+            "n_train": inherit("n_train"), "n_test": inherit("n_test"),
+        }  # fmt: skip

@@ -14,11 +14,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Callable, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import torch
 
 from groktransfer.config.schema import TaskConfig
+from groktransfer.tasks.family import MAX_EXAMPLES, TaskFamily
 
 
 def is_prime(n: int) -> bool:
@@ -172,24 +173,50 @@ class Task:
         return f"{self.name} mod {self.p}" if self.name != "int_add" else f"int_add (a,b < {self.p})"
 
 
-def make_task(cfg: TaskConfig, data_seed: int):
-    """Any task from its config: a modular ``Task`` or, for the digit family, a ``DigitTask``."""
-    from groktransfer.tasks.digits import DigitTask, is_digit_task
+class ModularFamily(TaskFamily):
+    """The (a, b) -> answer tasks of :data:`TASKS`: three tokens ``[a, b, =]``, one answer at the last position."""
 
-    if is_digit_task(str(cfg.name)):
-        return DigitTask.from_config(cfg, data_seed)
-    return Task.from_config(cfg, data_seed)
+    name = "modular"
+    task_names = tuple(TASKS)
+    exact_n_ctx = True  # the fast path reads position 2, the '=' token
+
+    def build(self, task_cfg: Any, data_seed: int) -> Task:
+        return Task.from_config(task_cfg, data_seed)
+
+    def shapes(self, task_cfg: Any) -> Optional[Tuple[int, int, int]]:
+        p = int(task_cfg.p)
+        return (p + 1, TASKS[str(task_cfg.name)].out_vocab(p), 3) if p >= 2 else None
+
+    def problems(self, task_cfg: Any, prefix: str = "task") -> List[str]:
+        name, p, frac = str(task_cfg.name), int(task_cfg.p), float(task_cfg.frac_train)
+        spec = TASKS[name]
+        errors = []
+        if p < 2:
+            return [f"{prefix}.p={p}: must be at least 2"]
+        n_pairs = p * (p - 1) if spec.exclude_b_zero else p * p
+        if n_pairs > MAX_EXAMPLES:
+            limit = int(MAX_EXAMPLES**0.5)
+            return [
+                f"{prefix}.p={p}: {n_pairs:,} pairs do not fit one full-batch job (at most "
+                f"{MAX_EXAMPLES:,} pairs, p <= {limit})"
+            ]
+        if spec.needs_prime and not is_prime(p):
+            errors.append(f"{prefix}.p={p}: must be prime for the modular task {name!r}")
+        if not (0.0 < frac < 1.0):
+            errors.append(f"{prefix}.frac_train={frac}: must lie strictly between 0 and 1")
+        else:
+            n_train = int(round(frac * n_pairs))
+            if min(n_train, n_pairs - n_train) < MIN_SPLIT:
+                errors.append(
+                    f"{prefix}.p={p}, {prefix}.frac_train={frac}: {name} has {n_pairs} pairs, {n_train} for "
+                    f"training and {n_pairs - n_train} for testing; each side needs at least {MIN_SPLIT}"
+                )
+        return errors
+
+    def ignored_keys(self, task_cfg: Any) -> Dict[str, str]:
+        why = "the modular tasks use every (a, b) pair, split by task.frac_train"
+        return {"n_digits": why, "carry_out": why, "n_train": why, "n_test": why}
 
 
-def task_family(name: str) -> str:
-    """``digit`` for the digit tasks, ``modular`` for the (a, b) tasks of this module."""
-    from groktransfer.tasks.digits import is_digit_task
-
-    return "digit" if is_digit_task(name) else "modular"
-
-
-def task_seq_len(task_cfg) -> int:
-    """Tokens per example of a task config: 3 for the modular tasks, the digit layout's length otherwise."""
-    from groktransfer.tasks.digits import is_digit_task, settings_from_config
-
-    return settings_from_config(task_cfg).seq_len if is_digit_task(str(task_cfg.name)) else 3
+#: the fewest pairs a train or test set may hold: one pair gives no accuracy worth a threshold
+MIN_SPLIT = 2

@@ -28,9 +28,9 @@ from groktransfer.utils.errors import JobError
 from groktransfer.model.transformer import HookedGrokTransformer
 from groktransfer.runs.rundir import RunDir
 from groktransfer.transfer.embedding_map import attach_embedding_map
-from groktransfer.measures.modular import compute_progress_measures
+from groktransfer.measures.registry import CHECKPOINT_MEASURES
 from groktransfer.transfer.source_runs import SourceCache, SourceSpec, choose_source_checkpoint, source_spec_from_config, start_measures
-from groktransfer.tasks.modular import make_task, task_family
+from groktransfer.tasks.registry import make_task
 from groktransfer.transfer.components import (
     TransferPlan,
     adapt_paper_unembed,
@@ -120,23 +120,19 @@ def file_start_measures(job: TrainJobConfig, seeds: ResolvedSeeds, loaded: Loade
     """
     task_cfg = source_spec_from_config(job, seeds.source_seed).task_config()
     measured_on = {k: task_cfg[k] for k in ("name", "p", "frac_train", "data_seed") if k in task_cfg}
-    if task_family(str(task_cfg["name"])) == "digit":
-        return {"measures": {}, "measured_on": measured_on, "measures_note": "digit source task: no progress measures"}
     task = make_task(to_typed(TaskConfig, task_cfg), int(task_cfg["data_seed"]))
+    family_measures = CHECKPOINT_MEASURES.find(task.family)
+    if family_measures is None or not family_measures.on_file_starts:
+        note = family_measures.file_start_note if family_measures else f"{task.family} source task: no progress measures"
+        return {"measures": {}, "measured_on": measured_on, "measures_note": note}
     model = loaded.build_model()
     cfg = model.config
     if cfg.d_vocab != task.d_vocab or cfg.d_vocab_out < task.d_vocab_out or cfg.n_ctx != task.seq_len:
         note = (f"the file's model (d_vocab {cfg.d_vocab}, d_vocab_out {cfg.d_vocab_out}, n_ctx {cfg.n_ctx}) "
                 f"does not read {task.describe()}: not measured")  # fmt: skip
         return {"measures": {}, "measured_on": measured_on, "measures_note": note}
-    with torch.no_grad():
-        logits, mlp_post = model.last_position_activations(task.tokens)  # [n_pairs, d_vocab_out], [n_pairs, d_mlp]
-    measures = compute_progress_measures(
-        task, logits[:, : task.d_vocab_out].cpu(), mlp_post.cpu(),
-        {k: v.detach().cpu() for k, v in model.state_dict().items()},
-        key_freq_threshold=job.measures.key_freq_threshold,
-    )  # fmt: skip
-    return {"measures": start_measures(measures.scalars(), loaded.epoch), "measured_on": measured_on}
+    scalars, _ = family_measures.measure(task, model, job.measures.key_freq_threshold)
+    return {"measures": start_measures(scalars, loaded.epoch), "measured_on": measured_on}
 
 
 def model_for_resume(

@@ -99,6 +99,11 @@ class Registry(Generic[T]):
                 f"unknown {self.kind} {where}{name!r}; registered: {', '.join(self.names())}"
             ) from None
 
+    def find(self, name: str) -> Optional[T]:
+        """The entry under ``name``, or None: for optional hooks a family may leave out."""
+        load_plugins()
+        return self._entries.get(str(name))
+
     def __contains__(self, name: object) -> bool:
         load_plugins()
         return str(name) in self._entries

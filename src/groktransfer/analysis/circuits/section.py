@@ -127,15 +127,20 @@ def circuit_sections(runs: Sequence[RunRecord], out_dir: Path, settings: Any = N
     The Fourier circuit analysis reads modular (a, b) tasks only: digit-task runs are
     left out here (the digit section covers them) and said so.
     """
-    from groktransfer.tasks.digits import is_digit_task
+    from groktransfer.tasks.registry import TASKS
 
-    digit = [r for r in runs if r.task and is_digit_task(r.task)]
-    runs = [r for r in runs if not (r.task and is_digit_task(r.task))]
-    if digit and not runs:
+    def modular(run: RunRecord) -> bool:  # the Fourier circuit is the modular family's
+        family = TASKS.find(str(run.task)) if run.task else None
+        return family is None or family.name == "modular"
+
+    others = [r for r in runs if not modular(r)]
+    runs = [r for r in runs if modular(r)]
+    if others and not runs:
+        families = sorted({TASKS.get(str(r.task)).name for r in others})
+        note = (DIGIT_NOT_APPLICABLE + " (see 'Digit measures' for their per-position and per-carry-class measures)"
+                if families == ["digit"] else f"of the {', '.join(families)} task family, which has no modular Fourier circuit")
         return [ReportSection(
-            "Circuits",
-            f"Not applicable: the {len(digit)} run(s) of this sweep are {DIGIT_NOT_APPLICABLE} "
-            "(see 'Digit measures' for their per-position and per-carry-class measures).",
+            "Circuits", f"Not applicable: the {len(others)} run(s) of this sweep are {note}.",
         )]  # fmt: skip
     t0 = time.perf_counter()
     out = Path(out_dir) / SUBDIR

@@ -20,7 +20,8 @@ from groktransfer.model.checkpoint import load_checkpoint
 from groktransfer.runs.rundir import CHECKPOINT_DIR, CONFIG_FILE
 from groktransfer.config.schema import TaskConfig, to_typed
 from groktransfer.tasks.digits import DIGIT_TASKS, is_digit_task
-from groktransfer.tasks.modular import TASKS, Task, make_task
+from groktransfer.tasks.modular import TASKS, Task
+from groktransfer.tasks.registry import make_task
 
 from . import plots
 from .attention import head_labels, position_labels

@@ -1,0 +1,68 @@
+"""Progress measures by task family: what a run records at every checkpoint.
+
+Each family registers one :class:`FamilyMeasures` under its family name; the run-directory
+callbacks and file starts call it without asking which family they hold. A family that
+registers none records no measures, and says so in the run's status instead of failing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
+
+import torch
+
+from groktransfer.measures.digits import compute_digit_measures
+from groktransfer.measures.modular import compute_progress_measures
+from groktransfer.utils.registry import Registry
+
+#: (scalars for measures.csv, per-frequency rows for measures_freqs.csv)
+Measured = Tuple[Dict[str, Any], List[Mapping[str, Any]]]
+MeasureFn = Callable[[Any, torch.nn.Module, float], Measured]
+
+
+@dataclass(frozen=True)
+class FamilyMeasures:
+    """A family's measures: ``measure(task, model, key_freq_threshold)``.
+
+    ``on_file_starts``: whether a start from a checkpoint file is measured too (on the task
+    ``transfer.source`` describes); when not, ``file_start_note`` says why.
+    """
+
+    measure: MeasureFn
+    on_file_starts: bool = True
+    file_start_note: str = ""
+
+
+CHECKPOINT_MEASURES: Registry[FamilyMeasures] = Registry("measure set (by task family)")
+
+
+def measure_checkpoint(task: Any, model: torch.nn.Module, key_freq_threshold: float) -> Optional[Measured]:
+    """The measures of ``task``'s family on ``model``, or None if the family registered none."""
+    entry = CHECKPOINT_MEASURES.find(task.family)
+    return None if entry is None else entry.measure(task, model, key_freq_threshold)
+
+
+def _modular(task: Any, model: torch.nn.Module, key_freq_threshold: float) -> Measured:
+    """Fourier progress measures in the task's own group, on every pair (on CPU, like the analysis)."""
+    device = next(model.parameters()).device
+    with torch.no_grad():
+        logits, mlp_post = model.last_position_activations(task.tokens.to(device))  # [N, d_vocab_out], [N, d_mlp]
+    measures = compute_progress_measures(
+        task, logits[:, : task.d_vocab_out].cpu(), mlp_post.cpu(),
+        {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        key_freq_threshold=key_freq_threshold,
+    )  # fmt: skip
+    return measures.scalars(), measures.per_frequency_rows()
+
+
+def _digit(task: Any, model: torch.nn.Module, key_freq_threshold: float) -> Measured:
+    """Per-position and carry-class accuracies, weight norms, W_U's Fourier spectrum over digits."""
+    digit = compute_digit_measures(task, model)
+    return digit.scalars(), digit.per_frequency_rows()
+
+
+CHECKPOINT_MEASURES.register("modular", FamilyMeasures(_modular))
+CHECKPOINT_MEASURES.register(
+    "digit", FamilyMeasures(_digit, on_file_starts=False, file_start_note="digit source task: no progress measures")
+)
