@@ -18,6 +18,7 @@ from . import ablation, attribution, representations
 from .families import ReadingContext, family_key, run_readings
 from .answers import AnswerSet, answer_set, subsample
 from .forward import has_mlp, n_layers_heads, reuse_activations, run_cache
+from .settings import InterpSettings
 
 
 @dataclass
@@ -69,8 +70,6 @@ def _expand_hooks(patterns: List[str], model: Any) -> List[str]:
 def interpret(model: Any, task: Any, settings: Any = None) -> Interpretation:
     """Run the analyses ``settings`` (``analysis.interp``, an ``InterpSettings``) switch on."""
     if settings is None:
-        from groktransfer.analysis.settings import InterpSettings
-
         settings = InterpSettings()
     s = settings
     before = torch.get_num_threads()
