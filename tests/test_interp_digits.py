@@ -128,6 +128,7 @@ def test_a_digit_run_gets_an_interp_section_in_the_sweep_report(digit_run, tmp_p
     assert len(dla_err) == 1 and float(dla_err.iloc[0]) < 1e-4
     captions = " ".join(t.caption for t in sections[0].tables)
     assert "Head ablation" in captions and "Direct logit attribution" in captions
+    assert captions.startswith("Findings")  # the seed analysis' claims on this run, first
 
 
 def test_analyze_py_reads_a_digit_checkpoint(digit_run, tmp_path) -> None:

@@ -146,8 +146,31 @@ def _bar_figure(agg: pd.DataFrame, task: str, prefix: str, title: str, ylabel: s
     return path
 
 
+def findings_by_run(task: str, long: pd.DataFrame) -> pd.DataFrame:
+    """The seed analyses' findings for the task's family (``interp.findings``), one column per
+    run: ``holds`` / ``differs`` and that run's numbers. Empty for families without findings."""
+    from groktransfer.interp.families import family_key
+    from groktransfer.interp.findings import findings_table
+
+    d = long[(long.task == task) & (long.measure != "key_freqs")]
+    table = pd.DataFrame()
+    for (cond, seed, _), g in d.groupby(["condition", "seed", "run"], sort=False, dropna=False):
+        t = findings_table(family_key(task), dict(zip(g.measure, g.value)))
+        if t.empty:
+            return t
+        if table.empty:
+            table = t[["claim", "seed analysis"]].copy()
+        table[f"{cond} s{seed}"] = (t.verdict + ": " + t["this model"]).to_numpy()
+    return table
+
+
 def _family_section(task: str, agg: pd.DataFrame, long: pd.DataFrame, out: Path, dpi: int, kind: str) -> ReportSection:
     tables, figs = [], []
+    findings = findings_by_run(task, long)
+    if not findings.empty:
+        findings.to_csv(out / f"interp_{task}_findings.csv", index=False)
+        tables.append(ReportTable(findings, "Findings: each claim of the seed analysis (criterion in the claim) on every "
+                                            "run's final model, holds / differs with the run's numbers"))  # fmt: skip
     head_prefix = f"head_{kind}_z_"
     d_loss = agg[(agg.task == task) & agg.measure.str.startswith(head_prefix) & agg.measure.str.contains(r"_d_loss\[")]
     if not d_loss.empty:

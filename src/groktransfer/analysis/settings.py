@@ -15,6 +15,8 @@ from typing import Any, List, Optional
 from groktransfer.utils.choices import Choice
 from groktransfer.config.schema import LoggerMode, to_typed
 from groktransfer.runs.rundir import Status
+# the interpretability settings live with the analyses they switch (interp sits below analysis)
+from groktransfer.interp.settings import AblationKind, HeadSite, InterpSettings  # noqa: F401
 
 DEFAULT_MEASURES = [
     "restricted_loss",
@@ -54,52 +56,6 @@ class CurveSettings:
     include_statuses: List[str] = field(default_factory=lambda: [str(Status.COMPLETED)])
     after_end: AfterEnd = AfterEnd.hold
     max_points: int = 400
-
-
-class AblationKind(Choice):
-    """What an ablated part is replaced by: 0, or its mean over all inputs."""
-
-    zero = "zero"
-    mean = "mean"
-
-
-class HeadSite(Choice):
-    """Which activation of a head is ablated: its output z, or its query / key / value input."""
-
-    z = "z"
-    q = "q"
-    k = "k"
-    v = "v"
-
-
-@dataclass
-class InterpSettings:
-    """Which interpretability analyses (``groktransfer.interp``) run, on one checkpoint
-    (``checkpoint=...``) and on every final model of a sweep. Defaults keep the
-    quickstart's analysis to seconds per run."""
-
-    enabled: bool = True
-    # head ablations: the kinds to run (zero / mean) and the sites (z = the head's output;
-    # q, k, v = its query / key / value input); [] = none
-    head_ablation: List[AblationKind] = field(default_factory=lambda: [AblationKind.mean])
-    head_sites: List[HeadSite] = field(default_factory=lambda: list(HeadSite))
-    dla: bool = True  # direct logit attribution per part and per output frequency
-    embedding: bool = True  # PCA/SVD and Fourier norms of the operand embeddings
-    # principal components of the embedding ablated one at a time (1 = PC1), with failure maps
-    pc_ablation: List[int] = field(default_factory=lambda: [1, 2])
-    spectra: bool = True  # singular values against a Gaussian control
-    probes: bool = True  # ridge probes of the declared targets
-    # hook points probed at the answer positions; {L} = every layer
-    probe_hooks: List[str] = field(default_factory=lambda: ["blocks.{L}.hook_resid_mid", "blocks.{L}.hook_resid_post", "blocks.{L}.mlp.hook_post"])
-    neurons: bool = True  # neuron clusters by frequency, correlations, top neuron maps
-    key_freq_threshold: float = 0.85  # share of a neuron's variance at one frequency for it to count
-    top_neurons: int = 6
-    attention: bool = True  # attention patterns at each answer position
-    in_sweep: bool = True  # also for every final model in the sweep report
-    threads: int = 1  # torch threads while interpreting (its matmuls are small: more threads contend)
-    # tasks without an (a, b) grid (digit tasks) are analysed on at most this many inputs
-    # (a fixed random subset); 0 = all
-    max_inputs: int = 4096
 
 
 @dataclass

@@ -406,14 +406,3 @@ def to_plain(cfg: Any) -> Dict[str, Any]:
     data = OmegaConf.to_container(node, resolve=True, enum_to_str=True)
     assert isinstance(data, dict)
     return data  # type: ignore[return-value]
-
-
-def drop_default_schedule(optimizer: Dict[str, Any]) -> None:
-    """Leave the lr-schedule keys out of a plain optimizer config while the schedule is constant.
-
-    Run identities and source-cache hashes are made of these dicts; the keys came after
-    runs already existed, and a constant lr is what those runs did, so their hashes stay.
-    """
-    if optimizer.get("schedule", str(Schedule.constant)) == str(Schedule.constant):
-        optimizer.pop("schedule", None)
-        optimizer.pop("final_lr_frac", None)

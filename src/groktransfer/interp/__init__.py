@@ -10,7 +10,12 @@ One module per analysis family:
 - ``attribution``: direct logit attribution per layer, head and neuron group, plain and
   in the output's Fourier basis, with a completeness check;
 - ``representations``: embedding PCA/SVD, weight spectra against a Gaussian control,
-  embedding Fourier norms, ridge probes, neuron correlations and clusters, attention.
+  embedding Fourier norms, ridge probes, neuron correlations and clusters, attention;
+- the seed analyses' hand-made readings, per task family (``families`` says which family
+  has which): ``circuits_qkov`` (QK with mean queries, OV composition, path DLA),
+  ``unembed_geometry`` (W_U as a circle), ``by_class`` (carry-class splits, probabilities),
+  ``neurons_int`` (int_add: PC fits, sum neurons); ``findings`` checks the notebooks'
+  claims on a model's numbers.
 
 Every function takes a model (``HookedGrokTransformer`` or a TransformerLens
 ``HookedTransformer``) and a task (``groktransfer.tasks.modular.Task``, anything with an

@@ -233,9 +233,79 @@ def plot_failures(res: Interpretation, path: Path, dpi: int = 130) -> Optional[P
     return _save(fig, path, dpi)
 
 
+def plot_qk_mean_query(res: Interpretation, path: Path, dpi: int = 130) -> Optional[Path]:
+    """Per layer-0 head: the position x position attention with mean queries and keys."""
+    qk = res.arrays.get("qk_mean_query")
+    if qk is None:
+        return None
+    fig, axes = plt.subplots(1, qk.shape[0], figsize=(4 * qk.shape[0], 3.8), squeeze=False)
+    for h, ax in enumerate(axes.flat):
+        ax.imshow(qk[h].numpy(), vmin=0, vmax=1, cmap="Blues")
+        ax.set_title(f"L0H{h}")
+        ax.set_xlabel("key position")
+        ax.set_ylabel("query position")
+    fig.suptitle(f"Layer-0 attention with mean queries and keys ({res.task})")
+    fig.tight_layout()
+    return _save(fig, path, dpi)
+
+
+def plot_unembed_circle(res: Interpretation, path: Path, dpi: int = 130) -> Optional[Path]:
+    """W_U's answer columns on its top two singular directions, and its power per frequency."""
+    g = res.arrays.get("unembed_geometry")
+    if g is None:
+        return None
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(9, 4))
+    xy = g.coords.numpy()
+    ax.plot(*np.vstack([xy, xy[:1]]).T, color="0.7", lw=1)
+    ax.scatter(xy[:, 0], xy[:, 1])
+    for i, (x, y) in enumerate(xy):
+        ax.annotate(str(i), (x, y), textcoords="offset points", xytext=(4, 4))
+    ax.set_aspect("equal")
+    ax.set_title("W_U columns on singular directions 1, 2")
+    bx.bar(range(len(g.freq_share)), g.freq_share.numpy())
+    bx.set_xlabel("frequency over the answer tokens")
+    bx.set_ylabel("share of W_U's power")
+    fig.tight_layout()
+    return _save(fig, path, dpi)
+
+
+def plot_prob_correct(res: Interpretation, path: Path, dpi: int = 130, n_examples: int = 60) -> Optional[Path]:
+    """Heatmap of the probability on the correct token, per example and answer position."""
+    p = res.arrays.get("prob_correct")
+    if p is None:
+        return None
+    fig, ax = plt.subplots(figsize=(3 + 0.5 * p.shape[1], 6))
+    im = ax.imshow(p[:n_examples].numpy(), vmin=0, vmax=1, cmap="viridis", aspect="auto")
+    ax.set_xlabel("answer position")
+    ax.set_ylabel("example")
+    fig.colorbar(im, ax=ax, label="probability on the correct token")
+    ax.set_title(f"first {min(n_examples, p.shape[0])} examples")
+    fig.tight_layout()
+    return _save(fig, path, dpi)
+
+
+def plot_pre_activation_maps(res: Interpretation, path: Path, dpi: int = 130) -> Optional[Path]:
+    """Pre-activation of the most a+b-correlated neurons on the (a, b) grid."""
+    item = res.arrays.get("pre_activation_maps")
+    if item is None:
+        return None
+    neurons, maps = item
+    fig, axes = plt.subplots(1, len(neurons), figsize=(3.2 * len(neurons), 3.2), squeeze=False)
+    for ax, n, m in zip(axes.flat, neurons, maps):
+        im = ax.imshow(m.numpy(), origin="lower", cmap="RdBu_r")
+        ax.set_title(f"neuron {n} (pre-ReLU)", fontsize=9)
+        ax.set_xlabel("b")
+        ax.set_ylabel("a")
+        fig.colorbar(im, ax=ax, fraction=0.046)
+    fig.tight_layout()
+    return _save(fig, path, dpi)
+
+
 ALL = {
     "head_ablation": plot_head_ablation, "dla": plot_dla, "embedding": plot_embedding, "spectra": plot_spectra,
     "probes": plot_probes, "neurons": plot_neurons, "attention": plot_attention, "failures": plot_failures,
+    "qk_mean_query": plot_qk_mean_query, "unembed": plot_unembed_circle, "prob_correct": plot_prob_correct,
+    "pre_activation_maps": plot_pre_activation_maps,
 }  # fmt: skip
 
 

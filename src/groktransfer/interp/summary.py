@@ -15,8 +15,10 @@ import pandas as pd
 import torch
 
 from . import ablation, attribution, representations
+from .families import ReadingContext, family_key, run_readings
 from .answers import AnswerSet, answer_set, subsample
 from .forward import has_mlp, n_layers_heads, reuse_activations, run_cache
+from .settings import InterpSettings
 
 
 @dataclass
@@ -25,6 +27,7 @@ class Interpretation:
     (for the sweep's per-seed aggregation); ``arrays`` for figures."""
 
     task: str
+    family: Optional[str] = None  # families.family_key: which hand-made readings and findings apply
     tables: Dict[str, pd.DataFrame] = field(default_factory=dict)
     scalars: Dict[str, float] = field(default_factory=dict)
     arrays: Dict[str, Any] = field(default_factory=dict)
@@ -67,8 +70,6 @@ def _expand_hooks(patterns: List[str], model: Any) -> List[str]:
 def interpret(model: Any, task: Any, settings: Any = None) -> Interpretation:
     """Run the analyses ``settings`` (``analysis.interp``, an ``InterpSettings``) switch on."""
     if settings is None:
-        from groktransfer.analysis.settings import InterpSettings
-
         settings = InterpSettings()
     s = settings
     before = torch.get_num_threads()
@@ -78,6 +79,10 @@ def interpret(model: Any, task: Any, settings: Any = None) -> Interpretation:
             aset = answer_set(task)
             if not aset.has_grid and s.max_inputs:
                 aset = subsample(aset, int(s.max_inputs))
+            if s.process_weights:  # readings of W_U, W_E and the circuits mean most on processed weights
+                from .processing import process_weights
+
+                model = process_weights(model)
             _prefetch(model, aset, s)
             return _interpret(model, task, aset, s)
     finally:
@@ -86,7 +91,7 @@ def interpret(model: Any, task: Any, settings: Any = None) -> Interpretation:
 
 def _interpret(model: Any, task: Any, aset: AnswerSet, s: Any) -> Interpretation:
     model.eval()
-    res = Interpretation(task=aset.name)
+    res = Interpretation(task=aset.name, family=family_key(getattr(task, "name", aset.name)))
     n_layers, n_heads = n_layers_heads(model)
     clean = ablation.clean_score(model, aset)
     for j, name in enumerate(aset.answer_names):
@@ -94,9 +99,12 @@ def _interpret(model: Any, task: Any, aset: AnswerSet, s: Any) -> Interpretation
         res.scalars[f"clean_loss[{name}]"] = float(clean.loss[j])
 
     worst: Optional[ablation.AblationEffect] = None
+    all_effects: dict = {}
     sites = [str(x) for x in s.head_sites]
     for kind in map(str, s.head_ablation):
         table, effects = ablation.ablate_heads(model, aset, kind=kind, sites=sites)
+        if kind == "mean":  # the per-carry-class loss changes read the mean ablations, as the seed analysis did
+            all_effects.update(effects)
         res.tables[f"head_ablation_{kind}"] = table
         for r in table.itertuples():
             res.scalars[f"head_{kind}_{r.site}_L{r.layer}H{r.head}_d_loss[{r.answer}]"] = r.d_loss
@@ -194,4 +202,6 @@ def _interpret(model: Any, task: Any, aset: AnswerSet, s: Any) -> Interpretation
 
     if s.attention:
         res.arrays["attention"] = representations.attention_patterns(model, aset)
+    if s.readings:
+        run_readings(ReadingContext(model, task, aset, s, res, clean, all_effects))
     return res

@@ -10,6 +10,8 @@ from typing import Any, Dict, List, Optional
 import pandas as pd
 
 from . import plots
+from .families import readings_for
+from .findings import findings_table
 from .summary import Interpretation, interpret
 
 
@@ -42,6 +44,10 @@ def sections(res: Interpretation) -> List[str]:
     out: List[str] = ["## Interpretability", ""]
     clean = ", ".join(f"{k.split('[')[1][:-1]}: acc {v:.4f}" for k, v in res.scalars.items() if k.startswith("clean_acc"))
     out += [f"Clean model on every input ({res.task}): {clean}.", ""]
+    findings = findings_table(res.family, res.scalars)
+    if not findings.empty:
+        out += ["### Findings", "", "Each claim the seed analysis makes about its own model, checked on this one "
+                "(the criterion is in the claim):", "", md_table(findings), ""]  # fmt: skip
     for key in [k for k in res.tables if k.startswith("head_ablation_")]:
         kind = key.split("_")[-1]
         out += [f"### Head ablations ({kind})", "", "Loss increase and accuracy when one head's output (z) or its "
@@ -99,12 +105,15 @@ def sections(res: Interpretation) -> List[str]:
         rows = [dict(layer=l, head=h, answer=a, **{f"pos {k}": float(att[l, h, a, k]) for k in range(att.shape[-1])})
                 for l in range(att.shape[0]) for h in range(att.shape[1]) for a in range(att.shape[2])]  # fmt: skip
         out += ["### Attention from the answer positions (mean over inputs)", "", md_table(pd.DataFrame(rows), ".3f"), ""]
+    for reading in readings_for(res.family):
+        out += reading.markdown(res)
     out += [f"- {n}" for n in res.notes]
     return out
 
 
 def summary_json(res: Interpretation) -> Dict[str, Any]:
-    return {"task": res.task, "scalars": {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in res.scalars.items()},
+    return {"task": res.task, "family": res.family, "findings": findings_table(res.family, res.scalars).to_dict("records"),
+            "scalars": {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in res.scalars.items()},
             "key_freqs": res.arrays.get("key_freqs"), "notes": res.notes}  # fmt: skip
 
 

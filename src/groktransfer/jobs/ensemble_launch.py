@@ -34,7 +34,6 @@ import contextvars
 import copy
 import ctypes
 import functools
-import json
 import logging
 import math
 import multiprocessing
@@ -50,11 +49,12 @@ from hydra.core.utils import JobReturn, configure_log, run_job
 from hydra.types import HydraContext
 from omegaconf import DictConfig, open_dict, read_write
 
-from groktransfer.config.schema import TrainJobConfig, to_plain, to_typed
+from groktransfer.config.schema import TrainJobConfig, to_typed
 from groktransfer.training.device import resolve_device
 from groktransfer.training.ensemble import EnsembleTrainer, MemberResult, incompatibility
 from groktransfer.utils.errors import UserError
 from groktransfer.model.gemm import set_cpu_gemm
+from groktransfer.runs.identity import Role, ensemble_key, fields_with
 from groktransfer.runs.rundir import LOG_FILE, STATUS_FILE
 from groktransfer.jobs.run_job import (
     JobResult, Launch, PlannedJob, SourceToTrain, given_keys, plan_job, run_identity, sources_to_train,
@@ -64,23 +64,13 @@ from groktransfer.runs.train_run_dir import RunDirTraining
 
 log = logging.getLogger("groktransfer")
 
-#: Fields that may differ between the members of one ensemble (everything else must agree).
-BATCHABLE = ("seed", "task.data_seed", "model.model_seed", "transfer", "optimizer.lr", "optimizer.weight_decay")
-#: Fields that never change a job's numbers, hence never keep jobs apart.
-_IRRELEVANT = ("logger", "force", "experiment_name", "debug")
+#: Fields that may differ between the members of one ensemble (declared in groktransfer.runs.identity).
+BATCHABLE = fields_with(Role.BATCHABLE)
 
 
 def batch_key(job: TrainJobConfig, start_epoch: int) -> str:
-    """Jobs with equal keys can share an ensemble: the config minus :data:`BATCHABLE`, and the start epoch."""
-    data: Dict[str, Any] = to_plain(job)
-    for dotted in BATCHABLE + _IRRELEVANT:
-        *parents, leaf = dotted.split(".")
-        node = data
-        for key in parents:
-            node = node.get(key, {})
-        node.pop(leaf, None)
-    data["start_epoch"] = start_epoch
-    return json.dumps(data, sort_keys=True, default=str)
+    """Jobs with equal keys can share an ensemble (:func:`groktransfer.runs.identity.ensemble_key`)."""
+    return ensemble_key(job, start_epoch)
 
 
 def start_epoch(planned: PlannedJob) -> int:

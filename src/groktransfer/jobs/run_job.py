@@ -13,7 +13,6 @@ for target and source runs alike (``training``), what gets written at each check
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 import shutil
@@ -27,29 +26,23 @@ from omegaconf import OmegaConf
 from groktransfer.training.allocator import keep_freed_memory
 from groktransfer.utils.atomic import write_json, write_text
 from groktransfer.runs.callbacks import load_resume_state
-from groktransfer.config.schema import Condition, CpuGemm, TrainJobConfig, drop_default_schedule, to_plain
+from groktransfer.config.schema import Condition, CpuGemm, TrainJobConfig, to_plain
 from groktransfer.config.validate import ResolvedSeeds, resolve_seeds, validate_job_config
 from groktransfer.training.device import resolve_device
 from groktransfer.utils.errors import JobError, UserError
 from groktransfer.model.gemm import set_cpu_gemm
 from groktransfer.runs.rundir import RUN_DIRS, RUN_FILES, RunDir, Status, StatusRecord, library_versions, utc_now
+from groktransfer.runs.identity import run_identity  # noqa: F401  (callers import it from here too)
 from groktransfer.runs.index import RunIndex, transplant
 from groktransfer.sinks import RunMeta
 from groktransfer.transfer.source_runs import SourceCache, SourceSpec, source_spec_from_config
 from groktransfer.transfer.starting_point import StartingPoint, build_starting_point, model_for_resume
 from groktransfer.tasks.modular import Task
-from groktransfer.tasks.registry import TASK_FAMILIES, family_of, make_task, task_seq_len
+from groktransfer.tasks.registry import make_task
 from groktransfer.training.trainer import TrainerCallback
 from groktransfer.runs.train_run_dir import TrainingPlan, resolved_model_config, train_in_run_dir, train_source_run
 
 log = logging.getLogger(__name__)
-
-# Config keys that do not change a job's numbers: excluded from its run identity.
-_NON_IDENTITY_KEYS = ("logger", "paths", "force", "debug", "experiment_name")
-# device/deterministic/cpu_gemm change float rounding, not the experiment: a run finished on a GPU is reused on CPU
-_NON_IDENTITY_TRAIN_KEYS = (
-    "threads", "progress_bar", "timeout_minutes", "profile_epochs", "device", "deterministic", "cpu_gemm",
-)
 
 __all__ = ["JobError", "JobPaths", "JobResult", "Launch", "PlannedJob", "plan_job", "run_job"]
 
@@ -109,40 +102,6 @@ class JobResult:
 # ---------------------------------------------------------------------------
 # the job
 # ---------------------------------------------------------------------------
-def run_identity(job: TrainJobConfig) -> str:
-    """Hash of everything that determines a job's numbers (not where it logs or how many threads)."""
-    data = to_plain(job)
-    for key in _NON_IDENTITY_KEYS:
-        data.pop(key, None)
-    if data["transfer"]["name"] == Condition.random:  # no source: a sweep's copies along the source axis are one run
-        data["transfer"] = {"name": str(Condition.random)}
-    for key in _NON_IDENTITY_TRAIN_KEYS:
-        data["train"].pop(key, None)
-    _drop_unset_new_keys(data, job)
-    data["resolved_seeds"] = resolve_seeds(job).__dict__
-    blob = json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:20]
-
-
-def _drop_unset_new_keys(data: Dict[str, Any], job: TrainJobConfig) -> None:
-    """Keys added for digit tasks change no earlier job's numbers: leave them out of the
-    identity when unused, so sweeps run before they existed are still recognised."""
-    used = family_of(data["task"]["name"]).config_keys  # task keys only the families that read them hash
-    for key in {k for f in TASK_FAMILIES.names() for k in TASK_FAMILIES.get(f).config_keys} - set(used):
-        data["task"].pop(key, None)
-    source = data["transfer"].get("source", {})  # random jobs hash no source
-    for key in ("n_train", "n_test"):
-        if source.get(key) is None:
-            source.pop(key, None)
-    if not data["model"].get("attn_only"):
-        data["model"].pop("attn_only", None)
-    if data["model"].get("n_ctx") is None:  # null = the task's length: hash the value it resolves to
-        data["model"]["n_ctx"] = task_seq_len(job.task)
-    if data["train"].get("batch_size") is None:
-        data["train"].pop("batch_size", None)
-    drop_default_schedule(data["optimizer"])
-
-
 def configure_torch(threads: int, flush_denormal: bool, cpu_gemm: CpuGemm = CpuGemm.onednn) -> None:
     """Process-wide numerics and threading for a job.
 

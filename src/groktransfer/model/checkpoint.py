@@ -440,7 +440,11 @@ def _load_transformer_lens_shaped(obj: Mapping[str, Any], path: Path, cfg: Model
         state_dict = _with_default_buffers({str(k): v for k, v in obj.items()}, cfg)
         validate_state_dict(state_dict, cfg)
     except (CheckpointError, TypeError, ValueError) as exc:
-        raise CheckpointError(f"checkpoint {path} (plain TransformerLens state dict): {exc}") from exc
+        W_U = obj.get("unembed.W_U")
+        hint = ""
+        if isinstance(W_U, torch.Tensor) and W_U.ndim == 2 and cfg.d_vocab_out is not None and W_U.shape[1] > cfg.d_vocab_out:
+            hint = f" (the file has {W_U.shape[1]} outputs: set model.d_vocab_out={W_U.shape[1]})"
+        raise CheckpointError(f"checkpoint {path} (plain TransformerLens state dict): {exc}{hint}") from exc
     return LoadedCheckpoint(
         path=str(path), state_dict=state_dict, model_config=cfg, epoch=None, metrics={}, source_format="transformer_lens"
     )
@@ -477,15 +481,21 @@ def infer_transformer_lens_config(sd: Mapping[str, torch.Tensor], act: str = "re
     What shapes cannot tell: the activation (``act``, default relu) and whether a
     LayerNorm was folded away (``LNPre``: no ``ln*`` keys) -- such a dict reads as a model
     without LayerNorm, which is wrong; fold nothing before saving, or use our format.
+    No ``mlp`` key in any block means TransformerLens' ``attn_only=True`` (ARENA's digit-sum
+    model); MLP keys in some blocks only cannot be such a model and are refused.
     """
     layers = sorted({int(m.group(1)) for k in sd if (m := _BLOCK_KEY.match(k))})
     W_Q = sd["blocks.0.attn.W_Q"]
+    if not isinstance(W_Q, torch.Tensor) or W_Q.ndim != 3:
+        raise CheckpointError("blocks.0.attn.W_Q must be a [n_heads, d_model, d_head] tensor")
     n_heads, d_model, d_head = (int(x) for x in W_Q.shape)
-    if "blocks.0.mlp.W_in" not in sd:
-        raise CheckpointError("attention-only TransformerLens state dicts are not supported (no blocks.0.mlp.W_in)")
+    with_mlp = [i for i in layers if f"blocks.{i}.mlp.W_in" in sd]
+    if with_mlp and len(with_mlp) != len(layers):
+        raise CheckpointError(f"blocks {with_mlp} have an MLP and the others do not: neither a full nor an attention-only model")
+    attn_only = not with_mlp
     return ModelConfig(
         name="transformer_lens", n_layers=len(layers), n_heads=n_heads, d_model=d_model, d_head=d_head,
-        d_mlp=int(sd["blocks.0.mlp.W_in"].shape[1]), act=act,
+        d_mlp=1 if attn_only else int(sd["blocks.0.mlp.W_in"].shape[1]), act=act, attn_only=attn_only,
         normalization="LN" if "ln_final.w" in sd else None, n_ctx=int(sd["pos_embed.W_pos"].shape[0]),
         d_vocab=int(sd["embed.W_E"].shape[0]), d_vocab_out=int(sd["unembed.W_U"].shape[1]),
         attn_bias=True, unembed_bias=True,

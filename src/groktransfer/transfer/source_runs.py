@@ -27,10 +27,10 @@ from filelock import FileLock, Timeout
 
 from groktransfer.utils.atomic import write_json
 from groktransfer.utils.errors import UserError
-from groktransfer.config.schema import TaskConfig, TrainJobConfig, drop_default_schedule, to_plain, to_typed
+from groktransfer.config.schema import TrainJobConfig
+from groktransfer.runs.identity import digest as identity_digest, source_parts
 from groktransfer.runs.rundir import RunDir
 from groktransfer.training.trainer import Streak
-from groktransfer.tasks.registry import family_of, task_seq_len
 
 log = logging.getLogger(__name__)
 
@@ -70,8 +70,7 @@ class SourceSpec:
 
     @property
     def content_hash(self) -> str:
-        blob = json.dumps(self.as_dict(), sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+        return identity_digest(self.as_dict(), 16)
 
     @property
     def label(self) -> str:
@@ -84,44 +83,11 @@ def source_spec_from_config(cfg: TrainJobConfig, source_seed: int) -> SourceSpec
 
     The source shares the target's model shape, optimizer and cadence; its task,
     p, fraction, epochs and any optimizer overrides come from ``transfer.source``. Both its split and its
-    init use ``source_seed``. Selection criteria are *not* part of the hash: the
-    grokked and memorized conditions must share one run.
+    init use ``source_seed``. What is hashed, and how, is ``groktransfer.runs.identity``'s
+    (:func:`~groktransfer.runs.identity.source_parts`); selection criteria are *not* part of
+    it: the grokked and memorized conditions must share one run.
     """
-    src = cfg.transfer.source
-    p = int(src.p if src.p is not None else cfg.task.p)
-    frac = float(src.frac_train if src.frac_train is not None else cfg.task.frac_train)
-    model = to_plain(cfg.model)
-    model.pop("model_seed", None)
-    model.pop("name", None)
-    if not model.get("attn_only"):  # absent before attention-only models existed: keep old hashes
-        model.pop("attn_only", None)
-    model["d_vocab"] = None
-    model["d_vocab_out"] = None
-    model.update({k: v for k, v in to_plain(src.model).items() if v is not None})
-    optimizer = to_plain(cfg.optimizer)
-    optimizer.update(src.optimizer)
-    drop_default_schedule(optimizer)
-    train = {
-        "max_epochs": int(src.max_epochs),
-        "eval_every": int(cfg.train.eval_every),
-        "checkpoint_every": int(cfg.train.checkpoint_every),
-        "thresholds": [float(t) for t in cfg.train.thresholds],
-        "patience": int(cfg.train.patience),
-        "fast_path": bool(cfg.train.fast_path),
-        "flush_denormal": bool(cfg.train.flush_denormal),
-    }
-    if cfg.train.batch_size is not None:
-        train["batch_size"] = int(cfg.train.batch_size)
-    task = family_of(src.task).source_task(src, cfg.task, p, frac, int(source_seed))
-    if model.get("n_ctx") is None:  # null = the source task's length: hash the value it resolves to
-        model["n_ctx"] = task_seq_len(to_typed(TaskConfig, {**TaskConfig(name=task["name"]).__dict__, **task}))
-    return SourceSpec(
-        task=task,
-        model=model,
-        optimizer=optimizer,
-        train=train,
-        model_seed=int(source_seed),
-    )
+    return SourceSpec(**source_parts(cfg, source_seed), model_seed=int(source_seed))
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,98 @@
+"""Readings split by an example's class (digit tasks: the carry class of each answer digit).
+
+Why split: a digit model can use one mechanism for a digit with no incoming carry and
+another when a carry arrives; averages over all examples hide the difference. Here:
+
+* :func:`probability_stats` -- the probability of the correct answer token: mean, median
+  and minimum per answer position, and the [examples, answers] matrix behind a heatmap;
+* :func:`attention_by_class` -- a layer's mean attention from each answer position over
+  the examples of each class of that answer (e.g. carry vs no carry), with the total
+  variation distance between the classes' patterns per head;
+* :func:`loss_change_by_class` -- for ablations already run, the loss increase at each
+  answer position within each class.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List, Mapping
+
+import pandas as pd
+import torch
+
+from .ablation import AblationEffect
+from .answers import AnswerSet, answer_set
+from .forward import answer_logits, run_cache
+
+
+def _classes(aset: AnswerSet) -> torch.Tensor:
+    """[n, n_answers] class of every answer (an example-level class repeated per answer)."""
+    assert aset.classes is not None, f"{aset.name}: no classes to split by"
+    return aset.classes if aset.classes.dim() == 2 else aset.classes[:, None].expand(-1, aset.n_answers)
+
+
+@torch.no_grad()
+def correct_probabilities(model: Any, task: Any) -> torch.Tensor:
+    """[n, n_answers] probability the model gives the correct token at each answer position."""
+    aset = answer_set(task)
+    probs = answer_logits(model, aset).double().softmax(dim=-1)
+    return probs.gather(-1, aset.labels[..., None]).squeeze(-1)
+
+
+def probability_stats(model: Any, task: Any) -> pd.DataFrame:
+    """One row per answer position and one for all answers together: mean, median and
+    minimum probability on the correct token; ``attrs['probs']`` is the [n, n_answers] matrix."""
+    aset = answer_set(task)
+    p = correct_probabilities(model, aset)
+    rows = [dict(answer=name, mean=float(p[:, j].mean()), median=float(p[:, j].median()), min=float(p[:, j].min()))
+            for j, name in enumerate(aset.answer_names)]  # fmt: skip
+    rows.append(dict(answer="all", mean=float(p.mean()), median=float(p.flatten().median()), min=float(p.min())))
+    df = pd.DataFrame(rows)
+    df.attrs["probs"] = p
+    return df
+
+
+def attention_by_class(model: Any, task: Any, layer: int) -> pd.DataFrame:
+    """One row per (answer, class, head): the class's examples, and the mean attention from
+    the answer's position to each key position (columns ``pos 0`` ...), plus ``tv`` = total
+    variation distance of that mean pattern from the pattern of the first class present
+    (0 = identical, 1 = disjoint). ``attrs['patterns']`` is the per-example pattern at the
+    answer positions, [n, head, n_answers, seq]."""
+    aset = answer_set(task)
+    name = f"blocks.{layer}.attn.hook_pattern"
+    _, cache = run_cache(model, aset, [name])
+    pos = list(aset.positions)
+    pattern = cache[name][:, :, pos].double()  # [n, head, answers, seq]
+    classes = _classes(aset)
+    rows: List[Dict[str, Any]] = []
+    for j, answer in enumerate(aset.answer_names):
+        ref = None
+        for c, cname in enumerate(aset.class_names):
+            sel = classes[:, j] == c
+            if not bool(sel.any()):
+                continue
+            mean = pattern[sel, :, j].mean(dim=0)  # [head, seq]
+            ref = mean if ref is None else ref
+            tv = 0.5 * (mean - ref).abs().sum(dim=-1)
+            for h in range(mean.shape[0]):
+                rows.append(dict(answer=answer, cls=cname, head=h, n=int(sel.sum()), tv=float(tv[h]),
+                                 **{f"pos {k}": float(mean[h, k]) for k in range(mean.shape[-1])}))  # fmt: skip
+    df = pd.DataFrame(rows)
+    df.attrs["patterns"] = pattern
+    return df
+
+
+def loss_change_by_class(effects: Mapping[Any, AblationEffect], task: Any) -> pd.DataFrame:
+    """One row per (ablation, answer, class): examples, clean loss and the loss increase
+    of the ablation within that class."""
+    aset = answer_set(task)
+    classes = _classes(aset)
+    rows = []
+    for eff in effects.values():
+        d = eff.ablated.ce - eff.clean.ce  # [n, answers]
+        for j, answer in enumerate(aset.answer_names):
+            for c, cname in enumerate(aset.class_names):
+                sel = classes[:, j] == c
+                if bool(sel.any()):
+                    rows.append(dict(ablation=eff.name, answer=answer, cls=cname, n=int(sel.sum()),
+                                     clean_loss=float(eff.clean.ce[sel, j].mean()), d_loss=float(d[sel, j].mean())))  # fmt: skip
+    return pd.DataFrame(rows)

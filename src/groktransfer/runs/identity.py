@@ -1,0 +1,279 @@
+"""What an experiment *is*: one declaration, from which every identity hash is derived.
+
+Three keys are made of a job's config:
+
+* the **run identity** (:func:`run_identity`): the run index finds an earlier run of the
+  same experiment by it (reuse / resume);
+* the **source-cache key** (:func:`source_parts`, hashed by ``SourceSpec.content_hash``):
+  the directory a source run is trained into once and found again;
+* the **ensemble key** (:func:`ensemble_key`): jobs with equal keys can train together.
+
+All three read the same tables below. The rule that keeps identities stable as the schema
+grows: a field listed in :data:`RECORDED_FIELDS` (the fields hashed when identities were
+first recorded, ``tests/data/identities_main.json``) is hashed as it always was; **any other
+field is hashed only when it differs from its schema default**, so adding a field with a
+default keeps every existing identity, and nothing needs editing here when one is added.
+A field that never changes a job's numbers is declared once in :data:`ROLES`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import hashlib
+import json
+from functools import lru_cache
+from typing import Any, Callable, Dict, Mapping, Optional, Tuple, Type
+
+from omegaconf import OmegaConf
+
+from groktransfer.config.schema import (
+    CheckpointCriteria,
+    Condition,
+    MeasuresConfig,
+    ModelConfig,
+    OptimizerConfig,
+    SourceConfig,
+    SourceModelOverrides,
+    TaskConfig,
+    TrainConfig,
+    TrainJobConfig,
+    TransferConfig,
+    to_typed,
+)
+from groktransfer.config.validate import resolve_seeds
+from groktransfer.tasks.registry import TASK_FAMILIES, family_of, task_seq_len
+
+__all__ = [
+    "RECORDED_FIELDS", "ROLES", "Role", "digest", "ensemble_key", "fields_with", "run_identity", "source_parts",
+]
+
+
+class Role(enum.Enum):
+    """What a field is to the keys, for the fields that are not plain identity."""
+
+    #: names and logging: in no key
+    COSMETIC = "cosmetic"
+    #: how and where a job runs (threads, device, float rounding, output paths): not part of the
+    #: experiment (a run finished on a GPU is reused on CPU), but one ensemble shares one process
+    EXECUTION = "execution"
+    #: part of the identity, and free to differ between the members of one ensemble
+    BATCHABLE = "batchable"
+
+
+# =========================================================================== the declaration
+#: Every field that is not plain identity, by dotted path (a block's path covers all of it).
+ROLES: Mapping[str, Role] = {
+    "logger": Role.COSMETIC,
+    "force": Role.COSMETIC,
+    "experiment_name": Role.COSMETIC,
+    "debug": Role.COSMETIC,
+    "paths": Role.EXECUTION,
+    "train.threads": Role.EXECUTION,
+    "train.progress_bar": Role.EXECUTION,
+    "train.timeout_minutes": Role.EXECUTION,
+    "train.profile_epochs": Role.EXECUTION,
+    "train.device": Role.EXECUTION,
+    "train.deterministic": Role.EXECUTION,
+    "train.cpu_gemm": Role.EXECUTION,
+    "seed": Role.BATCHABLE,
+    "task.data_seed": Role.BATCHABLE,
+    "model.model_seed": Role.BATCHABLE,
+    "transfer": Role.BATCHABLE,
+    "optimizer.lr": Role.BATCHABLE,
+    "optimizer.weight_decay": Role.BATCHABLE,
+}
+
+#: The fields of each schema that are hashed whatever their value: those identities hashed when
+#: they were first recorded (main c00aa81). Fields added since -- ``model.attn_only``,
+#: ``train.batch_size``, ``optimizer.schedule`` / ``final_lr_frac``, ``transfer.source.n_train`` /
+#: ``n_test`` -- and every field added from now on are not listed: hashed only when they differ
+#: from their default. Looked up along the class's MRO, so a subclass inherits its base's list.
+RECORDED_FIELDS: Mapping[type, Tuple[str, ...]] = {
+    TrainJobConfig: ("task", "model", "optimizer", "transfer", "train", "measures", "seed"),
+    TaskConfig: ("name", "p", "frac_train", "data_seed", "n_digits", "carry_out", "n_train", "n_test"),
+    ModelConfig: (
+        "name", "n_layers", "n_heads", "d_model", "d_head", "d_mlp", "act", "normalization", "n_ctx",
+        "d_vocab", "d_vocab_out", "attn_bias", "mlp_bias", "unembed_bias", "model_seed",
+    ),
+    OptimizerConfig: ("name", "lr", "weight_decay", "betas", "eps", "warmup_steps"),
+    TrainConfig: (
+        "max_epochs", "eval_every", "checkpoint_every", "thresholds", "patience", "flush_denormal", "fast_path",
+        "keep_checkpoints",
+    ),
+    MeasuresConfig: ("enabled", "key_freq_threshold"),
+    TransferConfig: (
+        "name", "source", "grokked", "memorized", "checkpoint", "embedding", "embed_map", "components",
+        "reset_optimizer",
+    ),
+    SourceConfig: ("task", "p", "frac_train", "source_seed", "max_epochs", "optimizer", "path", "path_index", "epoch", "model"),
+    SourceModelOverrides: ("n_layers", "n_heads", "d_model", "d_head", "d_mlp", "act"),
+    CheckpointCriteria: (
+        "min_train_acc", "min_test_acc", "max_test_acc", "held_for", "pick", "max_restricted_test_gap", "max_n_key_freqs",
+    ),
+}
+
+#: Later fields whose meaning depends on another: hashed exactly when that one is
+#: (``final_lr_frac`` only means something under a non-constant schedule).
+HASHED_WITH: Mapping[str, str] = {"optimizer.final_lr_frac": "optimizer.schedule"}
+
+#: None = "derived from the task": hashed as the value it resolves to, for the job's (or source's) task.
+RESOLVED_FROM_TASK: Mapping[str, Callable[[TaskConfig], Any]] = {"model.n_ctx": task_seq_len}
+
+#: Fields of the target's config that a source run does not share: a display name, the target's
+#: init seed (the source uses ``source_seed``), and whether the target keeps every checkpoint.
+SOURCE_OMITS: Tuple[str, ...] = ("model.name", "model.model_seed", "train.keep_checkpoints")
+
+
+# =========================================================================== choice-specific facts
+# Identity facts that depend on a task family or a transfer condition, all here (so that they
+# can become methods of the task family / condition later). Nothing else in this module asks
+# which family a task belongs to.
+
+def _unused_task_fields(task_name: str) -> Tuple[str, ...]:
+    """Task keys hashed only for the families that read them (``TaskFamily.config_keys``), and
+    always for those: another family's runs keep the identities they had before the keys existed."""
+    used = family_of(task_name).config_keys
+    every = {k for name in TASK_FAMILIES.names() for k in TASK_FAMILIES.get(name).config_keys}
+    return tuple(sorted(every - set(used)))
+
+
+def _transfer_identity(job: TrainJobConfig, projected: Dict[str, Any]) -> Dict[str, Any]:
+    """A random start has no source: a sweep's copies along the source axis are one run."""
+    if job.transfer.name == Condition.random:
+        return {"name": str(Condition.random)}
+    return projected
+
+
+def source_task(cfg: TrainJobConfig, source_seed: int) -> TaskConfig:
+    """The task a target job's source run trains on: ``transfer.source``'s task, p and fraction,
+    split by ``source_seed``, as its family derives it from the target (``TaskFamily.source_task``:
+    a digit source has the target's digit layout and its own data sizes)."""
+    src = cfg.transfer.source
+    p = int(src.p if src.p is not None else cfg.task.p)
+    frac = float(src.frac_train if src.frac_train is not None else cfg.task.frac_train)
+    return TaskConfig(**family_of(src.task).source_task(src, cfg.task, p, frac, int(source_seed)))
+
+
+# =========================================================================== derived keys
+def digest(data: Any, length: int) -> str:
+    """The first ``length`` hex digits of the SHA-256 of ``data`` as canonical JSON."""
+    blob = json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:length]
+
+
+def fields_with(role: Role) -> Tuple[str, ...]:
+    """The dotted paths :data:`ROLES` gives ``role``."""
+    return tuple(path for path, r in ROLES.items() if r is role)
+
+
+def run_identity(job: TrainJobConfig) -> str:
+    """Hash of everything that determines a job's numbers (not where it logs or how many threads)."""
+    job = to_typed(TrainJobConfig, job)  # a composed DictConfig too
+    data = _project(job, _plain(job), "", job.task)
+    data["transfer"] = _transfer_identity(job, data["transfer"])
+    data["resolved_seeds"] = resolve_seeds(job).__dict__
+    return digest(data, 20)
+
+
+def source_parts(cfg: TrainJobConfig, source_seed: int) -> Dict[str, Dict[str, Any]]:
+    """The task, model, optimizer and train blocks that determine a target's source run.
+
+    The source shares the target's model shape, optimizer and cadence, with what
+    ``transfer.source`` overrides; each block is hashed by the same rules as a run identity.
+    Selection criteria are not part of it: the grokked and memorized conditions share one run.
+    """
+    cfg = to_typed(TrainJobConfig, cfg)
+    src = cfg.transfer.source
+    task = source_task(cfg, source_seed)
+    overrides = {f.name: getattr(src.model, f.name) for f in dataclasses.fields(src.model)}
+    model = dataclasses.replace(
+        cfg.model, d_vocab=None, d_vocab_out=None, **{k: v for k, v in overrides.items() if v is not None}
+    )
+    optimizer = {**_plain(cfg.optimizer), **src.optimizer}
+    train = {**_plain(cfg.train), "max_epochs": int(src.max_epochs)}
+    parts = {
+        "task": _project(task, _plain(task), "task.", task),
+        "model": _project(model, _plain(model), "model.", task),
+        "optimizer": _project(cfg.optimizer, optimizer, "optimizer.", task),
+        "train": _project(cfg.train, train, "train.", task),
+    }
+    for dotted in SOURCE_OMITS:
+        block, key = dotted.split(".")
+        parts[block].pop(key, None)
+    return parts
+
+
+def ensemble_key(job: TrainJobConfig, start_epoch: int) -> str:
+    """Jobs with equal keys can share an ensemble: the whole config but its batchable and cosmetic
+    fields (execution settings too must agree: the members share one process), and the start epoch."""
+    data: Dict[str, Any] = _plain(to_typed(TrainJobConfig, job))
+    for dotted in fields_with(Role.BATCHABLE) + fields_with(Role.COSMETIC):
+        *parents, leaf = dotted.split(".")
+        node = data
+        for key in parents:
+            node = node.get(key, {})
+        node.pop(leaf, None)
+    data["start_epoch"] = start_epoch
+    return json.dumps(data, sort_keys=True, default=str)
+
+
+# =========================================================================== the walk
+def _project(obj: Any, plain: Dict[str, Any], prefix: str, task: TaskConfig) -> Dict[str, Any]:
+    """``plain`` (the config ``obj`` as plain data, possibly with extra keys) as it is hashed."""
+    schema = type(obj)
+    recorded = _recorded(schema)
+    defaults = _plain_defaults(schema)
+    field_names = {f.name for f in dataclasses.fields(schema)}
+    unused = _unused_task_fields(str(task.name)) if isinstance(obj, TaskConfig) else ()
+    out: Dict[str, Any] = {}
+    for key, value in plain.items():
+        path = prefix + key
+        if ROLES.get(path) in (Role.COSMETIC, Role.EXECUTION) or key in unused:
+            continue
+        if key not in field_names:  # free-form entries (transfer.source.optimizer's overrides)
+            out[key] = value
+            continue
+        if path in RESOLVED_FROM_TASK and value is None:
+            value = RESOLVED_FROM_TASK[path](task)
+        child = getattr(obj, key)
+        if dataclasses.is_dataclass(child) and isinstance(value, dict):
+            value = _project(child, value, path + ".", task)
+            if key not in recorded and not value:  # a later block with every field at its default
+                continue
+        elif key not in recorded and (path in HASHED_WITH or value == defaults.get(key)):
+            continue
+        out[key] = value
+    for path, leader in HASHED_WITH.items():
+        key = path[len(prefix):]
+        if path.startswith(prefix) and "." not in key and key in plain and leader[len(prefix):] in out:
+            out[key] = plain[key]
+    return out
+
+
+def _recorded(schema: type) -> Tuple[str, ...]:
+    for cls in schema.__mro__:
+        if cls in RECORDED_FIELDS:
+            return RECORDED_FIELDS[cls]
+    return ()
+
+
+def _plain(value: Any) -> Any:
+    """A typed config as plain data, as ``to_plain`` gives it (choices as their names), without
+    OmegaConf's round trip (a hundred times faster; equal on every recorded config)."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, enum.Enum):
+        return value.name
+    if isinstance(value, dict):
+        return {_plain(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+@lru_cache(maxsize=None)
+def _plain_defaults(schema: Type[Any]) -> Dict[str, Any]:
+    data = OmegaConf.to_container(OmegaConf.structured(schema), resolve=False, enum_to_str=True)
+    assert isinstance(data, dict)
+    return data
