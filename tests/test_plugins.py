@@ -148,3 +148,31 @@ def test_a_name_registered_twice_is_refused() -> None:
 
     with pytest.raises(ValueError, match="registered twice"):
         register_family(ModularFamily())
+
+
+def test_a_registered_model_is_what_a_job_trains(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``model.architecture`` picks the builder; an unknown one is refused naming the registered ones."""
+    import torch
+
+    from groktransfer.model.registry import MODELS
+    from groktransfer.model.transformer import HookedGrokTransformer
+    from groktransfer.utils.errors import UserError
+
+    built = []
+
+    class ZeroEmbedStart(HookedGrokTransformer):  # a model of one's own: the same names, another init
+        def __init__(self, cfg, seed):
+            super().__init__(cfg, seed=seed)
+            with torch.no_grad():
+                self.embed.W_E.mul_(0.5)
+            built.append(self)
+
+    monkeypatch.setitem(MODELS._entries, "half_embed", ZeroEmbedStart)
+    result = run_in(tmp_path, "job", ["debug=smoke", "model.architecture=half_embed", "train.max_epochs=20"])
+    assert len(built) == 1 and json.loads((result.run_dir / "status.json").read_text())["status"] == "completed"
+    default = run_in(tmp_path, "default", ["debug=smoke", "train.max_epochs=20"])
+    run_id = lambda r: json.loads((r.run_dir / "status.json").read_text())["run_id"]  # noqa: E731
+    assert run_id(default) != run_id(result)  # another architecture is another experiment
+    with pytest.raises(UserError, match=r"unknown model architecture model.architecture='nope'; registered: .*hooked_transformer"):
+        run_in(tmp_path, "bad", ["debug=smoke", "model.architecture=nope"])
+    assert not (tmp_path / "bad").exists()

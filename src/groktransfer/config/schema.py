@@ -136,6 +136,8 @@ class ModelConfig:
     """
 
     name: str = "one_layer"
+    # the registered model that trains (groktransfer.model.registry.MODELS; plugins add theirs)
+    architecture: str = "hooked_transformer"
     n_layers: int = 1
     n_heads: int = 4
     d_model: int = 128

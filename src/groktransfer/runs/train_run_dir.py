@@ -30,7 +30,7 @@ from groktransfer.config.schema import (
 )
 from groktransfer.training.device import configure_determinism, resolve_device
 from groktransfer.utils.errors import JobError
-from groktransfer.model.transformer import HookedGrokTransformer
+from groktransfer.model.registry import build_model
 from groktransfer.training.profiling import ProfilerCallback
 from groktransfer.runs.rundir import FINAL_MEASURES, RunDir, RunKind, Status, StatusRecord, library_versions, utc_now
 from groktransfer.sinks import RunMeta, make_sinks
@@ -208,7 +208,7 @@ def train_source_run(run_dir: RunDir, spec: SourceSpec, job: TrainJobConfig) -> 
     )
     plan = TrainingPlan(
         task=task,
-        model=HookedGrokTransformer(model_cfg, seed=spec.model_seed),
+        model=build_model(model_cfg, spec.model_seed),
         optimizer=to_typed(OptimizerConfig, spec.optimizer),
         train=train_cfg,
         measures=MeasuresConfig(enabled=True, key_freq_threshold=job.measures.key_freq_threshold),

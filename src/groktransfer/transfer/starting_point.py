@@ -25,7 +25,7 @@ from groktransfer.config.schema import (
 )  # fmt: skip
 from groktransfer.config.validate import ResolvedSeeds
 from groktransfer.utils.errors import JobError
-from groktransfer.model.transformer import HookedGrokTransformer
+from groktransfer.model.registry import build_model
 from groktransfer.runs.rundir import RunDir
 from groktransfer.transfer.embedding_map import attach_embedding_map
 from groktransfer.measures.registry import CHECKPOINT_MEASURES
@@ -64,7 +64,7 @@ def build_starting_point(
     train_source: TrainSource,
 ) -> StartingPoint:
     """The target's initial model for its transfer condition."""
-    model = HookedGrokTransformer(model_cfg, seed=seeds.model_seed)
+    model = build_model(model_cfg, seeds.model_seed)
     tr = job.transfer
     if tr.name == Condition.random:
         return StartingPoint(model)
@@ -143,7 +143,7 @@ def model_for_resume(
     An embedding-map run (``transfer.embed_map``) gets its map back first, shaped from
     the saved ``embed.W_source``; the saved state then fills in the map's weights.
     """
-    model = HookedGrokTransformer(model_cfg, seed=seeds.model_seed)
+    model = build_model(model_cfg, seeds.model_seed)
     if job.transfer.name != Condition.random and job.transfer.embed_map and saved_state is not None:
         embed_action = job.transfer.components.get(Component.embed, ComponentAction.copy)
         attach_embedding_map(model, saved_state["embed.W_source"], seeds.model_seed, trainable=embed_action != ComponentAction.freeze)
