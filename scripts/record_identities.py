@@ -73,7 +73,7 @@ def config_overrides() -> List[List[str]]:
 
 
 def record(overrides: List[str]) -> dict:
-    from groktransfer.config.schema import Condition, TrainJobConfig, to_typed
+    from groktransfer.config.schema import TrainJobConfig, to_typed
     from groktransfer.config.validate import resolve_seeds
     from groktransfer.jobs.ensemble_launch import batch_key
     from groktransfer.jobs.run_job import run_identity
@@ -86,7 +86,7 @@ def record(overrides: List[str]) -> dict:
     entry = {"overrides": overrides, "config": OmegaConf.to_container(cfg, resolve=True), "run_identity": run_identity(job)}
     key = batch_key(job, 0)
     entry["batch_key_sha256"] = hashlib.sha256(key.encode()).hexdigest()
-    if job.transfer.name != Condition.random:
+    if job.transfer.name != "random":
         spec = source_spec_from_config(job, resolve_seeds(job).source_seed)
         entry["source_hash"] = spec.content_hash
         entry["source_label"] = spec.label

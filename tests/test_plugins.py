@@ -176,3 +176,24 @@ def test_a_registered_model_is_what_a_job_trains(tmp_path: Path, monkeypatch: py
     with pytest.raises(UserError, match=r"unknown model architecture model.architecture='nope'; registered: .*hooked_transformer"):
         run_in(tmp_path, "bad", ["debug=smoke", "model.architecture=nope"])
     assert not (tmp_path / "bad").exists()
+
+
+def test_a_registered_transfer_condition_picks_its_own_checkpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A condition a plugin registers selects the source checkpoint by its own criteria."""
+    from groktransfer.config.conditions import CONDITIONS, TransferCondition
+    from groktransfer.config.schema import CheckpointCriteria
+    from groktransfer.utils.errors import UserError
+
+    monkeypatch.setitem(
+        CONDITIONS._entries, "half_grokked",
+        TransferCondition(criteria=CheckpointCriteria(min_train_acc=0.999, min_test_acc=0.5, max_test_acc=0.9)),
+    )  # fmt: skip
+    result = run_in(tmp_path, "job", ["debug=smoke", "transfer=grokked", "transfer.name=half_grokked", "train.max_epochs=20"])
+    chosen = json.loads((result.run_dir / "source.json").read_text())["chosen"]
+    assert chosen["condition"] == "half_grokked" and 0.5 <= chosen["test_acc"] <= 0.9 and chosen["train_acc"] >= 0.999
+    # the config's own criteria win over the registered ones
+    again = run_in(tmp_path, "job2", ["debug=smoke", "transfer=grokked", "transfer.name=half_grokked", "train.max_epochs=20",
+                                      "+transfer.criteria.half_grokked={min_train_acc: 0.999, max_test_acc: 0.4}"])  # fmt: skip
+    assert json.loads((again.run_dir / "source.json").read_text())["chosen"]["test_acc"] <= 0.4
+    with pytest.raises(UserError, match=r"transfer.name='nope': unknown transfer condition; registered: checkpoint, embedding"):
+        run_in(tmp_path, "bad", ["debug=smoke", "transfer=grokked", "transfer.name=nope"])

@@ -50,16 +50,6 @@ class Schedule(Choice):
     cosine = "cosine"
 
 
-class Condition(Choice):
-    """Transfer conditions: where the target's initial weights come from."""
-
-    random = "random"
-    grokked = "grokked"
-    memorized = "memorized"
-    checkpoint = "checkpoint"  # the source checkpoint nearest transfer.source.epoch
-    embedding = "embedding"  # embedding only, through a trainable linear map (Xu et al., ICLR 2025)
-
-
 class Component(Choice):
     """The units a transfer condition copies, re-initialises or freezes."""
 
@@ -288,7 +278,8 @@ class TransferConfig:
     component fresh, from the checkpoint its ``embedding`` criteria pick.
     """
 
-    name: Condition = MISSING
+    # a registered condition (groktransfer.config.conditions.CONDITIONS; plugins add theirs)
+    name: str = MISSING
     source: SourceConfig = field(default_factory=SourceConfig)
     grokked: CheckpointCriteria = field(
         default_factory=lambda: CheckpointCriteria(min_train_acc=0.999, min_test_acc=0.999, held_for=100)
@@ -305,6 +296,10 @@ class TransferConfig:
         default_factory=lambda: {c: ComponentAction.copy for c in Component}
     )
     reset_optimizer: bool = True
+    # criteria of conditions registered without a block of their own, by condition name:
+    # CheckpointCriteria fields (plain mappings: OmegaConf cannot merge a new key into a
+    # dict of structured values); checked by validation, unset fields take their defaults
+    criteria: Dict[str, Dict[str, Any]] = field(default_factory=dict)
 
 
 @dataclass

@@ -13,14 +13,13 @@ from dataclasses import dataclass
 from typing import Any, Iterable, List, Optional
 
 from groktransfer.config.schema import (
-    Component, ComponentAction, Condition, ConfigError, OptimizerConfig, TaskConfig, to_plain, to_typed,
+    CheckpointCriteria, Component, ComponentAction, ConfigError, OptimizerConfig, TaskConfig, to_plain, to_typed,
 )  # fmt: skip
+from groktransfer.config.conditions import BUILT_IN_BLOCKS, CONDITIONS
 from groktransfer.tasks.registry import TASKS
 
 __all__ = ["ConfigError", "ResolvedSeeds", "resolve_seeds", "validate_job_config"]
 
-# transfer.<name> checkpoint rules (random has none)
-CRITERIA = (Condition.grokked, Condition.memorized, Condition.checkpoint, Condition.embedding)
 
 
 @dataclass(frozen=True)
@@ -155,8 +154,16 @@ def validate_job_config(cfg: Any, given: Iterable[str] = ()) -> None:
 
 def _validate_transfer(cfg: Any, errors: List[str]) -> None:
     tr = cfg.transfer
-    for crit_name in CRITERIA:
-        crit = getattr(tr, crit_name)
+    if str(tr.name) not in CONDITIONS:
+        errors.append(f"transfer.name={str(tr.name)!r}: unknown transfer condition; registered: {', '.join(CONDITIONS.names())}")
+        return
+    blocks = {name: getattr(tr, name) for name in BUILT_IN_BLOCKS}
+    for name, given in (tr.criteria or {}).items():
+        try:
+            blocks[f"criteria.{name}"] = to_typed(CheckpointCriteria, given, f"transfer.criteria.{name}")
+        except ConfigError as exc:
+            errors.append(str(exc))
+    for crit_name, crit in blocks.items():
         if crit.max_restricted_test_gap is not None and float(crit.max_restricted_test_gap) != float(crit.max_restricted_test_gap):
             errors.append(f"transfer.{crit_name}.max_restricted_test_gap is NaN")
         if crit.max_n_key_freqs is not None and int(crit.max_n_key_freqs) < 0:
@@ -166,19 +173,20 @@ def _validate_transfer(cfg: Any, errors: List[str]) -> None:
                 errors.append(f"transfer.{crit_name}.{key}={getattr(crit, key)}: must lie in [0, 1]")
         if float(crit.min_test_acc) > float(crit.max_test_acc):
             errors.append(f"transfer.{crit_name}: min_test_acc > max_test_acc selects nothing")
-    if tr.name == Condition.random:
+    condition = CONDITIONS.get(str(tr.name))
+    if not condition.needs_source:
         return
     if tr.embed_map and tr.components.get(Component.embed, ComponentAction.copy) == ComponentAction.reinit:
         errors.append("transfer.embed_map=true maps the source embedding: transfer.components.embed must be copy or freeze")
 
     src = tr.source
-    if tr.name == Condition.checkpoint:
+    if condition.by_epoch:
         if src.epoch is None:
-            errors.append("transfer=checkpoint needs transfer.source.epoch (e.g. transfer.source.epoch=1500)")
+            errors.append(f"transfer={tr.name} needs transfer.source.epoch (e.g. transfer.source.epoch=1500)")
         elif int(src.epoch) < 0:
             errors.append(f"transfer.source.epoch={src.epoch}: must be >= 0")
         if src.path is not None:
-            errors.append("transfer=checkpoint picks an epoch of a trained source run: unset transfer.source.path")
+            errors.append(f"transfer={tr.name} picks an epoch of a trained source run: unset transfer.source.path")
     _check_source_shape(cfg, errors)
     if src.path is not None:
         path = os.path.expanduser(str(src.path))

@@ -26,7 +26,8 @@ from omegaconf import OmegaConf
 from groktransfer.training.allocator import keep_freed_memory
 from groktransfer.utils.atomic import write_json, write_text
 from groktransfer.runs.callbacks import load_resume_state
-from groktransfer.config.schema import Condition, CpuGemm, TrainJobConfig, to_plain
+from groktransfer.config.conditions import needs_source
+from groktransfer.config.schema import CpuGemm, TrainJobConfig, to_plain
 from groktransfer.config.validate import ResolvedSeeds, resolve_seeds, validate_job_config
 from groktransfer.training.device import resolve_device
 from groktransfer.utils.errors import JobError, UserError
@@ -157,7 +158,7 @@ def sources_to_train(jobs: Sequence[TrainJobConfig], cwd: Path) -> List[SourceTo
     """
     found: Dict[Tuple[Path, str], SourceToTrain] = {}
     for job in jobs:
-        if job.transfer.name == Condition.random or job.transfer.source.path is not None:
+        if not needs_source(job.transfer.name) or job.transfer.source.path is not None:
             continue
         try:
             validate_job_config(job)
@@ -259,7 +260,7 @@ def _plan_target(
         seed=job.seed,
         data_seed=seeds.data_seed,
         model_seed=seeds.model_seed,
-        source_seed=seeds.source_seed if job.transfer.name != Condition.random else None,
+        source_seed=seeds.source_seed if needs_source(job.transfer.name) else None,
         max_epochs=job.train.max_epochs,
         threads=job.train.threads,
         versions=library_versions(),

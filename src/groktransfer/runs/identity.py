@@ -29,7 +29,6 @@ from omegaconf import OmegaConf
 
 from groktransfer.config.schema import (
     CheckpointCriteria,
-    Condition,
     MeasuresConfig,
     ModelConfig,
     OptimizerConfig,
@@ -41,6 +40,7 @@ from groktransfer.config.schema import (
     TransferConfig,
     to_typed,
 )
+from groktransfer.config.conditions import needs_source
 from groktransfer.config.validate import resolve_seeds
 from groktransfer.tasks.registry import TASK_FAMILIES, family_of, task_seq_len
 
@@ -140,8 +140,8 @@ def _unused_task_fields(task_name: str) -> Tuple[str, ...]:
 
 def _transfer_identity(job: TrainJobConfig, projected: Dict[str, Any]) -> Dict[str, Any]:
     """A random start has no source: a sweep's copies along the source axis are one run."""
-    if job.transfer.name == Condition.random:
-        return {"name": str(Condition.random)}
+    if not needs_source(job.transfer.name):
+        return {"name": str(job.transfer.name)}
     return projected
 
 

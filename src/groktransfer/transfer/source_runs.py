@@ -29,6 +29,7 @@ from groktransfer.utils.atomic import write_json
 from groktransfer.utils.errors import UserError
 from groktransfer.config.schema import TrainJobConfig
 from groktransfer.runs.identity import digest as identity_digest, source_parts
+from groktransfer.config.conditions import CONDITIONS, criteria_of
 from groktransfer.runs.rundir import RunDir
 from groktransfer.training.trainer import Streak
 
@@ -254,9 +255,9 @@ def select_checkpoint(run_dir: RunDir, condition: str, criteria: Dict[str, Any])
 
 def choose_source_checkpoint(run_dir: RunDir, transfer: Dict[str, Any], condition: str) -> ChosenCheckpoint:
     """The checkpoint a transfer condition starts from: by epoch (``checkpoint``) or by its criteria."""
-    if condition == "checkpoint":
-        return select_checkpoint_near_epoch(run_dir, int(transfer["source"]["epoch"]), transfer["checkpoint"])
-    return select_checkpoint(run_dir, condition, transfer[condition])
+    if CONDITIONS.get(condition).by_epoch:
+        return select_checkpoint_near_epoch(run_dir, int(transfer["source"]["epoch"]), criteria_of(transfer, condition))
+    return select_checkpoint(run_dir, condition, criteria_of(transfer, condition))
 
 
 def saved_checkpoint_epochs(run_dir: RunDir) -> List[int]:

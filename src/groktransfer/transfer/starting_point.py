@@ -21,8 +21,9 @@ import torch
 
 from groktransfer.model.checkpoint import LoadedCheckpoint, load_checkpoint
 from groktransfer.config.schema import (
-    Component, ComponentAction, Condition, ModelConfig, TaskConfig, TrainJobConfig, to_plain, to_typed,
+    Component, ComponentAction, ModelConfig, TaskConfig, TrainJobConfig, to_plain, to_typed,
 )  # fmt: skip
+from groktransfer.config.conditions import needs_source
 from groktransfer.config.validate import ResolvedSeeds
 from groktransfer.utils.errors import JobError
 from groktransfer.model.registry import build_model
@@ -66,7 +67,7 @@ def build_starting_point(
     """The target's initial model for its transfer condition."""
     model = build_model(model_cfg, seeds.model_seed)
     tr = job.transfer
-    if tr.name == Condition.random:
+    if not needs_source(tr.name):
         return StartingPoint(model)
 
     record: Dict[str, Any] = {"condition": str(tr.name)}
@@ -144,9 +145,9 @@ def model_for_resume(
     the saved ``embed.W_source``; the saved state then fills in the map's weights.
     """
     model = build_model(model_cfg, seeds.model_seed)
-    if job.transfer.name != Condition.random and job.transfer.embed_map and saved_state is not None:
+    if needs_source(job.transfer.name) and job.transfer.embed_map and saved_state is not None:
         embed_action = job.transfer.components.get(Component.embed, ComponentAction.copy)
         attach_embedding_map(model, saved_state["embed.W_source"], seeds.model_seed, trainable=embed_action != ComponentAction.freeze)
-    if job.transfer.name != Condition.random:
+    if needs_source(job.transfer.name):
         freeze_components(model, job.transfer.components)
     return StartingPoint(model)

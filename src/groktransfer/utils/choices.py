@@ -2,10 +2,12 @@
 
 Why a ``str`` mixin whose member *values* are the plain strings: the choices are
 written to YAML, JSON and CSV files and compared with what older files hold, so a
-member must print, hash and compare exactly like its string (``Condition.grokked ==
-"grokked"``, ``f"{TaskName.add}" == "add"``, ``{"add": ...}[TaskName.add]``). Hydra's
-structured configs match YAML values against member *names*; config choices therefore
-use member names equal to their values (``add = "add"``).
+member must print, hash and compare exactly like its string (``Pick.first ==
+"first"``, ``f"{Status.completed}" == "completed"``, ``{"first": ...}[Pick.first]``).
+Hydra's structured configs match YAML values against member *names*; config choices
+therefore use member names equal to their values (``first = "first"``). Choices that
+users extend (tasks, transfer conditions, models, optimizers) are registered names
+instead (``groktransfer.utils.registry``).
 """
 
 from __future__ import annotations
