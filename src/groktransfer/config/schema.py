@@ -104,6 +104,9 @@ class TaskConfig:
     # a registered task name (groktransfer.tasks.registry.TASKS; plugins add theirs), checked
     # with the list of registered names before anything is written
     name: str = MISSING
+    # what p means is the family's (TaskFamily.problems / ignored_keys): the modulus of the
+    # modular tasks, the operand bound of int_add (a, b < p); digit tasks are base 10 and a
+    # p given on the command line is refused as ignored, as it is by families that do not read it
     p: int = 113
     frac_train: float = 0.3
     data_seed: Optional[int] = None
