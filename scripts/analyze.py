@@ -40,20 +40,21 @@ def main(cfg: DictConfig) -> None:
 
 
 def _analyze_one_checkpoint(cfg: DictConfig) -> None:
-    """Circuit analysis (modular tasks) and interpretability write-up of a single checkpoint;
+    """Analysis of a single checkpoint as its task family reads it (modular: the Fourier circuit);
     one error line and exit 2 on bad input."""
     from groktransfer.analysis.circuits import analyze_checkpoint
     from groktransfer.model.checkpoint import CheckpointError
+    from groktransfer.utils.errors import UserError
 
     if cfg.checkpoint_task is None:
-        print("analyze: error: checkpoint=... needs checkpoint_task=<name> (the task whose Fourier basis to use)", file=sys.stderr)
+        print("analyze: error: checkpoint=... needs checkpoint_task=<name> (the task the model was trained on)", file=sys.stderr)
         sys.exit(2)
     try:
         result = analyze_checkpoint(
             cfg.checkpoint, cfg.checkpoint_task, p=cfg.checkpoint_p, out_dir=cfg.analysis.out_dir, index=cfg.checkpoint_index,
             interp=to_settings(cfg).analysis.interp,
         )
-    except (CheckpointError, ValueError, FileNotFoundError) as exc:
+    except (CheckpointError, UserError, ValueError, FileNotFoundError) as exc:
         print(f"analyze: error: {exc}", file=sys.stderr)
         sys.exit(2)
     print(result["text"])

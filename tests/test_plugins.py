@@ -125,6 +125,30 @@ def test_an_unknown_task_lists_the_registered_ones(tmp_path: Path) -> None:
         validate_job_config(to_typed(TrainJobConfig, compose_job(["debug=smoke", "task.name=power"])))
     with pytest.raises(ConfigError, match=r"transfer.source.task='power': unknown task; registered: add,"):
         validate_job_config(to_typed(TrainJobConfig, compose_job(["debug=smoke", "transfer=grokked", "transfer.source.task=power"])))
+    from groktransfer.analysis.circuits import analyze_checkpoint
+    from groktransfer.utils.registry import UnknownNameError
+
+    with pytest.raises(UnknownNameError, match=r"unknown task task='power'; registered: add, digit_add, .*x2xyy2"):
+        analyze_checkpoint(tmp_path / "model.pt", "power", out_dir=tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_plugin_family_checkpoint_is_read_without_a_fourier_circuit(installed_plugin, tmp_path: Path) -> None:
+    """The single-checkpoint analysis asks the family, not an if: a plugin's checkpoint in its
+    run directory gets the interpretability write-up on the plugin's task; without the run's
+    config the family cannot infer its task from the model, and the error says so."""
+    from groktransfer.analysis.circuits import analyze_checkpoint
+    from groktransfer.analysis.circuits.single import CHECKPOINT_ANALYSES
+
+    assert "modular" in CHECKPOINT_ANALYSES and "toy_mod" not in CHECKPOINT_ANALYSES
+    run_dir = run_in(tmp_path, "job", ["debug=smoke", "task.name=toy_max", "train.max_epochs=20", "train.patience=0"]).run_dir
+    out = analyze_checkpoint(run_dir / "checkpoints" / "final.pt", "toy_max", out_dir=tmp_path / "one")
+    assert out["profile"] is None and out["summary"]["circuits"].startswith("not applicable: the toy family")
+    assert "Task settings and split from" in out["text"]
+    loose = tmp_path / "loose.pt"
+    loose.write_bytes((run_dir / "checkpoints" / "final.pt").read_bytes())
+    with pytest.raises(ValueError, match="cannot tell the .* task's settings from the model"):
+        analyze_checkpoint(loose, "toy_max", out_dir=tmp_path / "two")
 
 
 def test_a_broken_plugin_is_reported_and_the_built_ins_still_work(tmp_path: Path, monkeypatch, caplog) -> None:

@@ -26,4 +26,10 @@ assert "perm_rep_r2" in measures and "sign_rep_r2" in measures, "the plugin's me
 print("plugin sweep: 3 conditions completed and analysed;",
       ", ".join(f"{r['condition']} 0.999@{r['thresholds']['0.999']['epoch']}" for r in sorted(records, key=lambda r: r["condition"])))
 PY
+# one checkpoint of the plugin's family, read by the single-checkpoint command (no Fourier
+# circuit: the interpretability write-up on the plugin's own task)
+final="$(ls -d "$sweep"/*_grokked_*)/checkpoints/final.pt"
+"$PYTHON_BIN" scripts/analyze.py checkpoint="$final" checkpoint_task=s4_compose_rev analysis.out_dir="$root/one" > "$root/one.log"
+grep -q "symmetric family, which has no modular Fourier circuit" "$root/one/summary.md"
+echo "[ci] example plugin: single-checkpoint analysis of $final read on s4_compose_rev"
 echo "[ci] example plugin: sweep and report in $(( $(date +%s) - start )) s"

@@ -390,6 +390,19 @@ class DigitFamily(TaskFamily):
             return {**base, "n_train": why, "n_test": why}
         return {**base, "frac_train": f"with n_digits > {ENUMERATE_MAX_DIGITS} the sizes are task.n_train and task.n_test"}
 
+    def task_config_for_model(self, task_name: str, model_cfg: Any) -> Optional[Tuple[Dict[str, Any], str]]:
+        """The layout the model's context length implies: n_ctx = 3n + 2 tokens, or 3n + 3
+        with a carry-out digit; n <= 2 enumerates every problem, longer operands sample
+        1000 train / 1000 test."""
+        n_ctx = int(model_cfg.n_ctx)
+        carry_out = n_ctx % 3 == 0
+        n_digits = (n_ctx - 3) // 3 if carry_out else (n_ctx - 2) // 3
+        if n_ctx % 3 == 1 or n_digits < 1:
+            raise ValueError(f"a model with n_ctx={n_ctx} does not fit a digit task layout (3n+2 or 3n+3 tokens)")
+        sampled = {} if n_digits <= 2 else {"n_train": 1000, "n_test": 1000}
+        cfg = {"name": task_name, "n_digits": n_digits, "carry_out": carry_out, **sampled}
+        return cfg, f"{n_digits}-digit {task_name}{' with carry-out' if carry_out else ''} read from the model's n_ctx={n_ctx}"
+
     def source_task(self, source_cfg: Any, target_task_cfg: Any, p: int, frac_train: float, data_seed: int) -> Dict[str, Any]:
         """Same digit layout as the target (n_digits, carry_out); its own data sizes where given."""
 

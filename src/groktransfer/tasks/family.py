@@ -102,6 +102,12 @@ class TaskFamily(ABC):
         """
         return {"name": str(source_cfg.task), "p": int(p), "frac_train": float(frac_train), "data_seed": int(data_seed)}
 
+    def task_config_for_model(self, task_name: str, model_cfg: Any) -> Optional[Tuple[Dict[str, Any], str]]:
+        """(task config dict, how it was inferred) for a checkpoint found without its run's
+        config, read from the model's shape (``model_cfg``: n_ctx, d_vocab, ...); None when
+        the shape does not say (the single-checkpoint analysis then asks for the run dir)."""
+        return None
+
     def source_problems(self, source_cfg: Any, target_task_cfg: Any, p: int, frac_train: float) -> List[str]:
         """Problems of the source task a target's ``transfer.source`` describes."""
         task = dict(self.source_task(source_cfg, target_task_cfg, p, frac_train, 0))

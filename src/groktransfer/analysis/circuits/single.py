@@ -1,10 +1,14 @@
-"""Circuit analysis of one checkpoint file, outside any sweep.
+"""Analysis of one checkpoint file, outside any sweep.
 
-``python scripts/analyze.py checkpoint=<file> task=add`` calls :func:`analyze_checkpoint`:
-the same per-model figures as the sweep report (logit spectrum, neuron frequencies,
-attention) plus ``summary.md`` / ``summary.json``. It reads this project's checkpoints
-and the original paper's released files (whose unembedding has p+1 outputs: the
-extra '=' column is ignored for analysis).
+``python scripts/analyze.py checkpoint=<file> checkpoint_task=add`` calls
+:func:`analyze_checkpoint`, which asks the task's family how its checkpoints are read
+(:data:`CHECKPOINT_ANALYSES`). The modular family registers the Fourier circuit: the
+same per-model figures as the sweep report (logit spectrum, neuron frequencies,
+attention) plus ``summary.md`` / ``summary.json``; it reads this project's checkpoints
+and the original paper's released files (whose unembedding has p+1 outputs: the extra
+'=' column is ignored for analysis). Every other family -- the digit tasks, a plugin's --
+gets the interpretability write-up on its own task, built from the run's config copy
+(or, without one, from what :meth:`TaskFamily.task_config_for_model` infers).
 """
 
 from __future__ import annotations
@@ -19,9 +23,10 @@ import yaml
 from groktransfer.model.checkpoint import load_checkpoint
 from groktransfer.runs.rundir import CHECKPOINT_DIR, CONFIG_FILE
 from groktransfer.config.schema import TaskConfig, to_typed
-from groktransfer.tasks.digits import DIGIT_TASKS, is_digit_task
-from groktransfer.tasks.modular import TASKS, Task
-from groktransfer.tasks.registry import make_task
+from groktransfer.tasks.family import TaskFamily
+from groktransfer.tasks.modular import Task
+from groktransfer.tasks.registry import family_of, make_task
+from groktransfer.utils.registry import Registry
 
 from . import plots
 from .attention import head_labels, position_labels
@@ -91,45 +96,56 @@ def _summary_md(prof: CircuitProfile, path: Path, fmt: str, split_note: str, fig
     return "\n".join(lines) + "\n"
 
 
-def _digit_task_config(path: Path, task_name: str, n_ctx: int) -> tuple[TaskConfig, int, str]:
-    """(task config, data_seed, where from) of a digit checkpoint: the run's config copy
-    when the file sits in a run dir of ``task_name``, else the layout the model's context
-    length implies (``n_ctx`` = 3n + 2 tokens, or 3n + 3 with a carry-out digit;
-    n <= 2 enumerates every problem, longer operands sample 1000 train / 1000 test)."""
+def _run_task_config(path: Path, task_name: str) -> Optional[tuple[Dict[str, Any], int, str]]:
+    """(task config, data_seed, where from) from the run's config copy when the file sits in
+    a run directory of ``task_name``; None otherwise."""
     cfg_path = path.parent.parent / CONFIG_FILE if path.parent.name == CHECKPOINT_DIR else None
-    if cfg_path is not None and cfg_path.is_file():
+    if cfg_path is None or not cfg_path.is_file():
+        return None
+    try:
+        cfg = yaml.safe_load(cfg_path.read_text()) or {}
+    except (OSError, yaml.YAMLError):
+        return None
+    task = cfg.get("task") if isinstance(cfg.get("task"), dict) else {}
+    if task.get("name") != task_name:
+        return None
+    seed = task.get("data_seed") if task.get("data_seed") is not None else cfg.get("seed", 0)
+    return task, int(seed or 0), f"Task settings and split from {cfg_path}"
+
+
+def _family_task_config(path: Path, task_name: str, family: TaskFamily, model_cfg: Any) -> tuple[TaskConfig, int, str]:
+    """The task a non-modular checkpoint is read on: its run's config copy, else what the
+    family infers from the model's shape (a ValueError naming the file if neither)."""
+    found = _run_task_config(path, task_name)
+    if found is None:
         try:
-            cfg = yaml.safe_load(cfg_path.read_text()) or {}
-        except (OSError, yaml.YAMLError):
-            cfg = {}
-        task = cfg.get("task") if isinstance(cfg.get("task"), dict) else {}
-        if task.get("name") == task_name:
-            seed = task.get("data_seed") if task.get("data_seed") is not None else cfg.get("seed", 0)
-            return to_typed(TaskConfig, task, "task"), int(seed or 0), f"Task settings and split from {cfg_path}"
-    carry_out = n_ctx % 3 == 0
-    n_digits = (n_ctx - 3) // 3 if carry_out else (n_ctx - 2) // 3
-    if n_ctx % 3 == 1 or n_digits < 1:
-        raise ValueError(f"{path}: a model with n_ctx={n_ctx} does not fit a digit task layout (3n+2 or 3n+3 tokens)")
-    sampled = {} if n_digits <= 2 else {"n_train": 1000, "n_test": 1000}
-    cfg = to_typed(TaskConfig, {"name": task_name, "n_digits": n_digits, "carry_out": carry_out, **sampled}, "task")
-    return cfg, 0, (f"No run config next to the file: {n_digits}-digit {task_name}{' with carry-out' if carry_out else ''} "
-                    f"read from the model's n_ctx={n_ctx}, data seed 0")  # fmt: skip
+            inferred = family.task_config_for_model(task_name, model_cfg)
+        except ValueError as exc:
+            raise ValueError(f"{path}: {exc}") from None
+        if inferred is None:
+            raise ValueError(f"{path}: no run config next to the file, and the {family.name} family cannot tell "
+                             f"the {task_name} task's settings from the model; analyse a checkpoint inside its run directory")  # fmt: skip
+        task, note = inferred
+        found = (task, 0, f"No run config next to the file: {note}, data seed 0")
+    task, seed, note = found
+    return to_typed(TaskConfig, task, "task"), seed, note
 
 
-def _analyze_digit_checkpoint(path: Path, task_name: str, p: Optional[int], out_dir: Optional[PathLike],
-                              index: Optional[int], dpi: int, interp: Any) -> Dict[str, Any]:  # fmt: skip
-    """A digit-task checkpoint: the interpretability write-up only; the Fourier circuit
-    profile does not apply (said in the summary, as in the sweep report)."""
+def _analyze_without_circuit(path: Path, task_name: str, p: Optional[int], out_dir: Optional[PathLike],
+                             key_freq_threshold: float, index: Optional[int], dpi: int, interp: Any) -> Dict[str, Any]:  # fmt: skip
+    """A checkpoint of a family with no registered circuit analysis (digit tasks, plugins):
+    the interpretability write-up only; the modular Fourier circuit does not apply (said in
+    the summary, as in the sweep report)."""
     from groktransfer.analysis.settings import InterpSettings
     from groktransfer.interp.writeup import write_interpretation
 
-    from .section import DIGIT_NOT_APPLICABLE
-
+    family = family_of(task_name)
     ckpt = load_checkpoint(path, index=index)
-    task_cfg, seed, split_note = _digit_task_config(path, task_name, int(ckpt.model_config.n_ctx))
+    task_cfg, seed, split_note = _family_task_config(path, task_name, family, ckpt.model_config)
     task = make_task(task_cfg, seed)
-    if p is not None and int(p) != task.p:
-        raise ValueError(f"checkpoint_p={p}: digit tasks are base {task.p}; leave checkpoint_p unset")
+    task_p = getattr(task, "p", task_cfg.p)
+    if p is not None and int(p) != int(task_p):
+        raise ValueError(f"checkpoint_p={p}: the {task_name} task here has p={task_p} (base {task_p} for digit tasks); leave checkpoint_p unset")
     if ckpt.model_config.d_vocab != task.d_vocab or ckpt.model_config.n_ctx < task.seq_len:
         raise ValueError(f"{path}: the model (d_vocab={ckpt.model_config.d_vocab}, n_ctx={ckpt.model_config.n_ctx}) "
                          f"cannot read {task.describe()} (d_vocab={task.d_vocab}, {task.seq_len} tokens)")  # fmt: skip
@@ -138,8 +154,8 @@ def _analyze_digit_checkpoint(path: Path, task_name: str, p: Optional[int], out_
     fmt = {"nanda2023": "original paper (nanda2023)", "transformer_lens": "bare TransformerLens state dict"}.get(
         ckpt.source_format, "groktransfer")  # fmt: skip
     text = "\n".join([f"# `{path.name}` on {task.describe()}", "", f"Format: {fmt}. {split_note}.", "",
-                      f"Circuit analysis: not applicable: {task_name} and the other {DIGIT_NOT_APPLICABLE}; "
-                      "the interpretability toolkit below reads every answer position and carry class.", ""])  # fmt: skip
+                      f"Circuit analysis: not applicable: {task_name} is a task of the {family.name} family, "
+                      "which has no modular Fourier circuit; the interpretability toolkit below reads its answers.", ""])  # fmt: skip
     interp = interp if interp is not None else InterpSettings()
     figs: Dict[str, Optional[Path]] = {}
     interp_json = None
@@ -150,7 +166,7 @@ def _analyze_digit_checkpoint(path: Path, task_name: str, p: Optional[int], out_
         figs.update({f"interp_{k}": v for k, v in written["figures"].items()})
     (out / "summary.md").write_text(text, encoding="utf-8")
     summary = {"checkpoint": str(path), "format": ckpt.source_format, "task": task.describe(), "split": split_note,
-               "circuits": f"not applicable: {DIGIT_NOT_APPLICABLE}", "interp": interp_json}  # fmt: skip
+               "circuits": f"not applicable: the {family.name} family has no modular Fourier circuit", "interp": interp_json}  # fmt: skip
     (out / "summary.json").write_text(json.dumps(summary, indent=1), encoding="utf-8")
     files = {k: v for k, v in figs.items() if v is not None}
     files.update(summary_md=out / "summary.md", summary_json=out / "summary.json")
@@ -176,15 +192,20 @@ def analyze_checkpoint(
     tables (default settings when None; ``enabled=False`` skips them). Returns ``{"out_dir", "files",
     "summary", "text"}``; ``text`` is the markdown summary (also in ``summary.md``).
 
-    A digit task (``digit_add``, ``digit_sub``) is built through ``tasks.make_task`` from
-    the run's config copy (else from the model's context length); its summary says the
-    Fourier circuit does not apply and holds the interpretability write-up only.
+    The task's family decides how the file is read (:data:`CHECKPOINT_ANALYSES`): the
+    modular family's Fourier circuit, or -- for a family that registers none (digit tasks,
+    plugins) -- the interpretability write-up only, on the task of the run's config copy
+    (else what the family infers from the model), with a summary saying the Fourier
+    circuit does not apply.
     """
-    path = Path(path)
-    if is_digit_task(task_name):
-        return _analyze_digit_checkpoint(path, task_name, p, out_dir, index, dpi, interp)
-    if task_name not in TASKS:
-        raise ValueError(f"unknown task {task_name!r}; choose one of {sorted(TASKS) + sorted(DIGIT_TASKS)}")
+    family = family_of(task_name)  # an unknown name: a UserError listing the registered tasks
+    analysis = CHECKPOINT_ANALYSES.find(family.name) or _analyze_without_circuit
+    return analysis(Path(path), task_name, p, out_dir, key_freq_threshold, index, dpi, interp)
+
+
+def _analyze_modular_checkpoint(path: Path, task_name: str, p: Optional[int], out_dir: Optional[PathLike],
+                                key_freq_threshold: float, index: Optional[int], dpi: int, interp: Any) -> Dict[str, Any]:  # fmt: skip
+    """The modular family's reading: the Fourier circuit profile plus the interpretability write-up."""
     ckpt = load_checkpoint(path, index=index)
     cfg = ckpt.model_config
     model_p = cfg.d_vocab - 1
@@ -235,3 +256,10 @@ def analyze_checkpoint(
     files = {k: v for k, v in figs.items() if v is not None}
     files.update(summary_md=out / "summary.md", summary_json=out / "summary.json")
     return {"out_dir": out, "files": files, "summary": summary, "text": text, "profile": prof}
+
+
+#: How a family's checkpoints are read by ``analyze.py checkpoint=...``: family name ->
+#: ``fn(path, task_name, p, out_dir, key_freq_threshold, index, dpi, interp)``. A family
+#: without an entry gets the interpretability write-up only; a plugin may register its own.
+CHECKPOINT_ANALYSES: Registry[Any] = Registry("checkpoint analysis")
+CHECKPOINT_ANALYSES.register("modular", _analyze_modular_checkpoint)
