@@ -93,3 +93,22 @@ def test_keep_freed_memory_applies_on_glibc() -> None:
     if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
         pytest.skip("glibc only")
     assert keep_freed_memory()
+
+
+def test_freed_blocks_above_32_mib_are_not_faulted_back_each_step() -> None:
+    """A 64 MiB activation allocated and freed every step (full-batch digit jobs) stays in
+    the heap: without mmap off, each allocation faults its ~16,000 pages in again."""
+    import platform
+    import resource
+
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        pytest.skip("glibc only")
+    assert keep_freed_memory()
+    n, pages = 20, 64 * 1024 * 1024 // 4096
+    for _ in range(2):  # the heap grows to hold them once
+        torch.empty(16 * 1024 * 1024).fill_(1.0)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(n):
+        torch.empty(16 * 1024 * 1024).fill_(1.0)  # 64 MiB, freed at once
+    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+    assert faults < 0.2 * n * pages, f"{faults} minor faults for {n} allocations of {pages} pages"

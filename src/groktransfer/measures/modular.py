@@ -573,11 +573,25 @@ def _last_mlp_block(params: Mapping[str, torch.Tensor]) -> int:
     return max(blocks)
 
 
+#: why an attention-only model has no Fourier progress measures (in measures.csv's note)
+NO_MLP_REASON = "attention-only model: the Fourier progress measures read the MLP's neurons"
+
+
+def _measures_without_neurons(task: Task, logits_all: torch.Tensor, params: Mapping[str, torch.Tensor]) -> ProgressMeasures:
+    logits = logits_all.detach().double()
+    train, labels = task.train_mask, task.labels
+    train_loss, train_acc = loss_and_accuracy(logits[train], labels[train])
+    test_loss, test_acc = loss_and_accuracy(logits[~train], labels[~train])
+    return ProgressMeasures(task=task.name, train_loss=train_loss, test_loss=test_loss, train_acc=train_acc,
+                            test_acc=test_acc, sq_norms=weight_sq_norms(params), fourier=None,
+                            no_structure_reason=NO_MLP_REASON, input_fourier=None)  # fmt: skip
+
+
 @torch.no_grad()
 def compute_progress_measures(
     task: Task,
     logits_all: torch.Tensor,
-    neuron_acts_all: torch.Tensor,
+    neuron_acts_all: Optional[torch.Tensor],
     params: Mapping[str, torch.Tensor],
     key_freq_threshold: float = 0.85,
     key_freq_min_neurons: int = 1,
@@ -593,6 +607,8 @@ def compute_progress_measures(
     one with a direct path to the unembedding -- pass the same block's activations.
     For multiply/divide only the non-zero pairs and outputs enter the Fourier measures
     (softmax over the p-1 non-zero outputs); the note says so and counts the pairs.
+    ``neuron_acts_all`` None: a model without an MLP (attention-only); the Fourier
+    measures read MLP neurons, so only losses, accuracies and weight norms are measured.
     """
     n_pairs = task.n_pairs
     if logits_all.shape != (n_pairs, task.d_vocab_out):
@@ -600,6 +616,8 @@ def compute_progress_measures(
             f"logits_all must be [{n_pairs}, {task.d_vocab_out}] (all of task.tokens), "
             f"got {list(logits_all.shape)}"
         )
+    if neuron_acts_all is None:
+        return _measures_without_neurons(task, logits_all, params)
     if neuron_acts_all.dim() != 2 or neuron_acts_all.shape[0] != n_pairs:
         shape = list(neuron_acts_all.shape)
         raise ValueError(f"neuron_acts_all must be [{n_pairs}, d_mlp], got {shape}")

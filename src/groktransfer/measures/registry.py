@@ -47,9 +47,12 @@ def _modular(task: Any, model: torch.nn.Module, key_freq_threshold: float) -> Me
     """Fourier progress measures in the task's own group, on every pair (on CPU, like the analysis)."""
     device = next(model.parameters()).device
     with torch.no_grad():
-        logits, mlp_post = model.last_position_activations(task.tokens.to(device))  # [N, d_vocab_out], [N, d_mlp]
+        if getattr(model.config, "attn_only", False):  # no neurons to read: losses, accuracies and norms only
+            logits, mlp_post = model(task.tokens.to(device))[:, -1], None  # [N, d_vocab_out]
+        else:
+            logits, mlp_post = model.last_position_activations(task.tokens.to(device))  # [N, d_vocab_out], [N, d_mlp]
     measures = compute_progress_measures(
-        task, logits[:, : task.d_vocab_out].cpu(), mlp_post.cpu(),
+        task, logits[:, : task.d_vocab_out].cpu(), None if mlp_post is None else mlp_post.cpu(),
         {k: v.detach().cpu() for k, v in model.state_dict().items()},
         key_freq_threshold=key_freq_threshold,
     )  # fmt: skip
