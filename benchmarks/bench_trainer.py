@@ -7,15 +7,23 @@ process, on the same thread count:
       train *and test* loss every epoch, AdamW + warm-up), as written and with its data
       tensors prebuilt (a stricter baseline),
   (1) ``Trainer.fit`` with the default cadence (eval every 10 epochs) and no callbacks,
-      its products on oneDNN (``train.cpu_gemm=onednn``, the default) and (1b) on
-      torch's BLAS (``train.cpu_gemm=blas``),
+      its products chosen per shape (``train.cpu_gemm=auto``, the default), (1a) all on
+      oneDNN (``train.cpu_gemm=onednn``) and (1b) all on torch's BLAS (``blas``),
   (2) the full job loop (``training.train_in_run_dir``: local CSV sink, a checkpoint, a resume
       state and progress measures every ``checkpoint_every`` epochs),
   (3) the same with measures switched off,
 
 and prints the speed-ups over (0) and the measures' overhead (2)/(3) - 1. CPU seconds
 are printed beside wall seconds: on a shared machine wall time also counts the time
-other processes hold the core. Usage::
+other processes hold the core.
+
+It also says how close each loop is to the machine's floor: the CPU (model, instruction
+set), its measured float32 GEMM peak on these threads (the better of BLAS and oneDNN on a
+2048^3 product), the FLOPs of one epoch of ``Trainer.fit`` (counted by
+``torch.utils.flop_counter`` on the BLAS path: the same products either way, the eval
+forward included at its cadence), and per loop the achieved GFLOP/s and the fraction of
+the floor (floor = FLOPs per epoch / peak). The figures also go to
+``benchmarks/results/bench_trainer.json`` (``--out``), named by the machine. Usage::
 
     python benchmarks/bench_trainer.py --p 113 --epochs 500 --threads 1
 """
@@ -23,14 +31,17 @@ other processes hold the core. Usage::
 from __future__ import annotations
 
 import argparse
+import json
 import tempfile
 import time
 from pathlib import Path
 from typing import Tuple
 
+import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 from groktransfer.config.schema import CpuGemm, MeasuresConfig, ModelConfig, OptimizerConfig, TrainConfig
-from groktransfer.model.gemm import set_cpu_gemm
+from groktransfer.model.gemm import _onednn_mm, auto_choices, machine_key, onednn_available, set_cpu_gemm
 from groktransfer.model.transformer import HookedGrokTransformer
 from groktransfer.jobs.run_job import configure_torch
 from groktransfer.runs.rundir import RunDir
@@ -73,13 +84,43 @@ def time_paper(p: int, frac_train: float, epochs: int, prebuilt: bool) -> Tuple[
     return t.per(epochs)
 
 
-def time_trainer(task: Task, epochs: int, checkpoint_every: int, gemm: CpuGemm = CpuGemm.onednn) -> Tuple[float, float]:
+def time_trainer(task: Task, epochs: int, checkpoint_every: int, gemm: CpuGemm = CpuGemm.auto) -> Tuple[float, float]:
     set_cpu_gemm(gemm)
     trainer = Trainer(_model(task), task, OptimizerConfig(), _train_cfg(epochs, checkpoint_every))
     with Timer() as t:
         trainer.fit()
-    set_cpu_gemm(CpuGemm.onednn)
+    set_cpu_gemm(CpuGemm.auto)
     return t.per(epochs)
+
+
+def gemm_peak_gflops(n: int = 2048, repeats: int = 5) -> dict:
+    """Best float32 GFLOP/s of an n^3 product on this thread count, per library."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    libraries = {"blas": lambda: torch.mm(a, b)}
+    if onednn_available():
+        libraries["onednn"] = lambda: _onednn_mm(a, b)
+    out = {}
+    for name, fn in libraries.items():
+        fn()
+        best = min(_seconds(fn) for _ in range(repeats))
+        out[name] = 2 * n**3 / best / 1e9
+    return out
+
+
+def _seconds(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def flops_per_epoch(task: Task, checkpoint_every: int, epochs: int = 20) -> float:
+    """FLOPs of one epoch of Trainer.fit at the default cadence, counted on the BLAS path."""
+    set_cpu_gemm(CpuGemm.blas)
+    trainer = Trainer(_model(task), task, OptimizerConfig(), _train_cfg(epochs, checkpoint_every))
+    with FlopCounterMode(display=False) as counter:
+        trainer.fit()
+    set_cpu_gemm(CpuGemm.auto)
+    return counter.get_total_flops() / epochs
 
 
 def time_job(task: Task, epochs: int, checkpoint_every: int, measures: bool) -> Tuple[float, float]:
@@ -106,27 +147,52 @@ def main() -> None:
     parser.add_argument("--paper-epochs", type=int, default=40, help="timed epochs of the (slow) paper loop")
     parser.add_argument("--checkpoint-every", type=int, default=100)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "bench_trainer.json"))
     args = parser.parse_args()
     configure_torch(args.threads, flush_denormal=True)  # as every job does: threads, denormals, allocator
     task = Task("add", args.p, args.frac_train, 0)
-    time_trainer(task, 20, args.checkpoint_every)  # warm-up: allocator, kernels
+    time_trainer(task, 20, args.checkpoint_every)  # warm-up: allocator, kernels, auto's choices
+    peaks = gemm_peak_gflops()
+    peak = max(peaks.values())
+    flops = flops_per_epoch(task, args.checkpoint_every)
+    floor = flops / (peak * 1e9)
 
     rows = {
         "(0) paper Trainer, as written": time_paper(args.p, args.frac_train, args.paper_epochs, prebuilt=False),
         "(0') paper Trainer, data tensors prebuilt": time_paper(args.p, args.frac_train, args.paper_epochs, prebuilt=True),
-        "(1) Trainer.fit, default eval cadence": time_trainer(task, args.epochs, args.checkpoint_every),
+        "(1) Trainer.fit, default eval cadence (auto)": time_trainer(task, args.epochs, args.checkpoint_every),
+        "(1a) the same, train.cpu_gemm=onednn": time_trainer(task, args.epochs, args.checkpoint_every, CpuGemm.onednn),
         "(1b) the same, train.cpu_gemm=blas": time_trainer(task, args.epochs, args.checkpoint_every, CpuGemm.blas),
         "(2) full job loop: files, checkpoints, measures": time_job(task, args.epochs, args.checkpoint_every, True),
         "(3) full job loop without measures": time_job(task, args.epochs, args.checkpoint_every, False),
     }
+    print(f"machine: {machine_key()}")
+    print(f"float32 GEMM peak (2048^3, {args.threads} thread(s)): "
+          + ", ".join(f"{k} {v:.1f} GFLOP/s" for k, v in peaks.items()) + f"; floor {flops / 1e9:.2f} GFLOP/epoch / "
+          f"{peak:.1f} GFLOP/s = {floor:.4f} s/epoch")
     print(f"p={args.p} frac_train={args.frac_train} threads={args.threads} epochs={args.epochs} "
           f"(paper loop {args.paper_epochs}) eval_every=10 checkpoint_every={args.checkpoint_every}")
-    print(f"{'loop':<50} {'wall s/ep':>10} {'cpu s/ep':>10} {'x paper':>8} {'x strict':>8}")
+    print(f"{'loop':<50} {'wall s/ep':>10} {'cpu s/ep':>10} {'x paper':>8} {'x strict':>8} {'GFLOP/s':>8} {'floor':>6}")
     paper, strict = rows["(0) paper Trainer, as written"], rows["(0') paper Trainer, data tensors prebuilt"]
+    table = []
     for label, (wall, cpu) in rows.items():
-        print(f"{label:<50} {wall:10.4f} {cpu:10.4f} {paper[1] / cpu:7.1f}x {strict[1] / cpu:7.1f}x")
+        paper_loop = label.startswith("(0")
+        gflops = "" if paper_loop else f"{flops / cpu / 1e9:8.1f}"
+        frac = "" if paper_loop else f"{floor / cpu:6.0%}"
+        print(f"{label:<50} {wall:10.4f} {cpu:10.4f} {paper[1] / cpu:7.1f}x {strict[1] / cpu:7.1f}x {gflops:>8} {frac:>6}")
+        table.append({"loop": label, "wall_s_per_epoch": wall, "cpu_s_per_epoch": cpu, "x_paper": paper[1] / cpu,
+                      "gflops": None if paper_loop else flops / cpu / 1e9, "fraction_of_floor": None if paper_loop else floor / cpu})
     with_measures, without = rows["(2) full job loop: files, checkpoints, measures"], rows["(3) full job loop without measures"]
-    print(f"speed-ups are CPU-time ratios; measures overhead (2)/(3) - 1: {100 * (with_measures[1] / without[1] - 1):.1f}%")
+    print(f"speed-ups are CPU-time ratios (the paper loop counts its whole sequence's FLOPs, not shown); "
+          f"measures overhead (2)/(3) - 1: {100 * (with_measures[1] / without[1] - 1):.1f}%")
+    print(f"auto's choices: {auto_choices()}")
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    record = {"benchmark": "bench_trainer", "machine": machine_key(), "measured_at": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+              "args": vars(args), "gemm_peak_gflops": peaks, "gflop_per_epoch": flops / 1e9, "floor_s_per_epoch": floor,
+              "rows": table, "auto_choices": auto_choices()}  # fmt: skip
+    out.write_text(json.dumps(record, indent=1) + "\n")
+    print(f"results: {out}")
 
 
 if __name__ == "__main__":

@@ -15,6 +15,10 @@ from omegaconf import DictConfig
 REPO = Path(__file__).resolve().parents[1]
 CONF_DIR = REPO / "conf"
 
+# train.cpu_gemm=auto keeps its per-CPU choices in a cache (groktransfer.model.gemm); the
+# suite keeps its own, shared by its subprocesses, so a run of the tests leaves ~/.cache alone.
+os.environ.setdefault("GROKTRANSFER_CACHE_DIR", str(Path(os.environ.get("TMPDIR", "/tmp")) / f"groktransfer-tests-{os.getuid()}"))
+
 # One tiny job in seconds (conf/debug/smoke.yaml): memorises by ~epoch 100, groks by ~1100.
 TINY: List[str] = ["debug=smoke"]
 

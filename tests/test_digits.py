@@ -237,7 +237,7 @@ _BEFORE = {
 def blas_gemm():
     set_cpu_gemm(CpuGemm.blas)
     yield
-    set_cpu_gemm(CpuGemm.onednn)
+    set_cpu_gemm(CpuGemm.auto)
 
 
 @pytest.mark.parametrize("n_layers,norm", list(_BEFORE))

@@ -18,7 +18,7 @@ def backend(request):
         pytest.skip("this torch build has no oneDNN linear op")
     set_cpu_gemm(request.param)
     yield request.param
-    set_cpu_gemm(CpuGemm.onednn)
+    set_cpu_gemm(CpuGemm.auto)
 
 
 def _operands(members: int, batch: int, k: int, n: int, residual: bool, seed: int = 0):
@@ -80,7 +80,7 @@ def test_other_dtypes_take_baddbmm_exactly() -> None:
 def test_cpu_gemm_is_a_checked_choice_outside_the_run_identity() -> None:
     default = to_typed(TrainJobConfig, compose_job([]))
     blas = to_typed(TrainJobConfig, compose_job(["train.cpu_gemm=blas"]))
-    assert default.train.cpu_gemm == CpuGemm.onednn and blas.train.cpu_gemm == CpuGemm.blas
+    assert default.train.cpu_gemm == CpuGemm.auto and blas.train.cpu_gemm == CpuGemm.blas
     assert run_identity(default) == run_identity(blas)  # float rounding only, like train.device
     with pytest.raises(Exception) as info:
         compose_job(["train.cpu_gemm=mkl"])
@@ -112,3 +112,46 @@ def test_freed_blocks_above_32_mib_are_not_faulted_back_each_step() -> None:
         torch.empty(16 * 1024 * 1024).fill_(1.0)  # 64 MiB, freed at once
     faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
     assert faults < 0.2 * n * pages, f"{faults} minor faults for {n} allocations of {pages} pages"
+
+
+def test_auto_measures_each_product_shape_once_and_shares_the_choice(tmp_path, monkeypatch) -> None:
+    """train.cpu_gemm=auto: the first product of a shape is timed on both libraries and the
+    faster kept; the choice lands in the cache file under this machine's key, a second
+    process (simulated by clearing the in-process choices) reads it instead of measuring,
+    and the product itself equals the chosen library's."""
+    import json
+
+    from groktransfer.model import gemm
+
+    if not onednn_available():
+        pytest.skip("this torch build has no oneDNN linear op")
+    monkeypatch.setenv("GROKTRANSFER_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(gemm, "_choices", {})
+    timed = []
+    real = gemm._time_one
+    monkeypatch.setattr(gemm, "_time_one", lambda b, *a: timed.append(b) or (0.001 if b == CpuGemm.blas else 0.002))
+    set_cpu_gemm(CpuGemm.auto)
+    try:
+        x, W, b = torch.randn(2, 37, 16), torch.randn(2, 16, 24), torch.randn(2, 1, 24)
+        out = member_addmm(b, x, W, relu=True)
+        assert timed == [CpuGemm.onednn, CpuGemm.blas]  # measured once, both libraries
+        torch.testing.assert_close(out, torch.relu(torch.baddbmm(b, x, W)), rtol=0, atol=0)  # BLAS was faster: BLAS's bits
+        member_addmm(b, x, W, relu=True)
+        member_addmm(b[:1], x[:1], W[:1], relu=True)  # one member: the same per-member shape
+        assert len(timed) == 2
+        cache = json.loads((tmp_path / "cpu_gemm.json").read_text())
+        assert cache == {gemm.machine_key(): {"37x16x24 bias relu fwd": "blas"}}
+        monkeypatch.setattr(gemm, "_choices", {})  # a new process on this machine
+        member_addmm(b, x, W, relu=True)
+        assert len(timed) == 2 and gemm.auto_choices() == {"37x16x24 bias relu fwd": "blas"}
+    finally:
+        set_cpu_gemm(CpuGemm.auto)
+    assert real(CpuGemm.onednn, 64, 32, 48, True, False, True) > 0  # the real timer runs forward and backward
+
+
+def test_the_machine_key_names_the_cpu_its_instruction_set_threads_and_torch() -> None:
+    from groktransfer.model.gemm import machine_key
+
+    key = machine_key()
+    assert f"threads={torch.get_num_threads()}" in key and torch.__version__ in key
+    assert any(isa in key for isa in ("avx512", "avx2", "baseline"))

@@ -78,6 +78,7 @@ class Pick(Choice):
 class CpuGemm(Choice):
     """Which library multiplies float32 matrices on CPU in the fast path (see groktransfer.model.gemm)."""
 
+    auto = "auto"  # the faster of the two for each product shape, measured once per CPU and cached
     onednn = "onednn"
     blas = "blas"
 
@@ -189,9 +190,10 @@ class TrainConfig:
     # model trained at 0.118 s/step with denormals, 0.041 s/step without)
     flush_denormal: bool = True
     fast_path: bool = True
-    # float32 GEMMs of the fast path on CPU: onednn (about 2x MKL on AMD CPUs) or blas
-    # (torch's BLAS, MKL in the official wheels); the same products up to float rounding
-    cpu_gemm: CpuGemm = CpuGemm.onednn
+    # float32 GEMMs of the fast path on CPU: auto (per product shape, the faster of the two,
+    # measured once on this CPU and cached), onednn (about 2x MKL on an AVX-512 AMD EPYC) or
+    # blas (torch's BLAS, MKL in the official wheels); the same products up to float rounding
+    cpu_gemm: CpuGemm = CpuGemm.auto
     # examples per optimizer step; None = full batch (one step per epoch, as in Nanda et al.)
     batch_size: Optional[int] = None
     progress_bar: bool = True

@@ -104,7 +104,7 @@ class JobResult:
 # ---------------------------------------------------------------------------
 # the job
 # ---------------------------------------------------------------------------
-def configure_torch(threads: int, flush_denormal: bool, cpu_gemm: CpuGemm = CpuGemm.onednn) -> None:
+def configure_torch(threads: int, flush_denormal: bool, cpu_gemm: CpuGemm = CpuGemm.auto) -> None:
     """Process-wide numerics and threading for a job.
 
     Threads are pinned because two 1-thread jobs beat one 2-thread job on 2 cores;

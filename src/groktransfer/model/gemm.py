@@ -9,9 +9,21 @@ of the fast path, e.g. [3831, 128] @ [128, 512]): MKL 6.2 ms (~80 GFLOP/s), oneD
 2.6 ms (~190 GFLOP/s). The products of the training step are all of that kind, so
 the step time roughly halves (``benchmarks/bench_trainer.py`` prints both).
 
+That ~2x held on a CPU with AVX-512. On the same family of CPU with AVX2 only, the two
+trade places within the noise (bench_trainer: 0.115 / 0.133 s/epoch on oneDNN against
+0.106 / 0.139 on BLAS). So the default, ``train.cpu_gemm=auto``, measures: the first
+time a process multiplies a product shape (per member: rows, k, n, bias or residual,
+ReLU, with or without a backward), it times that product forward and backward on both
+libraries (best of 5, a few milliseconds) and keeps the faster. The choice is cached per
+CPU model, instruction set, thread count and torch version in
+``$GROKTRANSFER_CACHE_DIR/cpu_gemm.json`` (default ``~/.cache/groktransfer``), under a
+file lock, so every job of a sweep on this machine -- and a resumed job -- uses the same
+library for the same product, and only the first one measures. The shape is taken per
+member, so an ensemble chooses what its members would choose alone.
+
 The result is the same product in float32 with a different blocking of the sums, so
 the last bits differ from MKL's (as between two CPUs); it is deterministic for a
-given machine and thread count. ``train.cpu_gemm=blas`` restores the BLAS path.
+given machine and thread count. ``train.cpu_gemm=onednn`` or ``blas`` fixes the library.
 
 Only the fast last-position path (:mod:`groktransfer.model.lastpos`) uses this; each
 member's product is its own 2-D GEMM, so an ensemble member computes exactly what a
@@ -20,13 +32,18 @@ single model computes.
 
 from __future__ import annotations
 
-from typing import Optional, Tuple
+import json
+import os
+import platform
+import time
+from pathlib import Path
+from typing import Dict, Optional, Tuple
 
 import torch
 
 from groktransfer.config.schema import CpuGemm
 
-_backend = CpuGemm.onednn
+_backend = CpuGemm.auto
 
 
 def _linear_pointwise():
@@ -52,12 +69,116 @@ def onednn_available() -> bool:
     return _ONEDNN is not None
 
 
-def _use_onednn(*tensors: torch.Tensor) -> bool:
-    return (
-        _backend == CpuGemm.onednn
-        and _ONEDNN is not None
-        and all(t.device.type == "cpu" and t.dtype == torch.float32 for t in tensors)
-    )
+def _use_onednn(addend: torch.Tensor, x: torch.Tensor, W: torch.Tensor, relu: bool) -> bool:
+    if _backend == CpuGemm.blas or _ONEDNN is None:
+        return False
+    if not all(t.device.type == "cpu" and t.dtype == torch.float32 for t in (addend, x, W)):
+        return False
+    return _backend == CpuGemm.onednn or _auto_choice(addend, x, W, relu) == CpuGemm.onednn
+
+
+# --- train.cpu_gemm=auto: the faster library per product shape, measured once per machine ---
+
+_choices: Dict[str, CpuGemm] = {}  # this process's decisions, by shape key
+_REPEATS = 5
+
+
+def cache_path() -> Path:
+    """Where the auto choices are kept (``$GROKTRANSFER_CACHE_DIR``, else ``~/.cache/groktransfer``)."""
+    root = os.environ.get("GROKTRANSFER_CACHE_DIR") or Path.home() / ".cache" / "groktransfer"
+    return Path(root) / "cpu_gemm.json"
+
+
+def machine_key() -> str:
+    """CPU model, instruction set (and the env settings that cap it), threads, torch version."""
+    model, flags = platform.processor() or "unknown cpu", set()
+    try:
+        info = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        info = []
+    names = [line.split(":", 1)[1].strip() for line in info if line.startswith("model name")]
+    flag_lines = [line.split(":", 1)[1].split() for line in info if line.startswith("flags")]
+    model = names[0] if names else model
+    flags = set(flag_lines[0]) if flag_lines else flags
+    isa = "avx512" if "avx512f" in flags else "avx2" if "avx2" in flags else "baseline"
+    caps = ",".join(f"{k}={os.environ[k]}" for k in ("ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS") if os.environ.get(k))
+    return f"{model} | {isa}{' ' + caps if caps else ''} | threads={torch.get_num_threads()} | torch {torch.__version__}"
+
+
+def _shape_key(addend: torch.Tensor, x: torch.Tensor, W: torch.Tensor, relu: bool) -> Tuple[str, bool]:
+    grad = torch.is_grad_enabled() and any(t.requires_grad for t in (addend, x, W))
+    kind = "bias" if addend.shape[1] == 1 else "residual"
+    return f"{x.shape[1]}x{x.shape[2]}x{W.shape[2]} {kind}{' relu' if relu else ''} {'fwd+bwd' if grad else 'fwd'}", grad
+
+
+def _time_one(backend: CpuGemm, rows: int, k: int, n: int, residual: bool, relu: bool, grad: bool) -> float:
+    """Best of ``_REPEATS`` seconds for one member's product (and its backward) on ``backend``."""
+    gen = torch.Generator().manual_seed(0)
+    x, W = torch.randn(1, rows, k, generator=gen), torch.randn(1, k, n, generator=gen) / k**0.5
+    addend = torch.randn(1, rows if residual else 1, n, generator=gen)
+    for t in (x, W, addend):
+        t.requires_grad_(grad)
+    best = float("inf")
+    for _ in range(_REPEATS + 1):  # the first warms the library up
+        t0 = time.perf_counter()
+        with torch.enable_grad() if grad else torch.no_grad():
+            if backend == CpuGemm.onednn:
+                out = _OneDnnAddmm.apply(addend, x, W, relu)
+            else:
+                out = torch.baddbmm(addend, x, W)
+                out = torch.relu(out) if relu else out
+            if grad:
+                out.backward(torch.ones_like(out))
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def _auto_choice(addend: torch.Tensor, x: torch.Tensor, W: torch.Tensor, relu: bool) -> CpuGemm:
+    key, grad = _shape_key(addend, x, W, relu)
+    if key in _choices:
+        return _choices[key]
+    import fcntl  # POSIX; this path runs on CPU only
+
+    path, machine = cache_path(), machine_key()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lock = open(path.with_suffix(".lock"), "a+")
+    except OSError:  # no writable cache: decide for this process only
+        lock = None
+    try:
+        if lock is not None:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        cache = _read_cache(path)
+        known = cache.get(machine, {}).get(key)
+        if known in (CpuGemm.onednn.value, CpuGemm.blas.value):
+            choice = CpuGemm(known)
+        else:
+            rows, k, n = x.shape[1], x.shape[2], W.shape[2]
+            times = {b: _time_one(b, rows, k, n, addend.shape[1] != 1, relu, grad) for b in (CpuGemm.onednn, CpuGemm.blas)}
+            choice = min(times, key=times.__getitem__)
+            cache.setdefault(machine, {})[key] = choice.value
+            if lock is not None:
+                from groktransfer.utils.atomic import write_text
+
+                write_text(path, json.dumps(cache, indent=1, sort_keys=True), fsync=False)
+    finally:
+        if lock is not None:
+            lock.close()  # releases the lock
+    _choices[key] = choice
+    return choice
+
+
+def _read_cache(path: Path) -> Dict[str, Dict[str, str]]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def auto_choices() -> Dict[str, str]:
+    """This process's auto decisions so far (shape key -> library), for benchmarks and logs."""
+    return {k: v.value for k, v in _choices.items()}
 
 
 def member_addmm(addend: torch.Tensor, x: torch.Tensor, W: torch.Tensor, relu: bool = False) -> torch.Tensor:
@@ -67,7 +188,7 @@ def member_addmm(addend: torch.Tensor, x: torch.Tensor, W: torch.Tensor, relu: b
     a residual [member, batch, n]. Same values as ``torch.baddbmm(addend, x, W)`` (and
     ``.relu()``) up to float rounding; differentiable in all three.
     """
-    if not _use_onednn(addend, x, W):
+    if not _use_onednn(addend, x, W, relu):
         out = torch.baddbmm(addend, x, W)
         return torch.relu_(out) if relu else out  # baddbmm's backward does not need its output
     assert not relu or addend.shape[1] == 1, "ReLU is fused with a bias addend only"
