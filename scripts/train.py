@@ -51,6 +51,7 @@ def main(cfg: DictConfig) -> None:
         log.error("%s", exc)
         if in_sweep:
             return
+        _remove_hydra_bookkeeping(launch.run_dir)
         sys.exit(2)
     except Exception:
         # The run directory already says `failed` with the reason; in a sweep one
@@ -62,6 +63,24 @@ def main(cfg: DictConfig) -> None:
     print(result.one_line(), flush=True)
     if result.status != Status.COMPLETED and not in_sweep:
         sys.exit(1)
+
+
+def _remove_hydra_bookkeeping(run_dir: Path) -> None:
+    """Bad input writes nothing: Hydra creates the run directory (its .hydra/ copy and log)
+    before main runs, so a directory holding only those is removed again, with the empty
+    ``<experiment>/runs`` folders above it. A directory with anything else is left alone."""
+    import shutil
+
+    hydra_only = {".hydra", "train.log", f"{Path(sys.argv[0]).stem}.log"}
+    if not run_dir.is_dir() or not {p.name for p in run_dir.iterdir()} <= hydra_only:
+        return
+    logging.shutdown()  # close train.log before removing it
+    shutil.rmtree(run_dir, ignore_errors=True)
+    for parent in list(run_dir.parents)[:2]:
+        try:
+            parent.rmdir()  # only if empty
+        except OSError:
+            break
 
 
 if __name__ == "__main__":

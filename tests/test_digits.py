@@ -325,7 +325,7 @@ def test_bad_digit_config_exits_2_before_writing(tmp_path: Path) -> None:
     )  # fmt: skip
     assert proc.returncode == 2, proc.stderr
     assert "n_digits=0" in proc.stderr + proc.stdout
-    assert not any(tmp_path.rglob("status.json"))
+    assert list(tmp_path.iterdir()) == [], list(tmp_path.rglob("*"))  # not even Hydra's run directory
 
 
 # --------------------------------------------------------------------------- jobs
