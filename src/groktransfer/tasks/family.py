@@ -69,6 +69,9 @@ class TaskFamily(ABC):
     config_keys: Tuple[str, ...] = ()
     #: whether a model must read exactly ``seq_len`` positions (model.n_ctx == seq_len), not at least
     exact_n_ctx: bool = False
+    #: whether the sweep report's circuit section (the Fourier multiplication circuit of
+    #: Nanda et al.: key frequencies, restricted/excluded loss) reads this family's runs
+    fourier_circuit: bool = False
 
     @abstractmethod
     def build(self, task_cfg: Any, data_seed: int) -> TaskLike:

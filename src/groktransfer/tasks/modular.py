@@ -179,6 +179,7 @@ class ModularFamily(TaskFamily):
     name = "modular"
     task_names = tuple(TASKS)
     exact_n_ctx = True  # the fast path reads position 2, the '=' token
+    fourier_circuit = True
 
     def build(self, task_cfg: Any, data_seed: int) -> Task:
         return Task.from_config(task_cfg, data_seed)

@@ -129,9 +129,9 @@ def circuit_sections(runs: Sequence[RunRecord], out_dir: Path, settings: Any = N
     """
     from groktransfer.tasks.registry import TASKS
 
-    def modular(run: RunRecord) -> bool:  # the Fourier circuit is the modular family's
+    def modular(run: RunRecord) -> bool:  # families whose runs carry the Fourier circuit
         family = TASKS.find(str(run.task)) if run.task else None
-        return family is None or family.name == "modular"
+        return family is None or family.fourier_circuit
 
     others = [r for r in runs if not modular(r)]
     runs = [r for r in runs if modular(r)]
