@@ -23,7 +23,8 @@ set), its measured float32 GEMM peak on these threads (the better of BLAS and on
 ``torch.utils.flop_counter`` on the BLAS path: the same products either way, the eval
 forward included at its cadence), and per loop the achieved GFLOP/s and the fraction of
 the floor (floor = FLOPs per epoch / peak). The figures also go to
-``benchmarks/results/bench_trainer.json`` (``--out``), named by the machine. Usage::
+``benchmarks/results/bench_trainer.json`` (``--out``), one entry per machine
+(``benchmarks/results.py``), which the documentation's performance page reads. Usage::
 
     python benchmarks/bench_trainer.py --p 113 --epochs 500 --threads 1
 """
@@ -31,7 +32,7 @@ the floor (floor = FLOPs per epoch / peak). The figures also go to
 from __future__ import annotations
 
 import argparse
-import json
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -50,6 +51,8 @@ from groktransfer.tasks.modular import Task
 from groktransfer.training.trainer import Trainer
 from groktransfer.runs.train_run_dir import TrainingPlan, train_in_run_dir
 from paper_trainer import PaperTrainer
+
+import results
 
 
 def _model(task: Task) -> HookedGrokTransformer:
@@ -94,7 +97,7 @@ def time_trainer(task: Task, epochs: int, checkpoint_every: int, gemm: CpuGemm =
 
 
 def gemm_peak_gflops(n: int = 2048, repeats: int = 5) -> dict:
-    """Best float32 GFLOP/s of an n^3 product on this thread count, per library."""
+    """Best float32 GFLOP per CPU second of an n^3 product on this thread count, per library."""
     a, b = torch.randn(n, n), torch.randn(n, n)
     libraries = {"blas": lambda: torch.mm(a, b)}
     if onednn_available():
@@ -108,9 +111,11 @@ def gemm_peak_gflops(n: int = 2048, repeats: int = 5) -> dict:
 
 
 def _seconds(fn) -> float:
-    t0 = time.perf_counter()
+    """CPU seconds of the process, as the loops are timed: on a shared machine wall time
+    also counts the time other processes hold the core, and would put loops above 100%."""
+    t0 = time.process_time()
     fn()
-    return time.perf_counter() - t0
+    return time.process_time() - t0
 
 
 def flops_per_epoch(task: Task, checkpoint_every: int, epochs: int = 20) -> float:
@@ -149,6 +154,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "bench_trainer.json"))
     args = parser.parse_args()
+    load_before = list(os.getloadavg())
     configure_torch(args.threads, flush_denormal=True)  # as every job does: threads, denormals, allocator
     task = Task("add", args.p, args.frac_train, 0)
     time_trainer(task, 20, args.checkpoint_every)  # warm-up: allocator, kernels, auto's choices
@@ -186,13 +192,9 @@ def main() -> None:
     print(f"speed-ups are CPU-time ratios (the paper loop counts its whole sequence's FLOPs, not shown); "
           f"measures overhead (2)/(3) - 1: {100 * (with_measures[1] / without[1] - 1):.1f}%")
     print(f"auto's choices: {auto_choices()}")
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    record = {"benchmark": "bench_trainer", "machine": machine_key(), "measured_at": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-              "args": vars(args), "gemm_peak_gflops": peaks, "gflop_per_epoch": flops / 1e9, "floor_s_per_epoch": floor,
-              "rows": table, "auto_choices": auto_choices()}  # fmt: skip
-    out.write_text(json.dumps(record, indent=1) + "\n")
-    print(f"results: {out}")
+    figures = {"args": vars(args), "load_before": load_before, "gemm_peak_gflops": peaks, "gflop_per_epoch": flops / 1e9,
+               "floor_s_per_epoch": floor, "rows": table, "auto_choices": auto_choices()}  # fmt: skip
+    print(f"results: {results.record('bench_trainer', machine_key(), figures, Path(args.out))}")
 
 
 if __name__ == "__main__":
