@@ -93,6 +93,8 @@ def test_the_interpretation_of_an_arena_state_dict_states_the_findings(arena_fil
     assert plots.plot_unembed_circle(res, tmp_path / "u.png", 30).is_file()
     assert plots.plot_qk_mean_query(res, tmp_path / "q.png", 30).is_file()
     assert plots.plot_prob_correct(res, tmp_path / "p.png", 30).is_file()
+    assert plots.plot_attention_by_class(res, tmp_path / "c.png", 30).is_file()
+    assert {"unembed_gram", "unembed_fourier", "attention_by_class"} <= set(res.tables)
 
 
 def test_the_readings_give_the_same_numbers_on_the_transformer_lens_model(arena_file) -> None:
