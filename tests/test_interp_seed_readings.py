@@ -405,3 +405,30 @@ def test_the_sweep_report_lists_findings_per_run() -> None:
     pc1 = t[t.claim.str.startswith("PC1")].iloc[0]
     assert pc1["random s0"].startswith("holds: linear R² 0.990") and pc1["grokked s1"].startswith("differs")
     assert findings_by_run("add", pd.DataFrame([dict(rows[0], task="add")])).empty
+
+
+def test_an_int_add_preset_run_gets_its_findings_first_in_the_sweep_report(tmp_path) -> None:
+    """The int_add_p10 preset (p = 10, 72% of the pairs, split seed 598) trained a few epochs, read by the
+    sweep report's interpretability provider: its findings table comes first, one column per run."""
+    import pandas as pd
+
+    from conftest import run_in
+    from groktransfer.analysis.collect import collect_runs
+    from groktransfer.analysis.interp_section import interp_sections, run_task
+    from groktransfer.analysis.settings import to_settings
+
+    sweep = tmp_path / "sweep"
+    result = run_in(sweep, "int_add_s3", ["experiment=int_add_p10", "logger=none", "train.max_epochs=20",
+                                          "train.eval_every=10", "train.checkpoint_every=10", "train.progress_bar=false"])  # fmt: skip
+    assert result.status == "completed", result.record
+    runs = collect_runs([sweep])
+    task = run_task(runs[0])
+    assert (task.name, task.p, task.frac_train, int(task.train_mask.sum())) == ("int_add", 10, 0.72, 72)
+    fast = {"dpi": 30, "interp": {"probe_hooks": ["blocks.{L}.mlp.hook_post"], "head_sites": ["z"], "spectra": False}}
+    sections = interp_sections(runs, tmp_path / "out", to_settings({"analysis": fast}))
+    assert [s.title for s in sections] == ["Interpretability: int_add"]
+    first = sections[0].tables[0]
+    assert first.caption.startswith("Findings") and len(first.frame) == 6
+    assert first.frame.iloc[:, -1].str.match(r"^(holds|differs): ").all()  # every finding measured on this run
+    assert (tmp_path / "out" / "interp" / "interp_int_add_findings.csv").is_file()
+    assert "n_sum_neurons_post" in set(pd.read_csv(tmp_path / "out" / "interp" / "interp_runs.csv").measure)

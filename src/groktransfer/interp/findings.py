@@ -243,7 +243,7 @@ FAMILY_FINDINGS: Dict[str, Tuple[Finding, ...]] = {
     ),
     "int_add": (
         Finding("PC1 of the operand embeddings is linear in the token (R² ≥ 0.95)", "PC1 linear in the token; "
-                "explains 73% of the variance", _pc1_linear),
+                "explains about 75% of the variance (PC2 about 25%)", _pc1_linear),
         Finding("PC2 is quadratic in the token (quadratic R² ≥ 0.9, linear R² < 0.5)", "PC2 a parabola of the token",
                 _pc2_quadratic),
         Finding("Many neurons track a+b (≥ 10% of the MLP with correlation > 0.9)", "more than 130 of 512 neurons",
