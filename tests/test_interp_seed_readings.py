@@ -93,6 +93,11 @@ def test_frequency_share_of_a_pure_cosine_is_all_at_its_frequency() -> None:
     M = torch.stack([torch.cos(2 * math.pi * 3 * i / 10 + 0.4), 5 + torch.sin(2 * math.pi * 3 * i / 10)])
     share = circuits_qkov.frequency_share(M)
     assert int(share.argmax()) == 3 and float(share[3]) == pytest.approx(1.0)
+    # shares are of the energy over the ten columns: cos at frequency 1 has sum of squares 5, the alternating
+    # +1, -1 (frequency 5, no conjugate partner) 10
+    both = torch.cos(2 * math.pi * i / 10) + torch.cos(math.pi * i)
+    share = circuits_qkov.frequency_share(both[None])
+    assert float(share[1]) == pytest.approx(1 / 3) and float(share[5]) == pytest.approx(2 / 3)
 
 
 def test_path_attribution_reproduces_the_logit_of_a_layernorm_model(task) -> None:

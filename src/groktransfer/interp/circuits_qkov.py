@@ -110,7 +110,9 @@ def frequency_share(M: torch.Tensor) -> torch.Tensor:
     """[rows, m] -> [m // 2 + 1] share of the power of each row, centred over the m columns,
     at each frequency of the column axis (frequency 1 = one turn over the m columns)."""
     M = M.double() - M.double().mean(dim=1, keepdim=True)
+    m = M.shape[1]
     power = torch.fft.rfft(M, dim=1).abs().square().sum(dim=0)
+    power[1 : (m + 1) // 2] *= 2  # rfft keeps one of each conjugate pair; (m even) the alternating term has none
     return power / power.sum().clamp_min(1e-300)
 
 
