@@ -437,3 +437,14 @@ def test_an_int_add_preset_run_gets_its_findings_first_in_the_sweep_report(tmp_p
     assert first.frame.iloc[:, -1].str.match(r"^(holds|differs): ").all()  # every finding measured on this run
     assert (tmp_path / "out" / "interp" / "interp_int_add_findings.csv").is_file()
     assert "n_sum_neurons_post" in set(pd.read_csv(tmp_path / "out" / "interp" / "interp_runs.csv").measure)
+
+
+def test_markdown_tables_escape_a_pipe_inside_a_cell() -> None:
+    import pandas as pd
+
+    from groktransfer.interp.writeup import md_table
+
+    text = md_table(pd.DataFrame({"claim": ["more |DLA| than"], "v": [0.5]}))
+    assert text.splitlines()[2] == "| more \\|DLA\\| than | 0.5 |"
+    rows = md_table(findings_table("digit", {"dla_L1H0[digit 0]": 2.0, "dla_L0H0[digit 0]": -1.0})).splitlines()
+    assert all(len(r.replace("\\|", "").split("|")) == 6 for r in rows)  # 4 cells on every row
