@@ -69,7 +69,7 @@ def _fast_interp():
     return InterpSettings(max_inputs=64, head_sites=[HeadSite("z"), HeadSite("q"), HeadSite("k")], spectra=False, probes=False)
 
 
-SECTIONS = ("### Findings", "Layer-0 QK circuit with mean queries", "OV composition", "Path attribution",
+SECTIONS = ("### Findings", "Layer-0 QK circuit with mean queries", "OV circuits and their composition", "Path attribution",
             "Unembedding geometry", "Last-layer attention by carry class", "Probability on the correct token",
             "per carry class", "| W_U's digit columns are one frequency")  # fmt: skip
 

@@ -86,6 +86,11 @@ def test_ov_circuit_and_composition_equal_the_products_built_by_hand(task) -> No
     t = circuits_qkov.ov_composition_table(model, task).set_index("path")
     assert list(t.index) == [f"L0H{a} → L1H{b}" for a in range(2) for b in range(2)]
     assert t.loc["L0H1 → L1H0", "norm"] == pytest.approx(2 * math.sqrt(10))
+    single = circuits_qkov.ov_circuit_table(model, task).set_index("head")
+    assert list(single.index) == ["L0H0", "L0H1", "L1H0", "L1H1"]
+    assert single.norm.tolist() == pytest.approx([math.sqrt(10), 2 * math.sqrt(10), math.sqrt(10), math.sqrt(10)])
+    # a one-hot row has the same power at every frequency 1..4 and half of it at 5: share 2/9 at frequency 1
+    assert single.freq1_share.tolist() == pytest.approx([2 / 9] * 4)
 
 
 def test_frequency_share_of_a_pure_cosine_is_all_at_its_frequency() -> None:

@@ -116,6 +116,20 @@ def frequency_share(M: torch.Tensor) -> torch.Tensor:
     return power / power.sum().clamp_min(1e-300)
 
 
+def ov_circuit_table(model: Any, task: Any) -> pd.DataFrame:
+    """One row per head: its own OV circuit ``W_E · OV · W_U`` (digit rows, digit columns):
+    size and share of its power at frequency 1 over the output digits (and at its strongest)."""
+    n_layers, n_heads = n_layers_heads(model)
+    rows = []
+    for layer in range(n_layers):
+        for head in range(n_heads):
+            M = ov_circuit(model, task, layer, head)
+            share = frequency_share(M)
+            rows.append(dict(head=f"L{layer}H{head}", norm=float(M.norm()), freq1_share=float(share[1]),
+                             top_freq=int(share[1:].argmax()) + 1, top_share=float(share[1:].max())))  # fmt: skip
+    return pd.DataFrame(rows)
+
+
 def ov_composition_table(model: Any, task: Any) -> pd.DataFrame:
     """One row per (layer-0 head, layer-1 head): the composed circuit's size and the share of
     its power at frequency 1 over the output digits (and at its strongest frequency)."""

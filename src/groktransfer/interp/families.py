@@ -92,6 +92,10 @@ def _attention_only_multilayer(model: Any) -> bool:
 def _ov(ctx: ReadingContext) -> None:
     if not _attention_only_multilayer(ctx.model):
         return
+    single = circuits_qkov.ov_circuit_table(ctx.model, ctx.aset)
+    ctx.res.tables["ov_circuits"] = single
+    for r in single.itertuples():
+        ctx.res.scalars[f"ov_freq1_share[{r.head}]"] = r.freq1_share
     t = circuits_qkov.ov_composition_table(ctx.model, ctx.aset)
     ctx.res.tables["ov_composition"] = t
     for r in t.itertuples():
@@ -102,9 +106,12 @@ def _ov_md(res: Any) -> List[str]:
     t = res.tables.get("ov_composition")
     if t is None:
         return []
-    return ["### OV composition", "", "`W_E · OV(layer-0 head) · OV(last-layer head) · W_U` over the digits (processed "
-            "weights, LayerNorm scales left out): size and share of its power at frequency 1 of the output digits.", "",
-            _md(t, ".3g"), ""]  # fmt: skip
+    out = ["### OV circuits and their composition", ""]
+    single = res.tables.get("ov_circuits")
+    if single is not None:
+        out += ["Each head's own `W_E · OV · W_U` over the digits (processed weights, LayerNorm scales left out): size "
+                "and share of its power at frequency 1 of the output digits.", "", _md(single, ".3g"), ""]  # fmt: skip
+    return out + ["`W_E · OV(layer-0 head) · OV(last-layer head) · W_U`, the same measures:", "", _md(t, ".3g"), ""]
 
 
 def _paths(ctx: ReadingContext) -> None:
