@@ -69,7 +69,7 @@ def _fast_interp():
     return InterpSettings(max_inputs=64, head_sites=[HeadSite("z"), HeadSite("q"), HeadSite("k")], spectra=False, probes=False)
 
 
-SECTIONS = ("### Findings", "Layer-0 QK circuit with mean queries", "OV composition", "Path attribution",
+SECTIONS = ("### Findings", "Layer-0 QK circuit with mean queries", "OV circuits and their composition", "Path attribution",
             "Unembedding geometry", "Last-layer attention by carry class", "Probability on the correct token",
             "per carry class", "| W_U's digit columns are one frequency")  # fmt: skip
 
@@ -93,6 +93,8 @@ def test_the_interpretation_of_an_arena_state_dict_states_the_findings(arena_fil
     assert plots.plot_unembed_circle(res, tmp_path / "u.png", 30).is_file()
     assert plots.plot_qk_mean_query(res, tmp_path / "q.png", 30).is_file()
     assert plots.plot_prob_correct(res, tmp_path / "p.png", 30).is_file()
+    assert plots.plot_attention_by_class(res, tmp_path / "c.png", 30).is_file()
+    assert {"unembed_gram", "unembed_fourier", "attention_by_class"} <= set(res.tables)
 
 
 def test_the_readings_give_the_same_numbers_on_the_transformer_lens_model(arena_file) -> None:

@@ -86,6 +86,11 @@ def test_ov_circuit_and_composition_equal_the_products_built_by_hand(task) -> No
     t = circuits_qkov.ov_composition_table(model, task).set_index("path")
     assert list(t.index) == [f"L0H{a} → L1H{b}" for a in range(2) for b in range(2)]
     assert t.loc["L0H1 → L1H0", "norm"] == pytest.approx(2 * math.sqrt(10))
+    single = circuits_qkov.ov_circuit_table(model, task).set_index("head")
+    assert list(single.index) == ["L0H0", "L0H1", "L1H0", "L1H1"]
+    assert single.norm.tolist() == pytest.approx([math.sqrt(10), 2 * math.sqrt(10), math.sqrt(10), math.sqrt(10)])
+    # a one-hot row has the same power at every frequency 1..4 and half of it at 5: share 2/9 at frequency 1
+    assert single.freq1_share.tolist() == pytest.approx([2 / 9] * 4)
 
 
 def test_frequency_share_of_a_pure_cosine_is_all_at_its_frequency() -> None:
@@ -93,6 +98,11 @@ def test_frequency_share_of_a_pure_cosine_is_all_at_its_frequency() -> None:
     M = torch.stack([torch.cos(2 * math.pi * 3 * i / 10 + 0.4), 5 + torch.sin(2 * math.pi * 3 * i / 10)])
     share = circuits_qkov.frequency_share(M)
     assert int(share.argmax()) == 3 and float(share[3]) == pytest.approx(1.0)
+    # shares are of the energy over the ten columns: cos at frequency 1 has sum of squares 5, the alternating
+    # +1, -1 (frequency 5, no conjugate partner) 10
+    both = torch.cos(2 * math.pi * i / 10) + torch.cos(math.pi * i)
+    share = circuits_qkov.frequency_share(both[None])
+    assert float(share[1]) == pytest.approx(1 / 3) and float(share[5]) == pytest.approx(2 / 3)
 
 
 def test_path_attribution_reproduces_the_logit_of_a_layernorm_model(task) -> None:
@@ -143,6 +153,26 @@ def test_unembed_geometry_of_a_frequency_one_unembedding_is_a_circle_in_digit_or
     assert set(dims.dim) == {3, 7} and dims.amplitude_f1.tolist() == pytest.approx([2.0, 2.0])
     phases = dict(zip(dims.dim, dims.phase_f1))
     assert phases[3] == pytest.approx(0.3, abs=1e-6) and phases[7] == pytest.approx(0.3 - math.pi / 2, abs=1e-6)
+    # W_U^T W_U of a radius-2 circle: 4 cos(2π (i - j) / 10), shown as a table (interp_unembed_gram.csv)
+    i = torch.arange(10, dtype=torch.float64)
+    torch.testing.assert_close(g.gram, 4 * torch.cos(2 * math.pi * (i[:, None] - i[None, :]) / 10), atol=1e-5, rtol=0)
+    gram = g.gram_table()
+    assert list(gram.columns) == ["token", *map(str, range(10))] and gram.loc[3, "3"] == pytest.approx(4.0)
+    # every dimension at every frequency 1..5: amplitude 2 at frequency 1 in dims 3 and 7, nothing elsewhere
+    f = g.fourier_table().set_index(["dim", "freq"])
+    assert len(f) == 16 * 5 and f.loc[(3, 1), "amplitude"] == pytest.approx(2.0) and f.loc[(7, 1), "phase"] == pytest.approx(0.3 - math.pi / 2)
+    assert f.amplitude.drop([(3, 1), (7, 1)]).abs().max() < 1e-6 and f.loc[(3, 1), "dim_power_share"] == pytest.approx(0.5)
+
+
+def test_unembed_amplitude_of_the_mean_free_alternating_column_is_its_amplitude(task) -> None:
+    """Frequency 5 of ten tokens (+A, -A, ...) has no conjugate partner: its amplitude is A, not 2A."""
+    model = attn_model(task, d_model=8, d_head=4, d_vocab_out=12)
+    W_U = torch.zeros(8, 12)
+    W_U[2, :10] = 1.5 * torch.cos(math.pi * torch.arange(10.0))
+    W_U[5, :10] = 0.7 * torch.cos(2 * math.pi * 2 * torch.arange(10.0) / 10)
+    _set(model, unembed__W_U=W_U)
+    g = unembed_geometry.unembed_geometry(model, task)
+    assert float(g.amplitude[2, 5]) == pytest.approx(1.5) and float(g.amplitude[5, 2]) == pytest.approx(0.7)
 
 
 def test_unembed_geometry_reads_another_frequency_as_that_frequency(task) -> None:
@@ -216,6 +246,34 @@ def test_loss_change_by_class_averages_within_each_class(task) -> None:
     assert t.loc[("digit 0", "direct carry"), "d_loss"] == pytest.approx(1.75)
     assert t.loc[("digit 1", "no carry"), "d_loss"] == pytest.approx(0.25)
     assert t.loc[("digit 0", "no carry"), "n"] == int((task.carry_classes[:, 0] == 0).sum())
+
+
+def test_carry_subsets_split_the_examples_by_any_incoming_carry(task) -> None:
+    subsets = by_class.carry_subsets(task)
+    assert list(subsets) == [by_class.NO_CARRY_ANYWHERE, by_class.SOME_CARRY]
+    ones = task.tokens[:, 1] + task.tokens[:, 4]  # a1 b1: with two digits only the ones can carry (into the tens)
+    none = subsets[by_class.NO_CARRY_ANYWHERE]
+    assert none.n == int((ones < 10).sum()) and subsets[by_class.SOME_CARRY].n == int((ones >= 10).sum())
+    assert bool((none.tokens[:, 1] + none.tokens[:, 4] < 10).all()) and bool((none.classes == 0).all())
+
+
+def test_ablation_within_a_subset_replaces_by_that_subsets_own_mean(task) -> None:
+    """A subset of one example: its mean is the example itself, so no ablation changes anything; with the mean
+    over every input the same ablations do."""
+    from tests.test_interp_digits import attn_only
+    from groktransfer.interp.ablation import ablate_heads
+    from groktransfer.interp.answers import select
+
+    model = attn_only(task, seed=3)
+    aset = answer_set(task)
+    one = select(aset, torch.arange(aset.n) == 7, "example 7")
+    t = by_class.ablation_within_subsets(model, {"one": one, "all": aset}, sites=("q", "k", "v"))
+    assert len(t) == 2 * 2 * 3 * 3 and set(t.n) == {1, aset.n}
+    assert t[t.subset == "one"].d_loss.abs().max() < 1e-6
+    everywhere, _ = ablate_heads(model, aset, sites=["k"])
+    got = t[(t.subset == "all") & (t.site == "k")].set_index(["layer", "head"]).d_loss
+    want = everywhere.groupby(["layer", "head"]).d_loss.mean()
+    assert got.to_dict() == pytest.approx(want.to_dict()) and float(want.abs().max()) > 1e-3
 
 
 # --------------------------------------------------------------------------- int_add
@@ -315,7 +373,18 @@ def test_findings_say_holds_or_differs_from_the_numbers() -> None:
     assert findings_table("add", s).empty
 
 
-def test_interpretation_of_the_sum_model_states_its_int_add_findings(int_task) -> None:
+def test_the_carry_key_finding_reads_the_ablations_within_carry_subsets() -> None:
+    s = {f"subset_d_loss[L1H{h} k/{c}]": v for h, (a, b) in enumerate([(0.01, 2.0), (0.2, 0.5), (0.0, 0.1)])
+         for c, v in (("no carry anywhere", a), ("some carry", b))}  # fmt: skip
+    s |= {"subset_d_loss[L0H0 k/no carry anywhere]": 9.0, "subset_d_loss[L0H0 k/some carry]": 9.0,
+          "subset_n[no carry anywhere]": 12.0, "subset_n[some carry]": 88.0}  # layer 0 is not the claim's
+    row = findings_table("digit", s).set_index("verdict")["this model"]
+    assert list(row.index).count("holds") == 1 and "H0 0.010 / 2.000" in row["holds"] and "(12 / 88 examples)" in row["holds"]
+    s["subset_d_loss[L1H1 k/no carry anywhere]"] = 0.6  # 0.6 >= 0.25 x 2.0
+    assert (findings_table("digit", s).verdict == "differs").sum() == 1
+
+
+def test_interpretation_of_the_sum_model_states_its_int_add_findings(int_task, tmp_path) -> None:
     from groktransfer.analysis.settings import InterpSettings
     from groktransfer.interp.summary import interpret
     from groktransfer.interp.writeup import sections
@@ -327,6 +396,10 @@ def test_interpretation_of_the_sum_model_states_its_int_add_findings(int_task) -
     assert t[t.index.str.startswith("PC1")].iloc[0] == "holds" and t[t.index.str.startswith("PC2")].iloc[0] == "holds"
     md = "\n".join(sections(res))
     assert "### Findings" in md and "### Sum neurons" in md and "Keeping only one embedding PC" in md
+    from groktransfer.interp import plots
+
+    assert plots.plot_pc_token_fits(res, tmp_path / "pc.png", 30).is_file()
+    assert plots.plot_pre_activation_maps(res, tmp_path / "pre.png", 30).is_file()
 
 
 def test_the_sweep_report_lists_findings_per_run() -> None:
@@ -342,3 +415,41 @@ def test_the_sweep_report_lists_findings_per_run() -> None:
     pc1 = t[t.claim.str.startswith("PC1")].iloc[0]
     assert pc1["random s0"].startswith("holds: linear R² 0.990") and pc1["grokked s1"].startswith("differs")
     assert findings_by_run("add", pd.DataFrame([dict(rows[0], task="add")])).empty
+
+
+def test_an_int_add_preset_run_gets_its_findings_first_in_the_sweep_report(tmp_path) -> None:
+    """The int_add_p10 preset (p = 10, 72% of the pairs, split seed 598) trained a few epochs, read by the
+    sweep report's interpretability provider: its findings table comes first, one column per run."""
+    import pandas as pd
+
+    from conftest import run_in
+    from groktransfer.analysis.collect import collect_runs
+    from groktransfer.analysis.interp_section import interp_sections, run_task
+    from groktransfer.analysis.settings import to_settings
+
+    sweep = tmp_path / "sweep"
+    result = run_in(sweep, "int_add_s3", ["experiment=int_add_p10", "logger=none", "train.max_epochs=20",
+                                          "train.eval_every=10", "train.checkpoint_every=10", "train.progress_bar=false"])  # fmt: skip
+    assert result.status == "completed", result.record
+    runs = collect_runs([sweep])
+    task = run_task(runs[0])
+    assert (task.name, task.p, task.frac_train, int(task.train_mask.sum())) == ("int_add", 10, 0.72, 72)
+    fast = {"dpi": 30, "interp": {"probe_hooks": ["blocks.{L}.mlp.hook_post"], "head_sites": ["z"], "spectra": False}}
+    sections = interp_sections(runs, tmp_path / "out", to_settings({"analysis": fast}))
+    assert [s.title for s in sections] == ["Interpretability: int_add"]
+    first = sections[0].tables[0]
+    assert first.caption.startswith("Findings") and len(first.frame) == 6
+    assert first.frame.iloc[:, -1].str.match(r"^(holds|differs): ").all()  # every finding measured on this run
+    assert (tmp_path / "out" / "interp" / "interp_int_add_findings.csv").is_file()
+    assert "n_sum_neurons_post" in set(pd.read_csv(tmp_path / "out" / "interp" / "interp_runs.csv").measure)
+
+
+def test_markdown_tables_escape_a_pipe_inside_a_cell() -> None:
+    import pandas as pd
+
+    from groktransfer.interp.writeup import md_table
+
+    text = md_table(pd.DataFrame({"claim": ["more |DLA| than"], "v": [0.5]}))
+    assert text.splitlines()[2] == "| more \\|DLA\\| than | 0.5 |"
+    rows = md_table(findings_table("digit", {"dla_L1H0[digit 0]": 2.0, "dla_L0H0[digit 0]": -1.0})).splitlines()
+    assert all(len(r.replace("\\|", "").split("|")) == 6 for r in rows)  # 4 cells on every row

@@ -89,6 +89,17 @@ class AnswerSet:
         return grid
 
 
+def select(aset: AnswerSet, mask: torch.Tensor, label: str) -> AnswerSet:
+    """The inputs where ``mask`` ([n] bool) is true, in their order; ``label`` is added to
+    the name. Pair tasks lose their (a, b) grid (it needs every pair)."""
+    keep = mask.nonzero().flatten()
+    return replace(
+        aset, name=f"{aset.name}, {label}", tokens=aset.tokens[keep], labels=aset.labels[keep],
+        train_mask=aset.train_mask[keep], classes=None if aset.classes is None else aset.classes[keep],
+        operands=None, targets={k: replace(t, values=t.values[keep]) for k, t in aset.targets.items()},
+    )  # fmt: skip
+
+
 def subsample(aset: AnswerSet, max_n: int, seed: int = 0) -> AnswerSet:
     """At most ``max_n`` of the inputs, drawn without replacement from ``seed`` (kept in
     their order). For tasks without an (a, b) grid only: grid analyses need every pair."""

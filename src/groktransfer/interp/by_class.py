@@ -9,18 +9,24 @@ another when a carry arrives; averages over all examples hide the difference. He
   the examples of each class of that answer (e.g. carry vs no carry), with the total
   variation distance between the classes' patterns per head;
 * :func:`loss_change_by_class` -- for ablations already run, the loss increase at each
-  answer position within each class.
+  answer position within each class;
+* :func:`carry_subsets` / :func:`ablation_within_subsets` -- the examples split by whether
+  any answer digit receives a carry, and each head ablated with the mean taken *within*
+  each subset (the seed analysis' measurement: on the examples without any carry, does a
+  last-layer key matter at all?). Loss changes averaged within one class of a mean taken
+  over every input (:func:`loss_change_by_class`) answer a different question: there the
+  replacement itself carries the other class's average.
 """
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Mapping
+from typing import Any, Dict, List, Mapping, Sequence
 
 import pandas as pd
 import torch
 
-from .ablation import AblationEffect
-from .answers import AnswerSet, answer_set
+from .ablation import AblationEffect, ablate_heads
+from .answers import AnswerSet, answer_set, select
 from .forward import answer_logits, run_cache
 
 
@@ -96,3 +102,30 @@ def loss_change_by_class(effects: Mapping[Any, AblationEffect], task: Any) -> pd
                     rows.append(dict(ablation=eff.name, answer=answer, cls=cname, n=int(sel.sum()),
                                      clean_loss=float(eff.clean.ce[sel, j].mean()), d_loss=float(d[sel, j].mean())))  # fmt: skip
     return pd.DataFrame(rows)
+
+
+#: names of the two example-level subsets of :func:`carry_subsets`
+NO_CARRY_ANYWHERE, SOME_CARRY = "no carry anywhere", "some carry"
+
+
+def carry_subsets(task: Any) -> Dict[str, AnswerSet]:
+    """{name: the examples of that subset}: no answer digit receives a carry (class 0
+    everywhere) / at least one does. Subsets without examples are left out."""
+    aset = answer_set(task)
+    none = (_classes(aset) == 0).all(dim=1)
+    subsets = {NO_CARRY_ANYWHERE: none, SOME_CARRY: ~none}
+    return {name: select(aset, m, name) for name, m in subsets.items() if bool(m.any())}
+
+
+def ablation_within_subsets(model: Any, subsets: Mapping[str, AnswerSet], sites: Sequence[str] = ("q", "k", "v"),
+                            kind: str = "mean") -> pd.DataFrame:  # fmt: skip
+    """One row per (subset, layer, head, site): the subset's examples, and the loss
+    increase (mean over answer positions, as one loss over the answer digits) when that
+    head's ``site`` is replaced by its ``kind`` over the subset's own examples."""
+    rows = []
+    for name, sub in subsets.items():
+        table, _ = ablate_heads(model, sub, kind=kind, sites=list(sites))
+        per = table.groupby(["layer", "head", "site"], sort=False).d_loss.mean().reset_index()
+        rows += [dict(subset=name, n=sub.n, layer=int(r.layer), head=int(r.head), site=r.site, d_loss=float(r.d_loss))
+                 for r in per.itertuples()]  # fmt: skip
+    return pd.DataFrame(rows, columns=["subset", "n", "layer", "head", "site", "d_loss"])

@@ -110,8 +110,24 @@ def frequency_share(M: torch.Tensor) -> torch.Tensor:
     """[rows, m] -> [m // 2 + 1] share of the power of each row, centred over the m columns,
     at each frequency of the column axis (frequency 1 = one turn over the m columns)."""
     M = M.double() - M.double().mean(dim=1, keepdim=True)
+    m = M.shape[1]
     power = torch.fft.rfft(M, dim=1).abs().square().sum(dim=0)
+    power[1 : (m + 1) // 2] *= 2  # rfft keeps one of each conjugate pair; (m even) the alternating term has none
     return power / power.sum().clamp_min(1e-300)
+
+
+def ov_circuit_table(model: Any, task: Any) -> pd.DataFrame:
+    """One row per head: its own OV circuit ``W_E · OV · W_U`` (digit rows, digit columns):
+    size and share of its power at frequency 1 over the output digits (and at its strongest)."""
+    n_layers, n_heads = n_layers_heads(model)
+    rows = []
+    for layer in range(n_layers):
+        for head in range(n_heads):
+            M = ov_circuit(model, task, layer, head)
+            share = frequency_share(M)
+            rows.append(dict(head=f"L{layer}H{head}", norm=float(M.norm()), freq1_share=float(share[1]),
+                             top_freq=int(share[1:].argmax()) + 1, top_share=float(share[1:].max())))  # fmt: skip
+    return pd.DataFrame(rows)
 
 
 def ov_composition_table(model: Any, task: Any) -> pd.DataFrame:

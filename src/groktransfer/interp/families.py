@@ -92,6 +92,10 @@ def _attention_only_multilayer(model: Any) -> bool:
 def _ov(ctx: ReadingContext) -> None:
     if not _attention_only_multilayer(ctx.model):
         return
+    single = circuits_qkov.ov_circuit_table(ctx.model, ctx.aset)
+    ctx.res.tables["ov_circuits"] = single
+    for r in single.itertuples():
+        ctx.res.scalars[f"ov_freq1_share[{r.head}]"] = r.freq1_share
     t = circuits_qkov.ov_composition_table(ctx.model, ctx.aset)
     ctx.res.tables["ov_composition"] = t
     for r in t.itertuples():
@@ -102,9 +106,12 @@ def _ov_md(res: Any) -> List[str]:
     t = res.tables.get("ov_composition")
     if t is None:
         return []
-    return ["### OV composition", "", "`W_E · OV(layer-0 head) · OV(last-layer head) · W_U` over the digits (processed "
-            "weights, LayerNorm scales left out): size and share of its power at frequency 1 of the output digits.", "",
-            _md(t, ".3g"), ""]  # fmt: skip
+    out = ["### OV circuits and their composition", ""]
+    single = res.tables.get("ov_circuits")
+    if single is not None:
+        out += ["Each head's own `W_E · OV · W_U` over the digits (processed weights, LayerNorm scales left out): size "
+                "and share of its power at frequency 1 of the output digits.", "", _md(single, ".3g"), ""]  # fmt: skip
+    return out + ["`W_E · OV(layer-0 head) · OV(last-layer head) · W_U`, the same measures:", "", _md(t, ".3g"), ""]
 
 
 def _paths(ctx: ReadingContext) -> None:
@@ -142,6 +149,8 @@ def _unembed(ctx: ReadingContext) -> None:
     ctx.res.tables["unembed_coords"] = pd.DataFrame({"token": range(g.coords.shape[0]), "x": g.coords[:, 0].numpy(),
                                                      "y": g.coords[:, 1].numpy()})  # fmt: skip
     ctx.res.tables["unembed_freqs"] = pd.DataFrame({"freq": range(len(g.freq_share)), "share": g.freq_share.numpy()})
+    ctx.res.tables["unembed_gram"] = g.gram_table()
+    ctx.res.tables["unembed_fourier"] = g.fourier_table()
     rebuilt = unembed_geometry.rebuilt_unembed_score(ctx.model, ctx.aset, g.rebuilt_freq)
     s = ctx.res.scalars
     s.update({"wu_top_freq": float(g.top_freq), "wu_top_freq_share": float(g.freq_share[g.top_freq]),
@@ -162,7 +171,9 @@ def _unembed_md(res: Any) -> List[str]:
             f"{s['wu_top2_share']:.1%}. In their plane the tokens sit at radii with CV {s['wu_radius_cv']:.3f}, one step "
             f"{s['wu_circle_freq']:.2f} × 2π/m apart (largest deviation {s['wu_angle_step_spread']:.2f} rad). W_U rebuilt "
             f"from frequency 1 alone: relative error {s['wu_rebuilt_error']:.3f}, accuracy {s['wu_rebuilt_acc']:.4f} "
-            f"(clean {s['wu_clean_acc']:.4f}). Largest dimensions (amplitude and phase at frequency {f}):", "",
+            f"(clean {s['wu_clean_acc']:.4f}). Largest dimensions (amplitude and phase at frequency {f}; every "
+            "dimension at every frequency: `interp_unembed_fourier.csv`; W_UᵀW_U: `interp_unembed_gram.csv` and the "
+            "figure `interp_unembed.png`):", "",
             _md(res.tables["unembed_dims"], ".3g"), ""]  # fmt: skip
 
 
@@ -173,7 +184,9 @@ def _attention_classes(ctx: ReadingContext) -> None:
     layer = n_layers - 1
     t = by_class.attention_by_class(ctx.model, ctx.aset, layer)
     ctx.res.tables["attention_by_class"] = t.assign(layer=layer)
-    ctx.res.arrays["attention_per_example"] = t.attrs["patterns"]  # [n, head, answers, seq], for notebooks
+    ctx.res.arrays["attention_per_example"] = t.attrs["patterns"]  # [n, head, answers, seq]
+    ctx.res.arrays["answer_classes"] = by_class._classes(ctx.aset)  # [n, answers]
+    ctx.res.arrays["class_names"] = list(ctx.aset.class_names)
     for r in t[t.tv > 0].itertuples():
         ctx.res.scalars[f"attn_class_tv[L{layer}H{r.head}/{r.answer}/{r.cls}]"] = r.tv
 
@@ -185,7 +198,8 @@ def _attention_classes_md(res: Any) -> List[str]:
     tv = t[t.tv > 0][["layer", "head", "answer", "cls", "n", "tv"]]
     return ["### Last-layer attention by carry class", "",
             "Total variation distance between the mean attention pattern of examples whose answer digit receives a "
-            "carry and of those without (0 = the same pattern); the patterns: `interp_attention_by_class.csv`.", "",
+            "carry and of those without (0 = the same pattern); the patterns: `interp_attention_by_class.csv`; per "
+            "example, for the answer digit whose classes differ most: `interp_attention_by_class.png`.", "",
             _md(tv, ".3f"), ""]  # fmt: skip
 
 
@@ -225,6 +239,32 @@ def _ablation_classes_md(res: Any) -> List[str]:
             "", _md(wide, ".3g"), ""]  # fmt: skip
 
 
+def _carry_subsets(ctx: ReadingContext) -> None:
+    if ctx.aset.classes is None or not ctx.settings.head_ablation:
+        return
+    subsets = by_class.carry_subsets(ctx.aset)
+    sites = [x for x in map(str, ctx.settings.head_sites) if x in ("q", "k", "v")] or ["k"]
+    t = by_class.ablation_within_subsets(ctx.model, subsets, sites=sites)
+    ctx.res.tables["ablation_by_carry_subset"] = t
+    for r in t.itertuples():
+        ctx.res.scalars[f"subset_d_loss[L{r.layer}H{r.head} {r.site}/{r.subset}]"] = r.d_loss
+    for name, sub in subsets.items():
+        ctx.res.scalars[f"subset_n[{name}]"] = float(sub.n)
+
+
+def _carry_subsets_md(res: Any) -> List[str]:
+    t = res.tables.get("ablation_by_carry_subset")
+    if t is None:
+        return []
+    t = t.assign(ablation=[f"L{l}H{h} {s}" for l, h, s in zip(t.layer, t["head"], t.site)])
+    wide = t.pivot_table(index="ablation", columns="subset", values="d_loss", sort=False).reset_index()
+    counts = ", ".join(f"{k}: {int(v)}" for k, v in t.groupby("subset", sort=False).n.first().items())
+    return ["### Ablations within carry subsets", "",
+            f"The examples split by whether any answer digit receives a carry ({counts} examples); each head's query / "
+            "key / value mean-ablated with the mean over the subset's own examples; loss increase averaged over the "
+            "answer digits:", "", _md(wide, ".3g"), ""]  # fmt: skip
+
+
 # --------------------------------------------------------------------------- int_add
 def _pc_fits(ctx: ReadingContext) -> None:
     t = neurons_int.pc_token_fits(ctx.model, ctx.aset)
@@ -239,7 +279,7 @@ def _pc_fits_md(res: Any) -> List[str]:
     if t is None:
         return []
     return ["### Embedding PCs against the token", "", "R² of a linear and of a quadratic fit of each PC score "
-            "against the token, with the fits' coefficients:", "", _md(t, ".3g"), ""]  # fmt: skip
+            "against the token, with the fits' coefficients (figure: `interp_pc_token_fits.png`):", "", _md(t, ".3g"), ""]  # fmt: skip
 
 
 def _sum_neurons(ctx: ReadingContext) -> None:
@@ -300,6 +340,7 @@ FAMILY_READINGS: Dict[str, Tuple[Reading, ...]] = {
         Reading("unembed_geometry", _unembed, _unembed_md),
         Reading("attention_by_class", _attention_classes, _attention_classes_md),
         Reading("ablation_by_class", _ablation_classes, _ablation_classes_md),
+        Reading("ablation_by_carry_subset", _carry_subsets, _carry_subsets_md),
     ),
     "int_add": (
         Reading("pc_token_fits", _pc_fits, _pc_fits_md),

@@ -15,6 +15,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+import torch  # noqa: E402
 
 from .summary import Interpretation  # noqa: E402
 
@@ -254,7 +255,7 @@ def plot_unembed_circle(res: Interpretation, path: Path, dpi: int = 130) -> Opti
     g = res.arrays.get("unembed_geometry")
     if g is None:
         return None
-    fig, (ax, bx) = plt.subplots(1, 2, figsize=(9, 4))
+    fig, (ax, bx, gx) = plt.subplots(1, 3, figsize=(13.5, 4))
     xy = g.coords.numpy()
     ax.plot(*np.vstack([xy, xy[:1]]).T, color="0.7", lw=1)
     ax.scatter(xy[:, 0], xy[:, 1])
@@ -265,6 +266,12 @@ def plot_unembed_circle(res: Interpretation, path: Path, dpi: int = 130) -> Opti
     bx.bar(range(len(g.freq_share)), g.freq_share.numpy())
     bx.set_xlabel("frequency over the answer tokens")
     bx.set_ylabel("share of W_U's power")
+    lim = float(g.gram.abs().max()) or 1.0
+    im = gx.imshow(g.gram.numpy(), cmap="RdBu_r", vmin=-lim, vmax=lim)
+    gx.set_title("W_UᵀW_U (answer tokens)")
+    gx.set_xlabel("token")
+    gx.set_ylabel("token")
+    fig.colorbar(im, ax=gx, fraction=0.046)
     fig.tight_layout()
     return _save(fig, path, dpi)
 
@@ -301,11 +308,67 @@ def plot_pre_activation_maps(res: Interpretation, path: Path, dpi: int = 130) ->
     return _save(fig, path, dpi)
 
 
+def plot_attention_by_class(res: Interpretation, path: Path, dpi: int = 130, per_class: int = 40) -> Optional[Path]:
+    """Per example: the last layer's attention from the answer position whose carry classes
+    differ most, up to ``per_class`` examples of each class stacked (classes separated by a
+    line), one panel per head."""
+    t, patterns = res.tables.get("attention_by_class"), res.arrays.get("attention_per_example")
+    classes = res.arrays.get("answer_classes")
+    if t is None or patterns is None or classes is None or not bool((t.tv > 0).any()):
+        return None
+    best = t.loc[t.tv.idxmax()]
+    answers = list(dict.fromkeys(t.answer))
+    j = answers.index(best.answer)
+    names = list(dict.fromkeys(t[t.answer == best.answer].cls))
+    n_heads, seq = patterns.shape[1], patterns.shape[-1]
+    rows, bounds, labels = [], [], []
+    for cname in names:
+        idx = (classes[:, j] == res.arrays["class_names"].index(cname)).nonzero().flatten()[:per_class]
+        rows.append(patterns[idx, :, j])  # [k, head, seq]
+        labels.append((sum(len(r) for r in rows) - len(idx) / 2, f"{cname} ({len(idx)})"))
+        bounds.append(sum(len(r) for r in rows))
+    stacked = torch.cat(rows).numpy()
+    fig, axes = plt.subplots(1, n_heads, figsize=(1 + 2.2 * n_heads, 0.8 + 0.05 * len(stacked)), squeeze=False)
+    for h, ax in enumerate(axes.flat):
+        ax.imshow(stacked[:, h], vmin=0, vmax=1, cmap="Blues", aspect="auto", interpolation="nearest")
+        for b in bounds[:-1]:
+            ax.axhline(b - 0.5, color="r", lw=1)
+        ax.set_xticks(range(seq))
+        ax.set_xlabel("key position")
+        ax.set_title(f"L{int(best.layer)}H{h}")
+        ax.set_yticks([y for y, _ in labels], [s for _, s in labels] if h == 0 else [])
+    fig.suptitle(f"Per-example attention from {best.answer} by carry class ({res.task})")
+    fig.tight_layout()
+    return _save(fig, path, dpi)
+
+
+def plot_pc_token_fits(res: Interpretation, path: Path, dpi: int = 130) -> Optional[Path]:
+    """Each of the top embedding PCs' score against the token, with its linear and quadratic fits."""
+    t, pca = res.tables.get("pc_token_fits"), res.arrays.get("embedding_pca")
+    if t is None or pca is None:
+        return None
+    tok = np.arange(pca.scores.shape[0])
+    fig, axes = plt.subplots(1, len(t), figsize=(4 * len(t), 3.5), squeeze=False)
+    for ax, r in zip(axes.flat, t.itertuples()):
+        ax.scatter(tok, pca.scores[:, r.pc - 1].numpy(), color="k", s=16, zorder=3)
+        lin = np.polyval(np.polyfit(tok, pca.scores[:, r.pc - 1].numpy(), 1), tok)
+        ax.plot(tok, lin, label=f"linear R² {r.linear_r2:.3f}")
+        ax.plot(tok, r.quad_intercept + r.quad_t * tok + r.quad_t2 * tok**2, label=f"quadratic R² {r.quadratic_r2:.3f}")
+        ax.set_xlabel("token")
+        ax.set_ylabel(f"PC{r.pc} score")
+        ax.set_title(f"PC{r.pc} ({r.explained:.0%} of the variance)")
+        ax.legend(fontsize=8)
+    fig.suptitle(f"Embedding PCs against the token ({res.task})")
+    fig.tight_layout()
+    return _save(fig, path, dpi)
+
+
 ALL = {
     "head_ablation": plot_head_ablation, "dla": plot_dla, "embedding": plot_embedding, "spectra": plot_spectra,
     "probes": plot_probes, "neurons": plot_neurons, "attention": plot_attention, "failures": plot_failures,
     "qk_mean_query": plot_qk_mean_query, "unembed": plot_unembed_circle, "prob_correct": plot_prob_correct,
-    "pre_activation_maps": plot_pre_activation_maps,
+    "pre_activation_maps": plot_pre_activation_maps, "attention_by_class": plot_attention_by_class,
+    "pc_token_fits": plot_pc_token_fits,
 }  # fmt: skip
 
 

@@ -73,6 +73,23 @@ class UnembedGeometry:
         return pd.DataFrame({"dim": top.numpy(), "power_share": (power[top] / power.sum()).numpy(),
                              f"amplitude_f{f}": self.amplitude[top, f].numpy(), f"phase_f{f}": self.phase[top, f].numpy()})  # fmt: skip
 
+    def gram_table(self) -> pd.DataFrame:
+        """W_UᵀW_U as a table: one row and one column per answer token."""
+        m = self.gram.shape[0]
+        return pd.DataFrame(self.gram.numpy(), columns=[str(j) for j in range(m)]).rename_axis("token").reset_index()
+
+    def fourier_table(self) -> pd.DataFrame:
+        """Long table: amplitude and phase of every residual dimension at every frequency
+        (1 .. m // 2) over the answer tokens, with the dimension's share of W_U's power."""
+        d, F = self.amplitude.shape
+        power = self.W_U.square().sum(dim=1)
+        share = power / power.sum().clamp_min(1e-300)
+        dims, freqs = torch.meshgrid(torch.arange(d), torch.arange(1, F), indexing="ij")
+        return pd.DataFrame({"dim": dims.flatten().numpy(), "freq": freqs.flatten().numpy(),
+                             "dim_power_share": share[dims.flatten()].numpy(),
+                             "amplitude": self.amplitude[:, 1:].flatten().numpy(),
+                             "phase": self.phase[:, 1:].flatten().numpy()})  # fmt: skip
+
 
 def rebuild_from_frequency(W: torch.Tensor, freq: int) -> torch.Tensor:
     """[d, m] -> [d, m]: the column mean plus frequency ``freq`` of the column axis only."""
@@ -105,8 +122,12 @@ def unembed_geometry(model: Any, task: Any, rebuild_freq: int = 1) -> UnembedGeo
     dim_power = W.square().sum(dim=1).sort(descending=True).values
     cum = dim_power.cumsum(0) / dim_power.sum().clamp_min(1e-300)
     rebuilt = rebuild_from_frequency(W, rebuild_freq)
+    amplitude = spectrum.abs() * 2 / m
+    amplitude[:, 0] /= 2  # the mean, and (m even) the alternating term: each appears once, not as a conjugate pair
+    if m % 2 == 0:
+        amplitude[:, m // 2] /= 2
     return UnembedGeometry(
-        W_U=W, gram=W.T @ W, singular_values=S, coords=coords, amplitude=spectrum.abs() * 2 / m,
+        W_U=W, gram=W.T @ W, singular_values=S, coords=coords, amplitude=amplitude,
         phase=torch.atan2(spectrum.imag, spectrum.real), freq_share=freq_share, top_freq=top_freq,
         dims_for_90=int((cum < 0.9 - 1e-12).sum()) + 1, radius_cv=float(radius.std() / radius.mean().clamp_min(1e-300)),
         angle_step=float(steps.mean()), angle_step_spread=float((steps - steps.mean()).abs().max()),

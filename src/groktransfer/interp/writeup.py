@@ -20,9 +20,9 @@ def md_table(df: pd.DataFrame, floatfmt: str = ".4g") -> str:
     def cell(v: Any) -> str:
         if isinstance(v, float):
             return "nan" if math.isnan(v) else format(v, floatfmt)
-        return str(v)
+        return str(v).replace("|", "\\|")  # a pipe inside a cell (e.g. |DLA|) would end the cell
 
-    head = "| " + " | ".join(map(str, df.columns)) + " |"
+    head = "| " + " | ".join(cell(c) for c in df.columns) + " |"
     sep = "|" + "---|" * len(df.columns)
     rows = ["| " + " | ".join(cell(v) for v in row) + " |" for row in df.itertuples(index=False)]
     return "\n".join([head, sep, *rows])
