@@ -6,6 +6,7 @@ that a bad sweep dir fails with one line before anything is written.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -242,3 +243,30 @@ def test_answer_sentence_follows_the_interval(kw, verdict, words) -> None:
 
     (a,) = answers(_summary(), _speedup_row(**kw), 0.999, "random")
     assert a.verdict == verdict and words in a.sentence, a.sentence
+
+
+# --------------------------------------------------------------------------- in a real browser
+
+
+def test_report_in_headless_chromium(answer_result) -> None:
+    """The HTML report in a real headless Chromium: every image renders, no console message or
+    page error, every in-page link resolves, the answer fits the first screen; its screenshot
+    is saved as a CI artifact ($GROKTRANSFER_ARTIFACTS, default artifacts/)."""
+    from browser import find_chromium, inspect_page, screenshot
+
+    browser = find_chromium()
+    if browser is None:
+        pytest.skip("no Chromium on PATH (Debian: apt-get install chromium; .ci/run installs it)")
+    page = answer_result.files["report_html"]
+    seen = inspect_page(browser, page)
+    assert len(seen["images"]) == 4, seen["images"]
+    for img in seen["images"]:
+        assert img["complete"] and img["width"] > 0 and img["height"] > 0, img
+    assert seen["errors"] == [] and seen["console"] == [], (seen["errors"], seen["console"])
+    assert seen["links"] and all(link["resolves"] for link in seen["links"]), seen["links"]
+    assert seen["headings"][0]["text"] == "Answer"
+    assert seen["answer_bottom"] is not None and seen["answer_bottom"] <= seen["viewport"], "the answer is not on the first screen"
+    assert "sooner than random starts" in seen["answer_text"]
+    artifacts = Path(os.environ.get("GROKTRANSFER_ARTIFACTS", REPO / "artifacts"))
+    shot = screenshot(browser, page, artifacts / "report_screenshot.png")
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
