@@ -59,16 +59,11 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _default_text(f: dataclasses.Field) -> str:
+def _default_text(value: Any) -> str:
+    """A default as the YAML a user would write; ``value`` is the field's value in a default instance."""
     from omegaconf import MISSING
 
-    if f.default is not dataclasses.MISSING:
-        value = f.default
-    elif f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
-        value = f.default_factory()  # type: ignore[misc]
-    else:
-        return "(required)"
-    if value == MISSING:
+    if isinstance(value, str) and value == MISSING:
         return "(required: set by the group's option)"
     value = _plain(value)
     if value is None:
@@ -93,17 +88,23 @@ def _unwrap_optional(tp: Any) -> Any:
     return tp
 
 
-def walk(schema: type, prefix: str = "") -> Iterator[KeyDoc]:
-    """Every leaf key under ``schema`` (nested dataclasses expanded), in declaration order."""
+def walk(schema: type, prefix: str = "", instance: Any = None) -> Iterator[KeyDoc]:
+    """Every leaf key under ``schema`` (nested dataclasses expanded), in declaration order.
+
+    Defaults are read from a default instance, so a nested block keeps the defaults its
+    parent gives it (``transfer.grokked.min_test_acc`` is 0.999, not CheckpointCriteria's 0.0).
+    """
+    instance = schema() if instance is None else instance
     hints = typing.get_type_hints(schema)
     comments = class_field_comments(Path(inspect.getsourcefile(schema)), schema.__name__)
     for f in dataclasses.fields(schema):
         tp = _unwrap_optional(hints[f.name])
         key = f"{prefix}{f.name}"
+        value = getattr(instance, f.name)
         if _is_dataclass_type(tp):
-            yield from walk(tp, key + ".")
+            yield from walk(tp, key + ".", value if dataclasses.is_dataclass(value) else tp())
             continue
-        yield KeyDoc(key, _type_name(hints[f.name]), _default_text(f), comments.get(f.name, ""), schema.__name__)
+        yield KeyDoc(key, _type_name(hints[f.name]), _default_text(value), comments.get(f.name, ""), schema.__name__)
 
 
 def nested_sections(schema: type, prefix: str = "") -> Iterator[tuple[str, type]]:
