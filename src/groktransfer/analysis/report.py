@@ -1,7 +1,7 @@
 """Render report sections to ``report.md`` and a self-contained ``report.html``.
 
-Why a section model: the report is assembled from independent parts (overview,
-statistics, failures, figures) and later modules add their own -- the circuits
+Why a section model: the report is assembled from independent parts (the answer,
+statistics, figures, failures, the sweep's metadata) and later modules add their own -- the circuits
 analysis will contribute a "Circuits" section through ``extra_sections``
 without touching this file. A section is plain data (text, tables, figures),
 so each output format is rendered in one place: markdown links PNGs by relative
