@@ -5,7 +5,7 @@
     python scripts/train.py experiment=nanda_p113
     python scripts/train.py -m experiment=quickstart transfer=grokked,memorized,random seed=0,1,2
 
-See README.md for the config groups and the run directory each job writes.
+See docs/reference/config.md (every key) and docs/reference/rundir.md (the files each job writes).
 Exit status: 0 done, 1 the run failed (recorded in its status record), 2 bad input
 (a config that does not compose or validate, a conflicting run directory) -- one
 readable message, nothing trained.

@@ -6,6 +6,7 @@ that a bad sweep dir fails with one line before anything is written.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -171,3 +172,101 @@ def test_configured_section_providers(small_sweep: Path, tmp_path: Path) -> None
     md = res.files["report_md"].read_text()
     assert "## Stub provider" in md and "10 runs seen" in md
     assert "## math:sqrt (failed)" in md  # a broken provider is visible, not fatal
+
+
+# --------------------------------------------------------------------------- the answer first
+
+
+@pytest.fixture(scope="module")
+def answer_result(tmp_path_factory: pytest.TempPathFactory):
+    """A sweep whose answer is known: grokked clearly faster, memorized overlapping random."""
+    grok = {"grokked": [500, 560, 620], "memorized": [1500, 2000, 2600], "random": [1800, 2000, 2400]}
+    sweep = make_sweep(tmp_path_factory.mktemp("answer") / "sweep", grok_epochs=grok, max_epochs=4000, failed=True)
+    return run_analysis([sweep], None, FAST)
+
+
+def test_report_opens_with_the_answer(answer_result) -> None:
+    """The first section is the answer: speed-up, CI, n, censored and one sentence per condition;
+    the details follow and the sweep's metadata comes last."""
+    sp = pd.read_csv(answer_result.files["speedup_csv"])
+    g = sp[(sp.condition == "grokked") & (sp.threshold == 0.999)].iloc[0]
+    m = sp[(sp.condition == "memorized") & (sp.threshold == 0.999)].iloc[0]
+    assert g.ci_low > 1 and m.ci_low <= 1 <= m.ci_high  # the fixture's known answer
+    md = answer_result.files["report_md"].read_text()
+    headings = [line[3:] for line in md.splitlines() if line.startswith("## ")]
+    assert headings[0] == "Answer", headings
+    assert headings.index("Speed-up over random") < headings.index("Epochs to threshold")
+    assert headings[-2:] == ["Sweep", "Files"] and headings.index("Statistical method") > headings.index("Epochs to threshold")
+    answer = md.split("## Answer", 1)[1].split("\n## ", 1)[0]
+    assert f"Grokked starts reach 99.9% test accuracy {g.ratio:.1f}× sooner than random starts [95% CI {g.ci_low:.1f}, {g.ci_high:.1f}]" in answer
+    assert "Memorized starts are not distinguishable from random starts with 3 seeds" in answer
+    assert "1 job(s) did not complete" in answer  # the failed random job, counted out
+    for column in ("speed-up vs random [95% CI]", "| n |", "censored"):
+        assert column in answer
+    html = answer_result.files["report_html"].read_text()
+    first_h2 = html.index("<h2")
+    assert html[first_h2:].startswith('<h2 id="answer">Answer</h2>') and '<section class="answer">' in html
+    assert html.index("sooner than random starts") < html.index('id="epochs-to-threshold"') < html.index('id="sweep"')
+    for anchor in ("answer", "speed-up-over-random", "failed-incomplete-jobs", "statistical-method", "sweep", "files"):
+        assert f'href="#{anchor}"' in html and f'id="{anchor}"' in html
+    assert "sooner than random starts" in answer_result.summary_text()
+
+
+def _speedup_row(**kw) -> pd.DataFrame:
+    row = {"condition": "grokked", "baseline": "random", "threshold": 0.999, "ratio": 2.0, "ci_low": 1.2,
+           "ci_high": 3.0, "bound": "", "n": 3, "n_baseline": 3}  # fmt: skip
+    row.update(kw)
+    return pd.DataFrame([row])
+
+
+def _summary(censored: int = 0) -> pd.DataFrame:
+    return pd.DataFrame(
+        [{"condition": c, "threshold": 0.999, "n_censored": censored, "median_display": "1,000"} for c in ("grokked", "random")]
+    )
+
+
+@pytest.mark.parametrize(
+    "kw, verdict, words",
+    [
+        ({}, "faster", "reach 99.9% test accuracy 2.0× sooner than random starts [95% CI 1.2, 3.0]"),
+        ({"bound": "lower bound"}, "faster", "at least 2.0× sooner"),
+        ({"ratio": 0.5, "ci_low": 0.3, "ci_high": 0.8}, "slower", "later than random starts: speed-up 0.50× [95% CI 0.30, 0.80], i.e. about 2.0× the epochs"),
+        ({"ratio": 1.1, "ci_low": 0.6, "ci_high": 2.0, "n": 5, "n_baseline": 4}, "indistinguishable", "not distinguishable from random starts with 4 seeds"),
+        ({"ratio": float("inf"), "ci_low": float("inf"), "ci_high": float("inf")}, "at_start", "from the start"),
+        ({"bound": "indeterminate"}, "bound", "cannot be ranked"),
+        ({"n_baseline": 0, "ratio": float("nan")}, "none", "`random` has no completed run"),
+    ],
+)  # fmt: skip
+def test_answer_sentence_follows_the_interval(kw, verdict, words) -> None:
+    """The sentence never claims more than the CI supports; bounds from censoring are said."""
+    from groktransfer.analysis.answer import answers
+
+    (a,) = answers(_summary(), _speedup_row(**kw), 0.999, "random")
+    assert a.verdict == verdict and words in a.sentence, a.sentence
+
+
+# --------------------------------------------------------------------------- in a real browser
+
+
+def test_report_in_headless_chromium(answer_result) -> None:
+    """The HTML report in a real headless Chromium: every image renders, no console message or
+    page error, every in-page link resolves, the answer fits the first screen; its screenshot
+    is saved as a CI artifact ($GROKTRANSFER_ARTIFACTS, default artifacts/)."""
+    from browser import find_chromium, inspect_page, screenshot
+
+    browser = find_chromium()
+    if browser is None:
+        pytest.skip("no Chromium on PATH (Debian: apt-get install chromium; .ci/run installs it)")
+    page = answer_result.files["report_html"]
+    seen = inspect_page(browser, page)
+    assert len(seen["images"]) == 4, seen["images"]
+    for img in seen["images"]:
+        assert img["complete"] and img["width"] > 0 and img["height"] > 0, img
+    assert seen["errors"] == [] and seen["console"] == [], (seen["errors"], seen["console"])
+    assert seen["links"] and all(link["resolves"] for link in seen["links"]), seen["links"]
+    assert seen["headings"][0]["text"] == "Answer"
+    assert seen["answer_bottom"] is not None and seen["answer_bottom"] <= seen["viewport"], "the answer is not on the first screen"
+    assert "sooner than random starts" in seen["answer_text"]
+    artifacts = Path(os.environ.get("GROKTRANSFER_ARTIFACTS", REPO / "artifacts"))
+    shot = screenshot(browser, page, artifacts / "report_screenshot.png")
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -22,6 +22,7 @@ import pandas as pd
 from groktransfer.runs.rundir import MEASURES_FILE, METRICS_FILE, STATUS_FILE, Status
 
 from . import sections as sec
+from .answer import answer_section, answers
 from .collect import RunRecord, collect_runs, resolve_sweep_dirs
 from .curves import load_tables, numeric_columns
 from .plots import plot_curve, plot_epochs_to_threshold, plot_measures
@@ -96,6 +97,10 @@ class AnalysisResult:
                 "'≥' = lower bound; speed-up '≥'/'≤'/'~' = lower/upper/indeterminate bound):"
             )
             lines.append(pd.DataFrame(rows).to_string(index=False) if rows else "(no completed runs)")
+            found = answers(self.summary, self.speedup, t, self.baseline, self.confidence)
+            if found:
+                lines.append("")
+                lines += [f"- {x.sentence}" for x in found]
         bad = [r for r in self.runs if not r.completed]
         if bad:
             kinds = pd.Series([r.status_label for r in bad]).value_counts()
@@ -222,27 +227,31 @@ def run_analysis(
     figs, measures_missing = _make_figures(runs, thresholds, conditions, out, a, label)
     files.update({k: p for k, p in figs.items() if p is not None})
 
-    # ---- report
+    # ---- report: the answer first, then the details, the sweep's metadata last
+    headline = _pick_headline(thresholds, a.headline_threshold)
     listed = {**files, "report_md": out / "report.md", "report_html": out / "report.html"}
+    n_excluded = sum(not r.completed for r in runs)
+    answer = answer_section(summary, speedup, headline, a.baseline, conditions, b.confidence, n_excluded)
     built_in = [
-        sec.overview_section(runs, dirs, conditions),
-        sec.threshold_section(summary, figs["epochs_to_threshold"]),
+        answer,
         sec.speedup_section(speedup, a.baseline, conditions, b.confidence),
-        sec.method_section(settings),
-        sec.incomplete_section(runs),
+        sec.threshold_section(summary, figs["epochs_to_threshold"]),
         sec.figures_section(figs, measures_missing),
     ]
     extras = [*_provider_sections(a.extra_sections, runs, out, settings), *extra_sections]
     title = f"groktransfer analysis — {label}" if label else "groktransfer analysis"
-    intro = (
+    generated = (
         f"Generated {datetime.now().strftime('%Y-%m-%d %H:%M')} from run directories only "
         f"({STATUS_FILE}, {METRICS_FILE}, {MEASURES_FILE})."
     )
-    files["report_md"], files["report_html"] = build_report(
-        title, built_in, out, extras, intro, tail=[sec.files_section(listed, out)]
-    )
+    tail = [
+        sec.incomplete_section(runs),
+        sec.method_section(settings),
+        sec.overview_section(runs, dirs, conditions, generated),
+        sec.files_section(listed, out),
+    ]
+    files["report_md"], files["report_html"] = build_report(title, built_in, out, extras, tail=tail)
 
-    headline = _pick_headline(thresholds, a.headline_threshold)
     result = AnalysisResult(
         out_dir=out, sweep_dirs=dirs, runs=runs, thresholds=thresholds, conditions=conditions,
         runs_table=runs_df, summary=summary, speedup=speedup, headline_threshold=headline,

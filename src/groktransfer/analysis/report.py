@@ -1,7 +1,7 @@
 """Render report sections to ``report.md`` and a self-contained ``report.html``.
 
-Why a section model: the report is assembled from independent parts (overview,
-statistics, failures, figures) and later modules add their own -- the circuits
+Why a section model: the report is assembled from independent parts (the answer,
+statistics, figures, failures, the sweep's metadata) and later modules add their own -- the circuits
 analysis will contribute a "Circuits" section through ``extra_sections``
 without touching this file. A section is plain data (text, tables, figures),
 so each output format is rendered in one place: markdown links PNGs by relative
@@ -67,6 +67,10 @@ figure { margin: 1em 0 2em; }
 figure img { max-width: 100%; border: 1px solid #eee; }
 figcaption { font-size: 0.9em; color: #555; }
 code { background: #f3f3f3; padding: 0 3px; border-radius: 3px; }
+section.answer { background: #f4f8fc; border: 1px solid #c9dcef; border-radius: 6px; padding: .2em 1.2em .6em; }
+section.answer h2 { margin-top: .6em; }
+nav.toc { font-size: 0.9em; margin: 1em 0; color: #555; }
+nav.toc a { margin-right: .8em; white-space: nowrap; }
 """
 
 
@@ -129,9 +133,21 @@ def _img_tag(path: Path, alt: str) -> str:
     return f'<img src="data:image/png;base64,{data}" alt="{html.escape(alt)}">'
 
 
-def section_html(section: ReportSection) -> str:
-    """HTML of one section, figures embedded as base64 PNG."""
-    parts = [f"<h2>{html.escape(section.title)}</h2>"]
+def slug(title: str, taken: set[str] | None = None) -> str:
+    """An HTML id for a section title, unique within ``taken`` (which it updates)."""
+    base = re.sub(r"[^a-z0-9]+", "-", title.lower()).strip("-") or "section"
+    name, i = base, 2
+    while taken is not None and name in taken:
+        name, i = f"{base}-{i}", i + 1
+    if taken is not None:
+        taken.add(name)
+    return name
+
+
+def section_html(section: ReportSection, anchor: str | None = None) -> str:
+    """HTML of one section, figures embedded as base64 PNG; ``anchor`` is the heading's id."""
+    ident = f' id="{html.escape(anchor)}"' if anchor else ""
+    parts = [f"<h2{ident}>{html.escape(section.title)}</h2>"]
     if section.html is not None:
         parts.append(section.html)
     elif section.text:
@@ -163,8 +179,9 @@ def build_report(
 ) -> tuple[Path, Path]:
     """Write ``report.md`` and ``report.html`` to ``out_dir``; return their paths.
 
-    EXTENSION HOOK: ``extra_sections`` are placed after the built-in ``sections``
-    and before ``tail`` (e.g. the circuits module's "Circuits" section goes after
+    The first of ``sections`` opens the report (the answer) and is followed, in HTML, by a
+    table of contents. EXTENSION HOOK: ``extra_sections`` are placed after the built-in
+    ``sections`` and before ``tail`` (e.g. the circuits module's "Circuits" section goes after
     the figures and before the file list). They are rendered exactly like the
     built-in ones.
     """
@@ -180,14 +197,27 @@ def build_report(
     md_path = out_dir / "report.md"
     md_path.write_text("\n\n".join(md) + "\n", encoding="utf-8")
 
+    # HTML: every heading has an id; the first section (the answer) is boxed and followed by
+    # a one-line table of contents linking every section.
+    ordered = [*sections, *extra_sections, *tail]
+    taken: set[str] = set()
+    anchors = [slug(s.title, taken) for s in ordered]
+    rendered = [section_html(s, a) for s, a in zip(ordered, anchors)]
+    toc = '<nav class="toc">Contents: ' + " ".join(
+        f'<a href="#{a}">{html.escape(s.title)}</a>' for s, a in zip(ordered, anchors)
+    ) + "</nav>"
+    n_main, n_extra = len(sections), len(extra_sections)
     body = [f"<h1>{html.escape(title)}</h1>"]
     if intro:
         body.append(text_to_html(intro))
-    body += [section_html(s) for s in sections]
+    if n_main:
+        body.append(f'<section class="answer">\n{rendered[0]}\n</section>')
+        body.append(toc)
+    body += rendered[1:n_main]
     body.append('<!-- EXTRA SECTIONS (extension hook: build_report(extra_sections=...)) -->')
-    body += [section_html(s) for s in extra_sections]
+    body += rendered[n_main : n_main + n_extra]
     body.append("<!-- END EXTRA SECTIONS -->")
-    body += [section_html(s) for s in tail]
+    body += rendered[n_main + n_extra :]
     page = (
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
         f"<title>{html.escape(title)}</title><style>{CSS}</style></head>\n<body>\n"

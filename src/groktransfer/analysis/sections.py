@@ -27,11 +27,13 @@ def _names(values: Sequence[str | None]) -> str:
     return ", ".join(f"`{v}`" for v in vals) if vals else "(not recorded)"
 
 
-def overview_section(runs: Sequence[RunRecord], sweep_dirs: Sequence[Path], conditions: Sequence[str]) -> ReportSection:
-    """Which sweeps, experiment, task; runs per condition and status."""
+def overview_section(
+    runs: Sequence[RunRecord], sweep_dirs: Sequence[Path], conditions: Sequence[str], generated: str = ""
+) -> ReportSection:
+    """Which sweeps, experiment, task; runs per condition and status (the report's metadata, at its end)."""
     by_status = Counter(r.status_label for r in runs)
     status_text = ", ".join(f"{n} {s}" for s, n in by_status.most_common())
-    lines = ["Sweep directories analysed:", ""]
+    lines = ([generated, ""] if generated else []) + ["Sweep directories analysed:", ""]
     lines += [f"- `{d}`" for d in sweep_dirs]
     lines += [
         "",

@@ -39,8 +39,11 @@ class AfterEnd(Choice):
 class BootstrapSettings:
     """Percentile bootstrap of the speed-up ratio (resampling runs within each condition)."""
 
+    # bootstrap resamples per speed-up CI
     n_resamples: int = 2000
+    # confidence level of the intervals
     confidence: float = 0.95
+    # seed of the resampling (the intervals are reproducible)
     seed: int = 0
 
 
@@ -53,8 +56,11 @@ class CurveSettings:
     faithful extrapolation of accuracy); ``drop`` lets the run stop contributing.
     """
 
+    # run statuses whose curves are drawn
     include_statuses: List[str] = field(default_factory=lambda: [str(Status.COMPLETED)])
+    # hold (keep a run's last value after its last eval) or drop
     after_end: AfterEnd = AfterEnd.hold
+    # at most this many epochs on the common grid of a curve
     max_points: int = 400
 
 
@@ -62,8 +68,11 @@ class CurveSettings:
 class AnalysisSettings:
     """What to compare, which thresholds, where to write."""
 
+    # where outputs go; None = <first sweep dir>/analysis
     out_dir: Optional[str] = None
+    # the condition speed-ups are measured against
     baseline: str = "random"
+    # conditions compared with the baseline (others found in the sweep are added)
     compare: List[str] = field(default_factory=lambda: ["grokked", "memorized"])
     # None = every threshold found in the runs' status records
     thresholds: Optional[List[float]] = None
@@ -71,11 +80,13 @@ class AnalysisSettings:
     headline_threshold: float = 0.999
     bootstrap: BootstrapSettings = field(default_factory=BootstrapSettings)
     curves: CurveSettings = field(default_factory=CurveSettings)
+    # measures.csv columns drawn in progress_measures.png
     measures: List[str] = field(default_factory=lambda: list(DEFAULT_MEASURES))
     # a `running` run whose updated_at is older than this is listed as running/stale
     stale_after_s: float = 3600.0
     # use a log axis when max/min of the plotted positive values exceeds this
     log_span: float = 10.0
+    # resolution of the PNG figures
     dpi: int = 130
     # "module:function" callables returning list[ReportSection] (e.g. the circuits module)
     extra_sections: List[str] = field(default_factory=list)
@@ -88,11 +99,15 @@ class AnalysisSettings:
 class WandbSettings:
     """Optional W&B logging of the analysis as a run with job_type ``analysis``."""
 
+    # disabled, offline (files under <out_dir>/wandb) or online
     mode: LoggerMode = LoggerMode.disabled
+    # W&B project
     project: str = "groktransfer"
+    # W&B entity; None = your default
     entity: Optional[str] = None
     # None = the training runs' logger.group, else their experiment name
     group: Optional[str] = None
+    # W&B run name; None = W&B's
     name: Optional[str] = None
 
 
@@ -100,11 +115,15 @@ class WandbSettings:
 class AnalyzeJobConfig:
     """The whole analysis job. ``sweep_dir`` is a path, a glob, or a list of them."""
 
+    # sweep directory, a quoted glob, or a list of them; their runs are merged
     sweep_dir: Any = None
     # circuit analysis of one checkpoint file instead of a sweep (this project's or the paper's format)
     checkpoint: Optional[str] = None
+    # with checkpoint=: the task whose basis the model is read in (digit_add/digit_sub: interpretability only)
     checkpoint_task: Optional[str] = None
+    # with checkpoint=: p; None = the model's input vocabulary minus the '=' token
     checkpoint_p: Optional[int] = None
+    # with checkpoint=: which state dict of a file holding several (paper format); None = the last
     checkpoint_index: Optional[int] = None
     analysis: AnalysisSettings = field(default_factory=AnalysisSettings)
     wandb: WandbSettings = field(default_factory=WandbSettings)

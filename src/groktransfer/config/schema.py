@@ -109,13 +109,18 @@ class TaskConfig:
     # modular tasks, the operand bound of int_add (a, b < p); digit tasks are base 10 and a
     # p given on the command line is refused as ignored, as it is by families that do not read it
     p: int = 113
+    # fraction of all pairs in the training set (the rest is the test set)
     frac_train: float = 0.3
+    # seed of the train/test split; None = the job's top-level seed
     data_seed: Optional[int] = None
     # digit tasks only (see groktransfer.tasks.digits): operand length, an (n+1)-th answer
     # digit, and for n_digits > 2 the sizes of the sampled train and test sets
     n_digits: int = 4
+    # digit tasks: allow any operands and an (n+1)-th answer digit (digit_add only)
     carry_out: bool = False
+    # digit tasks with n_digits > 2: number of distinct training problems drawn
     n_train: Optional[int] = None
+    # digit tasks with n_digits > 2: number of distinct test problems drawn
     n_test: Optional[int] = None
 
 
@@ -129,25 +134,39 @@ class ModelConfig:
     kept at zero but still stored, so checkpoints load into HookedTransformer.
     """
 
+    # the preset's name (conf/model/<name>.yaml), recorded with the run
     name: str = "one_layer"
     # the registered model that trains (groktransfer.model.registry.MODELS; plugins add theirs)
     architecture: str = "hooked_transformer"
+    # transformer blocks
     n_layers: int = 1
+    # attention heads per block
     n_heads: int = 4
+    # width of the residual stream
     d_model: int = 128
+    # width of each attention head
     d_head: int = 32
+    # hidden neurons of each MLP
     d_mlp: int = 512
+    # MLP activation
     act: Activation = Activation.relu
+    # None = no LayerNorm (Nanda et al.); LN = LayerNorm before each sublayer and the unembedding
     normalization: Optional[Normalization] = None
     # no MLP sublayer (TransformerLens attn_only=True); d_mlp is then ignored
     attn_only: bool = False
     # None = the task's sequence length (3 for the modular tasks; 3n+2 for n-digit sums)
     n_ctx: Optional[int] = None
+    # input tokens; None = from the task (p+1 for the modular tasks, '=' = p)
     d_vocab: Optional[int] = None
+    # output classes; None = from the task (p, or 2p for int_add)
     d_vocab_out: Optional[int] = None
+    # train the attention biases (else kept at zero)
     attn_bias: bool = False
+    # train the MLP biases
     mlp_bias: bool = True
+    # train the unembedding bias
     unembed_bias: bool = False
+    # seed of the initial weights; None = the job's top-level seed
     model_seed: Optional[int] = None
 
 
@@ -160,12 +179,19 @@ class OptimizerConfig:
     last percent of a minibatch run (ARENA's digit sums) needs the smaller steps.
     """
 
+    # the registered optimizer
     name: OptimizerName = OptimizerName.adamw
+    # learning rate after the warm-up
     lr: float = 1e-3
+    # decoupled weight decay (AdamW)
     weight_decay: float = 1.0
+    # AdamW's (beta1, beta2)
     betas: List[float] = field(default_factory=lambda: [0.9, 0.98])
+    # AdamW's epsilon
     eps: float = 1e-8
+    # optimizer steps of linear warm-up from 0 to lr
     warmup_steps: int = 10
+    # the lr after the warm-up: constant, or a cosine decay to final_lr_frac * lr at the last epoch
     schedule: Schedule = Schedule.constant
     final_lr_frac: float = 0.0  # cosine only: the lr at the last step, as a fraction of lr
 
@@ -174,12 +200,17 @@ class OptimizerConfig:
 class TrainConfig:
     """How long and how often: the loop's cadence and stopping rule."""
 
+    # upper limit of training epochs (a run that has not reached a threshold by then is censored)
     max_epochs: int = 25000
+    # epochs between evaluations (a row of metrics.csv; threshold epochs have this resolution)
     eval_every: int = 10
+    # epochs between checkpoints and progress measures
     checkpoint_every: int = 100
+    # test-accuracy thresholds whose first epoch is recorded (the last one drives early stopping)
     thresholds: List[float] = field(default_factory=lambda: [0.9, 0.95, 0.99, 0.999])
     # stop once the *last* threshold has held this many epochs (0 = never stop early)
     patience: int = 500
+    # torch CPU threads of the job (two 1-thread jobs beat one 2-thread job on 2 cores)
     threads: int = 1
     # auto | cpu | cuda | cuda:N | mps (auto: CUDA when torch sees a GPU); see groktransfer.training.device
     device: str = "auto"
@@ -189,6 +220,7 @@ class TrainConfig:
     # range, where CPU arithmetic is several times slower (measured: a memorised-start
     # model trained at 0.118 s/step with denormals, 0.041 s/step without)
     flush_denormal: bool = True
+    # use the fused last-position forward when the model allows it (one layer, no LayerNorm); same numbers
     fast_path: bool = True
     # float32 GEMMs of the fast path on CPU: auto (per product shape, the faster of the two,
     # measured once on this CPU and cached), onednn (about 2x MKL on an AVX-512 AMD EPYC) or
@@ -196,6 +228,7 @@ class TrainConfig:
     cpu_gemm: CpuGemm = CpuGemm.auto
     # examples per optimizer step; None = full batch (one step per epoch, as in Nanda et al.)
     batch_size: Optional[int] = None
+    # show a tqdm progress bar on the terminal
     progress_bar: bool = True
     # keep every periodic checkpoint (needed for circuit analysis over time) or only the last
     keep_checkpoints: bool = True
@@ -216,16 +249,22 @@ class CheckpointCriteria:
     among qualifying checkpoints: ``first`` or ``last``.
     """
 
+    # train accuracy at least this
     min_train_acc: float = 0.0
+    # test accuracy at least this
     min_test_acc: float = 0.0
+    # test accuracy at most this
     max_test_acc: float = 1.0
+    # epochs the accuracy rule must have held before the checkpoint (0 = no wait)
     held_for: int = 0
+    # first or last of the qualifying checkpoints
     pick: Pick = Pick.first
     # limits on the checkpoint's own progress measures (None = no limit); a checkpoint that
     # meets the accuracy rule but fails one of these is refused, and the error names the measure.
     # restricted_test_gap = restricted_acc - test_acc: how far the key-frequency part of the logits
     # alone out-predicts the full model on held-out pairs, i.e. a circuit forming under memorisation.
     max_restricted_test_gap: Optional[float] = None
+    # at most this many key frequencies at the checkpoint (None = no limit)
     max_n_key_freqs: Optional[int] = None
 
 
@@ -233,11 +272,17 @@ class CheckpointCriteria:
 class SourceModelOverrides:
     """Model fields of the source run that differ from the target's (None = same as the target)."""
 
+    # source's transformer blocks
     n_layers: Optional[int] = None
+    # source's attention heads
     n_heads: Optional[int] = None
+    # source's residual width
     d_model: Optional[int] = None
+    # source's head width
     d_head: Optional[int] = None
+    # source's MLP neurons
     d_mlp: Optional[int] = None
+    # source's MLP activation
     act: Optional[Activation] = None
 
 
@@ -250,12 +295,16 @@ class SourceConfig:
     """
 
     task: str = "add"  # a registered task name, like task.name
+    # the source task's p (None = the target's)
     p: Optional[int] = None
+    # the source's training fraction (None = the target's)
     frac_train: Optional[float] = None
     # digit sources: train/test set sizes (None = the target's); n_digits and carry_out are the target's
     n_train: Optional[int] = None
-    n_test: Optional[int] = None
+    n_test: Optional[int] = None  # digit sources: test set size (None = the target's)
+    # seed of the source run (its split and init); None = the job's top-level seed
     source_seed: Optional[int] = None
+    # epochs the source run trains for
     max_epochs: int = 25000
     # optimizer fields that differ for the source run (e.g. {lr: 3e-3}); the rest come from `optimizer`
     optimizer: Dict[str, Any] = field(default_factory=dict)
@@ -296,10 +345,13 @@ class TransferConfig:
     embedding: CheckpointCriteria = field(
         default_factory=lambda: CheckpointCriteria(min_train_acc=0.999, min_test_acc=0.999, held_for=100)
     )
+    # transfer the embedding through a trainable linear map (any condition; lets d_model differ)
     embed_map: bool = False
+    # per component (embed, pos_embed, attn, mlp, unembed): copy, reinit (fresh init) or freeze (copy, do not train)
     components: Dict[Component, ComponentAction] = field(
         default_factory=lambda: {c: ComponentAction.copy for c in Component}
     )
+    # start the target with a fresh optimizer (false: carry the source's AdamW state)
     reset_optimizer: bool = True
     # criteria of conditions registered without a block of their own, by condition name:
     # CheckpointCriteria fields (plain mappings: OmegaConf cannot merge a new key into a
@@ -311,7 +363,9 @@ class TransferConfig:
 class MeasuresConfig:
     """Progress measures computed at every checkpoint."""
 
+    # compute the progress measures at every checkpoint
     enabled: bool = True
+    # share of a neuron's variance at one frequency for it to count toward that key frequency
     key_freq_threshold: float = 0.85
 
 
@@ -319,14 +373,23 @@ class MeasuresConfig:
 class LoggerConfig:
     """Weights & Biases sink. Local run files are always written regardless."""
 
+    # wandb or none (no W&B at all)
     name: LoggerName = LoggerName.wandb
+    # offline (files in <run_dir>/wandb, `wandb sync` later), online, or disabled
     mode: LoggerMode = LoggerMode.offline
+    # W&B project
     project: str = "groktransfer"
+    # W&B entity (team or user); None = your default
     entity: Optional[str] = None
+    # W&B group; None = experiment name and sweep time
     group: Optional[str] = None
+    # W&B job type; None = the transfer condition
     job_type: Optional[str] = None
+    # W&B run name, formatted with task, condition and seed
     name_format: str = "{task}-{condition}-s{seed}"
+    # W&B tags
     tags: List[str] = field(default_factory=list)
+    # upload the final checkpoint as a W&B artifact
     log_checkpoint_artifact: bool = False
 
 
@@ -334,8 +397,11 @@ class LoggerConfig:
 class PathsConfig:
     """Where outputs go. ``root`` is Hydra's sweep root (``multirun/``)."""
 
+    # root of every sweep, run and cache directory (on a cluster: a filesystem every node sees)
     root: str = "multirun"
+    # cached source runs, one directory per content hash
     source_cache: str = "${paths.root}/.sources"
+    # run identity -> run directory, for resume and reuse
     run_index: str = "${paths.root}/.index"
 
 
@@ -351,8 +417,11 @@ class TrainJobConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     measures: MeasuresConfig = field(default_factory=MeasuresConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
+    # first level of the sweep directory (experiment presets set it)
     experiment_name: str = "default"
+    # fills task.data_seed, model.model_seed and transfer.source.source_seed unless they are pinned
     seed: int = 0
+    # train again even if a completed run with this identity exists
     force: bool = False
 
 

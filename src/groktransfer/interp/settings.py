@@ -34,6 +34,7 @@ class InterpSettings:
     (``checkpoint=...``) and on every final model of a sweep. Defaults keep the
     quickstart's analysis to seconds per run."""
 
+    # run the interpretability toolkit at all
     enabled: bool = True
     # TransformerLens weight processing before any reading (fold LayerNorm, centre writing
     # weights and the unembedding, fold value biases); log-probabilities are unchanged
@@ -43,7 +44,7 @@ class InterpSettings:
     # head ablations: the kinds to run (zero / mean) and the sites (z = the head's output;
     # q, k, v = its query / key / value input); [] = none
     head_ablation: List[AblationKind] = field(default_factory=lambda: [AblationKind.mean])
-    head_sites: List[HeadSite] = field(default_factory=lambda: list(HeadSite))
+    head_sites: List[HeadSite] = field(default_factory=lambda: list(HeadSite))  # z, q, k, v: see head_ablation
     dla: bool = True  # direct logit attribution per part and per output frequency
     embedding: bool = True  # PCA/SVD and Fourier norms of the operand embeddings
     # principal components of the embedding ablated one at a time (1 = PC1), with failure maps
@@ -54,6 +55,7 @@ class InterpSettings:
     probe_hooks: List[str] = field(default_factory=lambda: ["blocks.{L}.hook_resid_mid", "blocks.{L}.hook_resid_post", "blocks.{L}.mlp.hook_post"])
     neurons: bool = True  # neuron clusters by frequency, correlations, top neuron maps
     key_freq_threshold: float = 0.85  # share of a neuron's variance at one frequency for it to count
+    # neurons whose (a, b) maps are drawn
     top_neurons: int = 6
     attention: bool = True  # attention patterns at each answer position
     in_sweep: bool = True  # also for every final model in the sweep report

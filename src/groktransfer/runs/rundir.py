@@ -45,24 +45,42 @@ from groktransfer.utils.errors import UserError
 SCHEMA_VERSION = 1
 
 # --------------------------------------------------------------------------- file names
+#: the run's StatusRecord (JSON): what it is, how far it got, threshold epochs, final values
 STATUS_FILE = "status.json"
+#: the job's resolved config (every key, defaults filled in)
 CONFIG_FILE = "config.yaml"
+#: one row per evaluation: METRIC_COLUMNS (+ extra keys a caller logs)
 METRICS_FILE = "metrics.csv"
+#: one row per checkpoint: epoch + the progress measures (see the measures columns below)
 MEASURES_FILE = "measures.csv"
+#: one row per (checkpoint, frequency): epoch + FREQ_ROW_KEYS
 FREQS_FILE = "measures_freqs.csv"
+#: transfer runs: the source run or file, the chosen checkpoint, its accuracies and measures, what was copied or frozen
 SOURCE_FILE = "source.json"
+#: the last training state (model, optimizer, scheduler, RNG); present only while the run can be resumed
 RESUME_FILE = "resume.pt"
+#: epoch_NNNNNN.pt every train.checkpoint_every epochs, optim_epoch_NNNNNN.pt (source runs), final.pt
 CHECKPOINT_DIR = "checkpoints"
+#: the model at the end of training (TransformerLens names plus a HookedTransformerConfig dict)
 FINAL_CHECKPOINT = "final.pt"
+#: the periodic checkpoints inside checkpoints/
 CHECKPOINT_GLOB = "epoch_*.pt"
+#: cached source runs: what was trained (the spec its content hash is taken of)
 SOURCE_SPEC_FILE = "source_spec.json"
+#: cached source runs: checksums of its checkpoints and metrics (a damaged source is rebuilt)
 MANIFEST_FILE = "manifest.json"
+#: debug=profile only: the torch profiler's output
 PROFILE_DIR = "profile"
+#: profile/: the trace (open in Perfetto or chrome://tracing)
 PROFILE_TRACE = "trace.json"
+#: profile/: operators sorted by total CPU time
 PROFILE_SUMMARY = "summary.txt"
 #: Files of other tools that may sit in a run directory (Hydra's, the job log, W&B's).
+#: Hydra's composed config, overrides and Hydra config
 HYDRA_DIR = ".hydra"
+#: the job's log (a failed job's traceback is here)
 LOG_FILE = "train.log"
+#: W&B's offline run files (`wandb sync <run_dir>/wandb` uploads them)
 WANDB_DIR = "wandb"
 
 #: What a run writes (removed by ``force=true`` before a run starts over).
@@ -126,10 +144,10 @@ def threshold_key(threshold: float) -> str:
 class Status(Choice):
     """Where a run stands. Only ``completed`` runs are results; ``stopped`` resumes."""
 
-    RUNNING = "running"
-    COMPLETED = "completed"
-    FAILED = "failed"
-    STOPPED = "stopped"
+    RUNNING = "running"  # training, or killed while training (a rerun resumes it)
+    COMPLETED = "completed"  # finished: its numbers enter the statistics
+    FAILED = "failed"  # non-finite loss, timeout or exception (reason, failed_epoch)
+    STOPPED = "stopped"  # interrupted by a signal (SLURM pre-emption): resumes from its last checkpoint
 
 
 class RunKind(Choice):
@@ -151,38 +169,69 @@ class StatusRecord:
     (a newer minor addition) are kept in ``extra`` and written back unchanged.
     """
 
+    # version of this record's format (SCHEMA_VERSION when written)
     schema_version: int = SCHEMA_VERSION
+    # running, completed, failed or stopped
     status: Optional[Status] = None
+    # why a run failed or stopped
     reason: Optional[str] = None
+    # target (a job of a sweep) or source (a cached source run)
     kind: RunKind = RunKind.TARGET
+    # the run identity: hash of the config fields that change the numbers
     run_id: Optional[str] = None
+    # experiment_name
     experiment: Optional[str] = None
+    # task.name
     task: Optional[str] = None
+    # task.p
     p: Optional[int] = None
+    # transfer condition
     condition: Optional[str] = None
+    # the job's top-level seed
     seed: Optional[int] = None
+    # resolved split seed
     data_seed: Optional[int] = None
+    # resolved init seed
     model_seed: Optional[int] = None
+    # resolved source-run seed
     source_seed: Optional[int] = None
+    # train.max_epochs
     max_epochs: Optional[int] = None
+    # torch threads used
     threads: Optional[int] = None
+    # library versions (python, torch, numpy, groktransfer, ...)
     versions: Dict[str, str] = field(default_factory=dict)
+    # UTC time the run started
     started_at: Optional[str] = None
+    # UTC time of the last resume
     resumed_at: Optional[str] = None
+    # UTC time of the last update (a running run older than analysis.stale_after_s is stale)
     updated_at: Optional[str] = None
+    # UTC time the run ended
     finished_at: Optional[str] = None
+    # last epoch trained
     epoch: Optional[int] = None
+    # epoch at which the run failed
     failed_epoch: Optional[int] = None
+    # why training ended: max_epochs, or early_stop (the last threshold held train.patience epochs)
     stop_reason: Optional[str] = None
+    # threshold_key(t) -> {epoch: first epoch test accuracy reached t or null, held: still held at the last eval}
     thresholds: Dict[str, Dict[str, Any]] = field(default_factory=dict)
+    # the last evaluation's metrics
     last_eval: Dict[str, Any] = field(default_factory=dict)
+    # the last eval plus FINAL_MEASURES
     final: Dict[str, Any] = field(default_factory=dict)
+    # wall seconds of the whole job
     wall_time_s: Optional[float] = None
+    # seconds in the training loop
     train_seconds: Optional[float] = None
+    # train_seconds / epochs trained
     seconds_per_epoch: Optional[float] = None
     source: Optional[Dict[str, Any]] = None  # transfer runs: the chosen source checkpoint
     spec: Optional[Dict[str, Any]] = None  # source runs: what was trained
+    # run directory whose files this one reuses (a rerun that trained nothing)
     reused_from: Optional[str] = None
+    # fields this version does not know, kept and written back unchanged
     extra: Dict[str, Any] = field(default_factory=dict)
 
     @property
