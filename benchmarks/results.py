@@ -10,7 +10,7 @@ generated from these files.
 
 File format (version 1)::
 
-    {"benchmark": "bench_trainer", "format_version": 1,
+    {"benchmark": "bench_trainer", "format_version": 1, "title": "...",
      "machines": {"<machine key>": {"measured_at": "...", "load_before": [1, 5, 15 min],
                                      "command": "...", ...the benchmark's own fields}}}
 """
@@ -28,10 +28,17 @@ RESULTS_DIR = Path(__file__).parent / "results"
 FORMAT_VERSION = 1
 
 
-def record(benchmark: str, machine: str, figures: Dict[str, Any], path: Optional[Path] = None) -> Path:
-    """Merge ``figures`` for ``machine`` into the benchmark's results file (atomically)."""
+def record(benchmark: str, machine: str, figures: Dict[str, Any], path: Optional[Path] = None,
+           title: Optional[str] = None) -> Path:
+    """Merge ``figures`` for ``machine`` into the benchmark's results file (atomically).
+
+    ``figures`` holds ``rows`` (a list of objects, one per table row) and optionally
+    ``columns`` (row key -> header, in order) and ``notes``, which the performance page shows.
+    """
     path = Path(path) if path is not None else RESULTS_DIR / f"{benchmark}.json"
     data: Dict[str, Any] = {"benchmark": benchmark, "format_version": FORMAT_VERSION, "machines": {}}
+    if title:
+        data["title"] = title
     if path.is_file():
         try:
             old = json.loads(path.read_text())

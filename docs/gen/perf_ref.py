@@ -40,17 +40,31 @@ def _cell(value: object) -> str:
 
 
 def result_section(path: Path) -> list[str]:
+    """One section per file; a file written by ``benchmarks/results.py`` (``machines``: one
+    entry per machine) gets a subsection per machine, each with its own table."""
     data = json.loads(path.read_text(encoding="utf-8"))
-    rows = data.get("rows") or []
-    columns = data.get("columns") or {k: k for k in (rows[0] if rows else {})}
     title = data.get("title") or data.get("benchmark", path.stem)
     out = [f"## {title}", "", f"Result file: `benchmarks/results/{path.name}`", ""]
+    if "machines" not in data:
+        return out + _entry(data)
+    for machine, entry in data["machines"].items():
+        out += [f"### {md_escape(machine)}", ""] + _entry({**entry, "machine": machine})
+    return out
+
+
+def _entry(data: dict) -> list[str]:
+    rows = data.get("rows") or []
+    columns = data.get("columns") or {k: k for k in (rows[0] if rows else {})}
+    load = data.get("load")
+    if load is None and data.get("load_before"):
+        load = "load average before the run (1/5/15 min): " + " / ".join(f"{x:.1f}" for x in data["load_before"])
     facts = [
         ("command", f"`{data['command']}`" if data.get("command") else None),
         ("machine", data.get("machine")),
         ("measured", data.get("measured_at")),
-        ("load", data.get("load")),
+        ("load", load),
     ]
+    out: list[str] = []
     out += [f"- **{k}**: {v}" for k, v in facts if v]
     out += [""]
     if rows:
