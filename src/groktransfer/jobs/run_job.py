@@ -312,6 +312,7 @@ def _target_plan(
         task=task,
         model=start.model,
         optimizer=job.optimizer,
+        gradfilter=job.gradfilter,
         train=job.train,
         measures=job.measures,
         meta=meta,
