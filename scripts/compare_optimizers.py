@@ -38,7 +38,10 @@ def group_label(run_dir: Path, with_condition: bool) -> str:
     if opt == "muon" and dig(cfg, "optimizer", "muon", "lr") is not None:
         label += f" (muon lr {dig(cfg, 'optimizer', 'muon', 'lr')})"
     if with_condition:
-        label = f"{dig(cfg, 'transfer', 'name')}: {label}"
+        condition = dig(cfg, "transfer", "name")
+        label = f"{condition}: {label}"
+        if condition != "random":  # the source's filter: transfer.source.gradfilter, else the target's
+            label += f" (source {dig(cfg, 'transfer', 'source', 'gradfilter', 'name') or filt})"
     return label
 
 
