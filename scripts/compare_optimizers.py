@@ -77,6 +77,9 @@ def compare(sweeps: List[Path], threshold: float, baseline: str, b: BootstrapSet
             row.update(seconds_median=med, seconds_lower_bound=lower, speedup_per_second=ratio_of_medians(bv, gv),
                        sec_ci_low=lo, sec_ci_high=hi, seconds_baseline_lower_bound=blower)  # fmt: skip
         row["epochs"] = sorted(float(v) for v in observations(members, threshold)[0])
+        # where a group is censored, how far it got: test accuracy at each run's last epoch
+        finals = [float(r.final["test_acc"]) for r in members if r.completed and "test_acc" in r.final]
+        row["final_test_acc"] = sorted(finals)
         rows.append(row)
     rows.sort(key=lambda r: (r["group"] != base_key, r["group"]))
     return rows
@@ -95,7 +98,7 @@ def _seconds(runs, threshold: float):
 def markdown(rows: List[Dict[str, Any]], threshold: float) -> str:
     head = (
         f"| group | runs (censored) | epochs to {threshold:g} test acc: median [min–max] | speed-up per epoch (95% CI) "
-        "| s/epoch | speed-up per second (95% CI) |\n|---|---|---|---|---|---|"
+        "| s/epoch | speed-up per second (95% CI) | final test acc [min–max] |\n|---|---|---|---|---|---|---|"
     )
     lines = [head]
     for r in rows:
@@ -107,9 +110,16 @@ def markdown(rows: List[Dict[str, Any]], threshold: float) -> str:
             sec = f"{sb}{r['speedup_per_second']:.2f} ({r['sec_ci_low']:.2f}–{r['sec_ci_high']:.2f})"
         lines.append(
             f"| {r['group']} | {r['n']} ({r['n_censored']}) | {format_epochs(r['median'], r['median_lower_bound'])} "
-            f"[{format_epochs(r['min'])}–{format_epochs(r['max'])}] | {ratio} | {r['seconds_per_epoch_median']:.4f} | {sec} |"
+            f"[{format_epochs(r['min'])}–{format_epochs(r['max'])}] | {ratio} | {r['seconds_per_epoch_median']:.4f} | {sec} "
+            f"| {_acc(r['final_test_acc'])} |"
         )
     return "\n".join(lines)
+
+
+def _acc(values: List[float]) -> str:
+    if not values:
+        return "–"
+    return f"{float(np.median(values)):.3f} [{min(values):.3f}–{max(values):.3f}]"
 
 
 def main(argv: List[str] | None = None) -> int:
