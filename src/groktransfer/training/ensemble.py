@@ -86,14 +86,14 @@ def incompatibility(members: Sequence[Trainer]) -> Optional[str]:
             return "tasks differ"
         if m.cfg != first.cfg:
             return "train settings differ"
-        if replace(m.optimizer_cfg, lr=0.0, weight_decay=0.0) != replace(opt, lr=0.0, weight_decay=0.0):
-            return "optimizers differ (other than in lr and weight decay)"
-        if m.gradfilter_cfg != first.gradfilter_cfg:
-            return "gradient filters differ"
         if (m.optimizer_cfg.schedule, m.optimizer_cfg.final_lr_frac, m.total_steps) != (
             opt.schedule, opt.final_lr_frac, first.total_steps
         ):
             return "lr schedules differ"
+        if replace(m.optimizer_cfg, lr=0.0, weight_decay=0.0) != replace(opt, lr=0.0, weight_decay=0.0):
+            return "optimizers differ (other than in lr and weight decay)"
+        if m.gradfilter_cfg != first.gradfilter_cfg:
+            return "gradient filters differ"
         if m.epoch != first.epoch:
             return "members start from different epochs"
         if m.device != first.device:
