@@ -281,3 +281,24 @@ def test_sigkill_resumes_bit_identically_with_optimizer_and_filter_state(tmp_pat
         for k, v in ref_final.get("model", ref_final).items():
             if torch.is_tensor(v):
                 assert torch.equal(v, got.get("model", got)[k]), k
+
+
+def test_ensemble_launcher_trains_muon_jobs_one_at_a_time_with_a_notice(tmp_path: Path, capsys) -> None:
+    from test_ensemble_sweep import _planned
+    from groktransfer.jobs.ensemble_launch import train_planned
+
+    jobs = _planned(tmp_path, ["optimizer=muon", "train.max_epochs=30"])
+    results = train_planned(jobs, max_members=16)
+    out = capsys.readouterr().out
+    assert out.count("ensemble launcher: 2 jobs train one at a time (optimizer muon: Muon orthogonalises") == 1
+    assert [r.status.value for r in results] == ["completed", "completed"]
+
+
+def test_ensemble_launcher_stacks_grokfast_sgd_jobs(tmp_path: Path, capsys) -> None:
+    from test_ensemble_sweep import _planned
+    from groktransfer.jobs.ensemble_launch import train_planned
+
+    jobs = _planned(tmp_path, ["optimizer=sgd", "optimizer.lr=0.01", "gradfilter=ema", "train.max_epochs=30"])
+    results = train_planned(jobs, max_members=16)
+    assert "2 jobs train as one ensemble" in capsys.readouterr().out
+    assert [r.status.value for r in results] == ["completed", "completed"]
