@@ -27,6 +27,7 @@ import numpy as np
 from groktransfer.analysis.collect import _config_of, collect_runs, dig, resolve_sweep_dirs
 from groktransfer.analysis.groups import compare_groups, observations
 from groktransfer.analysis.settings import BootstrapSettings
+from groktransfer.runs.rundir import STATUS_FILE
 from groktransfer.analysis.stats import bootstrap_ratio_ci, format_epochs, median_with_bound, ratio_of_medians, row_rng
 
 
@@ -47,7 +48,7 @@ def group_label(run_dir: Path, with_condition: bool) -> str:
 
 def seconds_per_epoch(run_dir: Path) -> float:
     try:
-        return float(json.loads((run_dir / "status.json").read_text())["seconds_per_epoch"])
+        return float(json.loads((run_dir / STATUS_FILE).read_text())["seconds_per_epoch"])
     except (OSError, KeyError, ValueError, TypeError):
         return math.nan
 

@@ -21,7 +21,7 @@ from groktransfer.config.validate import ConfigError, validate_job_config
 from groktransfer.runs.identity import run_identity
 from groktransfer.training.ensemble import EnsembleTrainer, incompatibility
 from groktransfer.training.gradfilters import GRADFILTERS, EMAFilter, MAFilter
-from groktransfer.training.optimizers import OPTIMIZERS, MuonWithAdamW, build_optimizer
+from groktransfer.training.optimizers import OPTIMIZERS, MuonWithAdamW, build_optimizer, check_registered
 from groktransfer.training.trainer import TrainOutcome
 from test_ensemble import assert_same_run, tiny_member
 
@@ -94,8 +94,6 @@ def test_muon_gets_the_hidden_matrices_and_adamw_the_rest() -> None:
 @pytest.mark.parametrize(
     "overrides, fragment",
     [
-        (["optimizer.name=lion"], "unknown optimizer; registered: adam, adamw, muon, sgd"),
-        (["gradfilter.name=lowpass"], "unknown gradient filter; registered: ema, ma, none"),
         (["gradfilter=ema", "gradfilter.ema.alpha=1.0"], "gradfilter.ema.alpha=1.0: must lie in [0, 1)"),
         (["gradfilter=ema", "gradfilter.ema.alpha=-0.1"], "must lie in [0, 1)"),
         (["gradfilter=ema", "gradfilter.ema.lamb=-1"], "gradfilter.ema.lamb=-1.0: must be >= 0"),
@@ -104,16 +102,31 @@ def test_muon_gets_the_hidden_matrices_and_adamw_the_rest() -> None:
         (["optimizer=muon", "optimizer.muon.momentum=-1"], "optimizer.muon.momentum=-1.0: must be >= 0"),
         (["optimizer=sgd", "optimizer.lr=-0.1"], "optimizer.lr=-0.1: must be positive"),
         (["optimizer=muon", "optimizer.muon.lr=0"], "optimizer.muon.lr=0.0: must be positive"),
-        (["transfer=grokked", "+transfer.source.gradfilter.name=fast"], "transfer.source.gradfilter.name='fast'"),
-        (["transfer=grokked", "+transfer.source.optimizer.name=lion"], "transfer.source.optimizer.name='lion'"),
         (["transfer=grokked", "+transfer.source.gradfilter.ema={alpha: 2}"], "transfer.source.gradfilter.ema.alpha=2"),
-        (["transfer=grokked", "optimizer=sgd", "transfer.reset_optimizer=false"], "carries Adam moments"),
     ],
 )
 def test_bad_optimizer_and_filter_values_are_refused(overrides, fragment: str) -> None:
     with pytest.raises(ConfigError) as info:
         validate_job_config(compose_job(overrides))
     assert fragment in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "overrides, fragment",
+    [
+        (["optimizer.name=lion"], "optimizer.name='lion': unknown optimizer; registered: adam, adamw, muon, sgd"),
+        (["gradfilter.name=lowpass"], "gradfilter.name='lowpass': unknown gradient filter; registered: ema, ma, none"),
+        (["transfer=grokked", "+transfer.source.gradfilter.name=fast"], "transfer.source.gradfilter.name='fast'"),
+        (["transfer=grokked", "+transfer.source.optimizer.name=lion"], "transfer.source.optimizer.name='lion'"),
+        (["transfer=grokked", "optimizer=sgd", "transfer.reset_optimizer=false"], "carries Adam moments"),
+    ],
+)
+def test_unregistered_names_are_refused_in_one_line_when_planned(overrides, fragment: str) -> None:
+    job = to_typed(TrainJobConfig, compose_job(overrides))
+    validate_job_config(job)  # the ranges are fine; the registries say no
+    with pytest.raises(ConfigError) as info:
+        check_registered(job)
+    assert fragment in str(info.value) and "\n" not in str(info.value)
 
 
 def test_unknown_optimizer_exits_2_in_one_line_writing_nothing(tmp_path: Path) -> None:

@@ -476,3 +476,20 @@ def to_plain(cfg: Any) -> Dict[str, Any]:
     data = OmegaConf.to_container(node, resolve=True, enum_to_str=True)
     assert isinstance(data, dict)
     return data  # type: ignore[return-value]
+
+
+def source_optimizer(cfg: "TrainJobConfig") -> OptimizerConfig:
+    """The source run's optimizer: the target's, with ``transfer.source.optimizer``'s fields merged in."""
+    return _merged(OptimizerConfig, cfg.optimizer, cfg.transfer.source.optimizer, "transfer.source.optimizer")
+
+
+def source_gradfilter(cfg: "TrainJobConfig") -> GradFilterConfig:
+    """The source run's gradient filter: the target's, with ``transfer.source.gradfilter``'s fields merged in."""
+    return _merged(GradFilterConfig, cfg.gradfilter, cfg.transfer.source.gradfilter, "transfer.source.gradfilter")
+
+
+def _merged(schema: Type[T], base: Any, overrides: Mapping[str, Any], label: str) -> T:
+    if not overrides:
+        return base
+    merged = OmegaConf.merge(OmegaConf.structured(base), dict(overrides))
+    return to_typed(schema, merged, label)

@@ -39,6 +39,8 @@ from groktransfer.config.schema import (
     TrainConfig,
     TrainJobConfig,
     TransferConfig,
+    source_gradfilter,
+    source_optimizer,
     to_typed,
 )
 from groktransfer.config.conditions import needs_source
@@ -211,23 +213,6 @@ def source_parts(cfg: TrainJobConfig, source_seed: int) -> Dict[str, Dict[str, A
         block, key = dotted.split(".")
         parts[block].pop(key, None)
     return parts
-
-
-def source_optimizer(cfg: TrainJobConfig) -> OptimizerConfig:
-    """The source run's optimizer: the target's, with ``transfer.source.optimizer``'s fields merged in."""
-    return _merged(OptimizerConfig, cfg.optimizer, cfg.transfer.source.optimizer, "transfer.source.optimizer")
-
-
-def source_gradfilter(cfg: TrainJobConfig) -> GradFilterConfig:
-    """The source run's gradient filter: the target's, with ``transfer.source.gradfilter``'s fields merged in."""
-    return _merged(GradFilterConfig, cfg.gradfilter, cfg.transfer.source.gradfilter, "transfer.source.gradfilter")
-
-
-def _merged(schema: Type[Any], base: Any, overrides: Mapping[str, Any], label: str) -> Any:
-    if not overrides:
-        return base
-    merged = OmegaConf.merge(OmegaConf.structured(base), dict(overrides))
-    return to_typed(schema, merged, label)
 
 
 def ensemble_key(job: TrainJobConfig, start_epoch: int) -> str:

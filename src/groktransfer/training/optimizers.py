@@ -24,7 +24,7 @@ import torch
 
 from groktransfer.utils.registry import Registry
 
-__all__ = ["OPTIMIZERS", "OptimizerEntry", "MuonWithAdamW", "build_optimizer", "muon_parameters"]
+__all__ = ["OPTIMIZERS", "OptimizerEntry", "MuonWithAdamW", "build_optimizer", "check_registered", "muon_parameters"]
 
 #: params: tensors, or param-group dicts (an ensemble's per-member groups); names: the
 #: parameter names of a flat list of tensors (None for param groups)
@@ -41,6 +41,39 @@ class OptimizerEntry:
 
 
 OPTIMIZERS: Registry[OptimizerEntry] = Registry("optimizer", "optimizer.name")
+
+
+def check_registered(job: Any) -> None:
+    """Refuse (``ConfigError``, exit 2, one line) a job whose optimizer or gradient filter -- its own
+    or its source run's -- is not registered, listing the registered names; and
+    ``transfer.reset_optimizer=false`` with an optimizer that has no Adam moments to carry.
+    Called when a job is planned, after ``validate_job_config`` and before anything is written."""
+    from groktransfer.config.conditions import needs_source
+    from groktransfer.config.schema import ConfigError, source_gradfilter, source_optimizer
+    from groktransfer.training.gradfilters import GRADFILTERS
+
+    problems = []
+    has_source = needs_source(job.transfer.name) and job.transfer.source.path is None
+    optimizers = [("optimizer", job.optimizer)]
+    filters = [("gradfilter", job.gradfilter)]
+    if has_source:
+        optimizers.append(("transfer.source.optimizer", source_optimizer(job)))
+        filters.append(("transfer.source.gradfilter", source_gradfilter(job)))
+    for label, opt in optimizers:
+        if str(opt.name) not in OPTIMIZERS:
+            problems.append(f"{label}.name={str(opt.name)!r}: unknown optimizer; registered: {', '.join(OPTIMIZERS.names())}")
+        elif needs_source(job.transfer.name) and not job.transfer.reset_optimizer and not OPTIMIZERS.get(str(opt.name)).adam_moments:
+            problems.append(
+                f"transfer.reset_optimizer=false carries Adam moments from the source: {label}.name={opt.name} "
+                "has none; use adam/adamw or reset_optimizer=true"
+            )
+    for label, filt in filters:
+        if str(filt.name) not in GRADFILTERS:
+            problems.append(
+                f"{label}.name={str(filt.name)!r}: unknown gradient filter; registered: {', '.join(GRADFILTERS.names())}"
+            )
+    if problems:
+        raise ConfigError("; ".join(dict.fromkeys(problems)))
 
 
 def build_optimizer(model: torch.nn.Module, cfg: Any) -> torch.optim.Optimizer:
