@@ -193,13 +193,14 @@ def test_each_optimizer_and_filter_trains_a_job(tmp_path: Path, overrides) -> No
         assert config["optimizer"]["name"] in ("adamw", "adam", "sgd", "muon")
 
 
-def test_a_grokfast_source_trains_with_its_filter(tmp_path: Path) -> None:
-    result = run_in(tmp_path, "t", TINY + ["transfer=random", "train.max_epochs=20"])
-    assert result.run_dir.exists()
-    cfg = to_typed(TrainJobConfig, compose_job(["transfer=grokked", "+transfer.source.gradfilter.name=ema"]))
-    from groktransfer.runs.identity import source_gradfilter
+def test_the_source_filter_and_optimizer_default_to_the_targets_and_can_be_pinned() -> None:
+    from groktransfer.config.schema import source_gradfilter, source_optimizer
 
-    assert source_gradfilter(cfg).name == "ema" and cfg.gradfilter.name == "none"
+    inherited = to_typed(TrainJobConfig, compose_job(["transfer=grokked", "gradfilter=ma", "optimizer=sgd"]))
+    assert source_gradfilter(inherited).name == "ma" and source_optimizer(inherited).name == "sgd"
+    pinned = to_typed(TrainJobConfig, compose_job(["experiment=grokfast_transfer", "transfer=grokked", "gradfilter=ema"]))
+    assert pinned.gradfilter.name == "ema" and source_gradfilter(pinned).name == "none"
+    assert source_optimizer(pinned).lr == 3e-3 and pinned.optimizer.lr == 1e-3
 
 
 # --------------------------------------------------------------------------- ensembles
