@@ -10,7 +10,7 @@ is median(baseline) / median(group) with a percentile-bootstrap CI over runs
 threshold times its measured seconds per epoch (status.json ``seconds_per_epoch``).
 
     python scripts/compare_optimizers.py multirun/grokfast_p113/<time> [more sweep dirs] \
-        [--threshold 0.999] [--baseline adamw/none] [--json out.json]
+        [--threshold 0.9 0.999] [--baseline adamw/none] [--json out.json]
 """
 
 from __future__ import annotations
@@ -28,10 +28,10 @@ from groktransfer.analysis.collect import _config_of, collect_runs, dig, resolve
 from groktransfer.analysis.groups import compare_groups, observations
 from groktransfer.analysis.settings import BootstrapSettings
 from groktransfer.runs.rundir import STATUS_FILE
-from groktransfer.analysis.stats import bootstrap_ratio_ci, format_epochs, median_with_bound, ratio_of_medians, row_rng
+from groktransfer.analysis.stats import bootstrap_ratio_ci, bound_direction, format_epochs, median_with_bound, ratio_of_medians, row_rng
 
 
-def group_label(run_dir: Path, with_condition: bool) -> str:
+def group_label(run_dir: Path, with_condition: bool, with_experiment: bool = False) -> str:
     cfg = _config_of(run_dir)
     opt = dig(cfg, "optimizer", "name") or "adamw"
     filt = dig(cfg, "gradfilter", "name") or "none"
@@ -43,6 +43,8 @@ def group_label(run_dir: Path, with_condition: bool) -> str:
         label = f"{condition}: {label}"
         if condition != "random":  # the source's filter: transfer.source.gradfilter, else the target's
             label += f" (source {dig(cfg, 'transfer', 'source', 'gradfilter', 'name') or filt})"
+    if with_experiment:  # sweeps of several presets (e.g. another epoch cap): keep their runs apart
+        label = f"{cfg.get('experiment_name')}: {label}"
     return label
 
 
@@ -56,9 +58,10 @@ def seconds_per_epoch(run_dir: Path) -> float:
 def compare(sweeps: List[Path], threshold: float, baseline: str, b: BootstrapSettings) -> List[Dict[str, Any]]:
     runs = collect_runs(sweeps)
     with_condition = len({r.condition for r in runs}) > 1
+    with_experiment = len({r.experiment for r in runs}) > 1
     groups: Dict[str, list] = {}
     for r in runs:
-        groups.setdefault(group_label(r.run_dir, with_condition), []).append(r)
+        groups.setdefault(group_label(r.run_dir, with_condition, with_experiment), []).append(r)
     base_key = next((k for k in groups if k.endswith(baseline)), baseline)
     base = groups.get(base_key, [])
     rows = []
@@ -76,7 +79,7 @@ def compare(sweeps: List[Path], threshold: float, baseline: str, b: BootstrapSet
             bmed, blower = median_with_bound(bv, bc)
             lo, hi = bootstrap_ratio_ci(bv, gv, b.n_resamples, b.confidence, row_rng(b.seed, label + "|s", threshold))
             row.update(seconds_median=med, seconds_lower_bound=lower, speedup_per_second=ratio_of_medians(bv, gv),
-                       sec_ci_low=lo, sec_ci_high=hi, seconds_baseline_lower_bound=blower)  # fmt: skip
+                       sec_ci_low=lo, sec_ci_high=hi, sec_bound=bound_direction(blower, lower))  # fmt: skip
         row["epochs"] = sorted(float(v) for v in observations(members, threshold)[0])
         # where a group is censored, how far it got: test accuracy at each run's last epoch
         finals = [float(r.final["test_acc"]) for r in members if r.completed and "test_acc" in r.final]
@@ -107,7 +110,7 @@ def markdown(rows: List[Dict[str, Any]], threshold: float) -> str:
         ratio = "–" if r["group"] == r["baseline"] else f"{bound}{r['ratio']:.2f} ({r['ci_low']:.2f}–{r['ci_high']:.2f})"
         sec = "–"
         if r["group"] != r["baseline"] and "speedup_per_second" in r:
-            sb = "≥ " if r.get("seconds_baseline_lower_bound") and not r.get("seconds_lower_bound") else ""
+            sb = {"lower bound": "≥ ", "upper bound": "≤ ", "indeterminate": "? "}.get(r.get("sec_bound", ""), "")
             sec = f"{sb}{r['speedup_per_second']:.2f} ({r['sec_ci_low']:.2f}–{r['sec_ci_high']:.2f})"
         lines.append(
             f"| {r['group']} | {r['n']} ({r['n_censored']}) | {format_epochs(r['median'], r['median_lower_bound'])} "
@@ -126,15 +129,18 @@ def _acc(values: List[float]) -> str:
 def main(argv: List[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("sweep_dirs", nargs="+")
-    ap.add_argument("--threshold", type=float, default=0.999)
+    ap.add_argument("--threshold", type=float, nargs="+", default=[0.999])
     ap.add_argument("--baseline", default="adamw/none")
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
     sweeps = resolve_sweep_dirs([s.removeprefix("sweep_dir=") for s in args.sweep_dirs])
-    rows = compare(sweeps, args.threshold, args.baseline, BootstrapSettings())
-    print(markdown(rows, args.threshold))
+    out = {}
+    for t in args.threshold:
+        rows = compare(sweeps, t, args.baseline, BootstrapSettings())
+        print(markdown(rows, t) + "\n")
+        out[str(t)] = rows
     if args.json:
-        Path(args.json).write_text(json.dumps(rows, indent=2, default=str))
+        Path(args.json).write_text(json.dumps(out, indent=2, default=str))
     return 0
 
 
