@@ -39,10 +39,6 @@ class Normalization(Choice):
     LN = "LN"
 
 
-class OptimizerName(Choice):
-    adamw = "adamw"
-
-
 class Schedule(Choice):
     """The learning rate after the linear warm-up: held, or a cosine decay to the last epoch."""
 
@@ -171,16 +167,60 @@ class ModelConfig:
 
 
 @dataclass
+class SGDParams:
+    """``optimizer=sgd``: torch's SGD (``lr`` and ``weight_decay`` -- coupled, L2 -- are the shared fields)."""
+
+    # momentum factor (0 = plain SGD)
+    momentum: float = 0.9
+    # dampening of the momentum's gradient term
+    dampening: float = 0.0
+    # Nesterov momentum (needs momentum > 0 and dampening 0)
+    nesterov: bool = False
+
+
+@dataclass
+class MuonParams:
+    """``optimizer=muon``: torch.optim.Muon for the hidden weight matrices, AdamW for the rest.
+
+    Which parameters get Muon is ``groktransfer.training.optimizers.muon_parameters``: every
+    trainable matrix but the embeddings and the unembedding (attention weights seen as one
+    [d_model, n_heads*d_head] matrix). The AdamW part uses the shared ``lr``, ``weight_decay``,
+    ``betas`` and ``eps``; ``lr`` / ``weight_decay`` here default to those (null). With
+    ``adjust_lr_fn: match_rms_adamw`` Muon's update has AdamW's RMS, so AdamW's lr and weight
+    decay carry over (Liu et al. 2025, "Muon is scalable for LLM training").
+    """
+
+    lr: Optional[float] = None  # None = optimizer.lr
+    weight_decay: Optional[float] = None  # None = optimizer.weight_decay
+    # momentum of Muon's update
+    momentum: float = 0.95
+    # Nesterov momentum for Muon's update
+    nesterov: bool = True
+    # Newton-Schulz iterations that orthogonalise each update
+    ns_steps: int = 5
+    # epsilon of the Newton-Schulz normalisation
+    eps: float = 1e-7
+    adjust_lr_fn: Optional[str] = "match_rms_adamw"  # or "original" (Keller Jordan's) or null (torch's default)
+
+
+@dataclass
 class OptimizerConfig:
-    """AdamW with a linear warm-up, as in Nanda et al. (2023), then a constant or decaying lr.
+    """The optimizer (a registered name: adamw, adam, sgd, muon; plugins add theirs) with a
+    linear warm-up, as in Nanda et al. (2023), then a constant or decaying lr.
+
+    ``lr``, ``weight_decay``, the warm-up and the schedule apply to every optimizer;
+    ``betas`` / ``eps`` to the Adam family (and Muon's AdamW part). Hyperparameters of one
+    optimizer only sit in its own block (``optimizer.sgd.momentum``, ``optimizer.muon.ns_steps``),
+    read only when ``name`` selects it.
 
     ``schedule: cosine`` decays the lr from ``lr`` (at the end of the warm-up) to
     ``final_lr_frac * lr`` at the last step of ``train.max_epochs`` along half a cosine; the
     last percent of a minibatch run (ARENA's digit sums) needs the smaller steps.
     """
 
-    # the registered optimizer
-    name: OptimizerName = OptimizerName.adamw
+    # a registered optimizer (groktransfer.training.optimizers.OPTIMIZERS: adamw, adam, sgd,
+    # muon), checked against the registered names before anything is written
+    name: str = "adamw"
     # learning rate after the warm-up
     lr: float = 1e-3
     # decoupled weight decay (AdamW)
@@ -194,6 +234,45 @@ class OptimizerConfig:
     # the lr after the warm-up: constant, or a cosine decay to final_lr_frac * lr at the last epoch
     schedule: Schedule = Schedule.constant
     final_lr_frac: float = 0.0  # cosine only: the lr at the last step, as a fraction of lr
+    # SGD's own settings, read only when name is sgd
+    sgd: SGDParams = field(default_factory=SGDParams)
+    # Muon's own settings (its hidden matrices), read only when name is muon
+    muon: MuonParams = field(default_factory=MuonParams)
+
+
+@dataclass
+class EMAFilterParams:
+    """Grokfast-EMA: mu <- alpha*mu + (1-alpha)*g, then g <- g + lamb*mu."""
+
+    # EMA decay of the slow gradient, in [0, 1)
+    alpha: float = 0.98
+    # amplification: the gradient becomes g + lamb * EMA (>= 0)
+    lamb: float = 2.0
+
+
+@dataclass
+class MAFilterParams:
+    """Grokfast-MA: g <- g + lamb * (mean of the last ``window`` gradients), once the window is full."""
+
+    # gradients averaged (>= 1); nothing is added until the window is full
+    window: int = 100
+    # amplification: the gradient becomes g + lamb * mean of the window (>= 0)
+    lamb: float = 5.0
+
+
+@dataclass
+class GradFilterConfig:
+    """A filter applied to the gradients between backward and the optimizer step (Grokfast,
+    Lee et al. 2024): a registered name (groktransfer.training.gradfilters.GRADFILTERS:
+    none, ema, ma). Each filter's parameters sit in its own block, read only when selected.
+    """
+
+    # a registered filter (none, ema, ma), checked against the registered names before anything is written
+    name: str = "none"
+    # Grokfast-EMA's settings, read only when name is ema
+    ema: EMAFilterParams = field(default_factory=EMAFilterParams)
+    # Grokfast-MA's settings, read only when name is ma
+    ma: MAFilterParams = field(default_factory=MAFilterParams)
 
 
 @dataclass
@@ -306,8 +385,10 @@ class SourceConfig:
     source_seed: Optional[int] = None
     # epochs the source run trains for
     max_epochs: int = 25000
-    # optimizer fields that differ for the source run (e.g. {lr: 3e-3}); the rest come from `optimizer`
+    # optimizer fields that differ for the source run (e.g. {lr: 3e-3}, {name: sgd}); the rest come from `optimizer`
     optimizer: Dict[str, Any] = field(default_factory=dict)
+    # gradient-filter fields that differ for the source run (e.g. {name: none}); the rest come from `gradfilter`
+    gradfilter: Dict[str, Any] = field(default_factory=dict)
     # an existing checkpoint (this project's format or the original paper's); skips training
     path: Optional[str] = None
     # which checkpoint inside a file that holds several (paper format): index or 'last'
@@ -415,6 +496,8 @@ class TrainJobConfig:
     transfer: TransferConfig = MISSING
     logger: LoggerConfig = MISSING
     train: TrainConfig = field(default_factory=TrainConfig)
+    # Grokfast gradient filter between backward and the optimizer step (none by default)
+    gradfilter: GradFilterConfig = field(default_factory=GradFilterConfig)
     measures: MeasuresConfig = field(default_factory=MeasuresConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
     # first level of the sweep directory (experiment presets set it)
@@ -434,6 +517,7 @@ def register_configs() -> None:
     cs.store(group="task", name="task_schema", node=TaskConfig)
     cs.store(group="model", name="model_schema", node=ModelConfig)
     cs.store(group="optimizer", name="optimizer_schema", node=OptimizerConfig)
+    cs.store(group="gradfilter", name="gradfilter_schema", node=GradFilterConfig)
     cs.store(group="transfer", name="transfer_schema", node=TransferConfig)
     cs.store(group="logger", name="logger_schema", node=LoggerConfig)
 
@@ -477,3 +561,20 @@ def to_plain(cfg: Any) -> Dict[str, Any]:
     data = OmegaConf.to_container(node, resolve=True, enum_to_str=True)
     assert isinstance(data, dict)
     return data  # type: ignore[return-value]
+
+
+def source_optimizer(cfg: "TrainJobConfig") -> OptimizerConfig:
+    """The source run's optimizer: the target's, with ``transfer.source.optimizer``'s fields merged in."""
+    return _merged(OptimizerConfig, cfg.optimizer, cfg.transfer.source.optimizer, "transfer.source.optimizer")
+
+
+def source_gradfilter(cfg: "TrainJobConfig") -> GradFilterConfig:
+    """The source run's gradient filter: the target's, with ``transfer.source.gradfilter``'s fields merged in."""
+    return _merged(GradFilterConfig, cfg.gradfilter, cfg.transfer.source.gradfilter, "transfer.source.gradfilter")
+
+
+def _merged(schema: Type[T], base: Any, overrides: Mapping[str, Any], label: str) -> T:
+    if not overrides:
+        return base
+    merged = OmegaConf.merge(OmegaConf.structured(base), dict(overrides))
+    return to_typed(schema, merged, label)

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from typing import Any, Iterable, List, Optional
 
 from groktransfer.config.schema import (
-    CheckpointCriteria, Component, ComponentAction, ConfigError, OptimizerConfig, TaskConfig, to_plain, to_typed,
+    CheckpointCriteria, Component, ComponentAction, ConfigError, GradFilterConfig, OptimizerConfig, TaskConfig,
+    TrainJobConfig, source_gradfilter, source_optimizer, to_plain, to_typed,
 )  # fmt: skip
 from groktransfer.config.conditions import BUILT_IN_BLOCKS, CONDITIONS
 from groktransfer.tasks.registry import TASKS
@@ -111,17 +112,8 @@ def validate_job_config(cfg: Any, given: Iterable[str] = ()) -> None:
                 f"model.d_vocab_out={model.d_vocab_out}: task {task.name} needs >= {need_out}"
             )
 
-    opt = cfg.optimizer
-    if float(opt.lr) <= 0:
-        errors.append(f"optimizer.lr={opt.lr}: must be positive")
-    if float(opt.weight_decay) < 0:
-        errors.append(f"optimizer.weight_decay={opt.weight_decay}: must be >= 0")
-    if len(opt.betas) != 2 or not all(0.0 <= float(b) < 1.0 for b in opt.betas):
-        errors.append(f"optimizer.betas={list(opt.betas)}: need two values in [0, 1)")
-    if int(opt.warmup_steps) < 0:
-        errors.append(f"optimizer.warmup_steps={opt.warmup_steps}: must be >= 0")
-    if not 0.0 <= float(opt.final_lr_frac) <= 1.0:
-        errors.append(f"optimizer.final_lr_frac={opt.final_lr_frac}: must be in [0, 1]")
+    _optimizer_problems(cfg.optimizer, "optimizer", errors)
+    _gradfilter_problems(cfg.gradfilter, "gradfilter", errors)
 
     train = cfg.train
     for key in ("max_epochs", "eval_every", "checkpoint_every", "threads"):
@@ -150,6 +142,67 @@ def validate_job_config(cfg: Any, given: Iterable[str] = ()) -> None:
 
     if errors:
         raise ConfigError("invalid config:\n  - " + "\n  - ".join(errors))
+
+
+def _optimizer_problems(opt: Any, prefix: str, errors: List[str]) -> None:
+    """The optimizer's hyperparameters (its name is checked against the registry when the job is
+    planned: ``groktransfer.training.optimizers.check_registered``, the registries being above this layer)."""
+    if float(opt.lr) <= 0:
+        errors.append(f"{prefix}.lr={opt.lr}: must be positive")
+    if float(opt.weight_decay) < 0:
+        errors.append(f"{prefix}.weight_decay={opt.weight_decay}: must be >= 0")
+    if len(opt.betas) != 2 or not all(0.0 <= float(b) < 1.0 for b in opt.betas):
+        errors.append(f"{prefix}.betas={list(opt.betas)}: need two values in [0, 1)")
+    if float(opt.eps) < 0:
+        errors.append(f"{prefix}.eps={opt.eps}: must be >= 0")
+    if int(opt.warmup_steps) < 0:
+        errors.append(f"{prefix}.warmup_steps={opt.warmup_steps}: must be >= 0")
+    if not 0.0 <= float(opt.final_lr_frac) <= 1.0:
+        errors.append(f"{prefix}.final_lr_frac={opt.final_lr_frac}: must be in [0, 1]")
+    sgd, muon = opt.sgd, opt.muon
+    for block, key in (("sgd", "momentum"), ("sgd", "dampening"), ("muon", "momentum")):
+        value = float(getattr(getattr(opt, block), key))
+        if value < 0:
+            errors.append(f"{prefix}.{block}.{key}={value}: must be >= 0")
+    if bool(sgd.nesterov) and (float(sgd.momentum) <= 0 or float(sgd.dampening) != 0):
+        errors.append(f"{prefix}.sgd.nesterov=true needs momentum > 0 and dampening 0")
+    if muon.lr is not None and float(muon.lr) <= 0:
+        errors.append(f"{prefix}.muon.lr={muon.lr}: must be positive (or null for {prefix}.lr)")
+    if muon.weight_decay is not None and float(muon.weight_decay) < 0:
+        errors.append(f"{prefix}.muon.weight_decay={muon.weight_decay}: must be >= 0")
+    if int(muon.ns_steps) < 1:
+        errors.append(f"{prefix}.muon.ns_steps={muon.ns_steps}: must be >= 1")
+    if float(muon.eps) <= 0:
+        errors.append(f"{prefix}.muon.eps={muon.eps}: must be positive")
+    if muon.adjust_lr_fn is not None and str(muon.adjust_lr_fn) not in ("original", "match_rms_adamw"):
+        errors.append(f"{prefix}.muon.adjust_lr_fn={muon.adjust_lr_fn!r}: one of original, match_rms_adamw, null")
+
+
+def _gradfilter_problems(gf: Any, prefix: str, errors: List[str]) -> None:
+    """The gradient filter's parameters (Grokfast's alpha, lamb, window)."""
+    if not 0.0 <= float(gf.ema.alpha) < 1.0:
+        errors.append(f"{prefix}.ema.alpha={gf.ema.alpha}: must lie in [0, 1)")
+    for block in ("ema", "ma"):
+        if float(getattr(gf, block).lamb) < 0:
+            errors.append(f"{prefix}.{block}.lamb={getattr(gf, block).lamb}: must be >= 0")
+    if int(gf.ma.window) < 1:
+        errors.append(f"{prefix}.ma.window={gf.ma.window}: must be >= 1")
+
+
+def _source_training_problems(cfg: Any, errors: List[str]) -> None:
+    """The source run's optimizer and gradient filter: the target's with ``transfer.source``'s fields merged in."""
+    typed = to_typed(TrainJobConfig, cfg)
+    for label, merge, check in (
+        ("transfer.source.optimizer", source_optimizer, _optimizer_problems),
+        ("transfer.source.gradfilter", source_gradfilter, _gradfilter_problems),
+    ):
+        try:
+            merged = merge(typed)
+        except ConfigError as exc:
+            errors.append(str(exc))
+            continue
+        if merged is not getattr(typed, label.rsplit(".", 1)[-1]):
+            check(merged, label, errors)
 
 
 def _validate_transfer(cfg: Any, errors: List[str]) -> None:
@@ -201,6 +254,11 @@ def _validate_transfer(cfg: Any, errors: List[str]) -> None:
     unknown = set(src.optimizer) - set(OptimizerConfig.__dataclass_fields__)
     if unknown:
         errors.append(f"transfer.source.optimizer: unknown optimizer field(s) {sorted(unknown)}")
+    unknown_filter = set(src.gradfilter) - set(GradFilterConfig.__dataclass_fields__)
+    if unknown_filter:
+        errors.append(f"transfer.source.gradfilter: unknown gradient-filter field(s) {sorted(unknown_filter)}")
+    if not unknown and not unknown_filter:
+        _source_training_problems(cfg, errors)
     if int(src.max_epochs) < 1:
         errors.append(f"transfer.source.max_epochs={src.max_epochs}: must be >= 1")
     src_shapes = task_shapes(source_task) if source_ok else None

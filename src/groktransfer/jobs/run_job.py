@@ -40,6 +40,7 @@ from groktransfer.transfer.source_runs import SourceCache, SourceSpec, source_sp
 from groktransfer.transfer.starting_point import StartingPoint, build_starting_point, model_for_resume
 from groktransfer.tasks.modular import Task
 from groktransfer.model.registry import MODELS
+from groktransfer.training.optimizers import check_registered
 from groktransfer.tasks.registry import make_task
 from groktransfer.training.trainer import TrainerCallback
 from groktransfer.runs.train_run_dir import TrainingPlan, resolved_model_config, train_in_run_dir, train_source_run
@@ -209,6 +210,7 @@ def plan_job(
     """
     validate_job_config(job, launch.given)
     MODELS.get(job.model.architecture)  # an unknown name: one line listing the registered ones, exit 2
+    check_registered(job)  # optimizer and gradient filter names (the source's too): the same
     resolve_device(job.train.device)  # a device that is not there: one line, exit 2, nothing written
     seeds = resolve_seeds(job)
     configure_torch(job.train.threads, job.train.flush_denormal, job.train.cpu_gemm)
@@ -312,6 +314,7 @@ def _target_plan(
         task=task,
         model=start.model,
         optimizer=job.optimizer,
+        gradfilter=job.gradfilter,
         train=job.train,
         measures=job.measures,
         meta=meta,

@@ -29,6 +29,7 @@ from omegaconf import OmegaConf
 
 from groktransfer.config.schema import (
     CheckpointCriteria,
+    GradFilterConfig,
     MeasuresConfig,
     ModelConfig,
     OptimizerConfig,
@@ -38,6 +39,8 @@ from groktransfer.config.schema import (
     TrainConfig,
     TrainJobConfig,
     TransferConfig,
+    source_gradfilter,
+    source_optimizer,
     to_typed,
 )
 from groktransfer.config.conditions import needs_source
@@ -117,6 +120,11 @@ RECORDED_FIELDS: Mapping[type, Tuple[str, ...]] = {
 #: (``final_lr_frac`` only means something under a non-constant schedule).
 HASHED_WITH: Mapping[str, str] = {"optimizer.final_lr_frac": "optimizer.schedule"}
 
+#: Configs that name one of several choices (``name``) and hold one block of parameters per
+#: choice (``optimizer.sgd``, ``gradfilter.ema``): only the chosen one's block is hashed (the
+#: others do not touch the numbers), and only where it differs from its defaults.
+CHOICE_BLOCKS: Tuple[type, ...] = (OptimizerConfig, GradFilterConfig)
+
 #: None = "derived from the task": hashed as the value it resolves to, for the job's (or source's) task.
 RESOLVED_FROM_TASK: Mapping[str, Callable[[TaskConfig], Any]] = {"model.n_ctx": task_seq_len}
 
@@ -190,14 +198,17 @@ def source_parts(cfg: TrainJobConfig, source_seed: int) -> Dict[str, Dict[str, A
     model = dataclasses.replace(
         cfg.model, d_vocab=None, d_vocab_out=None, **{k: v for k, v in overrides.items() if v is not None}
     )
-    optimizer = {**_plain(cfg.optimizer), **src.optimizer}
+    optimizer, gradfilter = source_optimizer(cfg), source_gradfilter(cfg)
     train = {**_plain(cfg.train), "max_epochs": int(src.max_epochs)}
     parts = {
         "task": _project(task, _plain(task), "task.", task),
         "model": _project(model, _plain(model), "model.", task),
-        "optimizer": _project(cfg.optimizer, optimizer, "optimizer.", task),
+        "optimizer": _project(optimizer, _plain(optimizer), "optimizer.", task),
         "train": _project(cfg.train, train, "train.", task),
     }
+    filtered = _project(gradfilter, _plain(gradfilter), "gradfilter.", task)
+    if filtered:  # a source trained with a gradient filter; without one the key is what it always was
+        parts["gradfilter"] = filtered
     for dotted in SOURCE_OMITS:
         block, key = dotted.split(".")
         parts[block].pop(key, None)
@@ -237,6 +248,8 @@ def _project(obj: Any, plain: Dict[str, Any], prefix: str, task: TaskConfig) -> 
         if path in RESOLVED_FROM_TASK and value is None:
             value = RESOLVED_FROM_TASK[path](task)
         child = getattr(obj, key)
+        if isinstance(obj, CHOICE_BLOCKS) and dataclasses.is_dataclass(child) and key != str(obj.name):
+            continue  # the parameters of an optimizer / filter this job does not use
         if dataclasses.is_dataclass(child) and isinstance(value, dict):
             value = _project(child, value, path + ".", task)
             if key not in recorded and not value:  # a later block with every field at its default

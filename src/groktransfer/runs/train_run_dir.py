@@ -19,6 +19,7 @@ import torch
 from groktransfer.runs.callbacks import RunDirCallbacks, WallClock, load_resume_state
 from groktransfer.model.checkpoint import save_checkpoint
 from groktransfer.config.schema import (
+    GradFilterConfig,
     LoggerConfig,
     MeasuresConfig,
     ModelConfig,
@@ -61,6 +62,7 @@ class TrainingPlan:
     copied: List[str] = field(default_factory=list)
     save_optimizer_states: bool = False
     callbacks: Sequence[TrainerCallback] = ()  # extra trainer callbacks (the profiler; tests' fault injection)
+    gradfilter: Optional[GradFilterConfig] = None  # None: no gradient filter
 
 
 def train_in_run_dir(run_dir: RunDir, plan: TrainingPlan) -> StatusRecord:
@@ -123,14 +125,14 @@ class RunDirTraining:
         callbacks: List[TrainerCallback] = [self.writer, *plan.callbacks]
         if plan.train.profile_epochs > 0:
             callbacks.append(ProfilerCallback(run_dir.profile_dir, plan.train.profile_epochs))
-        trainer = Trainer(plan.model, plan.task, plan.optimizer, plan.train, callbacks=callbacks)
+        trainer = Trainer(plan.model, plan.task, plan.optimizer, plan.train, callbacks=callbacks, gradfilter_cfg=plan.gradfilter)
         if resume is not None:
             trainer.load_state_dict(resume)
             self.writer.last_measures = dict(resume.get("last_measures", {}))
             log.info("resumed at epoch %d", trainer.epoch)
         elif plan.optimizer_state and plan.copied:
             n = carry_optimizer_state(trainer.optimizer, plan.model, plan.optimizer_state, plan.copied)
-            log.info("carried AdamW state of %d source parameters over", n)
+            log.info("carried Adam moments of %d source parameters over", n)
         self.trainer = trainer
         return trainer
 
@@ -210,6 +212,7 @@ def train_source_run(run_dir: RunDir, spec: SourceSpec, job: TrainJobConfig) -> 
         task=task,
         model=build_model(model_cfg, spec.model_seed),
         optimizer=to_typed(OptimizerConfig, spec.optimizer),
+        gradfilter=to_typed(GradFilterConfig, spec.gradfilter),
         train=train_cfg,
         measures=MeasuresConfig(enabled=True, key_freq_threshold=job.measures.key_freq_threshold),
         meta=RunMeta(

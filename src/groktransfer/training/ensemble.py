@@ -14,8 +14,12 @@ Why this is K independent trainings:
   over the member axis and gathers only inside a member's slice of each table;
 * loss: each member's mean cross-entropy over its own training pairs (float64), summed
   -- the gradient of a sum is each member's own gradient;
-* optimizer: AdamW is element-wise, so torch's own (fused) AdamW over the stacked
-  tensors updates every member exactly as a separate AdamW would. Members whose
+* gradient filter (Grokfast): element-wise, so one filter over the stacked gradients
+  filters each member's as its own would (its state stacked like the optimizer's);
+* optimizer: AdamW, Adam and SGD are element-wise (``OptimizerEntry.stackable``), so torch's
+  own optimizer over the stacked tensors updates every member exactly as a separate one
+  would; Muon is not (it orthogonalises whole matrices): its members train one at a
+  time after a one-line notice (:func:`incompatibility`). Members whose
   learning rate or weight decay differ sit in separate param groups (one stacked
   tensor per parameter per group, concatenated for the forward); the lr schedule
   (warm-up, then constant or cosine) is the same ``LambdaLR`` factor a single job uses.
@@ -30,7 +34,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, replace
-from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -38,7 +42,9 @@ from tqdm.auto import tqdm
 
 from groktransfer.transfer.embedding_map import has_embedding_map
 from groktransfer.model.lastpos import last_position_logits
-from groktransfer.training.trainer import EvalResult, Trainer, TrainingFailure, TrainOutcome, adamw
+from groktransfer.training.gradfilters import GradFilter, build_gradfilter
+from groktransfer.training.optimizers import OPTIMIZERS
+from groktransfer.training.trainer import EvalResult, Trainer, TrainingFailure, TrainOutcome
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +67,9 @@ def incompatibility(members: Sequence[Trainer]) -> Optional[str]:
     if not members:
         return "no members"
     first = members[0]
+    entry = OPTIMIZERS.get(str(first.optimizer_cfg.name))
+    if not entry.stackable:
+        return f"optimizer {first.optimizer_cfg.name}: {entry.why_not_stackable}"
     cfg = replace(first.model.config, model_seed=None)
     if not (cfg.n_layers == 1 and cfg.normalization is None):
         return "ensembles need the fast last-position path (one layer, no LayerNorm)"
@@ -77,14 +86,14 @@ def incompatibility(members: Sequence[Trainer]) -> Optional[str]:
             return "tasks differ"
         if m.cfg != first.cfg:
             return "train settings differ"
-        if (list(m.optimizer_cfg.betas), m.optimizer_cfg.eps, m.optimizer_cfg.warmup_steps) != (
-            list(opt.betas), opt.eps, opt.warmup_steps
-        ):
-            return "AdamW betas, eps or warm-up differ"
         if (m.optimizer_cfg.schedule, m.optimizer_cfg.final_lr_frac, m.total_steps) != (
             opt.schedule, opt.final_lr_frac, first.total_steps
         ):
             return "lr schedules differ"
+        if replace(m.optimizer_cfg, lr=0.0, weight_decay=0.0) != replace(opt, lr=0.0, weight_decay=0.0):
+            return "optimizers differ (other than in lr and weight decay)"
+        if m.gradfilter_cfg != first.gradfilter_cfg:
+            return "gradient filters differ"
         if m.epoch != first.epoch:
             return "members start from different epochs"
         if m.device != first.device:
@@ -97,7 +106,33 @@ def incompatibility(members: Sequence[Trainer]) -> Optional[str]:
     has_state = [bool(m.optimizer.state) for m in members]
     if any(has_state) and not all(has_state):
         return "some members carry optimizer state and others do not"
+    if first.gradfilter is not None and len({m.gradfilter.steps for m in members}) > 1:
+        return "the members' gradient filters have seen different numbers of steps"
     return None
+
+
+def _stack_state(states: Sequence[Dict[str, Any]], shape: torch.Size) -> Dict[str, Any]:
+    """One stacked optimizer state from the members' states of one parameter: tensors of the
+    parameter's shape (moments, momentum buffers) stacked, the rest (the step count, equal
+    across members) taken from the first."""
+    out: Dict[str, Any] = {}
+    for key, value in states[0].items():
+        if torch.is_tensor(value) and value.shape == shape and value.ndim > 0:
+            out[key] = torch.stack([s[key] for s in states])
+        else:
+            out[key] = value.clone() if torch.is_tensor(value) else value
+    return out
+
+
+def _member_state(state: Dict[str, Any], local: int, shape: torch.Size) -> Dict[str, Any]:
+    """Member ``local``'s slice of a stacked optimizer state (the inverse of :func:`_stack_state`)."""
+    out: Dict[str, Any] = {}
+    for key, value in state.items():
+        if torch.is_tensor(value) and value.ndim == len(shape) + 1 and value.shape[1:] == shape:
+            out[key] = value[local].clone()
+        else:
+            out[key] = value.clone() if torch.is_tensor(value) else value
+    return out
 
 
 def _trainable_names(trainer: Trainer) -> List[str]:
@@ -110,6 +145,7 @@ class _Group:
 
     members: List[int]  # indices into EnsembleTrainer.members
     params: Dict[str, torch.Tensor]  # name -> [k_g, ...]; nn.Parameter where it trains
+    gradfilter: Optional[GradFilter] = None  # the members' filters, stacked
 
 
 class EnsembleTrainer:
@@ -152,7 +188,7 @@ class EnsembleTrainer:
             self._groups.append(_Group(idx, params))
             param_groups.append({"params": [params[n] for n in self.names if n in self.trainable], "lr": lr, "weight_decay": wd})
         first = self.members[self.active[0]]
-        self.optimizer = adamw(param_groups, first.optimizer_cfg)
+        self.optimizer = OPTIMIZERS.get(str(first.optimizer_cfg.name)).build(param_groups, first.optimizer_cfg, None)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, first.lr_factor)  # the members' schedule
         for group, param_group in zip(self._groups, self.optimizer.param_groups):
             lead = self.members[group.members[0]]
@@ -160,13 +196,11 @@ class EnsembleTrainer:
             for name in self.names:
                 if name not in self.trainable:
                     continue
-                states = [self.members[i].optimizer.state.get(self.members[i].model.get_parameter(name)) for i in group.members]
+                member_params = [self.members[i].model.get_parameter(name) for i in group.members]
+                states = [self.members[i].optimizer.state.get(p) for i, p in zip(group.members, member_params)]
                 if states[0]:
-                    self.optimizer.state[group.params[name]] = {
-                        "step": states[0]["step"].clone(),
-                        "exp_avg": torch.stack([s["exp_avg"] for s in states]),
-                        "exp_avg_sq": torch.stack([s["exp_avg_sq"] for s in states]),
-                    }
+                    self.optimizer.state[group.params[name]] = _stack_state(states, member_params[0].shape)
+            group.gradfilter = self._stacked_filter(group.members)
         lead_sched = first.scheduler.state_dict()
         self.scheduler.last_epoch = lead_sched["last_epoch"]
         self.scheduler._step_count = lead_sched["_step_count"]
@@ -188,16 +222,32 @@ class EnsembleTrainer:
                     param.copy_(group.params[name][local])
                     state = self.optimizer.state.get(group.params[name]) if name in self.trainable else None
                     if state:
-                        member.optimizer.state[param] = {
-                            "step": state["step"].clone(),
-                            "exp_avg": state["exp_avg"][local].clone(),
-                            "exp_avg_sq": state["exp_avg_sq"][local].clone(),
-                        }
+                        member.optimizer.state[param] = _member_state(state, local, param.shape)
+                if group.gradfilter is not None:
+                    member.gradfilter.steps = group.gradfilter.steps
+                    member.gradfilter.state = {
+                        n: {k: v[local].clone() for k, v in s.items()} for n, s in group.gradfilter.state.items()
+                    }
                 member.optimizer.param_groups[0]["lr"] = param_group["lr"]
                 member.scheduler.last_epoch = self.scheduler.last_epoch
                 member.scheduler._step_count = self.scheduler._step_count
                 member.scheduler._last_lr = [param_group["lr"]]
                 member.epoch = self.epoch
+
+    def _stacked_filter(self, idx: Sequence[int]) -> Optional[GradFilter]:
+        """A filter over the stacked gradients of members ``idx``: their state stacked on a new
+        leading axis (every filter tensor has its parameter's shape in front)."""
+        lead = self.members[idx[0]]
+        stacked = build_gradfilter(lead.gradfilter_cfg)
+        if stacked is None:
+            return None
+        filters = [self.members[i].gradfilter for i in idx]
+        stacked.steps = lead.gradfilter.steps
+        stacked.state = {
+            name: {k: torch.stack([f.state[name][k] for f in filters]) for k in s}
+            for name, s in lead.gradfilter.state.items()
+        }
+        return stacked
 
     def _stacked_data(self) -> Dict[str, torch.Tensor]:
         order = self.order
@@ -251,6 +301,9 @@ class EnsembleTrainer:
     def _step(self, losses: torch.Tensor) -> None:
         self.optimizer.zero_grad(set_to_none=True)
         losses.sum().backward()
+        for group in self._groups:
+            if group.gradfilter is not None:
+                group.gradfilter.apply([(n, group.params[n]) for n in self.names if n in self.trainable])
         self.optimizer.step()
         self.scheduler.step()
 

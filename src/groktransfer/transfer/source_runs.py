@@ -52,6 +52,8 @@ class SourceSpec:
     optimizer: Dict[str, Any]
     train: Dict[str, Any]  # max_epochs, eval_every, checkpoint_every, thresholds, patience, fast_path
     model_seed: int
+    # the gradient filter, where it is not the default (none): absent from the hash otherwise
+    gradfilter: Dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> Dict[str, Any]:
         return {
@@ -61,6 +63,7 @@ class SourceSpec:
             "optimizer": self.optimizer,
             "train": self.train,
             "model_seed": self.model_seed,
+            **({"gradfilter": self.gradfilter} if self.gradfilter else {}),
         }
 
     def task_config(self) -> Dict[str, Any]:

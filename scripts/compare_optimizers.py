@@ -1,0 +1,148 @@
+"""Epochs (and seconds) to a test-accuracy threshold per optimizer x gradient filter, with the
+speed-up over a baseline group, from one or more sweep directories.
+
+The standard report (scripts/analyze.py) groups runs by transfer condition; this tool groups
+them by ``optimizer.name`` / ``gradfilter.name`` (and a transfer condition when a sweep mixes
+several) and uses the analysis module's own statistics: censored runs count at their last
+epoch, a median that a censored run could still move is a lower bound (``≥``), the speed-up
+is median(baseline) / median(group) with a percentile-bootstrap CI over runs
+(``groktransfer.analysis.groups.compare_groups``). Per second: each run's epochs to the
+threshold times its measured seconds per epoch (status.json ``seconds_per_epoch``).
+
+    python scripts/compare_optimizers.py multirun/grokfast_p113/<time> [more sweep dirs] \
+        [--threshold 0.9 0.999] [--baseline adamw/none] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Any, Dict, List
+
+import numpy as np
+
+from groktransfer.analysis.collect import _config_of, collect_runs, dig, resolve_sweep_dirs
+from groktransfer.analysis.groups import compare_groups, observations
+from groktransfer.analysis.settings import BootstrapSettings
+from groktransfer.runs.rundir import STATUS_FILE
+from groktransfer.analysis.stats import bootstrap_ratio_ci, bound_direction, format_epochs, median_with_bound, ratio_of_medians, row_rng
+
+
+def group_label(run_dir: Path, with_condition: bool, with_experiment: bool = False) -> str:
+    cfg = _config_of(run_dir)
+    opt = dig(cfg, "optimizer", "name") or "adamw"
+    filt = dig(cfg, "gradfilter", "name") or "none"
+    label = f"{opt}/{filt}"
+    if opt == "muon" and dig(cfg, "optimizer", "muon", "lr") is not None:
+        label += f" (muon lr {dig(cfg, 'optimizer', 'muon', 'lr')})"
+    if with_condition:
+        condition = dig(cfg, "transfer", "name")
+        label = f"{condition}: {label}"
+        if condition != "random":  # the source's filter: transfer.source.gradfilter, else the target's
+            label += f" (source {dig(cfg, 'transfer', 'source', 'gradfilter', 'name') or filt})"
+    if with_experiment:  # sweeps of several presets (e.g. another epoch cap): keep their runs apart
+        label = f"{cfg.get('experiment_name')}: {label}"
+    return label
+
+
+def seconds_per_epoch(run_dir: Path) -> float:
+    try:
+        return float(json.loads((run_dir / STATUS_FILE).read_text())["seconds_per_epoch"])
+    except (OSError, KeyError, ValueError, TypeError):
+        return math.nan
+
+
+def compare(sweeps: List[Path], threshold: float, baseline: str, b: BootstrapSettings) -> List[Dict[str, Any]]:
+    runs = collect_runs(sweeps)
+    with_condition = len({r.condition for r in runs}) > 1
+    with_experiment = len({r.experiment for r in runs}) > 1
+    groups: Dict[str, list] = {}
+    for r in runs:
+        groups.setdefault(group_label(r.run_dir, with_condition, with_experiment), []).append(r)
+    base_key = next((k for k in groups if k.endswith(baseline)), baseline)
+    base = groups.get(base_key, [])
+    rows = []
+    for label, members in groups.items():
+        row = compare_groups(base, members, threshold, label, b)
+        row["group"], row["baseline"] = label, base_key
+        row["n_runs"] = len(members)
+        row["n_not_completed"] = sum(not r.completed for r in members)
+        spe = [seconds_per_epoch(r.run_dir) for r in members if r.completed]
+        row["seconds_per_epoch_median"] = float(np.nanmedian(spe)) if spe else math.nan
+        # per second: epochs to the threshold x that run's seconds per epoch
+        gv, gc, bv, bc = (*_seconds(members, threshold), *_seconds(base, threshold))
+        if gv.size and bv.size:
+            med, lower = median_with_bound(gv, gc)
+            bmed, blower = median_with_bound(bv, bc)
+            lo, hi = bootstrap_ratio_ci(bv, gv, b.n_resamples, b.confidence, row_rng(b.seed, label + "|s", threshold))
+            row.update(seconds_median=med, seconds_lower_bound=lower, speedup_per_second=ratio_of_medians(bv, gv),
+                       sec_ci_low=lo, sec_ci_high=hi, sec_bound=bound_direction(blower, lower))  # fmt: skip
+        row["epochs"] = sorted(float(v) for v in observations(members, threshold)[0])
+        # where a group is censored, how far it got: test accuracy at each run's last epoch
+        finals = [float(r.final["test_acc"]) for r in members if r.completed and "test_acc" in r.final]
+        row["final_test_acc"] = sorted(finals)
+        rows.append(row)
+    rows.sort(key=lambda r: (r["group"] != base_key, r["group"]))
+    return rows
+
+
+def _seconds(runs, threshold: float):
+    values, censored = [], []
+    for r in runs:
+        v, c = observations([r], threshold)
+        if v.size:
+            values.append(float(v[0]) * seconds_per_epoch(r.run_dir))
+            censored.append(bool(c[0]))
+    return np.array(values), np.array(censored, dtype=bool)
+
+
+def markdown(rows: List[Dict[str, Any]], threshold: float) -> str:
+    head = (
+        f"| group | runs (censored) | epochs to {threshold:g} test acc: median [min–max] | speed-up per epoch (95% CI) "
+        "| s/epoch | speed-up per second (95% CI) | final test acc [min–max] |\n|---|---|---|---|---|---|---|"
+    )
+    lines = [head]
+    for r in rows:
+        bound = {"lower bound": "≥ ", "upper bound": "≤ ", "indeterminate": "? "}.get(r.get("bound", ""), "")
+        ratio = "–" if r["group"] == r["baseline"] else f"{bound}{r['ratio']:.2f} ({r['ci_low']:.2f}–{r['ci_high']:.2f})"
+        sec = "–"
+        if r["group"] != r["baseline"] and "speedup_per_second" in r:
+            sb = {"lower bound": "≥ ", "upper bound": "≤ ", "indeterminate": "? "}.get(r.get("sec_bound", ""), "")
+            sec = f"{sb}{r['speedup_per_second']:.2f} ({r['sec_ci_low']:.2f}–{r['sec_ci_high']:.2f})"
+        lines.append(
+            f"| {r['group']} | {r['n']} ({r['n_censored']}) | {format_epochs(r['median'], r['median_lower_bound'])} "
+            f"[{format_epochs(r['min'])}–{format_epochs(r['max'])}] | {ratio} | {r['seconds_per_epoch_median']:.4f} | {sec} "
+            f"| {_acc(r['final_test_acc'])} |"
+        )
+    return "\n".join(lines)
+
+
+def _acc(values: List[float]) -> str:
+    if not values:
+        return "–"
+    return f"{float(np.median(values)):.3f} [{min(values):.3f}–{max(values):.3f}]"
+
+
+def main(argv: List[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("sweep_dirs", nargs="+")
+    ap.add_argument("--threshold", type=float, nargs="+", default=[0.999])
+    ap.add_argument("--baseline", default="adamw/none")
+    ap.add_argument("--json", default=None)
+    args = ap.parse_args(argv)
+    sweeps = resolve_sweep_dirs([s.removeprefix("sweep_dir=") for s in args.sweep_dirs])
+    out = {}
+    for t in args.threshold:
+        rows = compare(sweeps, t, args.baseline, BootstrapSettings())
+        print(markdown(rows, t) + "\n")
+        out[str(t)] = rows
+    if args.json:
+        Path(args.json).write_text(json.dumps(out, indent=2, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,127 @@
+"""Gradient filters by name (``gradfilter.name``): none, ema, ma (Grokfast); plugins add theirs.
+
+Grokfast (Lee et al. 2024, arXiv 2405.20233) reads a parameter's gradients over the steps
+as a signal: a fast-changing part that fits the training set and a slow part that, the
+authors argue, drives generalisation. Amplifying the slow part -- adding a low-pass
+filtered copy of the gradient back onto it before the optimizer steps -- makes grokking
+come many times sooner. Two low-pass filters are offered:
+
+* ``ema``: an exponential moving average. mu <- alpha*mu + (1-alpha)*g, then g <- g + lamb*mu.
+  mu starts at the first gradient (as in the authors' code), so the first step is g*(1+lamb).
+* ``ma``: a moving average over a window. g <- g + lamb * (mean of the last ``window``
+  gradients, this one included); until ``window`` gradients have been seen nothing is added.
+
+A filter runs between ``backward`` and the optimizer step, on every trainable parameter
+that has a gradient. Every operation is element-wise, so a filter over an ensemble's stacked
+``[K, ...]`` gradients gives each member exactly what a filter over that member alone gives.
+Its state -- per-parameter tensors whose leading dimensions are the parameter's shape, and a
+step count -- is saved in ``resume.pt`` with the optimizer's, so a resumed run continues
+bit-identically; a transfer start begins with a fresh filter.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple
+
+import torch
+
+from groktransfer.utils.registry import Registry
+
+__all__ = ["GRADFILTERS", "GradFilter", "EMAFilter", "MAFilter", "build_gradfilter"]
+
+
+class GradFilter:
+    """Changes gradients in place; ``state`` maps a parameter name to its tensors."""
+
+    def __init__(self) -> None:
+        self.steps = 0
+        self.state: Dict[str, Dict[str, torch.Tensor]] = {}
+
+    @torch.no_grad()
+    def apply(self, named: Sequence[Tuple[str, torch.Tensor]]) -> None:
+        """Filter the gradients of ``named`` (name, parameter) pairs in place (one call per step)."""
+        for name, p in named:
+            if p.grad is not None:
+                self.filter(name, p.grad)
+        self.steps += 1
+
+    def filter(self, name: str, grad: torch.Tensor) -> None:
+        raise NotImplementedError
+
+    def state_dict(self) -> Dict[str, Any]:
+        return {"steps": self.steps, "state": {n: dict(s) for n, s in self.state.items()}}
+
+    def load_state_dict(self, state: Dict[str, Any]) -> None:
+        self.steps = int(state["steps"])
+        self.state = {n: {k: v.clone() for k, v in s.items()} for n, s in state["state"].items()}
+
+    def to(self, device: torch.device) -> "GradFilter":
+        self.state = {n: {k: v.to(device) for k, v in s.items()} for n, s in self.state.items()}
+        return self
+
+
+class EMAFilter(GradFilter):
+    """Grokfast-EMA: mu <- alpha*mu + (1-alpha)*g; g <- g + lamb*mu."""
+
+    def __init__(self, alpha: float, lamb: float) -> None:
+        super().__init__()
+        self.alpha, self.lamb = float(alpha), float(lamb)
+
+    def filter(self, name: str, grad: torch.Tensor) -> None:
+        s = self.state.get(name)
+        if s is None:
+            s = self.state[name] = {"mu": grad.detach().clone()}
+        else:
+            s["mu"].mul_(self.alpha).add_(grad, alpha=1.0 - self.alpha)
+        grad.add_(s["mu"], alpha=self.lamb)
+
+
+class MAFilter(GradFilter):
+    """Grokfast-MA: g <- g + lamb * mean(last ``window`` gradients), once ``window`` have been seen.
+
+    The window is a ring buffer [*shape, window] per parameter (the parameter's shape leading,
+    so an ensemble's member axis stacks in front); its sum is kept in float64, one gradient
+    added and the one leaving subtracted per step, so the mean costs two element-wise ops
+    rather than ``window`` additions.
+    """
+
+    def __init__(self, window: int, lamb: float) -> None:
+        super().__init__()
+        self.window, self.lamb = int(window), float(lamb)
+
+    def filter(self, name: str, grad: torch.Tensor) -> None:
+        s = self.state.get(name)
+        if s is None:
+            s = self.state[name] = {
+                "ring": torch.zeros((*grad.shape, self.window), dtype=grad.dtype, device=grad.device),
+                "sum": torch.zeros(grad.shape, dtype=torch.float64, device=grad.device),
+            }
+        slot = self.steps % self.window
+        ring, total = s["ring"], s["sum"]
+        if self.steps >= self.window:  # the oldest gradient leaves the window
+            total.sub_(ring[..., slot])
+        ring[..., slot] = grad
+        total.add_(grad)
+        if self.steps + 1 >= self.window:
+            grad.add_((total / self.window).to(grad.dtype), alpha=self.lamb)
+
+
+@dataclass(frozen=True)
+class GradFilterEntry:
+    """``build(cfg)``: the filter ``cfg`` (a GradFilterConfig) describes, or None for no filter."""
+
+    build: Callable[[Any], Optional[GradFilter]]
+
+
+GRADFILTERS: Registry[GradFilterEntry] = Registry("gradient filter", "gradfilter.name")
+GRADFILTERS.register("none", GradFilterEntry(lambda cfg: None))
+GRADFILTERS.register("ema", GradFilterEntry(lambda cfg: EMAFilter(cfg.ema.alpha, cfg.ema.lamb)))
+GRADFILTERS.register("ma", GradFilterEntry(lambda cfg: MAFilter(cfg.ma.window, cfg.ma.lamb)))
+
+
+def build_gradfilter(cfg: Any) -> Optional[GradFilter]:
+    """The filter ``cfg.name`` names (None: no filter, or no config)."""
+    if cfg is None:
+        return None
+    return GRADFILTERS.get(str(cfg.name)).build(cfg)
