@@ -284,3 +284,22 @@ def test_subsample_keeps_rows_aligned() -> None:
     assert subsample(full, 10, seed=1).tokens.equal(sub.tokens) and subsample(full, 1000) is full
     with pytest.raises(AssertionError, match="grid"):
         subsample(copy_a_task(), 10)
+
+
+def test_a_pair_task_without_a_pairs_attribute_is_read_from_its_tokens() -> None:
+    """A plugin's pair task need only follow the task protocol (tokens ``[a, b, =]``, labels):
+    the interpretability view reads the operands from the tokens, as the S5 example's needs."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from groktransfer.interp.answers import answer_set
+
+    a = torch.arange(4).repeat_interleave(4)
+    b = torch.arange(4).repeat(4)
+    tokens = torch.stack([a, b, torch.full_like(a, 4)], dim=1)
+    task = SimpleNamespace(name="toy", tokens=tokens, labels=(a * b) % 4, train_mask=torch.arange(16) % 2 == 0,
+                           d_vocab_out=4, p=4, describe=lambda: "toy")  # fmt: skip
+    aset = answer_set(task)
+    assert torch.equal(aset.operands, torch.stack([a, b], dim=1))
+    assert torch.equal(aset.targets["a"].values, a.double()) and aset.positions == (2,)

@@ -120,8 +120,8 @@ def pair_answer_set(task: Any) -> AnswerSet:
     Probe targets: a and b (regression), the answer (classification with p or 2p
     classes) and, for ``int_add``, the integer sum (regression; it is the answer).
     """
-    a, b = task.pairs
     tokens = task.tokens
+    a, b = tokens[:, 0], tokens[:, 1]  # the operands, read from the task protocol's tokens
     labels = task.labels.long()
     targets = {
         "a": Target("a", a.double(), REGRESSION),
