@@ -23,7 +23,9 @@ MODELS = sorted(p.stem for p in (REPO / "conf" / "model").glob("*.yaml"))
 def test_every_task_and_model_has_a_config() -> None:
     from groktransfer.tasks.registry import TASKS as REGISTERED
 
-    assert set(TASKS) == set(REGISTERED.names()) and {"one_layer", "attn_only_2l"} <= set(MODELS)
+    # the package's own tasks (an installed plugin, e.g. examples/s5_plugin in CI, ships its own configs)
+    built_in = {n for n in REGISTERED.names() if type(REGISTERED.get(n)).__module__.startswith("groktransfer.")}
+    assert set(TASKS) == built_in and {"one_layer", "attn_only_2l"} <= set(MODELS)
 
 
 @pytest.mark.parametrize("model", MODELS)
