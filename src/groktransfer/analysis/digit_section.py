@@ -2,7 +2,10 @@
 
 A provider for ``analysis.extra_sections`` (``groktransfer.analysis.digit_section:digit_sections``).
 It reads only the run directories (the status record's final block and the measures table) and
-returns nothing for sweeps without digit runs, so it can stay in the default list.
+returns nothing for sweeps without digit runs, so it can stay in the default list. Which runs
+are digit runs is read from what they recorded (per-answer-position accuracies in the status
+record's final block), not from the task's name: any family that records these measures, a
+plugin's included, gets the section.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from typing import Any, Dict, List, Sequence
 import numpy as np
 import pandas as pd
 
-from groktransfer.tasks.digits import CARRY_CLASS_NAMES, EXAMPLE_CLASS_NAMES, is_digit_task
+from groktransfer.tasks.digits import CARRY_CLASS_NAMES, EXAMPLE_CLASS_NAMES
 from groktransfer.runs.rundir import MEASURES_FILE, Status
 
 from .collect import RunRecord
@@ -57,7 +60,7 @@ def final_table(runs: Sequence[RunRecord], columns: Sequence[str]) -> pd.DataFra
 
 def digit_sections(runs: Sequence[RunRecord], out_dir: Path, settings: Any = None) -> List[ReportSection]:
     """'Digit measures' section: final per-position / per-carry-class accuracy and their curves."""
-    digit_runs = [r for r in runs if r.task and is_digit_task(r.task) and r.completed]
+    digit_runs = [r for r in runs if r.completed and any(_POSITION.match(k) for k in (r.final or {}))]
     if not digit_runs:
         return []
     conditions = list(dict.fromkeys(r.condition for r in digit_runs))

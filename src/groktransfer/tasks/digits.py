@@ -57,10 +57,6 @@ FAMILY = "digit"
 ENUMERATE_MAX_DIGITS = 2
 
 
-def is_digit_task(name: str) -> bool:
-    return name in DIGIT_TASKS
-
-
 @dataclass(frozen=True)
 class DigitSettings:
     """Everything that defines a digit task's data, independent of config machinery."""
