@@ -29,7 +29,7 @@ from groktransfer.transfer.embedding_map import MAP_KEYS, attach_embedding_map, 
 from groktransfer.model.transformer import HookedGrokTransformer
 from groktransfer.runs.rundir import RunDir
 from groktransfer.transfer.source_runs import SourceSelectionError, select_checkpoint, select_checkpoint_near_epoch
-from groktransfer.training.trainer import build_optimizer
+from groktransfer.training.optimizers import build_optimizer
 
 
 # --------------------------------------------------------------------------- selection by epoch

@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 
 from groktransfer.config.schema import GradFilterConfig, OptimizerConfig, Schedule, TrainConfig
 from groktransfer.training.gradfilters import build_gradfilter
-from groktransfer.training.optimizers import adamw, build_optimizer  # noqa: F401 (adamw: re-exported)
+from groktransfer.training.optimizers import build_optimizer
 from groktransfer.runs.rundir import threshold_key
 from groktransfer.training.device import loss_dtype, to_cpu
 from groktransfer.tasks.modular import Task
