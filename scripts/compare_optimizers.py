@@ -7,10 +7,14 @@ several) and uses the analysis module's own statistics: censored runs count at t
 epoch, a median that a censored run could still move is a lower bound (``≥``), the speed-up
 is median(baseline) / median(group) with a percentile-bootstrap CI over runs
 (``groktransfer.analysis.groups.compare_groups``). Per second: each run's epochs to the
-threshold times its measured seconds per epoch (status.json ``seconds_per_epoch``).
+threshold times its measured seconds per epoch (status.json ``seconds_per_epoch``), or, with
+``--cost``, times the seconds per epoch that ``benchmarks/bench_gradfilter.py`` measured for
+its optimizer and filter: a sweep's own timings count every other process on the machine
+(jobs started while the machine was busy look slow), the benchmark's interleaved rounds do not.
 
     python scripts/compare_optimizers.py multirun/grokfast_p113/<time> [more sweep dirs] \
-        [--threshold 0.9 0.999] [--baseline adamw/none] [--json out.json]
+        [--threshold 0.9 0.999] [--baseline adamw/none] [--json out.json] \
+        [--cost benchmarks/results/bench_gradfilter.json]
 """
 
 from __future__ import annotations
@@ -48,6 +52,31 @@ def group_label(run_dir: Path, with_condition: bool, with_experiment: bool = Fal
     return label
 
 
+# bench_gradfilter's variant for an "optimizer/filter" group label
+_BENCH_VARIANT = {"adamw/none": "adamw", "adamw/ema": "adamw + ema", "adamw/ma": "adamw + ma", "muon/none": "muon"}
+
+
+def bench_costs(path: Path, machine: str | None = None) -> Dict[str, float]:
+    """Seconds per epoch by group ("adamw/none", ...) from a bench_gradfilter results file:
+    the entry of ``machine`` (a machine key), else of this machine, else the only one."""
+    from groktransfer.model.gemm import machine_key
+
+    machines = json.loads(Path(path).read_text())["machines"]
+    key = machine or (machine_key() if machine_key() in machines else None)
+    if key is None:
+        if len(machines) != 1:
+            raise SystemExit(f"{path}: no entry for this machine; pick one of {sorted(machines)} with --cost-machine")
+        key = next(iter(machines))
+    rows = {r["variant"]: float(r["seconds_per_epoch"]) for r in machines[key]["rows"]}
+    return {group: rows[variant] for group, variant in _BENCH_VARIANT.items() if variant in rows}
+
+
+def group_cost(label: str, costs: Dict[str, float]) -> float:
+    """The benchmark's seconds per epoch for a group label (condition prefix and notes aside)."""
+    core = label.rsplit(": ", 1)[-1].split(" (")[0]
+    return costs.get(core, math.nan)
+
+
 def seconds_per_epoch(run_dir: Path) -> float:
     try:
         return float(json.loads((run_dir / STATUS_FILE).read_text())["seconds_per_epoch"])
@@ -55,7 +84,8 @@ def seconds_per_epoch(run_dir: Path) -> float:
         return math.nan
 
 
-def compare(sweeps: List[Path], threshold: float, baseline: str, b: BootstrapSettings) -> List[Dict[str, Any]]:
+def compare(sweeps: List[Path], threshold: float, baseline: str, b: BootstrapSettings,
+            costs: Dict[str, float] | None = None) -> List[Dict[str, Any]]:
     runs = collect_runs(sweeps)
     with_condition = len({r.condition for r in runs}) > 1
     with_experiment = len({r.experiment for r in runs}) > 1
@@ -70,10 +100,15 @@ def compare(sweeps: List[Path], threshold: float, baseline: str, b: BootstrapSet
         row["group"], row["baseline"] = label, base_key
         row["n_runs"] = len(members)
         row["n_not_completed"] = sum(not r.completed for r in members)
-        spe = [seconds_per_epoch(r.run_dir) for r in members if r.completed]
-        row["seconds_per_epoch_median"] = float(np.nanmedian(spe)) if spe else math.nan
-        # per second: epochs to the threshold x that run's seconds per epoch
-        gv, gc, bv, bc = (*_seconds(members, threshold), *_seconds(base, threshold))
+        if costs is None:
+            spe = [seconds_per_epoch(r.run_dir) for r in members if r.completed]
+            row["seconds_per_epoch_median"] = float(np.nanmedian(spe)) if spe else math.nan
+        else:
+            row["seconds_per_epoch_median"] = group_cost(label, costs)
+        row["seconds_per_epoch_source"] = "runs" if costs is None else "bench_gradfilter"
+        # per second: epochs to the threshold x that run's (or the benchmark's) seconds per epoch
+        gv, gc = _seconds(members, threshold, None if costs is None else group_cost(label, costs))
+        bv, bc = _seconds(base, threshold, None if costs is None else group_cost(base_key, costs))
         if gv.size and bv.size:
             med, lower = median_with_bound(gv, gc)
             bmed, blower = median_with_bound(bv, bc)
@@ -89,12 +124,12 @@ def compare(sweeps: List[Path], threshold: float, baseline: str, b: BootstrapSet
     return rows
 
 
-def _seconds(runs, threshold: float):
+def _seconds(runs, threshold: float, cost: float | None = None):
     values, censored = [], []
     for r in runs:
         v, c = observations([r], threshold)
         if v.size:
-            values.append(float(v[0]) * seconds_per_epoch(r.run_dir))
+            values.append(float(v[0]) * (seconds_per_epoch(r.run_dir) if cost is None else cost))
             censored.append(bool(c[0]))
     return np.array(values), np.array(censored, dtype=bool)
 
@@ -132,11 +167,14 @@ def main(argv: List[str] | None = None) -> int:
     ap.add_argument("--threshold", type=float, nargs="+", default=[0.999])
     ap.add_argument("--baseline", default="adamw/none")
     ap.add_argument("--json", default=None)
+    ap.add_argument("--cost", default=None, help="seconds per epoch from a bench_gradfilter results file, not the runs'")
+    ap.add_argument("--cost-machine", default=None, help="that file's machine key (default: this machine's)")
     args = ap.parse_args(argv)
+    costs = bench_costs(Path(args.cost), args.cost_machine) if args.cost else None
     sweeps = resolve_sweep_dirs([s.removeprefix("sweep_dir=") for s in args.sweep_dirs])
     out = {}
     for t in args.threshold:
-        rows = compare(sweeps, t, args.baseline, BootstrapSettings())
+        rows = compare(sweeps, t, args.baseline, BootstrapSettings(), costs)
         print(markdown(rows, t) + "\n")
         out[str(t)] = rows
     if args.json:
