@@ -15,13 +15,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import time
 from pathlib import Path
 from typing import Tuple
 
-import torch
 
 from groktransfer.config.schema import GradFilterConfig, ModelConfig, OptimizerConfig, TrainConfig
 from groktransfer.model.registry import build_model
@@ -51,16 +49,6 @@ def seconds_per_epoch(opt: OptimizerConfig, filt: GradFilterConfig, epochs: int)
     return (time.process_time() - cpu) / epochs, (time.perf_counter() - wall) / epochs
 
 
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--epochs", type=int, default=100)
@@ -78,8 +66,7 @@ def main() -> None:
             times[name].append(cpu)
             walls[name].append(wall)
     base = statistics.median(times["adamw"])
-    avx512 = "avx512f" in Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else False
-    print(f"CPU: {cpu_name()} (AVX-512: {avx512}), 1 thread, torch {torch.__version__}, load average before {' '.join(f'{x:.2f}' for x in load)}")
+    print(f"machine: {machine_key()}; load average before {' '.join(f'{x:.2f}' for x in load)}")
     print(f"{args.epochs} epochs x {args.rounds} interleaved rounds, p=113 reference job")
     print("| variant | CPU s/epoch (median) | rounds | x adamw | wall s/epoch (median) |\n|---|---|---|---|---|")
     rows = []

@@ -31,6 +31,7 @@ import numpy as np
 from groktransfer.analysis.collect import _config_of, collect_runs, dig, resolve_sweep_dirs
 from groktransfer.analysis.groups import compare_groups, observations
 from groktransfer.analysis.settings import BootstrapSettings
+from groktransfer.model.gemm import machine_key
 from groktransfer.runs.rundir import STATUS_FILE
 from groktransfer.analysis.stats import bootstrap_ratio_ci, bound_direction, format_epochs, median_with_bound, ratio_of_medians, row_rng
 
@@ -59,10 +60,9 @@ _BENCH_VARIANT = {"adamw/none": "adamw", "adamw/ema": "adamw + ema", "adamw/ma":
 def bench_costs(path: Path, machine: str | None = None) -> Dict[str, float]:
     """Seconds per epoch by group ("adamw/none", ...) from a bench_gradfilter results file:
     the entry of ``machine`` (a machine key), else of this machine, else the only one."""
-    from groktransfer.model.gemm import machine_key
-
     machines = json.loads(Path(path).read_text())["machines"]
-    key = machine or (machine_key() if machine_key() in machines else None)
+    here = machine_key()
+    key = machine or (here if here in machines else None)
     if key is None:
         if len(machines) != 1:
             raise SystemExit(f"{path}: no entry for this machine; pick one of {sorted(machines)} with --cost-machine")

@@ -7,8 +7,10 @@ every step like any other callback.
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Optional
 
 import torch
@@ -34,3 +36,12 @@ class FaultInjection(TrainerCallback):
             raise RuntimeError(f"injected failure at epoch {trainer.epoch}")
         if self.sleep_per_epoch:
             time.sleep(self.sleep_per_epoch)
+
+
+def status_now(run_dir: Path) -> dict:
+    """status.json of a job that may be running or just killed: {} while it is not there yet or
+    is being replaced (the kill-and-resume tests poll it)."""
+    try:
+        return json.loads((run_dir / "status.json").read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {}

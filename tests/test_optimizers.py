@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from conftest import PYTHON, REPO, TINY, compose_job, run_in, script_env
+from faults import status_now
 from groktransfer.config.schema import GradFilterConfig, OptimizerConfig, TrainJobConfig, to_typed
 from groktransfer.config.validate import ConfigError, validate_job_config
 from groktransfer.runs.identity import run_identity
@@ -256,13 +257,6 @@ def test_muon_members_do_not_stack_and_say_why() -> None:
 KILLABLE = TINY + ["train.max_epochs=300", "train.patience=0", "train.checkpoint_every=40"]
 
 
-def _status(run_dir: Path) -> dict:
-    try:
-        return json.loads((run_dir / "status.json").read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return {}
-
-
 @pytest.mark.parametrize(
     "extra",
     [["optimizer=sgd", "optimizer.lr=0.01", "optimizer.weight_decay=1e-3", "gradfilter=ma", "gradfilter.ma.window=30"],
@@ -276,12 +270,12 @@ def test_sigkill_resumes_bit_identically_with_optimizer_and_filter_state(tmp_pat
     cmd = lambda d: [PYTHON, "scripts/train.py", *args, f"paths.root={root}", f"hydra.run.dir={d}"]  # noqa: E731
     proc = subprocess.Popen(cmd(first), cwd=REPO, env=script_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
-    while time.time() < deadline and _status(first).get("epoch", 0) < 80:
+    while time.time() < deadline and status_now(first).get("epoch", 0) < 80:
         time.sleep(0.1)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    killed_at = _status(first)["epoch"]
-    assert _status(first)["status"] == "running" and 80 <= killed_at < 300
+    killed_at = status_now(first)["epoch"]
+    assert status_now(first)["status"] == "running" and 80 <= killed_at < 300
     done = subprocess.run(cmd(second), cwd=REPO, env=script_env(), capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "resuming from epoch" in done.stdout + done.stderr

@@ -17,17 +17,10 @@ import pandas as pd
 import pytest
 
 from conftest import PYTHON, REPO, TINY, run_in, script_env
-from faults import FaultInjection
+from faults import FaultInjection, status_now
 
 # Long enough to be killed mid-way; patience 0 so it always runs to max_epochs.
 KILLABLE = TINY + ["train.max_epochs=400", "train.patience=0", "train.checkpoint_every=40"]
-
-
-def _status(run_dir: Path) -> dict:
-    try:
-        return json.loads((run_dir / "status.json").read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return {}
 
 
 def _train_cmd(root: Path, run_dir: Path, extra=()) -> list:
@@ -43,32 +36,32 @@ def test_sigkill_then_same_command_resumes_bit_identically(tmp_path: Path) -> No
         cwd=REPO, env=script_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     deadline = time.time() + 120
-    while time.time() < deadline and _status(first).get("epoch", 0) < 120:
+    while time.time() < deadline and status_now(first).get("epoch", 0) < 120:
         time.sleep(0.2)
     os.kill(proc.pid, signal.SIGKILL)  # no cleanup, no finally blocks
     proc.wait()
-    killed_at = _status(first)["epoch"]
-    assert _status(first)["status"] == "running" and 120 <= killed_at < 400
+    killed_at = status_now(first)["epoch"]
+    assert status_now(first)["status"] == "running" and 120 <= killed_at < 400
 
     # "the same command again": a new Hydra directory; the run index finds the old one
     done = subprocess.run(_train_cmd(root, second, ["logger=wandb"]), cwd=REPO, env=script_env(),
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "resuming from epoch" in done.stdout + done.stderr
-    assert _status(second)["status"] == "completed"
+    assert status_now(second)["status"] == "completed"
     pd.testing.assert_frame_equal(
         pd.read_csv(reference.run_dir / "metrics.csv"), pd.read_csv(second / "metrics.csv"), check_exact=True
     )
     ref_measures = pd.read_csv(reference.run_dir / "measures.csv")
     pd.testing.assert_frame_equal(ref_measures, pd.read_csv(second / "measures.csv"), check_exact=True)
-    assert _status(second)["thresholds"] == reference.record.thresholds
-    assert _status(first)["status"] == "running"  # the killed launch's files were copied, not altered
+    assert status_now(second)["thresholds"] == reference.record.thresholds
+    assert status_now(first)["status"] == "running"  # the killed launch's files were copied, not altered
 
     from groktransfer.sinks.wandb_sink import wandb_run_id
     from wandb_reader import offline_run_files, read_offline_run
 
     # the resumed job continued its own W&B run: the id derives from the run identity
-    expected = wandb_run_id(_status(second)["run_id"])
+    expected = wandb_run_id(status_now(second)["run_id"])
     resumed_files = offline_run_files(second)
     assert len(resumed_files) == 1
     resumed = read_offline_run(resumed_files[0])
@@ -84,7 +77,7 @@ def test_rerun_of_a_finished_job_trains_nothing_and_force_retrains(tmp_path: Pat
     first = run_in(tmp_path, "one", short)
     again = run_in(tmp_path, "two", short)
     assert again.skipped and "already completed" in again.skipped
-    assert _status(tmp_path / "two")["reused_from"] == str(first.run_dir)
+    assert status_now(tmp_path / "two")["reused_from"] == str(first.run_dir)
     pd.testing.assert_frame_equal(pd.read_csv(first.run_dir / "metrics.csv"), pd.read_csv(tmp_path / "two" / "metrics.csv"))
     forced = run_in(tmp_path, "three", short + ["force=true"])
     assert forced.skipped is None and forced.status == "completed"
@@ -102,7 +95,7 @@ def test_nan_is_recorded_as_failure_and_not_retried_silently(tmp_path: Path) -> 
 def test_exception_is_recorded_and_the_job_resumes_after_it(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError, match="injected failure"):
         run_in(tmp_path, "crash", KILLABLE, [FaultInjection(raise_at_epoch=100)])
-    status = _status(tmp_path / "crash")
+    status = status_now(tmp_path / "crash")
     assert status["status"] == "failed" and "injected failure" in status["reason"]
     resumed = run_in(tmp_path, "crash_rerun", KILLABLE)  # the same job, without the fault
     assert resumed.status == "completed" and resumed.record.epoch == 400
