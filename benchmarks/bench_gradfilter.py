@@ -20,7 +20,6 @@ import time
 from pathlib import Path
 from typing import Tuple
 
-
 from groktransfer.config.schema import GradFilterConfig, ModelConfig, OptimizerConfig, TrainConfig
 from groktransfer.model.registry import build_model
 from groktransfer.tasks.modular import Task
