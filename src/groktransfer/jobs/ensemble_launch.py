@@ -305,11 +305,17 @@ _TASKS: List[Callable[[], List[JobResult]]] = []
 
 def _run_task(index: int) -> List[JobResult]:
     try:
-        return _TASKS[index]()
+        results = _TASKS[index]()
     except KeyboardInterrupt:
-        if _launcher_gone:  # nobody to hand a result to; idle, this process would wait for work forever
-            os._exit(130)
-        raise
+        results = None
+        if not _launcher_gone:
+            raise
+    # The launcher died: nobody to hand a result to, and idle, this process would wait for work
+    # forever. Checked after the task too, because a task that records the interruption itself
+    # (its members "stopped") returns normally.
+    if _launcher_gone:
+        os._exit(130)
+    return results
 
 
 def _in_workers(tasks: List[Callable[[], List[JobResult]]], workers: int, names: List[str]) -> List[JobResult]:
