@@ -10,8 +10,11 @@ source "$repo/scripts/setup_env.sh"
 cd "$repo"
 sweep_dir="multirun/quickstart/$(date +%Y-%m-%d_%H-%M-%S)"
 start=$(date +%s)
+# The first sweep override is the outer loop. Random starts go first: they need no source
+# run, so both workers stay busy while the first memorised job trains it (the others wait
+# for it on a file lock); the short grokked jobs go last, so the two workers finish together.
 "$PYTHON_BIN" scripts/train.py -m experiment=quickstart \
-  seed="${SEEDS:-0,1,2}" transfer=grokked,random,memorized \
+  transfer=random,memorized,grokked seed="${SEEDS:-0,1,2}" \
   hydra/launcher=joblib hydra.launcher.n_jobs=2 \
   hydra.sweep.dir="$sweep_dir" "$@"
 "$PYTHON_BIN" scripts/analyze.py sweep_dir="$sweep_dir"

@@ -12,7 +12,9 @@ structure with that spread.
 
 from __future__ import annotations
 
+import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
@@ -22,6 +24,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+import torch  # noqa: E402
 
 from groktransfer.model.checkpoint import CheckpointError, load_checkpoint  # noqa: E402
 from groktransfer.config.schema import TaskConfig, to_typed  # noqa: E402
@@ -57,34 +60,55 @@ def run_task(rec: RunRecord) -> Any:
 
 
 def interpret_runs(runs: Sequence[RunRecord], interp: Any) -> tuple:
-    """(long DataFrame of every run's scalars, list of skipped runs with the reason)."""
+    """(long DataFrame of every run's scalars, list of skipped runs with the reason).
+
+    Runs are interpreted side by side, one per core (``interp.parallel_runs``), each on
+    one torch thread. Why threads and not more torch threads per run: a run's products
+    are small, and one thread computes each in the calling thread, so a run's numbers do
+    not depend on how many run beside it; torch releases the GIL inside its kernels.
+    """
     from groktransfer.interp.summary import interpret
 
-    rows: List[Dict[str, Any]] = []
-    skipped: List[Dict[str, Any]] = []
-    for rec in runs:
+    def one(rec: RunRecord) -> tuple:
         info = {"run": rec.name, "condition": rec.condition or "?", "seed": rec.seed}
         final = rec.run_dir / CHECKPOINT_DIR / FINAL_CHECKPOINT
         if not rec.completed or not final.is_file():
-            skipped.append({**info, "why": "not completed" if not rec.completed else f"no {CHECKPOINT_DIR}/{FINAL_CHECKPOINT}"})
-            continue
+            return [], {**info, "why": "not completed" if not rec.completed else f"no {CHECKPOINT_DIR}/{FINAL_CHECKPOINT}"}
         try:
             task = run_task(rec)
         except ValueError as exc:
-            skipped.append({**info, "why": str(exc)})
-            continue
+            return [], {**info, "why": str(exc)}
         try:
             model = load_checkpoint(final).build_model()
             res = interpret(model, task, interp)
         except (CheckpointError, ValueError, AssertionError, KeyError) as exc:
-            skipped.append({**info, "why": f"{type(exc).__name__}: {exc}"})
-            continue
+            return [], {**info, "why": f"{type(exc).__name__}: {exc}"}
         family = task.name
-        rows += [dict(info, task=family, p=task.p, measure=k, value=float(v)) for k, v in res.scalars.items()]
+        rows = [dict(info, task=family, p=task.p, measure=k, value=float(v)) for k, v in res.scalars.items()]
         if res.arrays.get("key_freqs") is not None:
             rows.append(dict(info, task=family, p=task.p, measure="key_freqs", value=float("nan"),
                              text=" ".join(map(str, res.arrays["key_freqs"]))))  # fmt: skip
+        return rows, None
+
+    threads = max(1, int(interp.threads))
+    workers = parallel_workers(interp.parallel_runs, len(runs), threads)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)  # before the workers start, so interpret()'s own set-and-restore is a no-op
+    try:
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            results = list(pool.map(one, runs))  # in run order, whatever finishes first
+    finally:
+        torch.set_num_threads(before)
+    rows = [row for run_rows, _ in results for row in run_rows]
+    skipped = [why for _, why in results if why is not None]
     return pd.DataFrame(rows), skipped
+
+
+def parallel_workers(requested: int, n_items: int, threads: int = 1) -> int:
+    """``requested`` workers, or with 0 as many as the cores this process may run on hold
+    at ``threads`` each; never more than the items."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(int(requested) or cores // threads, n_items))
 
 
 def aggregate(long: pd.DataFrame) -> pd.DataFrame:

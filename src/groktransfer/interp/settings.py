@@ -59,7 +59,9 @@ class InterpSettings:
     top_neurons: int = 6
     attention: bool = True  # attention patterns at each answer position
     in_sweep: bool = True  # also for every final model in the sweep report
-    threads: int = 1  # torch threads while interpreting (its matmuls are small: more threads contend)
+    threads: int = 1  # torch threads while interpreting one model (its matmuls are small: more threads contend)
+    # a sweep's final models interpreted side by side, one thread each; 0 = one per core
+    parallel_runs: int = 0
     # tasks without an (a, b) grid (digit tasks) are analysed on at most this many inputs
     # (a fixed random subset); 0 = all
     max_inputs: int = 4096
