@@ -14,7 +14,7 @@ import torch
 
 from groktransfer.analysis.circuits import analyze_checkpoint
 from groktransfer.analysis.collect import collect_runs
-from groktransfer.analysis.interp_section import interp_sections
+from groktransfer.analysis.interp_section import interp_sections, interpret_runs, parallel_workers
 from groktransfer.analysis.settings import to_settings
 from groktransfer.model.checkpoint import load_checkpoint
 from groktransfer.tasks.modular import Task
@@ -67,11 +67,25 @@ def test_unknown_interp_key_fails_at_compose_time(tmp_path: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def sweep_sections(tmp_path_factory: pytest.TempPathFactory):
-    built = make_circuit_sweep(tmp_path_factory.mktemp("interp"), p=P, n_seeds=2)
+def sweep_runs(tmp_path_factory: pytest.TempPathFactory):
+    return collect_runs([make_circuit_sweep(tmp_path_factory.mktemp("interp"), p=P, n_seeds=2)["sweep"]])
+
+
+@pytest.fixture(scope="module")
+def sweep_sections(sweep_runs, tmp_path_factory: pytest.TempPathFactory):
     out = tmp_path_factory.mktemp("analysis")
-    runs = collect_runs([built["sweep"]])
-    return out, interp_sections(runs, out, to_settings({"analysis": FAST}))
+    return out, interp_sections(sweep_runs, out, to_settings({"analysis": FAST}))
+
+
+def test_runs_interpreted_side_by_side_give_the_numbers_of_one_at_a_time(sweep_runs) -> None:
+    """Parallel runs (one torch thread each) change the wall time, never a number or the order."""
+    settings = {n: to_settings({"analysis": {**FAST, "interp": {**FAST["interp"], "parallel_runs": n}}}).analysis.interp for n in (1, 3)}
+    (serial, skipped_serial), (parallel, skipped_parallel) = (interpret_runs(sweep_runs, settings[n]) for n in (1, 3))
+    assert len(serial) > 100 and len(skipped_serial) == 2
+    pd.testing.assert_frame_equal(serial, parallel, check_exact=True)
+    assert skipped_serial == skipped_parallel
+    assert torch.get_num_threads() >= 1 and parallel_workers(3, 8) == 3 and parallel_workers(5, 2) == 2
+    assert parallel_workers(0, 100, threads=1) >= 1 and parallel_workers(0, 100, threads=10**6) == 1
 
 
 def test_sweep_section_per_task_family_with_per_seed_numbers(sweep_sections) -> None:
