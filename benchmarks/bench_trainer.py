@@ -13,9 +13,11 @@ process, on the same thread count:
       state and progress measures every ``checkpoint_every`` epochs),
   (3) the same with measures switched off,
 
-and prints the speed-ups over (0) and the measures' overhead (2)/(3) - 1. CPU seconds
-are printed beside wall seconds: on a shared machine wall time also counts the time
-other processes hold the core.
+and prints the speed-ups over (0) and the measures' overhead (2)/(3) - 1. Loops (1)-(3) run
+in interleaved rounds (``--rounds``) and each reports its median: these machines drift by
+5-10% within a minute, which would otherwise decide a 2% comparison. CPU seconds are
+printed beside wall seconds: on a shared machine wall time also counts the time other
+processes hold the core.
 
 It also says how close each loop is to the machine's floor: the CPU (model, instruction
 set), its measured float32 GEMM peak on these threads (the better of BLAS and oneDNN on a
@@ -26,13 +28,14 @@ the floor (floor = FLOPs per epoch / peak). The figures also go to
 ``benchmarks/results/bench_trainer.json`` (``--out``), one entry per machine
 (``benchmarks/results.py``), which the documentation's performance page reads. Usage::
 
-    python benchmarks/bench_trainer.py --p 113 --epochs 500 --threads 1
+    python benchmarks/bench_trainer.py --p 113 --epochs 300 --rounds 3 --threads 1
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -99,6 +102,11 @@ def time_trainer(task: Task, epochs: int, checkpoint_every: int, gemm: CpuGemm =
     return t.per(epochs)
 
 
+def _median_pair(times: list) -> Tuple[float, float]:
+    """(median wall, median CPU) seconds per epoch over rounds."""
+    return statistics.median(t[0] for t in times), statistics.median(t[1] for t in times)
+
+
 def gemm_peak_gflops(n: int = 2048, repeats: int = 5) -> dict:
     """Best float32 GFLOP per CPU second of an n^3 product on this thread count, per library."""
     a, b = torch.randn(n, n), torch.randn(n, n)
@@ -153,6 +161,7 @@ def main() -> None:
     parser.add_argument("--frac-train", type=float, default=0.3)
     parser.add_argument("--epochs", type=int, default=500)
     parser.add_argument("--paper-epochs", type=int, default=40, help="timed epochs of the (slow) paper loop")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds of the loops (1)-(3); the median is reported")
     parser.add_argument("--checkpoint-every", type=int, default=100)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "bench_trainer.json"))
@@ -166,21 +175,30 @@ def main() -> None:
     flops = flops_per_epoch(task, args.checkpoint_every)
     floor = flops / (peak * 1e9)
 
-    rows = {
+    paper_rows = {
         "(0) paper Trainer, as written": time_paper(args.p, args.frac_train, args.paper_epochs, prebuilt=False),
         "(0') paper Trainer, data tensors prebuilt": time_paper(args.p, args.frac_train, args.paper_epochs, prebuilt=True),
-        "(1) Trainer.fit, default eval cadence (auto)": time_trainer(task, args.epochs, args.checkpoint_every),
-        "(1a) the same, train.cpu_gemm=onednn": time_trainer(task, args.epochs, args.checkpoint_every, CpuGemm.onednn),
-        "(1b) the same, train.cpu_gemm=blas": time_trainer(task, args.epochs, args.checkpoint_every, CpuGemm.blas),
-        "(2) full job loop: files, checkpoints, measures": time_job(task, args.epochs, args.checkpoint_every, True),
-        "(3) full job loop without measures": time_job(task, args.epochs, args.checkpoint_every, False),
     }
+    loops = {
+        "(1) Trainer.fit, default eval cadence (auto)": lambda: time_trainer(task, args.epochs, args.checkpoint_every),
+        "(1a) the same, train.cpu_gemm=onednn": lambda: time_trainer(task, args.epochs, args.checkpoint_every, CpuGemm.onednn),
+        "(1b) the same, train.cpu_gemm=blas": lambda: time_trainer(task, args.epochs, args.checkpoint_every, CpuGemm.blas),
+        "(2) full job loop: files, checkpoints, measures": lambda: time_job(task, args.epochs, args.checkpoint_every, True),
+        "(3) full job loop without measures": lambda: time_job(task, args.epochs, args.checkpoint_every, False),
+    }
+    # Interleaved rounds (1, 1a, 1b, 2, 3, 1, 1a, ...), the median per loop: a change in the
+    # machine's speed during the run hits every loop alike instead of deciding a comparison.
+    rounds = {label: [] for label in loops}
+    for _ in range(args.rounds):
+        for label, loop in loops.items():
+            rounds[label].append(loop())
+    rows = {**paper_rows, **{label: _median_pair(ts) for label, ts in rounds.items()}}
     print(f"machine: {machine_key()}")
     print(f"float32 GEMM peak (2048^3, {args.threads} thread(s)): "
           + ", ".join(f"{k} {v:.1f} GFLOP/s" for k, v in peaks.items()) + f"; floor {flops / 1e9:.2f} GFLOP/epoch / "
           f"{peak:.1f} GFLOP/s = {floor:.4f} s/epoch")
-    print(f"p={args.p} frac_train={args.frac_train} threads={args.threads} epochs={args.epochs} "
-          f"(paper loop {args.paper_epochs}) eval_every=10 checkpoint_every={args.checkpoint_every}")
+    print(f"p={args.p} frac_train={args.frac_train} threads={args.threads} epochs={args.epochs} x {args.rounds} interleaved "
+          f"rounds, median (paper loop {args.paper_epochs} epochs once) eval_every=10 checkpoint_every={args.checkpoint_every}")
     print(f"{'loop':<50} {'wall s/ep':>10} {'cpu s/ep':>10} {'x paper':>8} {'x strict':>8} {'GFLOP/s':>8} {'floor':>6}")
     paper, strict = rows["(0) paper Trainer, as written"], rows["(0') paper Trainer, data tensors prebuilt"]
     table = []
@@ -190,14 +208,16 @@ def main() -> None:
         frac = "" if paper_loop else f"{floor / cpu:6.0%}"
         print(f"{label:<50} {wall:10.4f} {cpu:10.4f} {paper[1] / cpu:7.1f}x {strict[1] / cpu:7.1f}x {gflops:>8} {frac:>6}")
         table.append({"loop": label, "wall_s_per_epoch": wall, "cpu_s_per_epoch": cpu, "x_paper": paper[1] / cpu,
-                      "gflops": None if paper_loop else flops / cpu / 1e9, "fraction_of_floor": None if paper_loop else floor / cpu})
+                      "gflops": None if paper_loop else flops / cpu / 1e9, "fraction_of_floor": None if paper_loop else floor / cpu,
+                      "rounds_cpu_s_per_epoch": None if paper_loop else ", ".join(f"{t[1]:.4f}" for t in rounds[label])})
     with_measures, without = rows["(2) full job loop: files, checkpoints, measures"], rows["(3) full job loop without measures"]
     print(f"speed-ups are CPU-time ratios (the paper loop counts its whole sequence's FLOPs, not shown); "
           f"measures overhead (2)/(3) - 1: {100 * (with_measures[1] / without[1] - 1):.1f}%")
     print(f"auto's choices: {auto_choices()}")
     columns = {"loop": "loop", "wall_s_per_epoch": "wall s/epoch", "cpu_s_per_epoch": "CPU s/epoch", "x_paper": "× paper (CPU)",
-               "gflops": "GFLOP/s", "fraction_of_floor": "fraction of the floor"}
-    notes = (f"float32 GEMM peak (2048³, CPU time): {', '.join(f'{k} {v:.1f}' for k, v in peaks.items())} GFLOP/s; "
+               "gflops": "GFLOP/s", "fraction_of_floor": "fraction of the floor", "rounds_cpu_s_per_epoch": "each round (CPU s/epoch)"}
+    notes = (f"{args.epochs} epochs x {args.rounds} interleaved rounds per loop, the median; "
+             f"float32 GEMM peak (2048³, CPU time): {', '.join(f'{k} {v:.1f}' for k, v in peaks.items())} GFLOP/s; "
              f"{flops / 1e9:.2f} GFLOP per epoch, so the floor is {floor:.4f} s/epoch. auto chose: {auto_choices()}")
     figures = {"columns": columns, "notes": notes, "args": vars(args), "load_before": load_before, "gemm_peak_gflops": peaks, "gflop_per_epoch": flops / 1e9,
                "floor_s_per_epoch": floor, "rows": table, "auto_choices": auto_choices()}  # fmt: skip

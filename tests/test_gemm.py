@@ -128,8 +128,8 @@ def test_auto_measures_each_product_shape_once_and_shares_the_choice(tmp_path, m
     monkeypatch.setenv("GROKTRANSFER_CACHE_DIR", str(tmp_path))
     monkeypatch.setattr(gemm, "_choices", {})
     timed = []
-    real = gemm._time_one
-    monkeypatch.setattr(gemm, "_time_one", lambda b, *a: timed.append(b) or (0.001 if b == CpuGemm.blas else 0.002))
+    real = gemm._time_both
+    monkeypatch.setattr(gemm, "_time_both", lambda *a: timed.extend([CpuGemm.onednn, CpuGemm.blas]) or {CpuGemm.onednn: 0.002, CpuGemm.blas: 0.001})
     set_cpu_gemm(CpuGemm.auto)
     try:
         x, W, b = torch.randn(2, 37, 16), torch.randn(2, 16, 24), torch.randn(2, 1, 24)
@@ -139,14 +139,16 @@ def test_auto_measures_each_product_shape_once_and_shares_the_choice(tmp_path, m
         member_addmm(b, x, W, relu=True)
         member_addmm(b[:1], x[:1], W[:1], relu=True)  # one member: the same per-member shape
         assert len(timed) == 2
-        cache = json.loads((tmp_path / "cpu_gemm.json").read_text())
+        cache = json.loads(gemm.cache_path().read_text())
+        assert gemm.cache_path().parent == tmp_path
         assert cache == {gemm.machine_key(): {"37x16x24 bias relu fwd": "blas"}}
         monkeypatch.setattr(gemm, "_choices", {})  # a new process on this machine
         member_addmm(b, x, W, relu=True)
         assert len(timed) == 2 and gemm.auto_choices() == {"37x16x24 bias relu fwd": "blas"}
     finally:
         set_cpu_gemm(CpuGemm.auto)
-    assert real(CpuGemm.onednn, 64, 32, 48, True, False, True) > 0  # the real timer runs forward and backward
+    times = real(64, 32, 48, True, False, True)  # the real timer: both libraries, forward and backward
+    assert set(times) == {CpuGemm.onednn, CpuGemm.blas} and all(0 < t < 1 for t in times.values())
 
 
 def test_the_machine_key_names_the_cpu_its_instruction_set_threads_and_torch() -> None:

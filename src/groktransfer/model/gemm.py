@@ -14,9 +14,9 @@ trade places within the noise (bench_trainer: 0.115 / 0.133 s/epoch on oneDNN ag
 0.106 / 0.139 on BLAS). So the default, ``train.cpu_gemm=auto``, measures: the first
 time a process multiplies a product shape (per member: rows, k, n, bias or residual,
 ReLU, with or without a backward), it times that product forward and backward on both
-libraries (best of 5, a few milliseconds) and keeps the faster. The choice is cached per
+libraries (best of 7, alternating, on the thread's CPU clock: a tenth of a second) and keeps the faster. The choice is cached per
 CPU model, instruction set, thread count and torch version in
-``$GROKTRANSFER_CACHE_DIR/cpu_gemm.json`` (default ``~/.cache/groktransfer``), under a
+``$GROKTRANSFER_CACHE_DIR/cpu_gemm.v2.json`` (default ``~/.cache/groktransfer``), under a
 file lock, so every job of a sweep on this machine -- and a resumed job -- uses the same
 library for the same product, and only the first one measures. The shape is taken per
 member, so an ensemble chooses what its members would choose alone.
@@ -80,13 +80,16 @@ def _use_onednn(addend: torch.Tensor, x: torch.Tensor, W: torch.Tensor, relu: bo
 # --- train.cpu_gemm=auto: the faster library per product shape, measured once per machine ---
 
 _choices: Dict[str, CpuGemm] = {}  # this process's decisions, by shape key
-_REPEATS = 5
+_REPEATS = 7
+# Bump when the way a choice is measured changes: choices measured the old way are not reused.
+# v2: the two libraries alternate, timed on the thread's CPU clock (v1 timed one after the other, in wall time).
+_METHOD_VERSION = 2
 
 
 def cache_path() -> Path:
     """Where the auto choices are kept (``$GROKTRANSFER_CACHE_DIR``, else ``~/.cache/groktransfer``)."""
     root = os.environ.get("GROKTRANSFER_CACHE_DIR") or Path.home() / ".cache" / "groktransfer"
-    return Path(root) / "cpu_gemm.json"
+    return Path(root) / f"cpu_gemm.v{_METHOD_VERSION}.json"
 
 
 def machine_key() -> str:
@@ -111,16 +114,23 @@ def _shape_key(addend: torch.Tensor, x: torch.Tensor, W: torch.Tensor, relu: boo
     return f"{x.shape[1]}x{x.shape[2]}x{W.shape[2]} {kind}{' relu' if relu else ''} {'fwd+bwd' if grad else 'fwd'}", grad
 
 
-def _time_one(backend: CpuGemm, rows: int, k: int, n: int, residual: bool, relu: bool, grad: bool) -> float:
-    """Best of ``_REPEATS`` seconds for one member's product (and its backward) on ``backend``."""
+def _time_both(rows: int, k: int, n: int, residual: bool, relu: bool, grad: bool) -> Dict[CpuGemm, float]:
+    """Best of ``_REPEATS`` CPU seconds of this thread for one member's product (and its
+    backward) on each library.
+
+    Why interleaved and on the thread's CPU clock: a choice is cached for good, so it must not
+    be decided by the machine's load. Wall time would count the moments another process holds
+    the core, and timing one library's repeats after the other's would let a change of load
+    between them pick the library; alternating them, the best of each sees the same machine.
+    """
     gen = torch.Generator().manual_seed(0)
     x, W = torch.randn(1, rows, k, generator=gen), torch.randn(1, k, n, generator=gen) / k**0.5
     addend = torch.randn(1, rows if residual else 1, n, generator=gen)
     for t in (x, W, addend):
         t.requires_grad_(grad)
-    best = float("inf")
-    for _ in range(_REPEATS + 1):  # the first warms the library up
-        t0 = time.perf_counter()
+
+    def run(backend: CpuGemm) -> float:
+        t0 = time.thread_time()
         with torch.enable_grad() if grad else torch.no_grad():
             if backend == CpuGemm.onednn:
                 out = _OneDnnAddmm.apply(addend, x, W, relu)
@@ -129,7 +139,13 @@ def _time_one(backend: CpuGemm, rows: int, k: int, n: int, residual: bool, relu:
                 out = torch.relu(out) if relu else out
             if grad:
                 out.backward(torch.ones_like(out))
-        best = min(best, time.perf_counter() - t0)
+        return time.thread_time() - t0
+
+    best = {CpuGemm.onednn: float("inf"), CpuGemm.blas: float("inf")}
+    for i in range(_REPEATS + 1):  # the first round warms both libraries up
+        for backend in best:
+            seconds = run(backend)
+            best[backend] = min(best[backend], seconds) if i else best[backend]
     return best
 
 
@@ -154,7 +170,7 @@ def _auto_choice(addend: torch.Tensor, x: torch.Tensor, W: torch.Tensor, relu: b
             choice = CpuGemm(known)
         else:
             rows, k, n = x.shape[1], x.shape[2], W.shape[2]
-            times = {b: _time_one(b, rows, k, n, addend.shape[1] != 1, relu, grad) for b in (CpuGemm.onednn, CpuGemm.blas)}
+            times = _time_both(rows, k, n, addend.shape[1] != 1, relu, grad)
             choice = min(times, key=times.__getitem__)
             cache.setdefault(machine, {})[key] = choice.value
             if lock is not None:
