@@ -14,12 +14,13 @@ trade places within the noise (bench_trainer: 0.115 / 0.133 s/epoch on oneDNN ag
 0.106 / 0.139 on BLAS). So the default, ``train.cpu_gemm=auto``, measures: the first
 time a process multiplies a product shape (per member: rows, k, n, bias or residual,
 ReLU, with or without a backward), it times that product forward and backward on both
-libraries (best of 7, alternating, on the thread's CPU clock: a tenth of a second) and keeps the faster. The choice is cached per
-CPU model, instruction set, thread count and torch version in
-``$GROKTRANSFER_CACHE_DIR/cpu_gemm.v2.json`` (default ``~/.cache/groktransfer``), under a
-file lock, so every job of a sweep on this machine -- and a resumed job -- uses the same
-library for the same product, and only the first one measures. The shape is taken per
-member, so an ensemble chooses what its members would choose alone.
+libraries (best of 7, alternating, on the thread's CPU clock: about a tenth of a second)
+and keeps the faster. The choice is cached per CPU model, instruction set, thread count
+and torch version in ``$GROKTRANSFER_CACHE_DIR/cpu_gemm.v2.json`` (default
+``~/.cache/groktransfer``), under a file lock, so every job of a sweep on this machine --
+and a resumed job -- uses the same library for the same product, and only the first one
+measures. The shape is taken per member, so an ensemble chooses what its members would
+choose alone.
 
 The result is the same product in float32 with a different blocking of the sums, so
 the last bits differ from MKL's (as between two CPUs); it is deterministic for a
@@ -142,10 +143,11 @@ def _time_both(rows: int, k: int, n: int, residual: bool, relu: bool, grad: bool
         return time.thread_time() - t0
 
     best = {CpuGemm.onednn: float("inf"), CpuGemm.blas: float("inf")}
-    for i in range(_REPEATS + 1):  # the first round warms both libraries up
+    for i in range(_REPEATS + 1):
         for backend in best:
             seconds = run(backend)
-            best[backend] = min(best[backend], seconds) if i else best[backend]
+            if i:  # round 0 warms both libraries up
+                best[backend] = min(best[backend], seconds)
     return best
 
 
