@@ -8,7 +8,6 @@ epochs without early stopping, so that the signal lands mid-training.
 
 from __future__ import annotations
 
-import json
 import shutil
 import subprocess
 import time
@@ -19,6 +18,7 @@ import pandas as pd
 import pytest
 
 from conftest import PYTHON, REPO, TINY, run_in, script_env
+from faults import status_now
 
 
 def _cluster_problem() -> Optional[str]:
@@ -41,13 +41,6 @@ pytestmark = [pytest.mark.slurm, pytest.mark.skipif(_PROBLEM is not None, reason
 SLURM = ["hydra/launcher=slurm", "hydra.launcher.mem_gb=1", "hydra.launcher.timeout_min=30"]
 # A job long enough to be signalled mid-way: patience 0 so it always runs to max_epochs.
 SLOW_JOB = TINY + ["train.max_epochs=1000", "train.patience=0", "train.checkpoint_every=100", "task=add", "transfer=random"]
-
-
-def _status(run_dir: Path) -> dict:
-    try:
-        return json.loads((run_dir / "status.json").read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return {}
 
 
 def _start_sweep(root: Path, sweep_dir: Path, overrides: List[str]) -> subprocess.Popen:
@@ -81,7 +74,7 @@ def test_slurm_sweep_completes_analyses_and_rerun_trains_nothing(tmp_path: Path)
                     "transfer.source.source_seed=0", "seed=0", "transfer=grokked,random,memorized"]
     first = root / "slurm_sweep" / "first"
     out = _finish(_start_sweep(root, first, sweep))
-    statuses = {s["condition"]: s for s in map(_status, first.glob("*_s0")) if s}
+    statuses = {s["condition"]: s for s in map(status_now, first.glob("*_s0")) if s}
     assert set(statuses) == {"grokked", "random", "memorized"}, out[-3000:]
     assert all(s["status"] == "completed" for s in statuses.values()), out[-3000:]
     assert len(list((first / ".submitit").glob("*_[0-2]"))) == 3  # one SLURM array of three tasks
@@ -95,7 +88,7 @@ def test_slurm_sweep_completes_analyses_and_rerun_trains_nothing(tmp_path: Path)
 
     second = root / "slurm_sweep" / "second"
     out = _finish(_start_sweep(root, second, sweep))
-    again = [_status(d) for d in second.glob("*_s0")]
+    again = [status_now(d) for d in second.glob("*_s0")]
     assert len(again) == 3 and all(str(first) in s["reused_from"] for s in again), out[-3000:]
     for job in second.glob("*_s0"):
         assert (job / "metrics.csv").stat().st_nlink > 1  # shared bytes: nothing retrained
@@ -108,17 +101,17 @@ def test_preempted_job_is_requeued_and_resumes_bit_identically(tmp_path: Path) -
     sweep_dir = root / "preempt"
     proc = _start_sweep(root, sweep_dir, SLOW_JOB + ["experiment_name=preempt", "seed=5"])
     run_dir = sweep_dir / "0_add_random_s5"
-    _wait_until(lambda: _status(run_dir).get("epoch", 0) >= 200, 180, "epoch 200")
+    _wait_until(lambda: status_now(run_dir).get("epoch", 0) >= 200, 180, "epoch 200")
     job = _slurm_job_id(sweep_dir, 0, 1)
     # what SLURM sends before pre-empting a job: USR2 to the job's processes (not --batch)
     subprocess.run(["scancel", "--signal=USR2", job], check=True)
-    _wait_until(lambda: _status(run_dir).get("status") == "stopped", 60, "the job to stop")
-    stopped = _status(run_dir)
+    _wait_until(lambda: status_now(run_dir).get("status") == "stopped", 60, "the job to stop")
+    stopped = status_now(run_dir)
     assert "SystemExit" in stopped["reason"] and (run_dir / "resume.pt").exists()
     assert 200 <= stopped["epoch"] < 1000
 
     out = _finish(proc)
-    done = _status(run_dir)
+    done = status_now(run_dir)
     assert done["status"] == "completed" and done["epoch"] == 1000, out[-3000:]
     assert "resumed_at" in done and not (run_dir / "resume.pt").exists()
     log = "".join(p.read_text() for p in (sweep_dir / ".submitit").glob(f"{job}/*_log.*"))
@@ -141,14 +134,14 @@ def test_cancelled_job_is_recorded_failed_and_the_sweep_completes(tmp_path: Path
     long_job = [o for o in SLOW_JOB if not o.startswith("train.max_epochs=")] + ["train.max_epochs=5000"]
     proc = _start_sweep(root, sweep_dir, long_job + ["experiment_name=cancel", "seed=0,1"])
     victim = sweep_dir / "0_add_random_s0"
-    _wait_until(lambda: _status(victim).get("epoch", 0) >= 100, 180, "epoch 100")
+    _wait_until(lambda: status_now(victim).get("epoch", 0) >= 100, 180, "epoch 100")
     job = _slurm_job_id(sweep_dir, 0, 2)
     subprocess.run(["scancel", job], check=True)  # no signal option: SIGTERM, then SIGKILL
 
     out = _finish(proc)  # returns: the launcher does not wait for the lost job for ever
     assert proc.returncode != 0  # the sweep reports that one job left no result ...
     assert f"SLURM job {job} ended CANCELLED" in out, out[-3000:]
-    assert _status(sweep_dir / "1_add_random_s1")["status"] == "completed"  # ... after the rest finished
-    failed = _status(victim)
+    assert status_now(sweep_dir / "1_add_random_s1")["status"] == "completed"  # ... after the rest finished
+    failed = status_now(victim)
     assert failed["status"] == "failed" and f"SLURM job {job} ended CANCELLED" in failed["reason"]
     assert 100 <= failed["failed_epoch"] < 5000 and (victim / "resume.pt").exists()  # a rerun resumes it
