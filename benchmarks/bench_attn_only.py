@@ -11,7 +11,9 @@ and prints epochs/s, optimizer steps/s and examples/s side by side. Usage::
 
     python benchmarks/bench_attn_only.py --seconds 20 --threads 1
 
-Times measured on a shared machine are inflated: print ``uptime`` beside them.
+Times measured on a shared machine are inflated: the load average before and after is
+printed and recorded. The table also goes to ``benchmarks/results/bench_attn_only.json``
+(``--out``), one entry per machine, which the documentation's performance page reads.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from __future__ import annotations
 import argparse
 import os
 import time
+from pathlib import Path
 from typing import Dict, Optional
 
 import torch
@@ -29,6 +32,11 @@ from groktransfer.model.transformer import HookedGrokTransformer
 from groktransfer.jobs.run_job import configure_torch
 from groktransfer.tasks.modular import Task
 from groktransfer.training.trainer import Trainer
+from groktransfer.model.gemm import machine_key
+
+import results
+
+TITLE = "Attention-only model on the digit presets, against the one-layer modular baseline"
 
 
 def arena_model_config(task: DigitTask) -> ModelConfig:
@@ -87,14 +95,27 @@ def main() -> None:
     parser.add_argument("--n-train", type=int, default=20000)
     parser.add_argument("--batch-size", type=int, default=200)
     parser.add_argument("--small-batch-size", type=int, default=256, help="(b)'s batch; 0 = full batch")
+    parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "bench_attn_only.json"))
     args = parser.parse_args()
+    load_before = list(os.getloadavg())
     configure_torch(args.threads, flush_denormal=True)  # as every job does: threads, denormals, allocator, oneDNN
-    print(f"threads={args.threads} torch={torch.__version__} load average={os.getloadavg()}")
+    print(f"machine: {machine_key()}; torch={torch.__version__}; load average={load_before}")
     print(f"{'setup':58s} {'epochs/s':>10s} {'steps/s':>10s} {'examples/s':>11s} {'n_train':>8s}")
+    rows = []
     for name, trainer in setups(args.n_train, args.batch_size, args.small_batch_size or None).items():
         r = time_epochs(trainer, args.seconds)
+        rows.append({"setting": name, **r})
         print(f"{name:58s} {r['epochs_per_s']:10.2f} {r['steps_per_s']:10.1f} {r['examples_per_s']:11.0f} {r['n_train']:8d}")
-    print(f"load average after: {os.getloadavg()}")
+    load_after = list(os.getloadavg())
+    print(f"load average after: {load_after}")
+    figures = {
+        "columns": {"setting": "setting", "epochs_per_s": "epochs/s", "steps_per_s": "steps/s",
+                    "examples_per_s": "examples/s", "n_train": "training examples"},
+        "rows": rows, "args": vars(args), "load_before": load_before, "load_after": load_after,
+        "notes": f"Trainer.train_step, whole epochs for about {args.seconds:g} s per setting after one warm-up epoch; "
+                 f"wall time, {args.threads} thread(s).",
+    }  # fmt: skip
+    print(f"results: {results.record('bench_attn_only', machine_key(), figures, Path(args.out), title=TITLE)}")
 
 
 if __name__ == "__main__":

@@ -10,13 +10,16 @@ peak resident set size; CUDA: ``torch.cuda.max_memory_allocated``). Usage::
     python benchmarks/bench_ensemble.py --device cuda        # K = 1 8 64 256
 
 Speed-up per member = (separate run's s/epoch) / (ensemble s/epoch / K): how many times
-faster each job's epochs go when it trains inside an ensemble of K.
+faster each job's epochs go when it trains inside an ensemble of K. The table also goes
+to ``benchmarks/results/bench_ensemble.json`` (``--out``), one entry per machine (the CPU's
+model and instruction set, or the GPU's name), which the documentation's performance page reads.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -31,6 +34,10 @@ from groktransfer.model.transformer import HookedGrokTransformer
 from groktransfer.jobs.run_job import configure_torch
 from groktransfer.tasks.modular import Task
 from groktransfer.training.trainer import Trainer
+
+import results
+
+TITLE = "Seed ensembles against separate runs"
 
 
 def member(seed: int, epochs: int, device: torch.device, p: int) -> Trainer:
@@ -69,12 +76,14 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=100)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--p", type=int, default=113)
+    parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "bench_ensemble.json"))
     parser.add_argument("--one", type=int, default=None, help=argparse.SUPPRESS)  # child: measure this k
     args = parser.parse_args()
     configure_torch(args.threads, flush_denormal=True)  # as every job does: threads, denormals, allocator, oneDNN
     if args.one is not None:
         print(json.dumps(measure(args.one, args.epochs, args.device, args.p)))
         return
+    load_before = list(os.getloadavg())
     ks = args.ks or ([1, 8, 64, 256] if args.device.startswith("cuda") else [1, 2, 4, 8, 16])
     rows = []
     for k in [0, *ks]:
@@ -86,15 +95,31 @@ def main() -> None:
     base = rows[0]
     cpu_clock = args.device == "cpu"
     key = "cpu_s_per_epoch" if cpu_clock else "wall_s_per_epoch"
+    memory = "peak RSS (MiB)" if cpu_clock else "peak CUDA memory (MiB)"
+    table = []
+    for r in rows:
+        members = max(r["k"], 1)
+        per_member = r[key] / members
+        table.append({"run": "separate job (Trainer.fit)" if r["k"] == 0 else f"ensemble K={r['k']}",
+                      "s_per_epoch": r[key], "s_per_epoch_member": per_member, "epochs_per_s_member": 1 / per_member,
+                      "speedup_member": base[key] / per_member, "peak_mib": r["peak_mib"]})
+    print(f"machine: {results.machine(args.device)}")
     print(f"p={args.p} device={args.device} threads={args.threads} epochs={args.epochs} (eval every 10, checkpoint cadence 100)")
     print(f"time base: {'CPU seconds (this process)' if cpu_clock else 'wall seconds'}")
-    print(f"{'run':<22}{'s/epoch':>10}{'s/epoch/member':>16}{'epochs/s/member':>17}{'speed-up/member':>17}{'peak MiB':>10}")
-    print(f"{'separate job (fit)':<22}{base[key]:>10.4f}{base[key]:>16.4f}{1 / base[key]:>17.1f}{1.0:>16.2f}x{base['peak_mib']:>10.0f}")
-    for r in rows[1:]:
-        per_member = r[key] / r["k"]
-        print(f"{'ensemble K=' + str(r['k']):<22}{r[key]:>10.4f}{per_member:>16.4f}{1 / per_member:>17.1f}"
-              f"{base[key] / per_member:>16.2f}x{r['peak_mib']:>10.0f}")
-
+    print(f"{'run':<28}{'s/epoch':>10}{'s/epoch/member':>16}{'epochs/s/member':>17}{'speed-up/member':>17}{'peak MiB':>10}")
+    for t in table:
+        print(f"{t['run']:<28}{t['s_per_epoch']:>10.4f}{t['s_per_epoch_member']:>16.4f}{t['epochs_per_s_member']:>17.1f}"
+              f"{t['speedup_member']:>16.2f}x{t['peak_mib']:>10.0f}")
+    figures = {
+        "columns": {"run": "run", "s_per_epoch": "s/epoch", "s_per_epoch_member": "s/epoch per member",
+                    "epochs_per_s_member": "epochs/s per member", "speedup_member": "speed-up per member", "peak_mib": memory},
+        "rows": table, "args": {k: v for k, v in vars(args).items() if k != "one"}, "load_before": load_before,
+        "notes": (f"a+b mod {args.p} (the reference model, 30% of pairs), {args.epochs} epochs per measurement, each in a "
+                  "fresh process, eval every 10 epochs; "
+                  f"{'CPU seconds of the process, ' + str(args.threads) + ' thread(s)' if cpu_clock else 'wall seconds'}. "
+                  "Speed-up per member = the separate job's s/epoch / (the ensemble's s/epoch / K)."),
+    }  # fmt: skip
+    print(f"results: {results.record('bench_ensemble', results.machine(args.device), figures, Path(args.out), title=TITLE)}")
 
 if __name__ == "__main__":
     main()

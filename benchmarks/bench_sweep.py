@@ -13,7 +13,9 @@ average around each run (times measured on a busy machine are inflated). Usage::
 core on a 2-core machine); ``ensemble`` is ``hydra/launcher=ensemble`` with
 ``hydra.launcher.n_jobs`` = ``--n-jobs`` worker processes of one thread each (its default
 on a CPU), each training ensembles of up to 4 members.
-``--device`` is passed as ``train.device``.
+``--device`` is passed as ``train.device``. The table also goes to
+``benchmarks/results/bench_sweep.json`` (``--out``), one entry per machine and sweep, which
+the documentation's performance page reads.
 """
 
 from __future__ import annotations
@@ -27,6 +29,11 @@ import tempfile
 import time
 from pathlib import Path
 
+from groktransfer.model.gemm import machine_key
+
+import results
+
+TITLE = "A whole sweep, separate processes against seed ensembles"
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -63,6 +70,7 @@ def main() -> None:
     parser.add_argument("--n-jobs", type=int, default=2)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--root", type=Path, default=None, help="keep outputs here (default: a temp dir)")
+    parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "bench_sweep.json"))
     args = parser.parse_args()
     base = args.root or Path(tempfile.mkdtemp(prefix="bench_sweep_"))
     rows = {}
@@ -80,6 +88,21 @@ def main() -> None:
         print(f"{launcher:<10}{r['wall'] / 60:>10.1f} m{r['cpu'] / 60:>14.1f} m{fmt(r['load_before']):>22}{fmt(r['load_after']):>22}")
     if len(rows) == 2:
         print(f"separate / ensemble wall time: {rows['joblib']['wall'] / rows['ensemble']['wall']:.2f}x")
+    failed = [launcher for launcher, r in rows.items() if r["rc"] != 0]
+    if failed:
+        sys.exit(f"not recorded: the sweep failed with {', '.join(failed)} (logs in {base})")
+    sweep = f"{args.experiment}, {len(args.seeds)} seeds x 3 conditions + source run"
+    launchers = {"joblib": f"joblib, n_jobs={args.n_jobs} (separate processes)",
+                 "ensemble": f"ensemble ({args.n_jobs} workers, 1 thread each)"}
+    table = [{"sweep": sweep, "launcher": launchers[launcher], "wall_min": r["wall"] / 60, "cpu_min": r["cpu"] / 60,
+              "load_before": " / ".join(f"{x:.1f}" for x in r["load_before"]),
+              "load_after": " / ".join(f"{x:.1f}" for x in r["load_after"])} for launcher, r in rows.items()]
+    figures = {"columns": {"sweep": "sweep", "launcher": "launcher", "wall_min": "wall (min)", "cpu_min": "CPU (min)",
+                           "load_before": "load before", "load_after": "load after"},
+               "rows": table, "args": {k: str(v) for k, v in vars(args).items()}}  # fmt: skip
+    # one entry per machine *and* sweep: a quick quickstart sweep does not replace the p = 113 one
+    machine = f"{machine_key(threads=1)} | {args.experiment} | device={args.device}"
+    print(f"results: {results.record('bench_sweep', machine, figures, Path(args.out), title=TITLE)}")
 
 
 if __name__ == "__main__":

@@ -28,6 +28,20 @@ RESULTS_DIR = Path(__file__).parent / "results"
 FORMAT_VERSION = 1
 
 
+def machine(device: str = "cpu") -> str:
+    """The key a result is filed under: the CPU's :func:`~groktransfer.model.gemm.machine_key`,
+    or on a GPU its name, memory and the torch/CUDA versions (a GPU's speed does not depend on
+    the host CPU's instruction set)."""
+    import torch
+
+    from groktransfer.model.gemm import machine_key
+
+    if not str(device).startswith("cuda"):
+        return machine_key()
+    props = torch.cuda.get_device_properties(torch.device(device))
+    return f"{props.name} | {props.total_memory / 2**30:.0f} GiB | torch {torch.__version__} | CUDA {torch.version.cuda}"
+
+
 def record(benchmark: str, machine: str, figures: Dict[str, Any], path: Optional[Path] = None,
            title: Optional[str] = None) -> Path:
     """Merge ``figures`` for ``machine`` into the benchmark's results file (atomically).

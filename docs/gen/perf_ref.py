@@ -4,8 +4,10 @@ Every ``benchmarks/results/*.json`` becomes one section: its title, the command 
 measured it, the machine it names, when and under what load, and its table. A result
 file is a JSON object with ``benchmark``, ``machine``, ``measured_at`` and ``rows`` (a list
 of objects, one per table row); optional ``title``, ``command``, ``load``, ``columns``
-(key -> header, in order), ``notes`` and ``source``. A benchmark that writes its own file
-(``bench_trainer.py --out``) replaces the section on the next build.
+(key -> header, in order), ``notes`` and ``source``. Every benchmark in ``benchmarks/``
+writes its own file through ``benchmarks/results.py`` (one entry per machine, ``--out``
+elsewhere), so a rerun replaces its machine's table on the next build; an entry with a
+``source`` was recorded by hand before that and says so.
 """
 
 from __future__ import annotations

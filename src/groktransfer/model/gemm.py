@@ -93,8 +93,9 @@ def cache_path() -> Path:
     return Path(root) / f"cpu_gemm.v{_METHOD_VERSION}.json"
 
 
-def machine_key() -> str:
-    """CPU model, instruction set (and the env settings that cap it), threads, torch version."""
+def machine_key(threads: Optional[int] = None) -> str:
+    """CPU model, instruction set (and the env settings that cap it), threads (default: this
+    process's torch threads), torch version."""
     model, flags = platform.processor() or "unknown cpu", set()
     try:
         info = Path("/proc/cpuinfo").read_text().splitlines()
@@ -106,7 +107,7 @@ def machine_key() -> str:
     flags = set(flag_lines[0]) if flag_lines else flags
     isa = "avx512" if "avx512f" in flags else "avx2" if "avx2" in flags else "baseline"
     caps = ",".join(f"{k}={os.environ[k]}" for k in ("ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS") if os.environ.get(k))
-    return f"{model} | {isa}{' ' + caps if caps else ''} | threads={torch.get_num_threads()} | torch {torch.__version__}"
+    return f"{model} | {isa}{' ' + caps if caps else ''} | threads={threads or torch.get_num_threads()} | torch {torch.__version__}"
 
 
 def _shape_key(addend: torch.Tensor, x: torch.Tensor, W: torch.Tensor, relu: bool) -> Tuple[str, bool]:
