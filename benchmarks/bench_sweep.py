@@ -3,7 +3,9 @@
 Runs the same sweep command -- 3 conditions x 5 seeds of ``experiment=add_to_subtract_p113``
 (a+b mod 113 -> a-b mod 113) -- once per launcher, each in a fresh ``paths.root`` (so each
 trains its own source run), and prints the wall time, the children's CPU time and the load
-average around each run (times measured on a busy machine are inflated). Usage::
+average around each run (times measured on a busy machine are inflated). The conditions go
+in ``scripts/quickstart.sh``'s order, random starts first: they need no source run, so the
+second worker trains them while the first trains the source. Usage::
 
     python benchmarks/bench_sweep.py                                  # both ways (hours on 2 CPU cores)
     python benchmarks/bench_sweep.py --launchers ensemble             # one way
@@ -40,7 +42,7 @@ REPO = Path(__file__).resolve().parents[1]
 def sweep_command(launcher: str, root: Path, args: argparse.Namespace) -> list:
     cmd = [
         sys.executable, str(REPO / "scripts" / "train.py"), "-m", f"experiment={args.experiment}",
-        f"seed={','.join(map(str, args.seeds))}", "transfer=grokked,random,memorized",
+        f"seed={','.join(map(str, args.seeds))}", "transfer=random,memorized,grokked",
         f"paths.root={root}", "logger=none", "train.progress_bar=false", f"train.device={args.device}",
     ]
     if launcher == "joblib":
