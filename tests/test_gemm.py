@@ -151,6 +151,17 @@ def test_auto_measures_each_product_shape_once_and_shares_the_choice(tmp_path, m
     assert set(times) == {CpuGemm.onednn, CpuGemm.blas} and all(0 < t < 1 for t in times.values())
 
 
+def test_a_tie_goes_to_onednn_and_a_clear_win_to_the_faster_library() -> None:
+    """Choices within TIE_MARGIN go one fixed way, so timing noise cannot flip them between
+    fresh caches (and with them the float rounding of a run)."""
+    from groktransfer.model.gemm import TIE_MARGIN, _decide
+
+    one, blas = CpuGemm.onednn, CpuGemm.blas
+    assert _decide({one: 1.0, blas: 1.0 - TIE_MARGIN / 2}) == one  # BLAS 1% faster: a tie
+    assert _decide({one: 1.0, blas: 1.0 - 2 * TIE_MARGIN}) == blas  # 4% faster: BLAS
+    assert _decide({one: 1.0, blas: 1.2}) == one
+
+
 def test_the_machine_key_names_the_cpu_its_instruction_set_threads_and_torch() -> None:
     from groktransfer.model.gemm import machine_key
 

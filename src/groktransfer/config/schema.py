@@ -74,7 +74,7 @@ class Pick(Choice):
 class CpuGemm(Choice):
     """Which library multiplies float32 matrices on CPU in the fast path (see groktransfer.model.gemm)."""
 
-    auto = "auto"  # the faster of the two for each product shape, measured once per CPU and cached
+    auto = "auto"  # the faster of the two for each product shape (ties to onednn), measured once per CPU and cached
     onednn = "onednn"
     blas = "blas"
 
@@ -302,7 +302,7 @@ class TrainConfig:
     # use the fused last-position forward when the model allows it (one layer, no LayerNorm); same numbers
     fast_path: bool = True
     # float32 GEMMs of the fast path on CPU: auto (per product shape, the faster of the two,
-    # measured once on this CPU and cached), onednn (about 2x MKL on an AVX-512 AMD EPYC) or
+    # ties within 2% to oneDNN; measured once on this CPU and cached), onednn (about 2x MKL on an AVX-512 AMD EPYC) or
     # blas (torch's BLAS, MKL in the official wheels); the same products up to float rounding
     cpu_gemm: CpuGemm = CpuGemm.auto
     # examples per optimizer step; None = full batch (one step per epoch, as in Nanda et al.)
