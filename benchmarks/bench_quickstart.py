@@ -93,7 +93,8 @@ def main() -> None:
     answer = answer_lines(clone / Path(done.group(2)).with_name("report.md"))
     machine = machine_key(threads=1)
     print(f"machine: {machine}")
-    print(f"wall {r['wall'] / 60:.0f} min {r['wall'] % 60:.0f} s = install {r['wall'] - sweep_s:.0f} s + sweep and analysis "
+    minutes, seconds = divmod(round(r["wall"]), 60)
+    print(f"wall {minutes} min {seconds} s = install {r['wall'] - sweep_s:.0f} s + sweep and analysis "
           f"{sweep_s:.0f} s; CPU {r['cpu']:.0f} s; load before {r['load_before'][0]:.1f}, after {r['load_after'][0]:.1f}")
     print("answer:\n  " + "\n  ".join(answer))
     row = {"command": COMMAND, "wall_s": r["wall"], "install_s": r["wall"] - sweep_s, "sweep_analysis_s": sweep_s,

@@ -30,3 +30,30 @@ def test_an_unreadable_file_is_replaced(tmp_path: Path) -> None:
     results.record("bench", "m", {"x": 1}, path)
     machines = json.loads(path.read_text())["machines"]
     assert list(machines) == ["m"] and machines["m"]["x"] == 1
+
+
+def test_bench_ensemble_records_its_table_per_machine(tmp_path: Path) -> None:
+    """What gpu_check.sh runs on a GPU writes a result file too (here the CPU path, tiny)."""
+    import subprocess
+
+    out = tmp_path / "bench_ensemble.json"
+    script = Path(results.__file__).with_name("bench_ensemble.py")
+    proc = subprocess.run([sys.executable, str(script), "--ks", "2", "--epochs", "2", "--p", "7", "--out", str(out)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.splitlines()[3].startswith("run ")  # the header gpu_check.sh's summary starts from
+    (machine, entry), = json.loads(out.read_text())["machines"].items()
+    from groktransfer.model.gemm import machine_key
+
+    assert machine == machine_key(threads=1)  # the benchmark's own thread count (--threads 1)
+    assert [r["run"] for r in entry["rows"]] == ["separate job (Trainer.fit)", "ensemble K=2"]
+    assert entry["rows"][0]["speedup_member"] == 1.0 and all(r["s_per_epoch"] > 0 for r in entry["rows"])
+
+
+def test_the_quickstart_benchmark_reads_the_reports_answer(tmp_path: Path) -> None:
+    import bench_quickstart
+
+    report = tmp_path / "report.md"
+    report.write_text("# title\n\n## Answer\n\n**Speed-up** ...:\n\n- Grokked starts reach 99.9% 4.8x sooner.\n"
+                      "- Memorized starts are not distinguishable.\n\nn = completed runs\n\n## Speed-up over random\n\n- not this\n")
+    assert bench_quickstart.answer_lines(report) == ["Grokked starts reach 99.9% 4.8x sooner.", "Memorized starts are not distinguishable."]
