@@ -121,5 +121,6 @@ def main() -> None:
     }  # fmt: skip
     print(f"results: {results.record('bench_ensemble', results.machine(args.device), figures, Path(args.out), title=TITLE)}")
 
+
 if __name__ == "__main__":
     main()
