@@ -88,8 +88,9 @@ _REPEATS = 7
 #: auto may lose against the better library). Measured on the 2-core AMD EPYC: 9 product
 #: shapes of the quickstart and p = 113 jobs, each timed 4 times AVX2-capped and 4 times
 #: native; in 5 of those 18 series the BLAS/oneDNN ratio crossed 1.0 (one series ran from
-#: 0.91 to 1.16), so "the faster wins" flipped choices between fresh caches. The margin
-#: settles 2 of the 5; the cache, not the margin, is what keeps one machine's numbers fixed.
+#: 0.91 to 1.16), so "the faster wins" flipped choices between fresh caches. A 2% margin
+#: settles only 1 of the 5 (these timings are that noisy); it keeps the loss within what the
+#: backend choice may cost. The cache, not the margin, is what keeps one machine's numbers fixed.
 TIE_MARGIN = 0.02
 # Bump when the way a choice is measured changes: choices measured the old way are not reused.
 # v2: the two libraries alternate, timed on the thread's CPU clock (v1 timed one after the other, in wall time).
