@@ -6,6 +6,8 @@ import json
 import sys
 from pathlib import Path
 
+import pytest
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
 import results  # noqa: E402
@@ -32,6 +34,7 @@ def test_an_unreadable_file_is_replaced(tmp_path: Path) -> None:
     assert list(machines) == ["m"] and machines["m"]["x"] == 1
 
 
+@pytest.mark.slow  # two fresh processes, ~10 s
 def test_bench_ensemble_records_its_table_per_machine(tmp_path: Path) -> None:
     """What gpu_check.sh runs on a GPU writes a result file too (here the CPU path, tiny)."""
     import subprocess
