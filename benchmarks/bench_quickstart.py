@@ -27,17 +27,16 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import resource
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import List
 
 from groktransfer.model.gemm import machine_key
 
 import results
+from bench_sweep import timed_run
 
 REPO = Path(__file__).resolve().parents[1]
 TITLE = "Commands from the documentation, timed end to end"
@@ -49,18 +48,6 @@ def answer_lines(report_md: Path, limit: int = 4) -> List[str]:
     text = report_md.read_text(encoding="utf-8")
     section = text.split("## Answer", 1)[1].split("\n## ", 1)[0] if "## Answer" in text else ""
     return [line[2:].strip() for line in section.splitlines() if line.startswith("- ")][:limit]
-
-
-def run(clone: Path, env: dict, log: Path) -> dict:
-    load_before = list(os.getloadavg())
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    start = time.perf_counter()
-    with open(log, "w") as out:
-        proc = subprocess.run(["bash", "scripts/quickstart.sh"], cwd=clone, env=env, stdout=out, stderr=subprocess.STDOUT)
-    wall = time.perf_counter() - start
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    return {"rc": proc.returncode, "wall": wall, "cpu": cpu, "load_before": load_before, "load_after": list(os.getloadavg())}
 
 
 def main() -> None:
@@ -82,7 +69,7 @@ def main() -> None:
     if args.no_pip_cache:
         env["PIP_NO_CACHE_DIR"] = "1"
     print(f"running bash scripts/quickstart.sh in {clone} (HEAD {commit}); log: {work / 'quickstart.log'}", flush=True)
-    r = run(clone, env, work / "quickstart.log")
+    r = timed_run(["bash", "scripts/quickstart.sh"], work / "quickstart.log", cwd=clone, env=env)
     log = (work / "quickstart.log").read_text(errors="replace")
     if r["rc"] != 0:
         sys.exit(f"quickstart failed (rc={r['rc']}); not recorded. Log: {work / 'quickstart.log'}")

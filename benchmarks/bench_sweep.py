@@ -30,6 +30,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Optional
 
 from groktransfer.model.gemm import machine_key
 
@@ -52,12 +53,13 @@ def sweep_command(launcher: str, root: Path, args: argparse.Namespace) -> list:
     return cmd
 
 
-def timed_run(cmd: list, log_path: Path) -> dict:
+def timed_run(cmd: list, log_path: Path, cwd: Path = REPO, env: Optional[dict] = None) -> dict:
+    """Run ``cmd`` (output to ``log_path``): return code, wall and children's CPU seconds, load average before and after."""
     load_before = os.getloadavg()
     children_before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     with open(log_path, "w") as log:
-        proc = subprocess.run(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.run(cmd, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT)
     wall = time.perf_counter() - start
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (children.ru_utime - children_before.ru_utime) + (children.ru_stime - children_before.ru_stime)

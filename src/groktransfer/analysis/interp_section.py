@@ -12,7 +12,6 @@ structure with that spread.
 
 from __future__ import annotations
 
-import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -30,6 +29,7 @@ from groktransfer.model.checkpoint import CheckpointError, load_checkpoint  # no
 from groktransfer.config.schema import TaskConfig, to_typed  # noqa: E402
 from groktransfer.runs.rundir import CHECKPOINT_DIR, CONFIG_FILE, FINAL_CHECKPOINT, RunDir  # noqa: E402
 from groktransfer.tasks.registry import make_task  # noqa: E402
+from groktransfer.utils.cores import usable_cores  # noqa: E402
 
 from .circuits.discover import _first_int, read_yaml  # noqa: E402
 from .collect import RunRecord  # noqa: E402
@@ -107,8 +107,7 @@ def interpret_runs(runs: Sequence[RunRecord], interp: Any) -> tuple:
 def parallel_workers(requested: int, n_items: int, threads: int = 1) -> int:
     """``requested`` workers, or with 0 as many as the cores this process may run on hold
     at ``threads`` each; never more than the items."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, min(int(requested) or cores // threads, n_items))
+    return max(1, min(int(requested) or usable_cores() // threads, n_items))
 
 
 def aggregate(long: pd.DataFrame) -> pd.DataFrame:

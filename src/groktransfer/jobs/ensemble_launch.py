@@ -52,6 +52,7 @@ from omegaconf import DictConfig, open_dict, read_write
 from groktransfer.config.schema import TrainJobConfig, to_typed
 from groktransfer.training.device import resolve_device
 from groktransfer.training.ensemble import EnsembleTrainer, MemberResult, incompatibility
+from groktransfer.utils.cores import usable_cores
 from groktransfer.utils.errors import UserError
 from groktransfer.model.gemm import set_cpu_gemm
 from groktransfer.runs.identity import Role, ensemble_key, fields_with
@@ -201,14 +202,6 @@ def member_cap(max_members: int, job: TrainJobConfig) -> int:
     if max_members > 0:
         return max_members
     return AUTO_MAX_MEMBERS.get(resolve_device(job.train.device).type, 4)
-
-
-def usable_cores() -> int:
-    """Cores this process may run on (a SLURM or container CPU set, not the whole machine)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS
-        return os.cpu_count() or 1
 
 
 def worker_count(n_jobs: int, device: str) -> int:

@@ -17,12 +17,12 @@ ReLU, with or without a backward), it times that product forward and backward on
 libraries (best of 7, alternating, on the thread's CPU clock: about a tenth of a second)
 and keeps the faster -- BLAS only when it is more than 2% faster (:data:`TIE_MARGIN`): many
 shapes are within a few percent, and a tie decided by timing noise gives a fresh cache on
-the same machine other float rounding, hence other numbers for the same config. The choice is cached per CPU model, instruction set, thread count
-and torch version in ``$GROKTRANSFER_CACHE_DIR/cpu_gemm.v3.json`` (default
-``~/.cache/groktransfer``), under a file lock, so every job of a sweep on this machine --
-and a resumed job -- uses the same library for the same product, and only the first one
-measures. The shape is taken per member, so an ensemble chooses what its members would
-choose alone.
+the same machine other float rounding, hence other numbers for the same config. The choice
+is cached per CPU model, instruction set, thread count and torch version in
+``$GROKTRANSFER_CACHE_DIR/cpu_gemm.v3.json`` (default ``~/.cache/groktransfer``), under a
+file lock, so every job of a sweep on this machine -- and a resumed job -- uses the same
+library for the same product, and only the first one measures. The shape is taken per
+member, so an ensemble chooses what its members would choose alone.
 
 The result is the same product in float32 with a different blocking of the sums, so
 the last bits differ from MKL's (as between two CPUs); it is deterministic for a
