@@ -26,7 +26,7 @@ import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
 from groktransfer.model.checkpoint import CheckpointError, load_checkpoint  # noqa: E402
-from groktransfer.config.schema import TaskConfig, to_typed  # noqa: E402
+from groktransfer.tasks.registry import typed_task  # noqa: E402
 from groktransfer.runs.rundir import CHECKPOINT_DIR, CONFIG_FILE, FINAL_CHECKPOINT, RunDir  # noqa: E402
 from groktransfer.tasks.registry import make_task  # noqa: E402
 from groktransfer.utils.cores import usable_cores  # noqa: E402
@@ -56,7 +56,7 @@ def run_task(rec: RunRecord) -> Any:
         raise ValueError(f"task not recorded in {CONFIG_FILE}")
     status = run_dir.read_status()
     data_seed = _first_int(status.data_seed if status else None, block.get("data_seed"), cfg.get("seed"), rec.seed, 0)
-    return make_task(to_typed(TaskConfig, block, "task"), int(data_seed or 0))  # ConfigError is a ValueError
+    return make_task(typed_task(block), int(data_seed or 0))  # ConfigError is a ValueError
 
 
 def interpret_runs(runs: Sequence[RunRecord], interp: Any) -> tuple:
@@ -84,9 +84,10 @@ def interpret_runs(runs: Sequence[RunRecord], interp: Any) -> tuple:
         except (CheckpointError, ValueError, AssertionError, KeyError) as exc:
             return [], {**info, "why": f"{type(exc).__name__}: {exc}"}
         family = task.name
-        rows = [dict(info, task=family, p=task.p, measure=k, value=float(v)) for k, v in res.scalars.items()]
+        p = getattr(task, "p", None)
+        rows = [dict(info, task=family, p=p, measure=k, value=float(v)) for k, v in res.scalars.items()]
         if res.arrays.get("key_freqs") is not None:
-            rows.append(dict(info, task=family, p=task.p, measure="key_freqs", value=float("nan"),
+            rows.append(dict(info, task=family, p=p, measure="key_freqs", value=float("nan"),
                              text=" ".join(map(str, res.arrays["key_freqs"]))))  # fmt: skip
         return rows, None
 
