@@ -26,6 +26,7 @@ import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
 from groktransfer.model.checkpoint import CheckpointError, load_checkpoint  # noqa: E402
+from groktransfer.model.protocol import Reading  # noqa: E402
 from groktransfer.tasks.registry import typed_task  # noqa: E402
 from groktransfer.runs.rundir import CHECKPOINT_DIR, CONFIG_FILE, FINAL_CHECKPOINT, RunDir  # noqa: E402
 from groktransfer.tasks.registry import make_task  # noqa: E402
@@ -36,6 +37,11 @@ from .collect import RunRecord  # noqa: E402
 from .report import ReportFigure, ReportSection, ReportTable  # noqa: E402
 
 SUBDIR = "interp"
+
+
+#: why a run's model is not read here (the model protocol's readings say what it offers)
+NOT_APPLICABLE = ("the {architecture} model does not offer the TransformerLens readings the interpretability "
+                  "toolkit reads (attention heads, residual stream, hooks by TransformerLens names)")  # fmt: skip
 
 
 def _interp_settings(settings: Any) -> Any:
@@ -80,6 +86,8 @@ def interpret_runs(runs: Sequence[RunRecord], interp: Any) -> tuple:
             return [], {**info, "why": str(exc)}
         try:
             model = load_checkpoint(final).build_model()
+            if Reading.transformer_lens not in model.readings:  # the toolkit reads heads and hooks by TL names
+                return [], {**info, "why": NOT_APPLICABLE.format(architecture=model.config.architecture)}
             res = interpret(model, task, interp)
         except (CheckpointError, ValueError, AssertionError, KeyError) as exc:
             return [], {**info, "why": f"{type(exc).__name__}: {exc}"}
@@ -241,6 +249,9 @@ def interp_sections(runs: Sequence[RunRecord], out_dir: Path, settings: Any = No
     out = Path(out_dir) / SUBDIR
     out.mkdir(parents=True, exist_ok=True)
     long, skipped = interpret_runs(runs, interp)
+    marker = NOT_APPLICABLE.split("{architecture}")[1]
+    if long.empty and skipped and all(marker in s["why"] for s in skipped):
+        return [ReportSection("Interpretability", f"Not applicable: {skipped[0]['why']}.", [])]
     if long.empty:
         return [ReportSection("Interpretability", f"No completed run with `{CHECKPOINT_DIR}/{FINAL_CHECKPOINT}`: nothing to analyse.",
                               [ReportTable(pd.DataFrame(skipped), "Runs not analysed")] if skipped else [])]  # fmt: skip
