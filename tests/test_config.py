@@ -80,8 +80,8 @@ def test_invalid_choice_exits_2_with_one_message(tmp_path: Path) -> None:
     "overrides, fragment",
     [
         (["task.p=100"], "must be prime"),
-        (["task.frac_train=1.0"], "strictly between 0 and 1"),
-        (["train.thresholds=[0.5,1.2]"], "(0, 1]"),
+        (["task.frac_train=1.0"], "task.frac_train=1.0: must be < 1"),
+        (["train.thresholds=[0.5,1.2]"], "train.thresholds[1]=1.2: must be <= 1"),
         (["transfer=grokked", "transfer.source.p=29"], "set transfer.components.embed=reinit"),
         (["task=int_add", "transfer=grokked"], "transfer.components.unembed=reinit"),
         (["transfer=grokked", "transfer.source.path=/no/such/file.pt"], "no such file"),
@@ -98,7 +98,9 @@ def test_all_problems_reported_at_once() -> None:
     cfg = compose_job(["task.p=100", "task.frac_train=0", "optimizer.lr=-1"])
     with pytest.raises(ConfigError) as info:
         validate_job_config(cfg)
-    assert str(info.value).count("\n  - ") == 3
+    message = str(info.value)
+    assert "\n" not in message and message.count(" | ") == 2  # one line, three problems
+    assert all(k in message for k in ("task.p=100: must be prime", "task.frac_train=0.0", "optimizer.lr=-1.0"))
 
 
 def test_int_add_needs_no_prime() -> None:

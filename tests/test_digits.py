@@ -304,7 +304,7 @@ DIGIT = ["task=digit_add", "model=attn_only_2l", "logger=none"]
 @pytest.mark.parametrize(
     "overrides,message",
     [
-        (["task.n_digits=0"], "n_digits=0: must be at least 1"),
+        (["task.n_digits=0"], "task.n_digits=0: must be >= 1"),
         (["task.n_digits=3", "task.n_train=200000", "task.n_test=60000"], "exceeds the 250000 distinct problems"),
         (["model.n_ctx=10"], "shorter than the task's sequence (14 tokens"),
         (["transfer=grokked", "transfer.source.task=add", "transfer.source.p=7"], "transfer copies component 'embed' but the source and target models differ"),

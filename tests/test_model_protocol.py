@@ -111,7 +111,7 @@ def test_a_model_that_cannot_read_the_task_is_refused(parity, tmp_path: Path) ->
 
     with pytest.raises(ConfigError, match=r"parity_mlp reads bit strings \(2 tokens\); add, p=23 has 24"):
         validate_job_config(compose_job(parity + ["debug=smoke", "model=parity_mlp"]))
-    with pytest.raises(ConfigError, match=r"model.d_hidden=0: must be positive"):
+    with pytest.raises(ConfigError, match=r"model.d_hidden=0: must be >= 1"):
         validate_job_config(compose_job(parity + SMALL + ["model.d_hidden=0"]))
     # a task answered at several positions needs a model that gives logits at every position
     with pytest.raises(ConfigError, match=r"answered at 2 positions, and this model gives logits at the last position only"):

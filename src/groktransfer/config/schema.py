@@ -23,6 +23,7 @@ from typing import Any, ClassVar, Dict, List, Mapping, Optional, Sequence, Type,
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
 
+from groktransfer.config.ranges import bounded
 from groktransfer.utils.choices import Choice
 from groktransfer.utils.errors import UserError
 from groktransfer.utils.registry import load_plugins
@@ -94,7 +95,7 @@ class TaskConfig:
     # with the list of registered names before anything is written
     name: str = MISSING
     # seed of the train/test split; None = the job's top-level seed
-    data_seed: Optional[int] = None
+    data_seed: Optional[int] = bounded(None, ge=0)
 
     @classmethod
     def schema_for(cls, data: Mapping[str, Any]) -> Type["TaskConfig"]:
@@ -129,7 +130,7 @@ class ModelConfig:
     # the registered model that trains (groktransfer.model.registry.MODELS; plugins add theirs)
     architecture: str = "hooked_transformer"
     # seed of the initial weights; None = the job's top-level seed
-    model_seed: Optional[int] = None
+    model_seed: Optional[int] = bounded(None, ge=0)
 
     @classmethod
     def schema_for(cls, data: Mapping[str, Any]) -> Type["ModelConfig"]:
@@ -176,9 +177,9 @@ class SGDParams:
     """``optimizer=sgd``: torch's SGD (``lr`` and ``weight_decay`` -- coupled, L2 -- are the shared fields)."""
 
     # momentum factor (0 = plain SGD)
-    momentum: float = 0.9
+    momentum: float = bounded(0.9, ge=0, le=1)
     # dampening of the momentum's gradient term
-    dampening: float = 0.0
+    dampening: float = bounded(0.0, ge=0, le=1)
     # Nesterov momentum (needs momentum > 0 and dampening 0)
     nesterov: bool = False
 
@@ -195,16 +196,16 @@ class MuonParams:
     decay carry over (Liu et al. 2025, "Muon is scalable for LLM training").
     """
 
-    lr: Optional[float] = None  # None = optimizer.lr
-    weight_decay: Optional[float] = None  # None = optimizer.weight_decay
+    lr: Optional[float] = bounded(None, gt=0)  # None = optimizer.lr
+    weight_decay: Optional[float] = bounded(None, ge=0)  # None = optimizer.weight_decay
     # momentum of Muon's update
-    momentum: float = 0.95
+    momentum: float = bounded(0.95, ge=0, lt=1)
     # Nesterov momentum for Muon's update
     nesterov: bool = True
     # Newton-Schulz iterations that orthogonalise each update
-    ns_steps: int = 5
+    ns_steps: int = bounded(5, ge=1, le=100)
     # epsilon of the Newton-Schulz normalisation
-    eps: float = 1e-7
+    eps: float = bounded(1e-7, gt=0)
     adjust_lr_fn: Optional[str] = "match_rms_adamw"  # or "original" (Keller Jordan's) or null (torch's default)
 
 
@@ -227,18 +228,18 @@ class OptimizerConfig:
     # muon), checked against the registered names before anything is written
     name: str = "adamw"
     # learning rate after the warm-up
-    lr: float = 1e-3
+    lr: float = bounded(1e-3, gt=0)
     # decoupled weight decay (AdamW)
-    weight_decay: float = 1.0
+    weight_decay: float = bounded(1.0, ge=0)
     # AdamW's (beta1, beta2)
-    betas: List[float] = field(default_factory=lambda: [0.9, 0.98])
+    betas: List[float] = bounded(factory=lambda: [0.9, 0.98], ge=0, lt=1)
     # AdamW's epsilon
-    eps: float = 1e-8
+    eps: float = bounded(1e-8, ge=0)
     # optimizer steps of linear warm-up from 0 to lr
-    warmup_steps: int = 10
+    warmup_steps: int = bounded(10, ge=0)
     # the lr after the warm-up: constant, or a cosine decay to final_lr_frac * lr at the last epoch
     schedule: Schedule = Schedule.constant
-    final_lr_frac: float = 0.0  # cosine only: the lr at the last step, as a fraction of lr
+    final_lr_frac: float = bounded(0.0, ge=0, le=1)  # cosine only: the lr at the last step, as a fraction of lr
     # SGD's own settings, read only when name is sgd
     sgd: SGDParams = field(default_factory=SGDParams)
     # Muon's own settings (its hidden matrices), read only when name is muon
@@ -250,9 +251,9 @@ class EMAFilterParams:
     """Grokfast-EMA: mu <- alpha*mu + (1-alpha)*g, then g <- g + lamb*mu."""
 
     # EMA decay of the slow gradient, in [0, 1)
-    alpha: float = 0.98
+    alpha: float = bounded(0.98, ge=0, lt=1)
     # amplification: the gradient becomes g + lamb * EMA (>= 0)
-    lamb: float = 2.0
+    lamb: float = bounded(2.0, ge=0)
 
 
 @dataclass
@@ -260,9 +261,9 @@ class MAFilterParams:
     """Grokfast-MA: g <- g + lamb * (mean of the last ``window`` gradients), once the window is full."""
 
     # gradients averaged (>= 1); nothing is added until the window is full
-    window: int = 100
+    window: int = bounded(100, ge=1)
     # amplification: the gradient becomes g + lamb * mean of the window (>= 0)
-    lamb: float = 5.0
+    lamb: float = bounded(5.0, ge=0)
 
 
 @dataclass
@@ -285,17 +286,17 @@ class TrainConfig:
     """How long and how often: the loop's cadence and stopping rule."""
 
     # upper limit of training epochs (a run that has not reached a threshold by then is censored)
-    max_epochs: int = 25000
+    max_epochs: int = bounded(25000, ge=1)
     # epochs between evaluations (a row of metrics.csv; threshold epochs have this resolution)
-    eval_every: int = 10
+    eval_every: int = bounded(10, ge=1)
     # epochs between checkpoints and progress measures
-    checkpoint_every: int = 100
+    checkpoint_every: int = bounded(100, ge=1)
     # test-accuracy thresholds whose first epoch is recorded (the last one drives early stopping)
-    thresholds: List[float] = field(default_factory=lambda: [0.9, 0.95, 0.99, 0.999])
+    thresholds: List[float] = bounded(factory=lambda: [0.9, 0.95, 0.99, 0.999], gt=0, le=1)
     # stop once the *last* threshold has held this many epochs (0 = never stop early)
-    patience: int = 500
+    patience: int = bounded(500, ge=0)
     # torch CPU threads of the job (two 1-thread jobs beat one 2-thread job on 2 cores)
-    threads: int = 1
+    threads: int = bounded(1, ge=1, le=1024)
     # auto | cpu | cuda | cuda:N | mps (auto: CUDA when torch sees a GPU); see groktransfer.training.device
     device: str = "auto"
     # CUDA only: deterministic kernels and cuBLAS workspace (repeatable numbers; see groktransfer.training.device)
@@ -311,16 +312,16 @@ class TrainConfig:
     # blas (torch's BLAS, MKL in the official wheels); the same products up to float rounding
     cpu_gemm: CpuGemm = CpuGemm.auto
     # examples per optimizer step; None = full batch (one step per epoch, as in Nanda et al.)
-    batch_size: Optional[int] = None
+    batch_size: Optional[int] = bounded(None, ge=1)
     # show a tqdm progress bar on the terminal
     progress_bar: bool = True
     # keep every periodic checkpoint (needed for circuit analysis over time) or only the last
     keep_checkpoints: bool = True
     # wall-clock budget for the training loop; exceeded -> the job is marked failed (timeout)
-    timeout_minutes: Optional[float] = None
+    timeout_minutes: Optional[float] = bounded(None, gt=0)
     # run the torch profiler around this many epochs and write its trace into the run
     # directory (conf/debug/profile.yaml); 0 = off
-    profile_epochs: int = 0
+    profile_epochs: int = bounded(0, ge=0)
 
 
 @dataclass
@@ -341,22 +342,22 @@ class CheckpointCriteria:
     """
 
     # train accuracy at least this
-    min_train_acc: float = 0.0
+    min_train_acc: float = bounded(0.0, ge=0, le=1)
     # test accuracy at least this
-    min_test_acc: float = 0.0
+    min_test_acc: float = bounded(0.0, ge=0, le=1)
     # test accuracy at most this
-    max_test_acc: float = 1.0
+    max_test_acc: float = bounded(1.0, ge=0, le=1)
     # epochs the accuracy rule must have held before the checkpoint (0 = no wait)
-    held_for: int = 0
+    held_for: int = bounded(0, ge=0)
     # first or last of the qualifying checkpoints
     pick: Pick = Pick.first
     # limits on the checkpoint's own progress measures (None = no limit); a checkpoint that
     # meets the accuracy rule but fails one of these is refused, and the error names the measure.
     # restricted_test_gap = restricted_acc - test_acc: how far the key-frequency part of the logits
     # alone out-predicts the full model on held-out pairs, i.e. a circuit forming under memorisation.
-    max_restricted_test_gap: Optional[float] = None
+    max_restricted_test_gap: Optional[float] = bounded(None)
     # at most this many key frequencies at the checkpoint (None = no limit)
-    max_n_key_freqs: Optional[int] = None
+    max_n_key_freqs: Optional[int] = bounded(None, ge=0)
     # the accuracy limits above are fractions of the way from chance accuracy to 1 (see above)
     relative_to_chance: bool = False
 
@@ -376,16 +377,16 @@ class SourceConfig:
 
     task: str = "add"  # a registered task name, like task.name
     # the source task's p (None = the target's)
-    p: Optional[int] = None
+    p: Optional[int] = bounded(None, ge=2)
     # the source's training fraction (None = the target's)
-    frac_train: Optional[float] = None
+    frac_train: Optional[float] = bounded(None, gt=0, lt=1)
     # digit sources: train/test set sizes (None = the target's); n_digits and carry_out are the target's
-    n_train: Optional[int] = None
-    n_test: Optional[int] = None  # digit sources: test set size (None = the target's)
+    n_train: Optional[int] = bounded(None, ge=1)
+    n_test: Optional[int] = bounded(None, ge=1)  # digit sources: test set size (None = the target's)
     # seed of the source run (its split and init); None = the job's top-level seed
-    source_seed: Optional[int] = None
+    source_seed: Optional[int] = bounded(None, ge=0)
     # epochs the source run trains for
-    max_epochs: int = 25000
+    max_epochs: int = bounded(25000, ge=1)
     # optimizer fields that differ for the source run (e.g. {lr: 3e-3}, {name: sgd}); the rest come from `optimizer`
     optimizer: Dict[str, Any] = field(default_factory=dict)
     # gradient-filter fields that differ for the source run (e.g. {name: none}); the rest come from `gradfilter`
@@ -393,9 +394,9 @@ class SourceConfig:
     # an existing checkpoint (this project's format or the original paper's); skips training
     path: Optional[str] = None
     # which checkpoint inside a file that holds several (paper format): index or 'last'
-    path_index: Optional[int] = None
+    path_index: Optional[int] = bounded(None)
     # transfer=checkpoint: start from the source run's saved checkpoint nearest this epoch
-    epoch: Optional[int] = None
+    epoch: Optional[int] = bounded(None, ge=0)
     # model keys that differ for the source run (e.g. d_model=64 for embedding-only transfer; a
     # plugin model's own keys with +transfer.source.model.<key>=...); None = the target's value.
     # Checked against the source architecture's schema.
@@ -458,7 +459,7 @@ class MeasuresConfig:
     # compute the progress measures at every checkpoint
     enabled: bool = True
     # share of a neuron's variance at one frequency for it to count toward that key frequency
-    key_freq_threshold: float = 0.85
+    key_freq_threshold: float = bounded(0.85, gt=0, le=1)
 
 
 @dataclass
@@ -514,7 +515,7 @@ class TrainJobConfig:
     # first level of the sweep directory (experiment presets set it)
     experiment_name: str = "default"
     # fills task.data_seed, model.model_seed and transfer.source.source_seed unless they are pinned
-    seed: int = 0
+    seed: int = bounded(0, ge=0)
     # train again even if a completed run with this identity exists
     force: bool = False
 

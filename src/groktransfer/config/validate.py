@@ -11,10 +11,12 @@ device), so a plugin model is checked like the transformer, before any source is
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 from groktransfer.config.conditions import BUILT_IN_BLOCKS, CONDITIONS
+from groktransfer.config.ranges import range_problems
 from groktransfer.config.resolve import ResolvedSeeds, resolve_seeds, source_model_config, source_task_config
 from groktransfer.config.schema import (
     TRANSFORMER_COMPONENTS, CheckpointCriteria, ComponentAction, ConfigError, GradFilterConfig, OptimizerConfig,
@@ -36,14 +38,21 @@ def task_shapes(task_cfg: Any) -> Optional[tuple]:
 
 
 def _task_problems(task_cfg: Any, prefix: str, errors: List[str]) -> bool:
-    """Append the family's problems with ``task_cfg``; False when it cannot describe a task."""
+    """Append the family's problems with ``task_cfg``; False when it cannot describe a task.
+
+    A key already out of its declared range is reported once, by the range, and the family
+    checks the others with that key at its default (a family need not survive n_digits = 2**70).
+    """
     family = TASKS.find(str(task_cfg.name))
     if family is None:
         errors.append(f"{prefix}={task_cfg.name!r}: unknown task; registered: {', '.join(TASKS.names())}")
         return False
-    found = family.problems(task_cfg, prefix)
-    errors.extend(found)
-    return not found
+    out_of_range = {e.split("=", 1)[0].split("[", 1)[0][len(prefix) + 1:] for e in range_problems(task_cfg, f"{prefix}.")}
+    defaults = type(task_cfg)(name=task_cfg.name)
+    checked = dataclasses.replace(task_cfg, **{k: getattr(defaults, k) for k in out_of_range})
+    found = family.problems(checked, prefix)
+    errors.extend(e for e in found if e.split("=", 1)[0][len(prefix) + 1:] not in out_of_range)
+    return not found and not out_of_range
 
 
 def validate_job_config(cfg: Any, given: Iterable[str] = ()) -> None:
@@ -54,7 +63,7 @@ def validate_job_config(cfg: Any, given: Iterable[str] = ()) -> None:
     2-digit task) is refused rather than silently ignored.
     """
     cfg = to_typed(TrainJobConfig, cfg)  # unknown keys, wrong types and choices: one line each
-    errors: List[str] = []
+    errors: List[str] = range_problems(cfg)  # every number against the range declared beside its field
     task = cfg.task
     task_ok = _task_problems(task, "task", errors)
     if task_ok:
@@ -64,16 +73,8 @@ def validate_job_config(cfg: Any, given: Iterable[str] = ()) -> None:
 
     model_class = _model_problems(cfg, task_ok, errors)
     _optimizer_problems(cfg.optimizer, "optimizer", errors)
-    _gradfilter_problems(cfg.gradfilter, "gradfilter", errors)
 
     train = cfg.train
-    for key in ("max_epochs", "eval_every", "checkpoint_every", "threads"):
-        if int(getattr(train, key)) < 1:
-            errors.append(f"train.{key}={getattr(train, key)}: must be >= 1")
-    if train.batch_size is not None and int(train.batch_size) < 1:
-        errors.append(f"train.batch_size={train.batch_size}: must be >= 1 (or null for full batch)")
-    if int(train.patience) < 0:
-        errors.append(f"train.patience={train.patience}: must be >= 0")
     if int(train.checkpoint_every) % max(int(train.eval_every), 1) != 0:
         errors.append(
             f"train.checkpoint_every={train.checkpoint_every} must be a multiple of "
@@ -82,17 +83,19 @@ def validate_job_config(cfg: Any, given: Iterable[str] = ()) -> None:
     thresholds = [float(t) for t in train.thresholds]
     if not thresholds:
         errors.append("train.thresholds: give at least one threshold")
-    if any(not (0.0 < t <= 1.0) for t in thresholds):
-        errors.append(f"train.thresholds={thresholds}: each must lie in (0, 1]")
     if thresholds != sorted(set(thresholds)):
         errors.append(f"train.thresholds={thresholds}: must be strictly increasing")
-    if not (0.0 < float(cfg.measures.key_freq_threshold) <= 1.0):
-        errors.append(f"measures.key_freq_threshold={cfg.measures.key_freq_threshold}: must lie in (0, 1]")
 
     _validate_transfer(cfg, model_class, errors)
 
     if errors:
-        raise ConfigError("invalid config:\n  - " + "\n  - ".join(dict.fromkeys(errors)))
+        raise ConfigError(problems_message(errors))
+
+
+def problems_message(errors: List[str]) -> str:
+    """Every problem on one line: what a refused command prints (exit 2)."""
+    unique = list(dict.fromkeys(errors))
+    return "invalid config: " + " | ".join(unique)
 
 
 def _model_class(cfg: Any, prefix: str, errors: List[str]) -> Optional[type]:
@@ -104,9 +107,10 @@ def _model_class(cfg: Any, prefix: str, errors: List[str]) -> Optional[type]:
 
 
 def _model_problems(cfg: TrainJobConfig, task_ok: bool, errors: List[str]) -> Optional[type]:
-    """The model's own checks and whether it can read the task (its protocol answers both)."""
+    """The model's own checks and whether it can read the task (its protocol answers both);
+    None when the model cannot be asked (an unknown architecture, a value out of its range)."""
     cls = _model_class(cfg.model, "model", errors)
-    if cls is None:
+    if cls is None or any(e.startswith("model.") for e in errors):
         return None
     errors.extend(cls.config_problems(cfg.model, "model"))
     if task_ok:
@@ -115,48 +119,15 @@ def _model_problems(cfg: TrainJobConfig, task_ok: bool, errors: List[str]) -> Op
 
 
 def _optimizer_problems(opt: Any, prefix: str, errors: List[str]) -> None:
-    """The optimizer's hyperparameters (its name is checked against the registry when the job is
-    planned: ``groktransfer.training.optimizers.check_registered``, the registries being above this layer)."""
-    if float(opt.lr) <= 0:
-        errors.append(f"{prefix}.lr={opt.lr}: must be positive")
-    if float(opt.weight_decay) < 0:
-        errors.append(f"{prefix}.weight_decay={opt.weight_decay}: must be >= 0")
-    if len(opt.betas) != 2 or not all(0.0 <= float(b) < 1.0 for b in opt.betas):
+    """The optimizer's rules beyond its fields' ranges (its name is checked against the registry
+    when the job is planned: ``groktransfer.training.optimizers.check_registered``)."""
+    if len(opt.betas) != 2:
         errors.append(f"{prefix}.betas={list(opt.betas)}: need two values in [0, 1)")
-    if float(opt.eps) < 0:
-        errors.append(f"{prefix}.eps={opt.eps}: must be >= 0")
-    if int(opt.warmup_steps) < 0:
-        errors.append(f"{prefix}.warmup_steps={opt.warmup_steps}: must be >= 0")
-    if not 0.0 <= float(opt.final_lr_frac) <= 1.0:
-        errors.append(f"{prefix}.final_lr_frac={opt.final_lr_frac}: must be in [0, 1]")
     sgd, muon = opt.sgd, opt.muon
-    for block, key in (("sgd", "momentum"), ("sgd", "dampening"), ("muon", "momentum")):
-        value = float(getattr(getattr(opt, block), key))
-        if value < 0:
-            errors.append(f"{prefix}.{block}.{key}={value}: must be >= 0")
     if bool(sgd.nesterov) and (float(sgd.momentum) <= 0 or float(sgd.dampening) != 0):
         errors.append(f"{prefix}.sgd.nesterov=true needs momentum > 0 and dampening 0")
-    if muon.lr is not None and float(muon.lr) <= 0:
-        errors.append(f"{prefix}.muon.lr={muon.lr}: must be positive (or null for {prefix}.lr)")
-    if muon.weight_decay is not None and float(muon.weight_decay) < 0:
-        errors.append(f"{prefix}.muon.weight_decay={muon.weight_decay}: must be >= 0")
-    if int(muon.ns_steps) < 1:
-        errors.append(f"{prefix}.muon.ns_steps={muon.ns_steps}: must be >= 1")
-    if float(muon.eps) <= 0:
-        errors.append(f"{prefix}.muon.eps={muon.eps}: must be positive")
     if muon.adjust_lr_fn is not None and str(muon.adjust_lr_fn) not in ("original", "match_rms_adamw"):
         errors.append(f"{prefix}.muon.adjust_lr_fn={muon.adjust_lr_fn!r}: one of original, match_rms_adamw, null")
-
-
-def _gradfilter_problems(gf: Any, prefix: str, errors: List[str]) -> None:
-    """The gradient filter's parameters (Grokfast's alpha, lamb, window)."""
-    if not 0.0 <= float(gf.ema.alpha) < 1.0:
-        errors.append(f"{prefix}.ema.alpha={gf.ema.alpha}: must lie in [0, 1)")
-    for block in ("ema", "ma"):
-        if float(getattr(gf, block).lamb) < 0:
-            errors.append(f"{prefix}.{block}.lamb={getattr(gf, block).lamb}: must be >= 0")
-    if int(gf.ma.window) < 1:
-        errors.append(f"{prefix}.ma.window={gf.ma.window}: must be >= 1")
 
 
 def _source_training_problems(cfg: Any, errors: List[str]) -> None:
@@ -164,7 +135,7 @@ def _source_training_problems(cfg: Any, errors: List[str]) -> None:
     typed = to_typed(TrainJobConfig, cfg)
     for label, merge, check in (
         ("transfer.source.optimizer", source_optimizer, _optimizer_problems),
-        ("transfer.source.gradfilter", source_gradfilter, _gradfilter_problems),
+        ("transfer.source.gradfilter", source_gradfilter, None),
     ):
         try:
             merged = merge(typed)
@@ -172,7 +143,9 @@ def _source_training_problems(cfg: Any, errors: List[str]) -> None:
             errors.append(str(exc))
             continue
         if merged is not getattr(typed, label.rsplit(".", 1)[-1]):
-            check(merged, label, errors)
+            errors.extend(range_problems(merged, label + "."))
+            if check is not None:
+                check(merged, label, errors)
 
 
 def _validate_transfer(cfg: TrainJobConfig, model_class: Optional[type], errors: List[str]) -> None:
@@ -184,20 +157,12 @@ def _validate_transfer(cfg: TrainJobConfig, model_class: Optional[type], errors:
     for name, given in (tr.criteria or {}).items():
         try:
             blocks[f"criteria.{name}"] = to_typed(CheckpointCriteria, given, f"transfer.criteria.{name}")
+            errors.extend(range_problems(blocks[f"criteria.{name}"], f"transfer.criteria.{name}."))
         except ConfigError as exc:
             errors.append(str(exc))
     for crit_name, crit in blocks.items():
-        if crit.max_restricted_test_gap is not None and float(crit.max_restricted_test_gap) != float(crit.max_restricted_test_gap):
-            errors.append(f"transfer.{crit_name}.max_restricted_test_gap is NaN")
-        if crit.max_n_key_freqs is not None and int(crit.max_n_key_freqs) < 0:
-            errors.append(f"transfer.{crit_name}.max_n_key_freqs={crit.max_n_key_freqs}: must be >= 0")
-        for key in ("min_train_acc", "min_test_acc", "max_test_acc"):
-            if not (0.0 <= float(getattr(crit, key)) <= 1.0):
-                errors.append(f"transfer.{crit_name}.{key}={getattr(crit, key)}: must lie in [0, 1]")
         if float(crit.min_test_acc) > float(crit.max_test_acc):
             errors.append(f"transfer.{crit_name}: min_test_acc > max_test_acc selects nothing")
-        if int(crit.held_for) < 0:
-            errors.append(f"transfer.{crit_name}.held_for={crit.held_for}: must be >= 0")
     condition = CONDITIONS.get(str(tr.name))
     if not condition.needs_source:
         return
@@ -208,8 +173,6 @@ def _validate_transfer(cfg: TrainJobConfig, model_class: Optional[type], errors:
     if condition.by_epoch:
         if src.epoch is None:
             errors.append(f"transfer={tr.name} needs transfer.source.epoch (e.g. transfer.source.epoch=1500)")
-        elif int(src.epoch) < 0:
-            errors.append(f"transfer.source.epoch={src.epoch}: must be >= 0")
         if src.path is not None:
             errors.append(f"transfer={tr.name} picks an epoch of a trained source run: unset transfer.source.path")
     if src.path is not None:
@@ -223,6 +186,7 @@ def _validate_transfer(cfg: TrainJobConfig, model_class: Optional[type], errors:
         errors.append(str(exc) if str(src.task) in TASKS else
                       f"transfer.source.task={src.task!r}: unknown task; registered: {', '.join(TASKS.names())}")  # fmt: skip
         return
+    errors.extend(e for e in range_problems(source_task, "transfer.source.") if e not in errors)
     source_ok = _task_problems(source_task, "transfer.source", errors)
     unknown = set(src.optimizer) - set(OptimizerConfig.__dataclass_fields__)
     if unknown:
@@ -232,8 +196,6 @@ def _validate_transfer(cfg: TrainJobConfig, model_class: Optional[type], errors:
         errors.append(f"transfer.source.gradfilter: unknown gradient-filter field(s) {sorted(unknown_filter)}")
     if not unknown and not unknown_filter:
         _source_training_problems(cfg, errors)
-    if int(src.max_epochs) < 1:
-        errors.append(f"transfer.source.max_epochs={src.max_epochs}: must be >= 1")
     if model_class is None:
         return
     try:
@@ -245,6 +207,7 @@ def _validate_transfer(cfg: TrainJobConfig, model_class: Optional[type], errors:
     if source_class is None:
         return
     before = len(errors)
+    errors.extend(range_problems(source_model, "transfer.source.model."))
     errors.extend(source_class.config_problems(source_model, "transfer.source.model"))
     if not source_ok or len(errors) > before or not _task_ok(cfg.task):
         return

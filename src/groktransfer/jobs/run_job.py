@@ -30,6 +30,7 @@ from groktransfer.config.conditions import needs_source
 from groktransfer.config.schema import CpuGemm, TrainJobConfig, to_plain
 from groktransfer.config.validate import ResolvedSeeds, resolve_seeds, validate_job_config
 from groktransfer.training.device import resolve_device
+from groktransfer.training.memory import check_memory
 from groktransfer.utils.errors import JobError, UserError
 from groktransfer.model.gemm import set_cpu_gemm
 from groktransfer.runs.rundir import RUN_DIRS, RUN_FILES, RunDir, Status, StatusRecord, library_versions, utc_now
@@ -211,7 +212,8 @@ def plan_job(
     validate_job_config(job, launch.given)
     MODELS.get(job.model.architecture)  # an unknown name: one line listing the registered ones, exit 2
     check_registered(job)  # optimizer and gradient filter names (the source's too): the same
-    resolve_device(job.train.device)  # a device that is not there: one line, exit 2, nothing written
+    device = resolve_device(job.train.device)  # a device that is not there: one line, exit 2, nothing written
+    check_memory(job, device)  # a job (or its source run) that cannot fit: one line, exit 2, nothing written
     seeds = resolve_seeds(job)
     configure_torch(job.train.threads, job.train.flush_denormal, job.train.cpu_gemm)
     paths = JobPaths.from_config(job, launch.cwd)

@@ -45,10 +45,12 @@ gradient filters, W&B, the sweep report's answer, curves and measures.
 from __future__ import annotations
 
 import dataclasses
+import weakref
 from typing import Any, Callable, ClassVar, Dict, FrozenSet, List, Optional, Tuple, Type
 
 import torch
 from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from groktransfer.config.schema import ModelConfig
 from groktransfer.tasks.family import TaskShape
@@ -116,7 +118,9 @@ class GrokModel(nn.Module):
 
     @classmethod
     def config_problems(cls, cfg: Any, prefix: str = "model") -> List[str]:
-        """Every reason ``cfg`` (resolved) cannot build this model, each naming its key under ``prefix``."""
+        """Every reason ``cfg`` cannot build this model beyond the ranges declared on its config's
+        fields (validation checks those for every model: ``groktransfer.config.ranges``), each
+        naming its key under ``prefix``."""
         return []
 
     @classmethod
@@ -136,6 +140,27 @@ class GrokModel(nn.Module):
         shape checks of transfer and of checkpoint files read, before anything is trained."""
         with torch.device("meta"):
             return cls(cfg, seed=0)
+
+    @classmethod
+    def parameter_bytes(cls, cfg: Any) -> int:
+        """Bytes of the parameters a model of this config holds (counted on the meta device)."""
+        return sum(p.numel() * p.element_size() for p in cls.on_meta_device(cfg).parameters())
+
+    @classmethod
+    def activation_bytes(cls, cfg: Any, batch: int, task: TaskShape, training: bool) -> int:
+        """Peak bytes of the intermediate tensors of one step on ``batch`` examples: forward, float64
+        loss and backward when ``training``, else the forward alone. What the memory estimate made
+        before anything is allocated reads (``groktransfer.training.memory``).
+
+        The default traces the step on the meta device at batch 1 and 2 and extrapolates
+        linearly (activations grow with the batch; the rest does not). A model whose step is
+        expensive to trace (many layers) says it in closed form instead.
+        """
+        if batch <= 0:
+            return 0
+        model = cls.on_meta_device(cfg)
+        one, two = (_traced_step_bytes(model, b, task, training) for b in (1, 2))
+        return max(0, one + (two - one) * (batch - 1))
 
     @classmethod
     def state_shapes(cls, cfg: Any) -> Dict[str, Tuple[int, ...]]:
@@ -235,3 +260,44 @@ def model_class_of(model: nn.Module) -> Type[GrokModel]:
         raise TypeError(f"{type(model).__name__} is not a groktransfer model (subclass groktransfer.model.protocol.GrokModel)")
     return type(model)
 
+
+
+class _PeakTracker(TorchDispatchMode):
+    """The peak bytes of tensors alive at once while active (meta tensors too): an op's output
+    counts until it is freed; views share their base's memory and are not counted again."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.live = 0
+        self.peak = 0
+
+    def _release(self, n: int) -> None:
+        self.live -= n
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001
+        out = func(*args, **(kwargs or {}))
+        for t in out if isinstance(out, (tuple, list)) else (out,):
+            if isinstance(t, torch.Tensor) and not t._is_view():
+                n = t.numel() * t.element_size()
+                self.live += n
+                self.peak = max(self.peak, self.live)
+                weakref.finalize(t, self._release, n)
+        return out
+
+
+def _traced_step_bytes(model: "GrokModel", batch: int, task: TaskShape, training: bool) -> int:
+    """Peak live bytes of one step on the meta device, less the parameters' gradients (counted apart)."""
+    import torch.nn.functional as F
+
+    tokens = torch.zeros(batch, task.seq_len, dtype=torch.long, device="meta")
+    tracker = _PeakTracker()
+    with tracker, torch.set_grad_enabled(training):
+        if task.answer_positions > 1:
+            logits = model(tokens)[:, -task.answer_positions:].double().flatten(0, 1)
+        else:
+            logits = model.forward_last(tokens).double()
+        if training:
+            F.cross_entropy(logits, torch.zeros(logits.shape[0], dtype=torch.long, device="meta")).backward()
+        del logits
+    grads = sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad) if training else 0
+    return max(0, tracker.peak - grads)

@@ -35,6 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from groktransfer.config.ranges import bounded, range_problems
 from groktransfer.config.schema import TRANSFORMER_COMPONENTS, ModelConfig, to_typed
 from groktransfer.model.embedding_map import MAP_KEYS, MappedEmbed, attach_embedding_map
 from groktransfer.model.lastpos import last_position_logits
@@ -95,15 +96,15 @@ class TransformerConfig(ModelConfig):
     # the preset's name (conf/model/<name>.yaml), recorded with the run
     name: str = "one_layer"
     # transformer blocks
-    n_layers: int = 1
+    n_layers: int = bounded(1, ge=1)
     # attention heads per block
-    n_heads: int = 4
+    n_heads: int = bounded(4, ge=1)
     # width of the residual stream
-    d_model: int = 128
+    d_model: int = bounded(128, ge=1)
     # width of each attention head
-    d_head: int = 32
+    d_head: int = bounded(32, ge=1)
     # hidden neurons of each MLP
-    d_mlp: int = 512
+    d_mlp: int = bounded(512, ge=1)
     # MLP activation
     act: Activation = Activation.relu
     # None = no LayerNorm (Nanda et al.); LN = LayerNorm before each sublayer and the unembedding
@@ -111,11 +112,11 @@ class TransformerConfig(ModelConfig):
     # no MLP sublayer (TransformerLens attn_only=True); d_mlp is then ignored
     attn_only: bool = False
     # None = the task's sequence length (3 for the modular tasks; 3n+2 for n-digit sums)
-    n_ctx: Optional[int] = None
+    n_ctx: Optional[int] = bounded(None, ge=1)
     # input tokens; None = from the task (p+1 for the modular tasks, '=' = p)
-    d_vocab: Optional[int] = None
+    d_vocab: Optional[int] = bounded(None, ge=1)
     # output classes; None = from the task (p, or 2p for int_add)
-    d_vocab_out: Optional[int] = None
+    d_vocab_out: Optional[int] = bounded(None, ge=1)
     # train the attention biases (else kept at zero)
     attn_bias: bool = False
     # train the MLP biases
@@ -129,16 +130,9 @@ MODULAR_SEQ_LEN = 3
 
 
 def config_problems(cfg: TransformerConfig, prefix: str = "model") -> List[str]:
-    """Every reason ``cfg`` cannot build a transformer, each naming its key."""
-    problems = []
-    sizes = ("n_layers", "n_heads", "d_model", "d_head", "n_ctx", "d_vocab", "d_vocab_out")
-    for name in sizes if cfg.attn_only else (*sizes, "d_mlp"):
-        value = getattr(cfg, name)
-        if value is None and name in ("n_ctx", "d_vocab", "d_vocab_out"):
-            continue  # resolved from the task
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            problems.append(f"{prefix}.{name}={value!r}: must be positive")
-    return problems
+    """Every reason ``cfg`` cannot build a transformer, each naming its key: the declared ranges
+    (positive sizes) and, without an MLP, nothing more."""
+    return range_problems(cfg, f"{prefix}.")
 
 
 def _check_config(cfg: TransformerConfig) -> None:
@@ -151,6 +145,8 @@ def _check_config(cfg: TransformerConfig) -> None:
     problems = config_problems(cfg, prefix="TransformerConfig")
     if problems:
         raise ValueError("; ".join(problems))
+    if cfg.n_ctx is None:
+        raise ValueError("TransformerConfig.n_ctx is None: resolve it from the task first")
     if cfg.act not in _ACTIVATIONS:
         raise ValueError(f"TransformerConfig.act must be one of {sorted(_ACTIVATIONS)}, got {cfg.act!r}")
     if cfg.normalization not in (None, "LN"):
@@ -571,10 +567,6 @@ class HookedGrokTransformer(GrokModel):
         )
 
     @classmethod
-    def config_problems(cls, cfg: Any, prefix: str = "model") -> List[str]:
-        return config_problems(cfg, prefix)
-
-    @classmethod
     def task_problems(cls, cfg: Any, task: TaskShape) -> List[str]:
         """The context must hold the task's sequence (exactly, where the task says so) and the
         vocabularies its tokens and answers."""
@@ -608,6 +600,29 @@ class HookedGrokTransformer(GrokModel):
             return logits
 
         return forward
+
+    @classmethod
+    def parameter_bytes(cls, cfg: Any) -> int:
+        """In closed form: building a deep model even on the meta device takes seconds."""
+        d, h, e, m, L = cfg.d_model, cfg.n_heads, cfg.d_head, 0 if cfg.attn_only else cfg.d_mlp, cfg.n_layers
+        ln = 2 * d if cfg.normalization is not None else 0
+        block = 4 * h * d * e + 3 * h * e + d + (2 * d * m + m + d if m else 0) + ln * (1 if cfg.attn_only else 2)
+        outer = cfg.d_vocab * d + cfg.n_ctx * d + d * cfg.d_vocab_out + cfg.d_vocab_out + ln
+        return 4 * (L * block + outer)
+
+    @classmethod
+    def activation_bytes(cls, cfg: Any, batch: int, task: TaskShape, training: bool) -> int:
+        """The full forward's tensors per example in closed form (an upper bound of the fast path):
+        per layer the residual stream and its LayerNorm, queries, keys, values, scores and pattern,
+        the heads' outputs and the MLP's; then the logits (float32 and the float64 loss copy).
+        Training keeps every layer's tensors for the backward and as much again for their
+        gradients; evaluation holds about one layer at a time."""
+        n, d, h, e, m = task.seq_len, cfg.d_model, cfg.n_heads, cfg.d_head, 0 if cfg.attn_only else cfg.d_mlp
+        per_layer = 4 * (n * (6 * d + 4 * h * e + 2 * m) + 2 * h * n * n)
+        logits = n * cfg.d_vocab_out * (4 + 8)
+        if training:
+            return batch * (2 * cfg.n_layers * per_layer + 2 * logits)
+        return batch * (2 * per_layer + logits)
 
     def component_of(self, name: str) -> str:
         """``embed``, ``pos_embed``, ``attn`` (with ``ln1``), ``mlp`` (with ``ln2``) or ``unembed``

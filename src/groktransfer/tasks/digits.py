@@ -37,6 +37,7 @@ from typing import Any, ClassVar, Dict, List, Optional, Tuple
 
 import torch
 
+from groktransfer.config.ranges import bounded
 from groktransfer.config.schema import TaskConfig
 from groktransfer.tasks.family import MAX_EXAMPLES, TaskFamily
 
@@ -69,17 +70,17 @@ class DigitTaskConfig(TaskConfig):
     )  # fmt: skip
 
     # the number base: digit tasks are written in base 10 (recorded in status.json; not a modulus)
-    p: int = 10
+    p: int = bounded(10, ge=2)
     # n_digits <= 2: every problem is enumerated and this fraction trains (the rest tests)
-    frac_train: float = 0.3
+    frac_train: float = bounded(0.3, gt=0, lt=1)
     # operand length
-    n_digits: int = 4
+    n_digits: int = bounded(4, ge=1)
     # allow any operands and an (n+1)-th answer digit (digit_add only)
     carry_out: bool = False
     # n_digits > 2: number of distinct training problems drawn from data_seed
-    n_train: Optional[int] = None
+    n_train: Optional[int] = bounded(None, ge=1)
     # n_digits > 2: number of distinct test problems drawn, disjoint from the training ones
-    n_test: Optional[int] = None
+    n_test: Optional[int] = bounded(None, ge=1)
 
 
 @dataclass(frozen=True)
@@ -426,6 +427,14 @@ class DigitFamily(TaskFamily):
 
     def answer_positions(self, task_cfg: Any) -> int:
         return settings_from_config(task_cfg).n_answer
+
+    def n_examples(self, task_cfg: Any) -> Optional[int]:
+        s = settings_from_config(task_cfg)
+        if s.n_digits < 1:
+            return None
+        if s.enumerated:
+            return s.problem_size
+        return None if s.n_train is None or s.n_test is None else int(s.n_train) + int(s.n_test)
 
     def chance_accuracy(self, task_cfg: Any) -> float:
         """Exact match of every answer digit by guessing: 10^-(answer digits)."""

@@ -103,6 +103,12 @@ class TaskFamily(ABC):
         (empty = valid). Checked before anything is written; sizes that cannot fit the
         machine are refused here, naming the limit."""
 
+    def n_examples(self, task_cfg: Any) -> Optional[int]:
+        """How many examples (train and test) a task of this config holds, from the config alone:
+        the memory estimate made before anything is allocated reads it (None: unknown, and the
+        estimate leaves the data and the evaluation out)."""
+        return None
+
     def answer_positions(self, task_cfg: Any) -> int:
         """How many positions the loss reads (1: the answer at the last position)."""
         return 1

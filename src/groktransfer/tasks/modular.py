@@ -18,6 +18,7 @@ from typing import Any, Callable, ClassVar, Dict, List, Optional, Tuple
 
 import torch
 
+from groktransfer.config.ranges import bounded
 from groktransfer.config.schema import TaskConfig
 from groktransfer.tasks.family import MAX_EXAMPLES, TaskFamily
 
@@ -51,9 +52,9 @@ class ModularTaskConfig(TaskConfig):
     RECORDED_FIELDS: ClassVar[Tuple[str, ...]] = ("name", "p", "frac_train", "data_seed")
 
     # the modulus (prime for the modular tasks); int_add: the operand bound (a, b < p)
-    p: int = 113
+    p: int = bounded(113, ge=2)
     # fraction of all pairs in the training set (the rest is the test set)
-    frac_train: float = 0.3
+    frac_train: float = bounded(0.3, gt=0, lt=1)
 
 
 LabelFn = Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor]
@@ -199,6 +200,10 @@ class ModularFamily(TaskFamily):
 
     def build(self, task_cfg: Any, data_seed: int) -> Task:
         return Task.from_config(task_cfg, data_seed)
+
+    def n_examples(self, task_cfg: Any) -> Optional[int]:
+        p = int(task_cfg.p)
+        return p * (p - 1) if TASKS[str(task_cfg.name)].exclude_b_zero else p * p
 
     def shapes(self, task_cfg: Any) -> Optional[Tuple[int, int, int]]:
         p = int(task_cfg.p)

@@ -109,15 +109,20 @@ class MAFilter(GradFilter):
 
 @dataclass(frozen=True)
 class GradFilterEntry:
-    """``build(cfg)``: the filter ``cfg`` (a GradFilterConfig) describes, or None for no filter."""
+    """``build(cfg)``: the filter ``cfg`` (a GradFilterConfig) describes, or None for no filter.
+    ``state_per_parameter(cfg)``: tensors of a parameter's size it keeps per parameter (what the
+    memory estimate counts before anything is allocated: ``groktransfer.training.memory``)."""
 
     build: Callable[[Any], Optional[GradFilter]]
+    state_per_parameter: Callable[[Any], float] = lambda cfg: 0.0
 
 
 GRADFILTERS: Registry[GradFilterEntry] = Registry("gradient filter", "gradfilter.name")
 GRADFILTERS.register("none", GradFilterEntry(lambda cfg: None))
-GRADFILTERS.register("ema", GradFilterEntry(lambda cfg: EMAFilter(cfg.ema.alpha, cfg.ema.lamb)))
-GRADFILTERS.register("ma", GradFilterEntry(lambda cfg: MAFilter(cfg.ma.window, cfg.ma.lamb)))
+GRADFILTERS.register("ema", GradFilterEntry(lambda cfg: EMAFilter(cfg.ema.alpha, cfg.ema.lamb), lambda cfg: 1.0))
+GRADFILTERS.register(
+    "ma", GradFilterEntry(lambda cfg: MAFilter(cfg.ma.window, cfg.ma.lamb), lambda cfg: float(cfg.ma.window) + 1.0)
+)
 
 
 def build_gradfilter(cfg: Any) -> Optional[GradFilter]:

@@ -38,6 +38,9 @@ class OptimizerEntry:
     adam_moments: bool = False
     # what a user reads in the one-line notice when members cannot stack
     why_not_stackable: str = ""
+    # tensors of a parameter's size it keeps per parameter (Adam: two moments), for the memory
+    # estimate made before anything is allocated (groktransfer.training.memory)
+    state_per_parameter: float = 2.0
 
 
 OPTIMIZERS: Registry[OptimizerEntry] = Registry("optimizer", "optimizer.name")
@@ -280,7 +283,7 @@ def muon(params: Sequence[Any], cfg: Any, names: Optional[Sequence[str]] = None)
 
 OPTIMIZERS.register("adamw", OptimizerEntry(adamw, stackable=True, adam_moments=True))
 OPTIMIZERS.register("adam", OptimizerEntry(adam, stackable=True, adam_moments=True))
-OPTIMIZERS.register("sgd", OptimizerEntry(sgd, stackable=True))
+OPTIMIZERS.register("sgd", OptimizerEntry(sgd, stackable=True, state_per_parameter=1.0))
 OPTIMIZERS.register(
     "muon",
     OptimizerEntry(

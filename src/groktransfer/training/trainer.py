@@ -38,6 +38,10 @@ from groktransfer.training.device import loss_dtype, to_cpu
 from groktransfer.tasks.modular import Task
 
 
+#: examples per forward when a task answered at several positions is evaluated (the memory estimate reads it)
+EVAL_CHUNK = 8192
+
+
 class TrainingFailure(RuntimeError):
     """Training cannot go on (non-finite loss, timeout); ``epoch`` says where."""
 
@@ -296,7 +300,7 @@ class Trainer:
         return F.cross_entropy(logits, labels)
 
     @torch.no_grad()
-    def _evaluate_multi(self, chunk: int = 8192) -> EvalResult:
+    def _evaluate_multi(self, chunk: int = EVAL_CHUNK) -> EvalResult:
         """Digit tasks: per-example mean loss over answer digits, exact-match and per-digit accuracy."""
         losses, exact, digit = [], [], []
         for start in range(0, self._all_tokens.shape[0], chunk):

@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from groktransfer.config.ranges import bounded, range_problems
 from groktransfer.config.schema import ModelConfig, to_typed
 from groktransfer.model.protocol import GrokModel, Reading, StackedForward
 
@@ -34,11 +35,11 @@ class ParityMLPConfig(ModelConfig):
     name: str = "parity_mlp"
     architecture: str = "parity_mlp"
     # input bits; None = the task's sequence length
-    n_inputs: Optional[int] = None
+    n_inputs: Optional[int] = bounded(None, ge=1)
     # hidden ReLU units
-    d_hidden: int = 512
+    d_hidden: int = bounded(512, ge=1)
     # output classes; None = the task's
-    d_vocab_out: Optional[int] = None
+    d_vocab_out: Optional[int] = bounded(None, ge=1)
 
 
 def _seed(seed: int, component: str) -> int:
@@ -78,7 +79,7 @@ class ParityMLP(GrokModel):
     def __init__(self, cfg: Union[ParityMLPConfig, Mapping[str, Any]], seed: int) -> None:
         super().__init__()
         cfg = to_typed(ParityMLPConfig, cfg, label="model")
-        problems = self.config_problems(cfg)
+        problems = range_problems(cfg, "model.")  # the ranges declared on the config's fields
         if problems or cfg.n_inputs is None or cfg.d_vocab_out is None:
             raise ValueError("; ".join(problems) or "resolve n_inputs and d_vocab_out from the task first")
         self.config, self.seed = cfg, int(seed)
@@ -91,14 +92,6 @@ class ParityMLP(GrokModel):
     @classmethod
     def resolve_config(cls, cfg: Any, d_vocab: int, d_vocab_out: int, seq_len: int) -> Any:
         return dataclasses.replace(cfg, n_inputs=cfg.n_inputs or seq_len, d_vocab_out=cfg.d_vocab_out or d_vocab_out)
-
-    @classmethod
-    def config_problems(cls, cfg: Any, prefix: str = "model") -> List[str]:
-        return [
-            f"{prefix}.{key}={getattr(cfg, key)}: must be positive"
-            for key in ("n_inputs", "d_hidden", "d_vocab_out")
-            if getattr(cfg, key) is not None and int(getattr(cfg, key)) < 1
-        ]
 
     @classmethod
     def task_problems(cls, cfg: Any, task: Any) -> List[str]:

@@ -17,6 +17,7 @@ from typing import Any, ClassVar, List, Optional, Tuple
 
 import torch
 
+from groktransfer.config.ranges import bounded
 from groktransfer.config.schema import TaskConfig
 from groktransfer.tasks.family import MAX_EXAMPLES, TaskFamily
 
@@ -31,13 +32,13 @@ class ParityTaskConfig(TaskConfig):
     KIND: ClassVar[str] = "the parity task family"
 
     # input bits per example
-    n_bits: int = 30
+    n_bits: int = bounded(30, ge=1, le=MAX_BITS)
     # the secret subset: the label is the XOR of these bits (distinct 0-based positions < n_bits)
-    subset: List[int] = field(default_factory=lambda: [0, 1, 2])
+    subset: List[int] = bounded(factory=lambda: [0, 1, 2], ge=0)
     # distinct training strings, drawn from data_seed
-    n_train: int = 1000
+    n_train: int = bounded(1000, ge=2)
     # distinct test strings, drawn from data_seed, disjoint from the training ones
-    n_test: int = 1000
+    n_test: int = bounded(1000, ge=2)
 
 
 class ParityTask:
@@ -137,3 +138,6 @@ class ParityFamily(TaskFamily):
 
     def label(self, task_cfg: Any) -> str:
         return f"{task_cfg.name}, bits {list(task_cfg.subset)} of {task_cfg.n_bits}"
+
+    def n_examples(self, task_cfg: Any) -> Optional[int]:
+        return int(task_cfg.n_train) + int(task_cfg.n_test)
