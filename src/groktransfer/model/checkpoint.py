@@ -34,6 +34,7 @@ from groktransfer.utils.atomic import atomic_open
 from groktransfer.config.schema import ModelConfig, to_typed
 from groktransfer.utils.errors import UserError
 from groktransfer.model.transformer import HookedGrokTransformer
+from groktransfer.model.transformer_lens import from_bridge_layout
 from groktransfer.transfer.embedding_map import transformer_lens_state
 
 FORMAT = "groktransfer/1"
@@ -462,6 +463,10 @@ def load_checkpoint(
     """
     path = Path(path)
     obj = _torch_load(path)
+    try:  # TransformerLens 4's layout, as the TransformerLens 3 state dict it stands for; other files unchanged
+        obj, model_config = from_bridge_layout(obj, model_config)
+    except ValueError as exc:
+        raise CheckpointError(f"checkpoint {path} (TransformerLens 4 state dict): {exc}") from exc
     try:
         fmt = detect_format(obj)
     except CheckpointError as exc:
