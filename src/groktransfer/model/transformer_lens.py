@@ -23,7 +23,8 @@ Import (:func:`from_bridge_layout`): TransformerLens 4 saves ``bridge.state_dict
 ``convert_tl_checkpoint`` in plain torch, so loading such a file needs no TransformerLens.
 The flattened attention weights do not record how ``n_heads * d_head`` splits into heads,
 so the number of heads comes from the caller's ``ModelConfig`` or from a ``config`` saved
-next to the weights (``{"state_dict": ..., "config": {...}}``, TransformerLens field names).
+next to the weights (``{"state_dict": ..., "config": {...}}`` in TransformerLens' field
+names, as :func:`bridge_checkpoint` writes it).
 """
 
 from __future__ import annotations
