@@ -311,3 +311,11 @@ def test_our_import_inverts_transformer_lens_4s_converter(cfg: ModelConfig) -> N
     assert set(sd) - set(back) == {f"blocks.{i}.attn.{b}" for i in range(cfg.n_layers) for b in ("mask", "IGNORE")}
     for name, value in back.items():
         assert torch.equal(value, sd[name]), name
+
+
+def test_a_source_checkout_of_transformer_lens_is_told_apart_by_its_layout(monkeypatch) -> None:
+    """TransformerLens' own repository installs as version 0.0.0: 4.x has no HookedTransformer module."""
+    from groktransfer.model import transformer_lens as interop
+
+    monkeypatch.setattr(interop.metadata, "version", lambda name: "0.0.0")
+    assert interop.installed_major() == (4 if TL4 else 3)

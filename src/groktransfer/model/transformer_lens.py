@@ -29,6 +29,7 @@ names, as :func:`bridge_checkpoint` writes it).
 
 from __future__ import annotations
 
+import importlib.util
 import math
 import re
 from importlib import metadata
@@ -63,7 +64,10 @@ def installed_major() -> Optional[int]:
     except metadata.PackageNotFoundError:
         return None
     match = re.match(r"(\d+)", version)
-    return int(match.group(1)) if match else None
+    major = int(match.group(1)) if match else None
+    if major == 0:  # a source checkout says 0.0.0: 4.x is the one without the HookedTransformer module
+        major = 3 if importlib.util.find_spec("transformer_lens.HookedTransformer") is not None else 4
+    return major
 
 
 # --------------------------------------------------------------------------- export
@@ -259,8 +263,9 @@ def from_bridge_layout(obj: Any, model_config: Optional[ModelConfig]) -> Tuple[A
     ``obj``: what ``torch.load`` returned. A bare ``bridge.state_dict()`` needs
     ``model_config`` (for the number of heads); ``{"state_dict": bridge.state_dict(),
     "config": {...}}`` carries its own (TransformerLens field names; ``n_heads`` at least).
-    Returns ``(state dict in HookedTransformer names, the model's config)``; anything not
-    in TransformerLens 4's layout comes back unchanged, with ``model_config``.
+    A given ``model_config`` (a job's model, as for a TransformerLens 3 file) takes precedence
+    over a saved one. Returns ``(state dict in HookedTransformer names, the model's config)``;
+    anything not in TransformerLens 4's layout comes back unchanged, with ``model_config``.
     Raises ValueError (the caller names the file) on a layout our model cannot hold.
     """
     wrapped = isinstance(obj, Mapping) and "format" not in obj and is_bridge_state_dict(obj.get("state_dict"))
