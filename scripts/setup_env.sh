@@ -9,7 +9,8 @@ set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 venv="${GROKTRANSFER_VENV:-$repo/.venv}"
 python="${PYTHON:-python3}"
-# Extras to install: CI adds TransformerLens with GROKTRANSFER_EXTRAS=test,tl (.ci/run).
+# Extras to install: CI adds TransformerLens with GROKTRANSFER_EXTRAS=test,tl,docs (3.x) and, in a
+# second environment, test,tl4 (4.x) (.ci/run).
 extras="${GROKTRANSFER_EXTRAS:-test}"
 
 if [ ! -x "$venv/bin/python" ]; then

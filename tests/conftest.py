@@ -57,6 +57,28 @@ def script_env() -> dict:
 PYTHON = sys.executable
 
 
+def transformer_lens_or_skip():
+    """The installed ``transformer_lens`` module; skips the calling test module without it.
+
+    ``GROKTRANSFER_REQUIRE_TL`` (set by ``.ci/run``) makes a missing TransformerLens a
+    collection error instead of a skip: ``1`` any supported version, ``3`` or ``4`` that
+    major version (CI's two steps), so a wrong install cannot pass as the other one.
+    """
+    from groktransfer.model.transformer_lens import installed_major
+
+    required, major = os.environ.get("GROKTRANSFER_REQUIRE_TL", ""), installed_major()
+    if required and major is None:
+        pytest.fail(f"GROKTRANSFER_REQUIRE_TL={required}: TransformerLens is not installed", pytrace=False)
+    if required not in ("", "1") and str(major) != required:
+        pytest.fail(f"GROKTRANSFER_REQUIRE_TL={required}: TransformerLens {major}.x is installed", pytrace=False)
+    if major not in (3, 4):
+        why = "not installed (extras tl: 3.x, tl4: 4.x)" if major is None else f"{major}.x (3.x and 4.x are tested)"
+        pytest.skip(f"TransformerLens {why}", allow_module_level=True)
+    import transformer_lens
+
+    return transformer_lens
+
+
 @pytest.fixture(autouse=True)
 def _one_thread():
     torch.set_num_threads(1)

@@ -215,23 +215,24 @@ def test_paper_import_refuses_inconsistent_files(tmp_path: Path):
 
 
 def test_checkpoint_loads_into_transformer_lens(tmp_path: Path):
-    """The contract with TransformerLens (<4, which still has HookedTransformer); skipped without it."""
-    tl = pytest.importorskip("transformer_lens")
-    if not hasattr(tl, "HookedTransformerConfig"):
-        pytest.skip("this TransformerLens has no HookedTransformer (removed in 4.0)")
+    """The contract with TransformerLens (3.x: HookedTransformer, 4.x: TransformerBridge); skipped without it."""
+    from groktransfer.model.transformer_lens import TL4_DIVERGENT_HOOKS, installed_major, to_transformer_lens
+
+    if installed_major() not in (3, 4):
+        pytest.skip("TransformerLens 3.x or 4.x is not installed")
     cfg = replace(SMALL, n_layers=2, normalization="LN", act="gelu", attn_bias=True, unembed_bias=True)
     model = HookedGrokTransformer(cfg, seed=0)
     with torch.no_grad():
         for param in model.parameters():
             if param.ndim == 1:
                 param.add_(0.3 * torch.randn_like(param))
-    raw = torch.load(save_checkpoint(tmp_path / "c.pt", model, epoch=0, metrics={}), weights_only=True)
-    hooked = tl.HookedTransformer(tl.HookedTransformerConfig(**raw["config"]))
-    hooked.load_state_dict(raw["state_dict"], strict=True)
+    hooked = to_transformer_lens(save_checkpoint(tmp_path / "c.pt", model, epoch=0, metrics={}))
     tokens = torch.randint(0, 8, (10, 3), generator=torch.Generator().manual_seed(0))
     ours, our_cache = model.run_with_cache(tokens)
     theirs, their_cache = hooked.run_with_cache(tokens)
     torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=1e-5)
     assert set(our_cache) <= set(their_cache.keys())
     for name in our_cache:
+        if installed_major() == 4 and name.endswith(TL4_DIVERGENT_HOOKS):
+            continue  # pinned in tests/test_transformer_lens_compat.py
         torch.testing.assert_close(our_cache[name], their_cache[name], atol=1e-5, rtol=1e-5, msg=name)

@@ -66,10 +66,12 @@ def reuse_activations() -> Iterator[None]:
 def _run(model: Any, aset: AnswerSet, names: Sequence[str], chunk: int) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
     store: Dict[str, List[torch.Tensor]] = {name: [] for name in names}
 
-    def keep(act: torch.Tensor, hook: Any) -> None:
-        store[hook.name].append(act.detach().float().clone())
+    # keyed by the name asked for, not ``hook.name``: a TransformerLens 4 bridge's
+    # ``blocks.0.attn.hook_z`` is an alias of a hook point named ``blocks.0.attn.o.hook_in``
+    def keep(name: str) -> Callable[..., None]:
+        return lambda act, hook: store[name].append(act.detach().float().clone())
 
-    logits = answer_logits(model, aset, [(name, keep) for name in names], chunk)
+    logits = answer_logits(model, aset, [(name, keep(name)) for name in names], chunk)
     return logits, {name: torch.cat(parts) for name, parts in store.items()}
 
 

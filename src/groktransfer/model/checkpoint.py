@@ -42,6 +42,7 @@ from groktransfer.utils.errors import UserError
 from groktransfer.model.protocol import GrokModel
 from groktransfer.model.registry import MODELS, model_class
 from groktransfer.model.transformer import TransformerConfig
+from groktransfer.model.transformer_lens import from_bridge_layout
 
 FORMAT = "groktransfer/2"
 #: versions this code reads: 1 is 2 without "architecture" (every version-1 file is the transformer's)
@@ -480,6 +481,10 @@ def load_checkpoint(
     """
     path = Path(path)
     obj = _torch_load(path)
+    try:  # TransformerLens 4's layout, as the TransformerLens 3 state dict it stands for; other files unchanged
+        obj, model_config = from_bridge_layout(obj, model_config)
+    except ValueError as exc:
+        raise CheckpointError(f"checkpoint {path} (TransformerLens 4 state dict): {exc}") from exc
     try:
         fmt = detect_format(obj)
     except CheckpointError as exc:
