@@ -123,6 +123,8 @@ def validate_job_config(cfg: Any, given: Iterable[str] = ()) -> None:
         errors.append(f"train.batch_size={train.batch_size}: must be >= 1 (or null for full batch)")
     if int(train.patience) < 0:
         errors.append(f"train.patience={train.patience}: must be >= 0")
+    if train.timeout_minutes is not None and not 0.0 < float(train.timeout_minutes) < float("inf"):
+        errors.append(f"train.timeout_minutes={train.timeout_minutes}: must be a positive number of minutes (or null)")
     if int(train.checkpoint_every) % max(int(train.eval_every), 1) != 0:
         errors.append(
             f"train.checkpoint_every={train.checkpoint_every} must be a multiple of "
@@ -226,6 +228,8 @@ def _validate_transfer(cfg: Any, errors: List[str]) -> None:
                 errors.append(f"transfer.{crit_name}.{key}={getattr(crit, key)}: must lie in [0, 1]")
         if float(crit.min_test_acc) > float(crit.max_test_acc):
             errors.append(f"transfer.{crit_name}: min_test_acc > max_test_acc selects nothing")
+        if int(crit.held_for) < 0:
+            errors.append(f"transfer.{crit_name}.held_for={crit.held_for}: must be >= 0 (epochs)")
     condition = CONDITIONS.get(str(tr.name))
     if not condition.needs_source:
         return
@@ -238,6 +242,8 @@ def _validate_transfer(cfg: Any, errors: List[str]) -> None:
             errors.append(f"transfer={tr.name} needs transfer.source.epoch (e.g. transfer.source.epoch=1500)")
         elif int(src.epoch) < 0:
             errors.append(f"transfer.source.epoch={src.epoch}: must be >= 0")
+        elif src.path is None and int(src.epoch) > int(src.max_epochs):
+            errors.append(f"transfer.source.epoch={src.epoch}: beyond the source run's transfer.source.max_epochs={src.max_epochs}")
         if src.path is not None:
             errors.append(f"transfer={tr.name} picks an epoch of a trained source run: unset transfer.source.path")
     _check_source_shape(cfg, errors)
