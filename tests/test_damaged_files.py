@@ -131,3 +131,20 @@ def test_resuming_links_the_files_and_leaves_the_original_as_it_was(tmp_path: Pa
         assert (crashed / name).stat().st_ino == (tmp_path / "resumed" / name).stat().st_ino
     assert digests(crashed) == before
     _all_load(tmp_path / "resumed")
+
+
+def test_an_unfinished_cached_source_with_a_damaged_resume_state_is_moved_aside_and_trained_again(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    transfer = TINY + ["task=subtract", "transfer=checkpoint", "transfer.source.epoch=20", "train.max_epochs=20",
+                       "transfer.source.max_epochs=40"]  # fmt: skip
+    run_in(tmp_path, "first", transfer)
+    (source,) = [p for p in (tmp_path / ".sources").iterdir() if p.is_dir()]
+    RunDir(source).update_status(status="running", epoch=20)  # as if killed at epoch 20 ...
+    (source / "resume.pt").write_bytes((source / "checkpoints" / "final.pt").read_bytes()[:5000])  # ... mid-write
+    second = run_in(tmp_path, "second", transfer + ["seed=1", "transfer.source.source_seed=0"])
+    assert second.status == "completed"
+    assert f"cached source run is corrupt (resume.pt in {source} cannot be loaded" in caplog.text
+    assert len([p for p in (tmp_path / ".sources").iterdir() if ".corrupt-" in p.name]) == 1
+    assert RunDir(source).read_status().status == "completed"
+    _all_load(source)
