@@ -34,7 +34,8 @@ def write_hydra_files(cfg: DictConfig, run_dir: Path) -> None:
 
 
 def hydra_claim(cfg: DictConfig) -> Callable[[Path], None]:
-    """``Launch.claim`` for a job run by Hydra: its provenance files, then its log."""
+    """``Launch.claim`` for a job run by Hydra: its log (first, so a failure to write the rest is
+    logged), then its provenance files."""
 
     def claim(run_dir: Path) -> None:
         claim_job_log()
