@@ -61,6 +61,24 @@ def test_a_completed_runs_truncated_final_checkpoint_is_not_reused(tmp_path: Pat
     assert digests(first) == before  # the damaged run is left as it was, for inspection
 
 
+@pytest.mark.parametrize("damaged, why", [
+    ("metrics.csv", "does not match its checksum in manifest.json"),
+    ("manifest.json", "is torn or not a manifest"),
+])  # fmt: skip
+def test_a_completed_run_with_a_damaged_table_or_manifest_is_not_reused(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, damaged: str, why: str
+) -> None:
+    short = TINY + ["train.max_epochs=60"]
+    first = run_in(tmp_path, "done", short).run_dir
+    truncate(first / damaged)
+    before = digests(first)
+    again = run_in(tmp_path, "again", short)
+    assert again.skipped is None and again.status == "completed"
+    assert f"training from the start: {damaged} in {first} {why}" in caplog.text
+    _all_load(again.run_dir)
+    assert digests(first) == before
+
+
 def test_a_damaged_checkpoint_of_the_resume_epoch_is_written_again(tmp_path: Path) -> None:
     crashed = _crashed(tmp_path)
     truncate(crashed / "checkpoints" / "epoch_000080.pt")

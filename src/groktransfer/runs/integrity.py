@@ -157,7 +157,8 @@ def checkpoint_epoch(name: str) -> Optional[int]:
 def check_completed(run_dir: RunDir) -> List[Damage]:
     """What a rerun must not reuse of a completed run: every recorded file checked, ``final.pt`` present.
 
-    A run written without a manifest (older groktransfer) has each checkpoint loaded instead.
+    A run written without a manifest (older groktransfer) has each checkpoint loaded instead;
+    a manifest that cannot be read is damage itself (nothing can be verified against it).
     """
     damaged: List[Damage] = []
     bad = status_damage(run_dir)
@@ -165,6 +166,8 @@ def check_completed(run_dir: RunDir) -> List[Damage]:
         return [bad]
     manifest = read_manifest(run_dir)
     final = f"{CHECKPOINT_DIR}/{FINAL_CHECKPOINT}"
+    if manifest is None and run_dir.manifest_path.exists():
+        return [Damage(MANIFEST_FILE, "is torn or not a manifest")]
     if manifest is None:
         for path in sorted(run_dir.checkpoint_dir.glob("*.pt")):
             problem = load_problem(path)
