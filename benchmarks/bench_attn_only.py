@@ -26,7 +26,8 @@ from typing import Dict, Optional
 
 import torch
 
-from groktransfer.config.schema import ModelConfig, OptimizerConfig, TrainConfig
+from groktransfer.config.schema import OptimizerConfig, TrainConfig
+from groktransfer.model.transformer import TransformerConfig
 from groktransfer.tasks.digits import DigitSettings, DigitTask
 from groktransfer.model.transformer import HookedGrokTransformer
 from groktransfer.jobs.run_job import configure_torch
@@ -39,9 +40,9 @@ import results
 TITLE = "Attention-only model on the digit presets, against the one-layer modular baseline"
 
 
-def arena_model_config(task: DigitTask) -> ModelConfig:
+def arena_model_config(task: DigitTask) -> TransformerConfig:
     """conf/model/attn_only_2l.yaml with the task's sizes filled in."""
-    return ModelConfig(
+    return TransformerConfig(
         name="attn_only_2l", attn_only=True, n_layers=2, n_heads=3, d_model=48, d_head=24, d_mlp=1,
         normalization="LN", n_ctx=task.seq_len, d_vocab=task.d_vocab, d_vocab_out=task.d_vocab_out,
         attn_bias=True, unembed_bias=True,
@@ -55,7 +56,7 @@ def setups(n_train: int, batch_size: int, small_batch_size: Optional[int]) -> Di
     opt = OptimizerConfig(lr=1e-3, weight_decay=1.0)
     return {
         "(a) one_layer, add mod 113, full batch [baseline]": Trainer(
-            HookedGrokTransformer(ModelConfig(d_vocab=modular.d_vocab, d_vocab_out=modular.d_vocab_out), 0),
+            HookedGrokTransformer(TransformerConfig(d_vocab=modular.d_vocab, d_vocab_out=modular.d_vocab_out), 0),
             modular, opt, TrainConfig(progress_bar=False),
         ),
         f"(b) attn_only_2l, digit_add n=2, batch {small_batch_size or 'full'}": Trainer(

@@ -28,7 +28,8 @@ from pathlib import Path
 
 import torch
 
-from groktransfer.config.schema import ModelConfig, OptimizerConfig, TrainConfig
+from groktransfer.config.schema import OptimizerConfig, TrainConfig
+from groktransfer.model.transformer import TransformerConfig
 from groktransfer.training.ensemble import EnsembleTrainer
 from groktransfer.model.transformer import HookedGrokTransformer
 from groktransfer.jobs.run_job import configure_torch
@@ -42,7 +43,7 @@ TITLE = "Seed ensembles against separate runs"
 
 def member(seed: int, epochs: int, device: torch.device, p: int) -> Trainer:
     task = Task("add", p, 0.3, seed)
-    model = HookedGrokTransformer(ModelConfig(d_vocab=task.d_vocab, d_vocab_out=task.d_vocab_out), seed=seed).to(device)
+    model = HookedGrokTransformer(TransformerConfig(d_vocab=task.d_vocab, d_vocab_out=task.d_vocab_out), seed=seed).to(device)
     train = TrainConfig(max_epochs=epochs, eval_every=10, checkpoint_every=100, patience=0, progress_bar=False)
     return Trainer(model, task, OptimizerConfig(), train)
 

@@ -25,7 +25,7 @@ from typing import Callable, Dict
 import torch
 import torch.nn.functional as F
 
-from groktransfer.config.schema import ModelConfig
+from groktransfer.model.transformer import TransformerConfig
 from groktransfer.model.transformer import HookedGrokTransformer
 from groktransfer.tasks.modular import Task
 
@@ -44,7 +44,7 @@ class Setup:
 def make_setup(p: int = 113, frac_train: float = 0.3, seed: int = 0) -> Setup:
     """The reference shape (d_model 128, 4x32 heads, d_mlp 512, ReLU) on a+b mod p."""
     task = Task("add", p=p, frac_train=frac_train, data_seed=seed)
-    cfg = ModelConfig(d_vocab=task.d_vocab, d_vocab_out=task.d_vocab_out)
+    cfg = TransformerConfig(d_vocab=task.d_vocab, d_vocab_out=task.d_vocab_out)
     model = HookedGrokTransformer(cfg, seed=seed)
     optimizer = torch.optim.AdamW(
         [q for q in model.parameters() if q.requires_grad], lr=1e-3, weight_decay=1.0, betas=(0.9, 0.98)

@@ -20,7 +20,8 @@ import time
 from pathlib import Path
 from typing import Tuple
 
-from groktransfer.config.schema import GradFilterConfig, ModelConfig, OptimizerConfig, TrainConfig
+from groktransfer.config.schema import GradFilterConfig, OptimizerConfig, TrainConfig
+from groktransfer.model.transformer import TransformerConfig
 from groktransfer.model.registry import build_model
 from groktransfer.tasks.modular import Task
 from groktransfer.training.trainer import Trainer
@@ -40,7 +41,7 @@ VARIANTS = {
 def seconds_per_epoch(opt: OptimizerConfig, filt: GradFilterConfig, epochs: int) -> Tuple[float, float]:
     """(CPU, wall) seconds per epoch of ``Trainer.fit`` for one variant."""
     task = Task("add", 113, 0.3, 0)
-    model = build_model(ModelConfig(d_vocab=task.d_vocab, d_vocab_out=task.d_vocab_out, n_ctx=task.seq_len), 0)
+    model = build_model(TransformerConfig(d_vocab=task.d_vocab, d_vocab_out=task.d_vocab_out, n_ctx=task.seq_len), 0)
     train = TrainConfig(max_epochs=epochs, eval_every=10, checkpoint_every=500, patience=0, progress_bar=False)
     trainer = Trainer(model, task, opt, train, gradfilter_cfg=filt)
     cpu, wall = time.process_time(), time.perf_counter()

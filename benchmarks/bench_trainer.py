@@ -44,7 +44,8 @@ from typing import Tuple
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from groktransfer.config.schema import CpuGemm, MeasuresConfig, ModelConfig, OptimizerConfig, TrainConfig
+from groktransfer.config.schema import CpuGemm, MeasuresConfig, OptimizerConfig, TrainConfig
+from groktransfer.model.transformer import TransformerConfig
 from groktransfer.model.gemm import _onednn_mm, auto_choices, machine_key, onednn_available, set_cpu_gemm
 from groktransfer.model.transformer import HookedGrokTransformer
 from groktransfer.jobs.run_job import configure_torch
@@ -62,7 +63,7 @@ TITLE = "Training loop against the original paper's loop (p = 113)"
 
 
 def _model(task: Task) -> HookedGrokTransformer:
-    return HookedGrokTransformer(ModelConfig(d_vocab=task.d_vocab, d_vocab_out=task.d_vocab_out), seed=0)
+    return HookedGrokTransformer(TransformerConfig(d_vocab=task.d_vocab, d_vocab_out=task.d_vocab_out), seed=0)
 
 
 def _train_cfg(epochs: int, checkpoint_every: int) -> TrainConfig:

@@ -11,7 +11,7 @@ import torch
 
 from conftest import PYTHON, REPO, script_env
 from groktransfer.model.checkpoint import CheckpointError, load_checkpoint
-from groktransfer.config.schema import ModelConfig
+from groktransfer.model.transformer import TransformerConfig
 
 transformer_lens = pytest.importorskip("transformer_lens")
 
@@ -42,9 +42,9 @@ def test_an_arena_state_dict_is_a_transfer_source_with_the_targets_shape(arena_f
     path, _ = arena_file
     shape = dict(name="attn_only_2l", attn_only=True, n_layers=2, n_heads=3, d_model=48, d_head=24, d_mlp=1,
                  normalization="LN", n_ctx=14, d_vocab=12, attn_bias=True, mlp_bias=False, unembed_bias=True)  # fmt: skip
-    assert load_checkpoint(path, model_config=ModelConfig(**shape, d_vocab_out=12)).model_config.d_vocab_out == 12
+    assert load_checkpoint(path, model_config=TransformerConfig(**shape, d_vocab_out=12)).model_config.d_vocab_out == 12
     with pytest.raises(CheckpointError, match=r"set model.d_vocab_out=12"):
-        load_checkpoint(path, model_config=ModelConfig(**shape, d_vocab_out=10))
+        load_checkpoint(path, model_config=TransformerConfig(**shape, d_vocab_out=10))
 
 
 def test_a_state_dict_that_cannot_be_attention_only_is_refused(arena_file, tmp_path) -> None:

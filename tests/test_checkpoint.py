@@ -20,10 +20,10 @@ from groktransfer.model.checkpoint import (
     load_into,
     save_checkpoint,
 )
-from groktransfer.config.schema import ModelConfig
+from groktransfer.model.transformer import TransformerConfig
 from groktransfer.model.transformer import HookedGrokTransformer
 
-SMALL = ModelConfig(n_heads=2, d_model=16, d_head=8, d_mlp=32, d_vocab=8, d_vocab_out=7)
+SMALL = TransformerConfig(n_heads=2, d_model=16, d_head=8, d_mlp=32, d_vocab=8, d_vocab_out=7)
 
 
 def all_pairs(p: int) -> torch.Tensor:

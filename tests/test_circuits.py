@@ -20,15 +20,15 @@ import torch
 
 from fixtures_rundirs import write_status
 from groktransfer.model.checkpoint import save_checkpoint
-from groktransfer.config.schema import ModelConfig
+from groktransfer.model.transformer import TransformerConfig
 from groktransfer.model.transformer import HookedGrokTransformer
 
 P = 11
-CFG = ModelConfig(n_heads=4, d_model=32, d_head=8, d_mlp=48, d_vocab=P + 1, d_vocab_out=P)
+CFG = TransformerConfig(n_heads=4, d_model=32, d_head=8, d_mlp=48, d_vocab=P + 1, d_vocab_out=P)
 
 
 # --------------------------------------------------------------------------- builders
-def single_frequency_model(w: int, p: int = P, seed: int = 0, n_dead: int = 0, cfg: ModelConfig = CFG) -> HookedGrokTransformer:
+def single_frequency_model(w: int, p: int = P, seed: int = 0, n_dead: int = 0, cfg: TransformerConfig = CFG) -> HookedGrokTransformer:
     """A model whose every live MLP neuron is an affine function of cos/sin(w·a) and
     cos/sin(w·b): all of its variance sits at frequency w.
 
@@ -103,7 +103,7 @@ def write_run(sweep: Path, job: int, condition: str, seed: int, model: Optional[
     return run_dir
 
 
-def make_circuit_sweep(root: Path, p: int = P, n_seeds: int = 2, cfg: ModelConfig = CFG) -> Dict[str, object]:
+def make_circuit_sweep(root: Path, p: int = P, n_seeds: int = 2, cfg: TransformerConfig = CFG) -> Dict[str, object]:
     """Source run (a+b) with a memorised and a grokked checkpoint, and a−b targets:
 
     * grokked: s0 = exact copy of the grokked checkpoint, s1 = that copy slightly perturbed

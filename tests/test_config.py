@@ -41,13 +41,19 @@ def test_wrong_type_fails_at_compose_time() -> None:
         ("transfer.grokked.pick=middle", "[first, last]"),
         ("logger.mode=onlin", "[online, offline, disabled]"),
         ("model.act=tanh", "[relu, gelu]"),
-        ("+transfer.components.head=copy", "[embed, pos_embed, attn, mlp, unembed]"),
     ],
 )
 def test_invalid_choice_fails_at_compose_time_listing_the_choices(override: str, allowed: str) -> None:
     with pytest.raises(ConfigCompositionException) as info:
         compose_job(["transfer=grokked", override])
     assert allowed in str(info.value.__cause__ or info.value)
+
+
+@pytest.mark.parametrize("override", ["+transfer.components.head=copy", "+transfer.components.head=freeze"])
+def test_a_component_the_model_does_not_have_is_refused_naming_its_components(override: str) -> None:
+    # components are the model's (the model protocol), so the name is checked against the model
+    with pytest.raises(ConfigError, match=r"no component 'head'; its components are embed, pos_embed, attn, mlp, unembed"):
+        validate_job_config(compose_job(["transfer=grokked", override]))
 
 
 def test_registered_tasks_are_the_implemented_tasks() -> None:

@@ -8,7 +8,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from groktransfer.config.schema import ModelConfig, OptimizerConfig, TrainConfig
+from groktransfer.config.schema import OptimizerConfig, TrainConfig
+from groktransfer.model.transformer import TransformerConfig
 from groktransfer.model.transformer import HookedGrokTransformer
 from groktransfer.tasks.modular import Task
 from groktransfer.training.device import configure_determinism
@@ -26,7 +27,7 @@ MEMBERS = [dict(seed=0, data_seed=0, lr=3e-3), dict(seed=1, data_seed=0, lr=1e-3
 
 def member(seed: int, data_seed: int, lr: float, device: str = "cuda", epochs: int = 200) -> Trainer:
     task = Task("add", 23, 0.6, data_seed)
-    cfg = ModelConfig(d_model=64, d_mlp=128, d_head=16, d_vocab=task.d_vocab, d_vocab_out=task.d_vocab_out)
+    cfg = TransformerConfig(d_model=64, d_mlp=128, d_head=16, d_vocab=task.d_vocab, d_vocab_out=task.d_vocab_out)
     model = HookedGrokTransformer(cfg, seed=seed).to(device)
     train = TrainConfig(max_epochs=epochs, eval_every=10, checkpoint_every=50, patience=0, progress_bar=False, device=device)
     return Trainer(model, task, OptimizerConfig(lr=lr), train)

@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from conftest import PYTHON, REPO, compose_job, run_in, script_env
-from groktransfer.config.schema import CpuGemm, ModelConfig, OptimizerConfig, TrainConfig
+from groktransfer.config.schema import CpuGemm, OptimizerConfig, TrainConfig
+from groktransfer.model.transformer import TransformerConfig
 from groktransfer.config.validate import ConfigError, validate_job_config
 from groktransfer.measures.digits import class_accuracy, compute_digit_measures, fourier_power_over_digits, per_position
 from groktransfer.tasks.digits import (
@@ -33,13 +34,13 @@ from groktransfer.tasks.modular import Task
 from groktransfer.training.trainer import Trainer
 
 
-def attn_only_config(n_ctx: int = 14, **kw) -> ModelConfig:
+def attn_only_config(n_ctx: int = 14, **kw) -> TransformerConfig:
     base = dict(
         name="attn_only_2l", attn_only=True, n_layers=2, n_heads=3, d_model=48, d_head=24, d_mlp=1,
         normalization="LN", n_ctx=n_ctx, d_vocab=12, d_vocab_out=10, attn_bias=True, unembed_bias=True,
     )  # fmt: skip
     base.update(kw)
-    return ModelConfig(**base)
+    return TransformerConfig(**base)
 
 
 def tiny_digit_model(n_ctx: int, seed: int = 0) -> HookedGrokTransformer:
@@ -243,7 +244,7 @@ def blas_gemm():
 @pytest.mark.parametrize("n_layers,norm", list(_BEFORE))
 def test_full_batch_modular_training_matches_the_recorded_losses(n_layers, norm, blas_gemm) -> None:
     task = Task("add", 23, 0.4, 0)
-    cfg = ModelConfig(n_layers=n_layers, normalization=norm, d_model=32, d_head=8, d_mlp=64, d_vocab=24, d_vocab_out=23)
+    cfg = TransformerConfig(n_layers=n_layers, normalization=norm, d_model=32, d_head=8, d_mlp=64, d_vocab=24, d_vocab_out=23)
     trainer = Trainer(
         HookedGrokTransformer(cfg, seed=0), task, OptimizerConfig(lr=3e-3),
         TrainConfig(max_epochs=30, batch_size=None, progress_bar=False),
@@ -290,7 +291,7 @@ def test_digit_eval_reports_exact_match_and_digit_accuracy() -> None:
     assert result.test_acc <= result.test_digit_acc
     assert set(result.as_dict()) >= {"train_digit_acc", "test_digit_acc"}
     modular = Trainer(
-        HookedGrokTransformer(ModelConfig(d_vocab=24, d_vocab_out=23, d_model=16, d_head=4, d_mlp=16), 0),
+        HookedGrokTransformer(TransformerConfig(d_vocab=24, d_vocab_out=23, d_model=16, d_head=4, d_mlp=16), 0),
         Task("add", 23, 0.4, 0), OptimizerConfig(), TrainConfig(progress_bar=False),
     )  # fmt: skip
     assert "test_digit_acc" not in modular.evaluate().as_dict()  # metrics.csv of modular runs is unchanged
@@ -306,8 +307,8 @@ DIGIT = ["task=digit_add", "model=attn_only_2l", "logger=none"]
         (["task.n_digits=0"], "n_digits=0: must be at least 1"),
         (["task.n_digits=3", "task.n_train=200000", "task.n_test=60000"], "exceeds the 250000 distinct problems"),
         (["model.n_ctx=10"], "shorter than the task's sequence (14 tokens"),
-        (["transfer=grokked", "transfer.source.task=add", "transfer.source.p=7"], "source vocab (8 tokens"),
-        (["transfer=grokked", "transfer.source.task=add", "transfer.source.p=11"], "sequence has 3 positions"),
+        (["transfer=grokked", "transfer.source.task=add", "transfer.source.p=7"], "transfer copies component 'embed' but the source and target models differ"),
+        (["transfer=grokked", "transfer.source.task=add", "transfer.source.p=11"], "transfer copies component 'pos_embed' but the source and target models differ"),
         (["transfer=grokked", "transfer.source.task=digit_sub", "task.carry_out=true"], "only digit_add has a carry-out"),
         (["train.batch_size=0"], "batch_size=0"),
     ],

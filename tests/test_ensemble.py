@@ -8,7 +8,8 @@ from typing import List, Optional
 import pytest
 import torch
 
-from groktransfer.config.schema import ModelConfig, OptimizerConfig, TrainConfig
+from groktransfer.config.schema import OptimizerConfig, TrainConfig
+from groktransfer.model.transformer import TransformerConfig
 from groktransfer.training.ensemble import EnsembleTrainer, IncompatibleMembers, incompatibility
 from groktransfer.model.transformer import HookedGrokTransformer
 from groktransfer.tasks.modular import Task
@@ -38,7 +39,7 @@ class Record(TrainerCallback):
 
 def tiny_member(seed: int, data_seed: int, lr: float = 3e-3, wd: float = 1.0, opt: Optional[dict] = None, **train) -> Trainer:
     task = Task("add", 23, 0.6, data_seed)
-    cfg = ModelConfig(d_model=64, d_mlp=128, d_head=16, d_vocab=task.d_vocab, d_vocab_out=task.d_vocab_out)
+    cfg = TransformerConfig(d_model=64, d_mlp=128, d_head=16, d_vocab=task.d_vocab, d_vocab_out=task.d_vocab_out)
     train_cfg = TrainConfig(
         **{"max_epochs": 300, "eval_every": 10, "checkpoint_every": 50, "patience": 0, "progress_bar": False, **train}
     )

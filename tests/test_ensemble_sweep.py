@@ -99,7 +99,7 @@ def test_incompatible_jobs_train_one_at_a_time_with_a_notice(tmp_path: Path, cap
     assert batch_key(jobs[0].job, 0) == batch_key(jobs[1].job, 0)  # batchable by config ...
     results = train_planned(jobs, max_members=16)  # ... but the model has no fast path
     out = capsys.readouterr().out
-    assert out.count("ensemble launcher: 2 jobs train one at a time (ensembles need the fast last-position path") == 1
+    assert out.count("ensemble launcher: 2 jobs train one at a time (the hooked_transformer model offers no stacked forward") == 1
     assert [r.status.value for r in results] == ["completed", "completed"]
 
 

@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from groktransfer.config.schema import ModelConfig
+from groktransfer.model.transformer import TransformerConfig
 from groktransfer.interp import ablation, attribution, processing, representations
 from groktransfer.interp.answers import CLASSIFICATION, REGRESSION, AnswerSet, Target, answer_set
 from groktransfer.interp.forward import answer_logits, score
@@ -32,7 +32,7 @@ def one_head_model() -> HookedGrokTransformer:
 
     d_model 16: dims 0..7 token one-hot, 8..10 position one-hot, 12..15 head 1's output.
     """
-    cfg = ModelConfig(n_layers=1, n_heads=2, d_model=16, d_head=8, d_mlp=4, n_ctx=3, d_vocab=P + 1, d_vocab_out=P,
+    cfg = TransformerConfig(n_layers=1, n_heads=2, d_model=16, d_head=8, d_mlp=4, n_ctx=3, d_vocab=P + 1, d_vocab_out=P,
                       attn_bias=True, mlp_bias=True, unembed_bias=True)  # fmt: skip
     model = HookedGrokTransformer(cfg, seed=0)
     with torch.no_grad():
@@ -54,7 +54,7 @@ def one_head_model() -> HookedGrokTransformer:
 
 
 def random_ln_model(seed: int = 0, n_layers: int = 2) -> HookedGrokTransformer:
-    cfg = ModelConfig(n_layers=n_layers, n_heads=2, d_model=16, d_head=4, d_mlp=24, n_ctx=3, d_vocab=P + 1,
+    cfg = TransformerConfig(n_layers=n_layers, n_heads=2, d_model=16, d_head=4, d_mlp=24, n_ctx=3, d_vocab=P + 1,
                       d_vocab_out=P, normalization="LN", act="gelu", attn_bias=True, unembed_bias=True)  # fmt: skip
     model = HookedGrokTransformer(cfg, seed=seed)
     gen = torch.Generator().manual_seed(seed)
@@ -213,7 +213,7 @@ def test_weight_spectra_see_a_rank_one_matrix() -> None:
 
 def test_embedding_fourier_norms_find_the_planted_frequency_for_int_add() -> None:
     task = Task("int_add", 11, 0.5, 0)
-    model = HookedGrokTransformer(ModelConfig(d_model=8, d_head=2, d_mlp=8, d_vocab=12, d_vocab_out=22), seed=0)
+    model = HookedGrokTransformer(TransformerConfig(d_model=8, d_head=2, d_mlp=8, d_vocab=12, d_vocab_out=22), seed=0)
     t = torch.arange(11, dtype=torch.float32)
     with torch.no_grad():
         model.embed.W_E.zero_()
@@ -245,7 +245,7 @@ def test_attention_patterns_and_model_level_clusters() -> None:
     pat = representations.attention_patterns(model, task)
     assert pat.shape == (1, 2, 1, 3)
     assert float(pat[0, 0, 0, 0]) > 0.99 and float(pat[0, 1, 0, 1]) > 0.99
-    trained_like = HookedGrokTransformer(ModelConfig(d_model=16, d_head=4, d_mlp=32, d_vocab=12, d_vocab_out=11), seed=0)
+    trained_like = HookedGrokTransformer(TransformerConfig(d_model=16, d_head=4, d_mlp=32, d_vocab=12, d_vocab_out=11), seed=0)
     cl = representations.neuron_clusters(trained_like, Task("add", 11, 0.5, 0), threshold=0.0)
     assert cl.counts.sum() == int(cl.counted.sum()) and set(cl.key_freqs) <= set(range(1, 6))
     groups = cl.groups()

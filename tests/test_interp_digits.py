@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from groktransfer.config.schema import ModelConfig
+from groktransfer.model.transformer import TransformerConfig
 
 from groktransfer.tasks.digits import DigitSettings, DigitTask
 from groktransfer.interp import ablation, attribution, processing
@@ -21,7 +21,7 @@ def task() -> DigitTask:
 
 
 def attn_only(task: DigitTask, seed: int = 0) -> HookedGrokTransformer:
-    cfg = ModelConfig(name="attn_only_2l", attn_only=True, n_layers=2, n_heads=3, d_model=24, d_head=8, d_mlp=1,
+    cfg = TransformerConfig(name="attn_only_2l", attn_only=True, n_layers=2, n_heads=3, d_model=24, d_head=8, d_mlp=1,
                       normalization="LN", n_ctx=task.seq_len, d_vocab=task.d_vocab, d_vocab_out=task.d_vocab_out,
                       attn_bias=True, mlp_bias=False, unembed_bias=True)  # fmt: skip
     model = HookedGrokTransformer(cfg, seed=seed)

@@ -10,7 +10,7 @@ from dataclasses import replace
 import pytest
 import torch
 
-from groktransfer.config.schema import ModelConfig
+from groktransfer.model.transformer import TransformerConfig
 from groktransfer.tasks.digits import DigitSettings, DigitTask
 from groktransfer.interp import by_class, circuits_qkov, neurons_int, unembed_geometry
 from groktransfer.interp.ablation import AblationEffect
@@ -29,7 +29,7 @@ def task() -> DigitTask:
 
 
 def attn_model(task, n_layers=1, n_heads=2, d_model=16, d_head=16, d_vocab_out=None, unembed_bias=False, ln=None):
-    cfg = ModelConfig(name="hand", attn_only=True, n_layers=n_layers, n_heads=n_heads, d_model=d_model, d_head=d_head,
+    cfg = TransformerConfig(name="hand", attn_only=True, n_layers=n_layers, n_heads=n_heads, d_model=d_model, d_head=d_head,
                       d_mlp=1, normalization=ln, n_ctx=task.seq_len, d_vocab=task.d_vocab,
                       d_vocab_out=d_vocab_out or task.d_vocab_out, attn_bias=ln is not None, mlp_bias=False,
                       unembed_bias=unembed_bias)  # fmt: skip
@@ -123,7 +123,7 @@ def test_path_attribution_reproduces_the_logit_of_a_layernorm_model(task) -> Non
 
 def test_path_attribution_refuses_a_model_with_an_mlp() -> None:
     t = Task("int_add", 5, 0.5, 0)
-    model = HookedGrokTransformer(ModelConfig(n_layers=2, d_model=8, n_heads=2, d_head=4, d_mlp=8, n_ctx=3, d_vocab=6,
+    model = HookedGrokTransformer(TransformerConfig(n_layers=2, d_model=8, n_heads=2, d_head=4, d_mlp=8, n_ctx=3, d_vocab=6,
                                               d_vocab_out=10), seed=0)  # fmt: skip
     with pytest.raises(ValueError, match="attention-only"):
         circuits_qkov.path_attribution(model, t)
@@ -286,7 +286,7 @@ def sum_model(task: Task) -> HookedGrokTransformer:
     """Embedding a·u + 0.3 (a - 4.5)² v; uniform attention copying (E[a] + E[b]) / 3 to '=';
     neurons 0-3 read u (+1 bias: never below zero), neurons 4-7 read v."""
     d = 8
-    cfg = ModelConfig(n_layers=1, n_heads=1, d_model=d, d_head=d, d_mlp=8, n_ctx=3, d_vocab=task.d_vocab,
+    cfg = TransformerConfig(n_layers=1, n_heads=1, d_model=d, d_head=d, d_mlp=8, n_ctx=3, d_vocab=task.d_vocab,
                       d_vocab_out=task.d_vocab_out, mlp_bias=True)  # fmt: skip
     model = HookedGrokTransformer(cfg, seed=0)
     with torch.no_grad():

@@ -9,15 +9,16 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from groktransfer.config.schema import ModelConfig
-from groktransfer.config.schema import Component
+from groktransfer.model.transformer import TransformerConfig
+
 from groktransfer.model.transformer import HookedGrokTransformer
-from groktransfer.transfer.components import component_of, component_parameters, set_component_trainable
+from groktransfer.model.transformer import transformer_component_of as component_of
+from groktransfer.transfer.components import set_component_trainable
 
-SMALL = ModelConfig(n_heads=2, d_model=16, d_head=8, d_mlp=32, d_vocab=8, d_vocab_out=7)
+SMALL = TransformerConfig(n_heads=2, d_model=16, d_head=8, d_mlp=32, d_vocab=8, d_vocab_out=7)
 
 
-def randomized(cfg: ModelConfig, seed: int = 0) -> HookedGrokTransformer:
+def randomized(cfg: TransformerConfig, seed: int = 0) -> HookedGrokTransformer:
     """Init-scale weights, sharpened queries/keys (so patterns are far from uniform) and
     random non-zero biases everywhere -- including the ones the config does not train."""
     model = HookedGrokTransformer(cfg, seed=seed)
@@ -32,7 +33,7 @@ def randomized(cfg: ModelConfig, seed: int = 0) -> HookedGrokTransformer:
     return model
 
 
-def random_tokens(cfg: ModelConfig, batch: int = 64, seed: int = 0, n_pos: int | None = None) -> torch.Tensor:
+def random_tokens(cfg: TransformerConfig, batch: int = 64, seed: int = 0, n_pos: int | None = None) -> torch.Tensor:
     gen = torch.Generator().manual_seed(seed)
     return torch.randint(0, cfg.d_vocab, (batch, n_pos or cfg.n_ctx or 3), generator=gen)
 
@@ -83,16 +84,16 @@ def test_parameter_names_and_shapes_follow_transformer_lens():
 
 def test_unresolved_vocab_is_a_clear_error():
     with pytest.raises(ValueError, match="d_vocab"):
-        HookedGrokTransformer(ModelConfig(), seed=0)
+        HookedGrokTransformer(TransformerConfig(), seed=0)
     with pytest.raises(ValueError, match="d_vocab_out"):
-        HookedGrokTransformer(ModelConfig(d_vocab=8), seed=0)
+        HookedGrokTransformer(TransformerConfig(d_vocab=8), seed=0)
 
 
 def test_config_from_mapping_and_hooked_transformer_fields():
     model = HookedGrokTransformer(
         {"d_vocab": 8, "d_vocab_out": 7, "n_heads": 2, "d_model": 16, "d_head": 8, "d_mlp": 32}, seed=3
     )
-    assert isinstance(model.config, ModelConfig)
+    assert isinstance(model.config, TransformerConfig)
     tl = model.hooked_transformer_config_dict()
     assert tl["d_vocab"] == 8 and tl["d_vocab_out"] == 7 and tl["n_heads"] == 2 and tl["d_mlp"] == 32
     assert tl["act_fn"] == "relu" and tl["normalization_type"] is None
@@ -112,7 +113,7 @@ def test_init_is_a_function_of_the_seed_and_leaves_global_rng_alone():
 
 
 def test_init_scales_biases_and_trainability():
-    cfg = ModelConfig(d_vocab=114, d_vocab_out=113)
+    cfg = TransformerConfig(d_vocab=114, d_vocab_out=113)
     model = HookedGrokTransformer(cfg, seed=0)
     params = dict(model.named_parameters())
     assert params["embed.W_E"].std().item() == pytest.approx(1 / math.sqrt(128), rel=0.05)
@@ -143,15 +144,15 @@ def test_reinit_component_reproduces_a_fresh_model_and_touches_nothing_else():
 
 def test_components_partition_the_parameters():
     model = HookedGrokTransformer(replace(SMALL, n_layers=2, normalization="LN"), seed=0)
-    owned = [n for c in Component for n in component_parameters(model, c)]
+    owned = [n for c in model.components for n in model.component_parameters(c)]
     assert sorted(owned) == sorted(n for n, _ in model.named_parameters())
-    assert "blocks.1.ln2.w" in component_parameters(model, "mlp")
+    assert "blocks.1.ln2.w" in model.component_parameters("mlp")
 
 
 def test_set_component_trainable_keeps_disabled_biases_frozen():
     model = HookedGrokTransformer(SMALL, seed=0)
     set_component_trainable(model, "attn", False)
-    assert not any(p.requires_grad for p in component_parameters(model, "attn").values())
+    assert not any(p.requires_grad for p in model.component_parameters("attn").values())
     set_component_trainable(model, "attn", True)
     attn = model.blocks[0].attn
     assert attn.W_Q.requires_grad and not attn.b_Q.requires_grad and not attn.b_O.requires_grad
@@ -174,7 +175,7 @@ def test_forward_matches_loop_reference_and_is_causal(act):
 FAST_CASES = [
     pytest.param(replace(SMALL), id="p7-ctx3"),
     pytest.param(replace(SMALL, act="gelu", n_ctx=5, d_vocab=60, d_vocab_out=118), id="v60-ctx5-gelu"),
-    pytest.param(ModelConfig(d_vocab=114, d_vocab_out=113, d_mlp=64), id="p113-ref-heads"),
+    pytest.param(TransformerConfig(d_vocab=114, d_vocab_out=113, d_mlp=64), id="p113-ref-heads"),
 ]
 
 

@@ -69,10 +69,10 @@ def test_ma_filter_adds_the_window_mean_once_full() -> None:
 
 # --------------------------------------------------------------------------- Muon's split
 def test_muon_gets_the_hidden_matrices_and_adamw_the_rest() -> None:
-    from groktransfer.config.schema import ModelConfig
+    from groktransfer.model.transformer import TransformerConfig
     from groktransfer.model.registry import build_model
 
-    model = build_model(ModelConfig(d_vocab=24, d_vocab_out=23, n_ctx=3), 0)
+    model = build_model(TransformerConfig(d_vocab=24, d_vocab_out=23, n_ctx=3), 0)
     opt = build_optimizer(model, OptimizerConfig(name="muon"))
     assert isinstance(opt, MuonWithAdamW)
     names = {id(p): n for n, p in model.named_parameters()}

@@ -22,7 +22,7 @@ PLUGIN = '''
 import torch
 from groktransfer.measures.registry import CHECKPOINT_MEASURES, FamilyMeasures
 from groktransfer.tasks.family import TaskFamily
-from groktransfer.tasks.modular import Task
+from groktransfer.tasks.modular import ModularTaskConfig, Task
 from groktransfer.tasks.registry import register_family
 
 
@@ -53,6 +53,7 @@ class MaxTask(Task):
 class ToyFamily(TaskFamily):
     name = "toy"
     task_names = ("toy_max",)
+    config_class = ModularTaskConfig  # the same keys as the modular tasks: p and frac_train
     exact_n_ctx = True
 
     def build(self, task_cfg, data_seed):
@@ -66,7 +67,7 @@ class ToyFamily(TaskFamily):
 
 
 def answer_is_max_share(task, model, key_freq_threshold):
-    return {"embed_norm": float(model.embed.W_E.detach().norm())}, []
+    return {"embed_norm": float(model.token_embedding().detach().norm())}, []
 
 
 register_family(ToyFamily())
@@ -191,7 +192,10 @@ def test_a_registered_model_is_what_a_job_trains(tmp_path: Path, monkeypatch: py
                 self.embed.W_E.mul_(0.5)
             built.append(self)
 
-    monkeypatch.setitem(MODELS._entries, "half_embed", ZeroEmbedStart)
+    from groktransfer.model.registry import register_model
+
+    monkeypatch.setitem(MODELS._entries, "half_embed", ZeroEmbedStart)  # removed again after the test
+    register_model("half_embed", ZeroEmbedStart)  # its schema (the transformer's) under its name
     result = run_in(tmp_path, "job", ["debug=smoke", "model.architecture=half_embed", "train.max_epochs=20"])
     assert len(built) == 1 and json.loads((result.run_dir / "status.json").read_text())["status"] == "completed"
     default = run_in(tmp_path, "default", ["debug=smoke", "train.max_epochs=20"])

@@ -477,7 +477,7 @@ def test_make_sinks_from_the_config_group() -> None:
     assert [type(s).__name__ for s in make_sinks(disabled).sinks] == ["LocalSink"]
     with pytest.raises(ValueError, match="logger.name"):
         make_sinks({"name": "tensorboard"})
-    with pytest.raises(ValueError, match="unknown logger config key"):
+    with pytest.raises(ValueError, match="unknown config key logger.projetc: logger has name, mode, project"):
         make_sinks({"name": "wandb", "projetc": "x"})
     with pytest.raises(ValueError, match="logger.mode"):
         make_sinks({"name": "wandb", "mode": "onlin"})

@@ -10,7 +10,8 @@ import torch
 
 from conftest import TINY, run_in
 from groktransfer.jobs import run_job as run_module
-from groktransfer.config.schema import ModelConfig, OptimizerConfig, TrainConfig
+from groktransfer.config.schema import OptimizerConfig, TrainConfig
+from groktransfer.model.transformer import TransformerConfig
 from groktransfer.model.transformer import HookedGrokTransformer
 from groktransfer.tasks.modular import Task
 from groktransfer.training.trainer import Trainer
@@ -37,7 +38,8 @@ def test_grokked_job_trains_the_source_once_and_records_its_choice(sweep) -> Non
     assert chosen["condition"] == "grokked" and chosen["test_acc"] >= 0.999 and chosen["train_acc"] >= 0.999
     assert Path(chosen["checkpoint"]).exists()
     assert record["spec"]["task"]["name"] == "add"
-    assert sorted(record["plan"]["copied"]) == sorted(HookedGrokTransformer(_tiny_model_cfg(), 0).state_dict())
+    # every parameter; buffers (the attention mask) are constants of the architecture, not transferred
+    assert sorted(record["plan"]["copied"]) == sorted(n for n, _ in HookedGrokTransformer(_tiny_model_cfg(), 0).named_parameters())
 
 
 def test_second_job_finds_the_cached_source_and_trains_nothing(sweep, monkeypatch) -> None:
@@ -64,8 +66,8 @@ def test_memorized_refuses_when_no_clean_checkpoint_exists(sweep) -> None:
         run_in(root, "strict", TRANSFER + ["transfer=memorized", "transfer.memorized.max_test_acc=0.001"])
 
 
-def _tiny_model_cfg(**kw) -> ModelConfig:
-    return ModelConfig(d_model=16, d_mlp=32, d_head=4, n_heads=4, d_vocab=12, d_vocab_out=11, **kw)
+def _tiny_model_cfg(**kw) -> TransformerConfig:
+    return TransformerConfig(d_model=16, d_mlp=32, d_head=4, n_heads=4, d_vocab=12, d_vocab_out=11, **kw)
 
 
 def test_copy_reinit_freeze_per_component() -> None:
@@ -90,7 +92,7 @@ def test_copy_reinit_freeze_per_component() -> None:
 
 
 def test_shape_mismatch_names_the_parameter() -> None:
-    source = HookedGrokTransformer(ModelConfig(d_model=16, d_mlp=48, d_head=4, n_heads=4, d_vocab=12, d_vocab_out=11), seed=1)
+    source = HookedGrokTransformer(TransformerConfig(d_model=16, d_mlp=48, d_head=4, n_heads=4, d_vocab=12, d_vocab_out=11), seed=1)
     target = HookedGrokTransformer(_tiny_model_cfg(), seed=2)
     with pytest.raises(TransferError, match=r"blocks\.0\.mlp\.W_in: source \(16, 48\) vs target \(16, 32\)"):
         apply_transfer(target, source.state_dict(), {})

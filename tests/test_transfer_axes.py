@@ -23,9 +23,10 @@ from groktransfer.analysis.matrix import matrix_sections
 from groktransfer.analysis.settings import to_settings
 from groktransfer.analysis.starts import start_sections
 from groktransfer.analysis.trajectory import trajectory_sections
-from groktransfer.config.schema import ModelConfig, OptimizerConfig
+from groktransfer.config.schema import OptimizerConfig
+from groktransfer.model.transformer import TransformerConfig
 from groktransfer.config.validate import ConfigError, validate_job_config
-from groktransfer.transfer.embedding_map import MAP_KEYS, attach_embedding_map, transformer_lens_state
+from groktransfer.model.embedding_map import MAP_KEYS, attach_embedding_map, transformer_lens_state
 from groktransfer.model.transformer import HookedGrokTransformer
 from groktransfer.runs.rundir import RunDir
 from groktransfer.transfer.source_runs import SourceSelectionError, select_checkpoint, select_checkpoint_near_epoch
@@ -138,7 +139,7 @@ def test_checkpoint_condition_needs_an_epoch() -> None:
 
 
 def _small_model(d_model: int = 32) -> HookedGrokTransformer:
-    cfg = ModelConfig(d_model=d_model, d_head=8, d_mlp=64, d_vocab=12, d_vocab_out=11)
+    cfg = TransformerConfig(d_model=d_model, d_head=8, d_mlp=64, d_vocab=12, d_vocab_out=11)
     return HookedGrokTransformer(cfg, seed=0)
 
 
@@ -196,7 +197,7 @@ def test_embedding_condition_job_from_a_narrower_source(tmp_path: Path) -> None:
     final = load_checkpoint(result.run_dir / "checkpoints" / "final.pt")
     assert tuple(final.state_dict["embed.W_E"].shape) == (24, 64) and not set(MAP_KEYS) & set(final.state_dict)
     final.build_model()  # loads strictly into a plain model: TransformerLens names and shapes only
-    with pytest.raises(ConfigError, match=r"cannot initialise \['attn'\]"):
+    with pytest.raises(ConfigError, match=r"transfer copies component 'attn' but the source and target models differ"):
         validate_job_config(compose_job(overrides + ["transfer.components.attn=copy"]))
 
 

@@ -22,7 +22,7 @@ import pytest
 import torch
 
 from groktransfer.model.checkpoint import load_checkpoint, save_checkpoint
-from groktransfer.config.schema import ModelConfig
+from groktransfer.model.transformer import TransformerConfig
 from groktransfer.model.transformer import HookedGrokTransformer
 from groktransfer.tasks.modular import Task
 
@@ -36,10 +36,10 @@ else:
         pytest.skip("this TransformerLens has no HookedTransformer (removed in 4.0)", allow_module_level=True)
 
 P = 13
-ONE_LAYER = ModelConfig(d_vocab=P + 1, d_vocab_out=P)  # the Nanda et al. shape: 128 / 4 heads / 512
+ONE_LAYER = TransformerConfig(d_vocab=P + 1, d_vocab_out=P)  # the Nanda et al. shape: 128 / 4 heads / 512
 
 
-def _trained_looking(cfg: ModelConfig, seed: int) -> HookedGrokTransformer:
+def _trained_looking(cfg: TransformerConfig, seed: int) -> HookedGrokTransformer:
     """Random weights plus non-zero biases, so every parameter's layout is exercised."""
     model = HookedGrokTransformer(cfg, seed=seed)
     gen = torch.Generator().manual_seed(seed)
@@ -106,7 +106,7 @@ LN_TWO_LAYER = replace(ONE_LAYER, n_layers=2, normalization="LN", act="gelu", at
 
 
 @pytest.mark.parametrize("cfg", [ONE_LAYER, LN_TWO_LAYER], ids=["one_layer", "two_layer_ln_gelu"])
-def test_exported_checkpoint_gives_the_same_cache_in_hooked_transformer(tmp_path: Path, cfg: ModelConfig) -> None:
+def test_exported_checkpoint_gives_the_same_cache_in_hooked_transformer(tmp_path: Path, cfg: TransformerConfig) -> None:
     """Every hook point we have exists in TransformerLens' cache with the same values."""
     ours = _trained_looking(cfg, seed=4).eval()
     hooked = _load_into_transformer_lens(save_checkpoint(tmp_path / "c.pt", ours, epoch=0, metrics={}))
@@ -124,7 +124,7 @@ def test_exported_checkpoint_gives_the_same_cache_in_hooked_transformer(tmp_path
 
 
 @pytest.mark.parametrize("cfg", [ONE_LAYER, LN_TWO_LAYER], ids=["one_layer", "two_layer_ln_gelu"])
-def test_our_weight_processing_equals_transformer_lens(tmp_path: Path, cfg: ModelConfig) -> None:
+def test_our_weight_processing_equals_transformer_lens(tmp_path: Path, cfg: TransformerConfig) -> None:
     """process_weights_ (fold LN, centre writing weights, centre unembed, fold value
     biases) in TransformerLens == groktransfer.interp.processing on the same model."""
     from groktransfer.interp.processing import process_state_dict

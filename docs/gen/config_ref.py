@@ -96,7 +96,10 @@ def walk(schema: type, prefix: str = "", instance: Any = None) -> Iterator[KeyDo
     """
     instance = schema() if instance is None else instance
     hints = typing.get_type_hints(schema)
-    comments = class_field_comments(Path(inspect.getsourcefile(schema)), schema.__name__)
+    comments: dict = {}
+    for cls in reversed(schema.__mro__):  # inherited fields keep their base class's comment
+        if dataclasses.is_dataclass(cls) and cls is not object:
+            comments.update(class_field_comments(Path(inspect.getsourcefile(cls)), cls.__name__))
     for f in dataclasses.fields(schema):
         tp = _unwrap_optional(hints[f.name])
         key = f"{prefix}{f.name}"
@@ -179,6 +182,34 @@ TRAIN_GROUPS = ("task", "model", "optimizer", "transfer", "logger")
 OTHER_GROUPS = ("experiment", "debug", "hydra/launcher", "local")
 
 
+#: blocks whose keys are the chosen entry's own schema: the task family's, the model architecture's
+OWN_SCHEMAS = {
+    "task": "Each task family declares its keys as its own schema (a subclass of `TaskConfig`); the "
+    "`task.name` chooses the family. A key the family does not declare is refused (exit 2), naming the "
+    "family's keys, and a key is part of a run's identity only where it differs from its default.",
+    "model": "Each model architecture declares its keys as its own schema (a subclass of `ModelConfig`); "
+    "`model.architecture` chooses it. A key it does not declare is refused (exit 2).",
+}
+
+
+def own_schemas(block: str) -> list[str]:
+    """A table per built-in task family / model architecture: the keys of its own schema."""
+    from groktransfer.model.registry import MODELS
+    from groktransfer.tasks.registry import TASK_FAMILIES
+
+    registry = TASK_FAMILIES if block == "task" else MODELS
+    out = [OWN_SCHEMAS[block], ""]
+    for name in registry.names():
+        entry = registry.get(name)
+        if not type(entry).__module__.startswith("groktransfer.") and not getattr(entry, "__module__", "").startswith("groktransfer."):
+            continue  # an installed plugin's: documented by the plugin
+        schema = entry.config_class
+        what = f"task family `{name}` (tasks: {', '.join(f'`{t}`' for t in entry.task_names)})" if block == "task" else f"architecture `{name}`"
+        out += [f"#### {block} of the {what}", "", f"Schema `{schema.__name__}` (Hydra: `{name}_schema`): {_doc_first_paragraph(schema)}", ""]
+        out += _table(list(walk(schema, f"{block}."))) + [""]
+    return out
+
+
 def config_page() -> str:
     from groktransfer.analysis.settings import AnalyzeJobConfig
     from groktransfer.config.schema import TrainJobConfig
@@ -219,6 +250,8 @@ def config_page() -> str:
         cls = sections[name + "."]
         out += [f"### {name}", "", f"`{name}.*` — schema `{cls.__name__}`: {_doc_first_paragraph(cls)}", ""]
         out += _table(members) + [""]
+        if name in OWN_SCHEMAS:
+            out += own_schemas(name)
     out += ["## Analysis job (`scripts/analyze.py`)", ""]
     keys = list(walk(AnalyzeJobConfig))
     sections = dict(nested_sections(AnalyzeJobConfig))

@@ -26,7 +26,8 @@ import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
 from groktransfer.model.checkpoint import CheckpointError, load_checkpoint  # noqa: E402
-from groktransfer.config.schema import TaskConfig, to_typed  # noqa: E402
+from groktransfer.model.protocol import Reading  # noqa: E402
+from groktransfer.tasks.registry import typed_task  # noqa: E402
 from groktransfer.runs.rundir import CHECKPOINT_DIR, CONFIG_FILE, FINAL_CHECKPOINT, RunDir  # noqa: E402
 from groktransfer.tasks.registry import make_task  # noqa: E402
 from groktransfer.utils.cores import usable_cores  # noqa: E402
@@ -36,6 +37,11 @@ from .collect import RunRecord  # noqa: E402
 from .report import ReportFigure, ReportSection, ReportTable  # noqa: E402
 
 SUBDIR = "interp"
+
+
+#: why a run's model is not read here (the model protocol's readings say what it offers)
+NOT_APPLICABLE = ("the {architecture} model does not offer the TransformerLens readings the interpretability "
+                  "toolkit reads (attention heads, residual stream, hooks by TransformerLens names)")  # fmt: skip
 
 
 def _interp_settings(settings: Any) -> Any:
@@ -56,7 +62,7 @@ def run_task(rec: RunRecord) -> Any:
         raise ValueError(f"task not recorded in {CONFIG_FILE}")
     status = run_dir.read_status()
     data_seed = _first_int(status.data_seed if status else None, block.get("data_seed"), cfg.get("seed"), rec.seed, 0)
-    return make_task(to_typed(TaskConfig, block, "task"), int(data_seed or 0))  # ConfigError is a ValueError
+    return make_task(typed_task(block), int(data_seed or 0))  # ConfigError is a ValueError
 
 
 def interpret_runs(runs: Sequence[RunRecord], interp: Any) -> tuple:
@@ -80,13 +86,16 @@ def interpret_runs(runs: Sequence[RunRecord], interp: Any) -> tuple:
             return [], {**info, "why": str(exc)}
         try:
             model = load_checkpoint(final).build_model()
+            if Reading.transformer_lens not in model.readings:  # the toolkit reads heads and hooks by TL names
+                return [], {**info, "why": NOT_APPLICABLE.format(architecture=model.config.architecture)}
             res = interpret(model, task, interp)
         except (CheckpointError, ValueError, AssertionError, KeyError) as exc:
             return [], {**info, "why": f"{type(exc).__name__}: {exc}"}
         family = task.name
-        rows = [dict(info, task=family, p=task.p, measure=k, value=float(v)) for k, v in res.scalars.items()]
+        p = getattr(task, "p", None)
+        rows = [dict(info, task=family, p=p, measure=k, value=float(v)) for k, v in res.scalars.items()]
         if res.arrays.get("key_freqs") is not None:
-            rows.append(dict(info, task=family, p=task.p, measure="key_freqs", value=float("nan"),
+            rows.append(dict(info, task=family, p=p, measure="key_freqs", value=float("nan"),
                              text=" ".join(map(str, res.arrays["key_freqs"]))))  # fmt: skip
         return rows, None
 
@@ -240,6 +249,9 @@ def interp_sections(runs: Sequence[RunRecord], out_dir: Path, settings: Any = No
     out = Path(out_dir) / SUBDIR
     out.mkdir(parents=True, exist_ok=True)
     long, skipped = interpret_runs(runs, interp)
+    marker = NOT_APPLICABLE.split("{architecture}")[1]
+    if long.empty and skipped and all(marker in s["why"] for s in skipped):
+        return [ReportSection("Interpretability", f"Not applicable: {skipped[0]['why']}.", [])]
     if long.empty:
         return [ReportSection("Interpretability", f"No completed run with `{CHECKPOINT_DIR}/{FINAL_CHECKPOINT}`: nothing to analyse.",
                               [ReportTable(pd.DataFrame(skipped), "Runs not analysed")] if skipped else [])]  # fmt: skip

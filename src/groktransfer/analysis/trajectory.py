@@ -92,7 +92,7 @@ def source_run_dir(runs: Sequence[RunRecord]) -> Path | None:
 def fixed_condition_epochs(runs: Sequence[RunRecord], source_dir: Path) -> dict[str, int]:
     """Epochs the ``memorized`` / ``grokked`` criteria (from a run's config) pick on this source run."""
     from groktransfer.runs.rundir import RunDir
-    from groktransfer.transfer.source_runs import SourceSelectionError, select_checkpoint
+    from groktransfer.transfer.source_runs import SourceSelectionError, select_checkpoint, source_chance
 
     cfg = _config_of(checkpoint_runs(runs)[0].run_dir)
     out: dict[str, int] = {}
@@ -101,7 +101,7 @@ def fixed_condition_epochs(runs: Sequence[RunRecord], source_dir: Path) -> dict[
         if not isinstance(criteria, dict):
             continue
         try:
-            out[condition] = select_checkpoint(RunDir(source_dir), condition, criteria).epoch
+            out[condition] = select_checkpoint(RunDir(source_dir), condition, criteria, source_chance(RunDir(source_dir))).epoch
         except (SourceSelectionError, OSError, KeyError, ValueError):
             continue
     return out

@@ -15,14 +15,17 @@ these dataclasses; every default is written once, here.
 
 from __future__ import annotations
 
+import dataclasses
+import typing
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Mapping, Optional, Type, TypeVar, Union
+from typing import Any, ClassVar, Dict, List, Mapping, Optional, Sequence, Type, TypeVar, Union
 
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
 
 from groktransfer.utils.choices import Choice
 from groktransfer.utils.errors import UserError
+from groktransfer.utils.registry import load_plugins
 
 
 class ConfigError(UserError, ValueError):
@@ -30,15 +33,6 @@ class ConfigError(UserError, ValueError):
 
 
 # --------------------------------------------------------------------------- choices
-class Activation(Choice):
-    relu = "relu"
-    gelu = "gelu"
-
-
-class Normalization(Choice):
-    LN = "LN"
-
-
 class Schedule(Choice):
     """The learning rate after the linear warm-up: held, or a cosine decay to the last epoch."""
 
@@ -46,14 +40,9 @@ class Schedule(Choice):
     cosine = "cosine"
 
 
-class Component(Choice):
-    """The units a transfer condition copies, re-initialises or freezes."""
-
-    embed = "embed"
-    pos_embed = "pos_embed"
-    attn = "attn"
-    mlp = "mlp"
-    unembed = "unembed"
+#: The built-in transformer's transfer components, the default ``transfer.components`` block
+#: (``groktransfer.model.transformer.HookedGrokTransformer.components``).
+TRANSFORMER_COMPONENTS = ("embed", "pos_embed", "attn", "mlp", "unembed")
 
 
 class ComponentAction(Choice):
@@ -92,7 +81,10 @@ class LoggerMode(Choice):
 
 @dataclass
 class TaskConfig:
-    """Which arithmetic problem, over which modulus, split how.
+    """The keys every task has. A task family's own keys (the modular tasks' ``p`` and
+    ``frac_train``, the digit tasks' ``n_digits``, a plugin's) are its subclass of this
+    schema, its ``TaskFamily.config_class``: Hydra composes it, validation checks it (a key
+    the chosen family does not declare is refused, exit 2), the config reference documents it.
 
     ``data_seed`` is None unless given: then the job's top-level ``seed`` fills it,
     so a seed sweep changes the split *and* the init unless either is pinned.
@@ -101,69 +93,82 @@ class TaskConfig:
     # a registered task name (groktransfer.tasks.registry.TASKS; plugins add theirs), checked
     # with the list of registered names before anything is written
     name: str = MISSING
-    # what p means is the family's (TaskFamily.problems / ignored_keys): the modulus of the
-    # modular tasks, the operand bound of int_add (a, b < p); digit tasks are base 10 and a
-    # p given on the command line is refused as ignored, as it is by families that do not read it
-    p: int = 113
-    # fraction of all pairs in the training set (the rest is the test set)
-    frac_train: float = 0.3
     # seed of the train/test split; None = the job's top-level seed
     data_seed: Optional[int] = None
-    # digit tasks only (see groktransfer.tasks.digits): operand length, an (n+1)-th answer
-    # digit, and for n_digits > 2 the sizes of the sampled train and test sets
-    n_digits: int = 4
-    # digit tasks: allow any operands and an (n+1)-th answer digit (digit_add only)
-    carry_out: bool = False
-    # digit tasks with n_digits > 2: number of distinct training problems drawn
-    n_train: Optional[int] = None
-    # digit tasks with n_digits > 2: number of distinct test problems drawn
-    n_test: Optional[int] = None
+
+    @classmethod
+    def schema_for(cls, data: Mapping[str, Any]) -> Type["TaskConfig"]:
+        """The schema of the family that owns ``data['name']`` (this class for an unknown name)."""
+        if not isinstance(data, Mapping):
+            return cls
+        load_plugins()
+        return _TASK_SCHEMAS.get(str(data.get("name")), cls)
+
+    @classmethod
+    def unknown_choice(cls, data: Mapping[str, Any], label: str) -> Optional[str]:
+        """Why ``data`` names no registered schema (an unknown task), or None."""
+        name = data.get("name")
+        if name is None or isinstance(name, str) and name.startswith("???") or str(name) in _TASK_SCHEMAS:
+            return None
+        return f"{label}={str(name)!r}: unknown task; registered: {', '.join(sorted(_TASK_SCHEMAS))}"
 
 
 @dataclass
 class ModelConfig:
-    """Shape of the transformer, in TransformerLens' field names.
+    """The keys every model has. An architecture's own keys (the transformer's widths, a
+    plugin MLP's) are its subclass of this schema, the ``config_class`` of the model class
+    registered under ``architecture`` (``groktransfer.model.registry.MODELS``)."""
 
-    ``d_vocab`` / ``d_vocab_out`` are None to mean "derived from the task"
-    (p+1 input tokens with '=' = p; p outputs, or 2p for int_add).
-    The ``*_bias`` flags say whether a bias is *trained*; untrained biases are
-    kept at zero but still stored, so checkpoints load into HookedTransformer.
-    """
+    #: defaults that run identities compare against instead of the class's: an architecture's
+    #: schema defaults ``architecture`` to its own name, but any architecture but the built-in
+    #: one is part of every identity (it decides what the other keys mean)
+    IDENTITY_DEFAULTS: ClassVar[Dict[str, Any]] = {"architecture": "hooked_transformer"}
 
     # the preset's name (conf/model/<name>.yaml), recorded with the run
-    name: str = "one_layer"
+    name: str = ""
     # the registered model that trains (groktransfer.model.registry.MODELS; plugins add theirs)
     architecture: str = "hooked_transformer"
-    # transformer blocks
-    n_layers: int = 1
-    # attention heads per block
-    n_heads: int = 4
-    # width of the residual stream
-    d_model: int = 128
-    # width of each attention head
-    d_head: int = 32
-    # hidden neurons of each MLP
-    d_mlp: int = 512
-    # MLP activation
-    act: Activation = Activation.relu
-    # None = no LayerNorm (Nanda et al.); LN = LayerNorm before each sublayer and the unembedding
-    normalization: Optional[Normalization] = None
-    # no MLP sublayer (TransformerLens attn_only=True); d_mlp is then ignored
-    attn_only: bool = False
-    # None = the task's sequence length (3 for the modular tasks; 3n+2 for n-digit sums)
-    n_ctx: Optional[int] = None
-    # input tokens; None = from the task (p+1 for the modular tasks, '=' = p)
-    d_vocab: Optional[int] = None
-    # output classes; None = from the task (p, or 2p for int_add)
-    d_vocab_out: Optional[int] = None
-    # train the attention biases (else kept at zero)
-    attn_bias: bool = False
-    # train the MLP biases
-    mlp_bias: bool = True
-    # train the unembedding bias
-    unembed_bias: bool = False
     # seed of the initial weights; None = the job's top-level seed
     model_seed: Optional[int] = None
+
+    @classmethod
+    def schema_for(cls, data: Mapping[str, Any]) -> Type["ModelConfig"]:
+        """The schema of the architecture ``data['architecture']`` names (default: the transformer)."""
+        if not isinstance(data, Mapping):
+            return cls
+        load_plugins()
+        return _MODEL_SCHEMAS.get(str(data.get("architecture") or "hooked_transformer"), cls)
+
+    @classmethod
+    def unknown_choice(cls, data: Mapping[str, Any], label: str) -> Optional[str]:
+        """Why ``data`` names no registered schema (an unknown architecture), or None."""
+        name = str(data.get("architecture") or "hooked_transformer")
+        if name in _MODEL_SCHEMAS:
+            return None
+        return f"unknown model architecture {label}.architecture={name!r}; registered: {', '.join(sorted(_MODEL_SCHEMAS))}"
+
+
+#: task name -> its family's schema; family name -> schema (filled by ``register_task_schema``)
+_TASK_SCHEMAS: Dict[str, Type[TaskConfig]] = {}
+_FAMILY_SCHEMAS: Dict[str, Type[TaskConfig]] = {}
+#: architecture -> its config schema (filled by ``register_model_schema``)
+_MODEL_SCHEMAS: Dict[str, Type[ModelConfig]] = {}
+
+
+def register_task_schema(family: str, task_names: Sequence[str], schema: Type[TaskConfig]) -> None:
+    """Declare the config schema of a task family (``groktransfer.tasks.registry.register_family`` calls it)."""
+    if not (isinstance(schema, type) and issubclass(schema, TaskConfig)):
+        raise TypeError(f"task family {family!r}: config_class must be a dataclass subclassing TaskConfig")
+    _FAMILY_SCHEMAS[family] = schema
+    for name in task_names:
+        _TASK_SCHEMAS[str(name)] = schema
+
+
+def register_model_schema(architecture: str, schema: Type[ModelConfig]) -> None:
+    """Declare the config schema of a model architecture (``groktransfer.model.registry`` calls it)."""
+    if not (isinstance(schema, type) and issubclass(schema, ModelConfig)):
+        raise TypeError(f"model {architecture!r}: config_class must be a dataclass subclassing ModelConfig")
+    _MODEL_SCHEMAS[architecture] = schema
 
 
 @dataclass
@@ -326,6 +331,13 @@ class CheckpointCriteria:
     accuracy lies in [``min_test_acc``, ``max_test_acc``] and, for ``held_for`` > 0,
     the same has held for that many epochs of evals before it. ``pick`` chooses
     among qualifying checkpoints: ``first`` or ``last``.
+
+    With ``relative_to_chance`` (the ``memorized`` block's default) the three accuracy limits
+    are stated on the scale from the task's chance accuracy c (its family's
+    ``chance_accuracy``: 1/p for the modular tasks, 1/2 for a binary one) to perfect: a limit
+    a means c + a (1 - c). "Test accuracy at most 0.2" then means "at most a fifth of the way
+    from guessing to perfect" for any task, where 0.2 in absolute terms is below chance for a
+    binary one.
     """
 
     # train accuracy at least this
@@ -345,24 +357,13 @@ class CheckpointCriteria:
     max_restricted_test_gap: Optional[float] = None
     # at most this many key frequencies at the checkpoint (None = no limit)
     max_n_key_freqs: Optional[int] = None
+    # the accuracy limits above are fractions of the way from chance accuracy to 1 (see above)
+    relative_to_chance: bool = False
 
 
-@dataclass
-class SourceModelOverrides:
-    """Model fields of the source run that differ from the target's (None = same as the target)."""
-
-    # source's transformer blocks
-    n_layers: Optional[int] = None
-    # source's attention heads
-    n_heads: Optional[int] = None
-    # source's residual width
-    d_model: Optional[int] = None
-    # source's head width
-    d_head: Optional[int] = None
-    # source's MLP neurons
-    d_mlp: Optional[int] = None
-    # source's MLP activation
-    act: Optional[Activation] = None
+#: ``transfer.source.model``'s keys before architectures had schemas of their own: kept, at
+#: None, so that the default block (and every recorded identity) reads as it always did.
+SOURCE_MODEL_KEYS = ("n_layers", "n_heads", "d_model", "d_head", "d_mlp", "act")
 
 
 @dataclass
@@ -395,8 +396,13 @@ class SourceConfig:
     path_index: Optional[int] = None
     # transfer=checkpoint: start from the source run's saved checkpoint nearest this epoch
     epoch: Optional[int] = None
-    # model fields that differ for the source run (e.g. d_model=64 for embedding-only transfer)
-    model: SourceModelOverrides = field(default_factory=SourceModelOverrides)
+    # model keys that differ for the source run (e.g. d_model=64 for embedding-only transfer; a
+    # plugin model's own keys with +transfer.source.model.<key>=...); None = the target's value.
+    # Checked against the source architecture's schema.
+    model: Dict[str, Any] = field(default_factory=lambda: dict.fromkeys(SOURCE_MODEL_KEYS))
+    # task keys of the source's family that differ from the target's (e.g. {subset: [0, 1, 2]}
+    # for a parity plugin; p / frac_train / n_train / n_test above are the same, spelled out)
+    task_keys: Dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -419,8 +425,11 @@ class TransferConfig:
     grokked: CheckpointCriteria = field(
         default_factory=lambda: CheckpointCriteria(min_train_acc=0.999, min_test_acc=0.999, held_for=100)
     )
+    # relative to chance: at p = 113 test accuracy <= 0.207, for a binary task <= 0.6
     memorized: CheckpointCriteria = field(
-        default_factory=lambda: CheckpointCriteria(min_train_acc=0.999, max_test_acc=0.2, pick=Pick.first)
+        default_factory=lambda: CheckpointCriteria(
+            min_train_acc=0.999, max_test_acc=0.2, pick=Pick.first, relative_to_chance=True
+        )
     )
     checkpoint: CheckpointCriteria = field(default_factory=CheckpointCriteria)
     embedding: CheckpointCriteria = field(
@@ -428,9 +437,11 @@ class TransferConfig:
     )
     # transfer the embedding through a trainable linear map (any condition; lets d_model differ)
     embed_map: bool = False
-    # per component (embed, pos_embed, attn, mlp, unembed): copy, reinit (fresh init) or freeze (copy, do not train)
-    components: Dict[Component, ComponentAction] = field(
-        default_factory=lambda: {c: ComponentAction.copy for c in Component}
+    # per component of the model (the transformer's: embed, pos_embed, attn, mlp, unembed; a
+    # plugin model names its own): copy, reinit (fresh init) or freeze (copy, do not train).
+    # A component left out is copied; one the model does not have is refused.
+    components: Dict[str, ComponentAction] = field(
+        default_factory=lambda: {c: ComponentAction.copy for c in TRANSFORMER_COMPONENTS}
     )
     # start the target with a fresh optimizer (false: carry the source's AdamW state)
     reset_optimizer: bool = True
@@ -509,13 +520,21 @@ class TrainJobConfig:
 
 
 def register_configs() -> None:
-    """Register the schemas so YAML files can name them in their defaults list."""
+    """Register the schemas so YAML files can name them in their defaults list.
+
+    Each task family's schema is ``<family>_schema`` in the ``task`` group (``modular_schema``,
+    ``digit_schema``, a plugin's), each architecture's ``<architecture>_schema`` in the ``model``
+    group (``hooked_transformer_schema``); a preset names the one it fills in.
+    """
     from hydra.core.config_store import ConfigStore
 
+    load_plugins()  # the built-in and installed families and models declare their schemas
     cs = ConfigStore.instance()
     cs.store(name="train_schema", node=TrainJobConfig)
-    cs.store(group="task", name="task_schema", node=TaskConfig)
-    cs.store(group="model", name="model_schema", node=ModelConfig)
+    for family, task_schema in sorted(_FAMILY_SCHEMAS.items()):
+        cs.store(group="task", name=f"{family}_schema", node=task_schema)
+    for architecture, model_schema in sorted(_MODEL_SCHEMAS.items()):
+        cs.store(group="model", name=f"{architecture}_schema", node=model_schema)
     cs.store(group="optimizer", name="optimizer_schema", node=OptimizerConfig)
     cs.store(group="gradfilter", name="gradfilter_schema", node=GradFilterConfig)
     cs.store(group="transfer", name="transfer_schema", node=TransferConfig)
@@ -529,15 +548,25 @@ def to_typed(schema: Type[T], cfg: Union[T, DictConfig, Mapping[str, Any], None]
     """The one DictConfig/mapping -> dataclass conversion (``OmegaConf.to_object``).
 
     Merging onto the schema fills every default from the dataclass itself and checks
-    keys, types and Enum choices the same way Hydra does at compose time; a problem
-    raises ``ConfigError`` naming the key (prefixed with ``label``) and, for a choice,
-    the allowed values.
+    types and Enum choices the same way Hydra does at compose time; a problem raises
+    ``ConfigError`` naming the key (prefixed with ``label``) and, for a choice, the allowed
+    values. A ``task`` or ``model`` block becomes its family's or architecture's own schema
+    (``TaskConfig.schema_for``). A key that no schema declares is refused, naming the keys
+    its block has: Hydra's ``+key=value`` adds keys even to structured nodes, so a typo
+    (``+train.batchsize=512``) would otherwise be dropped without a word.
     """
     if isinstance(cfg, schema):
         return cfg
     prefix = f"{label}." if label else ""
+    data: Any = cfg if cfg is not None else {}
+    if isinstance(data, DictConfig):
+        data = OmegaConf.to_container(data, resolve=False, enum_to_str=False)
+    unknown = undeclared_keys(_concrete(schema, data), data, prefix)
+    if unknown:
+        raise ConfigError("; ".join(unknown))
+    schema = _concrete(schema, data)
     try:
-        merged = OmegaConf.merge(OmegaConf.structured(schema), cfg if cfg is not None else {})
+        merged = OmegaConf.merge(OmegaConf.structured(schema), _structured_children(schema, data))
         return OmegaConf.to_object(merged)  # type: ignore[return-value]
     except ConfigKeyError as exc:
         raise ConfigError(f"unknown {label or schema.__name__} config key {prefix}{exc.full_key}") from None
@@ -545,6 +574,67 @@ def to_typed(schema: Type[T], cfg: Union[T, DictConfig, Mapping[str, Any], None]
         raise ConfigError(f"{prefix}{exc.full_key}: {_first_line(exc.msg)}") from None
     except OmegaConfBaseException as exc:
         raise ConfigError(f"{label or schema.__name__}: {_first_line(str(exc))}") from None
+
+
+def _concrete(schema: Type[Any], data: Any) -> Type[Any]:
+    """``schema``, or the subclass its ``schema_for`` picks for ``data`` (a family's task keys)."""
+    pick = getattr(schema, "schema_for", None)
+    return pick(data) if pick is not None and isinstance(data, Mapping) else schema
+
+
+def _dataclass_fields(schema: Type[Any]) -> Dict[str, Any]:
+    """Field name -> the dataclass type it holds (None for a plain value or a free-form dict)."""
+    hints = typing.get_type_hints(schema)
+    out: Dict[str, Any] = {}
+    for f in dataclasses.fields(schema):
+        hint = hints[f.name]
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        if typing.get_origin(hint) is Union and len(args) == 1:
+            hint = args[0]
+        out[f.name] = hint if dataclasses.is_dataclass(hint) else None
+    return out
+
+
+def _structured_children(schema: Type[Any], data: Any) -> Any:
+    """``data`` with each polymorphic block as a structured node of its concrete schema, so
+    the merge keeps its keys (OmegaConf merges a subclass into a field typed by its base)."""
+    if not isinstance(data, Mapping):
+        return data
+    out: Dict[str, Any] = dict(data)
+    for name, child in _dataclass_fields(schema).items():
+        if child is None or not isinstance(out.get(name), Mapping):
+            continue
+        concrete = _concrete(child, out[name])
+        value = _structured_children(concrete, out[name])
+        out[name] = OmegaConf.merge(OmegaConf.structured(concrete), value) if concrete is not child else value
+    return out
+
+
+def undeclared_keys(schema: Type[Any], data: Any, prefix: str = "") -> List[str]:
+    """Every key of ``data`` that ``schema`` (recursively, with each block's concrete schema)
+    does not declare, as one readable message per block. Free-form mappings (``Dict`` fields
+    such as ``transfer.source.optimizer``) are left to validation."""
+    if not isinstance(data, Mapping) or not dataclasses.is_dataclass(schema):
+        return []
+    fields = _dataclass_fields(schema)
+    problems: List[str] = []
+    unknown = getattr(schema, "unknown_choice", None)
+    why = unknown(data, prefix.rstrip(".") or schema.__name__) if unknown is not None else None
+    if why:  # the block names a family / architecture nobody registered: its keys cannot be checked
+        return [why]
+    extra = [str(k) for k in data if str(k) not in fields]
+    if extra:
+        block = prefix.rstrip(".") or "the top level"
+        what = getattr(schema, "KIND", "")
+        keys = ", ".join(fields)
+        problems.append(
+            f"unknown config key{'s' if len(extra) > 1 else ''} {', '.join(prefix + k for k in extra)}: "
+            f"{block}{f' ({what})' if what else ''} has {keys}"
+        )
+    for name, child in fields.items():
+        if child is not None and isinstance(data.get(name), Mapping):
+            problems += undeclared_keys(_concrete(child, data[name]), data[name], f"{prefix}{name}.")
+    return problems
 
 
 def _first_line(text: str) -> str:
@@ -577,4 +667,4 @@ def _merged(schema: Type[T], base: Any, overrides: Mapping[str, Any], label: str
     if not overrides:
         return base
     merged = OmegaConf.merge(OmegaConf.structured(base), dict(overrides))
-    return to_typed(schema, merged, label)
+    return to_typed(type(base) if isinstance(base, schema) else schema, merged, label)

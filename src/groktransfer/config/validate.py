@@ -1,49 +1,32 @@
 """Semantic validation of a composed job config, before anything is trained or written.
 
-Hydra's structured configs already reject unknown keys, wrong types and invalid
-choices (Enums) at compose time. What they cannot express -- p prime, fractions in range, a checkpoint path
-that exists, source and target shapes that agree on the copied components -- is
-checked here, and every problem found is reported at once in one readable error.
+Hydra's structured configs and ``to_typed`` already reject unknown keys, wrong types and
+invalid choices (Enums). What they cannot express -- p prime, fractions in range, a
+checkpoint path that exists, a model that can read the task, source and target shapes that
+agree on the copied components -- is checked here, and every problem found is reported at
+once in one readable error. The model's part is asked of the model's class (the model
+protocol: ``config_problems``, ``task_problems``, ``parameter_shapes`` on PyTorch's meta
+device), so a plugin model is checked like the transformer, before any source is trained.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
-from typing import Any, Iterable, List, Optional
+from typing import Any, Dict, Iterable, List, Optional, Tuple
 
-from groktransfer.config.schema import (
-    CheckpointCriteria, Component, ComponentAction, ConfigError, GradFilterConfig, OptimizerConfig, TaskConfig,
-    TrainJobConfig, source_gradfilter, source_optimizer, to_plain, to_typed,
-)  # fmt: skip
 from groktransfer.config.conditions import BUILT_IN_BLOCKS, CONDITIONS
-from groktransfer.tasks.registry import TASKS
+from groktransfer.config.resolve import ResolvedSeeds, resolve_seeds, source_model_config, source_task_config
+from groktransfer.config.schema import (
+    TRANSFORMER_COMPONENTS, CheckpointCriteria, ComponentAction, ConfigError, GradFilterConfig, OptimizerConfig,
+    TrainJobConfig,
+    source_gradfilter, source_optimizer, to_typed,
+)  # fmt: skip
+from groktransfer.model.registry import MODELS
+from groktransfer.tasks.family import TaskShape
+from groktransfer.tasks.registry import TASKS, family_of
+from groktransfer.utils.errors import UserError
 
 __all__ = ["ConfigError", "ResolvedSeeds", "resolve_seeds", "validate_job_config"]
-
-
-
-@dataclass(frozen=True)
-class ResolvedSeeds:
-    """The three independent seeds of a job (docs/science.md: kept separate)."""
-
-    data_seed: int
-    model_seed: int
-    source_seed: int
-
-
-def resolve_seeds(cfg: Any) -> ResolvedSeeds:
-    """``seed`` fills whichever of data/model/source seed is not pinned."""
-    seed = int(cfg.seed)
-
-    def pick(value: Optional[int]) -> int:
-        return seed if value is None else int(value)
-
-    return ResolvedSeeds(
-        data_seed=pick(cfg.task.data_seed),
-        model_seed=pick(cfg.model.model_seed),
-        source_seed=pick(cfg.transfer.source.source_seed),
-    )
 
 
 def task_shapes(task_cfg: Any) -> Optional[tuple]:
@@ -63,55 +46,23 @@ def _task_problems(task_cfg: Any, prefix: str, errors: List[str]) -> bool:
     return not found
 
 
-def _source_task_cfg(cfg: Any) -> Optional[Any]:
-    """The source run's task config (TaskConfig-shaped), or None if its task is unknown."""
-    src = cfg.transfer.source
-    family = TASKS.find(str(src.task))
-    if family is None:
-        return None
-    p = int(src.p if src.p is not None else cfg.task.p)
-    frac = float(src.frac_train if src.frac_train is not None else cfg.task.frac_train)
-    return to_typed(TaskConfig, family.source_task(src, cfg.task, p, frac, 0), "transfer.source")
-
-
 def validate_job_config(cfg: Any, given: Iterable[str] = ()) -> None:
     """Raise ConfigError listing every semantic problem of a job config.
 
-    ``cfg`` is a ``TrainJobConfig`` or the DictConfig it came from (attribute access only).
-    ``given``: the dotted keys the user set on the command line; a given key the job does
-    not read (``task.n_train`` of a 2-digit task) is refused rather than silently ignored.
+    ``cfg`` is a ``TrainJobConfig`` or the DictConfig it came from. ``given``: the dotted keys
+    the user set on the command line; a given key the job does not read (``task.n_train`` of a
+    2-digit task) is refused rather than silently ignored.
     """
+    cfg = to_typed(TrainJobConfig, cfg)  # unknown keys, wrong types and choices: one line each
     errors: List[str] = []
     task = cfg.task
     task_ok = _task_problems(task, "task", errors)
     if task_ok:
-        for key, why in sorted(TASKS.get(str(task.name)).ignored_keys(task).items()):
+        for key, why in sorted(family_of(task.name).ignored_keys(task).items()):
             if f"task.{key}" in set(given):
                 errors.append(f"task.{key}={getattr(task, key)} is ignored by {task.name}: {why}; leave it out")
 
-    model = cfg.model
-    sizes = ("n_layers", "n_heads", "d_model", "d_head") + (() if model.attn_only else ("d_mlp",))
-    for key in sizes:
-        if int(getattr(model, key)) < 1:
-            errors.append(f"model.{key}={getattr(model, key)}: must be positive")
-    shapes = task_shapes(task) if task_ok else None
-    if model.n_ctx is not None and shapes is not None:
-        if TASKS.get(str(task.name)).exact_n_ctx and int(model.n_ctx) != shapes[2]:
-            errors.append(f"model.n_ctx={model.n_ctx}: the {task.name} task feeds exactly {shapes[2]} tokens")
-        elif int(model.n_ctx) < shapes[2]:
-            errors.append(
-                f"model.n_ctx={model.n_ctx}: shorter than the task's sequence ({shapes[2]} tokens for "
-                f"{TASKS.get(str(task.name)).label(task)}); set model.n_ctx=null to take it from the task"
-            )
-    if shapes is not None:
-        need_in, need_out = shapes[0], shapes[1]
-        if model.d_vocab is not None and int(model.d_vocab) < need_in:
-            errors.append(f"model.d_vocab={model.d_vocab}: task {task.name} needs >= {need_in}")
-        if model.d_vocab_out is not None and int(model.d_vocab_out) < need_out:
-            errors.append(
-                f"model.d_vocab_out={model.d_vocab_out}: task {task.name} needs >= {need_out}"
-            )
-
+    model_class = _model_problems(cfg, task_ok, errors)
     _optimizer_problems(cfg.optimizer, "optimizer", errors)
     _gradfilter_problems(cfg.gradfilter, "gradfilter", errors)
 
@@ -140,10 +91,29 @@ def validate_job_config(cfg: Any, given: Iterable[str] = ()) -> None:
     if not (0.0 < float(cfg.measures.key_freq_threshold) <= 1.0):
         errors.append(f"measures.key_freq_threshold={cfg.measures.key_freq_threshold}: must lie in (0, 1]")
 
-    _validate_transfer(cfg, errors)
+    _validate_transfer(cfg, model_class, errors)
 
     if errors:
-        raise ConfigError("invalid config:\n  - " + "\n  - ".join(errors))
+        raise ConfigError("invalid config:\n  - " + "\n  - ".join(dict.fromkeys(errors)))
+
+
+def _model_class(cfg: Any, prefix: str, errors: List[str]) -> Optional[type]:
+    architecture = str(cfg.architecture)
+    if architecture not in MODELS:
+        errors.append(f"{prefix}.architecture={architecture!r}: unknown model architecture; registered: {', '.join(MODELS.names())}")
+        return None
+    return MODELS.get(architecture)
+
+
+def _model_problems(cfg: TrainJobConfig, task_ok: bool, errors: List[str]) -> Optional[type]:
+    """The model's own checks and whether it can read the task (its protocol answers both)."""
+    cls = _model_class(cfg.model, "model", errors)
+    if cls is None:
+        return None
+    errors.extend(cls.config_problems(cfg.model, "model"))
+    if task_ok:
+        errors.extend(cls.task_problems(cfg.model, family_of(cfg.task.name).task_shape(cfg.task)))
+    return cls
 
 
 def _optimizer_problems(opt: Any, prefix: str, errors: List[str]) -> None:
@@ -207,7 +177,7 @@ def _source_training_problems(cfg: Any, errors: List[str]) -> None:
             check(merged, label, errors)
 
 
-def _validate_transfer(cfg: Any, errors: List[str]) -> None:
+def _validate_transfer(cfg: TrainJobConfig, model_class: Optional[type], errors: List[str]) -> None:
     tr = cfg.transfer
     if str(tr.name) not in CONDITIONS:
         errors.append(f"transfer.name={str(tr.name)!r}: unknown transfer condition; registered: {', '.join(CONDITIONS.names())}")
@@ -229,12 +199,12 @@ def _validate_transfer(cfg: Any, errors: List[str]) -> None:
         if float(crit.min_test_acc) > float(crit.max_test_acc):
             errors.append(f"transfer.{crit_name}: min_test_acc > max_test_acc selects nothing")
         if int(crit.held_for) < 0:
-            errors.append(f"transfer.{crit_name}.held_for={crit.held_for}: must be >= 0 (epochs)")
+            errors.append(f"transfer.{crit_name}.held_for={crit.held_for}: must be >= 0")
     condition = CONDITIONS.get(str(tr.name))
     if not condition.needs_source:
         return
-    if tr.embed_map and tr.components.get(Component.embed, ComponentAction.copy) == ComponentAction.reinit:
-        errors.append("transfer.embed_map=true maps the source embedding: transfer.components.embed must be copy or freeze")
+    if model_class is not None:
+        _component_problems(tr, model_class, errors)
 
     src = tr.source
     if condition.by_epoch:
@@ -246,15 +216,16 @@ def _validate_transfer(cfg: Any, errors: List[str]) -> None:
             errors.append(f"transfer.source.epoch={src.epoch}: beyond the source run's transfer.source.max_epochs={src.max_epochs}")
         if src.path is not None:
             errors.append(f"transfer={tr.name} picks an epoch of a trained source run: unset transfer.source.path")
-    _check_source_shape(cfg, errors)
     if src.path is not None:
         path = os.path.expanduser(str(src.path))
         if not os.path.isfile(path):
             errors.append(f"transfer.source.path={src.path!r}: no such file")
-        return
-    source_task = _source_task_cfg(cfg)
-    if source_task is None:
-        errors.append(f"transfer.source.task={src.task!r}: unknown task; registered: {', '.join(TASKS.names())}")
+        return  # the file's shapes are checked when it is read, before the target trains
+    try:
+        source_task = source_task_config(cfg, 0)
+    except UserError as exc:
+        errors.append(str(exc) if str(src.task) in TASKS else
+                      f"transfer.source.task={src.task!r}: unknown task; registered: {', '.join(TASKS.names())}")  # fmt: skip
         return
     source_ok = _task_problems(source_task, "transfer.source", errors)
     unknown = set(src.optimizer) - set(OptimizerConfig.__dataclass_fields__)
@@ -267,46 +238,93 @@ def _validate_transfer(cfg: Any, errors: List[str]) -> None:
         _source_training_problems(cfg, errors)
     if int(src.max_epochs) < 1:
         errors.append(f"transfer.source.max_epochs={src.max_epochs}: must be >= 1")
-    src_shapes = task_shapes(source_task) if source_ok else None
-    tgt_shapes = task_shapes(cfg.task) if TASKS.find(str(cfg.task.name)) else None
-    if src_shapes is None or tgt_shapes is None:
+    if model_class is None:
         return
-    copied = {c for c, a in tr.components.items() if a != ComponentAction.reinit}
-    src_label = TASKS.get(str(source_task.name)).label(source_task)
-    tgt_label = TASKS.get(str(cfg.task.name)).label(cfg.task)
-    if "embed" in copied and src_shapes[0] != tgt_shapes[0]:
-        errors.append(
-            f"transfer copies 'embed' but the source vocab ({src_shapes[0]} tokens, {src_label}) differs from the "
-            f"target's ({tgt_shapes[0]}, {tgt_label}); set transfer.components.embed=reinit or match the tasks"
-        )
-    if "unembed" in copied and src_shapes[1] != tgt_shapes[1]:
-        errors.append(
-            f"transfer copies 'unembed' but the source has {src_shapes[1]} outputs ({src_label}) and the "
-            f"target {tgt_shapes[1]} ({tgt_label}); set transfer.components.unembed=reinit"
-        )
-    if "pos_embed" in copied and cfg.model.n_ctx is None and src_shapes[2] != tgt_shapes[2]:
-        errors.append(
-            f"transfer copies 'pos_embed' but the source sequence has {src_shapes[2]} positions ({src_label}) and "
-            f"the target's {tgt_shapes[2]} ({tgt_label}); set transfer.components.pos_embed=reinit or model.n_ctx"
-        )
+    try:
+        source_model = source_model_config(cfg)
+    except ConfigError as exc:
+        errors.append(str(exc))
+        return
+    source_class = _model_class(source_model, "transfer.source.model", errors)
+    if source_class is None:
+        return
+    before = len(errors)
+    errors.extend(source_class.config_problems(source_model, "transfer.source.model"))
+    if not source_ok or len(errors) > before or not _task_ok(cfg.task):
+        return
+    source_shape = family_of(source_task.name).task_shape(source_task)
+    target_shape = family_of(cfg.task.name).task_shape(cfg.task)
+    errors.extend(source_class.task_problems(source_model, source_shape))
+    if len(errors) == before:
+        _shape_problems(cfg, (model_class, target_shape), (source_class, source_model, source_shape), errors)
 
 
-def _check_source_shape(cfg: Any, errors: List[str]) -> None:
-    """A source of another width can only hand over its embedding, through the map."""
-    tr = cfg.transfer
-    model = to_plain(cfg.model)
-    overrides = {k: v for k, v in to_plain(tr.source.model).items() if v is not None}
-    for key, value in sorted(overrides.items()):
-        if isinstance(value, int) and value < 1:
-            errors.append(f"transfer.source.model.{key}={value}: must be positive")
-    differs = sorted(k for k, v in overrides.items() if model[k] != v)
-    if not differs:
-        return
-    copied = sorted(str(c) for c, a in tr.components.items() if a != ComponentAction.reinit)
+def _task_ok(task_cfg: Any) -> bool:
+    family = TASKS.find(str(task_cfg.name))
+    return family is not None and not family.problems(task_cfg)
+
+
+def _component_problems(tr: Any, model_class: type, errors: List[str]) -> None:
+    """Components the model does not have, and an embedding map on a model without one.
+
+    The default block names the transformer's components, all ``copy``: for another model
+    those entries are no-ops and pass; any other name, or another action on one of them, is
+    refused with the model's own components.
+    """
+    own = tuple(model_class.components)
+    for component, action in sorted((str(c), a) for c, a in tr.components.items()):
+        default = component in TRANSFORMER_COMPONENTS and ComponentAction(action) == ComponentAction.copy
+        if component not in own and not default:
+            errors.append(
+                f"transfer.components.{component}={ComponentAction(action)}: the {model_class.architecture} model has no "
+                f"component {component!r}; its components are {', '.join(own)}"
+            )
     if tr.embed_map:
-        copied = [c for c in copied if c != Component.embed]
-    if copied:
+        if not model_class.embedding_map:
+            errors.append(f"transfer.embed_map=true: the {model_class.architecture} model has no embedding map")
+        elif ComponentAction(tr.components.get("embed", ComponentAction.copy)) == ComponentAction.reinit:
+            errors.append("transfer.embed_map=true maps the source embedding: transfer.components.embed must be copy or freeze")
+
+
+def _shape_problems(cfg: TrainJobConfig, target: Tuple[type, TaskShape], source: Tuple[type, Any, TaskShape],
+                    errors: List[str]) -> None:  # fmt: skip
+    """Every copied parameter must have the same shape in the source and the target model, checked
+    on PyTorch's meta device (no memory), before the source run is trained."""
+    target_class, target_shape = target
+    source_class, source_model, source_shape = source
+    tr = cfg.transfer
+    target_model = target_class.resolve_config(cfg.model, target_shape.d_vocab, target_shape.d_vocab_out, target_shape.seq_len)
+    source_model = source_class.resolve_config(source_model, source_shape.d_vocab, source_shape.d_vocab_out, source_shape.seq_len)
+    if target_class is not source_class:
+        copied = [c for c, a in tr.components.items() if ComponentAction(a) != ComponentAction.reinit and c in target_class.components]
+        if copied:
+            errors.append(
+                f"transfer.source.model.architecture={source_class.architecture} differs from the target's "
+                f"({target_class.architecture}): set transfer.components.{{{','.join(copied)}}}=reinit"
+            )
+        return
+    probe = target_class.on_meta_device(target_model)
+    want = {name: tuple(p.shape) for name, p in probe.named_parameters()}
+    have = {name: tuple(p.shape) for name, p in source_class.on_meta_device(source_model).named_parameters()}
+    mapped = bool(tr.embed_map)
+    by_component: Dict[str, List[str]] = {}
+    for name, shape in want.items():
+        component = probe.component_of(name)
+        action = ComponentAction(tr.components.get(component, ComponentAction.copy))
+        if action == ComponentAction.reinit:
+            continue
+        if name not in have:
+            by_component.setdefault(component, []).append(f"{name}: the source model has none")
+        elif mapped and component == "embed":
+            if have[name][0] != shape[0]:  # the map changes width, not vocabulary
+                by_component.setdefault(component, []).append(f"{name} rows {have[name][0]} vs {shape[0]} (tokens)")
+        elif have[name] != shape:
+            by_component.setdefault(component, []).append(f"{name} {have[name]} vs {shape}")
+    labels = f"source {source_shape.label} -> target {target_shape.label}"
+    for component, lines in by_component.items():
         errors.append(
-            f"transfer.source.model changes {differs}, so the source cannot initialise {copied} of this target: "
-            "set those components to reinit (transfer=embedding does), keeping only the mapped embedding"
+            f"transfer copies component {component!r} but the source and target models differ ({labels}): "
+            f"{'; '.join(lines[:3])}{' ...' if len(lines) > 3 else ''}; set transfer.components.{component}=reinit "
+            "or make them match"
         )
+

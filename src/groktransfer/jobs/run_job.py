@@ -311,7 +311,7 @@ def _plan_target(
         run_id=run_id,
         experiment=job.experiment_name,
         task=task.name,
-        p=task.p,
+        p=getattr(task, "p", None),
         condition=str(job.transfer.name),
         seed=job.seed,
         data_seed=seeds.data_seed,

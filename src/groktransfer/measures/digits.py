@@ -22,7 +22,8 @@ from typing import Any, Dict, List, Mapping
 import torch
 
 from groktransfer.tasks.digits import CARRY_CLASS_NAMES, EXAMPLE_CLASS_NAMES, N_DIGIT_TASKS_FREQS, DigitTask
-from groktransfer.measures.modular import weight_sq_norms
+from groktransfer.measures.modular import ModelWeights, weight_sq_norms
+from groktransfer.model.protocol import Reading
 
 Scalar = Any
 
@@ -94,6 +95,8 @@ def weight_norms(model: torch.nn.Module) -> Dict[str, float]:
     (``measures.weight_sq_norms``); ``weight_norm_attn_L{i}`` for the attention of layer i
     (and ``weight_norm_mlp_L{i}`` where there is an MLP).
     """
+    if Reading.transformer_lens not in getattr(model, "readings", frozenset()):  # another architecture: its own groups
+        return {f"weight_norm_{k}": v for k, v in ModelWeights.from_model(model).sq_norms.items()}
     params = {k: v for k, v in model.named_parameters()}
     norms = {f"weight_norm_{k}": v for k, v in weight_sq_norms(params).items()}
     for name, param in params.items():
@@ -131,7 +134,9 @@ def compute_digit_measures(task: DigitTask, model: torch.nn.Module) -> DigitMeas
         values[f"exact_{EXAMPLE_CLASS_NAMES[c]}_test"] = acc
         values[f"n_examples_{EXAMPLE_CLASS_NAMES[c]}_test"] = n
     values.update(weight_norms(model))
-    power = fourier_power_over_digits(model.unembed.W_U.detach(), N_DIGIT_TASKS_FREQS)
+    if Reading.unembedding not in getattr(model, "readings", frozenset()):
+        return DigitMeasures(values, [])
+    power = fourier_power_over_digits(model.unembedding().detach(), N_DIGIT_TASKS_FREQS)
     nonconstant = power[1:]
     top = int(nonconstant.argmax()) + 1
     values["wu_fourier_top_freq"] = top

@@ -134,6 +134,54 @@ def weight_sq_norms(params: Mapping[str, torch.Tensor]) -> Dict[str, float]:
     return out
 
 
+@dataclass(frozen=True)
+class ModelWeights:
+    """What the progress measures read of a model's weights, whatever its architecture.
+
+    ``W_E`` [d_vocab, d]: one row per input token (None: the model has no token embedding);
+    ``W_L`` [n_neurons, d_vocab_out]: each neuron's direct effect on the logits (None: no
+    neurons that write to the output); ``sq_norms``: sums of squared weights by group, with
+    ``total``. Built from a model's readings (:meth:`from_model`) or from a state dict in
+    TransformerLens names (:meth:`from_params`).
+    """
+
+    W_E: Optional[torch.Tensor]
+    W_L: Optional[torch.Tensor]
+    sq_norms: Dict[str, float]
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, torch.Tensor], mlp_block: Optional[int] = None) -> "ModelWeights":
+        """From a state dict in TransformerLens names; W_L = W_out[mlp_block] @ W_U (the last
+        block with an MLP by default)."""
+        W_L = None
+        if "unembed.W_U" in params and any(_MLP_W_OUT.match(k) for k in params):
+            block = _last_mlp_block(params) if mlp_block is None else int(mlp_block)
+            W_L = params[f"blocks.{block}.mlp.W_out"].detach().double() @ params["unembed.W_U"].detach().double()
+        W_E = params["embed.W_E"].detach() if "embed.W_E" in params else None
+        return cls(W_E=W_E, W_L=W_L, sq_norms=weight_sq_norms(params))
+
+    @classmethod
+    def from_model(cls, model: torch.nn.Module) -> "ModelWeights":
+        """From a model's readings (the model protocol); on the CPU, as float64 where multiplied."""
+        from groktransfer.model.protocol import Reading
+
+        readings = getattr(model, "readings", frozenset())
+        with torch.no_grad():
+            W_E = model.token_embedding().detach().cpu() if Reading.token_embedding in readings else None
+            W_L = model.neuron_logit_weights().detach().double().cpu() if Reading.neuron_logits in readings else None
+            state = model.checkpoint_state()
+            norms: Dict[str, float] = {}
+            for group, names in model.weight_groups().items():
+                norms[group] = sum(float(state[n].detach().double().square().sum()) for n in names)
+        if "other" not in norms:
+            norms["other"] = 0.0
+        norms["total"] = sum(norms.values())
+        return cls(W_E=W_E, W_L=W_L, sq_norms=norms)
+
+
+_MLP_W_OUT = re.compile(r"^blocks\.(\d+)\.mlp\.W_out$")
+
+
 def gini(values: torch.Tensor) -> float:
     """Gini coefficient of non-negative values: sum_i (2i - m - 1) v_(i) / (m sum v).
 
@@ -408,12 +456,17 @@ class ProgressMeasures:
             "train_acc": self.train_acc,
             "test_acc": self.test_acc,
         }
-        out.update({f"weight_norm_{k}": v for k, v in self.sq_norms.items()})
+        norms = {f"weight_norm_{k}": v for k, v in self.sq_norms.items()}
         fm = self.fourier
         im = self.input_fourier
         out["fourier_status"] = "present" if fm else ("input_only" if im else "absent")
         out["fourier_note"] = fm.note if fm else (im.note if im else (self.no_structure_reason or ""))
-        out = {k: out[k] for k in BASE_COLUMNS}
+        # the base columns in their order; a model whose weight groups are not the transformer's
+        # (the model protocol's weight_groups) has its own weight_norm_<group> columns there
+        base = [k for k in BASE_COLUMNS if k in out or k in norms]
+        at = base.index("fourier_status")
+        base[at:at] = [k for k in norms if k not in base]
+        out = {k: out.get(k, norms.get(k)) for k in base}
         if fm is None and im is not None:
             out.update(
                 fourier_modulus=im.modulus, fourier_n_pairs=im.modulus**2, key_freq_threshold=im.key_freq_threshold,
@@ -422,7 +475,7 @@ class ProgressMeasures:
                 mean_neuron_frac_explained=im.mean_neuron_frac_explained,
                 n_dead_neurons=im.n_dead_neurons, gini_W_E=im.gini_embed,
             )  # fmt: skip
-            return {k: out[k] for k in BASE_COLUMNS + INPUT_FOURIER_COLUMNS}
+            return {k: out[k] for k in (*base, *INPUT_FOURIER_COLUMNS)}
         if fm is None:
             return out
         out.update(
@@ -441,7 +494,7 @@ class ProgressMeasures:
             gini_W_L=fm.gini_wl,
             logit_residual_frac=fm.logit_residual_frac,
         )
-        return {k: out[k] for k in BASE_COLUMNS + FOURIER_COLUMNS}
+        return {k: out[k] for k in (*base, *FOURIER_COLUMNS)}
 
     def per_frequency_rows(self) -> List[Dict[str, Scalar]]:
         """Long-format rows (keys FREQ_ROW_KEYS, no epoch) for rundir.FREQS_FILE;
@@ -495,7 +548,7 @@ def _grid_losses(
 
 def _fourier_measures(
     task: Task, gf: GroupFourier, logits: torch.Tensor, acts: torch.Tensor,
-    params: Mapping[str, torch.Tensor], threshold: float, min_neurons: int, mlp_block: int,
+    weights: ModelWeights, threshold: float, min_neurons: int,
 ) -> FourierMeasures:
     basis, W = gf.basis, gf.max_freq
 
@@ -514,11 +567,11 @@ def _fourier_measures(
     }
     losses = _grid_losses(L, labels, train, key_parts)
 
-    W_E = params["embed.W_E"].detach()[gf.elements]
-    W_out = params[f"blocks.{mlp_block}.mlp.W_out"].detach().double()
-    W_L = W_out @ params["unembed.W_U"].detach().double()
+    if weights.W_E is None or weights.W_L is None:
+        raise KeyError("the Fourier measures read a token embedding and the neurons' logit weights (W_L)")
+    W_E = weights.W_E[gf.elements]
     embed_norms = fourier_component_norms(W_E, basis)
-    wl_norms = fourier_component_norms(W_L[:, gf.elements].T, basis)
+    wl_norms = fourier_component_norms(weights.W_L[:, gf.elements].T, basis)
 
     cos_c, sin_c, lfrac, residual = logit_target_structure(L, gf)
     return FourierMeasures(
@@ -540,7 +593,7 @@ def _fourier_measures(
 
 
 def _input_fourier_measures(
-    task: Task, acts: torch.Tensor, params: Mapping[str, torch.Tensor], threshold: float, min_neurons: int,
+    task: Task, acts: torch.Tensor, weights: ModelWeights, threshold: float, min_neurons: int,
 ) -> InputFourierMeasures:
     """Neuron frequencies on the (a, b) grid and W_E's Fourier norms, in Z_p's basis over
     token order (the definitions of ``_fourier_measures``, input side only)."""
@@ -551,7 +604,9 @@ def _input_fourier_measures(
     neuron_freq, best, counted = assign_neuron_freqs(frac, dead, threshold)
     counts = neuron_counts(neuron_freq, counted, basis.max_freq)
     alive = neuron_freq >= 0
-    embed_norms = fourier_component_norms(params["embed.W_E"].detach()[:p], basis)
+    if weights.W_E is None:
+        raise KeyError("the input-side Fourier measures read a token embedding")
+    embed_norms = fourier_component_norms(weights.W_E[:p], basis)
     reason = task.spec.no_structure_reason or "the output has no group"
     return InputFourierMeasures(
         modulus=p, key_freq_threshold=float(threshold),
@@ -574,17 +629,17 @@ def _last_mlp_block(params: Mapping[str, torch.Tensor]) -> int:
 
 
 #: why an attention-only model has no Fourier progress measures (in measures.csv's note)
-NO_MLP_REASON = "attention-only model: the Fourier progress measures read the MLP's neurons"
+NO_MLP_REASON = "no neurons to read (an attention-only model): the Fourier progress measures read the MLP's neurons"
 
 
-def _measures_without_neurons(task: Task, logits_all: torch.Tensor, params: Mapping[str, torch.Tensor]) -> ProgressMeasures:
+def _measures_without_neurons(task: Task, logits_all: torch.Tensor, weights: ModelWeights, reason: str) -> ProgressMeasures:
     logits = logits_all.detach().double()
     train, labels = task.train_mask, task.labels
     train_loss, train_acc = loss_and_accuracy(logits[train], labels[train])
     test_loss, test_acc = loss_and_accuracy(logits[~train], labels[~train])
     return ProgressMeasures(task=task.name, train_loss=train_loss, test_loss=test_loss, train_acc=train_acc,
-                            test_acc=test_acc, sq_norms=weight_sq_norms(params), fourier=None,
-                            no_structure_reason=NO_MLP_REASON, input_fourier=None)  # fmt: skip
+                            test_acc=test_acc, sq_norms=weights.sq_norms, fourier=None,
+                            no_structure_reason=reason, input_fourier=None)  # fmt: skip
 
 
 @torch.no_grad()
@@ -592,7 +647,7 @@ def compute_progress_measures(
     task: Task,
     logits_all: torch.Tensor,
     neuron_acts_all: Optional[torch.Tensor],
-    params: Mapping[str, torch.Tensor],
+    params: Union[Mapping[str, torch.Tensor], ModelWeights],
     key_freq_threshold: float = 0.85,
     key_freq_min_neurons: int = 1,
     mlp_block: Optional[int] = None,
@@ -602,7 +657,8 @@ def compute_progress_measures(
     ``logits_all`` [n_pairs, d_vocab_out]: last-position logits for every row of
     ``task.tokens`` (same order). ``neuron_acts_all`` [n_pairs, d_mlp]: the MLP's
     ``hook_post`` at the last position, of block ``mlp_block``. ``params``: the state
-    dict in TransformerLens names. W_L = W_out[mlp_block] @ W_U; ``mlp_block`` defaults
+    dict in TransformerLens names, or a model's :class:`ModelWeights` (any architecture:
+    ``ModelWeights.from_model``). W_L = W_out[mlp_block] @ W_U; ``mlp_block`` defaults
     to the last block in ``params`` (block 0 of the one-layer model), whose MLP is the
     one with a direct path to the unembedding -- pass the same block's activations.
     For multiply/divide only the non-zero pairs and outputs enter the Fourier measures
@@ -616,8 +672,12 @@ def compute_progress_measures(
             f"logits_all must be [{n_pairs}, {task.d_vocab_out}] (all of task.tokens), "
             f"got {list(logits_all.shape)}"
         )
+    weights = params if isinstance(params, ModelWeights) else ModelWeights.from_params(params, mlp_block)
     if neuron_acts_all is None:
-        return _measures_without_neurons(task, logits_all, params)
+        return _measures_without_neurons(task, logits_all, weights, NO_MLP_REASON)
+    if (weights.W_E is None or weights.W_L is None) and (GroupFourier.for_task(task) is not None or task.spec.input_fourier):
+        reason = "the model offers no token embedding or neuron logit weights: the Fourier measures read both"
+        return _measures_without_neurons(task, logits_all, weights, reason)
     if neuron_acts_all.dim() != 2 or neuron_acts_all.shape[0] != n_pairs:
         shape = list(neuron_acts_all.shape)
         raise ValueError(f"neuron_acts_all must be [{n_pairs}, d_mlp], got {shape}")
@@ -630,13 +690,11 @@ def compute_progress_measures(
     input_fourier = None
     if gf is None and task.spec.input_fourier:
         input_fourier = _input_fourier_measures(
-            task, neuron_acts_all.detach(), params, key_freq_threshold, key_freq_min_neurons
+            task, neuron_acts_all.detach(), weights, key_freq_threshold, key_freq_min_neurons
         )
     if gf is not None:
-        block = _last_mlp_block(params) if mlp_block is None else int(mlp_block)
         fourier = _fourier_measures(
-            task, gf, logits, neuron_acts_all.detach(), params,
-            key_freq_threshold, key_freq_min_neurons, block,
+            task, gf, logits, neuron_acts_all.detach(), weights, key_freq_threshold, key_freq_min_neurons,
         )  # fmt: skip
     return ProgressMeasures(
         task=task.name,
@@ -644,7 +702,7 @@ def compute_progress_measures(
         test_loss=test_loss,
         train_acc=train_acc,
         test_acc=test_acc,
-        sq_norms=weight_sq_norms(params),
+        sq_norms=weights.sq_norms,
         fourier=fourier,
         no_structure_reason=None if gf is not None else task.spec.no_structure_reason,
         input_fourier=input_fourier,

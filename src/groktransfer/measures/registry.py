@@ -13,7 +13,8 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 import torch
 
 from groktransfer.measures.digits import compute_digit_measures
-from groktransfer.measures.modular import compute_progress_measures
+from groktransfer.measures.modular import ModelWeights, compute_progress_measures
+from groktransfer.model.protocol import Reading
 from groktransfer.utils.registry import Registry
 
 #: (scalars for measures.csv, per-frequency rows for measures_freqs.csv)
@@ -44,17 +45,22 @@ def measure_checkpoint(task: Any, model: torch.nn.Module, key_freq_threshold: fl
 
 
 def _modular(task: Any, model: torch.nn.Module, key_freq_threshold: float) -> Measured:
-    """Fourier progress measures in the task's own group, on every pair (on CPU, like the analysis)."""
+    """Fourier progress measures in the task's own group, on every pair (on CPU, like the analysis).
+
+    What is measured is what the model offers (the model protocol's readings): the Fourier
+    measures read its neurons, token embedding and neuron logit weights; a model without
+    neurons (an attention-only transformer) gets losses, accuracies and weight norms.
+    """
     device = next(model.parameters()).device
+    tokens = task.tokens.to(device)
     with torch.no_grad():
-        if getattr(model.config, "attn_only", False):  # no neurons to read: losses, accuracies and norms only
-            logits, mlp_post = model(task.tokens.to(device))[:, -1], None  # [N, d_vocab_out]
+        if Reading.neurons in model.readings:
+            logits, neurons = model.last_position_activations(tokens)  # [N, d_vocab_out], [N, n_neurons]
         else:
-            logits, mlp_post = model.last_position_activations(task.tokens.to(device))  # [N, d_vocab_out], [N, d_mlp]
+            logits, neurons = model.forward_last(tokens), None  # losses, accuracies and norms only
     measures = compute_progress_measures(
-        task, logits[:, : task.d_vocab_out].cpu(), None if mlp_post is None else mlp_post.cpu(),
-        {k: v.detach().cpu() for k, v in model.state_dict().items()},
-        key_freq_threshold=key_freq_threshold,
+        task, logits[:, : task.d_vocab_out].cpu(), None if neurons is None else neurons.cpu(),
+        ModelWeights.from_model(model), key_freq_threshold=key_freq_threshold,
     )  # fmt: skip
     return measures.scalars(), measures.per_frequency_rows()
 

@@ -1,11 +1,17 @@
 """Checkpoints: this project's format, and import of the original paper's.
 
-Our format (``"format": "groktransfer/1"``) is a plain dict that
+Our format (``"format": "groktransfer/2"``) is a plain dict that
 ``torch.load(path, weights_only=True)`` reads without this package::
 
-    {"format", "state_dict" (TransformerLens names and shapes), "config"
-     (HookedTransformerConfig fields), "model_config" (our ModelConfig as a dict),
-     "epoch", "metrics", **extra}
+    {"format", "architecture" (the registered model: ``model.architecture``),
+     "state_dict" (the model's ``checkpoint_state``: for the transformer, TransformerLens
+     names and shapes), "model_config" (the architecture's config as a dict), "epoch",
+     "metrics", **the model's checkpoint_extras (the transformer's: "config", its
+     HookedTransformerConfig fields), **extra}
+
+Loading rebuilds the class the file names and checks every key and shape against it, so a
+plugin model's files load like the transformer's. Version 1 files (before ``architecture``
+was recorded) are the transformer's and read as such.
 
 Loading never unpickles arbitrary objects: a checkpoint can come from a shared
 directory or the internet (the paper's released runs), and ``weights_only=True`` is what
@@ -33,15 +39,20 @@ import torch
 from groktransfer.utils.atomic import atomic_open
 from groktransfer.config.schema import ModelConfig, to_typed
 from groktransfer.utils.errors import UserError
-from groktransfer.model.transformer import HookedGrokTransformer
-from groktransfer.transfer.embedding_map import transformer_lens_state
+from groktransfer.model.protocol import GrokModel
+from groktransfer.model.registry import MODELS, model_class
+from groktransfer.model.transformer import TransformerConfig
 
-FORMAT = "groktransfer/1"
+FORMAT = "groktransfer/2"
+#: versions this code reads: 1 is 2 without "architecture" (every version-1 file is the transformer's)
+READABLE_FORMATS = ("groktransfer/1", FORMAT)
+#: the architecture of a file that does not name one
+DEFAULT_ARCHITECTURE = "hooked_transformer"
 SourceFormat = Literal["groktransfer", "nanda2023", "transformer_lens"]
 PathLike = Union[str, "os.PathLike[str]"]
 
 #: Keys save_checkpoint owns; ``extra`` may not override them.
-_RESERVED_KEYS = ("format", "state_dict", "config", "model_config", "epoch", "metrics")
+_RESERVED_KEYS = ("format", "architecture", "state_dict", "config", "model_config", "epoch", "metrics")
 
 
 class CheckpointError(UserError, RuntimeError):
@@ -60,9 +71,13 @@ class LoadedCheckpoint:
     source_format: SourceFormat
     raw: Dict[str, Any] = field(default_factory=dict)  # every other top-level entry of the file
 
-    def build_model(self) -> HookedGrokTransformer:
+    @property
+    def architecture(self) -> str:
+        return str(self.model_config.architecture)
+
+    def build_model(self) -> GrokModel:
         """A model holding exactly these weights (the init seed is irrelevant: all are overwritten)."""
-        model = HookedGrokTransformer(self.model_config, seed=0)
+        model = model_class(self.model_config)(self.model_config, seed=0)
         model.load_state_dict(self.state_dict)
         return model
 
@@ -101,20 +116,25 @@ def _atomic_torch_save(obj: Any, path: Path) -> None:
 
 def save_checkpoint(
     path: PathLike,
-    model: HookedGrokTransformer,
+    model: GrokModel,
     epoch: int,
     metrics: Mapping[str, Any],
     extra: Optional[Mapping[str, Any]] = None,
 ) -> Path:
-    """Write ``model`` atomically in the ``groktransfer/1`` format; returns the path."""
+    """Write ``model`` atomically in the ``groktransfer/2`` format; returns the path."""
     extra = dict(extra or {})
     clash = sorted(set(extra) & set(_RESERVED_KEYS))
     if clash:
         raise ValueError(f"extra may not override checkpoint key(s) {clash}")
+    extras = dict(model.checkpoint_extras())
+    unknown = sorted(set(extras) - {"config"})
+    if unknown:
+        raise ValueError(f"{type(model).__name__}.checkpoint_extras may only fill 'config', not {unknown}")
     payload = {
         "format": FORMAT,
-        "state_dict": {k: v.detach().cpu().clone() for k, v in transformer_lens_state(model).items()},
-        "config": _plain(model.hooked_transformer_config_dict(), "config"),
+        "architecture": str(model.config.architecture),
+        "state_dict": {k: v.detach().cpu().clone() for k, v in model.checkpoint_state().items()},
+        **_plain(extras, "checkpoint_extras"),
         "model_config": _plain(asdict(model.config), "model_config"),
         "epoch": int(epoch),
         "metrics": _plain(dict(metrics), "metrics"),
@@ -162,8 +182,8 @@ def detect_format(obj: Any) -> SourceFormat:
         return "transformer_lens"  # a bare HookedTransformer.state_dict()
     fmt = obj.get("format")
     if isinstance(fmt, str) and fmt.startswith("groktransfer/"):
-        if fmt != FORMAT:
-            raise CheckpointError(f"unsupported checkpoint version {fmt!r} (this code reads {FORMAT!r})")
+        if fmt not in READABLE_FORMATS:
+            raise CheckpointError(f"unsupported checkpoint version {fmt!r} (this code reads {', '.join(READABLE_FORMATS)})")
         return "groktransfer"
     candidates: List[Any] = []
     if "model" in obj:
@@ -184,8 +204,8 @@ def detect_format(obj: Any) -> SourceFormat:
 
 
 def validate_state_dict(state_dict: Mapping[str, torch.Tensor], cfg: ModelConfig, source: str = "") -> None:
-    """Check keys and shapes against what ``cfg`` builds; name every mismatch."""
-    expected = {k: tuple(v.shape) for k, v in HookedGrokTransformer(cfg, seed=0).state_dict().items()}
+    """Check keys and shapes against what ``cfg``'s architecture builds; name every mismatch."""
+    expected = model_class(cfg).state_shapes(cfg)
     prefix = f"checkpoint {source}: " if source else ""
     problems: List[str] = []
     missing = sorted(set(expected) - set(state_dict))
@@ -207,27 +227,18 @@ def validate_state_dict(state_dict: Mapping[str, torch.Tensor], cfg: ModelConfig
 
 
 def _with_default_buffers(state_dict: Dict[str, torch.Tensor], cfg: ModelConfig) -> Dict[str, torch.Tensor]:
-    """Set the attention ``mask`` / ``IGNORE`` buffers to their canonical values.
-
-    They are constants of the architecture, not learned: TransformerLens stores them,
-    a hand-made state dict may not, the paper's mask is a float tril. Writing ours
-    means no file is rejected over them.
-    """
-    out = dict(state_dict)
-    for i in range(cfg.n_layers):
-        out[f"blocks.{i}.attn.mask"] = torch.tril(torch.ones(cfg.n_ctx, cfg.n_ctx, dtype=torch.bool))
-        out[f"blocks.{i}.attn.IGNORE"] = torch.tensor(-float("inf"))
-    return out
+    """The state with the architecture's constants (the transformer's attention mask) filled in."""
+    return model_class(cfg).complete_state(dict(state_dict), cfg)
 
 
-def model_config_from_hooked_transformer_config(tl: Mapping[str, Any]) -> ModelConfig:
+def model_config_from_hooked_transformer_config(tl: Mapping[str, Any]) -> TransformerConfig:
     """Fallback for a checkpoint that has only HookedTransformerConfig fields.
 
     The ``*_bias`` training flags are not part of that config; ModelConfig's defaults
     (Nanda et al.'s: only the MLP biases trained) are assumed.
     """
     try:
-        return ModelConfig(
+        return TransformerConfig(
             name=str(tl.get("model_name", "one_layer")),
             n_layers=int(tl["n_layers"]),
             n_heads=int(tl["n_heads"]),
@@ -250,7 +261,14 @@ def _load_groktransfer(obj: Mapping[str, Any], path: Path) -> LoadedCheckpoint:
         raise CheckpointError(f"checkpoint {path} has no 'state_dict' dict")
     try:
         if isinstance(obj.get("model_config"), Mapping):
-            cfg = to_typed(ModelConfig, obj["model_config"], label="model_config")
+            data = dict(obj["model_config"])
+            architecture = str(obj.get("architecture") or data.get("architecture") or DEFAULT_ARCHITECTURE)
+            if architecture not in MODELS:
+                raise CheckpointError(
+                    f"its model architecture {architecture!r} is not registered here (registered: "
+                    f"{', '.join(MODELS.names())}); install the plugin that provides it"
+                )
+            cfg = to_typed(MODELS.get(architecture).config_class, {**data, "architecture": architecture}, label="model_config")
         elif isinstance(obj.get("config"), Mapping):
             cfg = model_config_from_hooked_transformer_config(obj["config"])
         else:
@@ -276,7 +294,7 @@ _BLOCK_KEY = re.compile(r"^blocks\.(\d+)\.")
 _PAPER_IGNORED_BUFFERS = ("attn.mask",)
 
 
-def infer_nanda2023_config(state_dict: Mapping[str, torch.Tensor], paper_config: Mapping[str, Any]) -> ModelConfig:
+def infer_nanda2023_config(state_dict: Mapping[str, torch.Tensor], paper_config: Mapping[str, Any]) -> TransformerConfig:
     """ModelConfig of a paper-format state dict, from its shapes (cross-checked with its config).
 
     The paper's unembedding has p+1 outputs (its loss ran over all of them, '=' included),
@@ -289,7 +307,7 @@ def infer_nanda2023_config(state_dict: Mapping[str, torch.Tensor], paper_config:
     act_type = str(paper_config.get("act_type", "ReLU")).lower()
     if act_type not in ("relu", "gelu"):
         raise CheckpointError(f"unsupported act_type {paper_config.get('act_type')!r} (expected ReLU or GeLU)")
-    cfg = ModelConfig(
+    cfg = TransformerConfig(
         name="nanda2023",
         n_layers=n_layers,
         n_heads=int(n_heads),
@@ -321,7 +339,7 @@ def infer_nanda2023_config(state_dict: Mapping[str, torch.Tensor], paper_config:
     return cfg
 
 
-def _check_paper_shapes(sd: Mapping[str, torch.Tensor], cfg: ModelConfig) -> None:
+def _check_paper_shapes(sd: Mapping[str, torch.Tensor], cfg: TransformerConfig) -> None:
     """Every weight must have the paper-layout shape implied by the inferred config."""
     h, e, d, m = cfg.n_heads, cfg.d_head, cfg.d_model, cfg.d_mlp
     expected: Dict[str, Tuple[int, ...]] = {
@@ -343,7 +361,7 @@ def _check_paper_shapes(sd: Mapping[str, torch.Tensor], cfg: ModelConfig) -> Non
         raise CheckpointError("; ".join(wrong))
 
 
-def convert_nanda2023_state_dict(sd: Mapping[str, torch.Tensor], cfg: ModelConfig) -> Dict[str, torch.Tensor]:
+def convert_nanda2023_state_dict(sd: Mapping[str, torch.Tensor], cfg: TransformerConfig) -> Dict[str, torch.Tensor]:
     """Map the paper's parameter layout onto ours (TransformerLens').
 
     Paper -> ours: ``W_E`` [d, v] -> [v, d]; ``W_Q/K/V`` [h, e, d] -> [h, d, e];
@@ -434,7 +452,7 @@ def _load_nanda2023(obj: Mapping[str, Any], path: Path, index: Optional[int]) ->
     )
 
 
-def _load_transformer_lens_shaped(obj: Mapping[str, Any], path: Path, cfg: ModelConfig) -> LoadedCheckpoint:
+def _load_transformer_lens_shaped(obj: Mapping[str, Any], path: Path, cfg: TransformerConfig) -> LoadedCheckpoint:
     """A bare TransformerLens state dict read with the shape given in config (the job's model)."""
     try:
         state_dict = _with_default_buffers({str(k): v for k, v in obj.items()}, cfg)
@@ -475,7 +493,7 @@ def load_checkpoint(
     return _load_nanda2023(obj, path, index)
 
 
-def infer_transformer_lens_config(sd: Mapping[str, torch.Tensor], act: str = "relu") -> ModelConfig:
+def infer_transformer_lens_config(sd: Mapping[str, torch.Tensor], act: str = "relu") -> TransformerConfig:
     """ModelConfig of a bare TransformerLens state dict, from its shapes.
 
     What shapes cannot tell: the activation (``act``, default relu) and whether a
@@ -493,7 +511,7 @@ def infer_transformer_lens_config(sd: Mapping[str, torch.Tensor], act: str = "re
     if with_mlp and len(with_mlp) != len(layers):
         raise CheckpointError(f"blocks {with_mlp} have an MLP and the others do not: neither a full nor an attention-only model")
     attn_only = not with_mlp
-    return ModelConfig(
+    return TransformerConfig(
         name="transformer_lens", n_layers=len(layers), n_heads=n_heads, d_model=d_model, d_head=d_head,
         d_mlp=1 if attn_only else int(sd["blocks.0.mlp.W_in"].shape[1]), act=act, attn_only=attn_only,
         normalization="LN" if "ln_final.w" in sd else None, n_ctx=int(sd["pos_embed.W_pos"].shape[0]),
@@ -514,7 +532,7 @@ def _load_transformer_lens(obj: Mapping[str, Any], path: Path) -> LoadedCheckpoi
                             source_format="transformer_lens", raw={})  # fmt: skip
 
 
-def load_into(model: HookedGrokTransformer, loaded: LoadedCheckpoint) -> None:
+def load_into(model: GrokModel, loaded: LoadedCheckpoint) -> None:
     """Copy a loaded checkpoint into an existing model, refusing any key or shape mismatch.
 
     The parameters keep their identity (an optimizer built on them stays valid) and

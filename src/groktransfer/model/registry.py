@@ -1,30 +1,46 @@
 """Model architectures by name (``model.architecture``): what a job trains.
 
-A builder takes the job's resolved ``ModelConfig`` (vocabularies and context length already
-filled from the task) and the model seed, and returns the module to train. The trainer,
-the measures, transfer and the analysis read models through TransformerLens parameter and
-hook names (``embed.W_E``, ``blocks.{i}.attn.W_Q``, ...), so a registered model keeps them;
-with ``train.fast_path`` it also provides ``forward_last`` and
-``last_position_activations`` as :class:`~groktransfer.model.transformer.HookedGrokTransformer`
-does. Checkpoints store the weights in those names, so analysis reloads them as a
-``HookedGrokTransformer``: a model with parameters of its own must say how it is read.
+An architecture is a :class:`~groktransfer.model.protocol.GrokModel` subclass registered with
+:func:`register_model` (a plugin does it from its ``groktransfer.plugins`` entry point). Its
+``config_class`` becomes the schema of the ``model`` block when ``model.architecture`` names it
+(Hydra's ``<architecture>_schema`` in the ``model`` group). Generic code builds and reads
+models only through this registry and the protocol.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Type
 
 import torch
 
+from groktransfer.config.schema import register_model_schema
+from groktransfer.model.protocol import GrokModel
 from groktransfer.model.transformer import HookedGrokTransformer
 from groktransfer.utils.registry import Registry
 
-ModelBuilder = Callable[[Any, int], torch.nn.Module]
+MODELS: Registry[Type[GrokModel]] = Registry("model architecture", "model.architecture")
 
-MODELS: Registry[ModelBuilder] = Registry("model architecture", "model.architecture")
-MODELS.register("hooked_transformer", HookedGrokTransformer)
+
+def register_model(name: str, model_class: Type[GrokModel]) -> Type[GrokModel]:
+    """Register a model class under ``name``: its config schema, its transfer components and
+    its forwards become available to every job whose ``model.architecture`` is ``name``."""
+    if not (isinstance(model_class, type) and issubclass(model_class, GrokModel)):
+        raise TypeError(f"model {name!r}: {model_class!r} must subclass groktransfer.model.protocol.GrokModel")
+    if not model_class.components:
+        raise TypeError(f"model {name!r}: {model_class.__name__}.components names no transfer component")
+    model_class.architecture = name
+    register_model_schema(name, model_class.config_class)
+    return MODELS.register(name, model_class)
+
+
+def model_class(model_cfg: Any) -> Type[GrokModel]:
+    """The class ``model_cfg.architecture`` names (an unknown name: a UserError listing the registered ones)."""
+    return MODELS.get(str(model_cfg.architecture))
 
 
 def build_model(model_cfg: Any, seed: int) -> torch.nn.Module:
     """The model ``model_cfg.architecture`` names, initialised from ``seed``."""
-    return MODELS.get(str(model_cfg.architecture))(model_cfg, seed=seed)
+    return model_class(model_cfg)(model_cfg, seed=seed)
+
+
+register_model("hooked_transformer", HookedGrokTransformer)

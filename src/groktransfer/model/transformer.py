@@ -26,19 +26,21 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import math
+import re
 from contextlib import contextmanager
-from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
+from dataclasses import dataclass
+from typing import Any, Callable, ClassVar, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from groktransfer.config.schema import Component, ModelConfig, to_typed
-from groktransfer.transfer.components import component_parameters
+from groktransfer.config.schema import TRANSFORMER_COMPONENTS, ModelConfig, to_typed
+from groktransfer.model.embedding_map import MAP_KEYS, MappedEmbed, attach_embedding_map
 from groktransfer.model.lastpos import last_position_logits
-
-#: Sequence length of the modular tasks ([a, b, =]); a ModelConfig with n_ctx=None and no task gets it.
-MODULAR_SEQ_LEN = 3
+from groktransfer.model.protocol import GrokModel, Reading, StackedForward
+from groktransfer.tasks.family import TaskShape
+from groktransfer.utils.choices import Choice
 
 #: A forward-hook function: receives the activation and its HookPoint, returns a
 #: replacement activation or None to leave it unchanged (TransformerLens' convention).
@@ -61,22 +63,98 @@ _BIAS_FLAGS: Dict[str, str] = {
 
 
 # --------------------------------------------------------------------------- config
-def _check_config(cfg: ModelConfig) -> None:
+class Activation(Choice):
+    relu = "relu"
+    gelu = "gelu"
+
+
+class Normalization(Choice):
+    LN = "LN"
+
+
+@dataclass
+class TransformerConfig(ModelConfig):
+    """Shape of the transformer, in TransformerLens' field names (``model.architecture:
+    hooked_transformer``, the default; Hydra's ``hooked_transformer_schema``).
+
+    ``d_vocab`` / ``d_vocab_out`` are None to mean "derived from the task"
+    (p+1 input tokens with '=' = p; p outputs, or 2p for int_add).
+    The ``*_bias`` flags say whether a bias is *trained*; untrained biases are
+    kept at zero but still stored, so checkpoints load into HookedTransformer.
+    """
+
+    KIND: ClassVar[str] = "the hooked_transformer model"
+    #: fields hashed into run identities whatever their value (groktransfer.runs.identity)
+    RECORDED_FIELDS: ClassVar[Tuple[str, ...]] = (
+        "name", "n_layers", "n_heads", "d_model", "d_head", "d_mlp", "act", "normalization", "n_ctx",
+        "d_vocab", "d_vocab_out", "attn_bias", "mlp_bias", "unembed_bias", "model_seed",
+    )  # fmt: skip
+    #: None-valued fields hashed as the task's value they resolve to (n_ctx: the sequence length)
+    RESOLVED_FROM_TASK: ClassVar[Tuple[str, ...]] = ("n_ctx",)
+
+    # the preset's name (conf/model/<name>.yaml), recorded with the run
+    name: str = "one_layer"
+    # transformer blocks
+    n_layers: int = 1
+    # attention heads per block
+    n_heads: int = 4
+    # width of the residual stream
+    d_model: int = 128
+    # width of each attention head
+    d_head: int = 32
+    # hidden neurons of each MLP
+    d_mlp: int = 512
+    # MLP activation
+    act: Activation = Activation.relu
+    # None = no LayerNorm (Nanda et al.); LN = LayerNorm before each sublayer and the unembedding
+    normalization: Optional[Normalization] = None
+    # no MLP sublayer (TransformerLens attn_only=True); d_mlp is then ignored
+    attn_only: bool = False
+    # None = the task's sequence length (3 for the modular tasks; 3n+2 for n-digit sums)
+    n_ctx: Optional[int] = None
+    # input tokens; None = from the task (p+1 for the modular tasks, '=' = p)
+    d_vocab: Optional[int] = None
+    # output classes; None = from the task (p, or 2p for int_add)
+    d_vocab_out: Optional[int] = None
+    # train the attention biases (else kept at zero)
+    attn_bias: bool = False
+    # train the MLP biases
+    mlp_bias: bool = True
+    # train the unembedding bias
+    unembed_bias: bool = False
+
+
+#: Sequence length of the modular tasks ([a, b, =]); a config with n_ctx=None and no task gets it.
+MODULAR_SEQ_LEN = 3
+
+
+def config_problems(cfg: TransformerConfig, prefix: str = "model") -> List[str]:
+    """Every reason ``cfg`` cannot build a transformer, each naming its key."""
+    problems = []
+    sizes = ("n_layers", "n_heads", "d_model", "d_head", "n_ctx", "d_vocab", "d_vocab_out")
+    for name in sizes if cfg.attn_only else (*sizes, "d_mlp"):
+        value = getattr(cfg, name)
+        if value is None and name in ("n_ctx", "d_vocab", "d_vocab_out"):
+            continue  # resolved from the task
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            problems.append(f"{prefix}.{name}={value!r}: must be positive")
+    return problems
+
+
+def _check_config(cfg: TransformerConfig) -> None:
     """Fail early and clearly on a config the model cannot be built from."""
     for name in ("d_vocab", "d_vocab_out"):
         if getattr(cfg, name) is None:
             raise ValueError(
-                f"ModelConfig.{name} is None: resolve it from the task (Task.{name}) before building the model"
+                f"TransformerConfig.{name} is None: resolve it from the task (Task.{name}) before building the model"
             )
-    sizes = ("n_layers", "n_heads", "d_model", "d_head", "n_ctx", "d_vocab", "d_vocab_out")
-    for name in sizes if cfg.attn_only else (*sizes, "d_mlp"):
-        value = getattr(cfg, name)
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ValueError(f"ModelConfig.{name} must be a positive int, got {value!r}")
+    problems = config_problems(cfg, prefix="TransformerConfig")
+    if problems:
+        raise ValueError("; ".join(problems))
     if cfg.act not in _ACTIVATIONS:
-        raise ValueError(f"ModelConfig.act must be one of {sorted(_ACTIVATIONS)}, got {cfg.act!r}")
+        raise ValueError(f"TransformerConfig.act must be one of {sorted(_ACTIVATIONS)}, got {cfg.act!r}")
     if cfg.normalization not in (None, "LN"):
-        raise ValueError(f"ModelConfig.normalization must be None or 'LN', got {cfg.normalization!r}")
+        raise ValueError(f"TransformerConfig.normalization must be None or 'LN', got {cfg.normalization!r}")
 
 
 # --------------------------------------------------------------------------- hooks
@@ -105,7 +183,7 @@ def _empty_param(*shape: int, trainable: bool = True) -> nn.Parameter:
 
 
 class Embed(nn.Module):
-    def __init__(self, cfg: ModelConfig) -> None:
+    def __init__(self, cfg: TransformerConfig) -> None:
         super().__init__()
         self.W_E = _empty_param(cfg.d_vocab, cfg.d_model)
 
@@ -114,7 +192,7 @@ class Embed(nn.Module):
 
 
 class PosEmbed(nn.Module):
-    def __init__(self, cfg: ModelConfig) -> None:
+    def __init__(self, cfg: TransformerConfig) -> None:
         super().__init__()
         self.W_pos = _empty_param(cfg.n_ctx, cfg.d_model)
 
@@ -126,7 +204,7 @@ class PosEmbed(nn.Module):
 class LayerNorm(nn.Module):
     """TransformerLens' LayerNorm (eps 1e-5), with its ``hook_scale`` / ``hook_normalized``."""
 
-    def __init__(self, cfg: ModelConfig, eps: float = 1e-5) -> None:
+    def __init__(self, cfg: TransformerConfig, eps: float = 1e-5) -> None:
         super().__init__()
         self.eps = eps
         self.w = _empty_param(cfg.d_model)
@@ -143,7 +221,7 @@ class LayerNorm(nn.Module):
 class Attention(nn.Module):
     """Causal multi-head attention with TransformerLens' per-head weight layout."""
 
-    def __init__(self, cfg: ModelConfig) -> None:
+    def __init__(self, cfg: TransformerConfig) -> None:
         super().__init__()
         h, d, e = cfg.n_heads, cfg.d_model, cfg.d_head
         self.n_heads, self.d_head = h, e
@@ -182,7 +260,7 @@ class Attention(nn.Module):
 
 
 class MLP(nn.Module):
-    def __init__(self, cfg: ModelConfig) -> None:
+    def __init__(self, cfg: TransformerConfig) -> None:
         super().__init__()
         self.W_in = _empty_param(cfg.d_model, cfg.d_mlp)
         self.b_in = _empty_param(cfg.d_mlp, trainable=cfg.mlp_bias)
@@ -206,7 +284,7 @@ class TransformerBlock(nn.Module):
     dict and hook names match ``HookedTransformer`` key for key.
     """
 
-    def __init__(self, cfg: ModelConfig) -> None:
+    def __init__(self, cfg: TransformerConfig) -> None:
         super().__init__()
         use_ln = cfg.normalization == "LN"
         self.attn_only = bool(cfg.attn_only)
@@ -230,7 +308,7 @@ class TransformerBlock(nn.Module):
 
 
 class Unembed(nn.Module):
-    def __init__(self, cfg: ModelConfig) -> None:
+    def __init__(self, cfg: TransformerConfig) -> None:
         super().__init__()
         self.W_U = _empty_param(cfg.d_model, cfg.d_vocab_out)
         self.b_U = _empty_param(cfg.d_vocab_out, trainable=cfg.unembed_bias)
@@ -249,7 +327,7 @@ def component_seed(seed: int, component: str) -> int:
     return int.from_bytes(digest[:8], "little") & (2**63 - 1)
 
 
-def _initial_value(name: str, shape: torch.Size, cfg: ModelConfig, gen: torch.Generator) -> torch.Tensor:
+def _initial_value(name: str, shape: torch.Size, cfg: TransformerConfig, gen: torch.Generator) -> torch.Tensor:
     """Nanda et al.'s init: weights N(0, 1/d_model), W_U N(0, 1/d_vocab_out), biases 0, LN (1, 0)."""
     leaf = name.rsplit(".", 1)[-1]
     if leaf == "W_U":
@@ -262,17 +340,30 @@ def _initial_value(name: str, shape: torch.Size, cfg: ModelConfig, gen: torch.Ge
 
 
 # --------------------------------------------------------------------------- the model
-class HookedGrokTransformer(nn.Module):
+class HookedGrokTransformer(GrokModel):
     """Nanda et al.'s modular-arithmetic transformer with TransformerLens names and hooks.
 
     ``forward`` is the general full-sequence path (fires every hook); ``forward_last``
     returns only the last position's logits and is the fast training path.
     ``run_with_cache`` / ``run_with_hooks`` always use the full path.
+
+    Its transfer components are ``embed``, ``pos_embed``, ``attn`` (every layer's attention
+    with its LayerNorm ``ln1``), ``mlp`` (every layer's MLP with ``ln2``) and ``unembed``
+    (with ``ln_final``).
     """
 
-    def __init__(self, cfg: Union[ModelConfig, Mapping[str, Any]], seed: int) -> None:
+    config_class = TransformerConfig
+    components = TRANSFORMER_COMPONENTS
+    readings = frozenset(
+        {Reading.neurons, Reading.token_embedding, Reading.neuron_logits, Reading.unembedding,
+         Reading.attention, Reading.transformer_lens}
+    )  # fmt: skip
+    every_position = True
+    embedding_map = True
+
+    def __init__(self, cfg: Union[TransformerConfig, Mapping[str, Any]], seed: int) -> None:
         super().__init__()
-        cfg = to_typed(ModelConfig, cfg, label="model")
+        cfg = to_typed(TransformerConfig, cfg, label="model")
         if cfg.n_ctx is None:  # "the task's sequence length": jobs resolve it; a bare config means [a, b, =]
             cfg = dataclasses.replace(cfg, n_ctx=MODULAR_SEQ_LEN)
         _check_config(cfg)
@@ -293,7 +384,9 @@ class HookedGrokTransformer(nn.Module):
         self._hook_points: Dict[str, HookPoint] = {
             name: m for name, m in self.named_modules() if isinstance(m, HookPoint)
         }
-        for component in Component:
+        if cfg.attn_only:  # no MLP, so no neurons to read
+            self.readings = self.readings - {Reading.neurons, Reading.neuron_logits}
+        for component in self.components:
             self.reinit_component(component, seed)
 
     # ---- forward paths ------------------------------------------------------
@@ -439,7 +532,7 @@ class HookedGrokTransformer(nn.Module):
         dtype, device and ``requires_grad``, so an optimizer built earlier still owns them.
         """
         gen = torch.Generator().manual_seed(component_seed(seed, component))
-        for name, param in component_parameters(self, component).items():
+        for name, param in self.component_parameters(component).items():
             param.copy_(_initial_value(name, param.shape, self.config, gen))
 
     # ---- TransformerLens interop ----------------------------------------------
@@ -469,3 +562,158 @@ class HookedGrokTransformer(nn.Module):
             "seed": self.seed,
             "init_weights": True,
         }
+
+    # ---- the model protocol (groktransfer.model.protocol) ------------------------
+    @classmethod
+    def resolve_config(cls, cfg: Any, d_vocab: int, d_vocab_out: int, seq_len: int) -> Any:
+        return dataclasses.replace(
+            cfg, d_vocab=cfg.d_vocab or d_vocab, d_vocab_out=cfg.d_vocab_out or d_vocab_out, n_ctx=cfg.n_ctx or seq_len
+        )
+
+    @classmethod
+    def config_problems(cls, cfg: Any, prefix: str = "model") -> List[str]:
+        return config_problems(cfg, prefix)
+
+    @classmethod
+    def task_problems(cls, cfg: Any, task: TaskShape) -> List[str]:
+        """The context must hold the task's sequence (exactly, where the task says so) and the
+        vocabularies its tokens and answers."""
+        problems = super().task_problems(cfg, task)
+        if cfg.n_ctx is not None:
+            if task.exact_seq_len and int(cfg.n_ctx) != task.seq_len:
+                problems.append(f"model.n_ctx={cfg.n_ctx}: the {task.label} task feeds exactly {task.seq_len} tokens")
+            elif int(cfg.n_ctx) < task.seq_len:
+                problems.append(
+                    f"model.n_ctx={cfg.n_ctx}: shorter than the task's sequence ({task.seq_len} tokens for "
+                    f"{task.label}); set model.n_ctx=null to take it from the task"
+                )
+        if cfg.d_vocab is not None and int(cfg.d_vocab) < task.d_vocab:
+            problems.append(f"model.d_vocab={cfg.d_vocab}: task {task.label} needs >= {task.d_vocab}")
+        if cfg.d_vocab_out is not None and int(cfg.d_vocab_out) < task.d_vocab_out:
+            problems.append(f"model.d_vocab_out={cfg.d_vocab_out}: task {task.label} needs >= {task.d_vocab_out}")
+        return problems
+
+    @classmethod
+    def stacked_forward_last(cls, cfg: Any) -> Optional[StackedForward]:
+        """The fused last-position forward over a member axis (one layer, no LayerNorm)."""
+        if not (cfg.n_layers == 1 and cfg.normalization is None and not cfg.attn_only):
+            return None
+        act = str(cfg.act)
+
+        def forward(params: Dict[str, torch.Tensor], tokens: torch.Tensor, cache: Optional[Dict[str, torch.Tensor]] = None) -> torch.Tensor:
+            inner: Optional[Dict[str, torch.Tensor]] = {} if cache is not None else None
+            logits = last_position_logits(params, tokens, act, cache=inner)
+            if cache is not None and inner is not None:
+                cache["neurons"] = inner["blocks.0.mlp.hook_post"]
+            return logits
+
+        return forward
+
+    def component_of(self, name: str) -> str:
+        """``embed``, ``pos_embed``, ``attn`` (with ``ln1``), ``mlp`` (with ``ln2``) or ``unembed``
+        (with ``ln_final``), from a TransformerLens parameter name."""
+        return transformer_component_of(name)
+
+    def adapt_source_state(self, state: Dict[str, torch.Tensor], notes: List[str]) -> Dict[str, torch.Tensor]:
+        """The original paper's models output p+1 logits (one for '='): drop that column.
+
+        The '=' output is never a label, so dropping it keeps the argmax on every input and
+        lets a released checkpoint initialise a p-output target.
+        """
+        out = dict(state)
+        target = self.state_dict()
+        for name in ("unembed.W_U", "unembed.b_U"):
+            if name in out and name in target:
+                src, tgt = out[name], target[name]
+                if src.shape[-1] == tgt.shape[-1] + 1 and src.shape[:-1] == tgt.shape[:-1]:
+                    out[name] = src[..., :-1].contiguous()
+                    notes.append(f"{name}: dropped the source's '=' output column ({tuple(src.shape)} -> {tuple(tgt.shape)})")
+        return out
+
+    def attach_embedding_map(
+        self, source_state: Dict[str, torch.Tensor], seed: int, trainable: bool
+    ) -> Tuple[List[str], List[str], str]:
+        """``embed.W_E`` = source ``embed.W_E`` @ ``W_map`` (semi-orthogonal init from ``seed``).
+
+        ``source_state`` is a source checkpoint's state, or a resumed map run's own state (whose
+        ``embed.W_source`` is the source embedding; its saved ``W_map`` is loaded afterwards).
+        """
+        W_source = source_state.get("embed.W_source", source_state.get("embed.W_E"))  # [d_vocab, d_source]
+        if W_source is None:
+            raise KeyError("the source checkpoint has no embed.W_E")
+        mapped = attach_embedding_map(self, W_source, seed, trainable=trainable)
+        note = (
+            f"embed.W_E = source W_E {tuple(W_source.shape)} @ W_map {tuple(mapped.W_map.shape)} "
+            f"({'trained' if trainable else 'frozen'}; semi-orthogonal init from seed {seed})"
+        )
+        return ["embed.W_E"], ["embed.W_map"], note
+
+    def checkpoint_state(self) -> Dict[str, torch.Tensor]:
+        """The state dict in TransformerLens names only: an embedding map's own tensors are left
+        out and the composed ``embed.W_E`` is kept, so the file loads into HookedTransformer."""
+        return {k: v for k, v in self.state_dict().items() if k not in MAP_KEYS}
+
+    def checkpoint_extras(self) -> Dict[str, Any]:
+        return {"config": self.hooked_transformer_config_dict()}
+
+    @classmethod
+    def complete_state(cls, state: Dict[str, torch.Tensor], cfg: Any) -> Dict[str, torch.Tensor]:
+        """Set the attention ``mask`` / ``IGNORE`` buffers to their canonical values.
+
+        They are constants of the architecture, not learned: TransformerLens stores them,
+        a hand-made state dict may not, the paper's mask is a float tril. Writing ours
+        means no file is rejected over them.
+        """
+        out = dict(state)
+        for i in range(cfg.n_layers):
+            out[f"blocks.{i}.attn.mask"] = torch.tril(torch.ones(cfg.n_ctx, cfg.n_ctx, dtype=torch.bool))
+            out[f"blocks.{i}.attn.IGNORE"] = torch.tensor(-float("inf"))
+        return out
+
+    def token_embedding(self) -> torch.Tensor:
+        return self.embed.W_E
+
+    def unembedding(self) -> torch.Tensor:
+        return self.unembed.W_U
+
+    def neuron_logit_weights(self) -> torch.Tensor:
+        """W_L = W_out @ W_U of the last block's MLP: each neuron's direct path to the logits."""
+        mlp = self.blocks[self.config.n_layers - 1].mlp
+        return mlp.W_out.double() @ self.unembed.W_U.double()  # float64, as the measures read it
+
+    def weight_groups(self) -> Dict[str, List[str]]:
+        """The measures' columns: embed, pos_embed, attn, mlp, unembed, ln (LayerNorms), other."""
+        groups: Dict[str, List[str]] = {}
+        for name, value in self.checkpoint_state().items():
+            if _WEIGHT_LEAF.match(name.rsplit(".", 1)[-1]) and torch.is_floating_point(value):
+                group = next((g for g, pattern in _WEIGHT_GROUPS if pattern.search(name)), "other")
+                groups.setdefault(group, []).append(name)
+        return groups
+
+
+#: Weights in TransformerLens naming end in W_*, b_* or (LayerNorm) w / b; buffers (attn.mask,
+#: attn.IGNORE) are not weights.
+_WEIGHT_LEAF = re.compile(r"^(W_\w+|b_\w+|w|b)$")
+_WEIGHT_GROUPS: Tuple[Tuple[str, "re.Pattern[str]"], ...] = (
+    ("embed", re.compile(r"^embed\.")),
+    ("pos_embed", re.compile(r"^pos_embed\.")),
+    ("attn", re.compile(r"^blocks\.\d+\.attn\.")),
+    ("mlp", re.compile(r"^blocks\.\d+\.mlp\.")),
+    ("unembed", re.compile(r"^unembed\.")),
+    ("ln", re.compile(r"(^|\.)ln(\d+|_final)\.")),
+)
+
+
+def transformer_component_of(param_name: str) -> str:
+    """Which transfer component a TransformerLens-named parameter (or buffer) belongs to."""
+    parts = param_name.split(".")
+    if parts[0] in ("embed", "pos_embed", "unembed"):
+        return parts[0]
+    if parts[0] == "ln_final":
+        return "unembed"
+    if parts[0] == "blocks" and len(parts) > 2:
+        if parts[2] in ("attn", "ln1"):
+            return "attn"
+        if parts[2] in ("mlp", "ln2"):
+            return "mlp"
+    raise ValueError(f"parameter {param_name!r} belongs to no transfer component of {TRANSFORMER_COMPONENTS}")

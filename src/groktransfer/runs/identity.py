@@ -34,7 +34,6 @@ from groktransfer.config.schema import (
     ModelConfig,
     OptimizerConfig,
     SourceConfig,
-    SourceModelOverrides,
     TaskConfig,
     TrainConfig,
     TrainJobConfig,
@@ -44,8 +43,8 @@ from groktransfer.config.schema import (
     to_typed,
 )
 from groktransfer.config.conditions import needs_source
-from groktransfer.config.validate import resolve_seeds
-from groktransfer.tasks.registry import TASK_FAMILIES, family_of, task_seq_len
+from groktransfer.config.validate import resolve_seeds, source_model_config, source_task_config
+from groktransfer.tasks.registry import task_seq_len
 
 __all__ = [
     "RECORDED_FIELDS", "ROLES", "Role", "digest", "ensemble_key", "fields_with", "run_identity", "source_parts",
@@ -91,14 +90,14 @@ ROLES: Mapping[str, Role] = {
 #: they were first recorded (main c00aa81). Fields added since -- ``model.attn_only``,
 #: ``train.batch_size``, ``optimizer.schedule`` / ``final_lr_frac``, ``transfer.source.n_train`` /
 #: ``n_test`` -- and every field added from now on are not listed: hashed only when they differ
-#: from their default. Looked up along the class's MRO, so a subclass inherits its base's list.
+#: from their default. Looked up along the class's MRO, so a subclass inherits its base's list; a
+#: schema outside this layer (a task family's, an architecture's) declares its own list as the
+#: class attribute ``RECORDED_FIELDS`` (the modular and digit families' and the transformer's
+#: hold what the single TaskConfig / ModelConfig of c00aa81 hashed for them).
 RECORDED_FIELDS: Mapping[type, Tuple[str, ...]] = {
     TrainJobConfig: ("task", "model", "optimizer", "transfer", "train", "measures", "seed"),
-    TaskConfig: ("name", "p", "frac_train", "data_seed", "n_digits", "carry_out", "n_train", "n_test"),
-    ModelConfig: (
-        "name", "n_layers", "n_heads", "d_model", "d_head", "d_mlp", "act", "normalization", "n_ctx",
-        "d_vocab", "d_vocab_out", "attn_bias", "mlp_bias", "unembed_bias", "model_seed",
-    ),
+    TaskConfig: ("name", "data_seed"),
+    ModelConfig: ("name", "model_seed"),
     OptimizerConfig: ("name", "lr", "weight_decay", "betas", "eps", "warmup_steps"),
     TrainConfig: (
         "max_epochs", "eval_every", "checkpoint_every", "thresholds", "patience", "flush_denormal", "fast_path",
@@ -110,7 +109,6 @@ RECORDED_FIELDS: Mapping[type, Tuple[str, ...]] = {
         "reset_optimizer",
     ),
     SourceConfig: ("task", "p", "frac_train", "source_seed", "max_epochs", "optimizer", "path", "path_index", "epoch", "model"),
-    SourceModelOverrides: ("n_layers", "n_heads", "d_model", "d_head", "d_mlp", "act"),
     CheckpointCriteria: (
         "min_train_acc", "min_test_acc", "max_test_acc", "held_for", "pick", "max_restricted_test_gap", "max_n_key_freqs",
     ),
@@ -125,42 +123,17 @@ HASHED_WITH: Mapping[str, str] = {"optimizer.final_lr_frac": "optimizer.schedule
 #: others do not touch the numbers), and only where it differs from its defaults.
 CHOICE_BLOCKS: Tuple[type, ...] = (OptimizerConfig, GradFilterConfig)
 
-#: None = "derived from the task": hashed as the value it resolves to, for the job's (or source's) task.
-RESOLVED_FROM_TASK: Mapping[str, Callable[[TaskConfig], Any]] = {"model.n_ctx": task_seq_len}
-
 #: Fields of the target's config that a source run does not share: a display name, the target's
 #: init seed (the source uses ``source_seed``), and whether the target keeps every checkpoint.
 SOURCE_OMITS: Tuple[str, ...] = ("model.name", "model.model_seed", "train.keep_checkpoints")
 
 
 # =========================================================================== choice-specific facts
-# Identity facts that depend on a task family or a transfer condition, all here (so that they
-# can become methods of the task family / condition later). Nothing else in this module asks
-# which family a task belongs to.
-
-def _unused_task_fields(task_name: str) -> Tuple[str, ...]:
-    """Task keys hashed only for the families that read them (``TaskFamily.config_keys``), and
-    always for those: another family's runs keep the identities they had before the keys existed."""
-    used = family_of(task_name).config_keys
-    every = {k for name in TASK_FAMILIES.names() for k in TASK_FAMILIES.get(name).config_keys}
-    return tuple(sorted(every - set(used)))
-
-
 def _transfer_identity(job: TrainJobConfig, projected: Dict[str, Any]) -> Dict[str, Any]:
     """A random start has no source: a sweep's copies along the source axis are one run."""
     if not needs_source(job.transfer.name):
         return {"name": str(job.transfer.name)}
     return projected
-
-
-def source_task(cfg: TrainJobConfig, source_seed: int) -> TaskConfig:
-    """The task a target job's source run trains on: ``transfer.source``'s task, p and fraction,
-    split by ``source_seed``, as its family derives it from the target (``TaskFamily.source_task``:
-    a digit source has the target's digit layout and its own data sizes)."""
-    src = cfg.transfer.source
-    p = int(src.p if src.p is not None else cfg.task.p)
-    frac = float(src.frac_train if src.frac_train is not None else cfg.task.frac_train)
-    return TaskConfig(**family_of(src.task).source_task(src, cfg.task, p, frac, int(source_seed)))
 
 
 # =========================================================================== derived keys
@@ -192,14 +165,10 @@ def source_parts(cfg: TrainJobConfig, source_seed: int) -> Dict[str, Dict[str, A
     Selection criteria are not part of it: the grokked and memorized conditions share one run.
     """
     cfg = to_typed(TrainJobConfig, cfg)
-    src = cfg.transfer.source
-    task = source_task(cfg, source_seed)
-    overrides = {f.name: getattr(src.model, f.name) for f in dataclasses.fields(src.model)}
-    model = dataclasses.replace(
-        cfg.model, d_vocab=None, d_vocab_out=None, **{k: v for k, v in overrides.items() if v is not None}
-    )
+    task = source_task_config(cfg, source_seed)
+    model = source_model_config(cfg)
     optimizer, gradfilter = source_optimizer(cfg), source_gradfilter(cfg)
-    train = {**_plain(cfg.train), "max_epochs": int(src.max_epochs)}
+    train = {**_plain(cfg.train), "max_epochs": int(cfg.transfer.source.max_epochs)}
     parts = {
         "task": _project(task, _plain(task), "task.", task),
         "model": _project(model, _plain(model), "model.", task),
@@ -230,28 +199,36 @@ def ensemble_key(job: TrainJobConfig, start_epoch: int) -> str:
 
 
 # =========================================================================== the walk
-def _project(obj: Any, plain: Dict[str, Any], prefix: str, task: TaskConfig) -> Dict[str, Any]:
-    """``plain`` (the config ``obj`` as plain data, possibly with extra keys) as it is hashed."""
+def _project(
+    obj: Any, plain: Dict[str, Any], prefix: str, task: TaskConfig, declared: Optional[Dict[str, Any]] = None
+) -> Dict[str, Any]:
+    """``plain`` (the config ``obj`` as plain data, possibly with extra keys) as it is hashed.
+
+    A field's default is the one its block declares (``declared``: a nested block's default as
+    its parent's default factory builds it, so ``transfer.memorized`` keeps its own defaults),
+    else its class's.
+    """
     schema = type(obj)
     recorded = _recorded(schema)
-    defaults = _plain_defaults(schema)
+    defaults = declared if isinstance(declared, dict) else _plain_defaults(schema)
+    defaults = {**defaults, **getattr(schema, "IDENTITY_DEFAULTS", {})}
     field_names = {f.name for f in dataclasses.fields(schema)}
-    unused = _unused_task_fields(str(task.name)) if isinstance(obj, TaskConfig) else ()
+    resolved = getattr(schema, "RESOLVED_FROM_TASK", ())  # None = "the task's sequence length"
     out: Dict[str, Any] = {}
     for key, value in plain.items():
         path = prefix + key
-        if ROLES.get(path) in (Role.COSMETIC, Role.EXECUTION) or key in unused:
+        if ROLES.get(path) in (Role.COSMETIC, Role.EXECUTION):
             continue
         if key not in field_names:  # free-form entries (transfer.source.optimizer's overrides)
             out[key] = value
             continue
-        if path in RESOLVED_FROM_TASK and value is None:
-            value = RESOLVED_FROM_TASK[path](task)
+        if key in resolved and value is None:
+            value = task_seq_len(task)
         child = getattr(obj, key)
         if isinstance(obj, CHOICE_BLOCKS) and dataclasses.is_dataclass(child) and key != str(obj.name):
             continue  # the parameters of an optimizer / filter this job does not use
         if dataclasses.is_dataclass(child) and isinstance(value, dict):
-            value = _project(child, value, path + ".", task)
+            value = _project(child, value, path + ".", task, defaults.get(key))
             if key not in recorded and not value:  # a later block with every field at its default
                 continue
         elif key not in recorded and (path in HASHED_WITH or value == defaults.get(key)):
@@ -266,6 +243,8 @@ def _project(obj: Any, plain: Dict[str, Any], prefix: str, task: TaskConfig) -> 
 
 def _recorded(schema: type) -> Tuple[str, ...]:
     for cls in schema.__mro__:
+        if "RECORDED_FIELDS" in vars(cls):
+            return tuple(vars(cls)["RECORDED_FIELDS"])
         if cls in RECORDED_FIELDS:
             return RECORDED_FIELDS[cls]
     return ()

@@ -24,14 +24,13 @@ from groktransfer.config.schema import (
     MeasuresConfig,
     ModelConfig,
     OptimizerConfig,
-    TaskConfig,
     TrainConfig,
     TrainJobConfig,
     to_typed,
 )
 from groktransfer.training.device import configure_determinism, resolve_device
 from groktransfer.utils.errors import JobError
-from groktransfer.model.registry import build_model
+from groktransfer.model.registry import build_model, model_class
 from groktransfer.training.profiling import ProfilerCallback
 from groktransfer.runs.rundir import (
     FINAL_MEASURES, TABLE_FILES, FailureKind, RunDir, RunKind, Status, StatusRecord, library_versions, utc_now,
@@ -40,7 +39,7 @@ from groktransfer.sinks import RunMeta, make_sinks
 from groktransfer.transfer.source_runs import SourceSpec
 from groktransfer.measures.digits import final_summary_keys
 from groktransfer.tasks.modular import Task
-from groktransfer.tasks.registry import make_task
+from groktransfer.tasks.registry import make_task, typed_task
 from groktransfer.training.trainer import Trainer, TrainerCallback, TrainingFailure, TrainOutcome
 from groktransfer.transfer.components import carry_optimizer_state
 
@@ -218,7 +217,7 @@ def record_crash(run_dir: RunDir, exc: BaseException) -> StatusRecord:
 # ---------------------------------------------------------------------------
 def train_source_run(run_dir: RunDir, spec: SourceSpec, job: TrainJobConfig) -> None:
     """Train a source run into the cache (local files only, every checkpoint and optimizer state kept)."""
-    task = make_task(to_typed(TaskConfig, spec.task_config()), spec.task["data_seed"])
+    task = make_task(typed_task(spec.task_config()), spec.task["data_seed"])
     model_cfg = resolved_model_config(to_typed(ModelConfig, {**spec.model, "model_seed": spec.model_seed}), task)
     train_cfg = dataclasses.replace(job.train, **spec.train, keep_checkpoints=True, profile_epochs=0)
     resume_state = load_resume_state(run_dir) if run_dir.resume_path.exists() else None
@@ -227,7 +226,7 @@ def train_source_run(run_dir: RunDir, spec: SourceSpec, job: TrainJobConfig) -> 
         reason=None,
         kind=RunKind.SOURCE,
         task=task.name,
-        p=task.p,
+        p=getattr(task, "p", None),
         condition=RunKind.SOURCE.value,
         seed=spec.model_seed,
         max_epochs=train_cfg.max_epochs,
@@ -259,10 +258,6 @@ def train_source_run(run_dir: RunDir, spec: SourceSpec, job: TrainJobConfig) -> 
 
 
 def resolved_model_config(model_cfg: ModelConfig, task: Task) -> ModelConfig:
-    """``model_cfg`` with the vocab sizes (and, for ``n_ctx: null``, the sequence length) the task implies."""
-    return dataclasses.replace(
-        model_cfg,
-        d_vocab=model_cfg.d_vocab or task.d_vocab,
-        d_vocab_out=model_cfg.d_vocab_out or task.d_vocab_out,
-        n_ctx=model_cfg.n_ctx or task.seq_len,
-    )
+    """``model_cfg`` with what the task implies filled in (the model protocol's ``resolve_config``:
+    the transformer's vocab sizes and, for ``n_ctx: null``, the sequence length)."""
+    return model_class(model_cfg).resolve_config(model_cfg, task.d_vocab, task.d_vocab_out, task.seq_len)

@@ -33,10 +33,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, ClassVar, Dict, List, Optional, Tuple
 
 import torch
 
+from groktransfer.config.schema import TaskConfig
 from groktransfer.tasks.family import MAX_EXAMPLES, TaskFamily
 
 PLUS_TOKEN = 10
@@ -55,6 +56,30 @@ DIGIT_TASKS: Dict[str, str] = {"digit_add": "a + b", "digit_sub": "a - b (a >= b
 FAMILY = "digit"
 #: n up to this is enumerated exhaustively and split by frac_train.
 ENUMERATE_MAX_DIGITS = 2
+
+
+@dataclass
+class DigitTaskConfig(TaskConfig):
+    """Sums and differences written digit by digit (ARENA's setting): Hydra's ``digit_schema``."""
+
+    KIND: ClassVar[str] = "the digit task family"
+    #: fields hashed into run identities whatever their value (groktransfer.runs.identity)
+    RECORDED_FIELDS: ClassVar[Tuple[str, ...]] = (
+        "name", "p", "frac_train", "data_seed", "n_digits", "carry_out", "n_train", "n_test",
+    )  # fmt: skip
+
+    # the number base: digit tasks are written in base 10 (recorded in status.json; not a modulus)
+    p: int = 10
+    # n_digits <= 2: every problem is enumerated and this fraction trains (the rest tests)
+    frac_train: float = 0.3
+    # operand length
+    n_digits: int = 4
+    # allow any operands and an (n+1)-th answer digit (digit_add only)
+    carry_out: bool = False
+    # n_digits > 2: number of distinct training problems drawn from data_seed
+    n_train: Optional[int] = None
+    # n_digits > 2: number of distinct test problems drawn, disjoint from the training ones
+    n_test: Optional[int] = None
 
 
 @dataclass(frozen=True)
@@ -352,7 +377,7 @@ class DigitFamily(TaskFamily):
 
     name = FAMILY
     task_names = tuple(DIGIT_TASKS)
-    config_keys = ("n_digits", "carry_out", "n_train", "n_test")
+    config_class = DigitTaskConfig
 
     def build(self, task_cfg: Any, data_seed: int) -> DigitTask:
         return DigitTask.from_config(task_cfg, data_seed)
@@ -399,16 +424,15 @@ class DigitFamily(TaskFamily):
         cfg = {"name": task_name, "n_digits": n_digits, "carry_out": carry_out, **sampled}
         return cfg, f"{n_digits}-digit {task_name}{' with carry-out' if carry_out else ''} read from the model's n_ctx={n_ctx}"
 
-    def source_task(self, source_cfg: Any, target_task_cfg: Any, p: int, frac_train: float, data_seed: int) -> Dict[str, Any]:
-        """Same digit layout as the target (n_digits, carry_out); its own data sizes where given."""
+    def answer_positions(self, task_cfg: Any) -> int:
+        return settings_from_config(task_cfg).n_answer
 
-        def inherit(key: str) -> Optional[int]:
-            value = getattr(source_cfg, key, None)
-            value = getattr(target_task_cfg, key) if value is None else value
-            return None if value is None else int(value)
+    def chance_accuracy(self, task_cfg: Any) -> float:
+        """Exact match of every answer digit by guessing: 10^-(answer digits)."""
+        settings = settings_from_config(task_cfg)
+        return float(N_DIGIT_TOKENS) ** -settings.n_answer if settings.n_digits >= 1 else 0.0
 
-        return {
-            "name": str(source_cfg.task), "p": 10, "frac_train": float(frac_train), "data_seed": int(data_seed),
-            "n_digits": int(target_task_cfg.n_digits), "carry_out": bool(target_task_cfg.carry_out),
-            "n_train": inherit("n_train"), "n_test": inherit("n_test"),
-        }  # fmt: skip
+    def source_task(self, source_cfg: Any, target_task_cfg: Any, data_seed: int) -> Dict[str, Any]:
+        """The target's digit layout where the target is a digit task, its own data sizes where
+        given; always base 10."""
+        return {**super().source_task(source_cfg, target_task_cfg, data_seed), "p": 10}

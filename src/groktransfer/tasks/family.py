@@ -25,17 +25,31 @@ package does it from its ``groktransfer.plugins`` entry point (``examples/s5_plu
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import asdict
-from typing import Any, Dict, List, Optional, Protocol, Tuple
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional, Protocol, Tuple, Type
 
 import torch
 
-from groktransfer.config.schema import TaskConfig
+from groktransfer.config.schema import TaskConfig, to_typed
 
 #: The most input/output pairs a full-batch task may hold: its logits in float64 for
 #: p = sqrt(limit) outputs then need ~limit^1.5 * 8 bytes, so past ~4M pairs (p ~ 2000)
 #: a job cannot fit a 24 GiB machine. Families check their own sizes against it.
 MAX_EXAMPLES = 4_000_000
+
+
+@dataclass(frozen=True)
+class TaskShape:
+    """What a model must read and write for a task, known from its config alone: what the
+    model protocol's ``resolve_config`` / ``task_problems`` are given."""
+
+    label: str  # for messages: "add, p=113"
+    d_vocab: int  # input tokens
+    d_vocab_out: int  # output classes
+    seq_len: int  # tokens per example
+    answer_positions: int = 1  # positions the loss reads (the last one when 1)
+    exact_seq_len: bool = False  # a model must read exactly seq_len positions, not at least
 
 
 class TaskLike(Protocol):
@@ -64,9 +78,11 @@ class TaskFamily(ABC):
     name: str = ""
     #: the ``task.name`` values this family owns
     task_names: Tuple[str, ...] = ()
-    #: TaskConfig keys beyond name/p/frac_train/data_seed that this family reads; the run
-    #: identity hashes them for this family's tasks only, so other families' runs keep theirs
-    config_keys: Tuple[str, ...] = ()
+    #: the family's task keys: a dataclass subclassing TaskConfig (name and data_seed are
+    #: every family's); Hydra composes it as the ``task`` block (``<name>_schema`` in the task
+    #: group), validation refuses a key it does not declare, the config reference lists it,
+    #: and a key is part of a run's identity only off its default
+    config_class: Type[TaskConfig] = TaskConfig
     #: whether a model must read exactly ``seq_len`` positions (model.n_ctx == seq_len), not at least
     exact_n_ctx: bool = False
     #: whether the sweep report's circuit section (the Fourier multiplication circuit of
@@ -87,6 +103,18 @@ class TaskFamily(ABC):
         (empty = valid). Checked before anything is written; sizes that cannot fit the
         machine are refused here, naming the limit."""
 
+    def answer_positions(self, task_cfg: Any) -> int:
+        """How many positions the loss reads (1: the answer at the last position)."""
+        return 1
+
+    def task_shape(self, task_cfg: Any) -> Optional[TaskShape]:
+        """The task's :class:`TaskShape` (None if the config is malformed)."""
+        shapes = self.shapes(task_cfg)
+        if shapes is None:
+            return None
+        return TaskShape(self.label(task_cfg), *shapes, answer_positions=self.answer_positions(task_cfg),
+                         exact_seq_len=self.exact_n_ctx)  # fmt: skip
+
     def ignored_keys(self, task_cfg: Any) -> Dict[str, str]:
         """TaskConfig keys this config does not read, each with the reason: setting one on the
         command line is refused (it would change nothing but the run's identity)."""
@@ -94,16 +122,30 @@ class TaskFamily(ABC):
 
     def label(self, task_cfg: Any) -> str:
         """A short description for error messages (``add, p=113``)."""
-        return f"{task_cfg.name}, p={task_cfg.p}"
+        return f"{task_cfg.name}, p={task_cfg.p}" if hasattr(task_cfg, "p") else str(task_cfg.name)
 
-    def source_task(self, source_cfg: Any, target_task_cfg: Any, p: int, frac_train: float, data_seed: int) -> Dict[str, Any]:
+    def chance_accuracy(self, task_cfg: Any) -> float:
+        """The accuracy of a model that guesses: what the start criteria are stated relative to
+        (a memorised start has test accuracy near it). Default: one over the output classes."""
+        shapes = self.shapes(task_cfg)
+        return 1.0 / shapes[1] if shapes is not None and shapes[1] > 0 else 0.0
+
+    def source_task(self, source_cfg: Any, target_task_cfg: Any, data_seed: int) -> Dict[str, Any]:
         """The task config (a plain dict) of a source run whose task is in this family.
 
-        ``p`` and ``frac_train`` are the source's (``transfer.source.p``/``frac_train`` or
-        the target's). The default keeps only the keys every family has; a family with
-        more (``config_keys``) says how a source inherits them from the target.
+        Every key the family declares takes, in order: the target's value (where the target's
+        task has that key), then ``transfer.source``'s shorthand (``p``, ``frac_train``,
+        ``n_train``, ``n_test``) where given, then ``transfer.source.task_keys``; the name is
+        ``transfer.source.task``, the split seed ``data_seed``.
         """
-        return {"name": str(source_cfg.task), "p": int(p), "frac_train": float(frac_train), "data_seed": int(data_seed)}
+        keys = [f.name for f in dataclasses.fields(self.config_class) if f.name not in ("name", "data_seed")]
+        out: Dict[str, Any] = {k: getattr(target_task_cfg, k) for k in keys if hasattr(target_task_cfg, k)}
+        for key in SOURCE_SHORTHANDS:
+            value = getattr(source_cfg, key, None)
+            if value is not None:
+                out[key] = value
+        out.update(dict(getattr(source_cfg, "task_keys", None) or {}))
+        return {"name": str(source_cfg.task), **out, "data_seed": int(data_seed)}
 
     def task_config_for_model(self, task_name: str, model_cfg: Any) -> Optional[Tuple[Dict[str, Any], str]]:
         """(task config dict, how it was inferred) for a checkpoint found without its run's
@@ -111,18 +153,10 @@ class TaskFamily(ABC):
         the shape does not say (the single-checkpoint analysis then asks for the run dir)."""
         return None
 
-    def source_problems(self, source_cfg: Any, target_task_cfg: Any, p: int, frac_train: float) -> List[str]:
-        """Problems of the source task a target's ``transfer.source`` describes."""
-        task = dict(self.source_task(source_cfg, target_task_cfg, p, frac_train, 0))
-        return self.problems(_Node({**_task_defaults(), **task}), prefix="transfer.source")
+    def typed(self, task: Dict[str, Any], label: str = "task") -> TaskConfig:
+        """A plain task dict as this family's schema (unknown keys and wrong types: ConfigError)."""
+        return to_typed(self.config_class, task, label)
 
 
-class _Node:
-    """Attribute access over a plain dict (a TaskConfig-shaped source task)."""
-
-    def __init__(self, data: Dict[str, Any]) -> None:
-        self.__dict__.update(data)
-
-
-def _task_defaults() -> Dict[str, Any]:
-    return asdict(TaskConfig(name=""))
+#: ``transfer.source`` keys that set the source task's key of the same name (where given)
+SOURCE_SHORTHANDS = ("p", "frac_train", "n_train", "n_test")

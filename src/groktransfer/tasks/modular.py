@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, ClassVar, Dict, List, Optional, Tuple
 
 import torch
 
@@ -39,6 +39,21 @@ def is_prime(n: int) -> bool:
 def _mod_inverse_table(p: int) -> torch.Tensor:
     """inv[b] = b^(p-2) mod p (Fermat); inv[0] is unused and left 0."""
     return torch.tensor([pow(b, p - 2, p) if b else 0 for b in range(p)], dtype=torch.long)
+
+
+@dataclass
+class ModularTaskConfig(TaskConfig):
+    """``a ∘ b`` over the residues mod p (add, subtract, multiply, divide, x2xyy2), and int_add
+    (a + b without wrap-around): Hydra's ``modular_schema`` in the task group."""
+
+    KIND: ClassVar[str] = "the modular task family"
+    #: fields hashed into run identities whatever their value (groktransfer.runs.identity)
+    RECORDED_FIELDS: ClassVar[Tuple[str, ...]] = ("name", "p", "frac_train", "data_seed")
+
+    # the modulus (prime for the modular tasks); int_add: the operand bound (a, b < p)
+    p: int = 113
+    # fraction of all pairs in the training set (the rest is the test set)
+    frac_train: float = 0.3
 
 
 LabelFn = Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor]
@@ -102,7 +117,7 @@ class Task:
         self.data_seed = data_seed
 
     @classmethod
-    def from_config(cls, cfg: TaskConfig, data_seed: int) -> "Task":
+    def from_config(cls, cfg: ModularTaskConfig, data_seed: int) -> "Task":
         return cls(str(cfg.name), int(cfg.p), float(cfg.frac_train), int(data_seed))
 
     # ---- vocabulary -------------------------------------------------------
@@ -178,6 +193,7 @@ class ModularFamily(TaskFamily):
 
     name = "modular"
     task_names = tuple(TASKS)
+    config_class = ModularTaskConfig
     exact_n_ctx = True  # the fast path reads position 2, the '=' token
     fourier_circuit = True
 
@@ -213,10 +229,6 @@ class ModularFamily(TaskFamily):
                     f"training and {n_pairs - n_train} for testing; each side needs at least {MIN_SPLIT}"
                 )
         return errors
-
-    def ignored_keys(self, task_cfg: Any) -> Dict[str, str]:
-        why = "the modular tasks use every (a, b) pair, split by task.frac_train"
-        return {"n_digits": why, "carry_out": why, "n_train": why, "n_test": why}
 
 
 #: the fewest pairs a train or test set may hold: one pair gives no accuracy worth a threshold

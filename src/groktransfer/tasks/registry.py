@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from groktransfer.config.schema import TaskConfig, register_task_schema
 from groktransfer.tasks.digits import DigitFamily
 from groktransfer.tasks.family import TaskFamily, TaskLike
 from groktransfer.tasks.modular import ModularFamily
@@ -25,12 +26,21 @@ def register_family(family: TaskFamily) -> TaskFamily:
     TASK_FAMILIES.register(family.name, family)
     for task_name in family.task_names:
         TASKS.register(task_name, family)
+    register_task_schema(family.name, family.task_names, family.config_class)
     return family
 
 
 def family_of(task_name: Any) -> TaskFamily:
     """The family owning ``task_name``; an unknown name is a UserError listing the registered tasks."""
     return TASKS.get(str(task_name))
+
+
+def typed_task(task: Any, label: str = "task") -> TaskConfig:
+    """A task config (plain dict or typed) as its family's schema."""
+    if isinstance(task, TaskConfig) and type(task) is not TaskConfig:
+        return task
+    data = dict(task) if not isinstance(task, TaskConfig) else {"name": task.name, "data_seed": task.data_seed}
+    return family_of(data.get("name")).typed(data, label)
 
 
 def make_task(task_cfg: Any, data_seed: int) -> TaskLike:

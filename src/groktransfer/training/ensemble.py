@@ -40,8 +40,8 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from groktransfer.transfer.embedding_map import has_embedding_map
-from groktransfer.model.lastpos import last_position_logits
+from groktransfer.model.embedding_map import has_embedding_map
+from groktransfer.model.protocol import model_class_of
 from groktransfer.training.gradfilters import GradFilter, build_gradfilter
 from groktransfer.training.optimizers import OPTIMIZERS
 from groktransfer.training.trainer import EvalResult, Trainer, TrainingFailure, TrainOutcome
@@ -71,8 +71,8 @@ def incompatibility(members: Sequence[Trainer]) -> Optional[str]:
     if not entry.stackable:
         return f"optimizer {first.optimizer_cfg.name}: {entry.why_not_stackable}"
     cfg = replace(first.model.config, model_seed=None)
-    if not (cfg.n_layers == 1 and cfg.normalization is None):
-        return "ensembles need the fast last-position path (one layer, no LayerNorm)"
+    if model_class_of(first.model).stacked_forward_last(first.model.config) is None:
+        return f"the {first.model.config.architecture} model offers no stacked forward for this config (the transformer's: one layer, no LayerNorm)"
     if any(has_embedding_map(m.model) for m in members):
         return "an embedding-map member (transfer.embed_map) has no W_E parameter to stack"
     trainable = _trainable_names(first)
@@ -82,7 +82,9 @@ def incompatibility(members: Sequence[Trainer]) -> Optional[str]:
             return "model shapes differ"
         if _trainable_names(m) != trainable:
             return "different parameters are frozen"
-        if (m.task.name, m.task.p, m.task.frac_train) != (first.task.name, first.task.p, first.task.frac_train):
+        if (type(m.task), m.task.name, m.task.describe(), len(m.task.split[0])) != (
+            type(first.task), first.task.name, first.task.describe(), len(first.task.split[0])
+        ):
             return "tasks differ"
         if m.cfg != first.cfg:
             return "train settings differ"
@@ -162,7 +164,9 @@ class EnsembleTrainer:
         self.cfg = first.cfg
         self.device = first.device
         self.loss_dtype = first._loss_dtype
-        self.act = first.model.config.act
+        forward = model_class_of(first.model).stacked_forward_last(first.model.config)
+        assert forward is not None  # incompatibility() checked it
+        self.forward = forward
         self.names = [n for n, _ in first.model.named_parameters()]
         self.trainable = set(_trainable_names(first))
         self.epoch = first.epoch
@@ -272,7 +276,7 @@ class EnsembleTrainer:
     # ---- the step ---------------------------------------------------------------
     def _forward_train(self) -> Tuple[torch.Tensor, torch.Tensor]:
         """Logits on each member's training pairs [k, b, o] and each member's float64 loss [k]."""
-        logits = last_position_logits(self._params(), self._tokens["train_tokens"], self.act)
+        logits = self.forward(self._params(), self._tokens["train_tokens"])
         k, b, o = logits.shape
         per_example = F.cross_entropy(
             logits.to(self.loss_dtype).reshape(k * b, o), self._tokens["train_labels"].reshape(k * b), reduction="none"
@@ -282,7 +286,7 @@ class EnsembleTrainer:
     @torch.no_grad()
     def _evaluate(self, train_logits: torch.Tensor, train_losses: torch.Tensor) -> List[EvalResult]:
         """Per-member results, as ``Trainer._evaluate_reusing`` computes them for one model."""
-        test_logits = last_position_logits(self._params(), self._tokens["test_tokens"], self.act).to(self.loss_dtype)
+        test_logits = self.forward(self._params(), self._tokens["test_tokens"]).to(self.loss_dtype)
         k, n_test, o = test_logits.shape
         test_losses = F.cross_entropy(
             test_logits.reshape(k * n_test, o), self._tokens["test_labels"].reshape(k * n_test), reduction="none"

@@ -267,7 +267,9 @@ class Trainer:
         self._train_mask = on_device(task.train_mask)
         self._test_tokens = on_device(task.tokens[~task.train_mask])
         self._test_labels = on_device(task.labels[~task.train_mask])
-        self._fast = bool(train_cfg.fast_path) and hasattr(model, "forward_last")
+        # the model's last-position forward (the model protocol), unless train.fast_path=false
+        # asks for the full-sequence forward where the model has one (hooks, comparisons)
+        self._fast = bool(train_cfg.fast_path) or not getattr(model, "every_position", False)
         # several answer positions (digit tasks): labels [N, k] scored at task.answer_positions
         self._multi = task.labels.ndim == 2
         self._answer_positions = task.answer_positions if self._multi else None
@@ -448,7 +450,7 @@ class Trainer:
             total=max_epochs,
             initial=self.epoch,
             disable=None if self.cfg.progress_bar else True,
-            desc=f"{self.task.name} p={self.task.p}",
+            desc=self.task.describe(),
             unit="ep",
             mininterval=1.0,
             dynamic_ncols=True,

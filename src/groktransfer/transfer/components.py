@@ -1,15 +1,13 @@
-"""Transfer: which component a parameter belongs to, and copy / re-initialise / freeze.
+"""Transfer: copy / re-initialise / freeze a model's components from a source state.
 
-A transfer condition treats the model as five components (``Component``: embed,
-pos_embed, attn, mlp, unembed); LayerNorms travel with the sublayer they feed (``ln1``
-with attn, ``ln2`` with mlp, ``ln_final`` with unembed). Each component of the target
-is copied from the chosen source checkpoint, kept at its fresh init (``reinit``) or
-copied and frozen (``freeze``), as configured. Shapes are checked per parameter and a
-mismatch names the parameter. Optionally the source's AdamW moments are carried over
-for the copied, trainable parameters (``reset_optimizer: false``).
-
-This module is the one place that knows component membership and freezing; the model
-uses ``component_parameters`` for its per-component initialisation.
+A model names its transfer components (the model protocol: ``GrokModel.components`` and
+``component_of``; the transformer's are embed, pos_embed, attn, mlp, unembed, with each
+LayerNorm in the sublayer it feeds). Each component of the target is copied from the chosen
+source checkpoint, kept at its fresh init (``reinit``) or copied and frozen (``freeze``), as
+configured. Shapes are checked per parameter (before the source is trained, by
+``config.validate``; again here, against the file) and a mismatch names the parameter.
+Optionally the source's Adam moments are carried over for the copied, trainable parameters
+(``reset_optimizer: false``).
 """
 
 from __future__ import annotations
@@ -20,9 +18,9 @@ from typing import Any, Dict, Iterable, List, Mapping
 
 import torch
 
-from groktransfer.config.schema import Component, ComponentAction
+from groktransfer.config.schema import ComponentAction
+from groktransfer.model.protocol import GrokModel
 from groktransfer.utils.errors import UserError
-from groktransfer.transfer.embedding_map import attach_embedding_map
 
 log = logging.getLogger(__name__)
 
@@ -31,43 +29,27 @@ class TransferError(UserError, ValueError):
     """The source cannot initialise this target (shapes, vocab, missing parameters)."""
 
 
-def component_of(param_name: str) -> Component:
-    """Which transfer component a TransformerLens-named parameter (or buffer) belongs to."""
-    parts = param_name.split(".")
-    if parts[0] in ("embed", "pos_embed", "unembed"):
-        return Component(parts[0])
-    if parts[0] == "ln_final":
-        return Component.unembed
-    if parts[0] == "blocks" and len(parts) > 2:
-        if parts[2] in ("attn", "ln1"):
-            return Component.attn
-        if parts[2] in ("mlp", "ln2"):
-            return Component.mlp
-    raise TransferError(f"parameter {param_name!r} belongs to no transfer component of {Component.values()}")
+def _action(components: Mapping[str, Any], component: str) -> ComponentAction:
+    return ComponentAction(components.get(component, ComponentAction.copy))
 
 
-def component_parameters(model: torch.nn.Module, component: str) -> Dict[str, torch.nn.Parameter]:
-    """Parameters of one component (``attn``/``mlp`` span every layer)."""
-    component = Component(component)
-    return {n: p for n, p in model.named_parameters() if component_of(n) == component}
-
-
-def set_component_trainable(model: torch.nn.Module, component: str, trainable: bool) -> None:
-    """Freeze or unfreeze a component; biases the model config keeps at zero stay frozen."""
-    for name, param in component_parameters(model, component).items():
+def set_component_trainable(model: GrokModel, component: str, trainable: bool) -> None:
+    """Freeze or unfreeze a component; parameters the model config keeps fixed stay frozen."""
+    for name, param in model.component_parameters(component).items():
         param.requires_grad_(trainable and model.trainable_by_config(name))
 
 
-def freeze_components(model: torch.nn.Module, components: Mapping[str, str]) -> List[str]:
+def freeze_components(model: GrokModel, components: Mapping[str, Any]) -> List[str]:
     """Freeze every component whose action is ``freeze``; returns the frozen parameter names.
 
     Used when a transfer is applied and again when a resumed run rebuilds its model.
+    Components the model does not have are ignored (validation refused any action on them but copy).
     """
     frozen: List[str] = []
-    for component, action in components.items():
-        if action == ComponentAction.freeze:
+    for component in model.components:
+        if _action(components, component) == ComponentAction.freeze:
             set_component_trainable(model, component, False)
-            frozen += list(component_parameters(model, component))
+            frozen += list(model.component_parameters(component))
     return sorted(frozen)
 
 
@@ -89,80 +71,60 @@ class TransferPlan:
         }
 
 
-def adapt_paper_unembed(
-    source_state: Dict[str, torch.Tensor], target_state: Dict[str, torch.Tensor], plan: TransferPlan
-) -> Dict[str, torch.Tensor]:
-    """The original paper's models output p+1 logits (one for '='); drop that column.
+def apply_transfer(model: GrokModel, source_state: Dict[str, torch.Tensor], components: Mapping[str, Any]) -> TransferPlan:
+    """Copy / keep fresh / freeze each component of ``model`` from ``source_state`` in place.
 
-    The '=' output is never a label, so dropping it keeps the argmax on every
-    input and lets a released checkpoint initialise a p-output target.
+    Parameters are transferred; buffers are constants of the architecture (the transformer's
+    attention mask) and stay the target's.
     """
-    out = dict(source_state)
-    for name in ("unembed.W_U", "unembed.b_U"):
-        if name in out and name in target_state:
-            src, tgt = out[name], target_state[name]
-            if src.shape[-1] == tgt.shape[-1] + 1 and src.shape[:-1] == tgt.shape[:-1]:
-                out[name] = src[..., :-1].contiguous()
-                plan.notes.append(f"{name}: dropped the source's '=' output column ({src.shape} -> {tgt.shape})")
-    return out
-
-
-def apply_transfer(
-    model: torch.nn.Module,
-    source_state: Dict[str, torch.Tensor],
-    components: Dict[str, str],
-) -> TransferPlan:
-    """Copy / keep fresh / freeze each component of ``model`` from ``source_state`` in place."""
     plan = TransferPlan()
-    target_state = model.state_dict()
+    source_state = model.adapt_source_state(dict(source_state), plan.notes)
+    params = dict(model.named_parameters())
     mismatches: List[str] = []
     missing: List[str] = []
-    for name, tensor in target_state.items():
-        action = components.get(component_of(name), ComponentAction.copy)
-        if action == ComponentAction.reinit:
+    for name, param in params.items():
+        component = model.component_of(name)
+        if _action(components, component) == ComponentAction.reinit:
             plan.reinitialised.append(name)
             continue
         if name not in source_state:
-            missing.append(name)
-            continue
-        if tuple(source_state[name].shape) != tuple(tensor.shape):
-            mismatches.append(f"{name}: source {tuple(source_state[name].shape)} vs target {tuple(tensor.shape)}")
+            missing.append(f"{name} (component {component})")
+        elif tuple(source_state[name].shape) != tuple(param.shape):
+            mismatches.append(
+                f"{name}: source {tuple(source_state[name].shape)} vs target {tuple(param.shape)} (component {component})"
+            )
     if missing or mismatches:
         lines = [f"shape mismatch {m}" for m in mismatches] + [f"source lacks {m}" for m in missing]
         raise TransferError(
             "the source checkpoint cannot initialise this target model:\n  - "
             + "\n  - ".join(lines)
-            + "\n(re-initialise the affected components with transfer.components.<name>=reinit, "
-            "or match the model shape / task vocabulary)"
+            + f"\n(re-initialise the affected components with transfer.components.<name>=reinit -- this model's "
+            f"components are {', '.join(model.components)} -- or match the model shape / task vocabulary)"
         )
     with torch.no_grad():
-        for name, tensor in target_state.items():
-            if components.get(component_of(name), ComponentAction.copy) == ComponentAction.reinit:
+        for name, param in params.items():
+            if _action(components, model.component_of(name)) == ComponentAction.reinit:
                 continue
-            tensor.copy_(source_state[name].to(tensor.dtype))
+            param.copy_(source_state[name].to(param.dtype))
             plan.copied.append(name)
     plan.frozen = freeze_components(model, components)
     return plan
 
 
 def apply_embedding_map(
-    model: torch.nn.Module, source_state: Dict[str, torch.Tensor], action: str, seed: int, plan: TransferPlan
+    model: GrokModel, source_state: Dict[str, torch.Tensor], action: ComponentAction, seed: int, plan: TransferPlan
 ) -> None:
-    """Embedding-only transfer: target W_E = source W_E @ W_map (W_map trained unless ``action`` is freeze)."""
-    if "embed.W_E" not in source_state:
-        raise TransferError("embedding map: the source checkpoint has no embed.W_E")
-    W_source = source_state["embed.W_E"]  # [d_vocab, d_source]
+    """Embedding-only transfer: the target's token embedding is the source's times a map
+    (Xu et al. 2025), trained unless ``action`` is freeze (models with ``embedding_map``)."""
+    trainable = ComponentAction(action) != ComponentAction.freeze
     try:
-        mapped = attach_embedding_map(model, W_source, seed, trainable=action != "freeze")
-    except ValueError as exc:
-        raise TransferError(str(exc)) from exc
-    plan.copied.append("embed.W_E")
-    if action == "freeze":
-        plan.frozen.append("embed.W_map")
-    plan.notes.append(
-        f"embed.W_E = source W_E {tuple(W_source.shape)} @ W_map {tuple(mapped.W_map.shape)} "
-        f"({'frozen' if action == 'freeze' else 'trained'}; semi-orthogonal init from seed {seed})"
-    )
+        copied, map_names, note = model.attach_embedding_map(source_state, seed, trainable=trainable)
+    except (KeyError, ValueError) as exc:
+        raise TransferError(f"embedding map: {exc}") from exc
+    plan.copied += copied
+    if not trainable:
+        plan.frozen += map_names
+    plan.notes.append(note)
 
 
 def carry_optimizer_state(

@@ -13,8 +13,10 @@ qualifies the job refuses, rather than start from a half-generalised model.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
+import numbers
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -68,10 +70,8 @@ class SourceSpec:
         }
 
     def task_config(self) -> Dict[str, Any]:
-        """The source task as a TaskConfig-shaped dict (for ``tasks.make_task``)."""
-        from groktransfer.config.schema import TaskConfig
-
-        return {**TaskConfig(name=self.task["name"]).__dict__, **self.task}
+        """The source task's keys (those at their defaults may be left out: ``tasks.registry.typed_task`` fills them)."""
+        return dict(self.task)
 
     @property
     def content_hash(self) -> str:
@@ -80,7 +80,8 @@ class SourceSpec:
     @property
     def label(self) -> str:
         t = self.task
-        return f"{t['name']}_p{t['p']}_s{self.model_seed}_{self.content_hash}"
+        p = f"_p{t['p']}" if "p" in t else ""
+        return f"{t['name']}{p}_s{self.model_seed}_{self.content_hash}"
 
 
 def source_spec_from_config(cfg: TrainJobConfig, source_seed: int) -> SourceSpec:
@@ -143,21 +144,28 @@ def checkpoint_measures(run_dir: RunDir, epoch: int) -> Dict[str, Any]:
 
 
 def start_measures(row: Mapping[str, Any], epoch: Optional[int]) -> Dict[str, Any]:
-    """The START_MEASURES of one measures row (a measures.csv row or ``ProgressMeasures.scalars()``).
+    """The measures of one measures row (a measures.csv row or a family's measure scalars) that
+    a transfer start records: the START_MEASURES first, then every other number the family
+    measured (a plugin's own measures too). Absent and NaN entries are skipped.
 
-    Absent and NaN entries are skipped. Adds ``restricted_test_gap`` = restricted_acc -
-    test_acc: positive when the key-frequency part of the logits alone already predicts
-    better than the whole model does on held-out pairs -- a generalising circuit forming
-    underneath memorisation (Nanda et al.: restricted loss falls before test loss).
-    Accuracies, not losses: a memorised model's test loss is far above chance
-    (overconfident), so test_loss - restricted_loss is large before any circuit exists.
+    Adds ``restricted_test_gap`` = restricted_acc - test_acc: positive when the key-frequency
+    part of the logits alone already predicts better than the whole model does on held-out
+    pairs -- a generalising circuit forming underneath memorisation (Nanda et al.: restricted
+    loss falls before test loss). Accuracies, not losses: a memorised model's test loss is far
+    above chance (overconfident), so test_loss - restricted_loss is large before any circuit exists.
     """
     out: Dict[str, Any] = {"epoch": None if epoch is None else int(epoch)}
-    for key in START_MEASURES:
+    keys = list(START_MEASURES) + [k for k in row if k not in START_MEASURES and k != "epoch"]
+    for key in keys:
         value = row.get(key)
         if value is None or value == "" or (isinstance(value, float) and math.isnan(value)):
             continue  # a CSV reads an empty key_freqs as NaN: skip both alike
-        out[key] = str(value) if key == "key_freqs" else (int(value) if key == "n_key_freqs" else float(value))
+        if key == "key_freqs":
+            out[key] = str(value)
+        elif key == "n_key_freqs":
+            out[key] = int(value)
+        elif isinstance(value, numbers.Real):  # numpy's numbers too (a pandas row)
+            out[key] = float(value) if key in START_MEASURES or isinstance(value, numbers.Real) and not isinstance(value, numbers.Integral) else int(value)
     if "restricted_acc" in out and "test_acc" in out:
         out["restricted_test_gap"] = out["restricted_acc"] - out["test_acc"]
     return out
@@ -189,19 +197,30 @@ def measure_failures(measures: Dict[str, Any], criteria: Dict[str, Any]) -> List
     return failed
 
 
-def select_checkpoint(run_dir: RunDir, condition: str, criteria: Dict[str, Any]) -> ChosenCheckpoint:
+def accuracy_limits(criteria: Dict[str, Any], chance: float) -> Dict[str, float]:
+    """The criteria's accuracy limits as accuracies: with ``relative_to_chance`` a limit a is
+    chance + a (1 - chance), else a itself."""
+    keys = ("min_train_acc", "min_test_acc", "max_test_acc")
+    if not criteria.get("relative_to_chance"):
+        return {k: float(criteria[k]) for k in keys}
+    return {k: float(chance) + float(criteria[k]) * (1.0 - float(chance)) for k in keys}
+
+
+def select_checkpoint(run_dir: RunDir, condition: str, criteria: Dict[str, Any], chance: float = 0.0) -> ChosenCheckpoint:
     """Pick the checkpoint of a finished source run that meets ``criteria``.
 
     A checkpoint at epoch E qualifies when every eval in [E - held_for, E] has
-    train_acc >= min_train_acc and min_test_acc <= test_acc <= max_test_acc.
+    train_acc >= min_train_acc and min_test_acc <= test_acc <= max_test_acc (as accuracies:
+    :func:`accuracy_limits`, ``chance`` being the source task's chance accuracy).
     Accuracies come from the run's own per-eval table, so the choice is verified,
     not assumed.
     """
+    limits = accuracy_limits(criteria, chance)
     metrics = pd.read_csv(run_dir.metrics_path).sort_values("epoch")
     ok = (
-        (metrics["train_acc"] >= float(criteria["min_train_acc"]))
-        & (metrics["test_acc"] >= float(criteria["min_test_acc"]))
-        & (metrics["test_acc"] <= float(criteria["max_test_acc"]))
+        (metrics["train_acc"] >= limits["min_train_acc"])
+        & (metrics["test_acc"] >= limits["min_test_acc"])
+        & (metrics["test_acc"] <= limits["max_test_acc"])
     )
     held_for = int(criteria.get("held_for", 0))
     epochs = metrics["epoch"].to_numpy()
@@ -225,19 +244,21 @@ def select_checkpoint(run_dir: RunDir, condition: str, criteria: Dict[str, Any])
             "Relax the limit knowingly, or pick another source (task, p, frac_train)."
         )
     if not qualifying:
-        best = metrics.loc[metrics["train_acc"] >= float(criteria["min_train_acc"])]
+        best = metrics.loc[metrics["train_acc"] >= limits["min_train_acc"]]
         hint = ""
         if len(best):
             hint = (
-                f"; epochs with train_acc >= {criteria['min_train_acc']} have test_acc from "
+                f"; epochs with train_acc >= {limits['min_train_acc']:.4g} have test_acc from "
                 f"{best['test_acc'].min():.3f} to {best['test_acc'].max():.3f}"
             )
+        scale = f", accuracies relative to chance {chance:.3g}" if criteria.get("relative_to_chance") else ""
         raise SourceSelectionError(
             f"no checkpoint of source run {run_dir.path} qualifies as '{condition}' "
-            f"(criteria {criteria}){hint}. "
+            f"(criteria {criteria}{scale}){hint}. "
             + (
-                "This source task/p/frac_train has no clean memorised phase: choose a larger p (modular tasks) "
-                "or a smaller frac_train, or relax transfer.memorized.max_test_acc knowingly."
+                "This source task has no clean memorised phase (no checkpoint fits its training data while "
+                "test accuracy is still near chance): make it harder to generalise from (for the modular tasks, a "
+                "larger p or a smaller frac_train), or relax transfer.memorized.max_test_acc knowingly."
                 if condition == "memorized"
                 else "The source run did not grok within transfer.source.max_epochs: raise it."
             )
@@ -257,11 +278,25 @@ def select_checkpoint(run_dir: RunDir, condition: str, criteria: Dict[str, Any])
     )
 
 
-def choose_source_checkpoint(run_dir: RunDir, transfer: Dict[str, Any], condition: str) -> ChosenCheckpoint:
-    """The checkpoint a transfer condition starts from: by epoch (``checkpoint``) or by its criteria."""
+def source_chance(run_dir: RunDir) -> float:
+    """The chance accuracy of a cached source run's task (its family's ``chance_accuracy``), read
+    from the run's ``source_spec.json``; 0 when the spec is missing or its task unknown."""
+    from groktransfer.tasks.registry import TASKS, typed_task
+
+    try:
+        task = json.loads(run_dir.source_spec_path.read_text())["task"]
+        family = TASKS.find(str(task.get("name")))
+        return 0.0 if family is None else float(family.chance_accuracy(typed_task(task)))
+    except (OSError, ValueError, KeyError, TypeError, UserError):
+        return 0.0
+
+
+def choose_source_checkpoint(run_dir: RunDir, transfer: Dict[str, Any], condition: str, chance: float = 0.0) -> ChosenCheckpoint:
+    """The checkpoint a transfer condition starts from: by epoch (``checkpoint``) or by its criteria
+    (``chance``: the source task's chance accuracy, for criteria stated relative to it)."""
     if CONDITIONS.get(condition).by_epoch:
         return select_checkpoint_near_epoch(run_dir, int(transfer["source"]["epoch"]), criteria_of(transfer, condition))
-    return select_checkpoint(run_dir, condition, criteria_of(transfer, condition))
+    return select_checkpoint(run_dir, condition, criteria_of(transfer, condition), chance)
 
 
 def saved_checkpoint_epochs(run_dir: RunDir) -> List[int]:

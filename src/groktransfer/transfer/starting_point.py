@@ -20,26 +20,16 @@ from typing import Any, Callable, Dict, List, Optional
 import torch
 
 from groktransfer.model.checkpoint import LoadedCheckpoint, load_checkpoint
-from groktransfer.config.schema import (
-    Component, ComponentAction, ModelConfig, TaskConfig, TrainJobConfig, to_plain, to_typed,
-)  # fmt: skip
+from groktransfer.config.schema import ComponentAction, ModelConfig, TrainJobConfig, to_plain
 from groktransfer.config.conditions import needs_source
-from groktransfer.config.validate import ResolvedSeeds
+from groktransfer.config.resolve import ResolvedSeeds
 from groktransfer.utils.errors import JobError
-from groktransfer.model.registry import build_model
+from groktransfer.model.registry import build_model, model_class
 from groktransfer.runs.rundir import RunDir
-from groktransfer.transfer.embedding_map import attach_embedding_map
 from groktransfer.measures.registry import CHECKPOINT_MEASURES
 from groktransfer.transfer.source_runs import SourceCache, SourceSpec, choose_source_checkpoint, source_spec_from_config, start_measures
-from groktransfer.tasks.registry import make_task
-from groktransfer.transfer.components import (
-    TransferPlan,
-    adapt_paper_unembed,
-    apply_embedding_map,
-    apply_transfer,
-    component_of,
-    freeze_components,
-)
+from groktransfer.tasks.registry import family_of, make_task, typed_task
+from groktransfer.transfer.components import apply_embedding_map, apply_transfer, freeze_components
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +71,8 @@ def build_starting_point(
     else:
         spec = source_spec_from_config(job, seeds.source_seed)
         source_dir = SourceCache(source_cache).get_or_train(spec, train_source)
-        chosen = choose_source_checkpoint(source_dir, to_plain(tr), str(tr.name))
+        chance = family_of(spec.task["name"]).chance_accuracy(typed_task(spec.task_config()))
+        chosen = choose_source_checkpoint(source_dir, to_plain(tr), str(tr.name), chance)
         source_state = load_checkpoint(chosen.path).state_dict
         record.update(
             source_hash=spec.content_hash, source_run_dir=str(source_dir.path), spec=spec.as_dict(), chosen=chosen.as_record()
@@ -90,18 +81,14 @@ def build_starting_point(
             if chosen.optimizer_path is None:
                 raise JobError(f"reset_optimizer=false but the source has no optimizer state at epoch {chosen.epoch}")
             optimizer_state = torch.load(chosen.optimizer_path, map_location="cpu", weights_only=True)
-    components = {str(c): str(a) for c, a in tr.components.items()}
-    plan = TransferPlan()
-    source_state = adapt_paper_unembed(source_state, model.state_dict(), plan)
-    if tr.embed_map:  # the embedding goes through W_map below; everything else as configured
-        applied = apply_transfer(model, source_state, {**components, str(Component.embed): str(ComponentAction.reinit)})
-        applied.reinitialised = [n for n in applied.reinitialised if component_of(n) != Component.embed]
-        embed_action = components.get(str(Component.embed), str(ComponentAction.copy))
-        apply_embedding_map(model, source_state, embed_action, seeds.model_seed, applied)
+    components = {str(c): ComponentAction(a) for c, a in tr.components.items()}
+    if tr.embed_map:  # the embedding goes through the map below; everything else as configured
+        applied = apply_transfer(model, source_state, {**components, "embed": ComponentAction.reinit})
+        applied.reinitialised = [n for n in applied.reinitialised if model.component_of(n) != "embed"]
+        apply_embedding_map(model, source_state, components.get("embed", ComponentAction.copy), seeds.model_seed, applied)
     else:
         applied = apply_transfer(model, source_state, components)
-    applied.notes = plan.notes + applied.notes
-    record["components"] = components
+    record["components"] = {c: str(a) for c, a in components.items()}
     record["embed_map"] = bool(tr.embed_map)
     record["reset_optimizer"] = bool(tr.reset_optimizer)
     record["plan"] = applied.as_record()
@@ -119,19 +106,20 @@ def file_start_measures(job: TrainJobConfig, seeds: ResolvedSeeds, loaded: Loade
     in what they show. Not measured (``measures_note`` says why): digit tasks, and a model
     whose vocabulary does not fit the task.
     """
-    task_cfg = source_spec_from_config(job, seeds.source_seed).task_config()
-    measured_on = {k: task_cfg[k] for k in ("name", "p", "frac_train", "data_seed") if k in task_cfg}
-    task = make_task(to_typed(TaskConfig, task_cfg), int(task_cfg["data_seed"]))
+    task_cfg = typed_task(source_spec_from_config(job, seeds.source_seed).task_config())
+    measured_on = {k: getattr(task_cfg, k) for k in ("name", "p", "frac_train", "data_seed") if hasattr(task_cfg, k)}
+    task = make_task(task_cfg, int(task_cfg.data_seed))
     family_measures = CHECKPOINT_MEASURES.find(task.family)
     if family_measures is None or not family_measures.on_file_starts:
         note = family_measures.file_start_note if family_measures else f"{task.family} source task: no progress measures"
         return {"measures": {}, "measured_on": measured_on, "measures_note": note}
-    model = loaded.build_model()
-    cfg = model.config
-    if cfg.d_vocab != task.d_vocab or cfg.d_vocab_out < task.d_vocab_out or cfg.n_ctx != task.seq_len:
-        note = (f"the file's model (d_vocab {cfg.d_vocab}, d_vocab_out {cfg.d_vocab_out}, n_ctx {cfg.n_ctx}) "
-                f"does not read {task.describe()}: not measured")  # fmt: skip
+    cls = model_class(loaded.model_config)
+    shape = family_of(task_cfg.name).task_shape(task_cfg)
+    unreadable = cls.task_problems(loaded.model_config, shape) if shape is not None else ["malformed task"]
+    if unreadable:
+        note = f"the file's model does not read {task.describe()} ({'; '.join(unreadable)}): not measured"
         return {"measures": {}, "measured_on": measured_on, "measures_note": note}
+    model = loaded.build_model()
     scalars, _ = family_measures.measure(task, model, job.measures.key_freq_threshold)
     return {"measures": start_measures(scalars, loaded.epoch), "measured_on": measured_on}
 
@@ -146,8 +134,8 @@ def model_for_resume(
     """
     model = build_model(model_cfg, seeds.model_seed)
     if needs_source(job.transfer.name) and job.transfer.embed_map and saved_state is not None:
-        embed_action = job.transfer.components.get(Component.embed, ComponentAction.copy)
-        attach_embedding_map(model, saved_state["embed.W_source"], seeds.model_seed, trainable=embed_action != ComponentAction.freeze)
+        embed_action = ComponentAction(job.transfer.components.get("embed", ComponentAction.copy))
+        model.attach_embedding_map(saved_state, seeds.model_seed, trainable=embed_action != ComponentAction.freeze)
     if needs_source(job.transfer.name):
         freeze_components(model, job.transfer.components)
     return StartingPoint(model)

@@ -20,6 +20,7 @@ status 2) that lists the registered names: what an Enum gave at compose time.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import threading
 from importlib.metadata import entry_points
@@ -30,6 +31,18 @@ from groktransfer.utils.errors import UserError
 log = logging.getLogger(__name__)
 
 PLUGIN_GROUP = "groktransfer.plugins"
+
+#: The modules that register groktransfer's own entries, loaded like plugins (first): a lookup
+#: in any registry -- a task family's config schema from the config layer, say -- then finds the
+#: built-in entries whichever modules the caller happened to import.
+BUILTIN_MODULES = (
+    "groktransfer.tasks.registry",
+    "groktransfer.model.registry",
+    "groktransfer.config.conditions",
+    "groktransfer.training.optimizers",
+    "groktransfer.training.gradfilters",
+    "groktransfer.measures.registry",
+)
 
 T = TypeVar("T")
 
@@ -55,6 +68,8 @@ def load_plugins() -> None:
         if _plugins_loaded:
             return
         _plugins_loaded = True
+        for module in BUILTIN_MODULES:
+            importlib.import_module(module)
         for ep in entry_points(group=PLUGIN_GROUP):
             try:
                 loaded = ep.load()

@@ -28,11 +28,13 @@ from __future__ import annotations
 
 import itertools
 import math
+from dataclasses import dataclass
 from functools import cached_property
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, ClassVar, Dict, List, Optional, Tuple
 
 import torch
 
+from groktransfer.config.schema import TaskConfig
 from groktransfer.measures.registry import CHECKPOINT_MEASURES, FamilyMeasures
 from groktransfer.tasks.family import TaskFamily
 from groktransfer.tasks.registry import register_family
@@ -124,9 +126,19 @@ class SymmetricTask:
         return f"{op} in S{self.n_points}"
 
 
+@dataclass
+class SymmetricTaskConfig(TaskConfig):
+    """The family's task keys (Hydra's ``symmetric_schema``): the group is named by the task."""
+
+    KIND: ClassVar[str] = "the symmetric task family"
+    # fraction of the ordered pairs in the training set (the rest is the test set)
+    frac_train: float = 0.5
+
+
 class SymmetricFamily(TaskFamily):
     name = "symmetric"
     task_names = tuple(TASKS)
+    config_class = SymmetricTaskConfig
     exact_n_ctx = True
 
     def build(self, task_cfg: Any, data_seed: int) -> SymmetricTask:
@@ -142,16 +154,9 @@ class SymmetricFamily(TaskFamily):
             return [f"{prefix}.frac_train={frac}: must lie strictly between 0 and 1"]
         return []
 
-    def ignored_keys(self, task_cfg: Any) -> Dict[str, str]:
-        why = "the group is named by the task (s4_*, s5_*) and every ordered pair is used"
-        return {"p": why, "n_digits": why, "carry_out": why, "n_train": why, "n_test": why}
-
     def label(self, task_cfg: Any) -> str:
         return str(task_cfg.name)
 
-    def source_task(self, source_cfg: Any, target_task_cfg: Any, p: int, frac_train: float, data_seed: int) -> Dict[str, Any]:
-        order = math.factorial(TASKS[str(source_cfg.task)][0])  # p is not read: record the group's size
-        return {"name": str(source_cfg.task), "p": order, "frac_train": float(frac_train), "data_seed": int(data_seed)}
 
 
 def representation_r2(embedding: torch.Tensor, features: torch.Tensor) -> float:
@@ -166,7 +171,7 @@ def representation_r2(embedding: torch.Tensor, features: torch.Tensor) -> float:
 
 def symmetric_measures(task: SymmetricTask, model: torch.nn.Module, key_freq_threshold: float):
     """``sign_rep_r2`` and ``perm_rep_r2`` of the token embedding (see the module docstring)."""
-    W_E = model.embed.W_E.detach().cpu()[: task.order]  # [order, d_model]
+    W_E = model.token_embedding().detach().cpu()[: task.order]  # [order, d_model]: the model protocol's reading
     perms = task.perms
     perm_matrices = torch.nn.functional.one_hot(perms, task.n_points).reshape(task.order, -1)  # [order, n*n]
     scalars = {

@@ -22,10 +22,10 @@ import yaml
 
 from groktransfer.model.checkpoint import load_checkpoint
 from groktransfer.runs.rundir import CHECKPOINT_DIR, CONFIG_FILE
-from groktransfer.config.schema import TaskConfig, to_typed
+from groktransfer.config.schema import TaskConfig
 from groktransfer.tasks.family import TaskFamily
 from groktransfer.tasks.modular import Task
-from groktransfer.tasks.registry import family_of, make_task
+from groktransfer.tasks.registry import family_of, make_task, typed_task
 from groktransfer.utils.registry import Registry
 
 from . import plots
@@ -128,7 +128,7 @@ def _family_task_config(path: Path, task_name: str, family: TaskFamily, model_cf
         task, note = inferred
         found = (task, 0, f"No run config next to the file: {note}, data seed 0")
     task, seed, note = found
-    return to_typed(TaskConfig, task, "task"), seed, note
+    return typed_task(task), seed, note
 
 
 def _analyze_without_circuit(path: Path, task_name: str, p: Optional[int], out_dir: Optional[PathLike],
