@@ -8,8 +8,12 @@ project's format, the original paper's, or a bare TransformerLens state dict):
 Fourier circuit does not apply to digit tasks).
 
 Also `sweep_dir=[dirA,dirB]` and `'sweep_dir=multirun/quickstart/*'` (runs merged; outputs
-in analysis.out_dir, else <first sweep dir>/analysis/). A missing or empty sweep dir is
-one error line on stderr and exit status 2, with nothing written.
+in analysis.out_dir, else <first sweep dir>/analysis/).
+
+Exit status, as scripts/train.py: 0 done; 2 bad input -- a config that does not compose, a
+setting out of its range, a missing or empty sweep dir, a baseline or compared condition
+that names no condition, an output directory that cannot be written -- one error line on
+stderr, with nothing written. Runs the analysis cannot read are named (stdout and report).
 """
 
 from __future__ import annotations
@@ -19,21 +23,26 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from groktransfer.analysis import SweepInputError, run_analysis
+from groktransfer.analysis import run_analysis
 from groktransfer.analysis.settings import register_analyze_config, to_settings
+from groktransfer.utils.errors import UserError
 
 register_analyze_config()
+_entered = False  # whether Hydra composed a config and called main (else its own error exit is ours: 2)
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="analyze")
 def main(cfg: DictConfig) -> None:
     """Hydra entry: run the analysis and print the short summary."""
-    if cfg.checkpoint is not None:
-        _analyze_one_checkpoint(cfg)
-        return
+    global _entered
+    _entered = True
     try:
+        to_settings(cfg)  # every setting in its range before anything is read
+        if cfg.checkpoint is not None:
+            _analyze_one_checkpoint(cfg)
+            return
         result = run_analysis(cfg.sweep_dir, None, cfg)
-    except SweepInputError as exc:
+    except UserError as exc:
         print(f"analyze: error: {exc}", file=sys.stderr)
         sys.exit(2)
     print(result.summary_text())
@@ -54,7 +63,7 @@ def _analyze_one_checkpoint(cfg: DictConfig) -> None:
             cfg.checkpoint, cfg.checkpoint_task, p=cfg.checkpoint_p, out_dir=cfg.analysis.out_dir, index=cfg.checkpoint_index,
             interp=to_settings(cfg).analysis.interp,
         )
-    except (CheckpointError, UserError, ValueError, FileNotFoundError) as exc:
+    except (CheckpointError, UserError, ValueError, OSError) as exc:  # OSError: an out_dir that cannot be written
         print(f"analyze: error: {exc}", file=sys.stderr)
         sys.exit(2)
     print(result["text"])
@@ -63,4 +72,11 @@ def _analyze_one_checkpoint(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except SystemExit as exc:
+        # Hydra reports a config that does not compose (an unknown key, a value of the wrong
+        # type) in one message and exits 1 before main runs: bad input, as in train.py.
+        if not _entered and exc.code == 1:
+            sys.exit(2)
+        raise

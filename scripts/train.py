@@ -6,9 +6,10 @@
     python scripts/train.py -m experiment=quickstart transfer=grokked,memorized,random seed=0,1,2
 
 See docs/reference/config.md (every key) and docs/reference/rundir.md (the files each job writes).
-Exit status: 0 done, 1 the run failed (recorded in its status record), 2 bad input
-(a config that does not compose or validate, a conflicting run directory) -- one
-readable message, nothing trained.
+Exit status: 0 done, 1 the run failed (recorded in its status record; a crash's traceback
+is in its train.log), 2 bad input (a config that does not compose or validate, a run
+directory holding another run or that cannot be created, a source checkpoint that does not
+fit or qualify) -- one readable message, nothing written.
 """
 
 from __future__ import annotations
@@ -23,9 +24,11 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from groktransfer.config.schema import TrainJobConfig, register_configs, to_typed
-from groktransfer.utils.errors import UserError
-from groktransfer.runs.rundir import STATUS_FILE, Status
+from groktransfer.jobs.hydra_files import hydra_claim
 from groktransfer.jobs.run_job import Launch, given_keys, run_job
+from groktransfer.runs.job_log import discard_job_log, job_log_claimed, release_log_reserve
+from groktransfer.runs.rundir import STATUS_FILE, Status
+from groktransfer.utils.errors import UserError
 
 log = logging.getLogger("groktransfer")
 register_configs()
@@ -43,42 +46,40 @@ def main(cfg: DictConfig) -> None:
         cwd=Path(hydra_cfg.runtime.cwd),
         sweep_dir=Path(hydra_cfg.sweep.dir) if in_sweep else None,
         given=given_keys(hydra_cfg.overrides.task),
+        claim=hydra_claim(cfg),
     )
     try:
         result = run_job(to_typed(TrainJobConfig, cfg), launch)
     except UserError as exc:
-        # One readable message; in a sweep the other jobs go on.
+        # One readable message, nothing written; in a sweep the other jobs go on.
+        discard_job_log()
         log.error("%s", exc)
+        _remove_if_empty(launch.run_dir, parents=0 if in_sweep else 2)
         if in_sweep:
             return
-        _remove_hydra_bookkeeping(launch.run_dir)
         sys.exit(2)
     except Exception:
-        # The run directory already says `failed` with the reason; in a sweep one
+        # The run directory already says `failed` with the reason; the traceback goes to its
+        # train.log (with room kept for it on a full disk) and the console. In a sweep one
         # crashed job must not take the others down with it.
-        if not in_sweep:
-            raise
-        log.exception("job failed (recorded in %s/%s); the sweep goes on", launch.run_dir, STATUS_FILE)
-        return
+        if not job_log_claimed() and not (launch.run_dir / STATUS_FILE).exists():
+            launch.claim(launch.run_dir)  # crashed before taking its directory: keep the evidence there
+        release_log_reserve()
+        log.exception("job failed (recorded in %s/%s)%s", launch.run_dir, STATUS_FILE, "; the sweep goes on" if in_sweep else "")
+        if in_sweep:
+            return
+        sys.exit(1)
     print(result.one_line(), flush=True)
     if result.status != Status.COMPLETED and not in_sweep:
         sys.exit(1)
 
 
-def _remove_hydra_bookkeeping(run_dir: Path) -> None:
-    """Bad input writes nothing: Hydra creates the run directory (its .hydra/ copy and log)
-    before main runs, so a directory holding only those is removed again, with the empty
-    ``<experiment>/runs`` folders above it. A directory with anything else is left alone."""
-    import shutil
-
-    hydra_only = {".hydra", "train.log", f"{Path(sys.argv[0]).stem}.log"}
-    if not run_dir.is_dir() or not {p.name for p in run_dir.iterdir()} <= hydra_only:
-        return
-    logging.shutdown()  # close train.log before removing it
-    shutil.rmtree(run_dir, ignore_errors=True)
-    for parent in list(run_dir.parents)[:2]:
+def _remove_if_empty(run_dir: Path, parents: int) -> None:
+    """Bad input writes nothing: Hydra creates the run directory before main runs, so an empty
+    one is removed again, with up to ``parents`` empty folders above it (``<experiment>/runs``)."""
+    for path in [run_dir, *list(run_dir.parents)[:parents]]:
         try:
-            parent.rmdir()  # only if empty
+            path.rmdir()  # only if empty
         except OSError:
             break
 
@@ -88,7 +89,8 @@ if __name__ == "__main__":
         main()
     except SystemExit as exc:
         # Hydra reports a config that does not compose (unknown key, invalid choice with the
-        # allowed values, missing option) in one message and exits 1 before main runs.
+        # allowed values, missing option) or a run directory it cannot create in one message
+        # and exits 1 before main runs.
         if not _entered and exc.code == 1:
             sys.exit(2)
         raise

@@ -7,7 +7,9 @@ and that the record says what happened.
 from __future__ import annotations
 
 import json
+import logging
 import os
+import re
 import signal
 import subprocess
 import time
@@ -17,7 +19,7 @@ import pandas as pd
 import pytest
 
 from conftest import PYTHON, REPO, TINY, run_in, script_env
-from faults import FaultInjection, status_now
+from faults import FaultInjection, on_small_disk, small_disk_available, status_now
 
 # Long enough to be killed mid-way; patience 0 so it always runs to max_epochs.
 KILLABLE = TINY + ["train.max_epochs=400", "train.patience=0", "train.checkpoint_every=40"]
@@ -87,43 +89,73 @@ def test_nan_is_recorded_as_failure_and_not_retried_silently(tmp_path: Path) -> 
     nan = [FaultInjection(nan_at_epoch=30)]
     failed = run_in(tmp_path, "nan", TINY, nan)
     assert failed.status == "failed" and failed.record.failed_epoch == 31
-    assert "non-finite training loss" in failed.record.reason
+    assert "non-finite training loss" in failed.record.reason and failed.record.failure_kind == "deterministic"
     rerun = run_in(tmp_path, "nan_again", TINY, nan)
-    assert rerun.status == "failed" and "failed before" in rerun.skipped
+    assert rerun.status == "failed"
+    assert rerun.skipped == (
+        f"failed before in {failed.run_dir}: {failed.record.reason} (it would fail the same way again; force=true retrains)"
+    )
+    assert run_in(tmp_path, "nan_forced", TINY + ["force=true"]).status == "completed"  # the fault is gone
 
 
-def test_exception_is_recorded_and_the_job_resumes_after_it(tmp_path: Path) -> None:
+def test_exception_is_recorded_and_the_job_resumes_after_it(tmp_path: Path, caplog) -> None:
+    caplog.set_level(logging.INFO)
     with pytest.raises(RuntimeError, match="injected failure"):
         run_in(tmp_path, "crash", KILLABLE, [FaultInjection(raise_at_epoch=100)])
     status = status_now(tmp_path / "crash")
-    assert status["status"] == "failed" and "injected failure" in status["reason"]
+    assert status["status"] == "failed" and "injected failure" in status["reason"] and status["failure_kind"] == "crash"
     resumed = run_in(tmp_path, "crash_rerun", KILLABLE)  # the same job, without the fault
-    assert resumed.status == "completed" and resumed.record.epoch == 400
+    assert resumed.status == "completed" and resumed.record.epoch == 400 and resumed.record.failure_kind is None
+    said = f"retrying the crash in {tmp_path / 'crash'} (RuntimeError: injected failure at epoch 100): resuming from epoch 80"
+    assert said in caplog.text
 
 
-def test_timeout_marks_the_job_failed(tmp_path: Path) -> None:
-    slow = [FaultInjection(sleep_per_epoch=0.01)]
-    result = run_in(tmp_path, "slow", KILLABLE + ["train.timeout_minutes=0.001"], slow)
-    assert result.status == "failed" and "timeout" in result.record.reason
+def test_a_fixed_plugin_reruns_the_job_it_crashed_before_any_checkpoint(tmp_path: Path) -> None:
+    """A crash before the first checkpoint (a plugin's bug) left no resume state: the rerun of
+    the same command, the bug fixed, trains it from the start -- no force=true needed."""
+    with pytest.raises(RuntimeError, match="before the first checkpoint"):
+        run_in(tmp_path, "crash", KILLABLE, [FaultInjection(raise_at_start=True)])
+    status = status_now(tmp_path / "crash")
+    assert status["failure_kind"] == "crash" and not (tmp_path / "crash" / "resume.pt").exists()
+    proc = subprocess.run(_train_cmd(tmp_path, tmp_path / "fixed"), cwd=REPO, env=script_env(),
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out
+    assert (
+        f"retrying the crash in {tmp_path / 'crash'} (RuntimeError: injected failure before the first checkpoint): "
+        "from the start (it left no checkpoint)"
+    ) in out
+    assert status_now(tmp_path / "fixed")["status"] == "completed"
 
 
-def test_corrupt_cached_source_is_detected_and_rebuilt(tmp_path: Path, caplog) -> None:
-    transfer = TINY + ["task=subtract", "transfer=grokked", "train.max_epochs=40", "transfer.source.source_seed=0"]
-    first = run_in(tmp_path, "g0", transfer)
-    chosen = Path(json.loads((first.run_dir / "source.json").read_text())["chosen"]["checkpoint"])
-    chosen.write_bytes(chosen.read_bytes()[:1000])  # truncate the checkpoint the job will load
-    second = run_in(tmp_path, "g1", transfer + ["seed=1"])
-    assert second.status == "completed"
-    assert any("is corrupt" in r.message for r in caplog.records)
-    aside = [p for p in (tmp_path / ".sources").iterdir() if ".corrupt-" in p.name]
-    assert len(aside) == 1  # moved aside for inspection, not deleted
-    rebuilt = Path(json.loads((second.run_dir / "source.json").read_text())["chosen"]["checkpoint"])
-    assert rebuilt.stat().st_size > 1000
-
-
-def test_a_directory_holding_another_run_is_not_overwritten(tmp_path: Path) -> None:
-    from groktransfer.jobs.run_job import JobError
-
-    run_in(tmp_path, "x", TINY + ["train.max_epochs=20"])
-    with pytest.raises(JobError, match="force=true"):
-        run_in(tmp_path, "x", TINY + ["train.max_epochs=30"])
+@pytest.mark.skipif(not small_disk_available(), reason="needs a private tmpfs (unshare -rm: root or user namespaces)")
+def test_a_full_disk_leaves_its_traceback_in_train_log_and_the_rerun_resumes(tmp_path: Path) -> None:
+    disk, out = tmp_path / "disk", tmp_path / "out"
+    out.mkdir()
+    job = " ".join(["train.max_epochs=400", "train.patience=0", "train.checkpoint_every=20", *TINY])
+    train = f"{PYTHON} scripts/train.py {job} paths.root={disk}"
+    script = (
+        f"{train} hydra.run.dir={disk}/full > {out}/full.txt 2>&1; echo $? > {out}/full.rc; "
+        f"cp -r {disk}/full {out}/full; "
+        f"mount -o remount,size=16m {disk} && "  # space freed: the same command again
+        f"{train} hydra.run.dir={disk}/rerun > {out}/rerun.txt 2>&1; echo $? > {out}/rerun.rc; "
+        f"cp {disk}/rerun/status.json {out}/rerun_status.json; "
+        f"stat -c '%i %n' {disk}/full/checkpoints/*.pt {disk}/rerun/checkpoints/*.pt > {out}/inodes"
+    )
+    done = on_small_disk(disk, "2m", script)  # room for about eight checkpoints of this run
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert (out / "full.rc").read_text().strip() == "1", (out / "full.txt").read_text()
+    log = (out / "full" / "train.log").read_text()
+    assert "Traceback" in log and "No space left on device" in log and "job failed (recorded in" in log
+    assert not (out / "full" / ".train.log.reserve").exists()  # the reserve was spent on the traceback
+    assert (out / "rerun.rc").read_text().strip() == "0", (out / "rerun.txt").read_text()
+    assert json.loads((out / "rerun_status.json").read_text())["status"] == "completed"
+    said = (out / "rerun.txt").read_text()
+    resumed = re.search(r"(?:retrying the crash in \S+/full \(.*\): )?resuming from epoch (\d+)", said)
+    assert resumed is not None and int(resumed.group(1)) >= 40, said
+    inode = {}
+    for line in (out / "inodes").read_text().splitlines():
+        number, path = line.split(" ", 1)
+        inode[(Path(path).parent.parent.name, Path(path).name)] = number
+    kept = [name for (run, name) in inode if run == "full" and name.startswith("epoch_") and int(name[6:12]) <= int(resumed.group(1))]
+    assert len(kept) >= 3 and all(inode[("full", n)] == inode[("rerun", n)] for n in kept)  # links, no second copy

@@ -38,7 +38,7 @@ from groktransfer.training.optimizers import build_optimizer
 
 @pytest.mark.parametrize(
     "requested, chosen",
-    [(0, 0), (100, 100), (1500, 1500), (1549, 1500), (1550, 1500), (1551, 1600), (99999, 2500)],
+    [(0, 0), (100, 100), (1500, 1500), (1549, 1500), (1550, 1500), (1551, 1600), (2500, 2500)],
 )
 def test_selection_by_epoch_picks_the_nearest_saved_checkpoint(tmp_path: Path, requested: int, chosen: int) -> None:
     run = RunDir(write_source_run(tmp_path / "source"))  # checkpoints every 100 epochs, 0..2500
@@ -49,6 +49,13 @@ def test_selection_by_epoch_picks_the_nearest_saved_checkpoint(tmp_path: Path, r
     assert pick.measures["restricted_loss"] == pytest.approx(row.restricted_loss)
     assert pick.measures["restricted_test_gap"] == pytest.approx(row.restricted_acc - row.test_acc)
     assert pick.as_record()["requested_epoch"] == requested
+
+
+def test_an_epoch_beyond_the_source_run_is_refused_naming_its_epochs(tmp_path: Path) -> None:
+    run = RunDir(write_source_run(tmp_path / "source"))
+    with pytest.raises(SourceSelectionError, match=r"transfer.source.epoch=2501 is beyond the source run .*: it ended at "
+                       r"epoch 2500 and saved checkpoints at epochs 0, 100, \.\.\., 2500 \(every 100\)"):  # fmt: skip
+        select_checkpoint_near_epoch(run, 2501, {})
 
 
 def test_a_refused_criterion_names_the_measure_that_failed(tmp_path: Path) -> None:

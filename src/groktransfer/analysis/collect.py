@@ -6,11 +6,19 @@ Hydra's ``.hydra/`` but no status record crashed before the trainer wrote
 anything and is still *listed* (as "no status"), because a sweep report that
 silently drops crashed jobs overstates how well the sweep went. A status record
 written by a newer schema stops the analysis with one clear message.
+
+A run whose status says ``completed`` is a result only if its files can be read as
+one: a final accuracy that is a number, threshold epochs that are epochs, and a
+``metrics.csv`` that is complete text with every row whole, ending at the run's last
+epoch and matching its checksum (``manifest.json``, where recorded). Anything else is
+listed as ``unreadable`` with the reason, never counted.
 """
 
 from __future__ import annotations
 
+import csv
 import glob
+import io
 import math
 import os
 import time
@@ -21,15 +29,21 @@ from typing import Any, Iterable
 
 import yaml
 
+from groktransfer.utils.errors import UserError
+from groktransfer.runs.integrity import MISMATCH, read_manifest, sha256
 from groktransfer.runs.rundir import (
     CHECKPOINT_DIR,
     CONFIG_FILE,
     HYDRA_DIR,
+    MEASURES_FILE,
+    METRICS_FILE,
     PROFILE_DIR,
     STATUS_FILE,
     WANDB_DIR,
+    RunDir,
     SchemaVersionError,
     Status,
+    StatusRecord,
     read_status_file,
 )
 
@@ -44,8 +58,8 @@ UNREADABLE = "unreadable"
 GLOB_CHARS = set("*?[")
 
 
-class SweepInputError(ValueError):
-    """The sweep dir(s) given to the analysis are missing or hold no runs."""
+class SweepInputError(UserError, ValueError):
+    """The sweep dir(s) given to the analysis are missing or hold no runs, or its output cannot be written."""
 
 
 @dataclass
@@ -275,10 +289,76 @@ def load_run(run_dir: Path, sweep: Path, stale_after_s: float, now: float | None
     rec.lr = _as_float(dig(cfg, "optimizer", "lr"))
     rec.weight_decay = _as_float(dig(cfg, "optimizer", "weight_decay"))
     rec.reused_from = st.reused_from if st is not None else None
+    if st is not None and rec.status == Status.COMPLETED:
+        problem = result_problem(run_dir, st)
+        if problem is not None:
+            rec.status, rec.reason = UNREADABLE, problem
     if rec.status == Status.RUNNING:
         mtime = status_path.stat().st_mtime
         rec.stale = now - _timestamp(rec.updated_at, mtime) > stale_after_s
     return rec
+
+
+def result_problem(run_dir: Path, st: StatusRecord) -> str | None:
+    """Why a run whose status says completed cannot be read as a result (None: it can)."""
+    for key in ("train_acc", "test_acc"):
+        value = (st.final or {}).get(key)
+        number = _as_float(value) if not isinstance(value, bool) else None
+        if number is None or not 0.0 <= number <= 1.0:
+            return f"{STATUS_FILE}: final {key} is not an accuracy ({value!r})"
+    if _as_int(st.epoch) is None:
+        return f"{STATUS_FILE}: epoch is not a number ({st.epoch!r})"
+    for key, entry in (st.thresholds or {}).items():
+        epoch = entry.get("epoch") if isinstance(entry, dict) else entry
+        if not isinstance(entry, dict) or (epoch is not None and (isinstance(epoch, bool) or _as_int(epoch) is None)):
+            return f"{STATUS_FILE}: threshold {key} has no readable epoch ({entry!r})"
+    recorded = read_manifest(RunDir(run_dir)) or {}
+    return table_problem(run_dir, METRICS_FILE, recorded, last_epoch=_as_int(st.epoch)) or table_problem(
+        run_dir, MEASURES_FILE, recorded
+    )
+
+
+def table_problem(run_dir: Path, name: str, manifest: dict[str, str], last_epoch: int | None = None) -> str | None:
+    """Why a run's CSV table cannot be read in full (None: it can, or it is absent and was never recorded).
+
+    It must match its checksum where ``manifest`` records one, be UTF-8 text with a header
+    naming ``epoch``, have whole rows (a half-written file ends in a short one) with numeric
+    epochs, and -- for ``metrics.csv`` of a completed run -- end at the run's last epoch.
+    """
+    path = run_dir / name
+    recorded = manifest.get(name)
+    if not path.is_file():
+        return f"{name} is missing" if recorded is not None else None
+    try:
+        if recorded is not None and sha256(path) != recorded:
+            return f"{name} {MISMATCH}"
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError:
+        return f"{name} is not text (binary data)"
+    except OSError as exc:
+        return f"{name} cannot be read ({exc.strerror or exc})"
+    if not text.strip():
+        return f"{name} is empty"
+    if "\0" in text:
+        return f"{name} is not text (binary data)"
+    rows = list(csv.reader(io.StringIO(text)))
+    header, body = rows[0], [r for r in rows[1:] if r]
+    if "epoch" not in header:
+        return f"{name} has no epoch column (header {','.join(header)[:80]!r})"
+    if not body:
+        return f"{name} has a header but no rows"
+    col = header.index("epoch")
+    for n, row in enumerate(body, start=2):
+        if len(row) != len(header):
+            return f"{name} row {n} has {len(row)} of {len(header)} fields (half-written?)"
+        if _as_int(_as_float(row[col])) is None:
+            return f"{name} row {n} has no numeric epoch ({row[col]!r})"
+    if not text.endswith("\n"):
+        return f"{name} ends mid-line (half-written?)"
+    final = int(float(body[-1][col]))
+    if last_epoch is not None and final != last_epoch:
+        return f"{name} ends at epoch {final} but the run ended at epoch {last_epoch} (truncated?)"
+    return None
 
 
 def collect_runs(sweep_dirs: list[Path], stale_after_s: float = 3600.0) -> list[RunRecord]:

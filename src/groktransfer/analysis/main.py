@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 import math
 import os
+import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -23,11 +24,11 @@ from groktransfer.runs.rundir import MEASURES_FILE, METRICS_FILE, STATUS_FILE, S
 
 from . import sections as sec
 from .answer import answer_section, answers
-from .collect import RunRecord, collect_runs, resolve_sweep_dirs
+from .collect import UNREADABLE, RunRecord, SweepInputError, collect_runs, resolve_sweep_dirs
 from .curves import load_tables, numeric_columns
 from .plots import plot_curve, plot_epochs_to_threshold, plot_measures
 from .report import ReportSection, build_report
-from .settings import AnalysisSettings, AnalyzeJobConfig, to_settings
+from .settings import AnalysisSettings, AnalyzeJobConfig, SettingsError, to_settings, unknown_conditions
 from .stats import (
     condition_order,
     format_ratio,
@@ -108,6 +109,10 @@ class AnalysisResult:
                 "\nNot in the statistics: " + ", ".join(f"{n} {k}" for k, n in kinds.items())
                 + " -- listed under 'Failed / incomplete jobs' in the report."
             )
+        unreadable = [r for r in self.runs if r.status == UNREADABLE]
+        if unreadable:
+            lines.append(f"Could not read {len(unreadable)} run(s):")
+            lines += [f"  {r.run_dir}: {r.reason}" for r in unreadable]
         lines += self.notes
         if "report_html" in self.files:
             lines.append(f"\nReport: {self.files['report_html']}")
@@ -138,6 +143,17 @@ def _provider_sections(
             msg = f"This section could not be built: `{type(exc).__name__}: {exc}`"
             out.append(ReportSection(f"{spec} (failed)", msg))
     return out
+
+
+def make_out_dir(out: Path) -> None:
+    """Create the output directory and make sure files can be written there: one
+    ``SweepInputError`` naming it otherwise (a regular file in the way, ``/proc``, no permission)."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as exc:
+        raise SweepInputError(f"cannot write the analysis to {out}: {exc.strerror or exc}") from None
 
 
 def default_out_dir(sweep_dirs: Sequence[Path], configured: str | os.PathLike | None) -> Path:
@@ -204,12 +220,15 @@ def run_analysis(
     ``extra_sections`` are added to the report (the circuits hook) after the figures,
     following any from ``analysis.extra_sections`` providers.
     """
-    settings = to_settings(cfg)
+    settings = to_settings(cfg)  # every value checked: SettingsError
     a, b = settings.analysis, settings.analysis.bootstrap
     dirs = resolve_sweep_dirs(sweep_dirs)
     runs = collect_runs(dirs, a.stale_after_s)  # raises before anything is written
+    unknown = unknown_conditions(a, {r.condition for r in runs if r.condition})
+    if unknown:
+        raise SettingsError("; ".join(unknown))
     out = Path(out_dir) if out_dir is not None else default_out_dir(dirs, a.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    make_out_dir(out)
 
     # ---- tables
     thresholds = sorted(float(t) for t in a.thresholds) if a.thresholds else thresholds_in(runs)

@@ -101,7 +101,7 @@ def incomplete_section(runs: Sequence[RunRecord]) -> ReportSection:
         f"{len(df)} job(s) did not complete. They are listed here and in `runs.csv`, and are neither "
         "reached nor censored in the statistics (excluded from n). `running/stale` = status says running "
         "but it has not been updated recently; `no status` = Hydra created the job dir but the job died "
-        f"before writing {STATUS_FILE}."
+        f"before writing {STATUS_FILE}; `unreadable` = a file of the run is damaged or incomplete (the reason names it)."
     )
     return ReportSection("Failed / incomplete jobs", text, [ReportTable(df, "")])
 

@@ -9,10 +9,13 @@ script without any Hydra config at all.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
-from typing import Any, List, Optional
+from typing import Any, Iterable, List, Optional
 
 from groktransfer.utils.choices import Choice
+from groktransfer.utils.errors import UserError
+from groktransfer.config.conditions import CONDITIONS
 from groktransfer.config.schema import LoggerMode, to_typed
 from groktransfer.runs.rundir import Status
 # the interpretability settings live with the analyses they switch (interp sits below analysis)
@@ -136,6 +139,71 @@ def register_analyze_config() -> None:
     ConfigStore.instance().store(name="analyze_schema", node=AnalyzeJobConfig)
 
 
+class SettingsError(UserError, ValueError):
+    """Analysis settings that cannot describe an analysis; the message lists every problem."""
+
+
 def to_settings(cfg: Any) -> AnalyzeJobConfig:
-    """A Hydra DictConfig, a (partial) plain dict, an ``AnalyzeJobConfig`` or None as settings."""
-    return to_typed(AnalyzeJobConfig, cfg, label="analyze")
+    """A Hydra DictConfig, a (partial) plain dict, an ``AnalyzeJobConfig`` or None as settings,
+    checked (:func:`settings_problems`): ``SettingsError`` before anything is read or written."""
+    settings = to_typed(AnalyzeJobConfig, cfg, label="analyze")
+    problems = settings_problems(settings)
+    if problems:
+        raise SettingsError("invalid analysis settings: " + "; ".join(problems))
+    return settings
+
+
+#: the largest figure resolution accepted (a figure's pixels grow with its square)
+MAX_DPI = 1200
+
+
+def settings_problems(settings: AnalyzeJobConfig) -> List[str]:
+    """Every value of the settings that is out of its range (NaN and infinities included)."""
+    a, b, errors = settings.analysis, settings.analysis.bootstrap, []
+
+    def need(ok: bool, key: str, value: Any, rule: str) -> None:
+        if not ok:
+            errors.append(f"{key}={value}: {rule}")
+
+    def finite(x: Any) -> bool:
+        return isinstance(x, (int, float)) and math.isfinite(float(x))
+
+    need(int(b.n_resamples) >= 1, "analysis.bootstrap.n_resamples", b.n_resamples, "must be >= 1")
+    need(finite(b.confidence) and 0 < b.confidence < 1, "analysis.bootstrap.confidence", b.confidence, "must lie in (0, 1)")
+    for t in a.thresholds or []:
+        need(finite(t) and 0 < t <= 1, "analysis.thresholds", t, "each must lie in (0, 1]")
+    need(finite(a.headline_threshold) and 0 < a.headline_threshold <= 1, "analysis.headline_threshold",
+         a.headline_threshold, "must lie in (0, 1]")  # fmt: skip
+    need(finite(a.stale_after_s) and a.stale_after_s > 0, "analysis.stale_after_s", a.stale_after_s, "must be > 0 seconds")
+    need(finite(a.log_span) and a.log_span > 1, "analysis.log_span", a.log_span, "must be > 1")
+    need(1 <= int(a.dpi) <= MAX_DPI, "analysis.dpi", a.dpi, f"must lie in [1, {MAX_DPI}]")
+    need(finite(a.circuit_flag_gap), "analysis.circuit_flag_gap", a.circuit_flag_gap, "must be a finite number")
+    need(int(a.curves.max_points) >= 2, "analysis.curves.max_points", a.curves.max_points, "must be >= 2")
+    statuses = {str(s) for s in Status}
+    for st in a.curves.include_statuses:
+        need(str(st) in statuses, "analysis.curves.include_statuses", st, f"one of {', '.join(sorted(statuses))}")
+    need(bool(str(a.baseline).strip()), "analysis.baseline", repr(a.baseline), "name a condition (e.g. random)")
+    i = a.interp
+    need(finite(i.key_freq_threshold) and 0 < i.key_freq_threshold <= 1, "analysis.interp.key_freq_threshold",
+         i.key_freq_threshold, "must lie in (0, 1]")  # fmt: skip
+    for key in ("top_neurons", "parallel_runs", "max_inputs"):
+        need(int(getattr(i, key)) >= 0, f"analysis.interp.{key}", getattr(i, key), "must be >= 0")
+    need(int(i.threads) >= 1, "analysis.interp.threads", i.threads, "must be >= 1")
+    if settings.checkpoint_p is not None:
+        need(int(settings.checkpoint_p) >= 2, "checkpoint_p", settings.checkpoint_p, "must be >= 2")
+    return errors
+
+
+def unknown_conditions(settings: AnalysisSettings, present: Iterable[str]) -> List[str]:
+    """``analysis.baseline`` / ``analysis.compare`` entries that name no condition: neither one
+    of the sweep's nor a registered transfer condition (a typo, not a condition without runs)."""
+    found = set(present)
+    problems = []
+    for key, names in (("analysis.baseline", [settings.baseline]), ("analysis.compare", list(settings.compare))):
+        for name in names:
+            if str(name) not in found and str(name) not in CONDITIONS:
+                problems.append(
+                    f"{key}={name!r} is no condition of the sweep ({', '.join(sorted(found)) or 'none'}) "
+                    f"nor a registered transfer condition ({', '.join(CONDITIONS.names())})"
+                )
+    return problems

@@ -173,6 +173,8 @@ def _validate_transfer(cfg: TrainJobConfig, model_class: Optional[type], errors:
     if condition.by_epoch:
         if src.epoch is None:
             errors.append(f"transfer={tr.name} needs transfer.source.epoch (e.g. transfer.source.epoch=1500)")
+        elif src.path is None and 0 <= int(src.epoch) and int(src.epoch) > int(src.max_epochs):
+            errors.append(f"transfer.source.epoch={src.epoch}: beyond the source run's transfer.source.max_epochs={src.max_epochs}")
         if src.path is not None:
             errors.append(f"transfer={tr.name} picks an epoch of a trained source run: unset transfer.source.path")
     if src.path is not None:

@@ -57,6 +57,8 @@ from groktransfer.utils.errors import UserError
 from groktransfer.model.gemm import set_cpu_gemm
 from groktransfer.runs.identity import Role, ensemble_key, fields_with
 from groktransfer.runs.rundir import LOG_FILE, STATUS_FILE
+from groktransfer.runs.job_log import discard_job_log
+from groktransfer.jobs.hydra_files import hydra_claim
 from groktransfer.jobs.run_job import (
     JobResult, Launch, PlannedJob, SourceToTrain, given_keys, plan_job, run_identity, sources_to_train,
 )  # fmt: skip
@@ -173,11 +175,12 @@ def _plan_in_hydra_job(cfg: DictConfig, held: contextlib.ExitStack, box: Dict[st
     hydra_cfg = HydraConfig.get()
     launch = Launch(
         run_dir=Path(hydra_cfg.runtime.output_dir), cwd=Path(hydra_cfg.runtime.cwd), sweep_dir=Path(hydra_cfg.sweep.dir),
-        given=given_keys(hydra_cfg.overrides.task),
+        given=given_keys(hydra_cfg.overrides.task), claim=hydra_claim(cfg),
     )
     try:
         planned = plan_job(to_typed(TrainJobConfig, cfg), launch, held)
     except UserError as exc:
+        discard_job_log()  # a refused job writes nothing
         log.error("%s", exc)  # one readable line; the other jobs go on
         return None
     except Exception:

@@ -18,14 +18,13 @@ import logging
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, FrozenSet, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, FrozenSet, Iterable, List, Optional, Sequence, Tuple, Union
 
 import torch
 from omegaconf import OmegaConf
 
 from groktransfer.training.allocator import keep_freed_memory
 from groktransfer.utils.atomic import write_json, write_text
-from groktransfer.runs.callbacks import load_resume_state
 from groktransfer.config.conditions import needs_source
 from groktransfer.config.schema import CpuGemm, TrainJobConfig, to_plain
 from groktransfer.config.validate import ResolvedSeeds, resolve_seeds, validate_job_config
@@ -33,9 +32,12 @@ from groktransfer.training.device import resolve_device
 from groktransfer.training.memory import check_memory
 from groktransfer.utils.errors import JobError, UserError
 from groktransfer.model.gemm import set_cpu_gemm
-from groktransfer.runs.rundir import RUN_DIRS, RUN_FILES, RunDir, Status, StatusRecord, library_versions, utc_now
+from groktransfer.runs.rundir import (
+    RUN_DIRS, RUN_FILES, FailureKind, RunDir, Status, StatusRecord, library_versions, utc_now,
+)  # fmt: skip
 from groktransfer.runs.identity import run_identity  # noqa: F401  (callers import it from here too)
-from groktransfer.runs.index import RunIndex, transplant
+from groktransfer.runs.index import Decision, RunIndex, transplant
+from groktransfer.runs.integrity import ResumeCheck, check_completed, check_resumable, damage_line, status_damage
 from groktransfer.sinks import RunMeta
 from groktransfer.transfer.source_runs import SourceCache, SourceSpec, source_spec_from_config
 from groktransfer.transfer.starting_point import StartingPoint, build_starting_point, model_for_resume
@@ -63,6 +65,9 @@ class Launch:
     sweep_dir: Optional[Path] = None
     # the dotted config keys set on the command line (Hydra's task overrides), for validation
     given: FrozenSet[str] = frozenset()
+    # called with the run directory once the job goes ahead, before it writes there (Hydra's
+    # provenance files and the job's log: ``scripts/train.py``); a refused job writes nothing
+    claim: Optional[Callable[[Path], None]] = None
 
 
 @dataclass(frozen=True)
@@ -208,6 +213,11 @@ def plan_job(
     Returns the result of a job that trains nothing (reused or skipped), else the planned
     job. The run identity's lock is entered into ``held``: keep it open until the job
     has trained, so two identical jobs never train at once.
+
+    Nothing is written until the job is known to go ahead: bad input -- a config, a run
+    directory holding another run, a source checkpoint that does not fit or qualify --
+    raises a ``UserError`` with the run directory untouched. Only then is the directory
+    taken (``launch.claim``), so a crash while building the start is recorded as ``failed``.
     """
     validate_job_config(job, launch.given)
     MODELS.get(job.model.architecture)  # an unknown name: one line listing the registered ones, exit 2
@@ -220,27 +230,69 @@ def plan_job(
     run_dir = RunDir(launch.run_dir)
     run_id = run_identity(job)
     index = RunIndex(paths.run_index)
+    _writable(paths.run_index, "paths.run_index")
+    if needs_source(job.transfer.name) and job.transfer.source.path is None:
+        _writable(paths.source_cache, "paths.source_cache")
     held.enter_context(index.lock(run_id))
     decision = index.decide(run_id, run_dir.path, force=job.force)
+    occupied = _holds_another_run(run_dir, run_id, index)
+    if occupied and not job.force:
+        raise JobError(f"{run_dir.path} already holds {occupied}; pass force=true to overwrite it on purpose")
+    if decision.action == "reuse":
+        assert decision.previous is not None
+        damaged = check_completed(RunDir(decision.previous))
+        if damaged:
+            log.warning("training from the start: %s", damage_line(decision.previous, damaged))
+            decision = Decision("fresh")
     if decision.action in ("reuse", "skip_failed"):
         assert decision.previous is not None
-        transplant(decision.previous, run_dir.path, link=True)
+        _claim(launch, run_dir)
+        transplant(decision.previous, run_dir.path)
         record = run_dir.update_status(reused_from=str(decision.previous))
         log.info("skipped (%s)", decision.reason)
         return JobResult(run_dir.path, Status(record.status), record, skipped=decision.reason)
-    existing = run_dir.read_status()
-    if decision.action == "fresh" and existing is not None:
-        if not job.force and existing.run_id != run_id:
-            raise JobError(f"{run_dir.path} already holds a different run; pass force=true to overwrite it on purpose")
-        _clear_run_files(run_dir)
-    resume_state: Optional[Dict[str, Any]] = None
+    resume: Optional[ResumeCheck] = None
     if decision.action == "resume":
         assert decision.previous is not None
-        transplant(decision.previous, run_dir.path, link=False)
-        resume_state = load_resume_state(run_dir)
+        previous = RunDir(decision.previous)
+        resume = check_resumable(previous, None if decision.torn_status else previous.read_status())
+        if resume.state is None:
+            log.warning("training from the start: %s", damage_line(previous.path, resume.damaged))
+            resume = None
+        else:
+            for note in resume.notes:
+                log.warning("%s", note)
+            log.info("%s", decision.reason + (f": from epoch {resume.epoch}" if decision.torn_status else ""))
+    elif decision.reason and decision.action == "fresh" and decision.previous is not None:
         log.info("%s", decision.reason)
-    index.record(run_id, run_dir.path)
-    return _plan_target(job, launch, run_dir, paths, seeds, run_id, resume_state, callbacks)
+    return _plan_target(job, launch, run_dir, paths, seeds, run_id, index, decision.previous, resume, callbacks)
+
+
+def _writable(path: Path, key: str) -> None:
+    """A directory the job shares with others (run index, source cache): created if need be, or one line."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise JobError(f"{key}={path}: cannot create it ({exc.strerror or exc})") from None
+
+
+def _holds_another_run(run_dir: RunDir, run_id: str, index: RunIndex) -> Optional[str]:
+    """What in ``run_dir`` belongs to a run other than ``run_id`` (None: nothing, or this run's own files)."""
+    if status_damage(run_dir) is not None:
+        known = index.lookup(run_id)
+        mine = known is not None and known.resolve() == run_dir.path.resolve()
+        return None if mine else f"a run whose {run_dir.status_path.name} is damaged"
+    existing = run_dir.read_status()
+    if existing is not None and existing.run_id != run_id:
+        return "a different run"
+    return None
+
+
+def _claim(launch: Launch, run_dir: RunDir) -> None:
+    """Take the run directory: from here on the job writes into it (Hydra's files and log first)."""
+    run_dir.path.mkdir(parents=True, exist_ok=True)
+    if launch.claim is not None:
+        launch.claim(run_dir.path)
 
 
 def _plan_target(
@@ -250,7 +302,9 @@ def _plan_target(
     paths: JobPaths,
     seeds: ResolvedSeeds,
     run_id: str,
-    resume_state: Optional[Dict[str, Any]],
+    index: RunIndex,
+    previous: Optional[Path],
+    resume: Optional[ResumeCheck],
     callbacks: Sequence[TrainerCallback],
 ) -> PlannedJob:
     task = make_task(job.task, seeds.data_seed)
@@ -270,27 +324,50 @@ def _plan_target(
         versions=library_versions(),
     )
     config = to_plain(job)
-    run_dir.path.mkdir(parents=True, exist_ok=True)
-    write_text(run_dir.config_path, OmegaConf.to_yaml(config))
-    if resume_state is None:
-        run_dir.update_status(status=Status.RUNNING, reason=None, started_at=utc_now(), epoch=0, **identity)
+    if resume is None:
         try:
             start = build_starting_point(
                 job, model_cfg, seeds, paths.source_cache, lambda rd, spec: train_source_run(rd, spec, job)
             )
+        except UserError:
+            raise  # wrong from the start: nothing written, exit 2
         except Exception as exc:
+            _take(launch, run_dir, index, run_id, config, fresh=True)
             run_dir.update_status(
-                status=Status.FAILED, reason=f"could not build the starting model: {exc}", failed_epoch=0
-            )
+                status=Status.FAILED, reason=f"could not build the starting model: {type(exc).__name__}: {exc}",
+                failure_kind=FailureKind.CRASH, failed_epoch=0, started_at=utc_now(), epoch=0, **identity,
+            )  # fmt: skip
             raise
+        _take(launch, run_dir, index, run_id, config, fresh=True)
+        run_dir.update_status(status=Status.RUNNING, reason=None, started_at=utc_now(), epoch=0, **identity)
         if start.record is not None:
             write_json(run_dir.source_path, start.record)
             run_dir.update_status(source=start.record.get("chosen") or {"path": start.record.get("source_path")})
+        resume_state = None
     else:
-        run_dir.update_status(status=Status.RUNNING, reason=None, resumed_at=utc_now(), **identity)
+        assert previous is not None and resume.state is not None
+        _take(launch, run_dir, index, run_id, config, fresh=False)
+        if previous.resolve() == run_dir.path.resolve():
+            for name in resume.leave_out:  # resumed in place: what it writes again goes first
+                (run_dir.path / name).unlink(missing_ok=True)
+        else:
+            transplant(previous, run_dir.path, leave_out=resume.leave_out)
+        run_dir.update_status(
+            status=Status.RUNNING, reason=None, failure_kind=None, resumed_at=utc_now(), epoch=resume.epoch, **identity
+        )
+        resume_state = resume.state
         start = model_for_resume(job, model_cfg, seeds, resume_state["model"])
     plan = _target_plan(job, launch, task, start, run_id, config, resume_state, callbacks)
     return PlannedJob(job, run_dir, plan)
+
+
+def _take(launch: Launch, run_dir: RunDir, index: RunIndex, run_id: str, config: Dict[str, Any], fresh: bool) -> None:
+    """Claim the run directory and record it: a fresh run first clears what ``force=true`` overwrites."""
+    _claim(launch, run_dir)
+    if fresh:
+        _clear_run_files(run_dir)
+    write_text(run_dir.config_path, OmegaConf.to_yaml(config))
+    index.record(run_id, run_dir.path)
 
 
 def _target_plan(
@@ -330,7 +407,7 @@ def _target_plan(
 
 
 def _clear_run_files(run_dir: RunDir) -> None:
-    """force=true: remove a previous run's artefacts (not Hydra's own files) before starting over."""
+    """A fresh start: remove a previous run's artefacts (force=true; not Hydra's own files)."""
     for name in RUN_FILES:
         (run_dir.path / name).unlink(missing_ok=True)
     for name in RUN_DIRS:

@@ -15,16 +15,25 @@ Layout of one run directory::
     measures_freqs.csv   "epoch" + FREQ_ROW_KEYS, one row per (checkpoint, frequency)
     source.json          transfer runs: where the initial weights came from
     resume.pt            last training state; present only while a run can be resumed
+    manifest.json        sha256 of the checkpoints, resume.pt and, once completed, the tables
     checkpoints/         epoch_NNNNNN.pt, optim_epoch_NNNNNN.pt (source runs), final.pt
     profile/             debug=profile only: trace.json (torch profiler) and summary.txt
+    .hydra/              Hydra's composed config, its own config and the overrides
+    train.log            the job's log
 
-A cached source run also holds ``source_spec.json`` (what was trained) and
-``manifest.json`` (checksums of its checkpoints and metrics).
+A cached source run also holds ``source_spec.json`` (what was trained).
+
+Integrity: ``manifest.json`` records a checksum of every checkpoint file when it is
+written, of ``resume.pt`` at every checkpoint and of the tables when the run completes;
+``groktransfer.runs.integrity`` checks a directory against it before anything reuses or
+resumes it, so a damaged file is named and never carried forward.
 
 Versioning: ``status.json`` carries ``schema_version``. Directories written before the
 field existed read as version 0 (same fields). A record with a version newer than
 ``SCHEMA_VERSION`` is refused with ``SchemaVersionError`` rather than misread.
-Every write is atomic (temp file + rename), so a killed job never leaves a torn record.
+Every write is atomic (temp file + rename), so a killed job never leaves a torn record,
+and no file is ever rewritten in place: a resumed run hard-links its predecessor's files
+without altering them (``profile/`` is the one exception: the profiler writes it in place).
 """
 
 from __future__ import annotations
@@ -67,7 +76,7 @@ FINAL_CHECKPOINT = "final.pt"
 CHECKPOINT_GLOB = "epoch_*.pt"
 #: cached source runs: what was trained (the spec its content hash is taken of)
 SOURCE_SPEC_FILE = "source_spec.json"
-#: cached source runs: checksums of its checkpoints and metrics (a damaged source is rebuilt)
+#: sha256 of each checkpoint, resume.pt and (at completion) the tables: a damaged file is named, never reused
 MANIFEST_FILE = "manifest.json"
 #: debug=profile only: the torch profiler's output
 PROFILE_DIR = "profile"
@@ -76,15 +85,27 @@ PROFILE_TRACE = "trace.json"
 #: profile/: operators sorted by total CPU time
 PROFILE_SUMMARY = "summary.txt"
 #: Files of other tools that may sit in a run directory (Hydra's, the job log, W&B's).
-#: Hydra's composed config, overrides and Hydra config
+#: Hydra's composed config, overrides and Hydra config (written once the job takes the directory)
 HYDRA_DIR = ".hydra"
+#: .hydra/: the composed config, as Hydra would write it
+HYDRA_CONFIG_FILE = "config.yaml"
+#: .hydra/: Hydra's own config of the job (run directory, launcher, overrides, ...)
+HYDRA_OWN_FILE = "hydra.yaml"
+#: .hydra/: the command-line overrides
+HYDRA_OVERRIDES_FILE = "overrides.yaml"
 #: the job's log (a failed job's traceback is here)
 LOG_FILE = "train.log"
+#: space set aside while a job runs, freed so that its traceback reaches train.log on a full disk
+LOG_RESERVE_FILE = ".train.log.reserve"
 #: W&B's offline run files (`wandb sync <run_dir>/wandb` uploads them)
 WANDB_DIR = "wandb"
 
 #: What a run writes (removed by ``force=true`` before a run starts over).
-RUN_FILES: Tuple[str, ...] = (STATUS_FILE, METRICS_FILE, MEASURES_FILE, FREQS_FILE, SOURCE_FILE, RESUME_FILE)
+RUN_FILES: Tuple[str, ...] = (
+    STATUS_FILE, METRICS_FILE, MEASURES_FILE, FREQS_FILE, SOURCE_FILE, RESUME_FILE, MANIFEST_FILE,
+)  # fmt: skip
+#: The tables a completed run's manifest records (they are final once the run completes).
+TABLE_FILES: Tuple[str, ...] = (METRICS_FILE, MEASURES_FILE, FREQS_FILE)
 RUN_DIRS: Tuple[str, ...] = (CHECKPOINT_DIR, WANDB_DIR, PROFILE_DIR)
 
 
@@ -150,6 +171,16 @@ class Status(Choice):
     STOPPED = "stopped"  # interrupted by a signal (SLURM pre-emption): resumes from its last checkpoint
 
 
+class FailureKind(Choice):
+    """Why a ``failed`` run failed, which decides what a rerun of its job does."""
+
+    #: an exception (a code error, out of memory, a full disk): a rerun retries it, from its last checkpoint
+    CRASH = "crash"
+    #: a property of the run (a non-finite loss, the time budget): it would fail the same way again,
+    #: so a rerun skips it; force=true trains it again
+    DETERMINISTIC = "deterministic"
+
+
 class RunKind(Choice):
     TARGET = "target"
     SOURCE = "source"
@@ -213,6 +244,8 @@ class StatusRecord:
     epoch: Optional[int] = None
     # epoch at which the run failed
     failed_epoch: Optional[int] = None
+    # failed runs: crash (a rerun retries it) or deterministic (a rerun skips it); null in older records
+    failure_kind: Optional[FailureKind] = None
     # why training ended: max_epochs, or early_stop (the last threshold held train.patience epochs)
     stop_reason: Optional[str] = None
     # threshold_key(t) -> {epoch: first epoch test accuracy reached t or null, held: still held at the last eval}
@@ -259,6 +292,8 @@ class StatusRecord:
         values["kind"] = RunKind(values.get("kind") or RunKind.TARGET)
         if values.get("status") is not None:
             values["status"] = Status(values["status"])
+        if values.get("failure_kind") is not None:
+            values["failure_kind"] = FailureKind(values["failure_kind"])
         return cls(**values, extra={k: v for k, v in data.items() if k not in known})
 
 

@@ -32,7 +32,9 @@ from groktransfer.training.device import configure_determinism, resolve_device
 from groktransfer.utils.errors import JobError
 from groktransfer.model.registry import build_model, model_class
 from groktransfer.training.profiling import ProfilerCallback
-from groktransfer.runs.rundir import FINAL_MEASURES, RunDir, RunKind, Status, StatusRecord, library_versions, utc_now
+from groktransfer.runs.rundir import (
+    FINAL_MEASURES, TABLE_FILES, FailureKind, RunDir, RunKind, Status, StatusRecord, library_versions, utc_now,
+)  # fmt: skip
 from groktransfer.sinks import RunMeta, make_sinks
 from groktransfer.transfer.source_runs import SourceSpec
 from groktransfer.measures.digits import final_summary_keys
@@ -128,6 +130,7 @@ class RunDirTraining:
         if resume is not None:
             trainer.load_state_dict(resume)
             self.writer.last_measures = dict(resume.get("last_measures", {}))
+            self.writer.on_resume(trainer)
             log.info("resumed at epoch %d", trainer.epoch)
         elif plan.optimizer_state and plan.copied:
             n = carry_optimizer_state(trainer.optimizer, plan.model, plan.optimizer_state, plan.copied)
@@ -136,12 +139,15 @@ class RunDirTraining:
         return trainer
 
     def fail(self, exc: BaseException) -> StatusRecord:
-        """Record a loop that did not finish: ``failed`` (TrainingFailure or a crash) or ``stopped`` (Ctrl-C, pre-emption)."""
+        """Record a loop that did not finish: ``failed`` (TrainingFailure: deterministic; any other
+        exception: a crash, retried by a rerun) or ``stopped`` (Ctrl-C, pre-emption)."""
         run_dir = self.run_dir
         if isinstance(exc, TrainingFailure):
             self.sinks.finish(Status.FAILED)
             self._exits.close()
-            return run_dir.update_status(status=Status.FAILED, reason=exc.reason, failed_epoch=exc.epoch)
+            return run_dir.update_status(
+                status=Status.FAILED, reason=exc.reason, failed_epoch=exc.epoch, failure_kind=FailureKind.DETERMINISTIC
+            )
         if isinstance(exc, (KeyboardInterrupt, SystemExit)):
             # Ctrl-C, or submitit's exit after a SLURM pre-emption (the job is already requeued)
             previous = run_dir.read_status()
@@ -152,10 +158,11 @@ class RunDirTraining:
                 f"epoch {epoch}, when requeued or rerun",
             )
         else:
-            previous = run_dir.read_status()
-            failed_epoch = previous.epoch if previous is not None and previous.epoch is not None else 0
-            record = run_dir.update_status(status=Status.FAILED, reason=f"{type(exc).__name__}: {exc}", failed_epoch=failed_epoch)
-        self._exits.__exit__(type(exc), exc, exc.__traceback__)  # the sinks see the exception
+            record = record_crash(run_dir, exc)
+        try:
+            self._exits.__exit__(type(exc), exc, exc.__traceback__)  # the sinks see the exception
+        except OSError as closing:  # a full disk: the sinks' last writes fail too; the crash is what counts
+            log.error("could not finish the run's files after the failure: %s", closing)
         return record
 
     def finish(self, outcome: TrainOutcome) -> StatusRecord:
@@ -180,9 +187,29 @@ class RunDirTraining:
             }
             self.sinks.log_checkpoint(run_dir.final_checkpoint_path, final.epoch, final=True)
             self.sinks.log_summary(summary)
+        writer.record_final(run_dir.final_checkpoint_path, [t for t in map(run_dir.path.joinpath, TABLE_FILES) if t.is_file()])
         record = run_dir.update_status(status=Status.COMPLETED, reason=None, finished_at=utc_now(), **summary)
         run_dir.resume_path.unlink(missing_ok=True)  # finished: nothing left to resume
         return record
+
+
+def record_crash(run_dir: RunDir, exc: BaseException) -> StatusRecord:
+    """Record an exception as a ``crash`` failure (a rerun retries it), at the last checkpointed epoch.
+
+    On a full disk the record itself may not be writable: then it says so in the log and
+    returns the record as it would have been, and the run stays ``running`` on disk --
+    which a rerun resumes all the same.
+    """
+    previous = run_dir.read_status()
+    failed_epoch = previous.epoch if previous is not None and previous.epoch is not None else 0
+    fields = dict(
+        status=Status.FAILED, reason=f"{type(exc).__name__}: {exc}", failed_epoch=failed_epoch, failure_kind=FailureKind.CRASH
+    )
+    try:
+        return run_dir.update_status(**fields)
+    except OSError as writing:
+        log.error("could not record the failure in %s: %s", run_dir.status_path, writing)
+        return dataclasses.replace(previous or StatusRecord(), **fields)
 
 
 # ---------------------------------------------------------------------------

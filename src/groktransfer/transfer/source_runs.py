@@ -13,7 +13,6 @@ qualifies the job refuses, rather than start from a half-generalised model.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
@@ -31,6 +30,9 @@ from groktransfer.utils.errors import UserError
 from groktransfer.config.schema import TrainJobConfig
 from groktransfer.runs.identity import digest as identity_digest, source_parts
 from groktransfer.config.conditions import CONDITIONS, criteria_of
+from groktransfer.runs.integrity import (
+    Damage, check_completed, check_resumable, damage_line, read_manifest, record_all, status_damage,
+)  # fmt: skip
 from groktransfer.runs.rundir import RunDir
 from groktransfer.training.trainer import Streak
 
@@ -302,6 +304,15 @@ def saved_checkpoint_epochs(run_dir: RunDir) -> List[int]:
     return sorted(int(p.stem.split("_")[1]) for p in run_dir.epoch_checkpoints())
 
 
+def epoch_list(epochs: List[int]) -> str:
+    """Epochs for a message: ``0, 20, ..., 1500 (every 20)`` when evenly spaced, else the first and last few."""
+    if len(epochs) > 4 and len({b - a for a, b in zip(epochs, epochs[1:])}) == 1:
+        return f"{epochs[0]}, {epochs[1]}, ..., {epochs[-1]} (every {epochs[1] - epochs[0]})"
+    if len(epochs) > 8:
+        return ", ".join(map(str, epochs[:4])) + ", ..., " + ", ".join(map(str, epochs[-3:]))
+    return ", ".join(map(str, epochs))
+
+
 def select_checkpoint_near_epoch(run_dir: RunDir, requested: int, criteria: Dict[str, Any]) -> ChosenCheckpoint:
     """The saved checkpoint nearest ``requested`` (the earlier one on a tie), for ``transfer=checkpoint``.
 
@@ -312,6 +323,11 @@ def select_checkpoint_near_epoch(run_dir: RunDir, requested: int, criteria: Dict
     epochs = saved_checkpoint_epochs(run_dir)
     if not epochs:
         raise SourceSelectionError(f"source run {run_dir.path} has no saved checkpoints")
+    if int(requested) > epochs[-1]:
+        raise SourceSelectionError(
+            f"transfer.source.epoch={requested} is beyond the source run {run_dir.path}: it ended at epoch "
+            f"{epochs[-1]} and saved checkpoints at epochs {epoch_list(epochs)}"
+        )
     epoch = min(epochs, key=lambda e: (abs(e - int(requested)), e))
     measures = checkpoint_measures(run_dir, epoch)
     failed = measure_failures(measures, criteria)
@@ -371,11 +387,12 @@ class SourceCache:
             if self._is_usable(run_dir, repair=True):  # trained by the job we waited for, and intact
                 log.info("source run trained by another job: %s", run_dir.path)
                 return run_dir
+            if run_dir.path.exists():
+                self._resumable(run_dir)
             run_dir.path.mkdir(parents=True, exist_ok=True)
             write_json(run_dir.source_spec_path, spec.as_dict())
             log.info("training source run %s into %s", spec.label, run_dir.path)
             train_fn(run_dir, spec)
-            write_manifest(run_dir)
             if not self._is_usable(run_dir, repair=False):
                 raise RuntimeError(f"source run {run_dir.path} did not complete: {run_dir.read_status()}")
             return run_dir
@@ -383,72 +400,46 @@ class SourceCache:
             lock.release()
 
     def _is_usable(self, run_dir: RunDir, repair: bool) -> bool:
-        """Completed, and every checkpoint matches its recorded checksum.
+        """Completed, and every file matches its recorded checksum (``groktransfer.runs.integrity``).
 
         With ``repair`` (only under the lock) a damaged entry is reported and moved
-        aside -- never deleted, never used -- so the caller rebuilds it. A completed
-        run killed before its manifest was written is load-checked and then trusted.
+        aside -- never deleted, never used -- so the caller rebuilds it; a run written
+        without a manifest (older groktransfer) that loads is given one.
         """
+        if status_damage(run_dir) is not None:
+            if repair:
+                self._move_aside(run_dir, [status_damage(run_dir)])
+            return False
         if not run_dir.is_completed:
             return False
-        problems = verify_manifest(run_dir)
-        if not problems:
+        had_manifest = read_manifest(run_dir) is not None
+        if not repair:  # outside the lock: checksums only (a run without a manifest is checked under it)
+            return had_manifest and not check_completed(run_dir)
+        damaged = check_completed(run_dir)
+        if not damaged:
+            if not had_manifest and repair:
+                record_all(run_dir)
             return True
-        if not repair:
-            return False
-        if not run_dir.manifest_path.exists():
-            problems = load_check(run_dir)
-            if not problems:
-                write_manifest(run_dir)
-                return True
-        aside = run_dir.path.with_name(f"{run_dir.path.name}.corrupt-{int(time.time())}")
-        log.error(
-            "cached source run %s is corrupt (%s); moved it to %s and rebuilding it",
-            run_dir.path, "; ".join(problems[:3]), aside,
-        )
-        run_dir.path.rename(aside)
+        if repair:
+            self._move_aside(run_dir, damaged)
         return False
 
+    def _resumable(self, run_dir: RunDir) -> None:
+        """A partial source run about to be resumed in place: a damaged one is moved aside (trained again)."""
+        if not run_dir.resume_path.exists() and status_damage(run_dir) is None:
+            return
+        status = None if status_damage(run_dir) is not None else run_dir.read_status()
+        check = check_resumable(run_dir, status)
+        if check.state is None:
+            self._move_aside(run_dir, check.damaged)
+            return
+        for note in check.notes:
+            log.warning("%s", note)
+        for name in check.leave_out:  # written again by the resumed run
+            (run_dir.path / name).unlink(missing_ok=True)
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def write_manifest(run_dir: RunDir) -> None:
-    """Record a checksum of every file a later job may load from this source run."""
-    files = sorted(run_dir.checkpoint_dir.glob("*.pt")) + [run_dir.metrics_path]
-    manifest = {str(f.relative_to(run_dir.path)): _sha256(f) for f in files}
-    write_json(run_dir.manifest_path, manifest)
-
-
-def load_check(run_dir: RunDir) -> List[str]:
-    """Problems loading the run's checkpoints (used when no manifest was recorded)."""
-    from groktransfer.model.checkpoint import CheckpointError, load_checkpoint
-
-    problems = []
-    for path in run_dir.epoch_checkpoints():
-        try:
-            load_checkpoint(path)
-        except CheckpointError as exc:
-            problems.append(str(exc))
-    return problems
-
-
-def verify_manifest(run_dir: RunDir) -> List[str]:
-    """Problems found comparing the files with their recorded checksums (empty = intact)."""
-    try:
-        manifest = json.loads(run_dir.manifest_path.read_text())
-    except (FileNotFoundError, json.JSONDecodeError) as exc:
-        return [f"no readable {run_dir.manifest_path.name} ({type(exc).__name__})"]
-    problems = []
-    for rel, digest in manifest.items():
-        path = run_dir.path / rel
-        if not path.exists():
-            problems.append(f"{rel} is missing")
-        elif _sha256(path) != digest:
-            problems.append(f"{rel} does not match its checksum")
-    return problems
+    @staticmethod
+    def _move_aside(run_dir: RunDir, damaged: List[Damage]) -> None:
+        aside = run_dir.path.with_name(f"{run_dir.path.name}.corrupt-{int(time.time())}")
+        log.error("cached source run is corrupt (%s); moved it to %s and rebuilding it", damage_line(run_dir.path, damaged), aside)
+        run_dir.path.rename(aside)

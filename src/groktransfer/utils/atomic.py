@@ -140,6 +140,11 @@ def write_json(
     write_text(path, text + "\n", fsync=fsync)
 
 
+def is_temporary(name: str) -> bool:
+    """Whether a file name is one of these helpers' temporaries (orphaned by a killed writer)."""
+    return name.startswith(".") and name.endswith(_TMP_SUFFIX)
+
+
 def remove_stale_temps(directory: PathLike, name: Optional[str] = None) -> list[Path]:
     """Delete temporaries orphaned by a killed writer; returns what was removed.
 

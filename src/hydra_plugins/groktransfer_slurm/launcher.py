@@ -27,7 +27,7 @@ from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
 from hydra_plugins.hydra_submitit_launcher.submitit_launcher import SlurmLauncher as HydraSlurmLauncher
 from omegaconf import OmegaConf, open_dict
 
-from groktransfer.runs.rundir import RunDir, Status, StatusRecord
+from groktransfer.runs.rundir import FailureKind, RunDir, Status, StatusRecord
 
 log = logging.getLogger(__name__)
 
@@ -113,4 +113,5 @@ def record_lost_job(run_dir: Path, reason: str) -> Optional[StatusRecord]:
         status=Status.FAILED,
         reason=reason + ("; rerun the sweep to resume it from its last checkpoint" if resumable else ""),
         failed_epoch=status.epoch or 0,
+        failure_kind=FailureKind.CRASH,  # lost, not failed by its own numbers: a rerun retries it
     )
