@@ -25,6 +25,7 @@ from omegaconf import DictConfig
 
 from groktransfer.analysis import run_analysis
 from groktransfer.analysis.settings import register_analyze_config, to_settings
+from groktransfer.jobs.cli import one_line_config_errors
 from groktransfer.utils.errors import UserError
 
 register_analyze_config()
@@ -72,11 +73,13 @@ def _analyze_one_checkpoint(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except SystemExit as exc:
-        # Hydra reports a config that does not compose (an unknown key, a value of the wrong
-        # type) in one message and exits 1 before main runs: bad input, as in train.py.
-        if not _entered and exc.code == 1:
-            sys.exit(2)
-        raise
+    # a config that does not compose (an unknown key, a value of the wrong type, a preset that
+    # does not exist): one line, exit 2, as every other bad input; Hydra's exit 1 before main
+    # runs (a run directory it cannot create) is bad input too
+    with one_line_config_errors("analyze"):
+        try:
+            main()
+        except SystemExit as exc:
+            if not _entered and exc.code == 1:
+                sys.exit(2)
+            raise

@@ -28,6 +28,7 @@ from groktransfer.jobs.hydra_files import hydra_claim
 from groktransfer.jobs.run_job import Launch, given_keys, run_job
 from groktransfer.runs.job_log import discard_job_log, job_log_claimed, release_log_reserve
 from groktransfer.runs.rundir import STATUS_FILE, Status
+from groktransfer.jobs.cli import one_line_config_errors
 from groktransfer.utils.errors import UserError
 
 log = logging.getLogger("groktransfer")
@@ -85,12 +86,13 @@ def _remove_if_empty(run_dir: Path, parents: int) -> None:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except SystemExit as exc:
-        # Hydra reports a config that does not compose (unknown key, invalid choice with the
-        # allowed values, missing option) or a run directory it cannot create in one message
-        # and exits 1 before main runs.
-        if not _entered and exc.code == 1:
-            sys.exit(2)
-        raise
+    # a config that does not compose (an unknown key, a value of the wrong type, a preset that
+    # does not exist): one line, exit 2, as every other bad input; Hydra's exit 1 before main
+    # runs (a run directory it cannot create) is bad input too
+    with one_line_config_errors("train"):
+        try:
+            main()
+        except SystemExit as exc:
+            if not _entered and exc.code == 1:
+                sys.exit(2)
+            raise

@@ -125,6 +125,25 @@ def test_bad_config_exits_nonzero_with_one_readable_error(tmp_path: Path) -> Non
     assert not statuses
 
 
+@pytest.mark.parametrize(
+    "script, override, line",
+    [
+        ("train", "task.p=eleven", "train: error: Error merging override task.p=eleven: Value 'eleven' of type 'str' could not be converted to Integer"),
+        ("train", "transfer.components.mlp=keep", "expected one of [copy, reinit, freeze]"),
+        ("train", "model=nonexistent", "Could not find 'model/nonexistent' (Available options in 'model': attn_only_2l, one_layer"),
+        ("analyze", "analysis.foo=1", "analyze: error: Could not override 'analysis.foo'"),
+    ],
+)
+def test_a_config_that_does_not_compose_is_one_line_and_exit_2(script: str, override: str, line: str, tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [PYTHON, f"scripts/{script}.py", override, f"paths.root={tmp_path}" if script == "train" else f"sweep_dir={tmp_path}"],
+        cwd=REPO, env=script_env(), capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    out = (proc.stdout + proc.stderr).strip().splitlines()
+    assert proc.returncode == 2 and len(out) == 1 and line in out[0], out
+    assert not any(tmp_path.rglob("*"))
+
+
 def test_source_optimizer_overrides_enter_the_source_hash() -> None:
     from groktransfer.transfer.source_runs import source_spec_from_config
 
