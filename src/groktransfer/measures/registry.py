@@ -44,7 +44,8 @@ def measure_checkpoint(task: Any, model: torch.nn.Module, key_freq_threshold: fl
 
 
 def _modular(task: Any, model: torch.nn.Module, key_freq_threshold: float) -> Measured:
-    """Fourier progress measures in the task's own group, on every pair (on CPU, like the analysis)."""
+    """Fourier progress measures in the task's own group, on every pair, on the model's device
+    (the same numbers as the analysis computes on the CPU, to that device's rounding)."""
     device = next(model.parameters()).device
     with torch.no_grad():
         if getattr(model.config, "attn_only", False):  # no neurons to read: losses, accuracies and norms only
@@ -52,8 +53,7 @@ def _modular(task: Any, model: torch.nn.Module, key_freq_threshold: float) -> Me
         else:
             logits, mlp_post = model.last_position_activations(task.tokens.to(device))  # [N, d_vocab_out], [N, d_mlp]
     measures = compute_progress_measures(
-        task, logits[:, : task.d_vocab_out].cpu(), None if mlp_post is None else mlp_post.cpu(),
-        {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        task, logits[:, : task.d_vocab_out], mlp_post, {k: v.detach() for k, v in model.state_dict().items()},
         key_freq_threshold=key_freq_threshold,
     )  # fmt: skip
     return measures.scalars(), measures.per_frequency_rows()
