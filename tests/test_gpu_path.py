@@ -51,14 +51,15 @@ def blas():
 @pytest.fixture
 def gpu(monkeypatch):
     """``train.device=fakegpu`` resolves to the pretend GPU while the test runs."""
-    real = device_module.resolve_device
+    for name in ("resolve_device", "training_device"):
+        real = getattr(device_module, name)
 
-    def resolve(spec: str) -> torch.device:
-        return FAKE if str(spec).strip().lower() == NAME else real(spec)
+        def resolve(spec: str, real=real) -> torch.device:
+            return FAKE if str(spec).strip().lower() == NAME else real(spec)
 
-    for module in list(sys.modules.values()):  # every module that imported the name (run_job, train_run_dir, ...)
-        if getattr(module, "resolve_device", None) is real:
-            monkeypatch.setattr(module, "resolve_device", resolve)
+        for module in list(sys.modules.values()):  # every module that imported it (run_job, train_run_dir, ...)
+            if getattr(module, name, None) is real:
+                monkeypatch.setattr(module, name, resolve)
     with fake_gpu() as mode:
         yield mode
 
