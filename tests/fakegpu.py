@@ -18,6 +18,9 @@ While :func:`fake_gpu` is active, a dispatch mode sees every ATen operation:
   tensors to be on the same device") unless CUDA allows that mix: a 0-dim CPU tensor read
   as a scalar (never written), CPU index tensors into a device tensor, and copies between
   devices;
+* an op that CUDA runs only with atomics, and so refuses under ``train.deterministic`` (on by
+  default there), raises too (a mean cross-entropy over a [batch, classes, k] input, ``cumsum``
+  of floats, a weighted ``bincount``, ...);
 * every device -> host transfer is counted in :attr:`FakeGPU.syncs` (``.item()``,
   ``float()``, ``bool()``, ``.tolist()``, ``.cpu()``, and boolean-mask indexing or
   ``nonzero``, whose output size the host must wait for), so a test can say how often a
@@ -68,6 +71,19 @@ _DATA_DEPENDENT = {aten.nonzero.default, aten.masked_select.default, aten._uniqu
 
 
 _kernels: List[torch.library.Library] = []
+
+
+#: ops that CUDA runs only nondeterministically, so that under torch.use_deterministic_algorithms
+#: (``train.deterministic``, on by default on CUDA) they raise; with the argument test that makes them so
+_NONDETERMINISTIC_ON_CUDA = {
+    aten.nll_loss2d_forward.default: lambda a, k: (a[3] if len(a) > 3 else k.get("reduction", 1)) != 0,
+    aten.bincount.default: lambda a, k: (a[1] if len(a) > 1 else k.get("weights")) is not None,
+    aten.cumsum.default: lambda a, k: a[0].is_floating_point(),
+    aten.histc.default: lambda a, k: True,
+    aten.kthvalue.default: lambda a, k: True,
+    aten.median.dim: lambda a, k: True,
+    aten.put_.default: lambda a, k: True,
+}
 
 
 def register() -> None:
@@ -210,6 +226,9 @@ def _run(mode: Optional["FakeGPU"], func, args, kwargs):
     tagged = any(isinstance(t, OnFakeGPU) for t in flat)
     if tagged:
         _check_devices(func, args, kwargs, flat)
+        if func in _NONDETERMINISTIC_ON_CUDA and _NONDETERMINISTIC_ON_CUDA[func](args, kwargs):
+            raise DeviceMixError(f"{func} does not have a deterministic implementation on CUDA, but "
+                                 "train.deterministic (torch.use_deterministic_algorithms) is on there by default")
     kind = _syncs(func, args, kwargs, flat, tagged)
     if mode is not None and kind is not None:
         mode.record(kind, func, sum(t.numel() * t.element_size() for t in flat if isinstance(t, OnFakeGPU)))

@@ -79,6 +79,10 @@ def test_the_pretend_gpu_fails_where_cuda_fails_and_counts_reads(gpu) -> None:
     with pytest.raises(DeviceMixError, match="indices"):
         torch.ones(5)[torch.tensor([0, 1]).to(FAKE)]  # device indices into a CPU tensor
     # what CUDA allows: a CPU number as a scalar, CPU indices into a device tensor, copies
+    with pytest.raises(DeviceMixError, match="deterministic"):
+        torch.nn.functional.cross_entropy(x.reshape(2, 3, 2), torch.zeros(2, 2, dtype=torch.long).to(FAKE))
+    assert on_fake(torch.nn.functional.cross_entropy(  # without a reduction it is deterministic
+        x.reshape(2, 3, 2), torch.zeros(2, 2, dtype=torch.long).to(FAKE), reduction="none"))
     assert on_fake(x * torch.tensor(2.0)) and on_fake(x[torch.tensor([0, 2])])
     assert torch.equal(x.cpu(), x.elem) and not on_fake(x.cpu())
     before = gpu.total
