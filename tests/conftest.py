@@ -22,15 +22,23 @@ os.environ.setdefault("GROKTRANSFER_CACHE_DIR", str(Path(os.environ.get("TMPDIR"
 # One tiny job in seconds (conf/debug/smoke.yaml): memorises by ~epoch 100, groks by ~1100.
 TINY: List[str] = ["debug=smoke"]
 
+# The suite trains on the CPU wherever it runs: its expected numbers are the CPU's (ensembles
+# equal separate runs to 1e-6, resumes are bit-identical), and train.device=auto would pick a
+# GPU where there is one. In-process jobs get this override first, so a test's own
+# train.device wins; jobs in subprocesses see no GPU (script_env). The CUDA tests (test_cuda.py,
+# run by benchmarks/gpu_check.sh) and the pretend GPU (test_gpu_path.py) choose their device.
+PIN_DEVICE: List[str] = ["train.device=cpu"]
+
 
 def compose_job(overrides: Sequence[str] = (), root: Path | None = None) -> DictConfig:
-    """A job config exactly as scripts/train.py would see it (minus Hydra's runtime)."""
+    """A job config exactly as scripts/train.py would see it (minus Hydra's runtime), on the CPU
+    unless ``overrides`` name another train.device."""
     from groktransfer.config.schema import register_configs
 
     register_configs()
     extra = [f"paths.root={root}"] if root is not None else []
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return compose(config_name="train", overrides=list(overrides) + extra)
+        return compose(config_name="train", overrides=PIN_DEVICE + list(overrides) + extra)
 
 
 def run_in(tmp_path: Path, name: str, overrides: Sequence[str], callbacks: Sequence = ()):
@@ -46,11 +54,13 @@ def run_in(tmp_path: Path, name: str, overrides: Sequence[str], callbacks: Seque
 
 
 def script_env() -> dict:
-    """Environment for subprocess runs of scripts/: quiet, single-threaded, no network W&B."""
+    """Environment for subprocess runs of scripts/: quiet, single-threaded, no network W&B, no GPU
+    (train.device=auto resolves to the CPU there: see PIN_DEVICE)."""
     # Drop W&B state inherited from this process: once an in-process test has used W&B,
     # os.environ holds e.g. WANDB_SERVICE, which would attach the child to our W&B service.
     env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
-    env.update({"WANDB_MODE": "offline", "WANDB_SILENT": "true", "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"})
+    env.update({"WANDB_MODE": "offline", "WANDB_SILENT": "true", "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1",
+                "CUDA_VISIBLE_DEVICES": ""})  # fmt: skip
     return env
 
 

@@ -8,6 +8,7 @@ every step like any other callback.
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,12 +24,14 @@ class FaultInjection(TrainerCallback):
     """``nan_at_epoch``: the step taken from that epoch has a non-finite loss (weights set to NaN);
     ``raise_at_epoch``: an unexpected exception once that epoch is reached;
     ``sleep_per_epoch``: seconds of sleep after every step (a slow job, for timeouts);
-    ``raise_at_start``: an exception before the first checkpoint (a plugin that crashes at once)."""
+    ``raise_at_start``: an exception before the first checkpoint (a plugin that crashes at once);
+    ``die_at_epoch``: the process ends at once, recording nothing (as if killed)."""
 
     nan_at_epoch: Optional[int] = None
     raise_at_epoch: Optional[int] = None
     sleep_per_epoch: float = 0.0
     raise_at_start: bool = False
+    die_at_epoch: Optional[int] = None
 
     def on_fit_start(self, trainer) -> None:
         if self.raise_at_start:
@@ -42,6 +45,8 @@ class FaultInjection(TrainerCallback):
             raise RuntimeError(f"injected failure at epoch {trainer.epoch}")
         if self.sleep_per_epoch:
             time.sleep(self.sleep_per_epoch)
+        if self.die_at_epoch is not None and trainer.epoch == self.die_at_epoch:
+            os._exit(137)
 
 
 def status_now(run_dir: Path) -> dict:

@@ -143,7 +143,7 @@ def test_chunks_are_even_and_shared_out_over_workers(tmp_path: Path, n: int, cap
 
 
 def test_worker_processes_write_what_one_process_writes(tmp_path: Path) -> None:
-    """Ensembles trained in forked workers: the same statuses and bit-identical metrics."""
+    """Ensembles trained in worker processes: the same statuses and bit-identical metrics."""
     runs = {}
     for n_jobs in (1, 2):
         jobs = _planned(tmp_path / f"n{n_jobs}", ["train.max_epochs=40"], seeds=(0, 1, 2))

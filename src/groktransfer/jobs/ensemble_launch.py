@@ -12,10 +12,15 @@
    except seed, data_seed, model_seed, the transfer condition, learning rate and weight
    decay, plus the epoch they start from), in even chunks of at most ``max_members``.
 3. Each group trains as one :class:`~groktransfer.training.ensemble.EnsembleTrainer`,
-   in this process or, with ``n_jobs`` > 1, in worker processes forked from it (on a
-   CPU an ensemble member runs at a separate job's speed on one thread, and two 1-thread
+   in this process or, with more than one worker, in worker processes (on a CPU an
+   ensemble member runs at a separate job's speed on one thread, and two 1-thread
    processes beat one 2-thread process, so a CPU sweep spreads its groups over one
-   worker per core, as ``hydra/launcher=joblib`` spreads jobs).
+   worker per core, as ``hydra/launcher=joblib`` spreads jobs). Workers are spawned, never
+   forked: a process that has touched CUDA (even ``torch.cuda.is_available()``) cannot fork
+   a child that uses it, and once this process has run a backward pass with an accelerator
+   present (a source run trained while planning), autograd refuses to run in a forked
+   child even on the CPU. On CUDA each worker sees only its own GPU, ``jobs_per_gpu``
+   workers per GPU (:func:`worker_plan`).
    If the members' trainers turn out incompatible (a frozen component, carried AdamW
    state, a profiler, a model without the fast path...), they train one at a time
    instead, after a one-line notice -- never a wrong result. Either way every member's
@@ -40,9 +45,11 @@ import multiprocessing
 import os
 import signal
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
+import cloudpickle
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.utils import JobReturn, configure_log, run_job
@@ -50,17 +57,17 @@ from hydra.types import HydraContext
 from omegaconf import DictConfig, open_dict, read_write
 
 from groktransfer.config.schema import TrainJobConfig, to_typed
-from groktransfer.training.device import resolve_device
+from groktransfer.training.device import resolve_device, visible_gpus
 from groktransfer.training.ensemble import EnsembleTrainer, MemberResult, incompatibility
 from groktransfer.utils.cores import usable_cores
 from groktransfer.utils.errors import UserError
 from groktransfer.model.gemm import set_cpu_gemm
 from groktransfer.runs.identity import Role, ensemble_key, fields_with
-from groktransfer.runs.rundir import LOG_FILE, STATUS_FILE
+from groktransfer.runs.rundir import LOG_FILE, STATUS_FILE, record_lost_job
 from groktransfer.runs.job_log import discard_job_log
 from groktransfer.jobs.hydra_files import hydra_claim
 from groktransfer.jobs.run_job import (
-    JobResult, Launch, PlannedJob, SourceToTrain, given_keys, plan_job, run_identity, sources_to_train,
+    JobResult, Launch, PlannedJob, SourceToTrain, configure_torch, given_keys, plan_job, run_identity, sources_to_train,
 )  # fmt: skip
 from groktransfer.training.trainer import TrainingFailure, TrainOutcome
 from groktransfer.runs.train_run_dir import RunDirTraining
@@ -89,6 +96,7 @@ def launch_sweep(
     max_members: int,
     threads: int,
     n_jobs: int = 1,
+    jobs_per_gpu: int = 1,
 ) -> List[JobReturn]:
     """Plan every job through Hydra's ``run_job``, then train the planned ones in ensembles.
 
@@ -106,9 +114,10 @@ def launch_sweep(
     jobs = [_typed_job(c) for c in sweep_configs]
     valid = [job for job in jobs if job is not None]
     with contextlib.suppress(UserError):  # a device that is not there: planning refuses those jobs, one line each
-        workers = worker_count(n_jobs, valid[0].train.device) if valid else 1
+        workers = worker_count(n_jobs, valid[0].train.device, jobs_per_gpu) if valid else 1
         if workers > 1:
-            train_sources(sources_to_train(valid, Path(config.hydra.runtime.cwd)), workers)
+            plan = worker_plan(valid[0].train.device, workers)
+            train_sources(sources_to_train(valid, Path(config.hydra.runtime.cwd)), workers, plan)
     returns: Dict[int, JobReturn] = {}
     pending = list(range(len(sweep_configs)))
     while pending:
@@ -127,7 +136,7 @@ def launch_sweep(
                 if "planned" in box:
                     planned.append(box["planned"])
             configure_log(config.hydra.hydra_logging, config.hydra.verbose)
-            train_planned(planned, max_members, n_jobs=n_jobs, threads=threads)
+            train_planned(planned, max_members, n_jobs=n_jobs, threads=threads, jobs_per_gpu=jobs_per_gpu)
     return [returns[i] for i in sorted(returns)]
 
 
@@ -207,11 +216,47 @@ def member_cap(max_members: int, job: TrainJobConfig) -> int:
     return AUTO_MAX_MEMBERS.get(resolve_device(job.train.device).type, 4)
 
 
-def worker_count(n_jobs: int, device: str) -> int:
-    """``n_jobs``, or for 0 one worker per core on a CPU and one process on an accelerator."""
+def worker_count(n_jobs: int, device: str, jobs_per_gpu: int = 1) -> int:
+    """``n_jobs``, or for 0: one worker per core on a CPU; ``jobs_per_gpu`` per GPU on CUDA (per
+    visible GPU when the jobs let the launcher choose, ``auto`` or ``cuda``; on the one GPU
+    ``cuda:N`` names otherwise); this process alone on MPS."""
     if n_jobs > 0:
         return n_jobs
-    return usable_cores() if resolve_device(device).type == "cpu" else 1
+    resolved = resolve_device(device)
+    if resolved.type == "cpu":
+        return usable_cores()
+    if resolved.type == "cuda":
+        return jobs_per_gpu * (len(visible_gpus()) if _launcher_chooses_gpu(device) else 1)
+    return 1
+
+
+def _launcher_chooses_gpu(device: str) -> bool:
+    return str(device).strip().lower() in ("auto", "cuda")
+
+
+@dataclass(frozen=True)
+class WorkerPlan:
+    """Which GPU each worker process sees: per worker, its ``CUDA_VISIBLE_DEVICES`` (None:
+    what this process sees -- the CPU, MPS, or the one GPU ``cuda:N`` names)."""
+
+    gpus: Tuple[Optional[str], ...]
+
+    def describe(self) -> str:
+        named = [g for g in self.gpus if g is not None]
+        if not named:
+            return ""
+        per_gpu = max(named.count(g) for g in set(named))
+        return f", on GPU {', '.join(dict.fromkeys(named))} ({per_gpu} per GPU)"
+
+
+def worker_plan(device: str, workers: int) -> WorkerPlan:
+    """On CUDA, when the jobs let the launcher choose (``auto``/``cuda``), the visible GPUs
+    dealt out to the workers round-robin (they spread before they share); else no mask."""
+    resolved = resolve_device(device)
+    if resolved.type == "cuda" and _launcher_chooses_gpu(device):
+        gpus = visible_gpus()
+        return WorkerPlan(tuple(gpus[i % len(gpus)] for i in range(workers)))
+    return WorkerPlan((None,) * workers)
 
 
 def chunk_groups(planned: Sequence[PlannedJob], max_members: int, workers: int = 1) -> List[List[PlannedJob]]:
@@ -239,13 +284,16 @@ def chunk_groups(planned: Sequence[PlannedJob], max_members: int, workers: int =
     return chunks
 
 
-def train_planned(planned: Sequence[PlannedJob], max_members: int, n_jobs: int = 1, threads: int = 0) -> List[JobResult]:
+def train_planned(
+    planned: Sequence[PlannedJob], max_members: int, n_jobs: int = 1, threads: int = 0, jobs_per_gpu: int = 1
+) -> List[JobResult]:
     """Train planned jobs in ensembles of compatible jobs (at most ``max_members`` each; 0: by device).
 
     ``n_jobs`` worker processes (0: by device, see :func:`worker_count`) train the
     ensembles in parallel, each with ``threads`` torch threads (0: the cores shared out).
     """
-    workers = worker_count(n_jobs, planned[0].job.train.device if planned else "cpu")
+    device = planned[0].job.train.device if planned else "cpu"
+    workers = worker_count(n_jobs, device, jobs_per_gpu)
     chunks = chunk_groups(planned, max_members, workers)
     workers = min(workers, len(chunks))
     if threads <= 0:
@@ -253,10 +301,10 @@ def train_planned(planned: Sequence[PlannedJob], max_members: int, n_jobs: int =
     if workers <= 1:
         torch.set_num_threads(threads)
         return [result for chunk in chunks for result in train_group(chunk)]
-    return _train_in_workers(chunks, workers, threads)
+    return _train_in_workers(chunks, workers, threads, worker_plan(device, workers))
 
 
-def train_sources(sources: Sequence[SourceToTrain], workers: int) -> None:
+def train_sources(sources: Sequence[SourceToTrain], workers: int, plan: Optional[WorkerPlan] = None) -> None:
     """Train source runs in parallel worker processes (one each, with its job's threads).
 
     A source that fails here is left to planning, which trains it again for the jobs
@@ -267,7 +315,8 @@ def train_sources(sources: Sequence[SourceToTrain], workers: int) -> None:
     workers = min(workers, len(sources))
     names = ", ".join(s.spec.label for s in sources)
     print(f"ensemble launcher: {len(sources)} source runs train first, on {workers} worker processes: {names}", flush=True)
-    _in_workers([functools.partial(_train_source, s) for s in sources], workers, [s.spec.label for s in sources])
+    plan = plan if plan is not None else WorkerPlan((None,) * workers)
+    _in_workers([functools.partial(_train_source, s) for s in sources], workers, [s.spec.label for s in sources], plan)
 
 
 def _train_source(source: SourceToTrain) -> List[JobResult]:
@@ -275,33 +324,36 @@ def _train_source(source: SourceToTrain) -> List[JobResult]:
     return []
 
 
-def _train_in_workers(chunks: List[List[PlannedJob]], workers: int, threads: int) -> List[JobResult]:
-    """Train each ensemble in one of ``workers`` forked processes (``fork``: a POSIX-only mode).
+def _train_in_workers(chunks: List[List[PlannedJob]], workers: int, threads: int, plan: WorkerPlan) -> List[JobResult]:
+    """Train each ensemble in one of ``workers`` spawned processes (``plan``: their GPUs).
 
-    A worker that dies (killed, out of memory) leaves its members' run directories
-    ``running``, exactly like a killed separate job: the error names them and a rerun of
-    the sweep resumes them. Ctrl-C stops every worker (each records the interruption).
+    A worker that dies (killed, out of memory) cannot record its members: the launcher
+    records each unfinished one as ``failed`` with the reason (:func:`record_lost_job`),
+    keeping its ``resume.pt``, so a rerun of the sweep resumes it. Ctrl-C stops every
+    worker (each records the interruption).
     """
-    print(f"ensemble launcher: {len(chunks)} ensembles on {workers} worker processes, {threads} thread(s) each",
-          flush=True)  # fmt: skip
+    print(f"ensemble launcher: {len(chunks)} ensembles on {workers} worker processes, {threads} thread(s) each"
+          f"{plan.describe()}", flush=True)  # fmt: skip
     tasks = [functools.partial(_train_chunk, chunk, threads) for chunk in chunks]
-    return _in_workers(tasks, workers, [", ".join(m.run_dir.path.name for m in chunk) for chunk in chunks])
+
+    def lost(index: int, exc: BaseException) -> None:
+        for member in chunks[index]:
+            record_lost_job(member.run_dir.path, f"its ensemble's worker process died ({type(exc).__name__}: {exc})")
+
+    return _in_workers(tasks, workers, [", ".join(m.run_dir.path.name for m in chunk) for chunk in chunks], plan, lost)
 
 
 def _train_chunk(chunk: List[PlannedJob], threads: int) -> List[JobResult]:
-    torch.set_num_threads(threads)
+    job = chunk[0].job.train  # what planning set in the launcher; a spawned worker sets it again
+    configure_torch(threads, job.flush_denormal, job.cpu_gemm)
     return train_group(chunk)
 
 
-#: The tasks of the running :func:`_in_workers`. Worker processes are forked from the
-#: launcher and find their task here by index, so nothing is pickled on the way in
-#: (planned jobs hold models, tasks and callbacks); results come back pickled.
-_TASKS: List[Callable[[], List[JobResult]]] = []
-
-
-def _run_task(index: int) -> List[JobResult]:
+def _run_pickled(blob: bytes) -> List[JobResult]:
+    """A worker's task, pickled by cloudpickle: planned jobs hold models, tasks (whose label
+    functions are lambdas) and callbacks. Results come back by plain pickle."""
     try:
-        results = _TASKS[index]()
+        results = cloudpickle.loads(blob)()
     except KeyboardInterrupt:
         results = None
         if not _launcher_gone:
@@ -314,32 +366,41 @@ def _run_task(index: int) -> List[JobResult]:
     return results
 
 
-def _in_workers(tasks: List[Callable[[], List[JobResult]]], workers: int, names: List[str]) -> List[JobResult]:
-    """Run ``tasks`` in ``workers`` processes forked from this one; their results in task order."""
-    global _TASKS
-    _TASKS = list(tasks)
+def _in_workers(
+    tasks: List[Callable[[], List[JobResult]]], workers: int, names: List[str], plan: WorkerPlan,
+    lost: Optional[Callable[[int, BaseException], None]] = None,
+) -> List[JobResult]:
+    """Run ``tasks`` in ``workers`` spawned processes (``plan``: their GPUs); their results in task order.
+
+    ``lost(i, exc)`` runs here for a task whose worker died or whose result could not come back.
+    """
+    workers = min(workers, len(tasks))
+    context = multiprocessing.get_context("spawn")
+    gpus = context.Queue()  # each worker takes one entry as it starts: its GPU (or None)
+    for gpu in plan.gpus[:workers]:
+        gpus.put(gpu)
     results: List[JobResult] = []
+    blobs = [cloudpickle.dumps(task) for task in tasks]
     pool = ProcessPoolExecutor(
-        max_workers=min(workers, len(tasks)), mp_context=multiprocessing.get_context("fork"),
-        initializer=_worker_setup, initargs=(os.getpid(),),
+        max_workers=workers, mp_context=context, initializer=_worker_setup,
+        initargs=(os.getpid(), gpus, logging.getLogger().getEffectiveLevel()),
     )  # fmt: skip
     try:
-        futures = [pool.submit(_run_task, i) for i in range(len(tasks))]
-        for name, future in zip(names, futures):
+        futures = [pool.submit(_run_pickled, blob) for blob in blobs]
+        for i, (name, future) in enumerate(zip(names, futures)):
             try:
                 results += future.result()
             except Exception as exc:  # the worker process died, or the result could not come back
-                log.error(
-                    "a worker failed (%s: %s); %s stay unfinished: rerun the sweep to resume", type(exc).__name__, exc, name
-                )
+                if lost is not None:
+                    lost(i, exc)
+                then = "recorded as failed: rerun the sweep to resume" if lost is not None else "left to planning"
+                log.error("a worker failed (%s: %s); %s %s", type(exc).__name__, exc, name, then)
     except BaseException:  # Ctrl-C (or SystemExit) in the launcher: interrupt the workers as Ctrl-C would
         for process in list(getattr(pool, "_processes", {}).values()):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(process.pid, signal.SIGINT)
         pool.shutdown(wait=True, cancel_futures=True)
         raise
-    finally:
-        _TASKS = []
     pool.shutdown(wait=True)
     return results
 
@@ -348,14 +409,21 @@ _launcher_gone = False  # in a worker: set when its launcher has died
 _PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 
 
-def _worker_setup(launcher_pid: int) -> None:
-    """A worker is interrupted once, as by Ctrl-C, and never outlives its launcher.
+def _worker_setup(launcher_pid: int, gpus: Any, log_level: int) -> None:
+    """A worker sees its own GPU, is interrupted once, as by Ctrl-C, and never outlives its launcher.
 
-    The first SIGINT raises KeyboardInterrupt (the members record ``stopped``); later ones
-    are ignored, so recording it is not cut short. On Linux the launcher's death sends a
-    SIGHUP (``PR_SET_PDEATHSIG``) that does the same and then ends the worker: the
-    launcher's run-index locks, which keep a rerun from training the same jobs, died with it.
+    ``gpus``: a queue of ``CUDA_VISIBLE_DEVICES`` values, one per worker (None: unchanged),
+    set before anything in this process starts CUDA. The first SIGINT raises
+    KeyboardInterrupt (the members record ``stopped``); later ones are ignored, so
+    recording it is not cut short. On Linux the launcher's death sends a SIGHUP
+    (``PR_SET_PDEATHSIG``) that does the same and then ends the worker: the launcher's
+    run-index locks, which keep a rerun from training the same jobs, died with it.
     """
+    gpu = gpus.get()
+    if gpu is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = gpu
+    if not logging.getLogger().handlers:  # a fresh process, without the launcher's console logging
+        logging.basicConfig(level=log_level, format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
     signal.signal(signal.SIGINT, _interrupt_once)
     signal.signal(signal.SIGHUP, _launcher_died)
     with contextlib.suppress(OSError, AttributeError):
@@ -383,9 +451,13 @@ def train_group(members: Sequence[PlannedJob]) -> List[JobResult]:
     with concurrent_wandb_runs(), member_logs(members):
         trainings = [RunDirTraining(m.run_dir, m.plan) for m in members]
         trainers = []
-        for i, training in enumerate(trainings):
-            with speaking_for(i):
-                trainers.append(training.open())
+        try:
+            for i, training in enumerate(trainings):
+                with speaking_for(i):
+                    trainers.append(training.open())
+        except BaseException as exc:  # e.g. the device cannot start: every member records it
+            _crashed(members, trainings, exc)
+            return []
         reason = incompatibility(trainers) if len(trainers) > 1 else None
         if len(trainers) == 1 or reason is not None:
             if reason is not None:

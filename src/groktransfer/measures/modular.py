@@ -125,13 +125,21 @@ def weight_sq_norms(params: Mapping[str, torch.Tensor]) -> Dict[str, float]:
     which is why it is a progress measure (clean-up is the norm falling)."""
     out = {name: 0.0 for name, _ in _COMPONENTS}
     out["other"] = 0.0
+    comps, squares = [], []
     for key, value in params.items():
         if not _PARAM_LEAF.match(key.rsplit(".", 1)[-1]) or not torch.is_floating_point(value):
             continue
-        comp = next((name for name, pat in _COMPONENTS if pat.search(key)), "other")
-        out[comp] += float(value.detach().double().square().sum())
+        comps.append(next((name for name, pat in _COMPONENTS if pat.search(key)), "other"))
+        squares.append(value.detach().double().square().sum())
+    for comp, sq in zip(comps, _on_host(squares)):  # summed on the host, in parameter order
+        out[comp] += sq
     out["total"] = sum(out.values())
     return out
+
+
+def _on_host(scalars: List[torch.Tensor]) -> List[float]:
+    """0-dim tensors (on any device, all the same) as floats, read on the host in one transfer."""
+    return torch.stack(scalars).tolist() if scalars else []
 
 
 @dataclass(frozen=True)
@@ -162,17 +170,18 @@ class ModelWeights:
 
     @classmethod
     def from_model(cls, model: torch.nn.Module) -> "ModelWeights":
-        """From a model's readings (the model protocol); on the CPU, as float64 where multiplied."""
+        """From a model's readings (the model protocol), on the model's device; the sums of
+        squares are read on the host in one transfer."""
         from groktransfer.model.protocol import Reading
 
         readings = getattr(model, "readings", frozenset())
         with torch.no_grad():
-            W_E = model.token_embedding().detach().cpu() if Reading.token_embedding in readings else None
-            W_L = model.neuron_logit_weights().detach().double().cpu() if Reading.neuron_logits in readings else None
+            W_E = model.token_embedding().detach() if Reading.token_embedding in readings else None
+            W_L = model.neuron_logit_weights().detach().double() if Reading.neuron_logits in readings else None
             state = model.checkpoint_state()
-            norms: Dict[str, float] = {}
-            for group, names in model.weight_groups().items():
-                norms[group] = sum(float(state[n].detach().double().square().sum()) for n in names)
+            groups = list(model.weight_groups().items())
+            squares = [sum(state[n].detach().double().square().sum() for n in names) for _, names in groups]
+        norms = dict(zip((g for g, _ in groups), _on_host([torch.as_tensor(q) for q in squares])))
         if "other" not in norms:
             norms["other"] = 0.0
         norms["total"] = sum(norms.values())
@@ -192,7 +201,7 @@ def gini(values: torch.Tensor) -> float:
     m, total = v.numel(), float(v.sum())
     if m == 0 or total == 0.0:
         return 0.0
-    rank = torch.arange(1, m + 1, dtype=torch.float64)
+    rank = torch.arange(1, m + 1, dtype=torch.float64, device=v.device)
     return float(((2 * rank - m - 1) * v).sum() / (m * total))
 
 
@@ -242,10 +251,7 @@ def neuron_freq_fractions(
     # y-axis partners of each x-row: the cos and sin rows of its frequency (a zero row
     # stands in for the missing sine at an even n's Nyquist frequency, and for row 0).
     padded = torch.cat([b, b.new_zeros(1, n)])
-    cos_row = torch.full((basis.max_freq + 1,), n, dtype=torch.long)
-    sin_row = cos_row.clone()
-    cos_row[basis.freqs[basis.kinds == COS]] = torch.nonzero(basis.kinds == COS).flatten()
-    sin_row[basis.freqs[basis.kinds == SIN]] = torch.nonzero(basis.kinds == SIN).flatten()
+    cos_row, sin_row = _row_of_freq(basis, COS), _row_of_freq(basis, SIN)
     partners = torch.stack([padded[cos_row[basis.freqs]], padded[sin_row[basis.freqs]]], dim=1)
     partners[0] = 0.0
 
@@ -264,13 +270,23 @@ def neuron_freq_fractions(
     return frac.T.contiguous(), dead
 
 
+def _row_of_freq(basis: FourierBasis, kind: int) -> torch.Tensor:
+    """[W + 1] long: the basis row of each frequency's ``kind`` (COS or SIN) row, n where there is
+    none. Built on the basis' device by a scatter (each frequency has at most one such row; the
+    other rows are written to a spare slot that is cut off), so nothing is read on the host."""
+    n, W = basis.n, basis.max_freq
+    slot = torch.where(basis.kinds == kind, basis.freqs, W + 1)
+    rows = torch.full((W + 2,), n, dtype=torch.long, device=basis.freqs.device)
+    return rows.scatter_(0, slot, torch.arange(n, device=basis.freqs.device))[: W + 1]
+
+
 def assign_neuron_freqs(
     frac: torch.Tensor, dead: torch.Tensor, threshold: float
 ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Each neuron's frequency (largest share; -1 when dead), that share, and whether it
     counts (share > threshold). Dead neurons are never counted."""
     if frac.shape[1] == 0:  # n < 2: no frequencies at all
-        best, idx = frac.new_zeros(frac.shape[0]), torch.zeros(frac.shape[0], dtype=torch.long)
+        best, idx = frac.new_zeros(frac.shape[0]), torch.zeros(frac.shape[0], dtype=torch.long, device=frac.device)
     else:
         best, idx = frac.max(dim=1)
     neuron_freq = torch.where(dead, -1, idx + 1)
@@ -279,13 +295,15 @@ def assign_neuron_freqs(
 
 
 def neuron_counts(neuron_freq: torch.Tensor, counted: torch.Tensor, max_freq: int) -> torch.Tensor:
-    """[W] number of counted neurons at each frequency 1..W."""
-    return torch.bincount(neuron_freq[counted], minlength=max_freq + 1)[1:]
+    """[W] number of counted neurons at each frequency 1..W (a sum over one-hot rows: no output
+    size for the host to wait for, as bincount would need on a GPU)."""
+    freqs = torch.arange(1, max_freq + 1, device=neuron_freq.device)
+    return ((neuron_freq[:, None] == freqs) & counted[:, None]).sum(dim=0)
 
 
 def select_key_freqs(counts: torch.Tensor, min_neurons: int = 1) -> List[int]:
     """Frequencies (1-based) with at least ``min_neurons`` counted neurons."""
-    return [int(w) + 1 for w in torch.nonzero(counts >= max(min_neurons, 1)).flatten()]
+    return [w + 1 for w, c in enumerate(counts.tolist()) if c >= max(min_neurons, 1)]
 
 
 # ---------------------------------------------------------------------------------------
@@ -302,7 +320,7 @@ def _combo_sums(logit_grid: torch.Tensor, gf: GroupFourier) -> torch.Tensor:
 def _target_profile(logit_grid: torch.Tensor, gf: GroupFourier) -> torch.Tensor:
     """D[t] = sum of L[x, y, z] over x + s y - z = t: the logits seen along the target."""
     n = gf.n
-    i = torch.arange(n)
+    i = torch.arange(n, device=logit_grid.device)
     return _combo_sums(logit_grid, gf).gather(0, (i[:, None] + i[None, :]) % n).sum(dim=1)
 
 
@@ -356,23 +374,28 @@ def input_freq_part(
     products with the 1-D basis and a gather back onto the grid.
     """
     basis, n = gf.basis, gf.n
-    keep = basis.rows_in(freqs)
-    if with_mean:
-        keep = keep | (basis.kinds == CONST)
-    b = basis.matrix[keep]
+    b = basis.matrix.index_select(0, _rows(basis, freqs, with_const=with_mean))
     coef = b @ _combo_sums(logit_grid.double(), gf) / math.sqrt(n)  # [r, z]
     by_combo = b.T @ coef / math.sqrt(n)  # [k, z]
     return by_combo[gf.input_combo]
+
+
+def _rows(basis: FourierBasis, freqs: List[int], with_const: bool) -> torch.Tensor:
+    """Indices of the basis rows at ``freqs`` (and the constant), on the basis' device; chosen on
+    the host's copy of the basis, where a mask costs nothing."""
+    host = fourier_basis(basis.n)
+    keep = host.rows_in(freqs) | ((host.kinds == CONST) if with_const else False)
+    return torch.nonzero(keep).flatten().to(basis.matrix.device)
 
 
 def target_freq_part(logit_grid: torch.Tensor, gf: GroupFourier, freqs: List[int]) -> torch.Tensor:
     """Strict key-frequency part: the projection of the whole tensor L onto the target
     directions cos/sin(w(x + s y - z)) for w in ``freqs`` (2 dimensions per frequency)."""
     basis, n = gf.basis, gf.n
-    keep = basis.rows_in(freqs)
-    coef = target_coefficients(logit_grid, gf)[keep]
-    profile = basis.matrix[keep].T @ coef / n  # [t], t = x + s y - z
-    i = torch.arange(n)
+    keep = _rows(basis, freqs, with_const=False)
+    coef = target_coefficients(logit_grid, gf).index_select(0, keep)
+    profile = basis.matrix.index_select(0, keep).T @ coef / n  # [t], t = x + s y - z
+    i = torch.arange(n, device=logit_grid.device)
     by_combo = profile[(i[:, None] - i[None, :]) % n]  # [k, z], k = x + s y
     return by_combo[gf.input_combo]
 
@@ -532,17 +555,20 @@ def _grid_losses(
 ) -> Dict[str, float]:
     """Restricted (key part + per-output mean, all grid pairs) and excluded (logits minus
     key part, training pairs) losses for each definition of the key part, and the
-    same losses of the unmodified logits as references."""
+    same losses of the unmodified logits as references. ``train``: the training pairs'
+    rows of the flattened (x, y) grid, in row-major order."""
+    n = L.shape[0]
     mean = L.mean(dim=(0, 1), keepdim=True)
+    on_train = lambda t: t.reshape(n * n, *t.shape[2:]).index_select(0, train)  # noqa: E731
     out: Dict[str, float] = {}
     for name, part in key_parts.items():  # two definitions, not a loop over frequencies
         r_loss, r_acc = loss_and_accuracy(part + mean, labels)
-        e_loss, e_acc = loss_and_accuracy(L[train] - part[train], labels[train])
+        e_loss, e_acc = loss_and_accuracy(on_train(L) - on_train(part), on_train(labels))
         out[f"restricted{name}_loss"], out[f"restricted{name}_acc"] = r_loss, r_acc
         out[f"excluded{name}_loss"], out[f"excluded{name}_acc"] = e_loss, e_acc
     ce, _ = per_example_loss(L, labels)
     out["restricted_ref_loss"] = float(ce.mean())
-    out["excluded_ref_loss"] = float(ce[train].mean()) if bool(train.any()) else float("nan")
+    out["excluded_ref_loss"] = float(on_train(ce).mean()) if train.numel() else float("nan")
     return {k: out[k] for k in FOURIER_COLUMNS if k in out}
 
 
@@ -550,6 +576,11 @@ def _fourier_measures(
     task: Task, gf: GroupFourier, logits: torch.Tensor, acts: torch.Tensor,
     weights: ModelWeights, threshold: float, min_neurons: int,
 ) -> FourierMeasures:
+    device = logits.device
+    # the task's side (labels, split) is read on the host's copy of the map, then moved
+    labels = gf.labels_z(task.labels).to(device)
+    train = torch.nonzero(gf.to_grid(task.train_mask).reshape(-1)).flatten().to(device)
+    gf = gf.to(device)
     basis, W = gf.basis, gf.max_freq
 
     frac, dead = neuron_freq_fractions(gf.to_grid(acts), basis)
@@ -559,8 +590,6 @@ def _fourier_measures(
     alive = neuron_freq >= 0
 
     L = gf.output_grid(logits)  # [x, y, z] float64
-    labels = gf.labels_z(task.labels)
-    train = gf.to_grid(task.train_mask)
     key_parts = {
         "": input_freq_part(L, gf, key, with_mean=False),
         "_strict": target_freq_part(L, gf, key),
@@ -598,7 +627,7 @@ def _input_fourier_measures(
     """Neuron frequencies on the (a, b) grid and W_E's Fourier norms, in Z_p's basis over
     token order (the definitions of ``_fourier_measures``, input side only)."""
     p = task.p
-    basis = fourier_basis(p)
+    basis = fourier_basis(p).to(acts.device)
     assert task.n_pairs == p * p, "input-side Fourier measures need every (a, b) pair"
     frac, dead = neuron_freq_fractions(acts.reshape(p, p, -1), basis)  # rows are row-major (a, b)
     neuron_freq, best, counted = assign_neuron_freqs(frac, dead, threshold)
@@ -632,11 +661,20 @@ def _last_mlp_block(params: Mapping[str, torch.Tensor]) -> int:
 NO_MLP_REASON = "no neurons to read (an attention-only model): the Fourier progress measures read the MLP's neurons"
 
 
+def _split_losses(task: Task, logits: torch.Tensor) -> Tuple[float, float, float, float]:
+    """Train loss and accuracy, test loss and accuracy of ``logits`` (on any device; the split is
+    taken by row indices made on the host from the task's mask, the same rows as the mask selects)."""
+    labels = task.labels.to(logits.device)
+    out = []
+    for rows in (torch.nonzero(task.train_mask).flatten(), torch.nonzero(~task.train_mask).flatten()):
+        rows = rows.to(logits.device)
+        out += loss_and_accuracy(logits.index_select(0, rows), labels.index_select(0, rows))
+    return out[0], out[1], out[2], out[3]
+
+
 def _measures_without_neurons(task: Task, logits_all: torch.Tensor, weights: ModelWeights, reason: str) -> ProgressMeasures:
     logits = logits_all.detach().double()
-    train, labels = task.train_mask, task.labels
-    train_loss, train_acc = loss_and_accuracy(logits[train], labels[train])
-    test_loss, test_acc = loss_and_accuracy(logits[~train], labels[~train])
+    train_loss, train_acc, test_loss, test_acc = _split_losses(task, logits)
     return ProgressMeasures(task=task.name, train_loss=train_loss, test_loss=test_loss, train_acc=train_acc,
                             test_acc=test_acc, sq_norms=weights.sq_norms, fourier=None,
                             no_structure_reason=reason, input_fourier=None)  # fmt: skip
@@ -665,6 +703,10 @@ def compute_progress_measures(
     (softmax over the p-1 non-zero outputs); the note says so and counts the pairs.
     ``neuron_acts_all`` None: a model without an MLP (attention-only); the Fourier
     measures read MLP neurons, so only losses, accuracies and weight norms are measured.
+
+    Runs on the device of the logits, activations and params (one device for all): the
+    task's labels and split and the group's bases are moved there, and only the numbers
+    of the result are read on the host.
     """
     n_pairs = task.n_pairs
     if logits_all.shape != (n_pairs, task.d_vocab_out):
@@ -682,9 +724,7 @@ def compute_progress_measures(
         shape = list(neuron_acts_all.shape)
         raise ValueError(f"neuron_acts_all must be [{n_pairs}, d_mlp], got {shape}")
     logits = logits_all.detach().double()
-    train, labels = task.train_mask, task.labels
-    train_loss, train_acc = loss_and_accuracy(logits[train], labels[train])
-    test_loss, test_acc = loss_and_accuracy(logits[~train], labels[~train])
+    train_loss, train_acc, test_loss, test_acc = _split_losses(task, logits)
     gf = GroupFourier.for_task(task)
     fourier = None
     input_fourier = None

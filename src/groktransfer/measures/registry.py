@@ -45,7 +45,8 @@ def measure_checkpoint(task: Any, model: torch.nn.Module, key_freq_threshold: fl
 
 
 def _modular(task: Any, model: torch.nn.Module, key_freq_threshold: float) -> Measured:
-    """Fourier progress measures in the task's own group, on every pair (on CPU, like the analysis).
+    """Fourier progress measures in the task's own group, on every pair, on the model's device
+    (the same numbers as the analysis computes on the CPU, to that device's rounding).
 
     What is measured is what the model offers (the model protocol's readings): the Fourier
     measures read its neurons, token embedding and neuron logit weights; a model without
@@ -59,8 +60,8 @@ def _modular(task: Any, model: torch.nn.Module, key_freq_threshold: float) -> Me
         else:
             logits, neurons = model.forward_last(tokens), None  # losses, accuracies and norms only
     measures = compute_progress_measures(
-        task, logits[:, : task.d_vocab_out].cpu(), None if neurons is None else neurons.cpu(),
-        ModelWeights.from_model(model), key_freq_threshold=key_freq_threshold,
+        task, logits[:, : task.d_vocab_out], neurons, ModelWeights.from_model(model),
+        key_freq_threshold=key_freq_threshold,
     )  # fmt: skip
     return measures.scalars(), measures.per_frequency_rows()
 

@@ -414,3 +414,24 @@ class RunDir:
     def is_completed(self) -> bool:
         record = self.read_status()
         return record is not None and record.completed
+
+
+def record_lost_job(run_dir: Path, reason: str) -> Optional[StatusRecord]:
+    """Mark a run whose process died without finishing it as ``failed``; finished records are left alone.
+
+    Used by the launchers that outlive their jobs (SLURM, the ensemble launcher's workers) so no
+    run says ``running`` for ever. Its ``resume.pt`` stays, so the run index resumes it when the
+    sweep is run again. Returns the new record, or None when there was nothing to mark (never
+    started, or it had finished after all).
+    """
+    rd = RunDir(run_dir)
+    status = rd.read_status()
+    if status is None or status.status in (Status.COMPLETED, Status.FAILED):
+        return None
+    resumable = rd.resume_path.exists()
+    return rd.update_status(
+        status=Status.FAILED,
+        reason=reason + ("; rerun the sweep to resume it from its last checkpoint" if resumable else ""),
+        failed_epoch=status.epoch or 0,
+        failure_kind=FailureKind.CRASH,  # lost, not failed by its own numbers: a rerun retries it
+    )

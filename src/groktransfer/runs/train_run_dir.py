@@ -28,7 +28,7 @@ from groktransfer.config.schema import (
     TrainJobConfig,
     to_typed,
 )
-from groktransfer.training.device import configure_determinism, resolve_device
+from groktransfer.training.device import configure_determinism, training_device
 from groktransfer.utils.errors import JobError
 from groktransfer.model.registry import build_model, model_class
 from groktransfer.training.profiling import ProfilerCallback
@@ -74,9 +74,8 @@ def train_in_run_dir(run_dir: RunDir, plan: TrainingPlan) -> StatusRecord:
     (``failed`` with the exception, ``stopped`` on Ctrl-C or SLURM pre-emption) and re-raised.
     """
     training = RunDirTraining(run_dir, plan)
-    trainer = training.open()
     try:
-        outcome = trainer.fit()
+        outcome = training.open().fit()  # a device that fails to start is recorded too, not left "running"
     except BaseException as exc:
         record = training.fail(exc)
         if not isinstance(exc, TrainingFailure):
@@ -108,7 +107,7 @@ class RunDirTraining:
             plan.meta, resume=resume is not None, resume_epoch=int(resume["epoch"]) if resume is not None else None
         )
         self.clock = WallClock(float(resume["wall_time_s"]) if resume else 0.0)
-        device = resolve_device(plan.train.device)
+        device = training_device(plan.train.device)
         configure_determinism(device, plan.train.deterministic)
         plan.model.to(device)  # before the trainer builds its optimizer: AdamW must own the device's tensors
         self.sinks = self._exits.enter_context(make_sinks(plan.logger))

@@ -22,8 +22,8 @@ they are left out of multiply/divide measures; ``GroupFourier`` counts and descr
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from functools import lru_cache
+from dataclasses import dataclass, replace
+from functools import cached_property, lru_cache
 from typing import TYPE_CHECKING, Dict, List, Optional, Tuple
 
 import torch
@@ -77,8 +77,12 @@ class FourierBasis:
 
     def rows_in(self, freqs: List[int]) -> torch.Tensor:
         """Bool mask [n] of the rows (cos and sin) whose frequency is in ``freqs``."""
-        wanted = torch.tensor(sorted(set(int(f) for f in freqs)), dtype=torch.long)
+        wanted = torch.tensor(sorted(set(int(f) for f in freqs)), dtype=torch.long, device=self.freqs.device)
         return torch.isin(self.freqs, wanted) & (self.kinds != CONST)
+
+    def to(self, device: torch.device) -> "FourierBasis":
+        """This basis on ``device`` (cached per device: the measures use it at every checkpoint)."""
+        return self if self.matrix.device == torch.device(device) else _basis_on(self.n, torch.device(device))
 
 
 @lru_cache(maxsize=32)
@@ -108,6 +112,13 @@ def fourier_basis(n: int) -> FourierBasis:
         kinds=torch.cat(kinds).long(),
         scales=scales,
     )
+
+
+@lru_cache(maxsize=32)
+def _basis_on(n: int, device: torch.device) -> FourierBasis:
+    b = fourier_basis(n)
+    return replace(b, matrix=b.matrix.to(device), freqs=b.freqs.to(device), kinds=b.kinds.to(device),
+                   scales=b.scales.to(device))  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------
@@ -206,15 +217,28 @@ class GroupFourier:
     @property
     def input_combo(self) -> torch.Tensor:
         """[n, n] long: (x + y_sign*y) mod n, the input combination the logits depend on."""
-        x = torch.arange(self.n)
+        x = torch.arange(self.n, device=self.grid_index.device)
         return (x[:, None] + self.y_sign * x[None, :]) % self.n
 
-    @property
+    @cached_property
     def grid_is_identity(self) -> bool:
         """True when task rows already are the grid in row-major order (add, subtract)."""
         return self.pair_mask.numel() == self.n * self.n and bool(
-            (self.grid_index.reshape(-1) == torch.arange(self.n * self.n)).all()
+            (self.grid_index.reshape(-1) == torch.arange(self.n * self.n, device=self.grid_index.device)).all()
         )
+
+    def to(self, device: torch.device) -> "GroupFourier":
+        """This map on ``device``: the measures run where the model is. Whether the grid is the
+        identity is decided here, on the CPU copy (on a GPU that comparison would stop the host)."""
+        if self.grid_index.device == torch.device(device):
+            return self
+        moved = replace(
+            self, basis=self.basis.to(device), elements=self.elements.to(device),
+            coord_of_residue=self.coord_of_residue.to(device), grid_index=self.grid_index.to(device),
+            pair_mask=self.pair_mask.to(device),
+        )  # fmt: skip
+        moved.__dict__["grid_is_identity"] = self.grid_is_identity  # cached_property's slot
+        return moved
 
     def to_grid(self, per_example: torch.Tensor) -> torch.Tensor:
         """[n_pairs, ...] (rows in task.tokens order) -> [n, n, ...] on the (x, y) grid.

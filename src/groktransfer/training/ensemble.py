@@ -44,7 +44,7 @@ from groktransfer.model.embedding_map import has_embedding_map
 from groktransfer.model.protocol import model_class_of
 from groktransfer.training.gradfilters import GradFilter, build_gradfilter
 from groktransfer.training.optimizers import OPTIMIZERS
-from groktransfer.training.trainer import EvalResult, Trainer, TrainingFailure, TrainOutcome
+from groktransfer.training.trainer import EvalResult, NonFiniteWatch, Trainer, TrainingFailure, TrainOutcome
 
 log = logging.getLogger(__name__)
 
@@ -210,6 +210,7 @@ class EnsembleTrainer:
         self.scheduler._step_count = lead_sched["_step_count"]
         self.scheduler._last_lr = [g["lr"] for g in self.optimizer.param_groups]
         self._tokens = self._stacked_data()
+        self._nonfinite = NonFiniteWatch((len(self.order),), self.device)  # rows of this stack
 
     @torch.no_grad()
     def _unstack(self, which: Optional[Sequence[int]] = None) -> None:
@@ -228,9 +229,11 @@ class EnsembleTrainer:
                     if state:
                         member.optimizer.state[param] = _member_state(state, local, param.shape)
                 if group.gradfilter is not None:
+                    axis = group.gradfilter.state_axis
                     member.gradfilter.steps = group.gradfilter.steps
                     member.gradfilter.state = {
-                        n: {k: v[local].clone() for k, v in s.items()} for n, s in group.gradfilter.state.items()
+                        n: {k: v.select(axis(k), local).clone(memory_format=torch.contiguous_format) for k, v in s.items()}
+                        for n, s in group.gradfilter.state.items()
                     }
                 member.optimizer.param_groups[0]["lr"] = param_group["lr"]
                 member.scheduler.last_epoch = self.scheduler.last_epoch
@@ -240,7 +243,7 @@ class EnsembleTrainer:
 
     def _stacked_filter(self, idx: Sequence[int]) -> Optional[GradFilter]:
         """A filter over the stacked gradients of members ``idx``: their state stacked on a new
-        leading axis (every filter tensor has its parameter's shape in front)."""
+        axis where the parameter's shape begins (``GradFilter.state_axis``), as the gradients are."""
         lead = self.members[idx[0]]
         stacked = build_gradfilter(lead.gradfilter_cfg)
         if stacked is None:
@@ -248,7 +251,7 @@ class EnsembleTrainer:
         filters = [self.members[i].gradfilter for i in idx]
         stacked.steps = lead.gradfilter.steps
         stacked.state = {
-            name: {k: torch.stack([f.state[name][k] for f in filters]) for k in s}
+            name: {k: torch.stack([f.state[name][k] for f in filters], dim=stacked.state_axis(k)) for k in s}
             for name, s in lead.gradfilter.state.items()
         }
         return stacked
@@ -292,13 +295,14 @@ class EnsembleTrainer:
             test_logits.reshape(k * n_test, o), self._tokens["test_labels"].reshape(k * n_test), reduction="none"
         ).view(k, n_test).mean(dim=1)
         # accuracies as exact counts / n, as Trainer.accuracy computes them
-        test_correct = (test_logits.argmax(dim=-1) == self._tokens["test_labels"]).sum(dim=1).cpu().tolist()
-        train_correct = (train_logits.argmax(dim=-1) == self._tokens["train_labels"]).sum(dim=1).cpu().tolist()
+        test_correct = (test_logits.argmax(dim=-1) == self._tokens["test_labels"]).sum(dim=1)
+        train_correct = (train_logits.argmax(dim=-1) == self._tokens["train_labels"]).sum(dim=1)
         n_train = train_logits.shape[1]
         lrs = [g["lr"] for g, group in zip(self.optimizer.param_groups, self._groups) for _ in group.members]
-        losses = torch.stack([train_losses, test_losses]).cpu().tolist()
+        dtype = train_losses.dtype  # counts are exact in it (float64; float32 on MPS below 2^24 pairs)
+        rows = torch.stack([train_losses, test_losses, train_correct.to(dtype), test_correct.to(dtype)]).tolist()  # one read
         return [
-            EvalResult(self.epoch, losses[0][r], losses[1][r], train_correct[r] / n_train, test_correct[r] / n_test, float(lrs[r]))
+            EvalResult(self.epoch, rows[0][r], rows[1][r], rows[2][r] / n_train, rows[3][r] / n_test, float(lrs[r]))
             for r in range(len(self.order))
         ]
 
@@ -339,6 +343,10 @@ class EnsembleTrainer:
                 self.on_done(i, self.results[i])
         if self.active:
             self._stack()
+
+    def _eval_next(self, max_epochs: int) -> bool:
+        """Whether the members evaluate before the next step (they share the cadence)."""
+        return self.members[self.active[0]]._is_eval_epoch(self.epoch) or self.epoch == max_epochs
 
     def fit(self) -> List[MemberResult]:
         """Train every member until it stops; results in member order."""
@@ -390,11 +398,14 @@ class EnsembleTrainer:
                 self._step(losses)
                 self.epoch += 1
                 bar.update(1)
-                failed = [self.order[r] for r, ok in enumerate(torch.isfinite(losses.detach()).tolist()) if not ok]
-                for i in failed:
-                    bad = float(losses.detach()[self.order.index(i)])
-                    self._finish(i, started, start_epoch, TrainingFailure(f"non-finite training loss ({bad})", self.epoch))
-                if deadline is not None and time.monotonic() > deadline:
+                self._nonfinite.update(losses.detach(), self.epoch)
+                timed_out = deadline is not None and time.monotonic() > deadline
+                failed = []
+                if self._nonfinite.every_epoch or timed_out or self._eval_next(max_epochs):
+                    for r, epoch, bad in self._nonfinite.failures():
+                        failed.append(self.order[r])
+                        self._finish(failed[-1], started, start_epoch, TrainingFailure(f"non-finite training loss ({bad})", epoch))
+                if timed_out:
                     for i in self.active:
                         if i not in failed:
                             reason = f"timeout after {self.cfg.timeout_minutes} min"

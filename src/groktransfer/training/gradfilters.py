@@ -14,9 +14,10 @@ come many times sooner. Two low-pass filters are offered:
 A filter runs between ``backward`` and the optimizer step, on every trainable parameter
 that has a gradient. Every operation is element-wise, so a filter over an ensemble's stacked
 ``[K, ...]`` gradients gives each member exactly what a filter over that member alone gives.
-Its state -- per-parameter tensors whose leading dimensions are the parameter's shape, and a
-step count -- is saved in ``resume.pt`` with the optimizer's, so a resumed run continues
-bit-identically; a transfer start begins with a fresh filter.
+Its state -- per-parameter tensors that hold the parameter's shape from axis
+``state_axis(key)`` on (where an ensemble's member axis goes), and a step count -- is saved
+in ``resume.pt`` with the optimizer's, versioned (``STATE_VERSION``), so a resumed run
+continues bit-identically; a transfer start begins with a fresh filter.
 """
 
 from __future__ import annotations
@@ -34,6 +35,13 @@ __all__ = ["GRADFILTERS", "GradFilter", "EMAFilter", "MAFilter", "build_gradfilt
 class GradFilter:
     """Changes gradients in place; ``state`` maps a parameter name to its tensors."""
 
+    #: the layout of ``state``, saved with it; a filter whose layout changes raises it and
+    #: reads the earlier layouts in :meth:`_upgrade`
+    STATE_VERSION = 1
+    #: per state key, the axis where the parameter's shape begins (default 0); the axes before
+    #: it are the filter's own (MA's window). An ensemble stacks its members there.
+    PARAM_AXIS: Dict[str, int] = {}
+
     def __init__(self) -> None:
         self.steps = 0
         self.state: Dict[str, Dict[str, torch.Tensor]] = {}
@@ -49,12 +57,27 @@ class GradFilter:
     def filter(self, name: str, grad: torch.Tensor) -> None:
         raise NotImplementedError
 
+    @classmethod
+    def state_axis(cls, key: str) -> int:
+        return cls.PARAM_AXIS.get(key, 0)
+
     def state_dict(self) -> Dict[str, Any]:
-        return {"steps": self.steps, "state": {n: dict(s) for n, s in self.state.items()}}
+        return {"version": self.STATE_VERSION, "steps": self.steps, "state": {n: dict(s) for n, s in self.state.items()}}
 
     def load_state_dict(self, state: Dict[str, Any]) -> None:
+        version = int(state.get("version", 1))  # resume.pt files from before the field are version 1
+        if version > self.STATE_VERSION:
+            raise ValueError(
+                f"{type(self).__name__} state version {version} is newer than this code reads ({self.STATE_VERSION})"
+            )
         self.steps = int(state["steps"])
-        self.state = {n: {k: v.clone() for k, v in s.items()} for n, s in state["state"].items()}
+        self.state = {
+            n: {k: self._upgrade(k, v, version).clone() for k, v in s.items()} for n, s in state["state"].items()
+        }
+
+    def _upgrade(self, key: str, value: torch.Tensor, version: int) -> torch.Tensor:
+        """A state tensor saved in layout ``version``, in this code's layout."""
+        return value
 
     def to(self, device: torch.device) -> "GradFilter":
         self.state = {n: {k: v.to(device) for k, v in s.items()} for n, s in self.state.items()}
@@ -80,11 +103,16 @@ class EMAFilter(GradFilter):
 class MAFilter(GradFilter):
     """Grokfast-MA: g <- g + lamb * mean(last ``window`` gradients), once ``window`` have been seen.
 
-    The window is a ring buffer [*shape, window] per parameter (the parameter's shape leading,
-    so an ensemble's member axis stacks in front); its sum is kept in float64, one gradient
-    added and the one leaving subtracted per step, so the mean costs two element-wise ops
-    rather than ``window`` additions.
+    The window is a ring buffer [window, *shape] per parameter, so each step writes and reads
+    one contiguous slot (on a GPU a strided slot costs a scattered write); an ensemble's member
+    axis stacks after the window axis (``PARAM_AXIS``). Its sum is kept in float64, one
+    gradient added and the one leaving subtracted per step, so the mean costs two element-wise
+    ops rather than ``window`` additions. State version 1 (before this layout) kept the window
+    last, [*shape, window]; it is read by moving that axis to the front.
     """
+
+    STATE_VERSION = 2
+    PARAM_AXIS = {"ring": 1}
 
     def __init__(self, window: int, lamb: float) -> None:
         super().__init__()
@@ -94,17 +122,22 @@ class MAFilter(GradFilter):
         s = self.state.get(name)
         if s is None:
             s = self.state[name] = {
-                "ring": torch.zeros((*grad.shape, self.window), dtype=grad.dtype, device=grad.device),
+                "ring": torch.zeros((self.window, *grad.shape), dtype=grad.dtype, device=grad.device),
                 "sum": torch.zeros(grad.shape, dtype=torch.float64, device=grad.device),
             }
         slot = self.steps % self.window
         ring, total = s["ring"], s["sum"]
         if self.steps >= self.window:  # the oldest gradient leaves the window
-            total.sub_(ring[..., slot])
-        ring[..., slot] = grad
+            total.sub_(ring[slot])
+        ring[slot].copy_(grad)
         total.add_(grad)
         if self.steps + 1 >= self.window:
             grad.add_((total / self.window).to(grad.dtype), alpha=self.lamb)
+
+    def _upgrade(self, key: str, value: torch.Tensor, version: int) -> torch.Tensor:
+        if key == "ring" and version < 2:
+            return value.movedim(-1, 0).contiguous()  # [*shape, window] -> [window, *shape]
+        return value
 
 
 @dataclass(frozen=True)

@@ -144,6 +144,42 @@ class ThresholdTracker:
         self.streak.start = state["streak_start"]
 
 
+class NonFiniteWatch:
+    """The first epoch at which each loss was not finite, and that loss, kept on the losses' device.
+
+    Reading a loss on the host every epoch makes a GPU wait for the host every epoch. So on an
+    accelerator the loop records here, without reading, and reads once before it reads anything
+    else anyway (an evaluation, a time limit): a failure names the same epoch and loss as on the
+    CPU, a few epochs later. On the CPU, where reading costs nothing, it is read every epoch.
+    ``shape``: () for one model, (k,) for an ensemble's k rows.
+    """
+
+    def __init__(self, shape: Tuple[int, ...], device: torch.device) -> None:
+        self.epoch = torch.full(shape, -1, dtype=torch.long, device=device)
+        self.loss = torch.zeros(shape, dtype=loss_dtype(device), device=device)
+        self.every_epoch = device.type == "cpu"
+        self.pending = False  # whether anything may have been recorded
+
+    def update(self, loss: torch.Tensor, epoch: int) -> None:
+        if self.every_epoch and bool(torch.isfinite(loss).all()):
+            return  # the CPU's usual case: read at once, nothing to keep
+        self.pending = True
+        new = (self.epoch < 0) & ~torch.isfinite(loss)
+        self.epoch = torch.where(new, epoch, self.epoch)
+        self.loss = torch.where(new, loss.detach().to(self.loss.dtype), self.loss)
+
+    def failures(self) -> List[Tuple[int, int, float]]:
+        """(row, first non-finite epoch, its loss) of each row that had one: one read on the host."""
+        if not self.pending:
+            return []
+        epochs, losses = torch.stack([self.epoch.to(self.loss.dtype), self.loss]).reshape(2, -1).tolist()
+        return [(row, int(e), bad) for row, (e, bad) in enumerate(zip(epochs, losses)) if e >= 0]
+
+    def raise_first(self) -> None:
+        for _, epoch, bad in self.failures():
+            raise TrainingFailure(f"non-finite training loss ({bad})", epoch)
+
+
 def _batch_order_seed(data_seed: int, epoch: int) -> int:
     """Seed of one epoch's minibatch order: a function of the data and the epoch only."""
     return (int(data_seed) * 1_000_003 + int(epoch)) % (2**63 - 1)
@@ -276,7 +312,8 @@ class Trainer:
         self._fast = bool(train_cfg.fast_path) or not getattr(model, "every_position", False)
         # several answer positions (digit tasks): labels [N, k] scored at task.answer_positions
         self._multi = task.labels.ndim == 2
-        self._answer_positions = task.answer_positions if self._multi else None
+        self._answer_positions = on_device(task.answer_positions) if self._multi else None
+        self._nonfinite = NonFiniteWatch((), self.device)
         # the original loop (one last-position answer, full batch) reuses the step's forward for evals
         self._plain = not self._multi and self.batch_size is None
 
@@ -376,8 +413,8 @@ class Trainer:
             self._step(loss)
             return loss.detach()
         gen = torch.Generator().manual_seed(_batch_order_seed(self.task.data_seed, self.epoch))
-        order = torch.randperm(n_train, generator=gen)
-        total = torch.zeros((), dtype=torch.float64)
+        order = torch.randperm(n_train, generator=gen).to(self.device)  # drawn on the CPU: one order on every device
+        total = torch.zeros((), dtype=self._loss_dtype, device=self.device)
         for start in range(0, n_train, self.batch_size):
             idx = order[start : start + self.batch_size]
             loss = self.loss(self._train_tokens[idx], self._train_labels[idx])
@@ -421,17 +458,20 @@ class Trainer:
 
     def _end_epoch(self, loss: torch.Tensor, bar: Any, deadline: Optional[float], max_epochs: int) -> bool:
         """Bookkeeping after one epoch's update, the same on both loop paths: count the
-        epoch, fail on a non-finite loss or a spent time budget, run per-epoch callbacks.
-        Returns whether the next iteration must evaluate first."""
+        epoch, fail on a non-finite loss (read when :class:`NonFiniteWatch` says) or a spent
+        time budget, run per-epoch callbacks. Returns whether the next iteration must evaluate first."""
         self.epoch += 1
         bar.update(1)
-        if not torch.isfinite(loss):
-            raise TrainingFailure(f"non-finite training loss ({float(loss.detach())})", self.epoch)
+        self._nonfinite.update(loss, self.epoch)
+        eval_next = self._is_eval_epoch(self.epoch) or self.epoch == max_epochs
+        if self._nonfinite.every_epoch or eval_next:
+            self._nonfinite.raise_first()
         for cb in self._per_epoch:
             cb.on_epoch_end(self, loss)
         if deadline is not None and time.monotonic() > deadline:
+            self._nonfinite.raise_first()  # a loss that went bad before the time ran out is the reason
             raise TrainingFailure(f"timeout after {self.cfg.timeout_minutes} min", self.epoch)
-        return self._is_eval_epoch(self.epoch) or self.epoch == max_epochs
+        return eval_next
 
     def fit(self) -> TrainOutcome:
         """Train from ``self.epoch`` until early stop or ``max_epochs``.

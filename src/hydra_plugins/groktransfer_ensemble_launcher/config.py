@@ -17,8 +17,12 @@ class EnsembleLauncherConf:
     max_members: int = 0
     # worker processes training ensembles in parallel; 0 = by device: one per core on a CPU
     # (a member's speed does not grow with K there, and two 1-thread processes beat one
-    # 2-thread process), 1 (this process) on a GPU
+    # 2-thread process); on CUDA jobs_per_gpu per visible GPU (one GPU, one job per GPU:
+    # this process alone). GPU workers are spawned, each seeing only its own GPU.
     n_jobs: int = 0
+    # on CUDA: worker processes sharing one GPU (n_jobs = 0 starts this many per GPU; with
+    # n_jobs set, workers are dealt out over the GPUs round-robin)
+    jobs_per_gpu: int = 1
     # torch threads of each process training ensembles; 0 = the cores shared out among them
     threads: int = 0
 

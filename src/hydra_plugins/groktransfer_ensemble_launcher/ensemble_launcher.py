@@ -23,11 +23,12 @@ log = logging.getLogger(__name__)
 
 
 class EnsembleLauncher(Launcher):
-    def __init__(self, max_members: int = 0, threads: int = 0, n_jobs: int = 0) -> None:
+    def __init__(self, max_members: int = 0, threads: int = 0, n_jobs: int = 0, jobs_per_gpu: int = 1) -> None:
         super().__init__()
         self.max_members = int(max_members)
         self.threads = int(threads)
         self.n_jobs = int(n_jobs)
+        self.jobs_per_gpu = int(jobs_per_gpu)
         self.config: Optional[DictConfig] = None
         self.task_function: Optional[TaskFunction] = None
         self.hydra_context: Optional[HydraContext] = None
@@ -44,10 +45,14 @@ class EnsembleLauncher(Launcher):
             if getattr(self, key) < 0:  # bad input: one line and exit code 2 before any job is planned
                 print(f"hydra.launcher.{key} must be >= 0 (0: automatic), got {getattr(self, key)}", file=sys.stderr)
                 raise SystemExit(2)
+        if self.jobs_per_gpu < 1:
+            print(f"hydra.launcher.jobs_per_gpu must be >= 1, got {self.jobs_per_gpu}", file=sys.stderr)
+            raise SystemExit(2)
         setup_globals()
         assert self.config is not None and self.hydra_context is not None
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
         Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
         return launch_sweep(
-            self.hydra_context, self.config, job_overrides, initial_job_idx, self.max_members, self.threads, self.n_jobs
-        )
+            self.hydra_context, self.config, job_overrides, initial_job_idx, self.max_members, self.threads, self.n_jobs,
+            self.jobs_per_gpu,
+        )  # fmt: skip

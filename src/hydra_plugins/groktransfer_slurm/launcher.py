@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Any, List, Optional, Sequence
+from typing import Any, List, Sequence
 
 from hydra.core.singleton import Singleton
 from hydra.core.utils import JobReturn, JobStatus, filter_overrides
@@ -27,7 +27,7 @@ from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
 from hydra_plugins.hydra_submitit_launcher.submitit_launcher import SlurmLauncher as HydraSlurmLauncher
 from omegaconf import OmegaConf, open_dict
 
-from groktransfer.runs.rundir import FailureKind, RunDir, Status, StatusRecord
+from groktransfer.runs.rundir import record_lost_job  # noqa: F401  (tests import it from here too)
 
 log = logging.getLogger(__name__)
 
@@ -95,23 +95,3 @@ class SlurmLauncher(HydraSlurmLauncher):
             cfg.hydra.job.id = job_id
         path = Path(str(cfg.hydra.sweep.dir)) / str(cfg.hydra.sweep.subdir)
         return path if path.is_absolute() else Path(str(self.config.hydra.runtime.cwd)) / path
-
-
-def record_lost_job(run_dir: Path, reason: str) -> Optional[StatusRecord]:
-    """Mark a run that died without finishing as ``failed``; finished records are left alone.
-
-    Its ``resume.pt`` stays, so the run index resumes it when the sweep is run again.
-    Returns the new record, or None when there was nothing to mark (never started,
-    or it had finished after all).
-    """
-    rd = RunDir(run_dir)
-    status = rd.read_status()
-    if status is None or status.status in (Status.COMPLETED, Status.FAILED):
-        return None
-    resumable = rd.resume_path.exists()
-    return rd.update_status(
-        status=Status.FAILED,
-        reason=reason + ("; rerun the sweep to resume it from its last checkpoint" if resumable else ""),
-        failed_epoch=status.epoch or 0,
-        failure_kind=FailureKind.CRASH,  # lost, not failed by its own numbers: a rerun retries it
-    )
