@@ -46,7 +46,10 @@ def schema_classes() -> List[type]:
             if dataclasses.is_dataclass(tp):
                 walk(tp)
 
+    from hydra_plugins.groktransfer_ensemble_launcher.config import EnsembleLauncherConf
+
     walk(TrainJobConfig)
+    walk(EnsembleLauncherConf)
     for name in TASK_FAMILIES.names():
         walk(TASK_FAMILIES.get(name).config_class)
     for name in MODELS.names():

@@ -41,12 +41,14 @@ class EnsembleLauncher(Launcher):
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         from groktransfer.jobs.ensemble_launch import launch_sweep
 
-        for key in ("max_members", "n_jobs", "threads"):
-            if getattr(self, key) < 0:  # bad input: one line and exit code 2 before any job is planned
-                print(f"hydra.launcher.{key} must be >= 0 (0: automatic), got {getattr(self, key)}", file=sys.stderr)
-                raise SystemExit(2)
-        if self.jobs_per_gpu < 1:
-            print(f"hydra.launcher.jobs_per_gpu must be >= 1, got {self.jobs_per_gpu}", file=sys.stderr)
+        from groktransfer.config.ranges import range_problems
+        from hydra_plugins.groktransfer_ensemble_launcher.config import EnsembleLauncherConf
+
+        settings = EnsembleLauncherConf(max_members=self.max_members, n_jobs=self.n_jobs,
+                                        jobs_per_gpu=self.jobs_per_gpu, threads=self.threads)  # fmt: skip
+        problems = range_problems(settings, "hydra.launcher.")  # the ranges declared beside the launcher's keys
+        if problems:  # bad input: one line and exit code 2 before any job is planned (0 means automatic)
+            print("; ".join(problems), file=sys.stderr)
             raise SystemExit(2)
         setup_globals()
         assert self.config is not None and self.hydra_context is not None
