@@ -41,8 +41,8 @@ class Schedule(Choice):
     cosine = "cosine"
 
 
-#: The built-in transformer's transfer components, the default ``transfer.components`` block
-#: (``groktransfer.model.transformer.HookedGrokTransformer.components``).
+#: The built-in transformer's transfer components (``groktransfer.model.transformer``): the
+#: default ``transfer.components`` block.
 TRANSFORMER_COMPONENTS = ("embed", "pos_embed", "attn", "mlp", "unembed")
 
 

@@ -64,6 +64,7 @@ import torch.nn.functional as F
 
 from groktransfer.tasks.fourier import CONST, COS, SIN, FourierBasis, GroupFourier, fourier_basis
 from groktransfer.runs.rundir import FREQ_ROW_KEYS, MEASURE_BASE_COLUMNS, MEASURE_FOURIER_COLUMNS, MEASURE_INPUT_FOURIER_COLUMNS
+from groktransfer.model.transformer import WEIGHT_GROUP_NAMES, weight_group
 from groktransfer.tasks.modular import Task
 
 Scalar = Union[float, int, str]
@@ -106,30 +107,18 @@ def loss_and_accuracy(logits: torch.Tensor, labels: torch.Tensor) -> Tuple[float
 # ---------------------------------------------------------------------------------------
 # Weights
 # ---------------------------------------------------------------------------------------
-# Trainable tensors in TransformerLens naming end in W_*, b_* or (LayerNorm) w / b; this
-# leaves out buffers such as attn.mask and attn.IGNORE (-1e5), which are not weights.
-_PARAM_LEAF = re.compile(r"^(W_\w+|b_\w+|w|b)$")
-_COMPONENTS: Tuple[Tuple[str, re.Pattern], ...] = (
-    ("embed", re.compile(r"^embed\.")),
-    ("pos_embed", re.compile(r"^pos_embed\.")),
-    ("attn", re.compile(r"^blocks\.\d+\.attn\.")),
-    ("mlp", re.compile(r"^blocks\.\d+\.mlp\.")),
-    ("unembed", re.compile(r"^unembed\.")),
-    ("ln", re.compile(r"(^|\.)ln(\d+|_final)\.")),
-)
-
-
 def weight_sq_norms(params: Mapping[str, torch.Tensor]) -> Dict[str, float]:
-    """Sum of squared weights, total and per component (embed, pos_embed, attn, mlp,
-    unembed, ln, other), over all blocks. Weight decay acts on exactly this quantity,
-    which is why it is a progress measure (clean-up is the norm falling)."""
-    out = {name: 0.0 for name, _ in _COMPONENTS}
-    out["other"] = 0.0
+    """Sum of squared weights of a state dict in TransformerLens names, total and per group
+    (embed, pos_embed, attn, mlp, unembed, ln, other: the transformer's ``weight_group``), over
+    all blocks. Weight decay acts on exactly this quantity, which is why it is a progress
+    measure (clean-up is the norm falling)."""
+    out = {name: 0.0 for name in WEIGHT_GROUP_NAMES}
     comps, squares = [], []
     for key, value in params.items():
-        if not _PARAM_LEAF.match(key.rsplit(".", 1)[-1]) or not torch.is_floating_point(value):
+        group = weight_group(key, value)
+        if group is None:  # a buffer (attn.mask, attn.IGNORE), not a weight
             continue
-        comps.append(next((name for name, pat in _COMPONENTS if pat.search(key)), "other"))
+        comps.append(group)
         squares.append(value.detach().double().square().sum())
     for comp, sq in zip(comps, _on_host(squares)):  # summed on the host, in parameter order
         out[comp] += sq

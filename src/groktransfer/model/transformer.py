@@ -700,8 +700,8 @@ class HookedGrokTransformer(GrokModel):
         """The measures' columns: embed, pos_embed, attn, mlp, unembed, ln (LayerNorms), other."""
         groups: Dict[str, List[str]] = {}
         for name, value in self.checkpoint_state().items():
-            if _WEIGHT_LEAF.match(name.rsplit(".", 1)[-1]) and torch.is_floating_point(value):
-                group = next((g for g, pattern in _WEIGHT_GROUPS if pattern.search(name)), "other")
+            group = weight_group(name, value)
+            if group is not None:
                 groups.setdefault(group, []).append(name)
         return groups
 
@@ -717,6 +717,16 @@ _WEIGHT_GROUPS: Tuple[Tuple[str, "re.Pattern[str]"], ...] = (
     ("unembed", re.compile(r"^unembed\.")),
     ("ln", re.compile(r"(^|\.)ln(\d+|_final)\.")),
 )
+#: the transformer's weight groups (``weight_norm_<group>`` in measures.csv), "other" last
+WEIGHT_GROUP_NAMES: Tuple[str, ...] = (*(g for g, _ in _WEIGHT_GROUPS), "other")
+
+
+def weight_group(name: str, value: torch.Tensor) -> Optional[str]:
+    """The group a TransformerLens-named tensor's squared weight is reported under, None for a
+    buffer (attn.mask, attn.IGNORE) or anything that is not a float weight."""
+    if not _WEIGHT_LEAF.match(name.rsplit(".", 1)[-1]) or not torch.is_floating_point(value):
+        return None
+    return next((g for g, pattern in _WEIGHT_GROUPS if pattern.search(name)), "other")
 
 
 def transformer_component_of(param_name: str) -> str:
