@@ -1,30 +1,29 @@
 """Report section for digit-task sweeps: measures per answer position and per carry class.
 
-A provider for ``analysis.extra_sections`` (``groktransfer.analysis.digit_section:digit_sections``).
-It reads only the run directories (the status record's final block and the measures table) and
-returns nothing for sweeps without digit runs, so it can stay in the default list. Which runs
-are digit runs is read from what they recorded (per-answer-position accuracies in the status
-record's final block), not from the task's name: any family that records these measures, a
-plugin's included, gets the section.
+The ``digits`` section. It reads only the run directories (the status record's final block and
+the measures table) and applies to a sweep only where runs recorded per-answer-position
+accuracies in the status record's final block -- what they recorded, not the task's name: any
+family that records these measures, a plugin's included, gets the section.
 """
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Dict, List, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 import pandas as pd
 
-from groktransfer.tasks.digits import CARRY_CLASS_NAMES, EXAMPLE_CLASS_NAMES
+from groktransfer.render import condition_colors
 from groktransfer.runs.rundir import MEASURES_FILE, Status
+from groktransfer.tasks.digits import CARRY_CLASS_NAMES, EXAMPLE_CLASS_NAMES
 
 from .collect import RunRecord
 from .curves import load_tables
 from .plots import plot_measures
 from .report import ReportFigure, ReportSection, ReportTable
-from .style import condition_colors
+from .section import Section, Sweep
 
 _POSITION = re.compile(r"^pos(\d+)_acc_test$")
 
@@ -58,9 +57,14 @@ def final_table(runs: Sequence[RunRecord], columns: Sequence[str]) -> pd.DataFra
     return pd.DataFrame(rows)
 
 
+def digit_runs_of(runs: Sequence[RunRecord]) -> List[RunRecord]:
+    """Completed runs that recorded per-answer-position accuracies."""
+    return [r for r in runs if r.completed and any(_POSITION.match(k) for k in (r.final or {}))]
+
+
 def digit_sections(runs: Sequence[RunRecord], out_dir: Path, settings: Any = None) -> List[ReportSection]:
     """'Digit measures' section: final per-position / per-carry-class accuracy and their curves."""
-    digit_runs = [r for r in runs if r.completed and any(_POSITION.match(k) for k in (r.final or {}))]
+    digit_runs = digit_runs_of(runs)
     if not digit_runs:
         return []
     conditions = list(dict.fromkeys(r.condition for r in digit_runs))
@@ -93,3 +97,21 @@ def digit_sections(runs: Sequence[RunRecord], out_dir: Path, settings: Any = Non
         "of the right digit. A class with no test examples shows '–'. All columns: `digit_summary.csv`."
     )
     return [ReportSection("Digit measures: per position and per carry class", text, [ReportTable(table, "Final digit measures per condition")], figures)]
+
+
+class DigitsSection(Section):
+    """Measures per answer position and per carry class (digit tasks)."""
+
+    title = "Digit measures"
+    writes = ("digit_summary.csv", "digit_positions.png", "digit_carries.png")
+    provider = staticmethod(digit_sections)
+
+    def applies(self, sweep: Sweep) -> Optional[str]:
+        return None if digit_runs_of(sweep.runs) else "no completed run recorded per-answer-position accuracies"
+
+    def build(self, sweep: Sweep) -> List[ReportSection]:
+        out = digit_sections(sweep.runs, sweep.out_dir, sweep.settings)
+        for name in self.writes:
+            if (sweep.out_dir / name).is_file():
+                sweep.add_file(name.replace(".", "_"), sweep.out_dir / name)
+        return out

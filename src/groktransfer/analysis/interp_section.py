@@ -17,24 +17,22 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
-import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import torch
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import torch  # noqa: E402
+from groktransfer.model.checkpoint import CheckpointError, load_checkpoint
+from groktransfer.model.protocol import Reading
+from groktransfer.render import apply_theme, condition_colors, save_figure
+from groktransfer.runs.reader import read_run
+from groktransfer.runs.rundir import CHECKPOINT_DIR, CONFIG_FILE, FINAL_CHECKPOINT
+from groktransfer.tasks.registry import make_task, typed_task
+from groktransfer.utils.cores import usable_cores
 
-from groktransfer.model.checkpoint import CheckpointError, load_checkpoint  # noqa: E402
-from groktransfer.model.protocol import Reading  # noqa: E402
-from groktransfer.tasks.registry import typed_task  # noqa: E402
-from groktransfer.runs.rundir import CHECKPOINT_DIR, CONFIG_FILE, FINAL_CHECKPOINT, RunDir  # noqa: E402
-from groktransfer.tasks.registry import make_task  # noqa: E402
-from groktransfer.utils.cores import usable_cores  # noqa: E402
-
-from .circuits.discover import _first_int, read_yaml  # noqa: E402
-from .collect import RunRecord  # noqa: E402
-from .report import ReportFigure, ReportSection, ReportTable  # noqa: E402
+from .collect import RunRecord
+from .report import ReportFigure, ReportSection, ReportTable
+from .section import Section, Sweep
 
 SUBDIR = "interp"
 
@@ -55,14 +53,11 @@ def run_task(rec: RunRecord) -> Any:
     ``tasks.make_task`` (a modular ``Task`` or a ``DigitTask``), with the data seed the
     status record says the run used. Raises ``ValueError`` when the block is missing or
     does not make a task."""
-    run_dir = RunDir(rec.run_dir)
-    cfg = read_yaml(run_dir.config_path)
-    block = cfg.get("task")
-    if not isinstance(block, dict) or not block.get("name"):
+    contents = rec.contents if rec.contents is not None else read_run(rec.run_dir)
+    block = contents.config.task
+    if not block.get("name"):
         raise ValueError(f"task not recorded in {CONFIG_FILE}")
-    status = run_dir.read_status()
-    data_seed = _first_int(status.data_seed if status else None, block.get("data_seed"), cfg.get("seed"), rec.seed, 0)
-    return make_task(typed_task(block), int(data_seed or 0))  # ConfigError is a ValueError
+    return make_task(typed_task(block), contents.data_seed())  # ConfigError is a ValueError
 
 
 def interpret_runs(runs: Sequence[RunRecord], interp: Any) -> tuple:
@@ -154,8 +149,6 @@ def _bar_figure(agg: pd.DataFrame, task: str, prefix: str, title: str, ylabel: s
     d = agg[(agg.task == task) & agg.measure.str.startswith(prefix)]
     if d.empty:
         return None
-    from .style import apply_theme, condition_colors
-
     apply_theme()
     conds = list(dict.fromkeys(d.condition))
     measures = list(dict.fromkeys(d.measure))
@@ -172,10 +165,7 @@ def _bar_figure(agg: pd.DataFrame, task: str, prefix: str, title: str, ylabel: s
     ax.set_title(title)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=dpi, bbox_inches="tight")
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi)
 
 
 def findings_by_run(task: str, long: pd.DataFrame) -> pd.DataFrame:
@@ -266,3 +256,22 @@ def interp_sections(runs: Sequence[RunRecord], out_dir: Path, settings: Any = No
         sections[-1].tables.append(ReportTable(pd.DataFrame(skipped), "Runs not analysed"))
     sections[-1].text += "\n\n" + note
     return sections
+
+
+class InterpretabilitySection(Section):
+    """The interpretability toolkit on every completed run's final model, per task family."""
+
+    title = "Interpretability"
+    writes = ("interp/",)
+    provider = staticmethod(interp_sections)
+
+    def applies(self, sweep: Sweep) -> Optional[str]:
+        interp = sweep.analysis.interp
+        if not interp.enabled or not interp.in_sweep:
+            return "switched off (`analysis.interp.enabled` / `analysis.interp.in_sweep`)"
+        if not any(r.completed and r.contents is not None and r.contents.final_checkpoint is not None for r in sweep.runs):
+            return f"no completed run has `{CHECKPOINT_DIR}/{FINAL_CHECKPOINT}`"
+        return None
+
+    def build(self, sweep: Sweep) -> List[ReportSection]:
+        return interp_sections(sweep.runs, sweep.out_dir, sweep.settings)

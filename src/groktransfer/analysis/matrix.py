@@ -12,19 +12,20 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Sequence
+from typing import List, Optional, Sequence
 
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from . import style  # noqa: F401  (Agg backend before pyplot)
+from groktransfer.render import apply_theme, save_figure
+
 from .collect import RunRecord
 from .groups import compare_groups, pick_threshold
 from .report import ReportFigure, ReportSection, ReportTable
+from .section import Section, Sweep
 from .settings import AnalyzeJobConfig
 from .stats import format_ratio, threshold_key, thresholds_in
-
-import matplotlib.pyplot as plt  # noqa: E402
 
 BOUND_MARK = {"lower bound": "≥", "upper bound": "≤", "indeterminate": "~"}
 
@@ -65,7 +66,7 @@ def _cell_text(row: pd.Series) -> str:
 
 def plot_matrix(table: pd.DataFrame, t: float, conditions: Sequence[str], baseline: str, path: Path, dpi: int = 130) -> Path:
     """One heatmap per condition: log2 speed-up, annotated with ratio, CI, bound and censoring marks."""
-    style.apply_theme()
+    apply_theme()
     rows = table[np.isclose(table.threshold, t)]
     sources = sorted(rows.source_task.unique())
     targets = sorted(rows.target_task.unique())
@@ -92,9 +93,7 @@ def plot_matrix(table: pd.DataFrame, t: float, conditions: Sequence[str], baseli
     if image is not None:
         fig.colorbar(image, ax=list(axes[0]), label="log2 speed-up (blue: faster than random)", shrink=0.8)
     fig.suptitle(f"Speed-up to test acc {threshold_key(t)}; * = a censored run in the cell; ≥/≤/~ = bound", fontsize=9)
-    fig.savefig(path, dpi=dpi, bbox_inches="tight")
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi)
 
 
 def matrix_sections(runs: Sequence[RunRecord], out_dir: Path, settings: AnalyzeJobConfig) -> list[ReportSection]:
@@ -125,3 +124,21 @@ def matrix_sections(runs: Sequence[RunRecord], out_dir: Path, settings: AnalyzeJ
     )
     caption = "Speed-up over random per source task (rows) and target task (columns), one panel per condition."
     return [ReportSection("Task × task transfer matrix", text, [ReportTable(shown, "")], [ReportFigure(fig, caption)])]
+
+
+class MatrixSection(Section):
+    """Speed-up per (source task, target task) of a sweep over both."""
+
+    title = "Task × task transfer matrix"
+    writes = ("matrix.csv", "matrix_speedup.png")
+    provider = staticmethod(matrix_sections)
+
+    def applies(self, sweep: Sweep) -> Optional[str]:
+        return None if len(transfer_pairs(sweep.runs)) >= 2 else "the transfer runs span fewer than two (source task, target task) pairs"
+
+    def build(self, sweep: Sweep) -> List[ReportSection]:
+        out = matrix_sections(sweep.runs, sweep.out_dir, sweep.settings)
+        for key, name in (("matrix_csv", "matrix.csv"), ("matrix_speedup", "matrix_speedup.png")):
+            if (sweep.out_dir / name).is_file():
+                sweep.add_file(key, sweep.out_dir / name)
+        return out

@@ -18,6 +18,15 @@ from groktransfer.runs.rundir import Status
 # the interpretability settings live with the analyses they switch (interp sits below analysis)
 from groktransfer.interp.settings import AblationKind, HeadSite, InterpSettings  # noqa: F401
 
+#: the report's sections, in order (names in ``groktransfer.analysis.sections.SECTIONS``); a
+#: section with nothing to say about a sweep's runs is left out and listed under "Sweep"
+DEFAULT_SECTIONS = [
+    "answer", "speedup", "thresholds", "curves",
+    "starts", "trajectory", "matrix", "circuits", "interpretability", "digits",
+    "damaged_files", "incomplete", "method", "sweep", "files",
+]  # fmt: skip
+
+#: the progress measures drawn first, where the runs recorded them (the modular family's)
 DEFAULT_MEASURES = [
     "restricted_loss",
     "excluded_loss",
@@ -80,15 +89,20 @@ class AnalysisSettings:
     headline_threshold: float = 0.999
     bootstrap: BootstrapSettings = field(default_factory=BootstrapSettings)
     curves: CurveSettings = field(default_factory=CurveSettings)
-    # measures.csv columns drawn in progress_measures.png
-    measures: List[str] = field(default_factory=lambda: list(DEFAULT_MEASURES))
+    # measures.csv columns drawn in progress_measures.png; None = those the runs recorded (the
+    # modular family's restricted/excluded loss, weight norm, key frequencies and Ginis first,
+    # then a plugin family's own measures)
+    measures: Optional[List[str]] = None
     # a `running` run whose updated_at is older than this is listed as running/stale
     stale_after_s: float = 3600.0
     # use a log axis when max/min of the plotted positive values exceeds this
     log_span: float = 10.0
     # resolution of the PNG figures
     dpi: int = 130
-    # "module:function" callables returning list[ReportSection] (e.g. the circuits module)
+    # the report's sections, in order: names registered in groktransfer.analysis.sections.SECTIONS
+    sections: List[str] = field(default_factory=lambda: list(DEFAULT_SECTIONS))
+    # more sections, placed before the closing ones (failed jobs, method, sweep, files): registered
+    # names, or "package.module:function" providers returning a list of ReportSection
     extra_sections: List[str] = field(default_factory=list)
     interp: InterpSettings = field(default_factory=InterpSettings)
     # transfer starts: restricted_acc - test_acc above this (with a key frequency) = circuit forming

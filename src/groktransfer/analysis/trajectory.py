@@ -15,25 +15,23 @@ their ``source.json`` names.
 
 from __future__ import annotations
 
-import json
-import math
 from pathlib import Path
-from typing import Any, Sequence
+from typing import List, Optional, Sequence
 
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from . import style  # noqa: F401  (Agg backend before pyplot)
-from groktransfer.runs.rundir import MEASURES_FILE, METRICS_FILE, SOURCE_FILE
+from groktransfer.render import apply_theme, save_figure
+from groktransfer.runs.reader import read_run
 
-from .collect import RunRecord, _config_of, dig
+from .collect import RunRecord
 from .groups import MIN_RUNS_TO_JUDGE, compare_groups, observations, pick_threshold
 from .report import ReportFigure, ReportSection, ReportTable
+from .section import Section, Sweep
 from .settings import AnalyzeJobConfig
 from .starts import start_record
 from .stats import format_epochs, format_ratio, threshold_key, thresholds_in
-
-import matplotlib.pyplot as plt  # noqa: E402
 
 CHECKPOINT = "checkpoint"
 SOURCE_PANELS = (
@@ -56,7 +54,8 @@ def trajectory_table(runs: Sequence[RunRecord], baseline: str, settings: Analyze
     rows = []
     for epoch in sorted({r.source_epoch for r in ckpt}):
         group = [r for r in ckpt if r.source_epoch == epoch]
-        start = (start_record(group[0]).get("measures") or {}) if group else {}
+        chosen = start_record(group[0]) if group else None
+        start = chosen.measures if chosen is not None else {}
         at_start = {f"source_{k}": start.get(k) for k in ("test_acc", "restricted_test_gap", "n_key_freqs")}
         for t in thresholds_in(group):
             row = compare_groups(base, group, t, f"{CHECKPOINT}@{epoch}", settings.analysis.bootstrap)
@@ -79,13 +78,9 @@ def first_excluding_one(table: pd.DataFrame, t: float) -> dict[str, int | None]:
 def source_run_dir(runs: Sequence[RunRecord]) -> Path | None:
     """The source run the checkpoint runs started from (named in their ``source.json``)."""
     for r in checkpoint_runs(runs):
-        try:
-            record = json.loads((r.run_dir / SOURCE_FILE).read_text())
-        except (OSError, ValueError):
-            continue
-        path = record.get("source_run_dir")
-        if path and Path(path).is_dir():
-            return Path(path)
+        source = r.contents.source if r.contents is not None else None
+        if source is not None and source.source_run_dir and Path(source.source_run_dir).is_dir():
+            return Path(source.source_run_dir)
     return None
 
 
@@ -94,11 +89,12 @@ def fixed_condition_epochs(runs: Sequence[RunRecord], source_dir: Path) -> dict[
     from groktransfer.runs.rundir import RunDir
     from groktransfer.transfer.source_runs import SourceSelectionError, select_checkpoint, source_chance
 
-    cfg = _config_of(checkpoint_runs(runs)[0].run_dir)
+    first = checkpoint_runs(runs)[0]
+    config = (first.contents if first.contents is not None else read_run(first.run_dir)).config
     out: dict[str, int] = {}
     for condition in ("memorized", "grokked"):
-        criteria = dig(cfg, "transfer", condition)
-        if not isinstance(criteria, dict):
+        criteria = config.criteria(condition)
+        if criteria is None:
             continue
         try:
             out[condition] = select_checkpoint(RunDir(source_dir), condition, criteria, source_chance(RunDir(source_dir))).epoch
@@ -108,13 +104,12 @@ def fixed_condition_epochs(runs: Sequence[RunRecord], source_dir: Path) -> dict[
 
 
 def _source_tables(source_dir: Path | None) -> tuple[pd.DataFrame, pd.DataFrame]:
-    def read(name: str) -> pd.DataFrame:
-        try:
-            return pd.read_csv(source_dir / name) if source_dir is not None else pd.DataFrame()
-        except (OSError, ValueError):
-            return pd.DataFrame()
-
-    return read(METRICS_FILE), read(MEASURES_FILE)
+    """The source run's metrics and measures (empty frames where it has none)."""
+    if source_dir is None:
+        return pd.DataFrame(), pd.DataFrame()
+    source = read_run(source_dir)
+    return (source.metrics if source.metrics is not None else pd.DataFrame(),
+            source.measures if source.measures is not None else pd.DataFrame())  # fmt: skip
 
 
 def plot_trajectory(
@@ -128,7 +123,7 @@ def plot_trajectory(
     dpi: int = 130,
 ) -> Path:
     """Target epochs-to-t and speed-up against source epoch, over the source's progress measures."""
-    style.apply_theme()
+    apply_theme()
     metrics, measures = _source_tables(source_dir)
     panels = [p for p in SOURCE_PANELS if any(c in measures.columns or c in metrics.columns for c in p[1])]
     fig, axes = plt.subplots(2 + len(panels), 1, sharex=True, figsize=(8, 2.4 * (2 + len(panels))), squeeze=False)
@@ -187,9 +182,7 @@ def plot_trajectory(
     axes[-1].set_xlabel("source epoch (the checkpoint the target starts from)")
     fig.suptitle(f"Transfer along the source's training — threshold {threshold_key(t)}", fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=dpi)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi, tight=False)
 
 
 def ci_sentence(firsts: dict[str, int | None], t: float, confidence: float, epochs: Sequence[int]) -> str:
@@ -241,3 +234,21 @@ def trajectory_sections(runs: Sequence[RunRecord], out_dir: Path, settings: Anal
                "median and range; middle: speed-up over random with bootstrap CI (hollow squares: a median is "
                "censored, the ratio is a bound); below: the source run's own progress measures.")  # fmt: skip
     return [ReportSection("Transfer along the source's training", text, [ReportTable(shown, "")], [ReportFigure(fig, caption)])]
+
+
+class TrajectorySection(Section):
+    """Speed-up against the source epoch a ``transfer=checkpoint`` start came from."""
+
+    title = "Transfer along the source's training"
+    writes = ("trajectory.csv", "trajectory.png")
+    provider = staticmethod(trajectory_sections)
+
+    def applies(self, sweep: Sweep) -> Optional[str]:
+        return None if checkpoint_runs(sweep.runs) else "no run started from a source checkpoint chosen by epoch (`transfer=checkpoint`)"
+
+    def build(self, sweep: Sweep) -> List[ReportSection]:
+        out = trajectory_sections(sweep.runs, sweep.out_dir, sweep.settings)
+        for key, name in (("trajectory_csv", "trajectory.csv"), ("trajectory", "trajectory.png")):
+            if (sweep.out_dir / name).is_file():
+                sweep.add_file(key, sweep.out_dir / name)
+        return out

@@ -10,21 +10,13 @@ import math
 from pathlib import Path
 from typing import Dict, Optional
 
-import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+from groktransfer.render import save_figure as _save
 
-from .summary import Interpretation  # noqa: E402
-
-
-def _save(fig: plt.Figure, path: Path, dpi: int) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=dpi, bbox_inches="tight")
-    plt.close(fig)
-    return path
+from .summary import Interpretation
 
 
 def plot_head_ablation(res: Interpretation, path: Path, dpi: int = 130) -> Optional[Path]:

@@ -9,23 +9,15 @@ from typing import Any, Dict, List, Optional
 
 import pandas as pd
 
+from groktransfer.render import markdown_table
+
 from . import plots
 from .families import readings_for
 from .findings import findings_table
 from .summary import Interpretation, interpret
 
 
-def md_table(df: pd.DataFrame, floatfmt: str = ".4g") -> str:
-    """A small pipe table (no tabulate dependency)."""
-    def cell(v: Any) -> str:
-        if isinstance(v, float):
-            return "nan" if math.isnan(v) else format(v, floatfmt)
-        return str(v).replace("|", "\\|")  # a pipe inside a cell (e.g. |DLA|) would end the cell
-
-    head = "| " + " | ".join(cell(c) for c in df.columns) + " |"
-    sep = "|" + "---|" * len(df.columns)
-    rows = ["| " + " | ".join(cell(v) for v in row) + " |" for row in df.itertuples(index=False)]
-    return "\n".join([head, sep, *rows])
+md_table = markdown_table  # the one markdown table of the package (groktransfer.render)
 
 
 def head_ablation_view(res: Interpretation, kind: str) -> Optional[pd.DataFrame]:

@@ -16,8 +16,8 @@ import pandas as pd
 from groktransfer.runs.rundir import CHECKPOINT_DIR, FINAL_CHECKPOINT, SOURCE_FILE
 
 from .discover import COPIED, SAME_INIT
-from .neurons import DOMINANT_MASS, SPECIALISED
-from .profile import CircuitProfile
+from groktransfer.interp.circuit.neurons import DOMINANT_MASS, SPECIALISED
+from groktransfer.interp.circuit.profile import CircuitProfile
 from .sweep import SweepCircuits
 from .tables import fmt_spread
 

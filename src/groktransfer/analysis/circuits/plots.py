@@ -3,7 +3,7 @@
 Design choices, for a reader comparing a source model with transfer conditions:
 
 * one row (or column) per model group -- the source first, then each condition in the
-  report's order and colours (``analysis.style``), so "source vs conditions" is read
+  report's order and colours (``groktransfer.render.style``), so "source vs conditions" is read
   top to bottom against the same frequency axis;
 * the source's key frequencies are shaded in every frequency panel, so whether a
   condition reuses them is visible without reading numbers;
@@ -20,18 +20,16 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .. import style  # sets the Agg backend before pyplot is imported
+import matplotlib.pyplot as plt
+from matplotlib.patches import Patch
+from matplotlib.ticker import PercentFormatter
 
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.patches import Patch  # noqa: E402
-from matplotlib.ticker import PercentFormatter  # noqa: E402
+from groktransfer.interp.circuit.attention import head_labels, position_labels
+from groktransfer.interp.circuit.neurons import SPECIALISED
+from groktransfer.interp.circuit.profile import CircuitProfile
+from groktransfer.interp.circuit.similarity import METRICS
+from groktransfer.render import SOURCE_COLOR, condition_colors, save_figure
 
-from .attention import head_labels, position_labels  # noqa: E402
-from .neurons import SPECIALISED  # noqa: E402
-from .profile import CircuitProfile  # noqa: E402
-from .similarity import METRICS  # noqa: E402
-
-SOURCE_COLOR = "#2ca02c"  # green: the source model, distinct from the condition colours
 #: The five metrics drawn as matrices (all of METRICS are in circuits_similarity.csv).
 FIGURE_METRICS = ("jaccard", "hist_intersection", "mass_similarity", "neurons_kept", "frac_spearman")
 KEY_SHADE = "#cfeccf"  # light tint of the source green: "the source's key frequencies"
@@ -41,7 +39,7 @@ Group = Tuple[str, List[Tuple[str, CircuitProfile]]]  # (title, [(model label, p
 
 def group_colors(names: Sequence[str]) -> Dict[str, str]:
     """Condition colours from the shared style; the source gets its own fixed green."""
-    colors = style.condition_colors([n for n in names if n != "source"])
+    colors = condition_colors([n for n in names if n != "source"])
     colors["source"] = SOURCE_COLOR
     return colors
 
@@ -106,13 +104,6 @@ def _title_and_legend(fig: plt.Figure, title: str, handles: Sequence[Patch]) -> 
                    frameon=False, ncol=len(handles))  # fmt: skip
 
 
-def _save(fig: plt.Figure, path: Path, dpi: int) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=dpi)
-    plt.close(fig)
-    return path
-
-
 def _with_fourier(groups: Sequence[Group]) -> List[Group]:
     """Groups restricted to models with Fourier measures on the most common modulus
     (frequency axes of different group sizes cannot share one x axis)."""
@@ -164,7 +155,7 @@ def plot_logit_spectrum(groups: Sequence[Group], source_keys: Sequence[int], col
     _title_and_legend(fig, title or "Logit Fourier spectrum in each task's own directions (bar = median over seeds)",
                       handles if source_keys else handles[1:])
     _adjust(fig, left_in=0.85, top_in=0.95, bottom_in=0.55, hspace=0.55)
-    return _save(fig, path, dpi)
+    return save_figure(fig, path, dpi, tight=False)
 
 
 def plot_neuron_histograms(groups: Sequence[Group], source_keys: Sequence[int], colors: Dict[str, str],
@@ -206,7 +197,7 @@ def plot_neuron_histograms(groups: Sequence[Group], source_keys: Sequence[int], 
     _title_and_legend(fig, title or ("MLP neurons per dominant frequency (bars: mean over seeds; title numbers: "
                                      "median [range])" if several else "MLP neurons per dominant frequency"), handles)
     _adjust(fig, left_in=0.85, top_in=0.95, bottom_in=0.55, hspace=0.55)
-    return _save(fig, path, dpi)
+    return save_figure(fig, path, dpi, tight=False)
 
 
 # --------------------------------------------------------------------------- attention
@@ -253,7 +244,7 @@ def plot_attention(groups: Sequence[Group], colors: Dict[str, str], path: Path, 
         fig.colorbar(image, cax=cax, label="attention from '='")
     fig.suptitle(title or "Attention of the '=' position to a, b, = (mean over all inputs; one row per head)",
                  fontsize=10.5, x=0.01, y=0.995, ha="left", va="top")  # fmt: skip
-    return _save(fig, path, dpi)
+    return save_figure(fig, path, dpi, tight=False)
 
 
 # --------------------------------------------------------------------------- similarity
@@ -309,7 +300,7 @@ def plot_similarity(sim: "object", ents: Sequence[str], colors: Dict[str, str], 
     fig.suptitle(title or "Circuit similarity between the source and the conditions (aggregated over seeds)",
                  fontsize=11, x=0.01, ha="left")  # fmt: skip
     _adjust(fig, left_in=1.0, right_in=0.2, top_in=0.75, bottom_in=0.85, hspace=0.5, wspace=0.45)
-    return _save(fig, path, dpi)
+    return save_figure(fig, path, dpi, tight=False)
 
 
 # --------------------------------------------------------------------------- per-model fingerprint
@@ -348,7 +339,7 @@ def plot_fingerprint(rows: Sequence[Tuple[str, str, CircuitProfile]], colors: Di
                  fontsize=11, x=0.01, ha="left")  # fmt: skip
     axes[1].tick_params(axis="y", left=False)
     _adjust(fig, left_in=label_in, right_in=0.2, top_in=0.75, bottom_in=0.55, wspace=0.18)
-    return _save(fig, path, dpi)
+    return save_figure(fig, path, dpi, tight=False)
 
 
 # --------------------------------------------------------------------------- transfer summary
@@ -413,4 +404,4 @@ def plot_transfer(df: "object", conditions: Sequence[str], colors: Dict[str, str
     fig.suptitle(title or "Does the source's algorithm carry over? (marker = seed, bar = median)",
                  fontsize=11, x=0.01, ha="left")  # fmt: skip
     _adjust(fig, left_in=0.55, right_in=0.2, top_in=0.75, bottom_in=0.95, wspace=0.25)
-    return _save(fig, path, dpi)
+    return save_figure(fig, path, dpi, tight=False)

@@ -1,10 +1,11 @@
-"""The report provider: ``circuit_sections(runs, out_dir, settings)``.
+"""The ``circuits`` report section (and its provider ``circuit_sections(runs, out_dir, settings)``).
 
-Configured as ``analysis.extra_sections: ["groktransfer.analysis.circuits:circuit_sections"]``.
 It profiles the source and the final model of every completed run, writes tables and
 figures to ``<out_dir>/circuits/`` and returns report sections that answer, with
 numbers: what the source learned, what each condition learned, how they differ, and
-whether the grokked algorithm transfers.
+whether the grokked algorithm transfers. It applies to runs of a task family with the
+Fourier circuit (``TaskFamily.fourier_circuit``) whose model offers the TransformerLens
+readings, once one of them has a final checkpoint.
 """
 
 from __future__ import annotations
@@ -15,14 +16,17 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import pandas as pd
 
-from groktransfer.runs.rundir import CHECKPOINT_DIR, CONFIG_FILE, FINAL_CHECKPOINT
+from groktransfer.interp.circuit.profile import DEFAULT_KEY_FREQ_THRESHOLD
+from groktransfer.model.protocol import Reading
+from groktransfer.render import apply_theme
+from groktransfer.runs.rundir import CHECKPOINT_DIR, FINAL_CHECKPOINT
 
 from ..collect import RunRecord
 from ..report import ReportFigure, ReportSection, ReportTable
+from ..section import Section, Sweep, offers, run_family
 from . import narrative as nar
 from . import plots
-from .discover import read_yaml
-from .profile import DEFAULT_KEY_FREQ_THRESHOLD
+from .discover import contents_of
 from .sweep import SOURCE, SweepCircuits, analyse_sweep
 from .tables import (
     entities,
@@ -43,10 +47,9 @@ def key_freq_threshold_of(runs: Sequence[RunRecord]) -> float:
     """The key-frequency threshold the runs' own measures used (so numbers agree with
     measures table); the project default when no run records one."""
     for rec in runs:
-        cfg = read_yaml(rec.run_dir / CONFIG_FILE)
-        value = (cfg.get("measures") or {}).get("key_freq_threshold") if isinstance(cfg.get("measures"), dict) else None
+        value = contents_of(rec).config.key_freq_threshold
         if value is not None:
-            return float(value)
+            return value
     return DEFAULT_KEY_FREQ_THRESHOLD
 
 
@@ -71,7 +74,7 @@ def _short(label: str) -> str:
 def write_figures(sc: SweepCircuits, runs_df: pd.DataFrame, sim: pd.DataFrame, out: Path, dpi: int
                   ) -> Dict[str, Optional[Path]]:
     """Every circuit figure; a figure with nothing to show is None."""
-    plots.style.apply_theme()  # the same look as the rest of the analysis report
+    apply_theme()  # the same look as the rest of the analysis report
     refs = [s.reference for s in sc.sources.values() if s.reference is not None]
     by_cond = {c: [(f"s{r.target.seed}", r.profile) for r in sc.analysed if r.target.condition == c]
                for c in sc.conditions}  # fmt: skip
@@ -190,3 +193,34 @@ def _skipped_tables(sc: SweepCircuits) -> List[ReportTable]:
     if not sc.plan.skipped:
         return []
     return [ReportTable(pd.DataFrame(sc.plan.skipped), "Runs not analysed")]
+
+
+def fourier_runs(runs: Sequence[RunRecord]) -> List[RunRecord]:
+    """Runs of a family with the Fourier circuit (or of a task no family registers any more)."""
+    return [r for r in runs if (family := run_family(r)) is None or family.fourier_circuit]
+
+
+class CircuitsSection(Section):
+    """The Fourier circuit of the source and of every run's final model (modular tasks)."""
+
+    title = "Circuits"
+    writes = ("circuits/",)
+    provider = staticmethod(circuit_sections)
+
+    def applies(self, sweep: Sweep) -> Optional[str]:
+        runs = fourier_runs(sweep.runs)
+        if not runs:
+            families = sorted({f.name for r in sweep.runs if (f := run_family(r)) is not None})
+            if families == ["digit"]:
+                return (f"the {len(sweep.runs)} run(s) of this sweep are {DIGIT_NOT_APPLICABLE} "
+                        "(see 'Digit measures' for their per-position and per-carry-class measures)")  # fmt: skip
+            return f"no run's task family ({', '.join(families) or 'none recorded'}) has the modular Fourier circuit"
+        readable = [r for r in runs if offers(r, Reading.transformer_lens)]
+        if not readable:
+            return "the runs' model does not offer the TransformerLens readings the circuit analysis reads"
+        if not any(r.completed and contents_of(r).final_checkpoint is not None for r in readable):
+            return f"no completed run has `{CHECKPOINT_DIR}/{FINAL_CHECKPOINT}`"
+        return None
+
+    def build(self, sweep: Sweep) -> List[ReportSection]:
+        return circuit_sections(sweep.runs, sweep.out_dir, sweep.settings)

@@ -18,38 +18,45 @@ import math
 from pathlib import Path
 from typing import Any, Dict, Optional, Union
 
-import yaml
-
-from groktransfer.model.checkpoint import load_checkpoint
-from groktransfer.runs.rundir import CHECKPOINT_DIR, CONFIG_FILE
 from groktransfer.config.schema import TaskConfig
+from groktransfer.interp.circuit.attention import head_labels, position_labels
+from groktransfer.interp.circuit.profile import DEFAULT_KEY_FREQ_THRESHOLD, CircuitProfile, profile_model
+from groktransfer.model.checkpoint import load_checkpoint
+from groktransfer.render import SOURCE_COLOR, apply_theme
+from groktransfer.runs.reader import read_run
+from groktransfer.runs.rundir import CHECKPOINT_DIR, CONFIG_FILE
 from groktransfer.tasks.family import TaskFamily
 from groktransfer.tasks.modular import Task
 from groktransfer.tasks.registry import family_of, make_task, typed_task
 from groktransfer.utils.registry import Registry
 
 from . import plots
-from .attention import head_labels, position_labels
 from .narrative import describe_profile
-from .profile import DEFAULT_KEY_FREQ_THRESHOLD, CircuitProfile, profile_model
 
 PathLike = Union[str, Path]
+
+
+def _run_config(path: Path, task_name: str) -> Optional[tuple[Dict[str, Any], int, Path]]:
+    """(task block, data seed, config path) of the run directory a checkpoint sits in
+    (``<run>/checkpoints/<file>``), when that run trained ``task_name``; None otherwise."""
+    if path.parent.name != CHECKPOINT_DIR:
+        return None
+    run = read_run(path.parent.parent)
+    task = run.config.task
+    if task.get("name") != task_name:
+        return None
+    seed = task.get("data_seed") if task.get("data_seed") is not None else (run.config.seed or 0)
+    return task, int(seed or 0), path.parent.parent / CONFIG_FILE
 
 
 def _split_hint(path: Path, raw: Dict[str, Any], task_name: str) -> tuple[float, int, str]:
     """(frac_train, data_seed, where from) for the train/test accuracies shown next to the
     circuit: the run's config copy when the file sits in a run dir, the paper's config
     for its files, else a placeholder (circuit measures use all pairs regardless)."""
-    cfg_path = path.parent.parent / CONFIG_FILE if path.parent.name == CHECKPOINT_DIR else None
-    if cfg_path is not None and cfg_path.is_file():
-        try:
-            cfg = yaml.safe_load(cfg_path.read_text()) or {}
-            task = cfg.get("task") or {}
-            if task.get("name") == task_name:
-                seed = task.get("data_seed") if task.get("data_seed") is not None else cfg.get("seed", 0)
-                return float(task.get("frac_train", 0.3)), int(seed or 0), f"Train/test split from {cfg_path}"
-        except (OSError, yaml.YAMLError, TypeError, ValueError):
-            pass
+    found = _run_config(path, task_name)
+    if found is not None:
+        task, seed, cfg_path = found
+        return float(task.get("frac_train", 0.3)), seed, f"Train/test split from {cfg_path}"
     paper = raw.get("config") if isinstance(raw.get("config"), dict) else {}
     if "frac_train" in paper:
         return float(paper["frac_train"]), int(paper.get("seed", 0)), "Train fraction and seed from the file's config (the paper's split generator differs: train/test accuracies are indicative only)"
@@ -99,18 +106,11 @@ def _summary_md(prof: CircuitProfile, path: Path, fmt: str, split_note: str, fig
 def _run_task_config(path: Path, task_name: str) -> Optional[tuple[Dict[str, Any], int, str]]:
     """(task config, data_seed, where from) from the run's config copy when the file sits in
     a run directory of ``task_name``; None otherwise."""
-    cfg_path = path.parent.parent / CONFIG_FILE if path.parent.name == CHECKPOINT_DIR else None
-    if cfg_path is None or not cfg_path.is_file():
+    found = _run_config(path, task_name)
+    if found is None:
         return None
-    try:
-        cfg = yaml.safe_load(cfg_path.read_text()) or {}
-    except (OSError, yaml.YAMLError):
-        return None
-    task = cfg.get("task") if isinstance(cfg.get("task"), dict) else {}
-    if task.get("name") != task_name:
-        return None
-    seed = task.get("data_seed") if task.get("data_seed") is not None else cfg.get("seed", 0)
-    return task, int(seed or 0), f"Task settings and split from {cfg_path}"
+    task, seed, cfg_path = found
+    return task, seed, f"Task settings and split from {cfg_path}"
 
 
 def _family_task_config(path: Path, task_name: str, family: TaskFamily, model_cfg: Any) -> tuple[TaskConfig, int, str]:
@@ -223,9 +223,9 @@ def _analyze_modular_checkpoint(path: Path, task_name: str, p: Optional[int], ou
 
     out = Path(out_dir) if out_dir is not None else path.parent / f"{path.stem}_circuits"
     out.mkdir(parents=True, exist_ok=True)
-    plots.style.apply_theme()
+    apply_theme()
     name = f"{task_name} mod {p}"
-    colors = {name: plots.SOURCE_COLOR}
+    colors = {name: SOURCE_COLOR}
     group = [(name, [("", prof)])]  # one model: rows are just its heads
     figs: Dict[str, Optional[Path]] = {
         "logit_spectrum": plots.plot_logit_spectrum(group, prof.key_freqs, colors, out / "logit_spectrum.png", dpi,

@@ -19,11 +19,11 @@ from groktransfer.model.checkpoint import CheckpointError, load_checkpoint
 
 from ..collect import RunRecord
 from ..stats import condition_order
-from ..style import PREFERRED_ORDER
+from groktransfer.render import PREFERRED_ORDER
 from .discover import CheckpointRef, SweepPlan, TargetRun, TaskRef, plan_sweep
-from .profile import DEFAULT_KEY_FREQ_THRESHOLD, CircuitProfile, profile_model
-from .retention import evaluation_problem, label_agreement, source_task_readout
-from .similarity import METRICS, PairSimilarity, compare_profiles
+from groktransfer.interp.circuit.profile import DEFAULT_KEY_FREQ_THRESHOLD, CircuitProfile, profile_model
+from groktransfer.interp.circuit.retention import evaluation_problem, label_agreement, source_task_readout
+from groktransfer.interp.circuit.similarity import METRICS, PairSimilarity, compare_profiles
 
 SOURCE = "source"  # entity name of the source models in pair tables and matrices
 

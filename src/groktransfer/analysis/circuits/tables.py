@@ -11,10 +11,10 @@ from typing import Dict, List, Sequence, Tuple
 import numpy as np
 import pandas as pd
 
-from .attention import head_labels, position_labels
-from .neurons import SPECIALISED
-from .profile import CircuitProfile
-from .similarity import METRICS
+from groktransfer.interp.circuit.attention import head_labels, position_labels
+from groktransfer.interp.circuit.neurons import SPECIALISED
+from groktransfer.interp.circuit.profile import CircuitProfile
+from groktransfer.interp.circuit.similarity import METRICS
 from .sweep import SOURCE, RunResult, SweepCircuits
 
 
