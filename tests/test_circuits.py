@@ -424,7 +424,7 @@ def test_analyze_checkpoint_reads_the_papers_format(tmp_path: Path) -> None:
 def test_all_inputs_pass_matches_a_full_forward(layers: int) -> None:
     """The analysis pass truncates the residual to the last position after the last
     attention: logits, last-position MLP activations and patterns must be unchanged."""
-    from groktransfer.interp.circuit.forward import run_all_inputs
+    from groktransfer.interp.forward import run_all_inputs
 
     cfg = replace(CFG, n_layers=layers, normalization="LN" if layers == 2 else None)
     model = HookedGrokTransformer(cfg, seed=11)

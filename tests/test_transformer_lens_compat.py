@@ -70,7 +70,7 @@ def test_exported_checkpoint_reproduces_our_logits_in_hooked_transformer(tmp_pat
 
 
 def test_circuit_analysis_reads_the_same_activations_from_transformer_lens(tmp_path: Path) -> None:
-    from groktransfer.interp.circuit.forward import run_all_inputs
+    from groktransfer.interp.forward import run_all_inputs
 
     ours = _trained_looking(ONE_LAYER, seed=2).eval()
     hooked = _load_into_transformer_lens(save_checkpoint(tmp_path / "c.pt", ours, epoch=0, metrics={}))

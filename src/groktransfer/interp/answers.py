@@ -12,8 +12,12 @@ on an :class:`AnswerSet`:
   (carry class for digit tasks); pair tasks break down on the (a, b) grid instead;
 * ``targets`` -- the named quantities probes and neuron correlations are tested against.
 
-A task provides its own view through an ``answer_set()`` method; pair tasks
-(:class:`groktransfer.tasks.modular.Task`) get theirs from :func:`pair_answer_set`.
+A task provides its own view through an ``answer_set()`` method; otherwise its view follows
+from what it declares (``groktransfer.tasks.family.TaskCapability``): pair tasks with operands
+(:class:`groktransfer.tasks.modular.Task`) get :func:`pair_answer_set`, digit tasks
+:func:`digit_answer_set`, and a task that declares nothing (a plugin's) the answers at its
+answer positions with no operands, no grid and the answer as the only probe target
+(:func:`plain_answer_set`): nothing is read into it that it did not say it has.
 """
 
 from __future__ import annotations
@@ -22,6 +26,8 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Dict, Optional, Tuple
 
 import torch
+
+from groktransfer.tasks.family import TaskCapability, task_capabilities
 
 REGRESSION, CLASSIFICATION = "regression", "classification"
 
@@ -174,9 +180,33 @@ def digit_answer_set(task: Any) -> AnswerSet:
     )  # fmt: skip
 
 
+def plain_answer_set(task: Any) -> AnswerSet:
+    """The view of a task that declares no operands: its answers where the loss reads them (the
+    last position, or ``answer_positions``), named ``=`` when it declares an answer after '='
+    and ``last`` / ``answer i`` otherwise; the answer is the only probe target."""
+    labels = task.labels.long()
+    positions = getattr(task, "answer_positions", None)
+    if positions is None:
+        labels, positions = labels[:, None], (task.tokens.shape[1] - 1,)
+    positions = tuple(int(x) for x in positions)
+    if TaskCapability.equals_answer in task_capabilities(task) and len(positions) == 1:
+        names: Tuple[str, ...] = ("=",)
+    else:
+        names = ("last",) if len(positions) == 1 else tuple(f"answer {i}" for i in range(len(positions)))
+    targets = {"answer": Target("answer", labels[:, 0], CLASSIFICATION)} if len(positions) == 1 else {
+        f"answer {i}": Target(f"answer {i}", labels[:, i], CLASSIFICATION) for i in range(len(positions))
+    }
+    return AnswerSet(
+        name=task.describe() if hasattr(task, "describe") else str(getattr(task, "name", "task")),
+        tokens=task.tokens, labels=labels, positions=positions, answer_names=names, train_mask=task.train_mask,
+        out_modulus=int(task.d_vocab_out), input_modulus=int(task.d_vocab), operand_positions=(), targets=targets,
+    )  # fmt: skip
+
+
 def answer_set(task: Any) -> AnswerSet:
-    """The task's :class:`AnswerSet`: its own ``answer_set()`` if it has one, the digit-task
-    view for tasks with ``answer_positions``, else the pair-task view."""
+    """The task's :class:`AnswerSet`: its own ``answer_set()`` if it has one; else, by what it
+    declares, the digit-task view (operands and several answer positions), the pair-task view
+    (operands), or the plain view."""
     if isinstance(task, AnswerSet):
         return task
     own = getattr(task, "answer_set", None)
@@ -184,6 +214,8 @@ def answer_set(task: Any) -> AnswerSet:
         out = own()
         assert isinstance(out, AnswerSet), f"{type(task).__name__}.answer_set() must return an AnswerSet"
         return out
+    if TaskCapability.operands not in task_capabilities(task):
+        return plain_answer_set(task)
     if getattr(task, "answer_positions", None) is not None:
         return digit_answer_set(task)
     return pair_answer_set(task)

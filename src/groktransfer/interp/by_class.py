@@ -30,7 +30,7 @@ from .answers import AnswerSet, answer_set, select
 from .forward import answer_logits, run_cache
 
 
-def _classes(aset: AnswerSet) -> torch.Tensor:
+def answer_classes(aset: AnswerSet) -> torch.Tensor:
     """[n, n_answers] class of every answer (an example-level class repeated per answer)."""
     assert aset.classes is not None, f"{aset.name}: no classes to split by"
     return aset.classes if aset.classes.dim() == 2 else aset.classes[:, None].expand(-1, aset.n_answers)
@@ -68,7 +68,7 @@ def attention_by_class(model: Any, task: Any, layer: int) -> pd.DataFrame:
     _, cache = run_cache(model, aset, [name])
     pos = list(aset.positions)
     pattern = cache[name][:, :, pos].double()  # [n, head, answers, seq]
-    classes = _classes(aset)
+    classes = answer_classes(aset)
     rows: List[Dict[str, Any]] = []
     for j, answer in enumerate(aset.answer_names):
         ref = None
@@ -91,7 +91,7 @@ def loss_change_by_class(effects: Mapping[Any, AblationEffect], task: Any) -> pd
     """One row per (ablation, answer, class): examples, clean loss and the loss increase
     of the ablation within that class."""
     aset = answer_set(task)
-    classes = _classes(aset)
+    classes = answer_classes(aset)
     rows = []
     for eff in effects.values():
         d = eff.ablated.ce - eff.clean.ce  # [n, answers]
@@ -112,7 +112,7 @@ def carry_subsets(task: Any) -> Dict[str, AnswerSet]:
     """{name: the examples of that subset}: no answer digit receives a carry (class 0
     everywhere) / at least one does. Subsets without examples are left out."""
     aset = answer_set(task)
-    none = (_classes(aset) == 0).all(dim=1)
+    none = (answer_classes(aset) == 0).all(dim=1)
     subsets = {NO_CARRY_ANYWHERE: none, SOME_CARRY: ~none}
     return {name: select(aset, m, name) for name, m in subsets.items() if bool(m.any())}
 

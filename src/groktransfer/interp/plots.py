@@ -1,14 +1,16 @@
-"""Figures of an :class:`~groktransfer.interp.summary.Interpretation`, one PNG per family.
+"""Figures of an :class:`~groktransfer.interp.reading.Interpretation`: each reading names its own
+(``Reading.figures``); :func:`plot_all` draws those of the readings that ran, and the failure
+maps several readings leave.
 
 Every function returns the written path, or None when the interpretation holds nothing
-for that figure (the analysis was switched off, or does not apply to the task).
+for that figure (the reading was switched off, or does not apply to the task).
 """
 
 from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Dict, Optional
+from typing import TYPE_CHECKING, Dict, Optional
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -16,10 +18,11 @@ import torch
 
 from groktransfer.render import save_figure as _save
 
-from .summary import Interpretation
+if TYPE_CHECKING:
+    from .reading import Interpretation
 
 
-def plot_head_ablation(res: Interpretation, path: Path, dpi: int = 130) -> Optional[Path]:
+def plot_head_ablation(res: "Interpretation", path: Path, dpi: int = 130) -> Optional[Path]:
     """Per head and site: loss increase and accuracy after ablation, per answer position."""
     tables = [(k.split("_")[-1], t) for k, t in res.tables.items() if k.startswith("head_ablation_")]
     if not tables:
@@ -50,7 +53,7 @@ def plot_head_ablation(res: Interpretation, path: Path, dpi: int = 130) -> Optio
     return _save(fig, path, dpi)
 
 
-def plot_dla(res: Interpretation, path: Path, dpi: int = 130) -> Optional[Path]:
+def plot_dla(res: "Interpretation", path: Path, dpi: int = 130) -> Optional[Path]:
     """Mean direct contribution to the correct answer's (centred) logit, and its split over
     output frequencies."""
     if "dla" not in res.tables:
@@ -85,7 +88,7 @@ def plot_dla(res: Interpretation, path: Path, dpi: int = 130) -> Optional[Path]:
     return _save(fig, path, dpi)
 
 
-def plot_embedding(res: Interpretation, path: Path, dpi: int = 130) -> Optional[Path]:
+def plot_embedding(res: "Interpretation", path: Path, dpi: int = 130) -> Optional[Path]:
     """Scree plot, PC1 against PC2 coloured by token, and the embedding's Fourier norms."""
     pca = res.arrays.get("embedding_pca")
     if pca is None:
@@ -114,7 +117,7 @@ def plot_embedding(res: Interpretation, path: Path, dpi: int = 130) -> Optional[
     return _save(fig, path, dpi)
 
 
-def plot_spectra(res: Interpretation, path: Path, dpi: int = 130) -> Optional[Path]:
+def plot_spectra(res: "Interpretation", path: Path, dpi: int = 130) -> Optional[Path]:
     """Singular values of each weight matrix (first head of per-head weights) against a
     Gaussian control of the same shape and scale."""
     spec = res.tables.get("spectra")
@@ -139,7 +142,7 @@ def plot_spectra(res: Interpretation, path: Path, dpi: int = 130) -> Optional[Pa
     return _save(fig, path, dpi)
 
 
-def plot_probes(res: Interpretation, path: Path, dpi: int = 130) -> Optional[Path]:
+def plot_probes(res: "Interpretation", path: Path, dpi: int = 130) -> Optional[Path]:
     """Held-out probe score (R^2 or accuracy) per hook/position and target."""
     t = res.tables.get("probes")
     if t is None or t.empty:
@@ -156,7 +159,7 @@ def plot_probes(res: Interpretation, path: Path, dpi: int = 130) -> Optional[Pat
     return _save(fig, path, dpi)
 
 
-def plot_neurons(res: Interpretation, path: Path, dpi: int = 130) -> Optional[Path]:
+def plot_neurons(res: "Interpretation", path: Path, dpi: int = 130) -> Optional[Path]:
     """Neurons per dominant input frequency, and the most target-correlated neurons' maps."""
     cl, maps = res.arrays.get("clusters"), res.arrays.get("top_neuron_maps")
     if cl is None and maps is None:
@@ -187,7 +190,7 @@ def plot_neurons(res: Interpretation, path: Path, dpi: int = 130) -> Optional[Pa
     return _save(fig, path, dpi)
 
 
-def plot_attention(res: Interpretation, path: Path, dpi: int = 130) -> Optional[Path]:
+def plot_attention(res: "Interpretation", path: Path, dpi: int = 130) -> Optional[Path]:
     """Mean attention of each head from each answer position to every position."""
     att = res.arrays.get("attention")
     if att is None:
@@ -209,7 +212,7 @@ def plot_attention(res: Interpretation, path: Path, dpi: int = 130) -> Optional[
     return _save(fig, path, dpi)
 
 
-def plot_failures(res: Interpretation, path: Path, dpi: int = 130) -> Optional[Path]:
+def plot_failures(res: "Interpretation", path: Path, dpi: int = 130) -> Optional[Path]:
     """(a, b) maps of the inputs each ablation breaks (pair tasks)."""
     maps = [(k, v) for k, v in res.arrays.items() if k.endswith("_failure") and not hasattr(v[1], "columns")]
     if not maps:
@@ -226,7 +229,7 @@ def plot_failures(res: Interpretation, path: Path, dpi: int = 130) -> Optional[P
     return _save(fig, path, dpi)
 
 
-def plot_qk_mean_query(res: Interpretation, path: Path, dpi: int = 130) -> Optional[Path]:
+def plot_qk_mean_query(res: "Interpretation", path: Path, dpi: int = 130) -> Optional[Path]:
     """Per layer-0 head: the position x position attention with mean queries and keys."""
     qk = res.arrays.get("qk_mean_query")
     if qk is None:
@@ -242,7 +245,7 @@ def plot_qk_mean_query(res: Interpretation, path: Path, dpi: int = 130) -> Optio
     return _save(fig, path, dpi)
 
 
-def plot_unembed_circle(res: Interpretation, path: Path, dpi: int = 130) -> Optional[Path]:
+def plot_unembed_circle(res: "Interpretation", path: Path, dpi: int = 130) -> Optional[Path]:
     """W_U's answer columns on its top two singular directions, and its power per frequency."""
     g = res.arrays.get("unembed_geometry")
     if g is None:
@@ -268,7 +271,7 @@ def plot_unembed_circle(res: Interpretation, path: Path, dpi: int = 130) -> Opti
     return _save(fig, path, dpi)
 
 
-def plot_prob_correct(res: Interpretation, path: Path, dpi: int = 130, n_examples: int = 60) -> Optional[Path]:
+def plot_prob_correct(res: "Interpretation", path: Path, dpi: int = 130, n_examples: int = 60) -> Optional[Path]:
     """Heatmap of the probability on the correct token, per example and answer position."""
     p = res.arrays.get("prob_correct")
     if p is None:
@@ -283,7 +286,7 @@ def plot_prob_correct(res: Interpretation, path: Path, dpi: int = 130, n_example
     return _save(fig, path, dpi)
 
 
-def plot_pre_activation_maps(res: Interpretation, path: Path, dpi: int = 130) -> Optional[Path]:
+def plot_pre_activation_maps(res: "Interpretation", path: Path, dpi: int = 130) -> Optional[Path]:
     """Pre-activation of the most a+b-correlated neurons on the (a, b) grid."""
     item = res.arrays.get("pre_activation_maps")
     if item is None:
@@ -300,7 +303,7 @@ def plot_pre_activation_maps(res: Interpretation, path: Path, dpi: int = 130) ->
     return _save(fig, path, dpi)
 
 
-def plot_attention_by_class(res: Interpretation, path: Path, dpi: int = 130, per_class: int = 40) -> Optional[Path]:
+def plot_attention_by_class(res: "Interpretation", path: Path, dpi: int = 130, per_class: int = 40) -> Optional[Path]:
     """Per example: the last layer's attention from the answer position whose carry classes
     differ most, up to ``per_class`` examples of each class stacked (classes separated by a
     line), one panel per head."""
@@ -334,7 +337,7 @@ def plot_attention_by_class(res: Interpretation, path: Path, dpi: int = 130, per
     return _save(fig, path, dpi)
 
 
-def plot_pc_token_fits(res: Interpretation, path: Path, dpi: int = 130) -> Optional[Path]:
+def plot_pc_token_fits(res: "Interpretation", path: Path, dpi: int = 130) -> Optional[Path]:
     """Each of the top embedding PCs' score against the token, with its linear and quadratic fits."""
     t, pca = res.tables.get("pc_token_fits"), res.arrays.get("embedding_pca")
     if t is None or pca is None:
@@ -355,16 +358,12 @@ def plot_pc_token_fits(res: Interpretation, path: Path, dpi: int = 130) -> Optio
     return _save(fig, path, dpi)
 
 
-ALL = {
-    "head_ablation": plot_head_ablation, "dla": plot_dla, "embedding": plot_embedding, "spectra": plot_spectra,
-    "probes": plot_probes, "neurons": plot_neurons, "attention": plot_attention, "failures": plot_failures,
-    "qk_mean_query": plot_qk_mean_query, "unembed": plot_unembed_circle, "prob_correct": plot_prob_correct,
-    "pre_activation_maps": plot_pre_activation_maps, "attention_by_class": plot_attention_by_class,
-    "pc_token_fits": plot_pc_token_fits,
-}  # fmt: skip
-
-
-def plot_all(res: Interpretation, out: Path, dpi: int = 130, prefix: str = "interp_") -> Dict[str, Path]:
+def plot_all(res: "Interpretation", out: Path, dpi: int = 130, prefix: str = "interp_") -> Dict[str, Path]:
     """Every figure that has something to show: {name: path}."""
-    written = {name: fn(res, out / f"{prefix}{name}.png", dpi) for name, fn in ALL.items()}
+    from .reading import READINGS
+
+    ran = set(res.ran)
+    figures = [(name, fn) for r in READINGS.in_order() if r.name in ran for name, fn in r.figures]
+    figures.append(("failures", plot_failures))  # the (a, b) failure maps of every ablation that left one
+    written = {name: fn(res, out / f"{prefix}{name}.png", dpi) for name, fn in figures}
     return {k: v for k, v in written.items() if v is not None}

@@ -73,11 +73,12 @@ def embedding_svd(model: Any, task: Any) -> pd.DataFrame:
 
 
 def _matrices(model: Any) -> Dict[str, torch.Tensor]:
-    """Every weight matrix by name; per-head attention weights one matrix per head."""
+    """Every weight matrix by name (parameters named ``W...``: TransformerLens' ``W_Q``, an
+    MLP's ``W``); per-head attention weights one matrix per head."""
     out: Dict[str, torch.Tensor] = {}
     for name, W in model.state_dict().items():
         leaf = name.rsplit(".", 1)[-1]
-        if not leaf.startswith("W_"):
+        if not leaf.startswith("W"):
             continue
         W = W.detach().double()
         if W.ndim == 3:
@@ -230,6 +231,18 @@ def probe_hooks(model: Any, task: Any, hooks: Sequence[str], positions: Optional
     return pd.DataFrame(rows)
 
 
+@torch.no_grad()
+def probe_neurons(model: Any, task: Any, seed: int = 0, chunk: int = 4096) -> pd.DataFrame:
+    """Probe the model's neurons (the model protocol's ``neurons`` reading: last-position
+    activations) for each declared target of the task; rows as :func:`probe_hooks`'s, hook ``neurons``."""
+    aset = answer_set(task)
+    acts = torch.cat([model.last_position_activations(aset.tokens[i : i + chunk])[1].detach().double()
+                      for i in range(0, aset.n, chunk)])  # fmt: skip
+    position = aset.tokens.shape[1] - 1
+    rows = [dict(hook="neurons", position=position, **r.__dict__) for r in ridge_probes(acts, list(aset.targets.values()), seed=seed)]
+    return pd.DataFrame(rows)
+
+
 # --------------------------------------------------------------------------- neurons
 def mlp_acts(model: Any, task: Any, layer: int, position: Optional[int] = None) -> torch.Tensor:
     """[n, d_mlp] MLP activations (``hook_post``) of block ``layer`` at ``position``
@@ -327,6 +340,7 @@ def declared_targets(task: Any) -> Dict[str, Target]:
 __all__ = [
     "AnswerSet", "CLASSIFICATION", "REGRESSION", "PCA", "NeuronClusters", "ProbeResult", "attention_patterns",
     "declared_targets", "embedding_fourier_norms", "embedding_pca", "embedding_svd", "effective_rank", "grid_acts",
-    "mlp_acts", "neuron_clusters", "neuron_correlations", "pca", "probe_hooks", "ridge_probe", "ridge_probes", "singular_spectra",
+    "mlp_acts", "neuron_clusters", "neuron_correlations", "pca", "probe_hooks", "probe_neurons", "ridge_probe", "ridge_probes",
+    "singular_spectra",
     "top_neuron_maps",
 ]  # fmt: skip

@@ -39,7 +39,7 @@ class InterpSettings:
     # TransformerLens weight processing before any reading (fold LayerNorm, centre writing
     # weights and the unembedding, fold value biases); log-probabilities are unchanged
     process_weights: bool = True
-    # the task family's hand-made readings and the seed analyses' findings (interp.families)
+    # the task family's own readings and the seed analyses' findings (Reading.families in interp.readings)
     readings: bool = True
     # head ablations: the kinds to run (zero / mean) and the sites (z = the head's output;
     # q, k, v = its query / key / value input); [] = none

@@ -4,6 +4,8 @@ and how two such circuits compare.
 Model reading only: the sweep-level analysis (which models to read, the report's tables,
 figures and text) is ``groktransfer.analysis.circuits``, which calls this package.
 
+Import from the modules (``groktransfer.interp.circuit.profile``, ...):
+
 - ``profile``: :func:`profile_model` -- logit spectrum, neuron frequencies, attention from the
   last position, on every input, in the Fourier basis of the model's own task;
 - ``neurons``: per-neuron dominant frequency, counts over thresholds, frequency mass;
@@ -12,8 +14,3 @@ figures and text) is ``groktransfer.analysis.circuits``, which calls this packag
 - ``similarity``: order-independent and neuron-matched comparisons of two profiles;
 - ``retention``: accuracy and logit structure of a model on another task (its source's).
 """
-
-from .profile import CircuitProfile, profile_checkpoint, profile_model
-from .similarity import PairSimilarity, compare_profiles
-
-__all__ = ["CircuitProfile", "PairSimilarity", "compare_profiles", "profile_checkpoint", "profile_model"]

@@ -20,7 +20,7 @@ from groktransfer.measures.modular import compute_progress_measures
 from groktransfer.tasks.modular import Task
 
 from .attention import attention_asymmetry
-from .forward import run_all_inputs
+from ..forward import run_all_inputs
 from .fourier_logits import LogitSpectrum, logit_spectrum
 from .neurons import SPECIALISED, NeuronSpectrum, neuron_spectrum
 from .retention import accuracy_from_logits, evaluation_problem

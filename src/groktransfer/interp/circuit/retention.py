@@ -23,6 +23,8 @@ from typing import Any, Optional, Tuple
 import torch
 
 from groktransfer.tasks.fourier import GroupFourier
+
+from .. import forward
 from groktransfer.measures.modular import logit_target_structure
 from groktransfer.tasks.modular import Task
 
@@ -60,15 +62,9 @@ def label_agreement(a: Task, b: Task) -> float:
     return float((a.labels == b.labels).double().mean())
 
 
-@torch.no_grad()
 def last_logits(model: Any, task: Task, chunk: int = 8192) -> torch.Tensor:
     """Last-position logits of ``model`` on every pair of ``task`` (fast path, eval mode)."""
-    was_training = model.training
-    model.eval()
-    try:
-        return torch.cat([model.forward_last(task.tokens[i : i + chunk]) for i in range(0, task.n_pairs, chunk)])
-    finally:
-        model.train(was_training)
+    return forward.last_logits(model, task.tokens, chunk)
 
 
 def source_task_readout(model: Any, task: Task) -> Tuple[float, float]:
