@@ -232,8 +232,8 @@ def _family_section(task: str, agg: pd.DataFrame, long: pd.DataFrame, out: Path,
                                   "median [min–max]"))  # fmt: skip
     other = a[a.quantity.isin(OTHER_QUANTITIES)]
     if not other.empty:
-        tables.append(ReportTable(_wide(other, ["measure"]), "Other measures: clean accuracy and loss, embedding PCs and "
-                                                            "Fourier structure, neuron clusters, weight spectra (as the run measured them)"))  # fmt: skip
+        tables.append(ReportTable(_wide(other, ["measure"]), "Other measures, median [min–max] over seeds (what each "
+                                                            "quantity is: `groktransfer.interp.measurements.QUANTITIES`)"))  # fmt: skip
     kf = long[(long.task == task) & (long.measure == "key_freqs")] if "text" in long else pd.DataFrame()
     readings = sorted(set(a.quantity.dropna()))
     text = (f"Final models of every completed run on `{task}`, analysed with `groktransfer.interp` (settings "
@@ -285,4 +285,8 @@ class InterpretabilitySection(Section):
         return None
 
     def build(self, sweep: Sweep) -> List[ReportSection]:
-        return interp_sections(sweep.runs, sweep.out_dir, sweep.settings)
+        out = interp_sections(sweep.runs, sweep.out_dir, sweep.settings)
+        for name in ("interp_runs.csv", "interp_summary.csv"):
+            if (sweep.out_dir / SUBDIR / name).is_file():
+                sweep.add_file(name.replace(".", "_"), sweep.out_dir / SUBDIR / name)
+        return out

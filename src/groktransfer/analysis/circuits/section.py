@@ -223,4 +223,7 @@ class CircuitsSection(Section):
         return None
 
     def build(self, sweep: Sweep) -> List[ReportSection]:
-        return circuit_sections(sweep.runs, sweep.out_dir, sweep.settings)
+        out = circuit_sections(sweep.runs, sweep.out_dir, sweep.settings)
+        if (sweep.out_dir / SUBDIR / "circuits_runs.csv").is_file():
+            sweep.add_file("circuits_runs_csv", sweep.out_dir / SUBDIR / "circuits_runs.csv")
+        return out
