@@ -17,15 +17,20 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-
 from fixtures_rundirs import write_model_run
+
 from groktransfer.analysis import run_analysis
 from groktransfer.analysis.curves import load_tables, measure_columns
 from groktransfer.analysis.settings import DEFAULT_MEASURES
 
 REPO = Path(__file__).resolve().parents[1]
-FAST = {"analysis": {"bootstrap": {"n_resamples": 50}, "dpi": 30,
-                     "interp": {"head_sites": ["z"], "probe_hooks": ["blocks.{L}.hook_resid_post"], "pc_ablation": [1]}}}  # fmt: skip
+FAST = {
+    "analysis": {
+        "bootstrap": {"n_resamples": 50},
+        "dpi": 30,
+        "interp": {"head_sites": ["z"], "probe_hooks": ["blocks.{L}.hook_resid_post"], "pc_ablation": [1]},
+    }
+}
 CONDITIONS = (("grokked", 100), ("memorized", 250), ("random", 300))
 
 
@@ -46,16 +51,31 @@ def _sweep(root: Path, task: dict, make_model, measures, start_measures: dict, s
     sweep = root / "sweep"
     for job, (condition, reached) in enumerate(CONDITIONS):
         for seed in range(seeds):
-            write_model_run(sweep / f"{job * seeds + seed}_{condition}_s{seed}", condition=condition, seed=seed,
-                            model=make_model(seed), task=task, reached_999=reached + 20 * seed, measures=measures(seed),
-                            start_measures=start_measures if condition != "random" else None)  # fmt: skip
+            write_model_run(
+                sweep / f"{job * seeds + seed}_{condition}_s{seed}",
+                condition=condition,
+                seed=seed,
+                model=make_model(seed),
+                task=task,
+                reached_999=reached + 20 * seed,
+                measures=measures(seed),
+                start_measures=start_measures if condition != "random" else None,
+            )
     return sweep
 
 
 def _base_measures(seed: int) -> pd.DataFrame:
     epochs = np.arange(0, 401, 100)
-    return pd.DataFrame({"epoch": epochs, "train_loss": 0.1, "test_loss": 0.2, "train_acc": 1.0, "test_acc": 0.9,
-                         "weight_norm_total": 900.0 - epochs - seed})  # fmt: skip
+    return pd.DataFrame(
+        {
+            "epoch": epochs,
+            "train_loss": 0.1,
+            "test_loss": 0.2,
+            "train_acc": 1.0,
+            "test_acc": 0.9,
+            "weight_norm_total": 900.0 - epochs - seed,
+        }
+    )
 
 
 # --------------------------------------------------------------------------- the three sweeps
@@ -68,13 +88,30 @@ def modular(tmp_path_factory: pytest.TempPathFactory):
 
     def measures(seed: int) -> pd.DataFrame:
         m = _base_measures(seed)
-        return m.assign(restricted_loss=np.linspace(2, 0.1, len(m)), excluded_loss=np.linspace(0.1, 3, len(m)),
-                        restricted_acc=0.5, n_key_freqs=2, key_freqs="3 5", gini_W_E=0.3, gini_W_L=0.4)  # fmt: skip
+        return m.assign(
+            restricted_loss=np.linspace(2, 0.1, len(m)),
+            excluded_loss=np.linspace(0.1, 3, len(m)),
+            restricted_acc=0.5,
+            n_key_freqs=2,
+            key_freqs="3 5",
+            gini_W_E=0.3,
+            gini_W_L=0.4,
+        )
 
-    start = {"test_acc": 0.2, "restricted_loss": 1.5, "restricted_acc": 0.45, "excluded_loss": 0.2,
-             "n_key_freqs": 2, "key_freqs": "3 5", "restricted_test_gap": 0.25, "weight_norm_total": 800.0}  # fmt: skip
+    start = {
+        "test_acc": 0.2,
+        "restricted_loss": 1.5,
+        "restricted_acc": 0.45,
+        "excluded_loss": 0.2,
+        "n_key_freqs": 2,
+        "key_freqs": "3 5",
+        "restricted_test_gap": 0.25,
+        "weight_norm_total": 800.0,
+    }
     task = {"name": "subtract", "p": p, "frac_train": 0.5, "data_seed": None}
-    sweep = _sweep(tmp_path_factory.mktemp("modular"), task, lambda s: HookedGrokTransformer(cfg, seed=s), measures, start)
+    sweep = _sweep(
+        tmp_path_factory.mktemp("modular"), task, lambda s: HookedGrokTransformer(cfg, seed=s), measures, start
+    )
     return run_analysis(sweep, None, FAST)
 
 
@@ -102,8 +139,9 @@ def parity(tmp_path_factory: pytest.TempPathFactory):
     cfg = ParityMLPConfig(n_inputs=8, d_hidden=32, d_vocab_out=2)
 
     def measures(seed: int) -> pd.DataFrame:
-        return _base_measures(seed).assign(subset_weight_frac=np.linspace(0.3, 0.9, 5), subset_in_top_k=[0, 0, 1, 1, 1],
-                                           fourier_status="absent")  # fmt: skip
+        return _base_measures(seed).assign(
+            subset_weight_frac=np.linspace(0.3, 0.9, 5), subset_in_top_k=[0, 0, 1, 1, 1], fourier_status="absent"
+        )
 
     start = {"test_acc": 0.5, "subset_weight_frac": 0.7, "subset_in_top_k": 1, "weight_norm_total": 300.0}
     task = {"name": "sparse_parity", "n_bits": 8, "subset": [0, 1, 2], "n_train": 96, "n_test": 96, "data_seed": None}
@@ -168,7 +206,12 @@ def test_the_parity_report_shows_only_what_a_plain_mlp_on_bits_offers(parity) ->
     assert set(long.loc[long.quantity == "clean_acc", "answer"]) == {"last"}  # no '=' rows
     assert set(long.loc[long.quantity == "eff_rank_ratio", "weight"]) == {"hidden.W", "readout.W"}
     assert long.measure.str.len().min() > 0 and not long.measure.str.contains(r"\[=\]").any()
-    section = (parity.out_dir / "report.md").read_text().split("## Interpretability: sparse_parity", 1)[1].split("\n## ", 1)[0]
+    section = (
+        (parity.out_dir / "report.md")
+        .read_text()
+        .split("## Interpretability: sparse_parity", 1)[1]
+        .split("\n## ", 1)[0]
+    )
     for absent in ("Head ablation", "Direct logit attribution", "fourier", "embed_"):
         assert absent not in section, absent
     starts = pd.read_csv(parity.out_dir / "starts.csv")
@@ -196,9 +239,22 @@ def test_the_command_line_writes_the_same_sections(parity, tmp_path: Path) -> No
         pytest.skip("the parity plugin is not installed (pip install -e examples/parity_plugin; .ci/run installs it)")
     out = tmp_path / "cli"
     sweep = parity.sweep_dirs[0]
-    proc = subprocess.run([PYTHON, str(REPO / "scripts" / "analyze.py"), f"sweep_dir={sweep}", f"analysis.out_dir={out}",
-                           "analysis.bootstrap.n_resamples=50", "analysis.dpi=30", "analysis.interp.head_sites=[z]",
-                           "analysis.interp.pc_ablation=[1]"],  # probe_hooks: no hook points in a plain MLP
-                          capture_output=True, text=True, cwd=tmp_path, env=script_env(), timeout=600)  # fmt: skip
+    proc = subprocess.run(
+        [
+            PYTHON,
+            str(REPO / "scripts" / "analyze.py"),
+            f"sweep_dir={sweep}",
+            f"analysis.out_dir={out}",
+            "analysis.bootstrap.n_resamples=50",
+            "analysis.dpi=30",
+            "analysis.interp.head_sites=[z]",
+            "analysis.interp.pc_ablation=[1]",
+        ],  # probe_hooks: no hook points in a plain MLP
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=script_env(),
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert _headings(out) == _headings(parity.out_dir)

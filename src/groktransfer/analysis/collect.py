@@ -14,10 +14,11 @@ import glob
 import math
 import os
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from groktransfer.runs.reader import RunContents, SchemaVersionError, read_run
 from groktransfer.runs.rundir import CHECKPOINT_DIR, HYDRA_DIR, PROFILE_DIR, STATUS_FILE, WANDB_DIR, Status

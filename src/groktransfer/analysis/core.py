@@ -9,9 +9,10 @@ objects (registered in ``groktransfer.analysis.sections``).
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import List, Mapping, Optional, Sequence, Tuple
+from typing import Any
 
 import pandas as pd
 
@@ -38,7 +39,7 @@ def overview_section(
     sweep_dirs: Sequence[Path],
     conditions: Sequence[str],
     generated: str = "",
-    left_out: Sequence[Tuple[str, str]] = (),
+    left_out: Sequence[tuple[str, str]] = (),
 ) -> ReportSection:
     """Which sweeps, experiment, task; runs per condition and status; the sections that did not
     apply to these runs and why (the report's metadata, at its end)."""
@@ -70,7 +71,16 @@ def threshold_section(summary: pd.DataFrame, figure: Path | None) -> ReportSecti
         "A value written `≥ X` is a lower bound (censored runs sit at or below the median); "
         "means marked `≥` include censored runs and are lower bounds too. See **Statistical method**."
     )
-    figs = [ReportFigure(figure, "Epochs to threshold: one point per seed; hollow triangles are censored runs at their last epoch.")] if figure else []
+    figs = (
+        [
+            ReportFigure(
+                figure,
+                "Epochs to threshold: one point per seed; hollow triangles are censored runs at their last epoch.",
+            )
+        ]
+        if figure
+        else []
+    )
     return ReportSection("Epochs to threshold", text, [ReportTable(summary_display(summary), "")], figs)
 
 
@@ -79,9 +89,8 @@ def speedup_section(
 ) -> ReportSection:
     """Speed-up ratios with bootstrap CIs, or why there are none."""
     if speedup.empty:
-        why = (
-            f"No speed-up computed: the baseline condition `{baseline}` "
-            + ("has no runs." if baseline not in present else "has no compared condition with runs.")
+        why = f"No speed-up computed: the baseline condition `{baseline}` " + (
+            "has no runs." if baseline not in present else "has no compared condition with runs."
         )
         return ReportSection(f"Speed-up over {baseline}", why)
     text = (
@@ -100,7 +109,11 @@ def method_section(settings: AnalyzeJobConfig) -> ReportSection:
         f"Curves: every run with status in {list(a.curves.include_statuses)} is linearly interpolated onto "
         "the union of its condition's eval epochs (thinned to at most "
         f"{a.curves.max_points} points); after its last eval a run "
-        + ("holds its last value (runs stop early only once the last threshold has held)" if a.curves.after_end == "hold" else "stops contributing")
+        + (
+            "holds its last value (runs stop early only once the last threshold has held)"
+            if a.curves.after_end == "hold"
+            else "stops contributing"
+        )
         + ". The line is the median across runs, the band the inter-quartile range."
     )
     return ReportSection("Statistical method", method_text(b.n_resamples, b.confidence, b.seed) + "\n\n" + curves)
@@ -121,7 +134,7 @@ def incomplete_section(runs: Sequence[RunRecord]) -> ReportSection:
 
 
 def figures_section(
-    figures: Mapping[str, Optional[Path]], measures_missing: bool, not_drawn: Sequence[str] = ()
+    figures: Mapping[str, Path | None], measures_missing: bool, not_drawn: Sequence[str] = ()
 ) -> ReportSection:
     """Training curves and progress measures."""
     captions = {
@@ -179,7 +192,9 @@ def damaged_section(sweep: Sweep) -> ReportSection:
     rows = []
     for r in sweep.runs:
         for p in r.contents.problems if r.contents is not None else ():
-            rows.append({"run": r.name, "condition": r.condition, "seed": r.seed, "file": p.path.name, "problem": p.problem})
+            rows.append(
+                {"run": r.name, "condition": r.condition, "seed": r.seed, "file": p.path.name, "problem": p.problem}
+            )
     text = (
         f"{len(rows)} file(s) could not be read as the run-directory format says. A damaged status record "
         "puts its job under **Failed / incomplete jobs**; a damaged table or record leaves out only what it holds."
@@ -191,12 +206,17 @@ def damaged_section(sweep: Sweep) -> ReportSection:
 class AnswerSection(Section):
     title = "Answer"
 
-    def build(self, sweep: Sweep) -> List[ReportSection]:
+    def build(self, sweep: Sweep) -> list[ReportSection]:
         b = sweep.analysis.bootstrap
         return [
             answer_section(
-                sweep.summary, sweep.speedup, sweep.headline, sweep.analysis.baseline, sweep.conditions,
-                b.confidence, sweep.n_excluded,
+                sweep.summary,
+                sweep.speedup,
+                sweep.headline,
+                sweep.analysis.baseline,
+                sweep.conditions,
+                b.confidence,
+                sweep.n_excluded,
             )
         ]
 
@@ -204,7 +224,7 @@ class AnswerSection(Section):
 class SpeedupSection(Section):
     title = "Speed-up over the baseline"
 
-    def build(self, sweep: Sweep) -> List[ReportSection]:
+    def build(self, sweep: Sweep) -> list[ReportSection]:
         a = sweep.analysis
         return [speedup_section(sweep.speedup, a.baseline, sweep.conditions, a.bootstrap.confidence)]
 
@@ -213,12 +233,18 @@ class ThresholdSection(Section):
     title = "Epochs to threshold"
     writes = ("epochs_to_threshold.png",)
 
-    def build(self, sweep: Sweep) -> List[ReportSection]:
+    def build(self, sweep: Sweep) -> list[ReportSection]:
         a = sweep.analysis
         obs = observations_frame(sweep.runs, sweep.thresholds)
         figure = plot_epochs_to_threshold(
-            obs[obs.included], sweep.thresholds, sweep.conditions, sweep.colors, sweep.out_dir / "epochs_to_threshold.png",
-            n_excluded=sweep.n_excluded, log_span=a.log_span, dpi=a.dpi,
+            obs[obs.included],
+            sweep.thresholds,
+            sweep.conditions,
+            sweep.colors,
+            sweep.out_dir / "epochs_to_threshold.png",
+            n_excluded=sweep.n_excluded,
+            log_span=a.log_span,
+            dpi=a.dpi,
             title=f"Epochs to test-accuracy threshold{sweep.title_suffix}",
         )
         return [threshold_section(sweep.summary, sweep.add_file("epochs_to_threshold", figure))]
@@ -228,24 +254,45 @@ class CurvesSection(Section):
     title = "Training curves and progress measures"
     writes = ("test_accuracy.png", "test_loss.png", "progress_measures.png")
 
-    def build(self, sweep: Sweep) -> List[ReportSection]:
+    def build(self, sweep: Sweep) -> list[ReportSection]:
         a, cv = sweep.analysis, sweep.analysis.curves
-        common = dict(after_end=str(cv.after_end), max_points=cv.max_points, log_span=a.log_span, dpi=a.dpi)
+        common: dict[str, Any] = dict(
+            after_end=str(cv.after_end), max_points=cv.max_points, log_span=a.log_span, dpi=a.dpi
+        )
         metrics = load_tables(sweep.runs, METRICS_FILE, cv.include_statuses)
         figs: dict = {}
         figs["test_accuracy"] = plot_curve(
-            metrics, "test_acc", sweep.conditions, sweep.colors, sweep.out_dir / "test_accuracy.png", "test accuracy",
-            f"Test accuracy{sweep.title_suffix}", hlines=sweep.thresholds[:1] + sweep.thresholds[-1:], **common,
+            metrics,
+            "test_acc",
+            sweep.conditions,
+            sweep.colors,
+            sweep.out_dir / "test_accuracy.png",
+            "test accuracy",
+            f"Test accuracy{sweep.title_suffix}",
+            hlines=sweep.thresholds[:1] + sweep.thresholds[-1:],
+            **common,
         )
         figs["test_loss"] = plot_curve(
-            metrics, "test_loss", sweep.conditions, sweep.colors, sweep.out_dir / "test_loss.png",
-            "test loss (cross-entropy)", f"Test loss{sweep.title_suffix}", log_y=True, **common,
+            metrics,
+            "test_loss",
+            sweep.conditions,
+            sweep.colors,
+            sweep.out_dir / "test_loss.png",
+            "test loss (cross-entropy)",
+            f"Test loss{sweep.title_suffix}",
+            log_y=True,
+            **common,
         )
         measures = load_tables(sweep.runs, MEASURES_FILE, cv.include_statuses)
         columns, not_drawn = measure_columns(measures, a.measures, DEFAULT_MEASURES)
         figs["progress_measures"] = plot_measures(
-            measures, columns, sweep.conditions, sweep.colors, sweep.out_dir / "progress_measures.png",
-            title=f"Progress measures{sweep.title_suffix}", **common,
+            measures,
+            columns,
+            sweep.conditions,
+            sweep.colors,
+            sweep.out_dir / "progress_measures.png",
+            title=f"Progress measures{sweep.title_suffix}",
+            **common,
         )
         for key, path in figs.items():
             sweep.add_file(key, path)
@@ -256,10 +303,10 @@ class DamagedFilesSection(Section):
     title = "Damaged or unreadable files"
     closing = True
 
-    def applies(self, sweep: Sweep) -> Optional[str]:
+    def applies(self, sweep: Sweep) -> str | None:
         return None if sweep.problems() else ""  # nothing to say, and nothing to list
 
-    def build(self, sweep: Sweep) -> List[ReportSection]:
+    def build(self, sweep: Sweep) -> list[ReportSection]:
         return [damaged_section(sweep)]
 
 
@@ -267,7 +314,7 @@ class IncompleteSection(Section):
     title = "Failed / incomplete jobs"
     closing = True
 
-    def build(self, sweep: Sweep) -> List[ReportSection]:
+    def build(self, sweep: Sweep) -> list[ReportSection]:
         return [incomplete_section(sweep.runs)]
 
 
@@ -275,7 +322,7 @@ class MethodSection(Section):
     title = "Statistical method"
     closing = True
 
-    def build(self, sweep: Sweep) -> List[ReportSection]:
+    def build(self, sweep: Sweep) -> list[ReportSection]:
         return [method_section(sweep.settings)]
 
 
@@ -283,7 +330,7 @@ class OverviewSection(Section):
     title = "Sweep"
     closing = True
 
-    def build(self, sweep: Sweep) -> List[ReportSection]:
+    def build(self, sweep: Sweep) -> list[ReportSection]:
         generated = (
             f"Generated {datetime.now().strftime('%Y-%m-%d %H:%M')} from run directories only "
             f"({STATUS_FILE}, {METRICS_FILE}, {MEASURES_FILE}, ...)."
@@ -295,5 +342,5 @@ class FilesSection(Section):
     title = "Files"
     closing = True
 
-    def build(self, sweep: Sweep) -> List[ReportSection]:
+    def build(self, sweep: Sweep) -> list[ReportSection]:
         return [files_section(sweep.files, sweep.out_dir)]

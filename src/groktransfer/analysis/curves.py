@@ -13,8 +13,8 @@ last threshold held, so its accuracy stays there) or stops contributing
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -79,7 +79,9 @@ def numeric_columns(tables: dict[str, list[pd.DataFrame]], wanted: Sequence[str]
 MAX_DEFAULT_PANELS = 9
 #: measures.csv columns of the run-directory format that are not drawn by default: the losses and
 #: accuracies (their own figures), the per-component weight norms and the bookkeeping columns
-STANDARD_COLUMNS = frozenset(MEASURE_BASE_COLUMNS) | frozenset(MEASURE_FOURIER_COLUMNS) | frozenset(MEASURE_INPUT_FOURIER_COLUMNS)
+STANDARD_COLUMNS = (
+    frozenset(MEASURE_BASE_COLUMNS) | frozenset(MEASURE_FOURIER_COLUMNS) | frozenset(MEASURE_INPUT_FOURIER_COLUMNS)
+)
 
 
 def measure_columns(
@@ -96,14 +98,18 @@ def measure_columns(
     if configured is not None:
         return numeric_columns(tables, configured), []
     seen = list(dict.fromkeys(c for dfs in tables.values() for df in dfs for c in df.columns))
-    extra = [c for c in seen if c not in STANDARD_COLUMNS and c not in preferred and not c.startswith("n_") and c != "epoch"]
+    extra = [
+        c for c in seen if c not in STANDARD_COLUMNS and c not in preferred and not c.startswith("n_") and c != "epoch"
+    ]
     present = numeric_columns(tables, [*preferred, *extra])
     return present[:MAX_DEFAULT_PANELS], present[MAX_DEFAULT_PANELS:]
 
 
 def common_grid(epoch_arrays: Sequence[np.ndarray], max_points: int) -> np.ndarray:
     """Union of eval epochs, thinned to ~``max_points`` (half linear, half log spaced)."""
-    union = np.unique(np.concatenate([np.asarray(e, dtype=float) for e in epoch_arrays])) if epoch_arrays else np.array([])
+    union = (
+        np.unique(np.concatenate([np.asarray(e, dtype=float) for e in epoch_arrays])) if epoch_arrays else np.array([])
+    )
     if union.size <= max_points:
         return union
     lo, hi = union[0], union[-1]
@@ -115,7 +121,9 @@ def common_grid(epoch_arrays: Sequence[np.ndarray], max_points: int) -> np.ndarr
     return np.unique(np.concatenate([union[idx], [lo, hi]]))
 
 
-def interpolated(dfs: Sequence[pd.DataFrame], column: str, after_end: str = "hold", max_points: int = 400) -> pd.DataFrame:
+def interpolated(
+    dfs: Sequence[pd.DataFrame], column: str, after_end: str = "hold", max_points: int = 400
+) -> pd.DataFrame:
     """Every run's ``column`` on the common epoch grid, long: ``epoch``, ``run`` (index into
     ``dfs``), ``value``; after a run's last eval it holds its last value or is absent (``drop``)."""
     series = []

@@ -14,9 +14,10 @@ measures with that spread. Only the tables with something in them are shown.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, List, Optional, Sequence, Tuple
+from typing import Any
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -58,7 +59,7 @@ def run_task(rec: RunRecord) -> Any:
     return make_task(typed_task(block), contents.data_seed())  # ConfigError is a ValueError
 
 
-def interpret_runs(runs: Sequence[RunRecord], interp: Any) -> Tuple[pd.DataFrame, List[dict]]:
+def interpret_runs(runs: Sequence[RunRecord], interp: Any) -> tuple[pd.DataFrame, list[dict]]:
     """(long DataFrame of every run's measurements, list of skipped runs with the reason).
 
     Runs are interpreted side by side, one per core (``interp.parallel_runs``), each on
@@ -67,11 +68,14 @@ def interpret_runs(runs: Sequence[RunRecord], interp: Any) -> Tuple[pd.DataFrame
     not depend on how many run beside it; torch releases the GIL inside its kernels.
     """
 
-    def one(rec: RunRecord) -> Tuple[Optional[pd.DataFrame], Optional[dict]]:
+    def one(rec: RunRecord) -> tuple[pd.DataFrame | None, dict | None]:
         info = {"run": rec.name, "condition": rec.condition or "?", "seed": rec.seed}
         final = rec.run_dir / CHECKPOINT_DIR / FINAL_CHECKPOINT
         if not rec.completed or not final.is_file():
-            return None, {**info, "why": "not completed" if not rec.completed else f"no {CHECKPOINT_DIR}/{FINAL_CHECKPOINT}"}
+            return None, {
+                **info,
+                "why": "not completed" if not rec.completed else f"no {CHECKPOINT_DIR}/{FINAL_CHECKPOINT}",
+            }
         try:
             task = run_task(rec)
         except ValueError as exc:
@@ -83,8 +87,15 @@ def interpret_runs(runs: Sequence[RunRecord], interp: Any) -> Tuple[pd.DataFrame
         frame = res.measurements.frame().assign(**info, task=task.name, p=getattr(task, "p", None), text=None)
         if res.arrays.get("key_freqs") is not None:
             text = " ".join(map(str, res.arrays["key_freqs"]))
-            frame = pd.concat([frame, pd.DataFrame([dict(info, task=task.name, p=getattr(task, "p", None),
-                                                         measure="key_freqs", text=text)])], ignore_index=True)  # fmt: skip
+            frame = pd.concat(
+                [
+                    frame,
+                    pd.DataFrame(
+                        [dict(info, task=task.name, p=getattr(task, "p", None), measure="key_freqs", text=text)]
+                    ),
+                ],
+                ignore_index=True,
+            )
         return frame, None
 
     threads = max(1, int(interp.threads))
@@ -126,7 +137,7 @@ def _spread(r: pd.Series, fmt: str = ".3g") -> str:
     return f"{r['median']:{fmt}} [{r['min']:{fmt}}–{r['max']:{fmt}}]" if r["n"] > 1 else f"{r['median']:{fmt}}"
 
 
-def _wide(d: pd.DataFrame, index: List[str]) -> pd.DataFrame:
+def _wide(d: pd.DataFrame, index: list[str]) -> pd.DataFrame:
     """Rows = the label columns ``index``, columns = conditions, cells = 'median [min–max]'."""
     if d.empty:
         return pd.DataFrame()
@@ -142,7 +153,7 @@ def _head(d: pd.DataFrame) -> pd.DataFrame:
     return d.assign(head=[f"L{int(layer)}H{int(h)}" for layer, h in zip(d.layer, d["head"])])
 
 
-def _bar_figure(d: pd.DataFrame, labels: List[str], title: str, ylabel: str, path: Path, dpi: int) -> Optional[Path]:
+def _bar_figure(d: pd.DataFrame, labels: list[str], title: str, ylabel: str, path: Path, dpi: int) -> Path | None:
     """Grouped bars: median per condition, whiskers min–max over seeds; ``labels`` name each bar group."""
     if d.empty:
         return None
@@ -183,9 +194,18 @@ def findings_by_run(task: str, long: pd.DataFrame) -> pd.DataFrame:
 
 #: the quantities of the "other measures" table (label columns shown beside them)
 OTHER_QUANTITIES = (
-    "clean_acc", "clean_loss", "embed_pc_explained", "embed_fourier_gini", "embed_top_freq", "embed_pc_ablated_acc",
-    "n_key_freqs", "frac_neurons_clustered", "cluster_ablated_acc", "max_abs_neuron_corr", "eff_rank_ratio",
-)  # fmt: skip
+    "clean_acc",
+    "clean_loss",
+    "embed_pc_explained",
+    "embed_fourier_gini",
+    "embed_top_freq",
+    "embed_pc_ablated_acc",
+    "n_key_freqs",
+    "frac_neurons_clustered",
+    "cluster_ablated_acc",
+    "max_abs_neuron_corr",
+    "eff_rank_ratio",
+)
 
 
 def _family_section(task: str, agg: pd.DataFrame, long: pd.DataFrame, out: Path, dpi: int, kind: str) -> ReportSection:
@@ -194,57 +214,102 @@ def _family_section(task: str, agg: pd.DataFrame, long: pd.DataFrame, out: Path,
     findings = findings_by_run(task, long)
     if not findings.empty:
         findings.to_csv(out / f"interp_{task}_findings.csv", index=False)
-        tables.append(ReportTable(findings, "Findings: each claim of the seed analysis (criterion in the claim) on every "
-                                            "run's final model, holds / differs with the run's numbers"))  # fmt: skip
+        tables.append(
+            ReportTable(
+                findings,
+                "Findings: each claim of the seed analysis (criterion in the claim) on every "
+                "run's final model, holds / differs with the run's numbers",
+            )
+        )
     heads = a[a.quantity.isin(["head_d_loss", "head_acc"]) & (a.kind == kind)]
     z = heads[heads.site == "z"]
     if not z.empty:
         z = _head(z).assign(measure=lambda d: d.quantity.str.replace("head_", ""))
-        tables.append(ReportTable(_wide(z, ["head", "answer", "measure"]),
-                                  f"Head ablation ({kind}, head output z): loss increase and accuracy, median [min–max] over seeds"))  # fmt: skip
+        tables.append(
+            ReportTable(
+                _wide(z, ["head", "answer", "measure"]),
+                f"Head ablation ({kind}, head output z): loss increase and accuracy, median [min–max] over seeds",
+            )
+        )
         loss = z[z.quantity == "head_d_loss"]
-        fig = _bar_figure(loss, [f"{h} [{ans}]" for h, ans in zip(loss["head"], loss.answer)],
-                          f"{task}: loss increase when one head is {kind}-ablated (median, min–max over seeds)",
-                          "loss increase", out / f"interp_{task}_head_ablation.png", dpi)  # fmt: skip
+        fig = _bar_figure(
+            loss,
+            [f"{h} [{ans}]" for h, ans in zip(loss["head"], loss.answer)],
+            f"{task}: loss increase when one head is {kind}-ablated (median, min–max over seeds)",
+            "loss increase",
+            out / f"interp_{task}_head_ablation.png",
+            dpi,
+        )
         if fig:
             figs.append(ReportFigure(fig, "Head ablation per condition: bar = median over seeds, whiskers = min–max."))
     qkv = heads[(heads.site != "z") & (heads.quantity == "head_acc")]
     if not qkv.empty:
-        tables.append(ReportTable(_wide(_head(qkv), ["site", "head", "answer"]),
-                                  f"Accuracy after {kind}-ablating one head's query / key / value input"))  # fmt: skip
+        tables.append(
+            ReportTable(
+                _wide(_head(qkv), ["site", "head", "answer"]),
+                f"Accuracy after {kind}-ablating one head's query / key / value input",
+            )
+        )
     dla = a[a.quantity.isin(["dla_head", "dla", "dla_completeness_error"])]
     if not dla.empty:
-        dla = dla.assign(part=[f"L{int(r.layer)}H{int(r.head)}" if r.quantity == "dla_head" else
-                               ("completeness_error" if r.quantity == "dla_completeness_error" else r.part)
-                               for r in dla.itertuples()])  # fmt: skip
-        tables.append(ReportTable(_wide(dla.fillna({"answer": ""}), ["part", "answer"]),
-                                  "Direct logit attribution to the correct answer's centred logit (mean over inputs), "
-                                  "median [min–max] over seeds; `completeness_error` = |parts + bias − logit|"))  # fmt: skip
+        dla = dla.assign(
+            part=[
+                f"L{int(r.layer)}H{int(r.head)}"
+                if r.quantity == "dla_head"
+                else ("completeness_error" if r.quantity == "dla_completeness_error" else r.part)
+                for r in dla.itertuples()
+            ]
+        )
+        tables.append(
+            ReportTable(
+                _wide(dla.fillna({"answer": ""}), ["part", "answer"]),
+                "Direct logit attribution to the correct answer's centred logit (mean over inputs), "
+                "median [min–max] over seeds; `completeness_error` = |parts + bias − logit|",
+            )
+        )
         parts = dla[dla.quantity != "dla_completeness_error"]
-        fig = _bar_figure(parts, [f"{p} [{ans}]" for p, ans in zip(parts.part, parts.answer)],
-                          f"{task}: direct logit attribution per part", "mean contribution", out / f"interp_{task}_dla.png", dpi)  # fmt: skip
+        fig = _bar_figure(
+            parts,
+            [f"{p} [{ans}]" for p, ans in zip(parts.part, parts.answer)],
+            f"{task}: direct logit attribution per part",
+            "mean contribution",
+            out / f"interp_{task}_dla.png",
+            dpi,
+        )
         if fig:
             figs.append(ReportFigure(fig, "DLA per part and condition: bar = median over seeds, whiskers = min–max."))
     probes = a[a.quantity == "probe"]
     if not probes.empty:
-        tables.append(ReportTable(_wide(probes.assign(position=probes.position.astype(int)), ["hook", "position", "target"]),
-                                  "Ridge probes of the task's targets: held-out R² (regression) or accuracy (classes), "
-                                  "median [min–max]"))  # fmt: skip
+        tables.append(
+            ReportTable(
+                _wide(probes.assign(position=probes.position.astype(int)), ["hook", "position", "target"]),
+                "Ridge probes of the task's targets: held-out R² (regression) or accuracy (classes), median [min–max]",
+            )
+        )
     other = a[a.quantity.isin(OTHER_QUANTITIES)]
     if not other.empty:
-        tables.append(ReportTable(_wide(other, ["measure"]), "Other measures, median [min–max] over seeds (what each "
-                                                            "quantity is: `groktransfer.interp.measurements.QUANTITIES`)"))  # fmt: skip
+        tables.append(
+            ReportTable(
+                _wide(other, ["measure"]),
+                "Other measures, median [min–max] over seeds (what each "
+                "quantity is: `groktransfer.interp.measurements.QUANTITIES`)",
+            )
+        )
     kf = long[(long.task == task) & (long.measure == "key_freqs")] if "text" in long else pd.DataFrame()
     readings = sorted(set(a.quantity.dropna()))
-    text = (f"Final models of every completed run on `{task}`, analysed with `groktransfer.interp` (settings "
-            f"`analysis.interp`; the readings that apply to the model and the task). Per-seed numbers: "
-            f"`interp/interp_runs.csv`; aggregates: `interp/interp_summary.csv`. Measured: {', '.join(f'`{q}`' for q in readings)}.")  # fmt: skip
+    text = (
+        f"Final models of every completed run on `{task}`, analysed with `groktransfer.interp` (settings "
+        f"`analysis.interp`; the readings that apply to the model and the task). Per-seed numbers: "
+        f"`interp/interp_runs.csv`; aggregates: `interp/interp_summary.csv`. Measured: {', '.join(f'`{q}`' for q in readings)}."
+    )
     if not kf.empty:
-        text += "\n\nKey input frequencies per run: " + "; ".join(f"{r.condition} s{r.seed}: [{r.text}]" for r in kf.itertuples())
+        text += "\n\nKey input frequencies per run: " + "; ".join(
+            f"{r.condition} s{r.seed}: [{r.text}]" for r in kf.itertuples()
+        )
     return ReportSection(f"Interpretability: {task}", text, tables, figs)
 
 
-def interp_sections(runs: Sequence[RunRecord], out_dir: Path, settings: Any = None) -> List[ReportSection]:
+def interp_sections(runs: Sequence[RunRecord], out_dir: Path, settings: Any = None) -> list[ReportSection]:
     """Report provider: one section per task (see module doc)."""
     interp = _interp_settings(settings)
     if not interp.enabled or not interp.in_sweep:
@@ -254,8 +319,13 @@ def interp_sections(runs: Sequence[RunRecord], out_dir: Path, settings: Any = No
     out.mkdir(parents=True, exist_ok=True)
     long, skipped = interpret_runs(runs, interp)
     if long.empty:
-        return [ReportSection("Interpretability", f"No completed run with `{CHECKPOINT_DIR}/{FINAL_CHECKPOINT}`: nothing to analyse.",
-                              [ReportTable(pd.DataFrame(skipped), "Runs not analysed")] if skipped else [])]  # fmt: skip
+        return [
+            ReportSection(
+                "Interpretability",
+                f"No completed run with `{CHECKPOINT_DIR}/{FINAL_CHECKPOINT}`: nothing to analyse.",
+                [ReportTable(pd.DataFrame(skipped), "Runs not analysed")] if skipped else [],
+            )
+        ]
     long.to_csv(out / "interp_runs.csv", index=False)
     agg = aggregate(long)
     agg.to_csv(out / "interp_summary.csv", index=False)
@@ -276,15 +346,17 @@ class InterpretabilitySection(Section):
     writes = ("interp/",)
     provider = staticmethod(interp_sections)
 
-    def applies(self, sweep: Sweep) -> Optional[str]:
+    def applies(self, sweep: Sweep) -> str | None:
         interp = sweep.analysis.interp
         if not interp.enabled or not interp.in_sweep:
             return "switched off (`analysis.interp.enabled` / `analysis.interp.in_sweep`)"
-        if not any(r.completed and r.contents is not None and r.contents.final_checkpoint is not None for r in sweep.runs):
+        if not any(
+            r.completed and r.contents is not None and r.contents.final_checkpoint is not None for r in sweep.runs
+        ):
             return f"no completed run has `{CHECKPOINT_DIR}/{FINAL_CHECKPOINT}`"
         return None
 
-    def build(self, sweep: Sweep) -> List[ReportSection]:
+    def build(self, sweep: Sweep) -> list[ReportSection]:
         out = interp_sections(sweep.runs, sweep.out_dir, sweep.settings)
         for name in ("interp_runs.csv", "interp_summary.csv"):
             if (sweep.out_dir / SUBDIR / name).is_file():

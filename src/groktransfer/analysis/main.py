@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -94,7 +95,8 @@ class AnalysisResult:
         if bad:
             kinds = pd.Series([r.status_label for r in bad]).value_counts()
             lines.append(
-                "\nNot in the statistics: " + ", ".join(f"{n} {k}" for k, n in kinds.items())
+                "\nNot in the statistics: "
+                + ", ".join(f"{n} {k}" for k, n in kinds.items())
                 + " -- listed under 'Failed / incomplete jobs' in the report."
             )
         lines += self.notes
@@ -183,12 +185,19 @@ def run_analysis(
 
     # ---- the statistics every section shares
     thresholds = sorted(float(t) for t in a.thresholds) if a.thresholds else thresholds_in(runs)
-    conditions = condition_order([r.condition for r in runs], [*PREFERRED_ORDER, *a.compare, a.baseline])
+    conditions = condition_order([r.condition or "unknown" for r in runs], [*PREFERRED_ORDER, *a.compare, a.baseline])
     sweep = Sweep(
-        dirs=dirs, runs=runs, settings=settings, out_dir=out, thresholds=thresholds, conditions=conditions,
-        runs_table=runs_frame(runs, thresholds), summary=summary_table(runs, thresholds, conditions),
+        dirs=dirs,
+        runs=runs,
+        settings=settings,
+        out_dir=out,
+        thresholds=thresholds,
+        conditions=conditions,
+        runs_table=runs_frame(runs, thresholds),
+        summary=summary_table(runs, thresholds, conditions),
         speedup=speedup_table(runs, thresholds, a.baseline, a.compare, b.n_resamples, b.confidence, b.seed),
-        headline=_pick_headline(thresholds, a.headline_threshold), label=_sweep_label(runs),
+        headline=_pick_headline(thresholds, a.headline_threshold),
+        label=_sweep_label(runs),
     )
     sweep.write_csv("runs_csv", sweep.runs_table, "runs.csv")
     sweep.write_csv("summary_table_csv", sweep.summary, "summary_table.csv")
@@ -215,9 +224,18 @@ def run_analysis(
     build_report(title, built, out)
 
     result = AnalysisResult(
-        out_dir=out, sweep_dirs=dirs, runs=runs, thresholds=thresholds, conditions=conditions,
-        runs_table=sweep.runs_table, summary=sweep.summary, speedup=sweep.speedup, headline_threshold=sweep.headline,
-        baseline=a.baseline, confidence=b.confidence, files=dict(sweep.files),
+        out_dir=out,
+        sweep_dirs=dirs,
+        runs=runs,
+        thresholds=thresholds,
+        conditions=conditions,
+        runs_table=sweep.runs_table,
+        summary=sweep.summary,
+        speedup=sweep.speedup,
+        headline_threshold=sweep.headline,
+        baseline=a.baseline,
+        confidence=b.confidence,
+        files=dict(sweep.files),
     )
 
     # ---- optional W&B mirror (never fatal)

@@ -12,13 +12,12 @@ see ``curves.py`` for how seeds are put on a common epoch grid.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
-
-import numpy as np
-import pandas as pd
 
 import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
 import seaborn as sns
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter, SymmetricalLogLocator
@@ -69,14 +68,16 @@ def _set_epoch_scale(ax: plt.Axes, axis: str, values: np.ndarray, span: float) -
     if not _needs_log(v, span):
         return
     setter = ax.set_xscale if axis == "x" else ax.set_yscale
-    limits = ax.set_xlim if axis == "x" else ax.set_ylim
     target = ax.xaxis if axis == "x" else ax.yaxis
     pos = v[v > 0]
     if (v <= 0).any():
         setter("symlog", linthresh=float(pos.min()), linscale=0.25)
         subs = (1.0, 2.0, 5.0) if pos.max() / pos.min() < 1e4 else (1.0,)
         target.set_major_locator(SymmetricalLogLocator(linthresh=float(pos.min()), base=10, subs=subs))
-        limits(left=0) if axis == "x" else limits(bottom=0)  # symlog margins would go negative
+        if axis == "x":  # symlog margins would go negative
+            ax.set_xlim(left=0)
+        else:
+            ax.set_ylim(bottom=0)
     else:
         setter("log")
         if pos.max() / pos.min() < 1e3:  # few decades: label 1-2-5 steps, not only powers of 10
@@ -149,26 +150,46 @@ def plot_epochs_to_threshold(
             if vals.size == 0:
                 continue
             bp = ax.boxplot(
-                vals, positions=[i], widths=0.55, showfliers=False, patch_artist=True,
-                medianprops={"color": "black", "lw": 1.6}, whiskerprops={"color": "0.4"},
-                capprops={"color": "0.4"}, boxprops={"edgecolor": "0.4"},
-            )  # fmt: skip
+                vals,
+                positions=[i],
+                widths=0.55,
+                showfliers=False,
+                patch_artist=True,
+                medianprops={"color": "black", "lw": 1.6},
+                whiskerprops={"color": "0.4"},
+                capprops={"color": "0.4"},
+                boxprops={"edgecolor": "0.4"},
+            )
             bp["boxes"][0].set_facecolor(colors[cond])
             bp["boxes"][0].set_alpha(0.25)
             cens = gc.censored.to_numpy(dtype=bool)
             x = i + _spread(vals)
             ax.scatter(x[~cens], vals[~cens], s=36, color=colors[cond], edgecolor="white", lw=0.6, zorder=3)
             ax.scatter(
-                x[cens], vals[cens], s=64, marker="^", facecolor="white", edgecolor=colors[cond],
-                lw=1.6, zorder=4,
-            )  # fmt: skip
+                x[cens],
+                vals[cens],
+                s=64,
+                marker="^",
+                facecolor="white",
+                edgecolor=colors[cond],
+                lw=1.6,
+                zorder=4,
+            )
         n_reached = int((~g.censored.astype(bool)).sum())
         n_cens = int(g.censored.astype(bool).sum())
         handles = [
             Line2D([], [], ls="", marker="o", color="0.3", label=f"reached (n={n_reached})"),
-            Line2D([], [], ls="", marker="^", markerfacecolor="white", color="0.3", mew=1.5,
-                   label=f"censored at last epoch (n={n_cens})"),
-        ]  # fmt: skip
+            Line2D(
+                [],
+                [],
+                ls="",
+                marker="^",
+                markerfacecolor="white",
+                color="0.3",
+                mew=1.5,
+                label=f"censored at last epoch (n={n_cens})",
+            ),
+        ]
         ax.legend(handles=handles, loc="upper right", fontsize=8, framealpha=0.9)
         ax.set_title(f"test acc ≥ {threshold_key(t)}")
         counts = g.groupby("condition").size()
@@ -208,8 +229,16 @@ def _draw_band(
     if long.empty:
         return np.array([])
     sns.lineplot(
-        data=long, x="epoch", y="value", estimator="median", errorbar=("pi", 50), color=color, lw=1.8,
-        ax=ax, legend=False, err_kws={"alpha": 0.2, "lw": 0},
+        data=long,
+        x="epoch",
+        y="value",
+        estimator="median",
+        errorbar=("pi", 50),
+        color=color,
+        lw=1.8,
+        ax=ax,
+        legend=False,
+        err_kws={"alpha": 0.2, "lw": 0},
     )
     ax.set(xlabel="", ylabel="")
     return long.value.to_numpy(dtype=float)
@@ -252,8 +281,16 @@ def plot_curve(
         return None
     for h in hlines:
         ax.axhline(h, color="0.55", lw=0.8, ls=":", zorder=0)
-        ax.annotate(f"{h:g}", (1.0, h), xycoords=("axes fraction", "data"), xytext=(3, 0),
-                    textcoords="offset points", va="center", fontsize=7, color="0.45")  # fmt: skip
+        ax.annotate(
+            f"{h:g}",
+            (1.0, h),
+            xycoords=("axes fraction", "data"),
+            xytext=(3, 0),
+            textcoords="offset points",
+            va="center",
+            fontsize=7,
+            color="0.45",
+        )
     _set_epoch_scale(ax, "x", _all_epochs(tables), log_span)
     if log_y:
         _set_value_log_scale(ax, np.concatenate(plotted), log_span)
@@ -262,8 +299,14 @@ def plot_curve(
     ax.set_title(title)
     ax.legend(handles=handles, title="condition (seeds)", loc="best", fontsize=9)
     hold = "held at their last value" if after_end == "hold" else "dropped"
-    fig.text(0.01, 0.005, f"Line: median across seeds; band: inter-quartile range. Runs that stopped early are {hold} after their last eval.",
-             fontsize=8, color="0.3", va="bottom")  # fmt: skip
+    fig.text(
+        0.01,
+        0.005,
+        f"Line: median across seeds; band: inter-quartile range. Runs that stopped early are {hold} after their last eval.",
+        fontsize=8,
+        color="0.3",
+        va="bottom",
+    )
     fig.tight_layout(rect=(0, 0.04, 1, 1))
     return save_figure(fig, path, dpi, tight=False)
 
@@ -304,7 +347,7 @@ def plot_measures(
             lo, hi = ax.get_ylim()
             ax.set_ylim(min(lo, -0.05), max(hi, 1.05))  # span >= 1, else MaxNLocator falls back to 0.1 steps
             ax.yaxis.set_major_locator(MaxNLocator(integer=True))
-    for ax in list(axes.flat)[len(columns):]:
+    for ax in list(axes.flat)[len(columns) :]:
         ax.remove()
     counts = {c: len(tables.get(c, [])) for c in conditions if tables.get(c)}
     handles = [Line2D([], [], color=colors[c], lw=2.2, label=f"{c} (n={n})") for c, n in counts.items()]
@@ -312,7 +355,12 @@ def plot_measures(
     # an "outside" legend takes part in the constrained layout (no overlap with panels); at the
     # bottom because at the top it collides with the suptitle
     fig.legend(
-        handles=handles, loc="outside lower center", ncol=max(1, min(len(handles), int(width // 2.3))),
-        frameon=False, fontsize=10, title="median across seeds (line), inter-quartile range (band)", title_fontsize=9,
+        handles=handles,
+        loc="outside lower center",
+        ncol=max(1, min(len(handles), int(width // 2.3))),
+        frameon=False,
+        fontsize=10,
+        title="median across seeds (line), inter-quartile range (band)",
+        title_fontsize=9,
     )
     return save_figure(fig, path, dpi, tight=False)

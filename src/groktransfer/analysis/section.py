@@ -17,10 +17,11 @@ from __future__ import annotations
 
 import importlib
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Dict, List, Optional, Sequence, Tuple
+from typing import Any, ClassVar
 
 import pandas as pd
 
@@ -44,27 +45,27 @@ class Sweep:
     """What every section reads: the runs, the settings, the statistics the report shares, and
     the files written so far (``files``: key -> path, listed by the *Files* section)."""
 
-    dirs: List[Path]
-    runs: List[RunRecord]
+    dirs: list[Path]
+    runs: list[RunRecord]
     settings: AnalyzeJobConfig
     out_dir: Path
-    thresholds: List[float]
-    conditions: List[str]
+    thresholds: list[float]
+    conditions: list[str]
     runs_table: pd.DataFrame
     summary: pd.DataFrame
     speedup: pd.DataFrame
-    headline: Optional[float]
+    headline: float | None
     label: str = ""
-    files: Dict[str, Path] = field(default_factory=dict)
+    files: dict[str, Path] = field(default_factory=dict)
     #: (section, why) of every section that did not apply
-    left_out: List[Tuple[str, str]] = field(default_factory=list)
+    left_out: list[tuple[str, str]] = field(default_factory=list)
 
     @property
     def analysis(self) -> AnalysisSettings:
         return self.settings.analysis
 
     @property
-    def completed(self) -> List[RunRecord]:
+    def completed(self) -> list[RunRecord]:
         return [r for r in self.runs if r.completed]
 
     @property
@@ -72,7 +73,7 @@ class Sweep:
         return sum(not r.completed for r in self.runs)
 
     @cached_property
-    def colors(self) -> Dict[str, str]:
+    def colors(self) -> dict[str, str]:
         return condition_colors(self.conditions)
 
     @property
@@ -80,11 +81,11 @@ class Sweep:
         """`` — experiment / task`` for figure titles (empty when the runs recorded neither)."""
         return f" — {self.label}" if self.label else ""
 
-    def problems(self) -> List[FileProblem]:
+    def problems(self) -> list[FileProblem]:
         """Every damaged or unreadable file met so far (files are read when a section needs them)."""
         return [p for r in self.runs if r.contents is not None for p in r.contents.problems]
 
-    def add_file(self, key: str, path: Optional[Path]) -> Optional[Path]:
+    def add_file(self, key: str, path: Path | None) -> Path | None:
         """Record a written file for the *Files* section (None: nothing was written)."""
         if path is not None:
             self.files[key] = path
@@ -107,15 +108,15 @@ class Section(ABC):
     #: closing sections (the report's metadata) come after every section added to the defaults
     closing: ClassVar[bool] = False
     #: the files it may write into the analysis folder (for the reader of the docs and the Files list)
-    writes: ClassVar[Tuple[str, ...]] = ()
+    writes: ClassVar[tuple[str, ...]] = ()
 
-    def applies(self, sweep: Sweep) -> Optional[str]:
+    def applies(self, sweep: Sweep) -> str | None:
         """None when the section has something to say about ``sweep``; else why not, in one line
         (listed under the report's *Sweep* section; ``""`` leaves it out without a word)."""
         return None
 
     @abstractmethod
-    def build(self, sweep: Sweep) -> List[ReportSection]:
+    def build(self, sweep: Sweep) -> list[ReportSection]:
         """The section's part of the report (its files written into ``sweep.out_dir``)."""
 
 
@@ -127,11 +128,11 @@ class ProviderSection(Section):
         self.fn = fn
         self.name = title or getattr(fn, "__name__", "section")
 
-    def build(self, sweep: Sweep) -> List[ReportSection]:
+    def build(self, sweep: Sweep) -> list[ReportSection]:
         return list(self.fn(sweep.runs, sweep.out_dir, sweep.settings))
 
 
-def run_family(run: RunRecord) -> Optional[TaskFamily]:
+def run_family(run: RunRecord) -> TaskFamily | None:
     """The task family of a run's task (None for a task no family registers)."""
     return TASKS.find(str(run.task)) if run.task else None
 

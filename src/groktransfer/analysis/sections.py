@@ -12,7 +12,7 @@ and names it in ``analysis.extra_sections=[my_section]`` (or in ``analysis.secti
 
 from __future__ import annotations
 
-from typing import Iterator, Tuple
+from collections.abc import Iterator
 
 from groktransfer.utils.registry import Registry, load_plugins
 
@@ -29,7 +29,7 @@ from .trajectory import TrajectorySection
 class SectionRegistry(Registry[Section]):
     """The registry of report sections; ``in_order()`` keeps registration order (the docs list them so)."""
 
-    def in_order(self) -> Iterator[Tuple[str, Section]]:
+    def in_order(self) -> Iterator[tuple[str, Section]]:
         load_plugins()
         return iter(list(self._entries.items()))
 

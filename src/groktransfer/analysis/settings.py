@@ -10,21 +10,34 @@ script without any Hydra config at all.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, List, Optional
+from typing import Any
 
-from groktransfer.utils.choices import Choice
 from groktransfer.config.schema import LoggerMode, to_typed
-from groktransfer.runs.rundir import Status
+
 # the interpretability settings live with the analyses they switch (interp sits below analysis)
 from groktransfer.interp.settings import AblationKind, HeadSite, InterpSettings  # noqa: F401
+from groktransfer.runs.rundir import Status
+from groktransfer.utils.choices import Choice
 
 #: the report's sections, in order (names in ``groktransfer.analysis.sections.SECTIONS``); a
 #: section with nothing to say about a sweep's runs is left out and listed under "Sweep"
 DEFAULT_SECTIONS = [
-    "answer", "speedup", "thresholds", "curves",
-    "starts", "trajectory", "matrix", "circuits", "interpretability", "digits",
-    "damaged_files", "incomplete", "method", "sweep", "files",
-]  # fmt: skip
+    "answer",
+    "speedup",
+    "thresholds",
+    "curves",
+    "starts",
+    "trajectory",
+    "matrix",
+    "circuits",
+    "interpretability",
+    "digits",
+    "damaged_files",
+    "incomplete",
+    "method",
+    "sweep",
+    "files",
+]
 
 #: the progress measures drawn first, where the runs recorded them (the modular family's)
 DEFAULT_MEASURES = [
@@ -66,7 +79,7 @@ class CurveSettings:
     """
 
     # run statuses whose curves are drawn
-    include_statuses: List[str] = field(default_factory=lambda: [str(Status.COMPLETED)])
+    include_statuses: list[str] = field(default_factory=lambda: [str(Status.COMPLETED)])
     # hold (keep a run's last value after its last eval) or drop
     after_end: AfterEnd = AfterEnd.hold
     # at most this many epochs on the common grid of a curve
@@ -78,13 +91,13 @@ class AnalysisSettings:
     """What to compare, which thresholds, where to write."""
 
     # where outputs go; None = <first sweep dir>/analysis
-    out_dir: Optional[str] = None
+    out_dir: str | None = None
     # the condition speed-ups are measured against
     baseline: str = "random"
     # conditions compared with the baseline (others found in the sweep are added)
-    compare: List[str] = field(default_factory=lambda: ["grokked", "memorized"])
+    compare: list[str] = field(default_factory=lambda: ["grokked", "memorized"])
     # None = every threshold found in the runs' status records
-    thresholds: Optional[List[float]] = None
+    thresholds: list[float] | None = None
     # threshold of the stdout summary; falls back to the highest one available
     headline_threshold: float = 0.999
     bootstrap: BootstrapSettings = field(default_factory=BootstrapSettings)
@@ -92,7 +105,7 @@ class AnalysisSettings:
     # measures.csv columns drawn in progress_measures.png; None = those the runs recorded (the
     # modular family's restricted/excluded loss, weight norm, key frequencies and Ginis first,
     # then a plugin family's own measures)
-    measures: Optional[List[str]] = None
+    measures: list[str] | None = None
     # a `running` run whose updated_at is older than this is listed as running/stale
     stale_after_s: float = 3600.0
     # use a log axis when max/min of the plotted positive values exceeds this
@@ -100,10 +113,10 @@ class AnalysisSettings:
     # resolution of the PNG figures
     dpi: int = 130
     # the report's sections, in order: names registered in groktransfer.analysis.sections.SECTIONS
-    sections: List[str] = field(default_factory=lambda: list(DEFAULT_SECTIONS))
+    sections: list[str] = field(default_factory=lambda: list(DEFAULT_SECTIONS))
     # more sections, placed before the closing ones (failed jobs, method, sweep, files): registered
     # names, or "package.module:function" providers returning a list of ReportSection
-    extra_sections: List[str] = field(default_factory=list)
+    extra_sections: list[str] = field(default_factory=list)
     interp: InterpSettings = field(default_factory=InterpSettings)
     # transfer starts: restricted_acc - test_acc above this (with a key frequency) = circuit forming
     circuit_flag_gap: float = 0.0
@@ -118,11 +131,11 @@ class WandbSettings:
     # W&B project
     project: str = "groktransfer"
     # W&B entity; None = your default
-    entity: Optional[str] = None
+    entity: str | None = None
     # None = the training runs' logger.group, else their experiment name
-    group: Optional[str] = None
+    group: str | None = None
     # W&B run name; None = W&B's
-    name: Optional[str] = None
+    name: str | None = None
 
 
 @dataclass
@@ -132,13 +145,13 @@ class AnalyzeJobConfig:
     # sweep directory, a quoted glob, or a list of them; their runs are merged
     sweep_dir: Any = None
     # circuit analysis of one checkpoint file instead of a sweep (this project's or the paper's format)
-    checkpoint: Optional[str] = None
+    checkpoint: str | None = None
     # with checkpoint=: the task whose basis the model is read in (digit_add/digit_sub: interpretability only)
-    checkpoint_task: Optional[str] = None
+    checkpoint_task: str | None = None
     # with checkpoint=: p; None = the model's input vocabulary minus the '=' token
-    checkpoint_p: Optional[int] = None
+    checkpoint_p: int | None = None
     # with checkpoint=: which state dict of a file holding several (paper format); None = the last
-    checkpoint_index: Optional[int] = None
+    checkpoint_index: int | None = None
     analysis: AnalysisSettings = field(default_factory=AnalysisSettings)
     wandb: WandbSettings = field(default_factory=WandbSettings)
 

@@ -17,8 +17,9 @@ Two checks a reader needs before trusting a speed-up:
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, List, Optional, Sequence
+from typing import Any
 
 import pandas as pd
 
@@ -34,7 +35,7 @@ from .settings import AnalyzeJobConfig
 CIRCUIT_FLAG_GAP = 0.0
 
 
-def start_record(run: RunRecord) -> Optional[ChosenStart]:
+def start_record(run: RunRecord) -> ChosenStart | None:
     """What a run started from (its source record's start: a cached source run's chosen checkpoint,
     or a checkpoint file's epoch and the measures computed on it); None when it has neither."""
     contents = run.contents if run.contents is not None else read_run(run.run_dir)
@@ -50,12 +51,15 @@ def optimizer_frame(runs: Sequence[RunRecord], baseline: str) -> tuple[pd.DataFr
         base = {(r.lr, r.weight_decay) for r in here if r.condition == baseline}
         for cond in sorted({r.condition for r in here if r.condition}):
             settings = {(r.lr, r.weight_decay) for r in here if r.condition == cond}
-            rows.append({
-                "target task": task, "condition": cond,
-                "lr": ", ".join(sorted({f"{lr:g}" for lr, _ in settings if lr is not None})) or "–",
-                "weight decay": ", ".join(sorted({f"{wd:g}" for _, wd in settings if wd is not None})) or "–",
-                "n runs": sum(r.condition == cond for r in here),
-            })  # fmt: skip
+            rows.append(
+                {
+                    "target task": task,
+                    "condition": cond,
+                    "lr": ", ".join(sorted({f"{lr:g}" for lr, _ in settings if lr is not None})) or "–",
+                    "weight decay": ", ".join(sorted({f"{wd:g}" for _, wd in settings if wd is not None})) or "–",
+                    "n runs": sum(r.condition == cond for r in here),
+                }
+            )
             if cond != baseline and base and settings != base:
                 warnings.append(
                     f"`{cond}` on `{task}` was trained with (lr, weight decay) {sorted(settings)} but its "
@@ -69,9 +73,13 @@ def optimizer_frame(runs: Sequence[RunRecord], baseline: str) -> tuple[pd.DataFr
 #: the measures of a start shown first, where recorded (the modular family's), then every other
 #: number the start's family recorded (a plugin's own measures)
 START_COLUMNS = (
-    ("test_acc", "test acc"), ("restricted_loss", "restricted loss"), ("restricted_acc", "restricted acc"),
-    ("excluded_loss", "excluded loss"), ("key_freqs", "key freqs"), ("restricted_test_gap", "restricted−test gap"),
-)  # fmt: skip
+    ("test_acc", "test acc"),
+    ("restricted_loss", "restricted loss"),
+    ("restricted_acc", "restricted acc"),
+    ("excluded_loss", "excluded loss"),
+    ("key_freqs", "key freqs"),
+    ("restricted_test_gap", "restricted−test gap"),
+)
 #: recorded with every start, and shown elsewhere (key freqs) or saying little about what the start is
 HIDDEN_MEASURES = frozenset({"epoch", "n_key_freqs", "train_loss", "test_loss", "excluded_acc"})
 
@@ -94,9 +102,12 @@ def start_frame(runs: Sequence[RunRecord], flag_gap: float = CIRCUIT_FLAG_GAP) -
             rows[key]["n runs"] += 1
             continue
         row: dict[str, Any] = {
-            "condition": r.condition, "source task": r.source_task, "source epoch": chosen.epoch,
-            "requested epoch": chosen.requested_epoch, "test acc": m.get("test_acc", chosen.test_acc),
-        }  # fmt: skip
+            "condition": r.condition,
+            "source task": r.source_task,
+            "source epoch": chosen.epoch,
+            "requested epoch": chosen.requested_epoch,
+            "test acc": m.get("test_acc", chosen.test_acc),
+        }
         for name, label in START_COLUMNS[1:]:
             row[label] = m.get(name)
         for name, value in m.items():
@@ -132,30 +143,42 @@ def start_sections(runs: Sequence[RunRecord], out_dir: Path, settings: AnalyzeJo
     opt, warnings = optimizer_frame(runs, a.baseline)
     sections = []
     if not opt.empty:
-        text = (f"Learning rate and weight decay of the `{a.baseline}` baseline beside every condition, per target "
-                "task (a speed-up is a fair comparison only when they match).")  # fmt: skip
-        text += "\n\n" + ("\n".join(f"- **Warning:** {w}" for w in warnings) if warnings else "All comparisons use the baseline's optimizer settings.")
+        text = (
+            f"Learning rate and weight decay of the `{a.baseline}` baseline beside every condition, per target "
+            "task (a speed-up is a fair comparison only when they match)."
+        )
+        text += "\n\n" + (
+            "\n".join(f"- **Warning:** {w}" for w in warnings)
+            if warnings
+            else "All comparisons use the baseline's optimizer settings."
+        )
         sections.append(ReportSection("Fair baselines", text, [ReportTable(opt, "")]))
     starts = start_frame(runs, a.circuit_flag_gap)
     if starts.empty:
         return sections
     starts.to_csv(out_dir / "starts.csv", index=False)
-    text = ("The source checkpoint each transfer start came from, with its progress measures as recorded at the "
-            f"start (`{SOURCE_FILE}`).")  # fmt: skip
+    text = (
+        "The source checkpoint each transfer start came from, with its progress measures as recorded at the "
+        f"start (`{SOURCE_FILE}`)."
+    )
     if "circuit forming" not in starts:
         shown = starts.map(_fmt)
         sections.append(ReportSection("Transfer starts", text, [ReportTable(shown, "")]))
         return sections
-    text += (f" `restricted−test gap` = restricted accuracy − test accuracy: above {a.circuit_flag_gap:g} with at "
-             "least one key frequency, the key frequencies alone already out-predict the model on held-out pairs, "
-             "i.e. circuit formation is under way.")  # fmt: skip
+    text += (
+        f" `restricted−test gap` = restricted accuracy − test accuracy: above {a.circuit_flag_gap:g} with at "
+        "least one key frequency, the key frequencies alone already out-predict the model on held-out pairs, "
+        "i.e. circuit formation is under way."
+    )
     flagged = starts[(starts.condition == "memorized") & (starts["circuit forming"] == True)]  # noqa: E712
     if len(flagged):
         text += "\n\n" + "\n".join(
             f"- **Flag:** the `memorized` start at source epoch {int(e)} ({s}) shows circuit formation under way "
             f"(restricted−test gap {g:.3f}, key freqs {k}): it is not a purely memorised start."
-            for e, s, g, k in zip(flagged["source epoch"], flagged["source task"], flagged["restricted−test gap"], flagged["key freqs"])
-        )  # fmt: skip
+            for e, s, g, k in zip(
+                flagged["source epoch"], flagged["source task"], flagged["restricted−test gap"], flagged["key freqs"]
+            )
+        )
     elif (starts.condition == "memorized").any():
         text += "\n\nNo `memorized` start shows circuit formation under way."
     sections.append(ReportSection("Transfer starts", text, [ReportTable(starts.map(_fmt), "")]))
@@ -169,14 +192,14 @@ class StartsSection(Section):
     writes = ("starts.csv",)
     provider = staticmethod(start_sections)
 
-    def applies(self, sweep: Sweep) -> Optional[str]:
+    def applies(self, sweep: Sweep) -> str | None:
         if any(r.lr is not None or r.weight_decay is not None for r in sweep.runs):
             return None
         if any(start_record(r) is not None for r in sweep.runs):
             return None
         return "the runs record neither optimizer settings nor transfer starts"
 
-    def build(self, sweep: Sweep) -> List[ReportSection]:
+    def build(self, sweep: Sweep) -> list[ReportSection]:
         out = start_sections(sweep.runs, sweep.out_dir, sweep.settings)
         if (sweep.out_dir / "starts.csv").is_file():
             sweep.add_file("starts_csv", sweep.out_dir / "starts.csv")

@@ -26,13 +26,13 @@ Every function takes a model (``HookedGrokTransformer``, a TransformerLens
 task (a task object, anything with an ``answer_set()`` method, or an :class:`AnswerSet`).
 """
 
+from . import readings as _readings  # noqa: F401  (registers the built-in readings)
 from .ablation import ablate, ablate_each_neuron, ablate_heads, ablate_neurons, ablate_subspace, failure_map
 from .answers import AnswerSet, Target, answer_set
 from .attribution import direct_logit_attribution, fourier_attribution
 from .measurements import Measurements
 from .processing import process_state_dict, process_weights
 from .reading import READINGS, Interpretation, Reading, interpret, register_reading
-from . import readings as _readings  # noqa: F401  (registers the built-in readings)
 from .representations import (
     attention_patterns,
     embedding_fourier_norms,
@@ -47,9 +47,33 @@ from .representations import (
 )
 
 __all__ = [
-    "READINGS", "Interpretation", "Measurements", "Reading", "interpret", "register_reading",
-    "AnswerSet", "Target", "ablate", "ablate_each_neuron", "ablate_heads", "ablate_neurons", "ablate_subspace",
-    "answer_set", "attention_patterns", "direct_logit_attribution", "embedding_fourier_norms", "embedding_pca",
-    "embedding_svd", "failure_map", "fourier_attribution", "neuron_clusters", "neuron_correlations", "probe_hooks",
-    "process_state_dict", "process_weights", "ridge_probe", "singular_spectra", "top_neuron_maps",
-]  # fmt: skip
+    "READINGS",
+    "Interpretation",
+    "Measurements",
+    "Reading",
+    "interpret",
+    "register_reading",
+    "AnswerSet",
+    "Target",
+    "ablate",
+    "ablate_each_neuron",
+    "ablate_heads",
+    "ablate_neurons",
+    "ablate_subspace",
+    "answer_set",
+    "attention_patterns",
+    "direct_logit_attribution",
+    "embedding_fourier_norms",
+    "embedding_pca",
+    "embedding_svd",
+    "failure_map",
+    "fourier_attribution",
+    "neuron_clusters",
+    "neuron_correlations",
+    "probe_hooks",
+    "process_state_dict",
+    "process_weights",
+    "ridge_probe",
+    "singular_spectra",
+    "top_neuron_maps",
+]

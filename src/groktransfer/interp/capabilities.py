@@ -12,7 +12,7 @@ class a model or a task is.
 from __future__ import annotations
 
 import re
-from typing import Any, FrozenSet
+from typing import Any
 
 from groktransfer.model.protocol import Reading as ModelReading
 from groktransfer.tasks.family import TaskCapability, task_capabilities
@@ -50,7 +50,7 @@ def is_hooked(model: Any) -> bool:
     return hasattr(model, "run_with_hooks") and hasattr(model, "hook_dict")
 
 
-def model_needs(model: Any) -> FrozenSet[Need]:
+def model_needs(model: Any) -> frozenset[Need]:
     """The capabilities ``model`` offers."""
     offered = frozenset(getattr(model, "readings", ()) or ())
     out = set()
@@ -71,7 +71,7 @@ def model_needs(model: Any) -> FrozenSet[Need]:
     return frozenset(out)
 
 
-def task_needs(task: Any, aset: AnswerSet | None = None) -> FrozenSet[Need]:
+def task_needs(task: Any, aset: AnswerSet | None = None) -> frozenset[Need]:
     """The capabilities ``task`` offers (``aset``: its answer view, if already built)."""
     declared = task_capabilities(task) if not isinstance(task, AnswerSet) else frozenset()
     aset = aset if aset is not None else answer_set(task)
@@ -87,7 +87,7 @@ def task_needs(task: Any, aset: AnswerSet | None = None) -> FrozenSet[Need]:
     return frozenset(out)
 
 
-def capabilities(model: Any, task: Any, aset: AnswerSet | None = None) -> FrozenSet[Need]:
+def capabilities(model: Any, task: Any, aset: AnswerSet | None = None) -> frozenset[Need]:
     """Everything the pair offers."""
     return model_needs(model) | task_needs(task, aset)
 

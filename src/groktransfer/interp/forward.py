@@ -12,10 +12,11 @@ TransformerLens ``HookedTransformer`` holding the same weights; a model without 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -23,7 +24,7 @@ import torch.nn.functional as F
 from .answers import AnswerSet
 from .circuit.attention import mean_last_query_attention
 
-FwdHooks = Sequence[Tuple[Any, Callable[..., Any]]]
+FwdHooks = Sequence[tuple[Any, Callable[..., Any]]]
 CHUNK = 4096
 
 
@@ -52,7 +53,7 @@ def answer_logits(model: Any, aset: AnswerSet, fwd_hooks: FwdHooks = (), chunk: 
     hooked = hasattr(model, "run_with_hooks")
     if fwd_hooks and not hooked:
         raise ValueError(f"{type(model).__name__} has no hook points to attach {len(fwd_hooks)} hook(s) to")
-    out: List[torch.Tensor] = []
+    out: list[torch.Tensor] = []
     with _eval_mode(model):
         for start in range(0, aset.n, chunk):
             batch = aset.tokens[start : start + chunk]
@@ -71,7 +72,7 @@ def last_logits(model: Any, tokens: torch.Tensor, chunk: int = 8192) -> torch.Te
         return torch.cat([model.forward_last(tokens[i : i + chunk]) for i in range(0, tokens.shape[0], chunk)])
 
 
-_MEMO: ContextVar[Optional[Dict[Tuple[int, int], Dict[str, torch.Tensor]]]] = ContextVar("interp_memo", default=None)
+_MEMO: ContextVar[dict[tuple[int, int], dict[str, torch.Tensor]] | None] = ContextVar("interp_memo", default=None)
 _LOGITS = "__answer_logits__"
 
 
@@ -90,8 +91,8 @@ def reuse_activations() -> Iterator[None]:
         _MEMO.reset(token)
 
 
-def _run(model: Any, aset: AnswerSet, names: Sequence[str], chunk: int) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
-    store: Dict[str, List[torch.Tensor]] = {name: [] for name in names}
+def _run(model: Any, aset: AnswerSet, names: Sequence[str], chunk: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    store: dict[str, list[torch.Tensor]] = {name: [] for name in names}
 
     def keep(act: torch.Tensor, hook: Any) -> None:
         store[hook.name].append(act.detach().float().clone())
@@ -101,7 +102,9 @@ def _run(model: Any, aset: AnswerSet, names: Sequence[str], chunk: int) -> Tuple
 
 
 @torch.no_grad()
-def run_cache(model: Any, aset: AnswerSet, names: Sequence[str], chunk: int = CHUNK) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
+def run_cache(
+    model: Any, aset: AnswerSet, names: Sequence[str], chunk: int = CHUNK
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """(answer logits [n, n_answers, v], {hook name: activation over all n inputs}) of the
     clean model.
 
@@ -146,7 +149,7 @@ def score(logits: torch.Tensor, labels: torch.Tensor) -> Score:
     return Score(ce.reshape(labels.shape), correct)
 
 
-def n_layers_heads(model: Any) -> Tuple[int, int]:
+def n_layers_heads(model: Any) -> tuple[int, int]:
     """(n_layers, n_heads) from the model's config (ours or TransformerLens'); (0, 0) for a model without heads."""
     cfg = getattr(model, "cfg", None) or getattr(model, "config", None)
     return int(getattr(cfg, "n_layers", 0) or 0), int(getattr(cfg, "n_heads", 0) or 0)
@@ -176,13 +179,13 @@ class AllInputsOutputs:
     mlp_block: int
 
 
-def _blocks_with(model: Any, pattern: re.Pattern) -> List[int]:
+def _blocks_with(model: Any, pattern: re.Pattern) -> list[int]:
     return sorted(int(m.group(1)) for name in model.hook_dict if (m := pattern.match(name)))
 
 
 @torch.no_grad()
 def run_all_inputs(
-    model: Any, tokens: torch.Tensor, mlp_block: Optional[int] = None, chunk: int = 4096
+    model: Any, tokens: torch.Tensor, mlp_block: int | None = None, chunk: int = 4096
 ) -> AllInputsOutputs:
     """Run ``model`` on ``tokens`` [n, n_ctx] in chunks and keep the analysed activations.
 
@@ -199,8 +202,8 @@ def run_all_inputs(
     if not mlp_blocks:
         raise ValueError("model has no blocks.{i}.mlp.hook_post hook point: no MLP neurons to analyse")
     block = mlp_blocks[-1] if mlp_block is None else int(mlp_block)
-    store: Dict[str, List[torch.Tensor]] = {"acts": []}
-    attn_sum: Dict[int, torch.Tensor] = {}
+    store: dict[str, list[torch.Tensor]] = {"acts": []}
+    attn_sum: dict[int, torch.Tensor] = {}
 
     def keep_acts(act: torch.Tensor, hook: Any) -> None:
         store["acts"].append(act[:, -1].detach().float())
@@ -212,7 +215,7 @@ def run_all_inputs(
 
         return fn
 
-    hooks = [(f"blocks.{block}.mlp.hook_post", keep_acts)]
+    hooks: list[tuple[str, Callable[..., Any]]] = [(f"blocks.{block}.mlp.hook_post", keep_acts)]
     last_block = max(attn_blocks + mlp_blocks)
     if block == last_block and f"blocks.{block}.hook_resid_mid" in model.hook_dict:
         # Everything after the last block's attention is per position and only the last
@@ -220,7 +223,7 @@ def run_all_inputs(
         # [n, 1, d] instead of [n, n_ctx, d] (the MLP is most of a forward's cost).
         hooks.append((f"blocks.{block}.hook_resid_mid", lambda resid, hook: resid[:, -1:]))
     hooks += [(f"blocks.{i}.attn.hook_pattern", add_pattern(i)) for i in attn_blocks]
-    logits: List[torch.Tensor] = []
+    logits: list[torch.Tensor] = []
     with _eval_mode(model), model.hooks(hooks):
         for start in range(0, tokens.shape[0], chunk):
             logits.append(model(tokens[start : start + chunk])[:, -1].detach().float())
@@ -229,4 +232,3 @@ def run_all_inputs(
     return AllInputsOutputs(
         logits=torch.cat(logits), neuron_acts=torch.cat(store["acts"]), attention=attention, mlp_block=block
     )
-

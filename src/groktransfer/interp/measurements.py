@@ -18,13 +18,14 @@ from __future__ import annotations
 
 import re
 import string
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
+from typing import Any
 
 import pandas as pd
 
 #: every label a quantity may carry, with the pattern its value has in a flat name
-LABELS: Dict[str, str] = {
+LABELS: dict[str, str] = {
     "kind": r"zero|mean",
     "site": r"[zqkv]",
     "layer": r"\d+",
@@ -56,7 +57,7 @@ class Quantity:
     doc: str = ""
 
     @property
-    def labels(self) -> Tuple[str, ...]:
+    def labels(self) -> tuple[str, ...]:
         return tuple(f for _, f, _, _ in string.Formatter().parse(self.flat) if f)
 
     def format(self, labels: Mapping[str, Any]) -> str:
@@ -72,13 +73,13 @@ class Quantity:
         return re.compile("".join(parts))
 
 
-def _q(name: str, flat: str, doc: str = "") -> Tuple[str, Quantity]:
+def _q(name: str, flat: str, doc: str = "") -> tuple[str, Quantity]:
     return name, Quantity(name, flat, doc)
 
 
 #: Every quantity a reading may measure. Order matters only for parsing flat names: a more
 #: specific template comes before a more general one it overlaps (``dla_head`` before ``dla``).
-QUANTITIES: Dict[str, Quantity] = dict(
+QUANTITIES: dict[str, Quantity] = dict(
     [
         # ---- every model
         _q("clean_acc", "clean_acc[{answer}]", "accuracy of the clean model at an answer position"),
@@ -86,9 +87,15 @@ QUANTITIES: Dict[str, Quantity] = dict(
         _q("eff_rank_ratio", "eff_rank_ratio[{weight}]", "effective rank of a weight matrix / a Gaussian control's"),
         _q("probe", "probe[{hook}@{position}->{target}]", "held-out R² or accuracy of a ridge probe"),
         # ---- attention heads
-        _q("head_d_loss", "head_{kind}_{site}_L{layer}H{head}_d_loss[{answer}]", "loss increase when one head is ablated"),
+        _q(
+            "head_d_loss",
+            "head_{kind}_{site}_L{layer}H{head}_d_loss[{answer}]",
+            "loss increase when one head is ablated",
+        ),
         _q("head_acc", "head_{kind}_{site}_L{layer}H{head}_acc[{answer}]", "accuracy when one head is ablated"),
-        _q("class_ablated_acc", "{ablation}_ablated_acc[{cls}/{answer}]", "accuracy per answer class after an ablation"),
+        _q(
+            "class_ablated_acc", "{ablation}_ablated_acc[{cls}/{answer}]", "accuracy per answer class after an ablation"
+        ),
         _q("clean_class_acc", "clean_class_acc[{cls}/{answer}]", "clean accuracy per answer class"),
         # ---- direct logit attribution
         _q("dla_completeness_error", "dla_completeness_error", "|parts + bias - logit| at the correct answers"),
@@ -109,7 +116,11 @@ QUANTITIES: Dict[str, Quantity] = dict(
         _q("qk_cd_share", "qk_cd_share[L{layer}H{head}/{answer}]", "mean-query attention on the corresponding digits"),
         _q("ov_freq1_share", "ov_freq1_share[{circuit}]", "share of an OV circuit's power at digit frequency 1"),
         _q("path_completeness_error", "path_completeness_error", "|paths + bias - logit| at the correct answers"),
-        _q("path_share_heads_to_last", "path_share_heads_to_last[{answer}]", "share of the logit through head -> last-layer head"),
+        _q(
+            "path_share_heads_to_last",
+            "path_share_heads_to_last[{answer}]",
+            "share of the logit through head -> last-layer head",
+        ),
         _q("path_top_share", "path_top_share[{answer}]", "share of the logit on the largest path"),
         _q("path_share", "path_share[{part}/{answer}]", "share of the correct logit on one path"),
         _q("wu_top_freq", "wu_top_freq", "W_U's strongest frequency over the answer tokens"),
@@ -122,9 +133,17 @@ QUANTITIES: Dict[str, Quantity] = dict(
         _q("wu_rebuilt_error", "wu_rebuilt_error", "relative error of W_U rebuilt from frequency 1"),
         _q("wu_rebuilt_acc", "wu_rebuilt_acc", "accuracy with that W_U"),
         _q("wu_clean_acc", "wu_clean_acc", "accuracy of the clean model (for the comparison)"),
-        _q("attn_class_tv", "attn_class_tv[L{layer}H{head}/{answer}/{cls}]", "attention difference between answer classes"),
+        _q(
+            "attn_class_tv",
+            "attn_class_tv[L{layer}H{head}/{answer}/{cls}]",
+            "attention difference between answer classes",
+        ),
         _q("prob_correct", "prob_correct_{stat}[{answer}]", "probability on the correct token"),
-        _q("class_d_loss", "class_d_loss[L{layer}H{head} {site} {kind}/{answer}/{cls}]", "loss increase per answer class"),
+        _q(
+            "class_d_loss",
+            "class_d_loss[L{layer}H{head} {site} {kind}/{answer}/{cls}]",
+            "loss increase per answer class",
+        ),
         _q("subset_d_loss", "subset_d_loss[L{layer}H{head} {site}/{subset}]", "loss increase within a carry subset"),
         _q("subset_n", "subset_n[{subset}]", "examples in a carry subset"),
         # ---- int_add family (the integer-sum model)
@@ -139,8 +158,8 @@ QUANTITIES: Dict[str, Quantity] = dict(
 )
 _PATTERNS = [(q, q.pattern) for q in QUANTITIES.values()]
 #: the label columns of a measurement table, in order
-LABEL_COLUMNS: Tuple[str, ...] = tuple(LABELS)
-COLUMNS: Tuple[str, ...] = ("quantity", *LABEL_COLUMNS, "value", "measure")
+LABEL_COLUMNS: tuple[str, ...] = tuple(LABELS)
+COLUMNS: tuple[str, ...] = ("quantity", *LABEL_COLUMNS, "value", "measure")
 
 
 def quantity(name: str) -> Quantity:
@@ -151,7 +170,7 @@ def quantity(name: str) -> Quantity:
         raise KeyError(f"undeclared quantity {name!r}; declared: {', '.join(QUANTITIES)}") from None
 
 
-def parse_flat(name: str) -> Optional[Tuple[str, Dict[str, Any]]]:
+def parse_flat(name: str) -> tuple[str, dict[str, Any]] | None:
     """(quantity, labels) of a flat name, or None for a name no quantity declares."""
     for q, pattern in _PATTERNS:
         m = pattern.fullmatch(name)
@@ -165,7 +184,7 @@ class Measurements:
     """A growing table of measurements (see the module docstring)."""
 
     def __init__(self) -> None:
-        self._rows: List[Dict[str, Any]] = []
+        self._rows: list[dict[str, Any]] = []
 
     def add(self, name: str, value: Any, **labels: Any) -> None:
         """Record ``value`` of quantity ``name`` with exactly its declared labels."""
@@ -185,7 +204,7 @@ class Measurements:
             df[col] = pd.array(df[col], dtype="Int64")
         return df
 
-    def flat(self) -> Dict[str, float]:
+    def flat(self) -> dict[str, float]:
         """{flat name: value}, in the order measured."""
         return {row["measure"]: row["value"] for row in self._rows}
 
@@ -198,16 +217,16 @@ class Measurements:
         rows = [r for r in self._rows if r["quantity"] == name and all(r[k] == v for k, v in labels.items())]
         return pd.DataFrame(rows, columns=[*q.labels, "value"])
 
-    def value(self, name: str, **labels: Any) -> Optional[float]:
+    def value(self, name: str, **labels: Any) -> float | None:
         """The one value of ``name`` with ``labels``, or None if it was not measured."""
         rows = self.select(name, **labels)
         return None if rows.empty else float(rows.value.iloc[-1])
 
-    def extend(self, other: "Measurements") -> None:
+    def extend(self, other: Measurements) -> None:
         self._rows.extend(other._rows)
 
     @classmethod
-    def from_rows(cls, rows: Iterable[Mapping[str, Any]]) -> "Measurements":
+    def from_rows(cls, rows: Iterable[Mapping[str, Any]]) -> Measurements:
         """Measurements from table rows (``quantity``, labels, ``value``) or from flat names
         (``measure``, ``value``): what ``interp_runs.csv`` and a scalars mapping hold."""
         out = cls()
@@ -226,7 +245,7 @@ class Measurements:
         return out
 
     @classmethod
-    def from_flat(cls, scalars: Mapping[str, Any]) -> "Measurements":
+    def from_flat(cls, scalars: Mapping[str, Any]) -> Measurements:
         """Measurements from ``{flat name: value}`` (names no quantity declares are left out)."""
         return cls.from_rows({"measure": k, "value": v} for k, v in scalars.items())
 

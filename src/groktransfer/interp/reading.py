@@ -19,9 +19,10 @@ are computed from the measurements.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Dict, FrozenSet, Iterator, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, ClassVar
 
 import pandas as pd
 import torch
@@ -35,7 +36,7 @@ from .measurements import Measurements, quantity
 from .settings import InterpSettings
 
 #: a figure of an interpretation: ``fn(res, path, dpi) -> path or None``
-FigureFn = Callable[["Interpretation", Path, int], Optional[Path]]
+FigureFn = Callable[["Interpretation", Path, int], Path | None]
 
 
 def family_key(task_name: str) -> str:
@@ -55,15 +56,15 @@ class Interpretation:
     why), ``ran`` (the readings that ran, in order)."""
 
     task: str
-    family: Optional[str] = None
+    family: str | None = None
     measurements: Measurements = field(default_factory=Measurements)
-    tables: Dict[str, pd.DataFrame] = field(default_factory=dict)
-    arrays: Dict[str, Any] = field(default_factory=dict)
-    notes: List[str] = field(default_factory=list)
-    ran: List[str] = field(default_factory=list)
+    tables: dict[str, pd.DataFrame] = field(default_factory=dict)
+    arrays: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    ran: list[str] = field(default_factory=list)
 
     @property
-    def scalars(self) -> Dict[str, float]:
+    def scalars(self) -> dict[str, float]:
         """The measurements by flat name (``head_mean_z_L0H1_d_loss[=]``): summary.json's spelling."""
         return self.measurements.flat()
 
@@ -84,9 +85,9 @@ class ReadingContext:
     settings: Any
     res: Interpretation
     clean: Score
-    offers: FrozenSet[Need]
-    effects: Dict[Tuple[int, int, str], Any] = field(default_factory=dict)
-    shared: Dict[str, Any] = field(default_factory=dict)
+    offers: frozenset[Need]
+    effects: dict[tuple[int, int, str], Any] = field(default_factory=dict)
+    shared: dict[str, Any] = field(default_factory=dict)
 
     @property
     def n_layers(self) -> int:
@@ -103,13 +104,13 @@ class Reading(ABC):
     #: its name in READINGS (and in notes)
     name: ClassVar[str] = ""
     #: what the (model, task) must offer
-    needs: ClassVar[FrozenSet[Need]] = frozenset()
+    needs: ClassVar[frozenset[Need]] = frozenset()
     #: family keys (``family_key``) it is about; None = every task
-    families: ClassVar[Optional[FrozenSet[str]]] = None
+    families: ClassVar[frozenset[str] | None] = None
     #: the quantities it measures (``measurements.QUANTITIES``): what findings may read of it
-    produces: ClassVar[Tuple[str, ...]] = ()
+    produces: ClassVar[tuple[str, ...]] = ()
     #: its figures: (file stem after ``interp_``, fn(res, path, dpi))
-    figures: ClassVar[Tuple[Tuple[str, FigureFn], ...]] = ()
+    figures: ClassVar[tuple[tuple[str, FigureFn], ...]] = ()
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -120,7 +121,7 @@ class Reading(ABC):
         """Whether ``analysis.interp`` switches it on (default: on)."""
         return True
 
-    def applies_to(self, model: Any, task: Any, aset: Optional[AnswerSet] = None) -> Optional[str]:
+    def applies_to(self, model: Any, task: Any, aset: AnswerSet | None = None) -> str | None:
         """None when it can read ``model`` on ``task``; else why not (what the pair does not offer)."""
         if self.families is not None and family_key(getattr(task, "name", "")) not in self.families:
             return f"only for {', '.join(sorted(self.families))}"
@@ -133,7 +134,7 @@ class Reading(ABC):
     def run(self, ctx: ReadingContext) -> None:
         """Measure into ``ctx.res``."""
 
-    def markdown(self, res: Interpretation) -> List[str]:
+    def markdown(self, res: Interpretation) -> list[str]:
         """Markdown lines of what it found (empty when it did not run)."""
         return []
 
@@ -154,17 +155,17 @@ def register_reading(reading: Reading) -> Reading:
     return READINGS.register(reading.name, reading)
 
 
-class FamilyReadings(Mapping[str, Tuple[Reading, ...]]):
+class FamilyReadings(Mapping[str, tuple[Reading, ...]]):
     """{family key: its own readings}: a view of READINGS (readings with ``families``)."""
 
-    def _table(self) -> Dict[str, Tuple[Reading, ...]]:
-        out: Dict[str, List[Reading]] = {}
+    def _table(self) -> dict[str, tuple[Reading, ...]]:
+        out: dict[str, list[Reading]] = {}
         for r in READINGS.in_order():
             for key in sorted(r.families or ()):
                 out.setdefault(key, []).append(r)
         return {k: tuple(v) for k, v in out.items()}
 
-    def __getitem__(self, key: str) -> Tuple[Reading, ...]:
+    def __getitem__(self, key: str) -> tuple[Reading, ...]:
         return self._table()[key]
 
     def __iter__(self) -> Iterator[str]:
@@ -177,7 +178,7 @@ class FamilyReadings(Mapping[str, Tuple[Reading, ...]]):
 FAMILY_READINGS = FamilyReadings()
 
 
-def readings_for(family: Optional[str]) -> Tuple[Reading, ...]:
+def readings_for(family: str | None) -> tuple[Reading, ...]:
     """A family's own readings (empty for a family without any)."""
     return FAMILY_READINGS.get(str(family), ())
 
@@ -194,10 +195,10 @@ def _prefetch(model: Any, aset: AnswerSet, settings: Any, hooks: Sequence[str]) 
     run_cache(model, aset, [n for n in dict.fromkeys(want) if n in model.hook_dict])
 
 
-def expand_hooks(patterns: Sequence[str], model: Any) -> List[str]:
+def expand_hooks(patterns: Sequence[str], model: Any) -> list[str]:
     """Hook names from patterns (``{L}`` = every layer) that the model has."""
     n_layers, _ = n_layers_heads(model)
-    out: List[str] = []
+    out: list[str] = []
     for pat in patterns:
         names = [pat.replace("{L}", str(layer)) for layer in range(n_layers)] if "{L}" in pat else [pat]
         out += [n for n in names if n in model.hook_dict and n not in out]

@@ -7,7 +7,6 @@ kept here so that ``groktransfer.interp`` needs nothing from the analysis layer 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import List
 
 from groktransfer.utils.choices import Choice
 
@@ -43,16 +42,18 @@ class InterpSettings:
     readings: bool = True
     # head ablations: the kinds to run (zero / mean) and the sites (z = the head's output;
     # q, k, v = its query / key / value input); [] = none
-    head_ablation: List[AblationKind] = field(default_factory=lambda: [AblationKind.mean])
-    head_sites: List[HeadSite] = field(default_factory=lambda: list(HeadSite))  # z, q, k, v: see head_ablation
+    head_ablation: list[AblationKind] = field(default_factory=lambda: [AblationKind.mean])
+    head_sites: list[HeadSite] = field(default_factory=lambda: list(HeadSite))  # z, q, k, v: see head_ablation
     dla: bool = True  # direct logit attribution per part and per output frequency
     embedding: bool = True  # PCA/SVD and Fourier norms of the operand embeddings
     # principal components of the embedding ablated one at a time (1 = PC1), with failure maps
-    pc_ablation: List[int] = field(default_factory=lambda: [1, 2])
+    pc_ablation: list[int] = field(default_factory=lambda: [1, 2])
     spectra: bool = True  # singular values against a Gaussian control
     probes: bool = True  # ridge probes of the declared targets
     # hook points probed at the answer positions; {L} = every layer
-    probe_hooks: List[str] = field(default_factory=lambda: ["blocks.{L}.hook_resid_mid", "blocks.{L}.hook_resid_post", "blocks.{L}.mlp.hook_post"])
+    probe_hooks: list[str] = field(
+        default_factory=lambda: ["blocks.{L}.hook_resid_mid", "blocks.{L}.hook_resid_post", "blocks.{L}.mlp.hook_post"]
+    )
     neurons: bool = True  # neuron clusters by frequency, correlations, top neuron maps
     key_freq_threshold: float = 0.85  # share of a neuron's variance at one frequency for it to count
     # neurons whose (a, b) maps are drawn

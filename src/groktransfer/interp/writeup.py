@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any
 
 from groktransfer.render import markdown_table
 
@@ -20,15 +20,27 @@ from .reading import READINGS, Interpretation, interpret
 md_table = markdown_table  # the one markdown table of the package (groktransfer.render)
 
 
-def sections(res: Interpretation) -> List[str]:
+def sections(res: Interpretation) -> list[str]:
     """Markdown paragraphs and tables, one block per reading that ran."""
-    out: List[str] = ["## Interpretability", ""]
+    out: list[str] = ["## Interpretability", ""]
     clean = res.measurements.select("clean_acc")
-    out += [f"Clean model on every input ({res.task}): " + ", ".join(f"{a}: acc {v:.4f}" for a, v in zip(clean.answer, clean.value)) + ".", ""]
+    out += [
+        f"Clean model on every input ({res.task}): "
+        + ", ".join(f"{a}: acc {v:.4f}" for a, v in zip(clean.answer, clean.value))
+        + ".",
+        "",
+    ]
     findings = findings_table(res.family, res.measurements)
     if not findings.empty:
-        out += ["### Findings", "", "Each claim the seed analysis makes about its own model, checked on this one "
-                "(the criterion is in the claim):", "", md_table(findings), ""]  # fmt: skip
+        out += [
+            "### Findings",
+            "",
+            "Each claim the seed analysis makes about its own model, checked on this one "
+            "(the criterion is in the claim):",
+            "",
+            md_table(findings),
+            "",
+        ]
     ran = set(res.ran)
     for reading in READINGS.in_order():
         if reading.name in ran:
@@ -37,7 +49,7 @@ def sections(res: Interpretation) -> List[str]:
     return out
 
 
-def summary_json(res: Interpretation) -> Dict[str, Any]:
+def summary_json(res: Interpretation) -> dict[str, Any]:
     """What ``summary.json`` holds of the interpretation: findings, every measurement by flat name, notes."""
     return {
         "task": res.task,
@@ -50,7 +62,7 @@ def summary_json(res: Interpretation) -> Dict[str, Any]:
     }
 
 
-def write_interpretation(model: Any, task: Any, out: Path, settings: Any = None, dpi: int = 130) -> Dict[str, Any]:
+def write_interpretation(model: Any, task: Any, out: Path, settings: Any = None, dpi: int = 130) -> dict[str, Any]:
     """Run :func:`interpret`, write figures and CSV tables under ``out``; return
     ``{"result", "figures", "markdown", "json"}``."""
     res = interpret(model, task, settings)

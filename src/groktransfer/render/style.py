@@ -9,7 +9,7 @@ the mapping is deterministic for a given set of conditions.
 
 from __future__ import annotations
 
-from typing import Dict, Iterable
+from collections.abc import Iterable
 
 FIXED_COLORS = {
     "grokked": "#1f77b4",  # blue
@@ -24,10 +24,10 @@ FALLBACK_COLORS = ["#009e73", "#cc79a7", "#d55e00", "#56b4e9", "#f0e442", "#0000
 PREFERRED_ORDER = ("grokked", "memorized", "random")
 
 
-def condition_colors(conditions: Iterable[str]) -> Dict[str, str]:
+def condition_colors(conditions: Iterable[str]) -> dict[str, str]:
     """Colour of each condition: fixed for known ones, fallback palette for the rest."""
     conditions = list(conditions)
-    out: Dict[str, str] = {c: FIXED_COLORS[c] for c in conditions if c in FIXED_COLORS}
+    out: dict[str, str] = {c: FIXED_COLORS[c] for c in conditions if c in FIXED_COLORS}
     unknown = sorted({c for c in conditions if c not in FIXED_COLORS})
     for i, c in enumerate(unknown):
         out[c] = FALLBACK_COLORS[i % len(FALLBACK_COLORS)]

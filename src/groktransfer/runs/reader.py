@@ -18,10 +18,11 @@ from __future__ import annotations
 import io
 import json
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any
 
 import pandas as pd
 import yaml
@@ -78,16 +79,20 @@ def _get(data: Mapping[str, Any], *keys: str) -> Any:
     return node
 
 
-def _int(data: Mapping[str, Any], *keys: str) -> Optional[int]:
+def _int(data: Mapping[str, Any], *keys: str) -> int | None:
     value = _get(data, *keys)
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or (isinstance(value, float) and not value.is_integer()):
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or (isinstance(value, float) and not value.is_integer())
+    ):
         raise _Invalid(f"{'.'.join(keys)}={value!r} is not an integer")
     return int(value)
 
 
-def _float(data: Mapping[str, Any], *keys: str) -> Optional[float]:
+def _float(data: Mapping[str, Any], *keys: str) -> float | None:
     value = _get(data, *keys)
     if value is None:
         return None
@@ -96,7 +101,7 @@ def _float(data: Mapping[str, Any], *keys: str) -> Optional[float]:
     return float(value)
 
 
-def _str(data: Mapping[str, Any], *keys: str) -> Optional[str]:
+def _str(data: Mapping[str, Any], *keys: str) -> str | None:
     value = _get(data, *keys)
     if value is None:
         return None
@@ -105,7 +110,7 @@ def _str(data: Mapping[str, Any], *keys: str) -> Optional[str]:
     return str(value)
 
 
-def _mapping(data: Mapping[str, Any], *keys: str) -> Dict[str, Any]:
+def _mapping(data: Mapping[str, Any], *keys: str) -> dict[str, Any]:
     value = _get(data, *keys)
     if value is None:
         return {}
@@ -130,7 +135,7 @@ def check_status(record: StatusRecord) -> StatusRecord:
         _float(data, key)
     for key in _STATUS_MAPPINGS:
         _mapping(data, key)
-    for key, entry in record.thresholds.items():  # {epoch, held}, or a bare epoch (older records)
+    for entry in record.thresholds.values():  # {epoch, held}, or a bare epoch (older records)
         _int(entry if isinstance(entry, Mapping) else {"epoch": entry}, "epoch")
     return record
 
@@ -144,20 +149,20 @@ class RunConfig:
     own schemas (``tasks.registry.typed_task`` types a task block). ``raw`` is the whole file.
     """
 
-    experiment: Optional[str] = None
-    seed: Optional[int] = None
-    task: Dict[str, Any] = field(default_factory=dict)
-    model: Dict[str, Any] = field(default_factory=dict)
-    transfer: Dict[str, Any] = field(default_factory=dict)
-    lr: Optional[float] = None
-    weight_decay: Optional[float] = None
-    max_epochs: Optional[int] = None
-    logger_group: Optional[str] = None
-    key_freq_threshold: Optional[float] = None
-    raw: Dict[str, Any] = field(default_factory=dict)
+    experiment: str | None = None
+    seed: int | None = None
+    task: dict[str, Any] = field(default_factory=dict)
+    model: dict[str, Any] = field(default_factory=dict)
+    transfer: dict[str, Any] = field(default_factory=dict)
+    lr: float | None = None
+    weight_decay: float | None = None
+    max_epochs: int | None = None
+    logger_group: str | None = None
+    key_freq_threshold: float | None = None
+    raw: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "RunConfig":
+    def from_dict(cls, data: Mapping[str, Any]) -> RunConfig:
         """The typed view of a config mapping; a field of the wrong type raises ``ValueError``."""
         return cls(
             experiment=_str(data, "experiment_name"),
@@ -174,23 +179,23 @@ class RunConfig:
         )
 
     @property
-    def task_name(self) -> Optional[str]:
+    def task_name(self) -> str | None:
         return _str(self.task, "name")
 
     @property
-    def condition(self) -> Optional[str]:
+    def condition(self) -> str | None:
         return _str(self.transfer, "name")
 
     @property
-    def source(self) -> Dict[str, Any]:
+    def source(self) -> dict[str, Any]:
         """``transfer.source``: the source task and seed a transfer run asks for."""
         return _mapping(self.transfer, "source")
 
     @property
-    def source_task(self) -> Optional[str]:
+    def source_task(self) -> str | None:
         return _str(self.transfer, "source", "task")
 
-    def criteria(self, condition: str) -> Optional[Dict[str, Any]]:
+    def criteria(self, condition: str) -> dict[str, Any] | None:
         """``transfer.<condition>``: a fixed condition's checkpoint criteria, if the config has them."""
         value = self.transfer.get(condition)
         return dict(value) if isinstance(value, Mapping) else None
@@ -205,37 +210,37 @@ class ChosenStart:
     (``transfer.source.path``): the file's epoch and the measures computed on it.
     """
 
-    epoch: Optional[int]
-    checkpoint: Optional[str] = None
-    condition: Optional[str] = None
-    requested_epoch: Optional[int] = None
-    train_acc: Optional[float] = None
-    test_acc: Optional[float] = None
-    measures: Dict[str, Any] = field(default_factory=dict)
+    epoch: int | None
+    checkpoint: str | None = None
+    condition: str | None = None
+    requested_epoch: int | None = None
+    train_acc: float | None = None
+    test_acc: float | None = None
+    measures: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
 class SourceRecord:
     """``source.json``: where a transfer run's initial weights came from."""
 
-    condition: Optional[str]
-    start: Optional[ChosenStart]
-    source_run_dir: Optional[str] = None  # a cached source run
-    source_path: Optional[str] = None  # or an explicit checkpoint file
-    source_format: Optional[str] = None
-    spec_task: Dict[str, Any] = field(default_factory=dict)  # the source run's task block
-    spec_model_seed: Optional[int] = None
-    components: Dict[str, str] = field(default_factory=dict)
-    copied: Optional[Tuple[str, ...]] = None  # parameter names copied from the source (plan.copied)
-    raw: Dict[str, Any] = field(default_factory=dict)
+    condition: str | None
+    start: ChosenStart | None
+    source_run_dir: str | None = None  # a cached source run
+    source_path: str | None = None  # or an explicit checkpoint file
+    source_format: str | None = None
+    spec_task: dict[str, Any] = field(default_factory=dict)  # the source run's task block
+    spec_model_seed: int | None = None
+    components: dict[str, str] = field(default_factory=dict)
+    copied: tuple[str, ...] | None = None  # parameter names copied from the source (plan.copied)
+    raw: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def from_dict(cls, data: Any) -> "SourceRecord":
+    def from_dict(cls, data: Any) -> SourceRecord:
         """The typed record; a record that is not a mapping or has a field of the wrong type raises ``ValueError``."""
         if not isinstance(data, Mapping):
             raise _Invalid("not a JSON object")
         chosen = _mapping(data, "chosen")
-        start: Optional[ChosenStart] = None
+        start: ChosenStart | None = None
         if chosen:
             start = ChosenStart(
                 epoch=_int(chosen, "epoch"),
@@ -247,7 +252,9 @@ class SourceRecord:
                 measures=_mapping(chosen, "measures"),
             )
         elif _get(data, "source_path") is not None:
-            start = ChosenStart(epoch=_int(data, "epoch"), checkpoint=_str(data, "source_path"), measures=_mapping(data, "measures"))
+            start = ChosenStart(
+                epoch=_int(data, "epoch"), checkpoint=_str(data, "source_path"), measures=_mapping(data, "measures")
+            )
         copied = _get(data, "plan", "copied")
         if copied is not None and not isinstance(copied, list):
             raise _Invalid("plan.copied is not a list")
@@ -273,7 +280,7 @@ class SourceRecord:
 
 
 # --------------------------------------------------------------------------- tables
-def read_table(path: Path) -> Tuple[Optional[pd.DataFrame], Optional[str]]:
+def read_table(path: Path) -> tuple[pd.DataFrame | None, str | None]:
     """(table, problem) of a metrics or measures CSV; (None, None) when the file is absent or empty.
 
     Rows are sorted by epoch and a repeated epoch keeps its last row (a resumed run may append
@@ -282,7 +289,7 @@ def read_table(path: Path) -> Tuple[Optional[pd.DataFrame], Optional[str]]:
     """
     if not path.is_file() or path.stat().st_size == 0:
         return None, None
-    skipped: List[Any] = []
+    skipped: list[Any] = []
     try:
         text = path.read_text(encoding="utf-8")
         df = pd.read_csv(io.StringIO(text), on_bad_lines=lambda line: skipped.append(line), engine="python")
@@ -312,11 +319,11 @@ class RunContents:
 
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
-        self.problems: List[FileProblem] = []
-        self.status: Optional[StatusRecord] = None
+        self.problems: list[FileProblem] = []
+        self.status: StatusRecord | None = None
         self.status_present = (self.path / STATUS_FILE).exists()
         self.config = RunConfig()
-        self.source: Optional[SourceRecord] = None
+        self.source: SourceRecord | None = None
         self._read_status()
         self._read_config()
         self._read_source()
@@ -364,24 +371,24 @@ class RunContents:
         except (OSError, UnicodeDecodeError, ValueError) as exc:
             self._problem(SOURCE_FILE, f"not a source record: {exc}")
 
-    def _table(self, name: str) -> Optional[pd.DataFrame]:
+    def _table(self, name: str) -> pd.DataFrame | None:
         df, problem = read_table(self.path / name)
         if problem:
             self._problem(name, problem)
         return df
 
     @cached_property
-    def metrics(self) -> Optional[pd.DataFrame]:
+    def metrics(self) -> pd.DataFrame | None:
         """``metrics.csv`` (sorted by epoch), or None when absent, empty or unreadable."""
         return self._table(METRICS_FILE)
 
     @cached_property
-    def measures(self) -> Optional[pd.DataFrame]:
+    def measures(self) -> pd.DataFrame | None:
         """``measures.csv`` (sorted by epoch), or None when absent, empty or unreadable."""
         return self._table(MEASURES_FILE)
 
     @property
-    def final_checkpoint(self) -> Optional[Path]:
+    def final_checkpoint(self) -> Path | None:
         """``checkpoints/final.pt`` if the run wrote it."""
         path = self.path / CHECKPOINT_DIR / FINAL_CHECKPOINT
         return path if path.is_file() else None
@@ -394,7 +401,11 @@ class RunContents:
             self.config.seed,
             self.status.seed if self.status else None,
         ):
-            if isinstance(value, (int, float)) and not isinstance(value, bool) and not (isinstance(value, float) and math.isnan(value)):
+            if (
+                isinstance(value, (int, float))
+                and not isinstance(value, bool)
+                and not (isinstance(value, float) and math.isnan(value))
+            ):
                 return int(value)
         return 0
 
@@ -405,6 +416,6 @@ def read_run(path: Path | str) -> RunContents:
     return RunContents(path)
 
 
-def problems_of(runs: Sequence[RunContents]) -> List[FileProblem]:
+def problems_of(runs: Sequence[RunContents]) -> list[FileProblem]:
     """Every problem of ``runs``, in order."""
     return [p for r in runs for p in r.problems]

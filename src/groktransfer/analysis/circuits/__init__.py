@@ -15,9 +15,10 @@ Entry points:
 """
 
 from groktransfer.interp.circuit.profile import CircuitProfile, profile_checkpoint, profile_model
+from groktransfer.interp.circuit.similarity import compare_profiles
+
 from .section import circuit_sections
 from .single import analyze_checkpoint
-from groktransfer.interp.circuit.similarity import compare_profiles
 from .sweep import analyse_sweep
 
 __all__ = [

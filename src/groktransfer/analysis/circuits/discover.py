@@ -20,9 +20,10 @@ which is what makes neuron-by-neuron comparisons meaningful:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any
 
 from groktransfer.runs.reader import RunConfig, RunContents, SourceRecord, read_run
 from groktransfer.runs.rundir import CHECKPOINT_DIR, CONFIG_FILE, FINAL_CHECKPOINT, SOURCE_FILE
@@ -30,7 +31,7 @@ from groktransfer.tasks.modular import Task
 
 from ..collect import RunRecord
 
-Lineage = Tuple[Any, ...]
+Lineage = tuple[Any, ...]
 COPIED, SAME_INIT, INDEPENDENT = "copied from source", "same init as source", "independent"
 
 
@@ -59,8 +60,8 @@ class CheckpointRef:
     path: Path
     task: TaskRef
     label: str
-    lineage: Optional[Lineage]
-    epoch: Optional[int] = None
+    lineage: Lineage | None
+    epoch: int | None = None
     role: str = ""  # "reference", "start:grokked", "final", ...
 
 
@@ -70,11 +71,11 @@ class SourceGroup:
 
     key: str
     task: TaskRef
-    lineage: Optional[Lineage]
-    model_seed: Optional[int] = None
-    reference: Optional[CheckpointRef] = None
-    starts: Dict[str, CheckpointRef] = field(default_factory=dict)  # by resolved path
-    problems: List[str] = field(default_factory=list)
+    lineage: Lineage | None
+    model_seed: int | None = None
+    reference: CheckpointRef | None = None
+    starts: dict[str, CheckpointRef] = field(default_factory=dict)  # by resolved path
+    problems: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -83,10 +84,10 @@ class TargetRun:
 
     record: RunRecord
     condition: str
-    seed: Optional[int]
+    seed: int | None
     final: CheckpointRef
-    source_key: Optional[str] = None
-    start: Optional[CheckpointRef] = None
+    source_key: str | None = None
+    start: CheckpointRef | None = None
     lineage_kind: str = INDEPENDENT
 
     @property
@@ -97,14 +98,14 @@ class TargetRun:
 
 @dataclass
 class SweepPlan:
-    targets: List[TargetRun] = field(default_factory=list)
-    sources: Dict[str, SourceGroup] = field(default_factory=dict)
-    skipped: List[Dict[str, Any]] = field(default_factory=list)
-    notes: List[str] = field(default_factory=list)
+    targets: list[TargetRun] = field(default_factory=list)
+    sources: dict[str, SourceGroup] = field(default_factory=dict)
+    skipped: list[dict[str, Any]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
 
 # --------------------------------------------------------------------------- reading
-def _first_int(*values: Any) -> Optional[int]:
+def _first_int(*values: Any) -> int | None:
     for v in values:
         if v is not None:
             try:
@@ -119,7 +120,7 @@ def contents_of(record: RunRecord) -> RunContents:
     return record.contents if record.contents is not None else read_run(record.run_dir)
 
 
-def _locate(recorded: Optional[str], search_roots: Sequence[Path], tail: Sequence[str]) -> Optional[Path]:
+def _locate(recorded: str | None, search_roots: Sequence[Path], tail: Sequence[str]) -> Path | None:
     """A recorded absolute path, or -- for a sweep moved to another machine -- the same
     file found under one of ``search_roots`` by its last path components ``tail``."""
     if recorded:
@@ -133,10 +134,10 @@ def _locate(recorded: Optional[str], search_roots: Sequence[Path], tail: Sequenc
     return None
 
 
-def _source_search_roots(record: RunRecord, source_run_dir: Optional[str]) -> List[Path]:
+def _source_search_roots(record: RunRecord, source_run_dir: str | None) -> list[Path]:
     """Where a source run dir may live: as recorded, or in a ``.sources`` cache next to
     the sweep or one of its parents (``paths.source_cache`` defaults to ``<root>/.sources``)."""
-    roots: List[Path] = []
+    roots: list[Path] = []
     if source_run_dir:
         roots.append(Path(source_run_dir))
         name = Path(source_run_dir).name
@@ -146,7 +147,7 @@ def _source_search_roots(record: RunRecord, source_run_dir: Optional[str]) -> Li
 
 
 # --------------------------------------------------------------------------- planning
-def _target_task(contents: RunContents, record: RunRecord) -> Optional[TaskRef]:
+def _target_task(contents: RunContents, record: RunRecord) -> TaskRef | None:
     task = contents.config.task
     status = contents.status
     name = task.get("name") or record.task
@@ -157,7 +158,7 @@ def _target_task(contents: RunContents, record: RunRecord) -> Optional[TaskRef]:
     return TaskRef(str(name), p, float(frac) if frac is not None else 0.3, contents.data_seed())
 
 
-def _configured_source(config: RunConfig, target: TaskRef) -> Tuple[Optional[TaskRef], Optional[int]]:
+def _configured_source(config: RunConfig, target: TaskRef) -> tuple[TaskRef | None, int | None]:
     """The source task and seed a run's config asks for (used to pair random runs with
     the source their transfer siblings used)."""
     src = config.source
@@ -165,8 +166,8 @@ def _configured_source(config: RunConfig, target: TaskRef) -> Tuple[Optional[Tas
         return None, None
     seed = _first_int(src.get("source_seed"), config.seed)
     p = _first_int(src.get("p"), target.p)
-    frac = src.get("frac_train") if src.get("frac_train") is not None else target.frac_train
-    return TaskRef(str(src["task"]), int(p or target.p), float(frac), int(seed or 0)), seed
+    frac = float(src["frac_train"]) if src.get("frac_train") is not None else target.frac_train
+    return TaskRef(str(src["task"]), int(p or target.p), frac, int(seed or 0)), seed
 
 
 @dataclass
@@ -174,18 +175,19 @@ class _SourceFacts:
     """What one run's source record says about its source."""
 
     key: str
-    task: Optional[TaskRef]
+    task: TaskRef | None
     lineage: Lineage
-    model_seed: Optional[int]
-    roots: List[Path]  # where the source run dir may be (empty for a plain file)
-    start_path: Optional[Path]
+    model_seed: int | None
+    roots: list[Path]  # where the source run dir may be (empty for a plain file)
+    start_path: Path | None
     start_recorded: str
     start_role: str  # condition that chose the checkpoint, or "file"
-    start_epoch: Optional[int]
+    start_epoch: int | None
 
 
-def _facts_from_source_record(record: RunRecord, sj: SourceRecord, config: RunConfig, target: TaskRef
-                              ) -> Optional[_SourceFacts]:  # fmt: skip
+def _facts_from_source_record(
+    record: RunRecord, sj: SourceRecord, config: RunConfig, target: TaskRef
+) -> _SourceFacts | None:
     """Read a source record: a cached source run (``source_run_dir`` + ``chosen``) or an
     explicit source file (``source_path``)."""
     chosen = sj.start if sj.source_path is None else None
@@ -194,8 +196,12 @@ def _facts_from_source_record(record: RunRecord, sj: SourceRecord, config: RunCo
         spec_task = sj.spec_task
         task = configured
         if spec_task.get("name") and spec_task.get("p") is not None:
-            task = TaskRef(str(spec_task["name"]), int(spec_task["p"]), float(spec_task.get("frac_train", 0.3)),
-                           int(spec_task.get("data_seed", 0)))  # fmt: skip
+            task = TaskRef(
+                str(spec_task["name"]),
+                int(spec_task["p"]),
+                float(spec_task.get("frac_train", 0.3)),
+                int(spec_task.get("data_seed", 0)),
+            )
         model_seed = _first_int(sj.spec_model_seed, seed)
         recorded = str((chosen.checkpoint if chosen is not None else None) or "")
         key = str(sj.source_run_dir or Path(recorded).parent.parent)
@@ -212,8 +218,9 @@ def _facts_from_source_record(record: RunRecord, sj: SourceRecord, config: RunCo
     return None
 
 
-def _register_source(record: RunRecord, facts: _SourceFacts, plan: SweepPlan
-                     ) -> Tuple[Optional[SourceGroup], Optional[CheckpointRef]]:  # fmt: skip
+def _register_source(
+    record: RunRecord, facts: _SourceFacts, plan: SweepPlan
+) -> tuple[SourceGroup | None, CheckpointRef | None]:
     """Add the source (and the checkpoint this run started from) to ``plan``.
 
     The reference for "similarity to the source" is the grokked checkpoint (the one the
@@ -228,8 +235,9 @@ def _register_source(record: RunRecord, facts: _SourceFacts, plan: SweepPlan
         group = plan.sources[facts.key] = SourceGroup(facts.key, facts.task, facts.lineage, facts.model_seed)
         final = _locate(None, facts.roots, [CHECKPOINT_DIR, FINAL_CHECKPOINT]) if facts.roots else None
         if final is not None:
-            group.reference = CheckpointRef(final, facts.task, f"source {facts.task.pretty} (final)", facts.lineage,
-                                            role="reference:final")  # fmt: skip
+            group.reference = CheckpointRef(
+                final, facts.task, f"source {facts.task.pretty} (final)", facts.lineage, role="reference:final"
+            )
     if facts.start_path is None:
         group.problems.append(f"{record.name}: source checkpoint {facts.start_recorded or '(not recorded)'} not found")
         return group, None
@@ -238,8 +246,14 @@ def _register_source(record: RunRecord, facts: _SourceFacts, plan: SweepPlan
     if start is None:
         what = "file" if facts.start_role == "file" else f"{facts.start_role} ckpt"
         epoch = f", epoch {facts.start_epoch}" if facts.start_epoch is not None else ""
-        start = CheckpointRef(facts.start_path, facts.task, f"source {facts.task.pretty} ({what}{epoch})",
-                              facts.lineage, epoch=facts.start_epoch, role=f"start:{facts.start_role}")  # fmt: skip
+        start = CheckpointRef(
+            facts.start_path,
+            facts.task,
+            f"source {facts.task.pretty} ({what}{epoch})",
+            facts.lineage,
+            epoch=facts.start_epoch,
+            role=f"start:{facts.start_role}",
+        )
         group.starts[start_key] = start
         if facts.start_role in ("grokked", "file"):
             group.reference = start
@@ -250,11 +264,13 @@ def plan_sweep(runs: Sequence[RunRecord]) -> SweepPlan:
     """Decide what to analyse: completed runs with a final checkpoint, their sources, and
     the list of runs skipped (with why)."""
     plan = SweepPlan()
-    pending: List[Tuple[TargetRun, RunConfig, Optional[int]]] = []
+    pending: list[tuple[TargetRun, RunConfig, int | None]] = []
     for rec in runs:
         info = {"run": rec.name, "condition": rec.condition, "seed": rec.seed, "status": rec.status_label}
         if not rec.completed:
-            plan.skipped.append({**info, "why": f"status {rec.status_label}" + (f": {rec.reason}" if rec.reason else "")})
+            plan.skipped.append(
+                {**info, "why": f"status {rec.status_label}" + (f": {rec.reason}" if rec.reason else "")}
+            )
             continue
         contents = contents_of(rec)
         final = contents.final_checkpoint
@@ -266,7 +282,9 @@ def plan_sweep(runs: Sequence[RunRecord]) -> SweepPlan:
         if task is None:
             plan.skipped.append({**info, "why": f"task name / p not recorded in {CONFIG_FILE}"})
             continue
-        model_seed = _first_int(status.model_seed if status else None, config.model.get("model_seed"), config.seed, rec.seed)
+        model_seed = _first_int(
+            status.model_seed if status else None, config.model.get("model_seed"), config.seed, rec.seed
+        )
         own: Lineage = ("seed", model_seed) if model_seed is not None else ("run", str(rec.run_dir))
         condition = rec.condition or "unknown"
         target = TargetRun(rec, condition, rec.seed, CheckpointRef(final, task, "", own, role="final"))
@@ -279,12 +297,17 @@ def plan_sweep(runs: Sequence[RunRecord]) -> SweepPlan:
                 target.final.lineage, target.lineage_kind = group.lineage, COPIED
         pending.append((target, config, model_seed))
     # Fresh-start runs: pair with the source their config names (same task, p and seed).
-    for target, cfg, model_seed in pending:
+    for target, cfg, _model_seed in pending:
         if target.source_key is None:
             src_task, seed = _configured_source(cfg, target.final.task)
-            matches = [g for g in plan.sources.values()
-                       if src_task is not None and g.task.name == src_task.name and g.task.p == src_task.p
-                       and (seed is None or g.model_seed in (None, seed))]  # fmt: skip
+            matches = [
+                g
+                for g in plan.sources.values()
+                if src_task is not None
+                and g.task.name == src_task.name
+                and g.task.p == src_task.p
+                and (seed is None or g.model_seed in (None, seed))
+            ]
             if len(matches) == 1:
                 target.source_key = matches[0].key
             elif len(plan.sources) == 1:

@@ -7,7 +7,7 @@ spectra, probes, neurons (cluster ablations, target-correlated neurons), attenti
 
 from __future__ import annotations
 
-from typing import Any, List, Optional
+from typing import Any
 
 import pandas as pd
 
@@ -36,8 +36,8 @@ def record_failure(ctx: ReadingContext, key: str, effect: ablation.AblationEffec
             ctx.res.add("clean_class_acc", r.clean_acc, cls=r.cls, answer=r.answer)
 
 
-def failures_markdown(res: Interpretation, keys: List[str]) -> List[str]:
-    out: List[str] = []
+def failures_markdown(res: Interpretation, keys: list[str]) -> list[str]:
+    out: list[str] = []
     for key in keys:
         t = res.tables.get(f"failures_{key}")
         if t is not None:
@@ -45,7 +45,7 @@ def failures_markdown(res: Interpretation, keys: List[str]) -> List[str]:
     return out
 
 
-def head_ablation_view(res: Interpretation, kind: str) -> Optional[pd.DataFrame]:
+def head_ablation_view(res: Interpretation, kind: str) -> pd.DataFrame | None:
     """Wide table: one row per (head, answer), loss increase and accuracy per ablated site."""
     t = res.tables.get(f"head_ablation_{kind}")
     if t is None:
@@ -68,7 +68,7 @@ class HeadAblation(Reading):
         return bool(settings.head_ablation)
 
     def run(self, ctx: ReadingContext) -> None:
-        worst: Optional[ablation.AblationEffect] = None
+        worst: ablation.AblationEffect | None = None
         sites = [str(x) for x in ctx.settings.head_sites]
         for kind in map(str, ctx.settings.head_ablation):
             table, effects = ablation.ablate_heads(ctx.model, ctx.aset, kind=kind, sites=sites)
@@ -87,15 +87,21 @@ class HeadAblation(Reading):
         if worst is not None:
             record_failure(ctx, "worst_head", worst)
 
-    def markdown(self, res: Interpretation) -> List[str]:
-        out: List[str] = []
+    def markdown(self, res: Interpretation) -> list[str]:
+        out: list[str] = []
         for key in [k for k in res.tables if k.startswith("head_ablation_")]:
             kind = key.split("_")[-1]
             view = head_ablation_view(res, kind)
             assert view is not None
-            out += [f"### Head ablations ({kind})", "", "Loss increase and accuracy when one head's output (z) or its "
-                    "query/key/value input (q/k/v) is replaced by its mean (or zero) over all inputs.", "",
-                    _md(view), ""]  # fmt: skip
+            out += [
+                f"### Head ablations ({kind})",
+                "",
+                "Loss increase and accuracy when one head's output (z) or its "
+                "query/key/value input (q/k/v) is replaced by its mean (or zero) over all inputs.",
+                "",
+                _md(view),
+                "",
+            ]
         return out + failures_markdown(res, ["worst_head"])
 
 
@@ -113,21 +119,30 @@ class NeuronFrequencies(Reading):
         layer = ctx.n_layers - 1
         if not has_mlp(ctx.model, layer):
             raise ValueError(f"block {layer} has no MLP")
-        cl = representations.neuron_clusters(ctx.model, ctx.task, layer=layer, threshold=ctx.settings.key_freq_threshold)
+        cl = representations.neuron_clusters(
+            ctx.model, ctx.task, layer=layer, threshold=ctx.settings.key_freq_threshold
+        )
         ctx.shared["clusters"] = cl
         ctx.res.arrays["clusters"] = cl
         ctx.res.arrays["key_freqs"] = list(cl.key_freqs)
-        ctx.res.tables["neuron_clusters"] = pd.DataFrame({"freq": range(1, len(cl.counts) + 1), "neurons": cl.counts.numpy()})
+        ctx.res.tables["neuron_clusters"] = pd.DataFrame(
+            {"freq": range(1, len(cl.counts) + 1), "neurons": cl.counts.numpy()}
+        )
         ctx.res.add("n_key_freqs", len(cl.key_freqs))
         ctx.res.add("frac_neurons_clustered", float(cl.counted.double().mean()))
 
-    def markdown(self, res: Interpretation) -> List[str]:
+    def markdown(self, res: Interpretation) -> list[str]:
         if "neuron_clusters" not in res.tables:
             return []
         keys = res.arrays.get("key_freqs", [])
         frac = res.measurements.value("frac_neurons_clustered") or 0.0
-        return ["### Neurons", "", "Key input frequencies (neurons with more than `analysis.interp.key_freq_threshold` of "
-                f"their variance at one frequency on the (a, b) grid): {keys}; {frac:.1%} of neurons clustered.", ""]  # fmt: skip
+        return [
+            "### Neurons",
+            "",
+            "Key input frequencies (neurons with more than `analysis.interp.key_freq_threshold` of "
+            f"their variance at one frequency on the (a, b) grid): {keys}; {frac:.1%} of neurons clustered.",
+            "",
+        ]
 
 
 class DirectLogitAttribution(Reading):
@@ -159,27 +174,41 @@ class DirectLogitAttribution(Reading):
             else:
                 ctx.res.add("dla", r.mean, part=r.part, answer=r.answer)
         if Need.fourier in ctx.offers:
-            top_parts = table[table.part != "bias"].assign(a=lambda d: d["mean"].abs()).sort_values("a", ascending=False)
+            top_parts = (
+                table[table.part != "bias"].assign(a=lambda d: d["mean"].abs()).sort_values("a", ascending=False)
+            )
             parts = list(dict.fromkeys(list(heads) + list(top_parts.part[:8])))
             ctx.res.tables["dla_fourier"] = attribution.fourier_attribution(attr, ctx.aset.out_modulus, parts)
 
-    def markdown(self, res: Interpretation) -> List[str]:
+    def markdown(self, res: Interpretation) -> list[str]:
         if "dla" not in res.tables:
             return []
         t = res.tables["dla"]
-        top = t.assign(a=t["mean"].abs()).sort_values(["answer", "a"], ascending=[True, False]).groupby("answer").head(12)
+        top = (
+            t.assign(a=t["mean"].abs()).sort_values(["answer", "a"], ascending=[True, False]).groupby("answer").head(12)
+        )
         err = res.measurements.value("dla_completeness_error")
-        out = ["### Direct logit attribution", "",
-               f"Mean contribution of each part to the correct answer's centred logit; parts plus bias reproduce the "
-               f"logit to {err:.2g} (completeness check).", "", _md(top.drop(columns="a")), ""]  # fmt: skip
+        out = [
+            "### Direct logit attribution",
+            "",
+            f"Mean contribution of each part to the correct answer's centred logit; parts plus bias reproduce the "
+            f"logit to {err:.2g} (completeness check).",
+            "",
+            _md(top.drop(columns="a")),
+            "",
+        ]
         f = res.tables.get("dla_fourier")
         if f is not None and not f.empty:
             best = f.assign(a=f["mean"].abs()).sort_values("a", ascending=False).groupby(["answer", "part"]).head(3)
             best = best.groupby(["answer", "part"], sort=False).apply(
                 lambda d: ", ".join(f"{int(w)}: {m:.3g}" for w, m in zip(d.freq, d["mean"])), include_groups=False
             )
-            out += ["Largest output frequencies of each part's contribution (freq: mean contribution):", "",
-                    _md(best.rename("top frequencies").reset_index()), ""]  # fmt: skip
+            out += [
+                "Largest output frequencies of each part's contribution (freq: mean contribution):",
+                "",
+                _md(best.rename("top frequencies").reset_index()),
+                "",
+            ]
         return out
 
 
@@ -189,7 +218,13 @@ class Embedding(Reading):
 
     name = "embedding"
     needs = frozenset({Need.hooks, Need.embedding, Need.operands})
-    produces = ("embed_pc_explained", "embed_fourier_gini", "embed_top_freq", "embed_pc_ablated_acc", "class_ablated_acc")
+    produces = (
+        "embed_pc_explained",
+        "embed_fourier_gini",
+        "embed_top_freq",
+        "embed_pc_ablated_acc",
+        "class_ablated_acc",
+    )
     figures = (("embedding", plots.plot_embedding),)
 
     def enabled(self, settings: Any) -> bool:
@@ -199,7 +234,9 @@ class Embedding(Reading):
         res, aset = ctx.res, ctx.aset
         pca = representations.embedding_pca(ctx.model, aset)
         res.arrays["embedding_pca"] = pca
-        res.tables["embedding_pca"] = pd.DataFrame({"pc": range(1, len(pca.explained) + 1), "explained": pca.explained.numpy()})
+        res.tables["embedding_pca"] = pd.DataFrame(
+            {"pc": range(1, len(pca.explained) + 1), "explained": pca.explained.numpy()}
+        )
         for k in range(min(3, len(pca.explained))):
             res.add("embed_pc_explained", float(pca.explained[k]), k=k + 1)
         if Need.fourier in ctx.offers:
@@ -211,30 +248,50 @@ class Embedding(Reading):
         for k in ctx.settings.pc_ablation:
             if k > len(pca.explained):
                 continue
-            eff = ablation.ablate_subspace(ctx.model, aset, "hook_embed", pca.components[k - 1 : k].float(), kind="mean",
-                                           positions=list(aset.operand_positions), name=f"embedding PC{k}", clean=ctx.clean)  # fmt: skip
+            eff = ablation.ablate_subspace(
+                ctx.model,
+                aset,
+                "hook_embed",
+                pca.components[k - 1 : k].float(),
+                kind="mean",
+                positions=list(aset.operand_positions),
+                name=f"embedding PC{k}",
+                clean=ctx.clean,
+            )
             rows += eff.rows(aset, pc=k)
             res.add("embed_pc_ablated_acc", float(eff.ablated.acc.mean()), k=int(k))
             record_failure(ctx, f"pc{k}", eff)
         if rows:
             res.tables["pc_ablation"] = pd.DataFrame(rows)
 
-    def markdown(self, res: Interpretation) -> List[str]:
+    def markdown(self, res: Interpretation) -> list[str]:
         if "embedding_pca" not in res.tables:
             return []
         ev = res.tables["embedding_pca"].head(5)
-        out = ["### Embedding", "",
-               "Explained variance of the first PCs: " + ", ".join(f"PC{int(r.pc)} {r.explained:.1%}" for r in ev.itertuples()) + "."]  # fmt: skip
+        out = [
+            "### Embedding",
+            "",
+            "Explained variance of the first PCs: "
+            + ", ".join(f"PC{int(r.pc)} {r.explained:.1%}" for r in ev.itertuples())
+            + ".",
+        ]
         fn = res.tables.get("embedding_fourier")
         if fn is not None:
             top = fn.iloc[1:].sort_values("norm", ascending=False).head(5)
-            out.append(f"Largest W_E Fourier norms (mod {fn.attrs['modulus']}): "
-                       + ", ".join(f"freq {int(r.freq)}: {r.norm:.3g}" for r in top.itertuples()) + f"; Gini {fn.attrs['gini']:.3f}.")  # fmt: skip
+            out.append(
+                f"Largest W_E Fourier norms (mod {fn.attrs['modulus']}): "
+                + ", ".join(f"freq {int(r.freq)}: {r.norm:.3g}" for r in top.itertuples())
+                + f"; Gini {fn.attrs['gini']:.3f}."
+            )
         out.append("")
         if "pc_ablation" in res.tables:
-            out += ["Ablating one embedding principal component (mean, at the operand positions):", "",
-                    _md(res.tables["pc_ablation"][["pc", "answer", "acc", "d_acc", "d_loss", "n_broken"]]), ""]  # fmt: skip
-        keys = [k[len("failures_"):] for k in res.tables if k.startswith("failures_pc")]
+            out += [
+                "Ablating one embedding principal component (mean, at the operand positions):",
+                "",
+                _md(res.tables["pc_ablation"][["pc", "answer", "acc", "d_acc", "d_loss", "n_broken"]]),
+                "",
+            ]
+        keys = [k[len("failures_") :] for k in res.tables if k.startswith("failures_pc")]
         return out + failures_markdown(res, keys)
 
 
@@ -258,13 +315,20 @@ class Spectra(Reading):
         for r in er.itertuples():
             ctx.res.add("eff_rank_ratio", r.effective_rank / r.control_effective_rank, weight=r.weight)
 
-    def markdown(self, res: Interpretation) -> List[str]:
+    def markdown(self, res: Interpretation) -> list[str]:
         if "spectra_summary" not in res.tables:
             return []
         s = res.tables["spectra_summary"]
         s = s[~s.weight.str.contains(r"\[") | s.weight.str.endswith("[0]")]
-        return ["### Weight spectra", "", "Effective rank (exp entropy of squared singular values) against a Gaussian "
-                "matrix of the same shape and scale:", "", _md(s), ""]  # fmt: skip
+        return [
+            "### Weight spectra",
+            "",
+            "Effective rank (exp entropy of squared singular values) against a Gaussian "
+            "matrix of the same shape and scale:",
+            "",
+            _md(s),
+            "",
+        ]
 
 
 class Probes(Reading):
@@ -278,7 +342,7 @@ class Probes(Reading):
     def enabled(self, settings: Any) -> bool:
         return bool(settings.probes)
 
-    def applies_to(self, model: Any, task: Any, aset: Optional[AnswerSet] = None) -> Optional[str]:
+    def applies_to(self, model: Any, task: Any, aset: AnswerSet | None = None) -> str | None:
         from ..capabilities import capabilities
 
         offers = capabilities(model, task, aset)
@@ -296,12 +360,18 @@ class Probes(Reading):
         for r in probes.itertuples():
             ctx.res.add("probe", r.score, hook=r.hook, position=int(r.position), target=r.target)
 
-    def markdown(self, res: Interpretation) -> List[str]:
+    def markdown(self, res: Interpretation) -> list[str]:
         if "probes" not in res.tables:
             return []
         p = res.tables["probes"][["hook", "position", "target", "kind", "score", "chance", "alpha"]]
-        return ["### Linear probes", "", "Ridge probes, held-out R² (regression) or accuracy (classification; chance = "
-                "majority class).", "", _md(p), ""]  # fmt: skip
+        return [
+            "### Linear probes",
+            "",
+            "Ridge probes, held-out R² (regression) or accuracy (classification; chance = majority class).",
+            "",
+            _md(p),
+            "",
+        ]
 
 
 class Neurons(Reading):
@@ -335,8 +405,8 @@ class Neurons(Reading):
             ctx.res.arrays["top_neuron_maps"] = (target, top)
             ctx.res.add("max_abs_neuron_corr", float(top.r.abs().max()), target=target)
 
-    def markdown(self, res: Interpretation) -> List[str]:
-        out: List[str] = []
+    def markdown(self, res: Interpretation) -> list[str]:
+        out: list[str] = []
         if "cluster_ablation" in res.tables:
             c = res.tables["cluster_ablation"][["group", "n_neurons", "answer", "acc", "d_acc", "d_loss", "n_broken"]]
             out += ["Mean-ablating each frequency's neurons together:", "", _md(c), ""]
@@ -358,12 +428,18 @@ class Attention(Reading):
     def run(self, ctx: ReadingContext) -> None:
         ctx.res.arrays["attention"] = representations.attention_patterns(ctx.model, ctx.aset)
 
-    def markdown(self, res: Interpretation) -> List[str]:
+    def markdown(self, res: Interpretation) -> list[str]:
         att = res.arrays.get("attention")
         if att is None:
             return []
-        rows = [dict(layer=layer, head=h, answer=a, **{f"pos {k}": float(att[layer, h, a, k]) for k in range(att.shape[-1])})
-                for layer in range(att.shape[0]) for h in range(att.shape[1]) for a in range(att.shape[2])]  # fmt: skip
+        rows = [
+            dict(
+                layer=layer, head=h, answer=a, **{f"pos {k}": float(att[layer, h, a, k]) for k in range(att.shape[-1])}
+            )
+            for layer in range(att.shape[0])
+            for h in range(att.shape[1])
+            for a in range(att.shape[2])
+        ]
         return ["### Attention from the answer positions (mean over inputs)", "", _md(pd.DataFrame(rows), ".3f"), ""]
 
 

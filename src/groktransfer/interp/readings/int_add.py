@@ -7,8 +7,6 @@ pre-activations regressed on the operands' PCs, and what keeping only one PC lea
 
 from __future__ import annotations
 
-from typing import List
-
 import pandas as pd
 
 from groktransfer.render import markdown_table
@@ -43,12 +41,19 @@ class PCTokenFits(Reading):
             ctx.res.add("pc_linear_r2", r.linear_r2, k=int(r.pc))
             ctx.res.add("pc_quadratic_r2", r.quadratic_r2, k=int(r.pc))
 
-    def markdown(self, res: Interpretation) -> List[str]:
+    def markdown(self, res: Interpretation) -> list[str]:
         t = res.tables.get("pc_token_fits")
         if t is None:
             return []
-        return ["### Embedding PCs against the token", "", "R² of a linear and of a quadratic fit of each PC score "
-                "against the token, with the fits' coefficients (figure: `interp_pc_token_fits.png`):", "", _md(t, ".3g"), ""]  # fmt: skip
+        return [
+            "### Embedding PCs against the token",
+            "",
+            "R² of a linear and of a quadratic fit of each PC score "
+            "against the token, with the fits' coefficients (figure: `interp_pc_token_fits.png`):",
+            "",
+            _md(t, ".3g"),
+            "",
+        ]
 
 
 class SumNeurons(Reading):
@@ -76,15 +81,21 @@ class SumNeurons(Reading):
         ctx.res.add("pc_regression_r2_median", float(reg.r2.median()))
         ctx.res.add("pc_regression_r2_top", float(reg.r2.iloc[0]))
 
-    def markdown(self, res: Interpretation) -> List[str]:
+    def markdown(self, res: Interpretation) -> list[str]:
         if "sum_neurons" not in res.tables:
             return []
         m = res.measurements
         post, pre, d = (int(m.value(k) or 0) for k in ("n_sum_neurons_post", "n_sum_neurons_pre", "d_mlp"))
-        return ["### Sum neurons", "",
-                f"{post} of {d} neurons correlate with a+b above 0.9 after the ReLU ({pre} before it). Pre-activation "
-                "of the most correlated ones regressed on PC1 and PC2 of a and of b (maps of their pre-activations: "
-                "`interp_pre_activation_maps.png`):", "", _md(res.tables["neuron_pc_regression"], ".3g"), ""]  # fmt: skip
+        return [
+            "### Sum neurons",
+            "",
+            f"{post} of {d} neurons correlate with a+b above 0.9 after the ReLU ({pre} before it). Pre-activation "
+            "of the most correlated ones regressed on PC1 and PC2 of a and of b (maps of their pre-activations: "
+            "`interp_pre_activation_maps.png`):",
+            "",
+            _md(res.tables["neuron_pc_regression"], ".3g"),
+            "",
+        ]
 
 
 class OnlyOnePC(Reading):
@@ -106,12 +117,16 @@ class OnlyOnePC(Reading):
         if rows:
             ctx.res.tables["only_pc"] = pd.DataFrame(rows)
 
-    def markdown(self, res: Interpretation) -> List[str]:
+    def markdown(self, res: Interpretation) -> list[str]:
         t = res.tables.get("only_pc")
         if t is None:
             return []
-        return ["Keeping only one embedding PC (operand embeddings = their mean + that PC's component):", "",
-                _md(t[["pc", "answer", "acc", "d_acc", "d_loss", "n_broken"]]), ""]  # fmt: skip
+        return [
+            "Keeping only one embedding PC (operand embeddings = their mean + that PC's component):",
+            "",
+            _md(t[["pc", "answer", "acc", "d_acc", "d_loss", "n_broken"]]),
+            "",
+        ]
 
 
 INT_ADD_READINGS = (PCTokenFits(), SumNeurons(), OnlyOnePC())
