@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from fixtures_rundirs import write_model_run
 
+from fixtures_rundirs import write_model_run
 from groktransfer.analysis import run_analysis
 from groktransfer.analysis.curves import load_tables, measure_columns
 from groktransfer.analysis.settings import DEFAULT_MEASURES

@@ -168,8 +168,8 @@ FILE_DESCRIPTIONS = {
     "trajectory": "figure: speed-up against the source epoch, over the source's measures",
     "matrix_speedup": "figure: speed-up per (source task, target task)",
     "digit_summary_csv": "digit tasks: final measures per answer position and carry class",
-    "digit_positions_png": "figure: digit tasks, test accuracy per answer position",
-    "digit_carries_png": "figure: digit tasks, test accuracy per carry class",
+    "digit_positions": "figure: digit tasks, test accuracy per answer position",
+    "digit_carries": "figure: digit tasks, test accuracy per carry class",
     "circuits_runs_csv": "circuit analysis: one row per run (the other circuits_*.csv and figures beside it)",
     "interp_runs_csv": "interpretability: every measurement of every run (quantity, labels, value)",
     "interp_summary_csv": "interpretability: median, min and max over seeds per condition",
@@ -247,7 +247,7 @@ class ThresholdSection(Section):
             dpi=a.dpi,
             title=f"Epochs to test-accuracy threshold{sweep.title_suffix}",
         )
-        return [threshold_section(sweep.summary, sweep.add_file("epochs_to_threshold", figure))]
+        return [threshold_section(sweep.summary, figure)]
 
 
 class CurvesSection(Section):
@@ -294,8 +294,6 @@ class CurvesSection(Section):
             title=f"Progress measures{sweep.title_suffix}",
             **common,
         )
-        for key, path in figs.items():
-            sweep.add_file(key, path)
         return [figures_section(figs, bool(measures) and not columns, not_drawn)]
 
 

@@ -122,10 +122,3 @@ class DigitsSection(Section):
 
     def applies(self, sweep: Sweep) -> str | None:
         return None if digit_runs_of(sweep.runs) else "no completed run recorded per-answer-position accuracies"
-
-    def build(self, sweep: Sweep) -> list[ReportSection]:
-        out = digit_sections(sweep.runs, sweep.out_dir, sweep.settings)
-        for name in self.writes:
-            if (sweep.out_dir / name).is_file():
-                sweep.add_file(name.replace(".", "_"), sweep.out_dir / name)
-        return out

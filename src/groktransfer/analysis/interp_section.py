@@ -343,7 +343,7 @@ class InterpretabilitySection(Section):
     """The interpretability toolkit on every completed run's final model, per task."""
 
     title = "Interpretability"
-    writes = ("interp/",)
+    writes = ("interp/interp_runs.csv", "interp/interp_summary.csv")
     provider = staticmethod(interp_sections)
 
     def applies(self, sweep: Sweep) -> str | None:
@@ -355,10 +355,3 @@ class InterpretabilitySection(Section):
         ):
             return f"no completed run has `{CHECKPOINT_DIR}/{FINAL_CHECKPOINT}`"
         return None
-
-    def build(self, sweep: Sweep) -> list[ReportSection]:
-        out = interp_sections(sweep.runs, sweep.out_dir, sweep.settings)
-        for name in ("interp_runs.csv", "interp_summary.csv"):
-            if (sweep.out_dir / SUBDIR / name).is_file():
-                sweep.add_file(name.replace(".", "_"), sweep.out_dir / SUBDIR / name)
-        return out

@@ -217,6 +217,8 @@ def run_analysis(
                 sweep.left_out.append((section.title or spec, reason))  # type: ignore[union-attr]
             continue
         built += _build(spec, section, why, sweep)
+        if section is not None:
+            sweep.record_written(section)
     if closing_at == len(chosen):
         built += list(extra_sections)
         sweep.files.update(report_md=report_md, report_html=report_html)

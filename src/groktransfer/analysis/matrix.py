@@ -159,10 +159,3 @@ class MatrixSection(Section):
             if len(transfer_pairs(sweep.runs)) >= 2
             else "the transfer runs span fewer than two (source task, target task) pairs"
         )
-
-    def build(self, sweep: Sweep) -> list[ReportSection]:
-        out = matrix_sections(sweep.runs, sweep.out_dir, sweep.settings)
-        for key, name in (("matrix_csv", "matrix.csv"), ("matrix_speedup", "matrix_speedup.png")):
-            if (sweep.out_dir / name).is_file():
-                sweep.add_file(key, sweep.out_dir / name)
-        return out

@@ -16,7 +16,6 @@ its files into the analysis folder and recorded them in :attr:`Sweep.files`.
 from __future__ import annotations
 
 import importlib
-from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -85,6 +84,11 @@ class Sweep:
         """Every damaged or unreadable file met so far (files are read when a section needs them)."""
         return [p for r in self.runs if r.contents is not None for p in r.contents.problems]
 
+    def record_written(self, section: Section) -> None:
+        """Record the files of ``section.writes`` that it wrote (for the *Files* section)."""
+        for name in section.writes:
+            self.add_file(file_key(name), self.out_dir / name if (self.out_dir / name).is_file() else None)
+
     def add_file(self, key: str, path: Path | None) -> Path | None:
         """Record a written file for the *Files* section (None: nothing was written)."""
         if path is not None:
@@ -100,24 +104,36 @@ class Sweep:
         return path
 
 
-class Section(ABC):
+def file_key(name: str) -> str:
+    """The key a written file is listed under: a figure by its stem (``progress_measures``),
+    any other file by stem and suffix (``runs_csv``, ``report_html``)."""
+    path = Path(name)
+    return path.stem if path.suffix == ".png" else f"{path.stem}_{path.suffix.lstrip('.')}"
+
+
+class Section:
     """One part of the report (see the module docstring)."""
 
     #: the section's name in listings (its report sections carry their own titles)
     title: ClassVar[str] = ""
     #: closing sections (the report's metadata) come after every section added to the defaults
     closing: ClassVar[bool] = False
-    #: the files it may write into the analysis folder (for the reader of the docs and the Files list)
+    #: the files it may write into the analysis folder: those it wrote are listed under *Files*
     writes: ClassVar[tuple[str, ...]] = ()
+
+    #: a section that is one provider function (``staticmethod(fn)``): ``fn(runs, out_dir, settings)`` builds it
+    provider: ClassVar[Any] = None
 
     def applies(self, sweep: Sweep) -> str | None:
         """None when the section has something to say about ``sweep``; else why not, in one line
         (listed under the report's *Sweep* section; ``""`` leaves it out without a word)."""
         return None
 
-    @abstractmethod
     def build(self, sweep: Sweep) -> list[ReportSection]:
         """The section's part of the report (its files written into ``sweep.out_dir``)."""
+        if self.provider is None:
+            raise NotImplementedError(f"{type(self).__name__} has neither build() nor a provider")
+        return list(self.provider(sweep.runs, sweep.out_dir, sweep.settings))
 
 
 class ProviderSection(Section):

@@ -198,9 +198,3 @@ class StartsSection(Section):
         if any(start_record(r) is not None for r in sweep.runs):
             return None
         return "the runs record neither optimizer settings nor transfer starts"
-
-    def build(self, sweep: Sweep) -> list[ReportSection]:
-        out = start_sections(sweep.runs, sweep.out_dir, sweep.settings)
-        if (sweep.out_dir / "starts.csv").is_file():
-            sweep.add_file("starts_csv", sweep.out_dir / "starts.csv")
-        return out

@@ -296,10 +296,3 @@ class TrajectorySection(Section):
             if checkpoint_runs(sweep.runs)
             else "no run started from a source checkpoint chosen by epoch (`transfer=checkpoint`)"
         )
-
-    def build(self, sweep: Sweep) -> list[ReportSection]:
-        out = trajectory_sections(sweep.runs, sweep.out_dir, sweep.settings)
-        for key, name in (("trajectory_csv", "trajectory.csv"), ("trajectory", "trajectory.png")):
-            if (sweep.out_dir / name).is_file():
-                sweep.add_file(key, sweep.out_dir / name)
-        return out

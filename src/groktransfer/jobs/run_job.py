@@ -25,7 +25,7 @@ from omegaconf import OmegaConf
 
 from groktransfer.training.allocator import keep_freed_memory
 from groktransfer.utils.atomic import write_json, write_text
-from groktransfer.runs.callbacks import load_resume_state
+from groktransfer.jobs.callbacks import load_resume_state
 from groktransfer.config.conditions import needs_source
 from groktransfer.config.schema import CpuGemm, TrainJobConfig, to_plain
 from groktransfer.config.validate import ResolvedSeeds, resolve_seeds, validate_job_config
@@ -43,7 +43,7 @@ from groktransfer.model.registry import MODELS
 from groktransfer.training.optimizers import check_registered
 from groktransfer.tasks.registry import make_task
 from groktransfer.training.trainer import TrainerCallback
-from groktransfer.runs.train_run_dir import TrainingPlan, resolved_model_config, train_in_run_dir, train_source_run
+from groktransfer.jobs.train_run_dir import TrainingPlan, resolved_model_config, train_in_run_dir, train_source_run
 
 log = logging.getLogger(__name__)
 

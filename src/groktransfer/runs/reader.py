@@ -292,7 +292,7 @@ def read_table(path: Path) -> tuple[pd.DataFrame | None, str | None]:
     skipped: list[Any] = []
     try:
         text = path.read_text(encoding="utf-8")
-        df = pd.read_csv(io.StringIO(text), on_bad_lines=lambda line: skipped.append(line), engine="python")
+        df = pd.read_csv(io.StringIO(text), on_bad_lines=skipped.append, engine="python", index_col=False)
     except (OSError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
         return None, f"unreadable: {type(exc).__name__}: {exc}"
     if "epoch" not in df.columns:

@@ -255,7 +255,7 @@ class CircuitsSection(Section):
     """The Fourier circuit of the source and of every run's final model (modular tasks)."""
 
     title = "Circuits"
-    writes = ("circuits/",)
+    writes = ("circuits/circuits_runs.csv",)
     provider = staticmethod(circuit_sections)
 
     def applies(self, sweep: Sweep) -> str | None:
@@ -274,9 +274,3 @@ class CircuitsSection(Section):
         if not any(r.completed and contents_of(r).final_checkpoint is not None for r in readable):
             return f"no completed run has `{CHECKPOINT_DIR}/{FINAL_CHECKPOINT}`"
         return None
-
-    def build(self, sweep: Sweep) -> list[ReportSection]:
-        out = circuit_sections(sweep.runs, sweep.out_dir, sweep.settings)
-        if (sweep.out_dir / SUBDIR / "circuits_runs.csv").is_file():
-            sweep.add_file("circuits_runs_csv", sweep.out_dir / SUBDIR / "circuits_runs.csv")
-        return out
