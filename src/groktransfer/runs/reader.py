@@ -178,6 +178,10 @@ class RunConfig:
             raw=dict(data),
         )
 
+    def value(self, *keys: str) -> Any:
+        """Any key of the config by its path (``value("optimizer", "name")``); None where a level is missing."""
+        return _get(self.raw, *keys)
+
     @property
     def task_name(self) -> str | None:
         return _str(self.task, "name")
