@@ -53,7 +53,7 @@ from groktransfer.runs.rundir import RunDir
 from groktransfer.sinks import RunMeta
 from groktransfer.tasks.modular import Task
 from groktransfer.training.trainer import Trainer
-from groktransfer.runs.train_run_dir import TrainingPlan, train_in_run_dir
+from groktransfer.jobs.train_run_dir import TrainingPlan, train_in_run_dir
 from paper_trainer import PaperTrainer
 
 import results

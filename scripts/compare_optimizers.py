@@ -28,28 +28,29 @@ from typing import Any, Dict, List
 
 import numpy as np
 
-from groktransfer.analysis.collect import _config_of, collect_runs, dig, resolve_sweep_dirs
+from groktransfer.analysis.collect import collect_runs, resolve_sweep_dirs
 from groktransfer.analysis.groups import compare_groups, observations
 from groktransfer.analysis.settings import BootstrapSettings
 from groktransfer.model.gemm import machine_key
+from groktransfer.runs.reader import read_run
 from groktransfer.runs.rundir import STATUS_FILE
 from groktransfer.analysis.stats import bootstrap_ratio_ci, bound_direction, format_epochs, median_with_bound, ratio_of_medians, row_rng
 
 
 def group_label(run_dir: Path, with_condition: bool, with_experiment: bool = False) -> str:
-    cfg = _config_of(run_dir)
-    opt = dig(cfg, "optimizer", "name") or "adamw"
-    filt = dig(cfg, "gradfilter", "name") or "none"
+    cfg = read_run(run_dir).config
+    opt = cfg.value("optimizer", "name") or "adamw"
+    filt = cfg.value("gradfilter", "name") or "none"
     label = f"{opt}/{filt}"
-    if opt == "muon" and dig(cfg, "optimizer", "muon", "lr") is not None:
-        label += f" (muon lr {dig(cfg, 'optimizer', 'muon', 'lr')})"
+    if opt == "muon" and cfg.value("optimizer", "muon", "lr") is not None:
+        label += f" (muon lr {cfg.value('optimizer', 'muon', 'lr')})"
     if with_condition:
-        condition = dig(cfg, "transfer", "name")
+        condition = cfg.value("transfer", "name")
         label = f"{condition}: {label}"
         if condition != "random":  # the source's filter: transfer.source.gradfilter, else the target's
-            label += f" (source {dig(cfg, 'transfer', 'source', 'gradfilter', 'name') or filt})"
+            label += f" (source {cfg.value('transfer', 'source', 'gradfilter', 'name') or filt})"
     if with_experiment:  # sweeps of several presets (e.g. another epoch cap): keep their runs apart
-        label = f"{cfg.get('experiment_name')}: {label}"
+        label = f"{cfg.experiment}: {label}"
     return label
 
 

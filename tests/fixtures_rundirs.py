@@ -349,3 +349,59 @@ def write_source_run(run_dir: Path, memorized_at: int = 100, grokked_at: int = 2
     for e in epochs:
         (run_dir / "checkpoints" / f"epoch_{int(e):06d}.pt").write_bytes(b"")
     return run_dir
+
+
+# --------------------------------------------------------------------------- runs with a model
+def write_model_run(
+    run_dir: Path,
+    *,
+    condition: str,
+    seed: int,
+    model,
+    task: Mapping,
+    reached_999: int | None,
+    measures: pd.DataFrame,
+    start_measures: Mapping[str, float | int | str] | None = None,
+    source_task: str | None = None,
+    experiment: str = "kinds",
+    max_epochs: int = 400,
+) -> Path:
+    """A completed run of any task family and any registered model: status, a config with the
+    task and model blocks, metrics, the given measures, a source record for a transfer start
+    (with ``start_measures``) and ``checkpoints/final.pt`` holding ``model`` (weights as given:
+    the analysis reads whatever the model computes)."""
+    from dataclasses import asdict
+
+    import yaml
+
+    from groktransfer.model.checkpoint import save_checkpoint
+
+    last = reached_999 + 50 if reached_999 is not None else max_epochs
+    write_status(run_dir, condition=condition, seed=seed, task=str(task["name"]), epoch=last, max_epochs=max_epochs,
+                 thresholds={t: reached_999 for t in THRESHOLDS}, experiment=experiment)  # fmt: skip
+    status = json.loads((run_dir / "status.json").read_text())
+    status["run_id"] = f"{experiment}-{condition}-s{seed}"
+    if condition != "random":
+        status["source"] = {"condition": condition, "epoch": 100}
+        chosen = {"condition": condition, "epoch": 100, "requested_epoch": None, "train_acc": 1.0,
+                  "test_acc": float((start_measures or {}).get("test_acc", 0.5)), "checkpoint": "/not/kept/epoch_000100.pt",
+                  "measures": dict(start_measures or {})}  # fmt: skip
+        (run_dir / "source.json").write_text(json.dumps({"condition": condition, "chosen": chosen}))
+    (run_dir / "status.json").write_text(json.dumps(status))
+    config = {
+        "experiment_name": experiment, "seed": seed, "task": dict(task),
+        "model": json.loads(json.dumps(asdict(model.config), default=str)),
+        "optimizer": {"lr": 1e-3, "weight_decay": 1.0},
+        "transfer": {"name": condition, "source": {"task": source_task or task["name"]}},
+        "train": {"max_epochs": max_epochs, "eval_every": 10}, "measures": {"key_freq_threshold": 0.85},
+    }  # fmt: skip
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    epochs = np.arange(0, last + 1, 10)
+    grok = reached_999 if reached_999 is not None else max_epochs * 2
+    test_acc = 1 / (1 + np.exp(-(epochs - grok * 0.9) / 10.0))
+    pd.DataFrame({"epoch": epochs, "train_loss": 1e-3 + np.exp(-epochs / 30), "test_loss": 1 - test_acc + 1e-3,
+                  "train_acc": np.minimum(1.0, 0.5 + epochs / 60), "test_acc": test_acc, "lr": 1e-3}).to_csv(
+        run_dir / "metrics.csv", index=False)  # fmt: skip
+    measures.to_csv(run_dir / "measures.csv", index=False)
+    save_checkpoint(run_dir / "checkpoints" / "final.pt", model, epoch=last, metrics={})
+    return run_dir

@@ -16,7 +16,7 @@ import pytest
 
 from fixtures_rundirs import make_sweep
 from groktransfer.analysis import ReportSection, ReportTable, SweepInputError, run_analysis
-from groktransfer.analysis.report import markdown_table, text_to_html
+from groktransfer.render import markdown_table, markdown_to_html as text_to_html
 from groktransfer.analysis.wandb_log import log_analysis
 from groktransfer.analysis.settings import WandbSettings
 

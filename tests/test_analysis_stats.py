@@ -25,7 +25,7 @@ from groktransfer.analysis.stats import (
     summary_table,
     thresholds_in,
 )
-from groktransfer.analysis.style import FIXED_COLORS, condition_colors
+from groktransfer.render import FIXED_COLORS, condition_colors
 from groktransfer.analysis.tables import runs_frame
 
 CONDS = ["grokked", "memorized", "random"]

@@ -98,7 +98,7 @@ def test_the_interpretation_of_an_arena_state_dict_states_the_findings(arena_fil
     the whole command runs in the slow test below."""
     from groktransfer.tasks.digits import DigitSettings, DigitTask
     from groktransfer.interp import plots
-    from groktransfer.interp.summary import interpret
+    from groktransfer.interp import interpret
     from groktransfer.interp.writeup import sections, summary_json
 
     path, _ = arena_file
@@ -119,7 +119,7 @@ def test_the_interpretation_of_an_arena_state_dict_states_the_findings(arena_fil
 @pytest.mark.skipif(TL4, reason="the readings read weights in HookedTransformer names; a TransformerLens 4 bridge's state_dict() has its own")
 def test_the_readings_give_the_same_numbers_on_the_transformer_lens_model(arena_file) -> None:
     from groktransfer.tasks.digits import DigitSettings, DigitTask
-    from groktransfer.interp.summary import interpret
+    from groktransfer.interp import interpret
 
     path, tl = arena_file
     task = DigitTask(DigitSettings("digit_add", n_digits=4, n_train=64, n_test=64), 0)

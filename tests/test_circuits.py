@@ -173,11 +173,11 @@ def paper_format_file(model: HookedGrokTransformer, path: Path, fn_name: str = "
 # --------------------------------------------------------------------------- imports under test
 from groktransfer.analysis.settings import InterpSettings  # noqa: E402
 from groktransfer.analysis.circuits import analyze_checkpoint, circuit_sections, compare_profiles  # noqa: E402
-from groktransfer.analysis.circuits.attention import mean_last_query_attention  # noqa: E402
-from groktransfer.analysis.circuits.fourier_logits import logit_spectrum  # noqa: E402
-from groktransfer.analysis.circuits.profile import profile_model  # noqa: E402
-from groktransfer.analysis.circuits.retention import accuracy_from_logits, last_logits  # noqa: E402
-from groktransfer.analysis.circuits.similarity import (  # noqa: E402
+from groktransfer.interp.circuit.attention import mean_last_query_attention  # noqa: E402
+from groktransfer.interp.circuit.fourier_logits import logit_spectrum  # noqa: E402
+from groktransfer.interp.circuit.profile import profile_model  # noqa: E402
+from groktransfer.interp.circuit.retention import accuracy_from_logits, last_logits  # noqa: E402
+from groktransfer.interp.circuit.similarity import (  # noqa: E402
     histogram_intersection,
     jaccard,
     neurons_keeping_frequency,
@@ -235,7 +235,7 @@ def test_attention_means_sum_to_one_over_a_b_eq() -> None:
     np.testing.assert_allclose(built.attention, 1 / 3, atol=1e-6)
     s = prof.summary()
     assert s["attn_to_a"] + s["attn_to_b"] + s["attn_to_="] == pytest.approx(1.0, abs=1e-6)
-    from groktransfer.analysis.circuits.attention import attention_asymmetry
+    from groktransfer.interp.circuit.attention import attention_asymmetry
 
     heads = np.array([[[1.0, 0.0, 0.0], [0.5, 0.5, 0.0], [0.1, 0.7, 0.2], [0.0, 0.0, 1.0]]])
     assert attention_asymmetry(heads) == pytest.approx((1.0 + 0.0 + 0.6 + 0.0) / 4)
@@ -424,7 +424,7 @@ def test_analyze_checkpoint_reads_the_papers_format(tmp_path: Path) -> None:
 def test_all_inputs_pass_matches_a_full_forward(layers: int) -> None:
     """The analysis pass truncates the residual to the last position after the last
     attention: logits, last-position MLP activations and patterns must be unchanged."""
-    from groktransfer.analysis.circuits.forward import run_all_inputs
+    from groktransfer.interp.forward import run_all_inputs
 
     cfg = replace(CFG, n_layers=layers, normalization="LN" if layers == 2 else None)
     model = HookedGrokTransformer(cfg, seed=11)

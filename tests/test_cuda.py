@@ -95,7 +95,7 @@ def test_a_digit_job_in_minibatches_on_cuda_follows_the_cpu(tmp_path) -> None:
 def test_checkpoint_measures_on_cuda_follow_the_cpu(task_name: str, model_kw: dict) -> None:
     from groktransfer.config.schema import TaskConfig
     from groktransfer.measures.registry import measure_checkpoint
-    from groktransfer.runs.train_run_dir import resolved_model_config
+    from groktransfer.jobs.train_run_dir import resolved_model_config
     from groktransfer.tasks.registry import family_of, make_task, typed_task
 
     keys = {"p": 23, "frac_train": 0.5, "n_digits": 2}  # each family takes the keys it declares

@@ -179,7 +179,7 @@ MEASURED = {  # every family, every branch of the modular measures (group, discr
 @pytest.mark.parametrize("name", list(MEASURED))
 def test_checkpoint_measures_run_on_the_device_and_read_only_their_numbers(gpu, name: str) -> None:
     from groktransfer.measures.registry import measure_checkpoint
-    from groktransfer.runs.train_run_dir import resolved_model_config
+    from groktransfer.jobs.train_run_dir import resolved_model_config
     from groktransfer.tasks.registry import family_of, make_task, typed_task
 
     task_name, model_kw = MEASURED[name]

@@ -11,7 +11,7 @@ from groktransfer.model.transformer import TransformerConfig
 from groktransfer.tasks.digits import DigitSettings, DigitTask
 from groktransfer.interp import ablation, attribution, processing
 from groktransfer.interp.answers import CARRY_CLASS_NAMES, answer_set
-from groktransfer.interp.summary import interpret
+from groktransfer.interp import interpret
 from groktransfer.model.transformer import HookedGrokTransformer
 
 

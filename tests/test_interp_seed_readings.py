@@ -15,7 +15,7 @@ from groktransfer.tasks.digits import DigitSettings, DigitTask
 from groktransfer.interp import by_class, circuits_qkov, neurons_int, unembed_geometry
 from groktransfer.interp.ablation import AblationEffect
 from groktransfer.interp.answers import answer_set
-from groktransfer.interp.families import FAMILY_READINGS, family_key
+from groktransfer.interp.reading import FAMILY_READINGS, family_key
 from groktransfer.interp.findings import findings_table
 from groktransfer.interp.forward import Score
 from groktransfer.interp.representations import embedding_pca
@@ -386,7 +386,7 @@ def test_the_carry_key_finding_reads_the_ablations_within_carry_subsets() -> Non
 
 def test_interpretation_of_the_sum_model_states_its_int_add_findings(int_task, tmp_path) -> None:
     from groktransfer.analysis.settings import InterpSettings
-    from groktransfer.interp.summary import interpret
+    from groktransfer.interp import interpret
     from groktransfer.interp.writeup import sections
 
     res = interpret(sum_model(int_task), int_task, InterpSettings(spectra=False, probes=False, head_ablation=[]))

@@ -77,7 +77,7 @@ def test_checkpoint_job_starts_from_exactly_the_recorded_checkpoint(tmp_path: Pa
     from groktransfer.config.validate import resolve_seeds
     from groktransfer.transfer.starting_point import build_starting_point
     from groktransfer.tasks.modular import Task
-    from groktransfer.runs.train_run_dir import resolved_model_config
+    from groktransfer.jobs.train_run_dir import resolved_model_config
 
     overrides = TINY + ["task=subtract", "transfer=checkpoint", "transfer.source.epoch=45", "transfer.source.max_epochs=60",
                         "transfer.source.source_seed=0", "train.max_epochs=20"]  # fmt: skip
@@ -102,7 +102,7 @@ def test_a_start_from_a_checkpoint_file_records_the_measures_a_cached_start_reco
     from groktransfer.config.validate import resolve_seeds
     from groktransfer.transfer.starting_point import build_starting_point
     from groktransfer.tasks.modular import Task
-    from groktransfer.runs.train_run_dir import resolved_model_config
+    from groktransfer.jobs.train_run_dir import resolved_model_config
 
     source = ["task=subtract", "transfer.source.max_epochs=60", "transfer.source.source_seed=0", "train.max_epochs=1"]
     cached = json.loads((run_in(tmp_path, "cached", TINY + source + ["transfer=checkpoint", "transfer.source.epoch=40"])

@@ -126,7 +126,7 @@ def test_transformer_lens_4_fires_hook_attn_scores_with_the_pattern(tmp_path: Pa
 
 
 def test_circuit_analysis_reads_the_same_activations_from_transformer_lens(tmp_path: Path) -> None:
-    from groktransfer.analysis.circuits.forward import run_all_inputs
+    from groktransfer.interp.forward import run_all_inputs
 
     ours = _trained_looking(ONE_LAYER, seed=2).eval()
     theirs = _exported(ours, tmp_path)

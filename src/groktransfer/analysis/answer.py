@@ -67,7 +67,10 @@ def _verdict(sp: pd.Series, cond: str, baseline: str, t: float, conf: float) -> 
     if math.isnan(sp.ratio):
         return "none", f"{cond} and {baseline} starts both begin at {percent(t)}: no speed-up to measure."
     if math.isinf(sp.ratio):
-        return "at_start", f"{cond} starts are at {percent(t)} test accuracy from the start (median 0 epochs); {baseline} starts need {sp.median_baseline_text}."
+        return (
+            "at_start",
+            f"{cond} starts are at {percent(t)} test accuracy from the start (median 0 epochs); {baseline} starts need {sp.median_baseline_text}.",
+        )
     if sp.bound == "indeterminate":
         return "bound", (
             f"{cond} and {baseline} starts cannot be ranked at {percent(t)}: both medians are censored "
@@ -111,12 +114,20 @@ def answers(
         verdict, sentence = _verdict(row, row.condition, baseline, headline, confidence)
         out.append(
             Answer(
-                condition=row.condition, ratio=row.ratio, ci_low=row.ci_low, ci_high=row.ci_high,
-                bound=row.bound, n=int(row.n), n_censored=censored(row.condition),
-                n_baseline=int(row.n_baseline), n_baseline_censored=censored(baseline),
-                median=median(row.condition), median_baseline=median(baseline),
-                verdict=verdict, sentence=sentence,
-            )  # fmt: skip
+                condition=row.condition,
+                ratio=row.ratio,
+                ci_low=row.ci_low,
+                ci_high=row.ci_high,
+                bound=row.bound,
+                n=int(row.n),
+                n_censored=censored(row.condition),
+                n_baseline=int(row.n_baseline),
+                n_baseline_censored=censored(baseline),
+                median=median(row.condition),
+                median_baseline=median(baseline),
+                verdict=verdict,
+                sentence=sentence,
+            )
         )
     return out
 
@@ -137,12 +148,16 @@ def answer_section(
     found = answers(summary, speedup, headline, baseline, confidence)
     if not found:
         why = (
-            f"the baseline condition `{baseline}` has no runs" if baseline not in present
+            f"the baseline condition `{baseline}` has no runs"
+            if baseline not in present
             else f"no condition other than `{baseline}` has runs"
         )
         return ReportSection(title, f"No speed-up at {percent(headline)}: {why}.")
-    lines = [f"**Speed-up over `{baseline}` starts at {percent(headline)} test accuracy** "
-             f"(median epochs of {baseline} / median epochs of the condition; > 1 = faster):", ""]
+    lines = [
+        f"**Speed-up over `{baseline}` starts at {percent(headline)} test accuracy** "
+        f"(median epochs of {baseline} / median epochs of the condition; > 1 = faster):",
+        "",
+    ]
     lines += [f"- {a.sentence[0].upper() + a.sentence[1:]}" for a in found]
     note = (
         f"n = completed runs; censored = runs that never reached {percent(headline)} and count as "

@@ -1,17 +1,11 @@
 """Find run directories under sweep directories and read their status records.
 
 The run-directory contract (``groktransfer.runs.rundir``) is the analysis job's only
-input. A run dir is any directory holding a status record; a job dir that has
+input; each run's files are read once, by ``groktransfer.runs.reader``. A run dir is any directory holding a status record; a job dir that has
 Hydra's ``.hydra/`` but no status record crashed before the trainer wrote
 anything and is still *listed* (as "no status"), because a sweep report that
 silently drops crashed jobs overstates how well the sweep went. A status record
 written by a newer schema stops the analysis with one clear message.
-
-A run whose status says ``completed`` is a result only if its files can be read as
-one: a final accuracy that is a number, threshold epochs that are epochs, and a
-``metrics.csv`` that is complete text with every row whole, ending at the run's last
-epoch and matching its checksum (``manifest.json``, where recorded). Anything else is
-listed as ``unreadable`` with the reason, never counted.
 """
 
 from __future__ import annotations
@@ -22,30 +16,26 @@ import io
 import math
 import os
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
-import yaml
-
-from groktransfer.utils.errors import UserError
 from groktransfer.runs.integrity import MISMATCH, read_manifest, sha256
+from groktransfer.runs.reader import RunContents, SchemaVersionError, read_run
 from groktransfer.runs.rundir import (
     CHECKPOINT_DIR,
-    CONFIG_FILE,
     HYDRA_DIR,
-    MEASURES_FILE,
     METRICS_FILE,
     PROFILE_DIR,
     STATUS_FILE,
     WANDB_DIR,
     RunDir,
-    SchemaVersionError,
     Status,
     StatusRecord,
-    read_status_file,
 )
+from groktransfer.utils.errors import UserError
 
 # Directories that never hold a sweep's job dirs (source cache, run index, our own output,
 # W&B files, checkpoints) -- pruned from the recursive search.
@@ -59,7 +49,8 @@ GLOB_CHARS = set("*?[")
 
 
 class SweepInputError(UserError, ValueError):
-    """The sweep dir(s) given to the analysis are missing or hold no runs, or its output cannot be written."""
+    """Input the analysis cannot start from: sweep dir(s) missing or without runs, an unknown
+    section name. Raised before anything is written (``scripts/analyze.py``: one line, exit 2)."""
 
 
 @dataclass
@@ -92,6 +83,8 @@ class RunRecord:
     lr: float | None = None
     weight_decay: float | None = None
     reused_from: str | None = None
+    # the run directory's files as read (config, source record, tables); None for a record made by hand
+    contents: RunContents | None = field(default=None, repr=False, compare=False)
 
     @property
     def completed(self) -> bool:
@@ -178,46 +171,6 @@ def find_run_dirs(sweep_dir: Path) -> tuple[list[Path], list[Path]]:
 # --------------------------------------------------------------------------- reading
 
 
-def _read_yaml(path: Path) -> dict[str, Any]:
-    """Best-effort YAML read: a missing or broken config only costs us metadata."""
-    try:
-        with open(path) as fh:
-            data = yaml.safe_load(fh)
-        return data if isinstance(data, dict) else {}
-    except (OSError, yaml.YAMLError):
-        return {}
-
-
-def _config_of(run_dir: Path) -> dict[str, Any]:
-    """The run's resolved config: the plain copy, else Hydra's composed one."""
-    cfg = _read_yaml(run_dir / CONFIG_FILE)
-    return cfg or _read_yaml(run_dir / HYDRA_DIR / CONFIG_FILE)
-
-
-def dig(d: Any, *keys: str) -> Any:
-    """Nested ``get`` that tolerates missing levels."""
-    for k in keys:
-        if not isinstance(d, dict):
-            return None
-        d = d.get(k)
-    return d
-
-
-def _as_int(v: Any) -> int | None:
-    try:
-        return None if v is None else int(v)
-    except (TypeError, ValueError):
-        return None
-
-
-def _as_float(v: Any) -> float | None:
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        return None
-    return None if math.isnan(f) else f
-
-
 def _timestamp(value: Any, fallback: float) -> float:
     """Seconds since the epoch from an ISO string or a number; ``fallback`` if unparsable."""
     if isinstance(value, (int, float)):
@@ -233,70 +186,86 @@ def _timestamp(value: Any, fallback: float) -> float:
     return fallback
 
 
+def _finite(value: Any) -> float | None:
+    return None if value is None or (isinstance(value, float) and math.isnan(value)) else float(value)
+
+
 def load_run(run_dir: Path, sweep: Path, stale_after_s: float, now: float | None = None) -> RunRecord:
     """Read one run dir (status record present or not) into a ``RunRecord``.
 
-    Metadata missing from the status record (condition, seed, task) is taken from the
-    run's config so crashed jobs can still be attributed to a condition. A record of a
-    newer schema raises ``SweepInputError``.
+    The files are read once, by ``groktransfer.runs.reader``; the record keeps them
+    (``contents``) for the sections. Metadata missing from the status record (condition,
+    seed, task) is taken from the run's config so crashed jobs can still be attributed to a
+    condition. A record of a newer schema raises ``SweepInputError``.
     """
     now = time.time() if now is None else now
-    cfg = _config_of(run_dir)
-    rec = RunRecord(sweep=sweep, run_dir=run_dir, status=NO_STATUS)
-    status_path = run_dir / STATUS_FILE
-    st = None
-    if status_path.exists():
-        try:
-            st = read_status_file(status_path)
-        except SchemaVersionError as exc:
-            raise SweepInputError(str(exc)) from None
-        except (OSError, ValueError) as exc:
-            rec.status, rec.reason = UNREADABLE, f"{STATUS_FILE} unreadable: {exc}"
-        else:
-            if st is None:
-                rec.status, rec.reason = UNREADABLE, f"{STATUS_FILE} unreadable: not complete JSON"
-            else:
-                rec.status = str(st.status or UNREADABLE)
-                rec.reason = st.reason
-    else:
-        rec.reason = f"no {STATUS_FILE} (crashed before start?)"
-
+    try:
+        contents = read_run(run_dir)
+    except SchemaVersionError as exc:
+        raise SweepInputError(str(exc)) from None
+    cfg = contents.config
+    st = contents.status
+    rec = RunRecord(sweep=sweep, run_dir=run_dir, status=NO_STATUS, contents=contents)
     if st is not None:
+        rec.status = str(st.status or UNREADABLE)
+        rec.reason = st.reason
         rec.run_id = st.run_id
         rec.experiment = st.experiment
         rec.task = st.task
         rec.condition = st.condition
-        rec.seed = _as_int(st.seed)
-        rec.epoch = _as_int(st.epoch)
-        rec.failed_epoch = _as_int(st.failed_epoch)
+        rec.seed = st.seed
+        rec.epoch = st.epoch
+        rec.failed_epoch = st.failed_epoch
         rec.stop_reason = st.stop_reason
-        rec.max_epochs = _as_int(st.max_epochs)
+        rec.max_epochs = st.max_epochs
         rec.thresholds = st.thresholds or {}
         rec.final = st.final or {}
-        rec.wall_time_s = _as_float(st.wall_time_s)
+        rec.wall_time_s = _finite(st.wall_time_s)
         rec.updated_at = st.updated_at
-    rec.experiment = rec.experiment or cfg.get("experiment_name")
-    rec.task = rec.task or dig(cfg, "task", "name")
-    rec.condition = rec.condition or dig(cfg, "transfer", "name") or "unknown"
-    rec.seed = rec.seed if rec.seed is not None else _as_int(cfg.get("seed"))
-    rec.max_epochs = rec.max_epochs if rec.max_epochs is not None else _as_int(dig(cfg, "train", "max_epochs"))
-    rec.logger_group = dig(cfg, "logger", "group")
+        rec.reused_from = st.reused_from
+    elif contents.status_present:
+        rec.status = UNREADABLE
+        rec.reason = "; ".join(p.problem for p in contents.problems if p.path.name == STATUS_FILE)
+        rec.reason = f"{STATUS_FILE} unreadable: {rec.reason}"
+    else:
+        rec.reason = f"no {STATUS_FILE} (crashed before start?)"
+    rec.experiment = rec.experiment or cfg.experiment
+    rec.task = rec.task or cfg.task_name
+    rec.condition = rec.condition or cfg.condition or "unknown"
+    rec.seed = rec.seed if rec.seed is not None else cfg.seed
+    rec.max_epochs = rec.max_epochs if rec.max_epochs is not None else cfg.max_epochs
+    rec.logger_group = cfg.logger_group
     if rec.condition != "random":
-        rec.source_task = dig(cfg, "transfer", "source", "task")
-        rec.source_epoch = _as_int(dig(st.source, "epoch")) if st is not None else None
+        rec.source_task = cfg.source_task
+        source_epoch = (st.source or {}).get("epoch") if st is not None and isinstance(st.source, dict) else None
+        rec.source_epoch = int(source_epoch) if isinstance(source_epoch, (int, float)) else None
         if rec.condition == "checkpoint" and rec.source_epoch is not None:
             rec.condition = f"checkpoint@{rec.source_epoch}"  # one condition per source epoch in every table
-    rec.lr = _as_float(dig(cfg, "optimizer", "lr"))
-    rec.weight_decay = _as_float(dig(cfg, "optimizer", "weight_decay"))
-    rec.reused_from = st.reused_from if st is not None else None
+    rec.lr = cfg.lr
+    rec.weight_decay = cfg.weight_decay
     if st is not None and rec.status == Status.COMPLETED:
         problem = result_problem(run_dir, st)
-        if problem is not None:
+        if problem is not None:  # a completed run whose result cannot be read is not counted
             rec.status, rec.reason = UNREADABLE, problem
     if rec.status == Status.RUNNING:
-        mtime = status_path.stat().st_mtime
+        mtime = (run_dir / STATUS_FILE).stat().st_mtime
         rec.stale = now - _timestamp(rec.updated_at, mtime) > stale_after_s
     return rec
+
+
+def _as_int(v: Any) -> int | None:
+    try:
+        return None if v is None else int(v)
+    except (TypeError, ValueError, OverflowError):
+        return None
+
+
+def _as_float(v: Any) -> float | None:
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return None
+    return None if math.isnan(f) else f
 
 
 def result_problem(run_dir: Path, st: StatusRecord) -> str | None:
@@ -312,10 +281,10 @@ def result_problem(run_dir: Path, st: StatusRecord) -> str | None:
         epoch = entry.get("epoch") if isinstance(entry, dict) else entry
         if not isinstance(entry, dict) or (epoch is not None and (isinstance(epoch, bool) or _as_int(epoch) is None)):
             return f"{STATUS_FILE}: threshold {key} has no readable epoch ({entry!r})"
+    # metrics.csv carries the curves and the threshold epochs: a damaged one keeps the run out of
+    # the statistics; a damaged measures.csv is named by the reader and the run still counts
     recorded = read_manifest(RunDir(run_dir)) or {}
-    return table_problem(run_dir, METRICS_FILE, recorded, last_epoch=_as_int(st.epoch)) or table_problem(
-        run_dir, MEASURES_FILE, recorded
-    )
+    return table_problem(run_dir, METRICS_FILE, recorded, last_epoch=_as_int(st.epoch))
 
 
 def table_problem(run_dir: Path, name: str, manifest: dict[str, str], last_epoch: int | None = None) -> str | None:

@@ -13,35 +13,39 @@ last threshold held, so its accuracy stays there) or stops contributing
 
 from __future__ import annotations
 
-import warnings
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import pandas as pd
+
+from groktransfer.runs import reader
+from groktransfer.runs.rundir import (
+    MEASURE_BASE_COLUMNS,
+    MEASURE_FOURIER_COLUMNS,
+    MEASURE_INPUT_FOURIER_COLUMNS,
+    MEASURES_FILE,
+    METRICS_FILE,
+)
 
 from .collect import RunRecord
 
 
 def read_table(run_dir: Path, filename: str) -> pd.DataFrame | None:
-    """Read a run's metrics or measures table tolerantly; None when absent or empty.
+    """A run's metrics or measures table as ``groktransfer.runs.reader`` reads it (sorted by
+    epoch, resumed epochs once); None when absent, empty or unreadable."""
+    return reader.read_table(Path(run_dir) / filename)[0]
 
-    Rows are sorted by epoch and duplicated epochs keep the last row, because a
-    resumed run may append an epoch it had already written before the interruption.
-    """
-    path = run_dir / filename
-    if not path.is_file() or path.stat().st_size == 0:
-        return None
-    try:
-        df = pd.read_csv(path, on_bad_lines="skip")
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError):
-        return None
-    if "epoch" not in df.columns:
-        return None
-    df["epoch"] = pd.to_numeric(df["epoch"], errors="coerce")
-    df = df.dropna(subset=["epoch"]).sort_values("epoch", kind="stable")
-    df = df.drop_duplicates("epoch", keep="last").reset_index(drop=True)
-    return df if len(df) else None
+
+def run_table(run: RunRecord, filename: str) -> pd.DataFrame | None:
+    """The run's table, read once (``RunRecord.contents``; a damaged file is named in its problems)."""
+    if run.contents is None:
+        return read_table(run.run_dir, filename)
+    if filename == METRICS_FILE:
+        return run.contents.metrics
+    if filename == MEASURES_FILE:
+        return run.contents.measures
+    raise ValueError(f"{filename}: not a table of the run directory")
 
 
 def load_tables(runs: Sequence[RunRecord], filename: str, statuses: Sequence[str]) -> dict[str, list[pd.DataFrame]]:
@@ -50,7 +54,7 @@ def load_tables(runs: Sequence[RunRecord], filename: str, statuses: Sequence[str
     for r in runs:
         if r.status not in statuses:
             continue
-        df = read_table(r.run_dir, filename)
+        df = run_table(r, filename)
         if df is not None:
             out.setdefault(r.condition or "unknown", []).append(df)
     return out
@@ -71,9 +75,41 @@ def numeric_columns(tables: dict[str, list[pd.DataFrame]], wanted: Sequence[str]
     return present
 
 
+#: panels of the default progress figure, at most (the rest are named under it)
+MAX_DEFAULT_PANELS = 9
+#: measures.csv columns of the run-directory format that are not drawn by default: the losses and
+#: accuracies (their own figures), the per-component weight norms and the bookkeeping columns
+STANDARD_COLUMNS = (
+    frozenset(MEASURE_BASE_COLUMNS) | frozenset(MEASURE_FOURIER_COLUMNS) | frozenset(MEASURE_INPUT_FOURIER_COLUMNS)
+)
+
+
+def measure_columns(
+    tables: dict[str, list[pd.DataFrame]], configured: Sequence[str] | None, preferred: Sequence[str] = ()
+) -> tuple[list[str], list[str]]:
+    """(measures drawn in the progress figure, measures recorded but left out of it).
+
+    ``configured`` (``analysis.measures``) draws exactly those that have a finite number. By
+    default: ``preferred`` first (the modular family's restricted/excluded loss, weight norm,
+    key frequencies and Ginis, where recorded), then every other numeric column the runs
+    recorded that is not one of the format's standard columns -- a plugin family's own
+    measures -- up to ``MAX_DEFAULT_PANELS`` panels.
+    """
+    if configured is not None:
+        return numeric_columns(tables, configured), []
+    seen = list(dict.fromkeys(c for dfs in tables.values() for df in dfs for c in df.columns))
+    extra = [
+        c for c in seen if c not in STANDARD_COLUMNS and c not in preferred and not c.startswith("n_") and c != "epoch"
+    ]
+    present = numeric_columns(tables, [*preferred, *extra])
+    return present[:MAX_DEFAULT_PANELS], present[MAX_DEFAULT_PANELS:]
+
+
 def common_grid(epoch_arrays: Sequence[np.ndarray], max_points: int) -> np.ndarray:
     """Union of eval epochs, thinned to ~``max_points`` (half linear, half log spaced)."""
-    union = np.unique(np.concatenate([np.asarray(e, dtype=float) for e in epoch_arrays])) if epoch_arrays else np.array([])
+    union = (
+        np.unique(np.concatenate([np.asarray(e, dtype=float) for e in epoch_arrays])) if epoch_arrays else np.array([])
+    )
     if union.size <= max_points:
         return union
     lo, hi = union[0], union[-1]
@@ -85,31 +121,39 @@ def common_grid(epoch_arrays: Sequence[np.ndarray], max_points: int) -> np.ndarr
     return np.unique(np.concatenate([union[idx], [lo, hi]]))
 
 
-def aggregate(dfs: Sequence[pd.DataFrame], column: str, after_end: str = "hold", max_points: int = 400) -> pd.DataFrame:
-    """Median, quartiles and count of ``column`` across runs on a common epoch grid."""
+def interpolated(
+    dfs: Sequence[pd.DataFrame], column: str, after_end: str = "hold", max_points: int = 400
+) -> pd.DataFrame:
+    """Every run's ``column`` on the common epoch grid, long: ``epoch``, ``run`` (index into
+    ``dfs``), ``value``; after a run's last eval it holds its last value or is absent (``drop``)."""
     series = []
-    for df in dfs:
+    for i, df in enumerate(dfs):
         if column not in df.columns:
             continue
         y = pd.to_numeric(df[column], errors="coerce").to_numpy(dtype=float)
         x = df["epoch"].to_numpy(dtype=float)
         ok = np.isfinite(y)
         if ok.any():
-            series.append((x[ok], y[ok]))
-    cols = ["epoch", "median", "q25", "q75", "n"]
+            series.append((i, x[ok], y[ok]))
     if not series:
-        return pd.DataFrame(columns=cols)
-    grid = common_grid([x for x, _ in series], max_points)
-    stack = np.full((len(series), grid.size), np.nan)
-    for i, (x, y) in enumerate(series):
+        return pd.DataFrame(columns=["epoch", "run", "value"])
+    grid = common_grid([x for _, x, _ in series], max_points)
+    frames = []
+    for i, x, y in series:
         vals = np.interp(grid, x, y, left=np.nan, right=np.nan)
         if after_end == "hold":
             vals[grid > x[-1]] = y[-1]
-        stack[i] = vals
-    n = np.isfinite(stack).sum(axis=0)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns -> NaN, on purpose
-        med = np.nanmedian(stack, axis=0)
-        q25, q75 = np.nanpercentile(stack, [25, 75], axis=0)
-    df = pd.DataFrame({"epoch": grid, "median": med, "q25": q25, "q75": q75, "n": n})
-    return df[df.n > 0].reset_index(drop=True)
+        keep = np.isfinite(vals)
+        frames.append(pd.DataFrame({"epoch": grid[keep], "run": i, "value": vals[keep]}))
+    return pd.concat(frames, ignore_index=True)
+
+
+def aggregate(dfs: Sequence[pd.DataFrame], column: str, after_end: str = "hold", max_points: int = 400) -> pd.DataFrame:
+    """Median, quartiles and count of ``column`` across runs on a common epoch grid."""
+    long = interpolated(dfs, column, after_end, max_points)
+    cols = ["epoch", "median", "q25", "q75", "n"]
+    if long.empty:
+        return pd.DataFrame(columns=cols)
+    g = long.groupby("epoch", sort=True)["value"]
+    df = pd.DataFrame({"median": g.median(), "q25": g.quantile(0.25), "q75": g.quantile(0.75), "n": g.size()})
+    return df.reset_index()[cols]

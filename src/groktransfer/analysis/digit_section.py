@@ -1,37 +1,38 @@
 """Report section for digit-task sweeps: measures per answer position and per carry class.
 
-A provider for ``analysis.extra_sections`` (``groktransfer.analysis.digit_section:digit_sections``).
-It reads only the run directories (the status record's final block and the measures table) and
-returns nothing for sweeps without digit runs, so it can stay in the default list. Which runs
-are digit runs is read from what they recorded (per-answer-position accuracies in the status
-record's final block), not from the task's name: any family that records these measures, a
-plugin's included, gets the section.
+The ``digits`` section. It reads only the run directories (the status record's final block and
+the measures table) and applies to a sweep only where runs recorded per-answer-position
+accuracies in the status record's final block -- what they recorded, not the task's name: any
+family that records these measures, a plugin's included, gets the section.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Dict, List, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from groktransfer.tasks.digits import CARRY_CLASS_NAMES, EXAMPLE_CLASS_NAMES
+from groktransfer.render import condition_colors
 from groktransfer.runs.rundir import MEASURES_FILE, Status
+from groktransfer.tasks.digits import CARRY_CLASS_NAMES, EXAMPLE_CLASS_NAMES
 
 from .collect import RunRecord
 from .curves import load_tables
 from .plots import plot_measures
 from .report import ReportFigure, ReportSection, ReportTable
-from .style import condition_colors
+from .section import Section, Sweep
 
 _POSITION = re.compile(r"^pos(\d+)_acc_test$")
 
 
-def digit_columns(columns: Sequence[str]) -> Dict[str, List[str]]:
+def digit_columns(columns: Sequence[str]) -> dict[str, list[str]]:
     """The digit measures present, grouped: per position, per carry class, per example class, W_U."""
-    positions = sorted((c for c in columns if _POSITION.match(c)), key=lambda c: int(_POSITION.match(c).group(1)))
+    index = {c: int(m.group(1)) for c in columns if (m := _POSITION.match(c))}
+    positions = sorted(index, key=index.__getitem__)
     return {
         "position": positions,
         "carry": [f"acc_{n}_test" for n in CARRY_CLASS_NAMES if f"acc_{n}_test" in columns],
@@ -45,25 +46,32 @@ def final_table(runs: Sequence[RunRecord], columns: Sequence[str]) -> pd.DataFra
     rows = []
     for cond in dict.fromkeys(r.condition for r in runs):
         group = [r for r in runs if r.condition == cond]
-        row: Dict[str, Any] = {"condition": cond, "n": len(group)}
+        row: dict[str, Any] = {"condition": cond, "n": len(group)}
         for col in columns:
             vals = np.array([float(r.final[col]) for r in group if r.final.get(col) is not None], dtype=float)
             vals = vals[np.isfinite(vals)]
             row[col] = (
-                "–" if vals.size == 0
-                else f"{np.median(vals):.4f}" if vals.size == 1
+                "–"
+                if vals.size == 0
+                else f"{np.median(vals):.4f}"
+                if vals.size == 1
                 else f"{np.median(vals):.4f} [{vals.min():.4f}–{vals.max():.4f}]"
-            )  # fmt: skip
+            )
         rows.append(row)
     return pd.DataFrame(rows)
 
 
-def digit_sections(runs: Sequence[RunRecord], out_dir: Path, settings: Any = None) -> List[ReportSection]:
+def digit_runs_of(runs: Sequence[RunRecord]) -> list[RunRecord]:
+    """Completed runs that recorded per-answer-position accuracies."""
+    return [r for r in runs if r.completed and any(_POSITION.match(k) for k in (r.final or {}))]
+
+
+def digit_sections(runs: Sequence[RunRecord], out_dir: Path, settings: Any = None) -> list[ReportSection]:
     """'Digit measures' section: final per-position / per-carry-class accuracy and their curves."""
-    digit_runs = [r for r in runs if r.completed and any(_POSITION.match(k) for k in (r.final or {}))]
+    digit_runs = digit_runs_of(runs)
     if not digit_runs:
         return []
-    conditions = list(dict.fromkeys(r.condition for r in digit_runs))
+    conditions = list(dict.fromkeys(r.condition or "unknown" for r in digit_runs))
     tables = load_tables(digit_runs, MEASURES_FILE, [Status.COMPLETED])
     present = sorted({c for dfs in tables.values() for df in dfs for c in df.columns})
     groups = digit_columns(present)
@@ -75,10 +83,13 @@ def digit_sections(runs: Sequence[RunRecord], out_dir: Path, settings: Any = Non
     figures = []
     for name, cols, caption in (
         ("digit_positions", groups["position"], "Test accuracy per answer digit (0 = most significant)"),
-        ("digit_carries", groups["carry"] + groups["example"],
-         "Test accuracy per carry class: answer digits without / with a direct / with a cascading incoming "
-         "carry, and exact match of examples without carries, with carries, with a cascade"),
-    ):  # fmt: skip
+        (
+            "digit_carries",
+            groups["carry"] + groups["example"],
+            "Test accuracy per carry class: answer digits without / with a direct / with a cascading incoming "
+            "carry, and exact match of examples without carries, with carries, with a cascade",
+        ),
+    ):
         path = plot_measures(tables, cols, conditions, colors, Path(out_dir) / f"{name}.png", dpi=dpi, title=caption)
         if path is not None:
             figures.append(ReportFigure(path, caption + " (median and inter-quartile band over seeds)."))
@@ -92,4 +103,22 @@ def digit_sections(runs: Sequence[RunRecord], out_dir: Path, settings: Any = Non
         "(`wu_fourier_top_frac`, 1 = the digits are read as phases of one frequency) and the mean probability "
         "of the right digit. A class with no test examples shows '–'. All columns: `digit_summary.csv`."
     )
-    return [ReportSection("Digit measures: per position and per carry class", text, [ReportTable(table, "Final digit measures per condition")], figures)]
+    return [
+        ReportSection(
+            "Digit measures: per position and per carry class",
+            text,
+            [ReportTable(table, "Final digit measures per condition")],
+            figures,
+        )
+    ]
+
+
+class DigitsSection(Section):
+    """Measures per answer position and per carry class (digit tasks)."""
+
+    title = "Digit measures"
+    writes = ("digit_summary.csv", "digit_positions.png", "digit_carries.png")
+    provider = staticmethod(digit_sections)
+
+    def applies(self, sweep: Sweep) -> str | None:
+        return None if digit_runs_of(sweep.runs) else "no completed run recorded per-answer-position accuracies"

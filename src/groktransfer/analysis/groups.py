@@ -10,14 +10,14 @@ so this module only regroups and calls those functions.
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
 from .collect import RunRecord
 from .settings import BootstrapSettings
 from .stats import bootstrap_ratio_ci, bound_direction, median_with_bound, observe, ratio_of_medians, row_rng
-
 
 # fewer runs than this on either side: the CI is reported but never read as excluding 1
 MIN_RUNS_TO_JUDGE = 2
@@ -43,12 +43,23 @@ def compare_groups(
     bv, bc = observations(baseline, t)
     gv, gc = observations(group, t)
     row: dict[str, Any] = {
-        "threshold": t, "n": int(gv.size), "n_censored": int(gc.sum()),
-        "median": math.nan, "median_lower_bound": False, "min": math.nan, "max": math.nan,
-        "n_baseline": int(bv.size), "n_baseline_censored": int(bc.sum()),
-        "median_baseline": math.nan, "median_baseline_lower_bound": False,
-        "ratio": math.nan, "ci_low": math.nan, "ci_high": math.nan, "bound": "", "excludes_one": 0,
-    }  # fmt: skip
+        "threshold": t,
+        "n": int(gv.size),
+        "n_censored": int(gc.sum()),
+        "median": math.nan,
+        "median_lower_bound": False,
+        "min": math.nan,
+        "max": math.nan,
+        "n_baseline": int(bv.size),
+        "n_baseline_censored": int(bc.sum()),
+        "median_baseline": math.nan,
+        "median_baseline_lower_bound": False,
+        "ratio": math.nan,
+        "ci_low": math.nan,
+        "ci_high": math.nan,
+        "bound": "",
+        "excludes_one": 0,
+    }
     if gv.size:
         row["median"], row["median_lower_bound"] = median_with_bound(gv, gc)
         row["min"], row["max"] = float(gv.min()), float(gv.max())
@@ -57,10 +68,12 @@ def compare_groups(
     if gv.size and bv.size:
         lo, hi = bootstrap_ratio_ci(bv, gv, b.n_resamples, b.confidence, row_rng(b.seed, tag, t))
         row.update(
-            ratio=ratio_of_medians(bv, gv), ci_low=lo, ci_high=hi,
+            ratio=ratio_of_medians(bv, gv),
+            ci_low=lo,
+            ci_high=hi,
             bound=bound_direction(row["median_baseline_lower_bound"], row["median_lower_bound"]),
             excludes_one=0 if min(gv.size, bv.size) < MIN_RUNS_TO_JUDGE else (1 if lo > 1 else (-1 if hi < 1 else 0)),
-        )  # fmt: skip
+        )
     return row
 
 

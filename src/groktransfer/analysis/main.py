@@ -1,48 +1,38 @@
 """``run_analysis``: sweep dir(s) in, tables + figures + report out.
 
 Why one entry point: ``scripts/analyze.py`` (Hydra), the quickstart script and
-the tests all call the same function with the same settings object, so what the
-tests check is what users run. Input problems (missing dir, no runs) raise
-``SweepInputError`` before anything is written.
+the tests all call the same function with the same settings object -- whose
+defaults are the schema's, the report's sections included -- so what the tests
+check is what users run. Input problems (missing dir, no runs, an unknown
+section) raise ``SweepInputError`` before anything is written.
 """
 
 from __future__ import annotations
 
-import importlib
 import math
 import os
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from groktransfer.runs.rundir import MEASURES_FILE, METRICS_FILE, STATUS_FILE, Status
+from groktransfer.render import PREFERRED_ORDER
+from groktransfer.runs.rundir import Status
+from groktransfer.utils.registry import UnknownNameError
 
-from . import sections as sec
-from .answer import answer_section, answers
+from .answer import answers
 from .collect import UNREADABLE, RunRecord, SweepInputError, collect_runs, resolve_sweep_dirs
-from .curves import load_tables, numeric_columns
-from .plots import plot_curve, plot_epochs_to_threshold, plot_measures
 from .report import ReportSection, build_report
-from .settings import AnalysisSettings, AnalyzeJobConfig, SettingsError, to_settings, unknown_conditions
-from .stats import (
-    condition_order,
-    format_ratio,
-    observations_frame,
-    speedup_table,
-    summary_table,
-    threshold_key,
-    thresholds_in,
-)
-from .style import PREFERRED_ORDER, condition_colors
+from .section import Section, Sweep
+from .sections import section_for
+from .settings import AnalysisSettings, SettingsError, to_settings, unknown_conditions
+from .stats import condition_order, format_ratio, speedup_table, summary_table, threshold_key, thresholds_in
 from .tables import ci_label, runs_frame
 from .wandb_log import log_analysis
-
-SectionProvider = Callable[[Sequence[RunRecord], Path, AnalyzeJobConfig], Sequence[ReportSection]]
 
 
 @dataclass
@@ -106,7 +96,8 @@ class AnalysisResult:
         if bad:
             kinds = pd.Series([r.status_label for r in bad]).value_counts()
             lines.append(
-                "\nNot in the statistics: " + ", ".join(f"{n} {k}" for k, n in kinds.items())
+                "\nNot in the statistics: "
+                + ", ".join(f"{n} {k}" for k, n in kinds.items())
                 + " -- listed under 'Failed / incomplete jobs' in the report."
             )
         unreadable = [r for r in self.runs if r.status == UNREADABLE]
@@ -124,25 +115,6 @@ def _pick_headline(thresholds: Sequence[float], wanted: float) -> float | None:
         return None
     close = [t for t in thresholds if math.isclose(t, wanted, abs_tol=1e-9)]
     return close[0] if close else max(thresholds)
-
-
-def _load_provider(spec: str) -> SectionProvider:
-    module, _, name = spec.partition(":")
-    return getattr(importlib.import_module(module), name)
-
-
-def _provider_sections(
-    specs: Sequence[str], runs: Sequence[RunRecord], out_dir: Path, settings: AnalyzeJobConfig
-) -> list[ReportSection]:
-    """Sections from configured providers; a failing provider becomes a visible error section."""
-    out: list[ReportSection] = []
-    for spec in specs:
-        try:
-            out.extend(_load_provider(spec)(runs, out_dir, settings))
-        except Exception as exc:  # noqa: BLE001 - an optional section must not sink the report
-            msg = f"This section could not be built: `{type(exc).__name__}: {exc}`"
-            out.append(ReportSection(f"{spec} (failed)", msg))
-    return out
 
 
 def make_out_dir(out: Path) -> None:
@@ -168,42 +140,40 @@ def _sweep_label(runs: Sequence[RunRecord]) -> str:
     return " / ".join(x for x in (experiments, tasks) if x)
 
 
-def _make_figures(
-    runs: Sequence[RunRecord],
-    thresholds: list[float],
-    conditions: list[str],
-    out: Path,
-    a: AnalysisSettings,
-    label: str,
-) -> tuple[dict[str, Path | None], bool]:
-    """All figures; returns ``{name: path or None}`` and whether the measures table had none of the measures."""
-    colors = condition_colors(conditions)
-    suffix = f" — {label}" if label else ""
-    obs = observations_frame(runs, thresholds)
-    figs: dict[str, Path | None] = {}
-    figs["epochs_to_threshold"] = plot_epochs_to_threshold(
-        obs[obs.included], thresholds, conditions, colors, out / "epochs_to_threshold.png",
-        n_excluded=sum(not r.completed for r in runs), log_span=a.log_span, dpi=a.dpi,
-        title=f"Epochs to test-accuracy threshold{suffix}",
-    )  # fmt: skip
-    cv = a.curves
-    common = dict(after_end=cv.after_end, max_points=cv.max_points, log_span=a.log_span, dpi=a.dpi)
-    metrics = load_tables(runs, METRICS_FILE, cv.include_statuses)
-    figs["test_accuracy"] = plot_curve(
-        metrics, "test_acc", conditions, colors, out / "test_accuracy.png", "test accuracy",
-        f"Test accuracy{suffix}", hlines=thresholds[:1] + thresholds[-1:], **common,
-    )  # fmt: skip
-    figs["test_loss"] = plot_curve(
-        metrics, "test_loss", conditions, colors, out / "test_loss.png", "test loss (cross-entropy)",
-        f"Test loss{suffix}", log_y=True, **common,
-    )  # fmt: skip
-    measures = load_tables(runs, MEASURES_FILE, cv.include_statuses)
-    measure_cols = numeric_columns(measures, a.measures)
-    figs["progress_measures"] = plot_measures(
-        measures, measure_cols, conditions, colors, out / "progress_measures.png",
-        title=f"Progress measures{suffix}", **common,
-    )  # fmt: skip
-    return figs, bool(measures) and not measure_cols
+def _resolve(spec: str) -> tuple[Section | None, str]:
+    """(section, "") for a configured name, or (None, why) for a ``module:function`` that does not
+    load (shown as a failed section: an optional section must not sink the report). An unknown
+    registered name is bad input: ``SweepInputError`` before anything is written."""
+    try:
+        return section_for(spec), ""
+    except UnknownNameError as exc:
+        raise SweepInputError(str(exc)) from None
+    except Exception as exc:  # noqa: BLE001 - reported in the report
+        return None, f"`{type(exc).__name__}: {exc}`"
+
+
+def _chosen_sections(a: AnalysisSettings) -> list[tuple[str, Section | None, str]]:
+    """(spec, section or None, why it failed) for every configured section, in report order:
+    ``analysis.sections`` with ``analysis.extra_sections`` before the first closing one; a
+    section named twice (by name and by its provider's path) appears once."""
+    main = [(spec, *_resolve(spec)) for spec in a.sections]
+    extra = [(spec, *_resolve(spec)) for spec in a.extra_sections]
+    at = next((i for i, (_, s, _) in enumerate(main) if s is not None and s.closing), len(main))
+    out: list[tuple[str, Section | None, str]] = []
+    for spec, section, why in main[:at] + extra + main[at:]:
+        if section is None or all(section is not s for _, s, _ in out):
+            out.append((spec, section, why))
+    return out
+
+
+def _build(spec: str, section: Section | None, why: str, sweep: Sweep) -> list[ReportSection]:
+    """One section's part of the report, or why it could not be built (a visible error section)."""
+    if section is not None:
+        try:
+            return list(section.build(sweep))
+        except Exception as exc:  # noqa: BLE001 - an optional section must not sink the report
+            why = f"`{type(exc).__name__}: {exc}`"
+    return [ReportSection(f"{spec} (failed)", f"This section could not be built: {why}")]
 
 
 def run_analysis(
@@ -215,14 +185,16 @@ def run_analysis(
     """Analyse one or more sweeps (paths or globs) and write every output to ``out_dir``.
 
     ``cfg`` is a Hydra DictConfig of ``conf/analyze.yaml``, a plain dict of the same
-    shape, an ``AnalyzeJobConfig`` or None (defaults). ``out_dir`` overrides
-    ``analysis.out_dir``; with neither, outputs go to ``<first sweep dir>/analysis``.
-    ``extra_sections`` are added to the report (the circuits hook) after the figures,
-    following any from ``analysis.extra_sections`` providers.
+    shape, an ``AnalyzeJobConfig`` or None (defaults: the same report as the command line).
+    ``out_dir`` overrides ``analysis.out_dir``; with neither, outputs go to
+    ``<first sweep dir>/analysis``. The report's sections are ``analysis.sections`` (then
+    ``analysis.extra_sections``); ``extra_sections`` here are ready-made ``ReportSection``
+    objects placed with them, before the closing sections.
     """
-    settings = to_settings(cfg)  # every value checked: SettingsError
+    settings = to_settings(cfg)
     a, b = settings.analysis, settings.analysis.bootstrap
     dirs = resolve_sweep_dirs(sweep_dirs)
+    chosen = _chosen_sections(a)  # an unknown section name: raised before anything is written
     runs = collect_runs(dirs, a.stale_after_s)  # raises before anything is written
     unknown = unknown_conditions(a, {r.condition for r in runs if r.condition})
     if unknown:
@@ -230,61 +202,73 @@ def run_analysis(
     out = Path(out_dir) if out_dir is not None else default_out_dir(dirs, a.out_dir)
     make_out_dir(out)
 
-    # ---- tables
+    # ---- the statistics every section shares
     thresholds = sorted(float(t) for t in a.thresholds) if a.thresholds else thresholds_in(runs)
-    conditions = condition_order([r.condition for r in runs], [*PREFERRED_ORDER, *a.compare, a.baseline])
-    runs_df = runs_frame(runs, thresholds)
-    summary = summary_table(runs, thresholds, conditions)
-    speedup = speedup_table(runs, thresholds, a.baseline, a.compare, b.n_resamples, b.confidence, b.seed)
-    files: dict[str, Path] = {}
-    for name, df in (("runs", runs_df), ("summary_table", summary), ("speedup", speedup)):
-        files[f"{name}_csv"] = out / f"{name}.csv"
-        df.to_csv(files[f"{name}_csv"], index=False)
-
-    # ---- figures
-    label = _sweep_label(runs)
-    figs, measures_missing = _make_figures(runs, thresholds, conditions, out, a, label)
-    files.update({k: p for k, p in figs.items() if p is not None})
-
-    # ---- report: the answer first, then the details, the sweep's metadata last
-    headline = _pick_headline(thresholds, a.headline_threshold)
-    listed = {**files, "report_md": out / "report.md", "report_html": out / "report.html"}
-    n_excluded = sum(not r.completed for r in runs)
-    answer = answer_section(summary, speedup, headline, a.baseline, conditions, b.confidence, n_excluded)
-    built_in = [
-        answer,
-        sec.speedup_section(speedup, a.baseline, conditions, b.confidence),
-        sec.threshold_section(summary, figs["epochs_to_threshold"]),
-        sec.figures_section(figs, measures_missing),
-    ]
-    extras = [*_provider_sections(a.extra_sections, runs, out, settings), *extra_sections]
-    title = f"groktransfer analysis — {label}" if label else "groktransfer analysis"
-    generated = (
-        f"Generated {datetime.now().strftime('%Y-%m-%d %H:%M')} from run directories only "
-        f"({STATUS_FILE}, {METRICS_FILE}, {MEASURES_FILE})."
+    conditions = condition_order([r.condition or "unknown" for r in runs], [*PREFERRED_ORDER, *a.compare, a.baseline])
+    sweep = Sweep(
+        dirs=dirs,
+        runs=runs,
+        settings=settings,
+        out_dir=out,
+        thresholds=thresholds,
+        conditions=conditions,
+        runs_table=runs_frame(runs, thresholds),
+        summary=summary_table(runs, thresholds, conditions),
+        speedup=speedup_table(runs, thresholds, a.baseline, a.compare, b.n_resamples, b.confidence, b.seed),
+        headline=_pick_headline(thresholds, a.headline_threshold),
+        label=_sweep_label(runs),
     )
-    tail = [
-        sec.incomplete_section(runs),
-        sec.method_section(settings),
-        sec.overview_section(runs, dirs, conditions, generated),
-        sec.files_section(listed, out),
-    ]
-    files["report_md"], files["report_html"] = build_report(title, built_in, out, extras, tail=tail)
+    sweep.write_csv("runs_csv", sweep.runs_table, "runs.csv")
+    sweep.write_csv("summary_table_csv", sweep.summary, "summary_table.csv")
+    sweep.write_csv("speedup_csv", sweep.speedup, "speedup.csv")
+    report_md, report_html = out / "report.md", out / "report.html"
+
+    # ---- the sections, in order; the ready-made ones before the closing sections
+    built: list[ReportSection] = []
+    closing_at = next((i for i, (_, s, _) in enumerate(chosen) if s is not None and s.closing), len(chosen))
+    for i, (spec, section, why) in enumerate(chosen):
+        if i == closing_at:
+            built += list(extra_sections)
+            sweep.files.update(report_md=report_md, report_html=report_html)
+        reason = section.applies(sweep) if section is not None else None
+        if reason is not None:  # left out; listed under "Sweep" unless there is nothing to say ("")
+            if reason:
+                sweep.left_out.append((section.title or spec, reason))  # type: ignore[union-attr]
+            continue
+        built += _build(spec, section, why, sweep)
+        if section is not None:
+            sweep.record_written(section)
+    if closing_at == len(chosen):
+        built += list(extra_sections)
+        sweep.files.update(report_md=report_md, report_html=report_html)
+    title = f"groktransfer analysis — {sweep.label}" if sweep.label else "groktransfer analysis"
+    build_report(title, built, out)
 
     result = AnalysisResult(
-        out_dir=out, sweep_dirs=dirs, runs=runs, thresholds=thresholds, conditions=conditions,
-        runs_table=runs_df, summary=summary, speedup=speedup, headline_threshold=headline,
-        baseline=a.baseline, confidence=b.confidence, files=files,
-    )  # fmt: skip
+        out_dir=out,
+        sweep_dirs=dirs,
+        runs=runs,
+        thresholds=thresholds,
+        conditions=conditions,
+        runs_table=sweep.runs_table,
+        summary=sweep.summary,
+        speedup=sweep.speedup,
+        headline_threshold=sweep.headline,
+        baseline=a.baseline,
+        confidence=b.confidence,
+        files=dict(sweep.files),
+    )
 
     # ---- optional W&B mirror (never fatal)
+    headline = sweep.headline
     numbers = {
         f"speedup_{r.condition}_{threshold_key(headline)}": float(r.ratio)
-        for _, r in speedup[speedup.threshold == headline].iterrows()
-        if np.isfinite(r.ratio)
+        for _, r in sweep.speedup[sweep.speedup.threshold == headline].iterrows()
+        if headline is not None and np.isfinite(r.ratio)
     }
-    tables = {"runs": runs_df, "summary_table": summary, "speedup": speedup}
-    note = log_analysis(settings.wandb, out, runs, tables, [p for p in figs.values() if p], numbers)
+    tables = {"runs": sweep.runs_table, "summary_table": sweep.summary, "speedup": sweep.speedup}
+    figures = [p for p in sweep.files.values() if p.suffix == ".png"]
+    note = log_analysis(settings.wandb, out, runs, tables, figures, numbers)
     if note:
         result.notes.append(note)
     return result

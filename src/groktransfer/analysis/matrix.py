@@ -11,20 +11,21 @@ bound, not a measurement, and the heatmap marks it.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from . import style  # noqa: F401  (Agg backend before pyplot)
+from groktransfer.render import apply_theme, save_figure
+
 from .collect import RunRecord
 from .groups import compare_groups, pick_threshold
 from .report import ReportFigure, ReportSection, ReportTable
+from .section import Section, Sweep
 from .settings import AnalyzeJobConfig
 from .stats import format_ratio, threshold_key, thresholds_in
-
-import matplotlib.pyplot as plt  # noqa: E402
 
 BOUND_MARK = {"lower bound": "≥", "upper bound": "≤", "indeterminate": "~"}
 
@@ -34,7 +35,9 @@ def transfer_pairs(runs: Sequence[RunRecord]) -> list[tuple[str, str]]:
     return sorted({(r.source_task, r.task) for r in runs if r.source_task and r.task and r.condition != "random"})
 
 
-def matrix_table(runs: Sequence[RunRecord], baseline: str, conditions: Sequence[str], settings: AnalyzeJobConfig) -> pd.DataFrame:
+def matrix_table(
+    runs: Sequence[RunRecord], baseline: str, conditions: Sequence[str], settings: AnalyzeJobConfig
+) -> pd.DataFrame:
     """One row per (source task, target task, condition, threshold) with the speed-up over ``baseline``."""
     rows = []
     for source_task, target_task in transfer_pairs(runs):
@@ -46,8 +49,15 @@ def matrix_table(runs: Sequence[RunRecord], baseline: str, conditions: Sequence[
             for t in thresholds_in(group):
                 tag = f"{cond}|{source_task}->{target_task}"
                 row = compare_groups(base, group, t, tag, settings.analysis.bootstrap)
-                rows.append({"source_task": source_task, "target_task": target_task, "condition": cond,
-                             "baseline": baseline, **row})  # fmt: skip
+                rows.append(
+                    {
+                        "source_task": source_task,
+                        "target_task": target_task,
+                        "condition": cond,
+                        "baseline": baseline,
+                        **row,
+                    }
+                )
     cols = ["source_task", "target_task", "condition", "baseline", "threshold"]
     return pd.DataFrame(rows, columns=cols + [c for c in (rows[0] if rows else {}) if c not in cols])
 
@@ -63,13 +73,20 @@ def _cell_text(row: pd.Series) -> str:
     return f"{mark}{fmt(row.ratio)}×{censored}\n[{fmt(row.ci_low)}, {fmt(row.ci_high)}]"
 
 
-def plot_matrix(table: pd.DataFrame, t: float, conditions: Sequence[str], baseline: str, path: Path, dpi: int = 130) -> Path:
+def plot_matrix(
+    table: pd.DataFrame, t: float, conditions: Sequence[str], baseline: str, path: Path, dpi: int = 130
+) -> Path:
     """One heatmap per condition: log2 speed-up, annotated with ratio, CI, bound and censoring marks."""
-    style.apply_theme()
+    apply_theme()
     rows = table[np.isclose(table.threshold, t)]
     sources = sorted(rows.source_task.unique())
     targets = sorted(rows.target_task.unique())
-    fig, axes = plt.subplots(1, len(conditions), figsize=(1.9 * len(targets) * len(conditions) + 1.5, 1.5 * len(sources) + 1.6), squeeze=False)
+    fig, axes = plt.subplots(
+        1,
+        len(conditions),
+        figsize=(1.9 * len(targets) * len(conditions) + 1.5, 1.5 * len(sources) + 1.6),
+        squeeze=False,
+    )
     finite = np.log2(rows.ratio[np.isfinite(rows.ratio) & (rows.ratio > 0)])
     vmax = max(1.0, float(np.abs(finite).max())) if len(finite) else 1.0
     image = None
@@ -92,9 +109,7 @@ def plot_matrix(table: pd.DataFrame, t: float, conditions: Sequence[str], baseli
     if image is not None:
         fig.colorbar(image, ax=list(axes[0]), label="log2 speed-up (blue: faster than random)", shrink=0.8)
     fig.suptitle(f"Speed-up to test acc {threshold_key(t)}; * = a censored run in the cell; ≥/≤/~ = bound", fontsize=9)
-    fig.savefig(path, dpi=dpi, bbox_inches="tight")
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi)
 
 
 def matrix_sections(runs: Sequence[RunRecord], out_dir: Path, settings: AnalyzeJobConfig) -> list[ReportSection]:
@@ -110,13 +125,17 @@ def matrix_sections(runs: Sequence[RunRecord], out_dir: Path, settings: AnalyzeJ
         return [ReportSection("Task × task transfer matrix", "No transfer run recorded a threshold.")]
     fig = plot_matrix(table, t, conditions, a.baseline, out_dir / "matrix_speedup.png", a.dpi)
     rows = table[np.isclose(table.threshold, t)]
-    shown = pd.DataFrame({
-        "source → target": [f"{s} → {g}" for s, g in zip(rows.source_task, rows.target_task)],
-        "condition": rows.condition,
-        "n (censored)": [f"{n} ({c})" for n, c in zip(rows.n, rows.n_censored)],
-        f"{a.baseline} n (censored)": [f"{n} ({c})" for n, c in zip(rows.n_baseline, rows.n_baseline_censored)],
-        f"speed-up vs {a.baseline}": [format_ratio(r, lo, hi, b) for r, lo, hi, b in zip(rows.ratio, rows.ci_low, rows.ci_high, rows.bound)],
-    })  # fmt: skip
+    shown = pd.DataFrame(
+        {
+            "source → target": [f"{s} → {g}" for s, g in zip(rows.source_task, rows.target_task)],
+            "condition": rows.condition,
+            "n (censored)": [f"{n} ({c})" for n, c in zip(rows.n, rows.n_censored)],
+            f"{a.baseline} n (censored)": [f"{n} ({c})" for n, c in zip(rows.n_baseline, rows.n_baseline_censored)],
+            f"speed-up vs {a.baseline}": [
+                format_ratio(r, lo, hi, b) for r, lo, hi, b in zip(rows.ratio, rows.ci_low, rows.ci_high, rows.bound)
+            ],
+        }
+    )
     text = (
         f"Speed-up to test accuracy {threshold_key(t)} of each condition over `{a.baseline}` starts on the same "
         "target task, per (source task, target task). `*` in the heatmap: at least one run of the cell or of its "
@@ -125,3 +144,18 @@ def matrix_sections(runs: Sequence[RunRecord], out_dir: Path, settings: AnalyzeJ
     )
     caption = "Speed-up over random per source task (rows) and target task (columns), one panel per condition."
     return [ReportSection("Task × task transfer matrix", text, [ReportTable(shown, "")], [ReportFigure(fig, caption)])]
+
+
+class MatrixSection(Section):
+    """Speed-up per (source task, target task) of a sweep over both."""
+
+    title = "Task × task transfer matrix"
+    writes = ("matrix.csv", "matrix_speedup.png")
+    provider = staticmethod(matrix_sections)
+
+    def applies(self, sweep: Sweep) -> str | None:
+        return (
+            None
+            if len(transfer_pairs(sweep.runs)) >= 2
+            else "the transfer runs span fewer than two (source task, target task) pairs"
+        )

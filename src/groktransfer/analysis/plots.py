@@ -12,25 +12,23 @@ see ``curves.py`` for how seeds are put on a common epoch grid.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+import seaborn as sns
+from matplotlib.lines import Line2D
+from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter, SymmetricalLogLocator
 
-from . import style  # sets the Agg backend before pyplot is imported
-from .curves import aggregate
+from groktransfer.render import apply_theme, save_figure
+
+from .curves import interpolated
 from .stats import threshold_key
 
-import matplotlib.pyplot as plt  # noqa: E402  (after the backend is chosen)
-from matplotlib.lines import Line2D  # noqa: E402
-from matplotlib.ticker import (  # noqa: E402
-    FuncFormatter,
-    LogLocator,
-    MaxNLocator,
-    NullFormatter,
-    SymmetricalLogLocator,
-)
+#: the progress figure is at least this wide (inches), so its legend fits under one panel
+MIN_MEASURES_WIDTH = 7.5
 
 MEASURE_LABELS = {
     "restricted_loss": ("Restricted loss", "loss (key frequencies only)"),
@@ -70,14 +68,16 @@ def _set_epoch_scale(ax: plt.Axes, axis: str, values: np.ndarray, span: float) -
     if not _needs_log(v, span):
         return
     setter = ax.set_xscale if axis == "x" else ax.set_yscale
-    limits = ax.set_xlim if axis == "x" else ax.set_ylim
     target = ax.xaxis if axis == "x" else ax.yaxis
     pos = v[v > 0]
     if (v <= 0).any():
         setter("symlog", linthresh=float(pos.min()), linscale=0.25)
         subs = (1.0, 2.0, 5.0) if pos.max() / pos.min() < 1e4 else (1.0,)
         target.set_major_locator(SymmetricalLogLocator(linthresh=float(pos.min()), base=10, subs=subs))
-        limits(left=0) if axis == "x" else limits(bottom=0)  # symlog margins would go negative
+        if axis == "x":  # symlog margins would go negative
+            ax.set_xlim(left=0)
+        else:
+            ax.set_ylim(bottom=0)
     else:
         setter("log")
         if pos.max() / pos.min() < 1e3:  # few decades: label 1-2-5 steps, not only powers of 10
@@ -138,7 +138,7 @@ def plot_epochs_to_threshold(
     """
     if obs.empty or not thresholds:
         return None
-    style.apply_theme()
+    apply_theme()
     conds = [c for c in conditions if c in set(obs.condition)]
     k = len(thresholds)
     fig, axes = plt.subplots(1, k, figsize=(max(3.4 * k, 5.0), 4.8), sharey=True, squeeze=False)
@@ -150,26 +150,46 @@ def plot_epochs_to_threshold(
             if vals.size == 0:
                 continue
             bp = ax.boxplot(
-                vals, positions=[i], widths=0.55, showfliers=False, patch_artist=True,
-                medianprops={"color": "black", "lw": 1.6}, whiskerprops={"color": "0.4"},
-                capprops={"color": "0.4"}, boxprops={"edgecolor": "0.4"},
-            )  # fmt: skip
+                vals,
+                positions=[i],
+                widths=0.55,
+                showfliers=False,
+                patch_artist=True,
+                medianprops={"color": "black", "lw": 1.6},
+                whiskerprops={"color": "0.4"},
+                capprops={"color": "0.4"},
+                boxprops={"edgecolor": "0.4"},
+            )
             bp["boxes"][0].set_facecolor(colors[cond])
             bp["boxes"][0].set_alpha(0.25)
             cens = gc.censored.to_numpy(dtype=bool)
             x = i + _spread(vals)
             ax.scatter(x[~cens], vals[~cens], s=36, color=colors[cond], edgecolor="white", lw=0.6, zorder=3)
             ax.scatter(
-                x[cens], vals[cens], s=64, marker="^", facecolor="white", edgecolor=colors[cond],
-                lw=1.6, zorder=4,
-            )  # fmt: skip
+                x[cens],
+                vals[cens],
+                s=64,
+                marker="^",
+                facecolor="white",
+                edgecolor=colors[cond],
+                lw=1.6,
+                zorder=4,
+            )
         n_reached = int((~g.censored.astype(bool)).sum())
         n_cens = int(g.censored.astype(bool).sum())
         handles = [
             Line2D([], [], ls="", marker="o", color="0.3", label=f"reached (n={n_reached})"),
-            Line2D([], [], ls="", marker="^", markerfacecolor="white", color="0.3", mew=1.5,
-                   label=f"censored at last epoch (n={n_cens})"),
-        ]  # fmt: skip
+            Line2D(
+                [],
+                [],
+                ls="",
+                marker="^",
+                markerfacecolor="white",
+                color="0.3",
+                mew=1.5,
+                label=f"censored at last epoch (n={n_cens})",
+            ),
+        ]
         ax.legend(handles=handles, loc="upper right", fontsize=8, framealpha=0.9)
         ax.set_title(f"test acc ≥ {threshold_key(t)}")
         counts = g.groupby("condition").size()
@@ -194,19 +214,34 @@ def plot_epochs_to_threshold(
     fig.text(0.01, 0.005, note, fontsize=8, color="0.3", va="bottom")
     fig.suptitle(title or "Epochs to test-accuracy threshold", fontsize=12)
     fig.tight_layout(rect=(0, 0.07 if n_excluded else 0.045, 1, 1))
-    fig.savefig(path, dpi=dpi)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi, tight=False)
 
 
 # --------------------------------------------------------------------------- curves
 
 
-def _draw_band(ax: plt.Axes, agg: pd.DataFrame, color: str, label: str) -> np.ndarray:
-    """Median line + IQR band; returns the plotted values (to choose the y scale)."""
-    ax.fill_between(agg.epoch, agg.q25, agg.q75, color=color, alpha=0.2, lw=0)
-    ax.plot(agg.epoch, agg["median"], color=color, lw=1.8, label=label)
-    return agg[["median", "q25", "q75"]].to_numpy(dtype=float).ravel()
+def _draw_band(
+    ax: plt.Axes, dfs: Sequence[pd.DataFrame], column: str, color: str, after_end: str, max_points: int
+) -> np.ndarray:
+    """Median line and inter-quartile band of ``column`` over the runs ``dfs`` (seaborn draws them
+    from every run's values on the common grid); returns the values drawn (to choose the y scale)."""
+    long = interpolated(dfs, column, after_end, max_points)
+    if long.empty:
+        return np.array([])
+    sns.lineplot(
+        data=long,
+        x="epoch",
+        y="value",
+        estimator="median",
+        errorbar=("pi", 50),
+        color=color,
+        lw=1.8,
+        ax=ax,
+        legend=False,
+        err_kws={"alpha": 0.2, "lw": 0},
+    )
+    ax.set(xlabel="", ylabel="")
+    return long.value.to_numpy(dtype=float)
 
 
 def _all_epochs(tables: Mapping[str, Sequence[pd.DataFrame]]) -> np.ndarray:
@@ -230,37 +265,50 @@ def plot_curve(
     dpi: int = 130,
 ) -> Path | None:
     """Median line and inter-quartile band of ``column`` against epoch, per condition."""
-    style.apply_theme()
+    apply_theme()
     fig, ax = plt.subplots(figsize=(8.0, 4.8))
     plotted: list[np.ndarray] = []
+    handles = []
     for cond in conditions:
         dfs = tables.get(cond, [])
-        agg = aggregate(dfs, column, after_end, max_points)
-        if agg.empty:
-            continue
         n = sum(1 for df in dfs if column in df.columns)
-        plotted.append(_draw_band(ax, agg, colors[cond], f"{cond} (n={n})"))
+        drawn = _draw_band(ax, dfs, column, colors[cond], after_end, max_points)
+        if drawn.size:
+            plotted.append(drawn)
+            handles.append(Line2D([], [], color=colors[cond], lw=1.8, label=f"{cond} (n={n})"))
     if not plotted:
         plt.close(fig)
         return None
     for h in hlines:
         ax.axhline(h, color="0.55", lw=0.8, ls=":", zorder=0)
-        ax.annotate(f"{h:g}", (1.0, h), xycoords=("axes fraction", "data"), xytext=(3, 0),
-                    textcoords="offset points", va="center", fontsize=7, color="0.45")  # fmt: skip
+        ax.annotate(
+            f"{h:g}",
+            (1.0, h),
+            xycoords=("axes fraction", "data"),
+            xytext=(3, 0),
+            textcoords="offset points",
+            va="center",
+            fontsize=7,
+            color="0.45",
+        )
     _set_epoch_scale(ax, "x", _all_epochs(tables), log_span)
     if log_y:
         _set_value_log_scale(ax, np.concatenate(plotted), log_span)
     ax.set_xlabel("epoch")
     ax.set_ylabel(ylabel)
     ax.set_title(title)
-    ax.legend(title="condition (seeds)", loc="best", fontsize=9)
+    ax.legend(handles=handles, title="condition (seeds)", loc="best", fontsize=9)
     hold = "held at their last value" if after_end == "hold" else "dropped"
-    fig.text(0.01, 0.005, f"Line: median across seeds; band: inter-quartile range. Runs that stopped early are {hold} after their last eval.",
-             fontsize=8, color="0.3", va="bottom")  # fmt: skip
+    fig.text(
+        0.01,
+        0.005,
+        f"Line: median across seeds; band: inter-quartile range. Runs that stopped early are {hold} after their last eval.",
+        fontsize=8,
+        color="0.3",
+        va="bottom",
+    )
     fig.tight_layout(rect=(0, 0.04, 1, 1))
-    fig.savefig(path, dpi=dpi)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi, tight=False)
 
 
 def plot_measures(
@@ -278,19 +326,16 @@ def plot_measures(
     """Grid of progress-measure panels (only measures present in the data), median + IQR."""
     if not columns:
         return None
-    style.apply_theme()
+    apply_theme()
     ncols = min(3, len(columns))
     nrows = math.ceil(len(columns) / ncols)
-    fig, axes = plt.subplots(
-        nrows, ncols, figsize=(4.6 * ncols, 3.4 * nrows + 1.0), squeeze=False, layout="constrained"
-    )
+    width = max(4.6 * ncols, MIN_MEASURES_WIDTH)  # the legend below needs this much, one panel or six
+    fig, axes = plt.subplots(nrows, ncols, figsize=(width, 3.4 * nrows + 1.2), squeeze=False, layout="constrained")
     epochs = _all_epochs(tables)
     for ax, col in zip(axes.flat, columns):
         plotted = [np.array([])]
         for cond in conditions:
-            agg = aggregate(tables.get(cond, []), col, after_end, max_points)
-            if not agg.empty:
-                plotted.append(_draw_band(ax, agg, colors[cond], cond))
+            plotted.append(_draw_band(ax, tables.get(cond, []), col, colors[cond], after_end, max_points))
         name, unit = MEASURE_LABELS.get(col, (col, col))
         ax.set_title(name, fontsize=10)
         ax.set_ylabel(unit, fontsize=9)
@@ -302,7 +347,7 @@ def plot_measures(
             lo, hi = ax.get_ylim()
             ax.set_ylim(min(lo, -0.05), max(hi, 1.05))  # span >= 1, else MaxNLocator falls back to 0.1 steps
             ax.yaxis.set_major_locator(MaxNLocator(integer=True))
-    for ax in list(axes.flat)[len(columns):]:
+    for ax in list(axes.flat)[len(columns) :]:
         ax.remove()
     counts = {c: len(tables.get(c, [])) for c in conditions if tables.get(c)}
     handles = [Line2D([], [], color=colors[c], lw=2.2, label=f"{c} (n={n})") for c, n in counts.items()]
@@ -310,9 +355,12 @@ def plot_measures(
     # an "outside" legend takes part in the constrained layout (no overlap with panels); at the
     # bottom because at the top it collides with the suptitle
     fig.legend(
-        handles=handles, loc="outside lower center", ncol=len(handles), frameon=False, fontsize=10,
-        title="line: median across seeds; band: inter-quartile range (at every checkpoint)", title_fontsize=9,
-    )  # fmt: skip
-    fig.savefig(path, dpi=dpi)
-    plt.close(fig)
-    return path
+        handles=handles,
+        loc="outside lower center",
+        ncol=max(1, min(len(handles), int(width // 2.3))),
+        frameon=False,
+        fontsize=10,
+        title="median across seeds (line), inter-quartile range (band)",
+        title_fontsize=9,
+    )
+    return save_figure(fig, path, dpi, tight=False)

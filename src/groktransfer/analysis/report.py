@@ -1,11 +1,11 @@
 """Render report sections to ``report.md`` and a self-contained ``report.html``.
 
 Why a section model: the report is assembled from independent parts (the answer,
-statistics, figures, failures, the sweep's metadata) and later modules add their own -- the circuits
-analysis will contribute a "Circuits" section through ``extra_sections``
-without touching this file. A section is plain data (text, tables, figures),
-so each output format is rendered in one place: markdown links PNGs by relative
-path; HTML embeds them as base64 so the file can be mailed or archived alone.
+statistics, figures, the circuits, failures, the sweep's metadata), each a
+``groktransfer.analysis.section.Section`` that returns plain data (text, tables,
+figures), so each output format is rendered in one place: markdown links PNGs by
+relative path; HTML embeds them as base64 so the file can be mailed or archived
+alone. Tables and text go through ``groktransfer.render``.
 """
 
 from __future__ import annotations
@@ -14,11 +14,13 @@ import base64
 import html
 import os
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 import pandas as pd
+
+from groktransfer.render import markdown_table, markdown_to_html
 
 
 @dataclass
@@ -39,7 +41,7 @@ class ReportFigure:
 
 @dataclass
 class ReportSection:
-    """One titled section. ``text`` is light markdown: paragraphs, ``- `` bullets, `code`.
+    """One titled section. ``text`` is markdown: paragraphs, ``- `` bullets, `code`, **bold**.
 
     ``html`` (optional) replaces the rendered ``text`` in the HTML output, for
     sections that need richer markup than the light markdown supports.
@@ -77,22 +79,6 @@ nav.toc a { margin-right: .8em; white-space: nowrap; }
 # --------------------------------------------------------------------------- markdown
 
 
-def _md_cell(v: object) -> str:
-    if v is None or (isinstance(v, float) and pd.isna(v)) or v is pd.NA:
-        return "–"
-    return str(v).replace("|", "\\|").replace("\n", " ")
-
-
-def markdown_table(df: pd.DataFrame) -> str:
-    """A GitHub pipe table (no dependency on ``tabulate``)."""
-    if df.empty:
-        return "_(none)_"
-    head = "| " + " | ".join(_md_cell(c) for c in df.columns) + " |"
-    sep = "|" + "|".join("---" for _ in df.columns) + "|"
-    body = ["| " + " | ".join(_md_cell(v) for v in row) + " |" for row in df.itertuples(index=False)]
-    return "\n".join([head, sep, *body])
-
-
 def section_markdown(section: ReportSection, base_dir: Path) -> str:
     """Markdown of one section; figure links are relative to ``base_dir`` (the report's dir)."""
     parts = [f"## {section.title}"]
@@ -107,25 +93,6 @@ def section_markdown(section: ReportSection, base_dir: Path) -> str:
 
 
 # --------------------------------------------------------------------------- html
-
-
-def _inline(text: str) -> str:
-    out = html.escape(text)
-    out = re.sub(r"`([^`]+)`", r"<code>\1</code>", out)
-    return re.sub(r"\*\*([^*]+)\*\*", r"<strong>\1</strong>", out)
-
-
-def text_to_html(text: str) -> str:
-    """Light markdown to HTML: blank-line paragraphs, ``- `` bullet lists, `code`, **bold**."""
-    blocks = []
-    for block in re.split(r"\n\s*\n", text.strip()):
-        lines = block.splitlines()
-        if lines and all(ln.lstrip().startswith("- ") for ln in lines):
-            items = "".join(f"<li>{_inline(ln.lstrip()[2:])}</li>" for ln in lines)
-            blocks.append(f"<ul>{items}</ul>")
-        elif block.strip():
-            blocks.append(f"<p>{_inline(' '.join(ln.strip() for ln in lines))}</p>")
-    return "\n".join(blocks)
 
 
 def _img_tag(path: Path, alt: str) -> str:
@@ -151,7 +118,7 @@ def section_html(section: ReportSection, anchor: str | None = None) -> str:
     if section.html is not None:
         parts.append(section.html)
     elif section.text:
-        parts.append(text_to_html(section.text))
+        parts.append(markdown_to_html(section.text))
     for t in section.tables:
         if t.frame.empty:
             parts.append(f"<p><em>{html.escape(t.caption)}: none</em></p>")
@@ -169,57 +136,33 @@ def section_html(section: ReportSection, anchor: str | None = None) -> str:
 # --------------------------------------------------------------------------- assembly
 
 
-def build_report(
-    title: str,
-    sections: Sequence[ReportSection],
-    out_dir: Path,
-    extra_sections: Sequence[ReportSection] = (),
-    intro: str = "",
-    tail: Sequence[ReportSection] = (),
-) -> tuple[Path, Path]:
+def build_report(title: str, sections: Sequence[ReportSection], out_dir: Path, intro: str = "") -> tuple[Path, Path]:
     """Write ``report.md`` and ``report.html`` to ``out_dir``; return their paths.
 
-    The first of ``sections`` opens the report (the answer) and is followed, in HTML, by a
-    table of contents. EXTENSION HOOK: ``extra_sections`` are placed after the built-in
-    ``sections`` and before ``tail`` (e.g. the circuits module's "Circuits" section goes after
-    the figures and before the file list). They are rendered exactly like the
-    built-in ones.
+    The first section opens the report (the answer): in HTML it is boxed and followed by a
+    one-line table of contents linking every section; every heading has an id.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     md = [f"# {title}"]
     if intro:
         md.append(intro.strip())
     md += [section_markdown(s, out_dir) for s in sections]
-    md.append("<!-- EXTRA SECTIONS (extension hook: build_report(extra_sections=...)) -->")
-    md += [section_markdown(s, out_dir) for s in extra_sections]
-    md.append("<!-- END EXTRA SECTIONS -->")
-    md += [section_markdown(s, out_dir) for s in tail]
     md_path = out_dir / "report.md"
     md_path.write_text("\n\n".join(md) + "\n", encoding="utf-8")
 
-    # HTML: every heading has an id; the first section (the answer) is boxed and followed by
-    # a one-line table of contents linking every section.
-    ordered = [*sections, *extra_sections, *tail]
     taken: set[str] = set()
-    anchors = [slug(s.title, taken) for s in ordered]
-    rendered = [section_html(s, a) for s, a in zip(ordered, anchors)]
-    toc = '<nav class="toc">Contents: ' + " ".join(
-        f'<a href="#{a}">{html.escape(s.title)}</a>' for s, a in zip(ordered, anchors)
-    ) + "</nav>"
-    n_main, n_extra = len(sections), len(extra_sections)
+    anchors = [slug(s.title, taken) for s in sections]
+    rendered = [section_html(s, a) for s, a in zip(sections, anchors)]
+    links = " ".join(f'<a href="#{a}">{html.escape(s.title)}</a>' for s, a in zip(sections, anchors))
     body = [f"<h1>{html.escape(title)}</h1>"]
     if intro:
-        body.append(text_to_html(intro))
-    if n_main:
+        body.append(markdown_to_html(intro))
+    if rendered:
         body.append(f'<section class="answer">\n{rendered[0]}\n</section>')
-        body.append(toc)
-    body += rendered[1:n_main]
-    body.append('<!-- EXTRA SECTIONS (extension hook: build_report(extra_sections=...)) -->')
-    body += rendered[n_main : n_main + n_extra]
-    body.append("<!-- END EXTRA SECTIONS -->")
-    body += rendered[n_main + n_extra :]
+        body.append(f'<nav class="toc">Contents: {links}</nav>')
+    body += rendered[1:]
     page = (
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         f"<title>{html.escape(title)}</title><style>{CSS}</style></head>\n<body>\n"
         + "\n".join(body)
         + "\n</body></html>\n"

@@ -9,18 +9,41 @@ script without any Hydra config at all.
 
 from __future__ import annotations
 
-import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Iterable, List, Optional
+from typing import Any
 
-from groktransfer.utils.choices import Choice
-from groktransfer.utils.errors import UserError
 from groktransfer.config.conditions import CONDITIONS
+from groktransfer.config.ranges import bounded, range_problems
 from groktransfer.config.schema import LoggerMode, to_typed
-from groktransfer.runs.rundir import Status
+
 # the interpretability settings live with the analyses they switch (interp sits below analysis)
 from groktransfer.interp.settings import AblationKind, HeadSite, InterpSettings  # noqa: F401
+from groktransfer.runs.rundir import Status
+from groktransfer.utils.choices import Choice
+from groktransfer.utils.errors import UserError
 
+#: the report's sections, in order (names in ``groktransfer.analysis.sections.SECTIONS``); a
+#: section with nothing to say about a sweep's runs is left out and listed under "Sweep"
+DEFAULT_SECTIONS = [
+    "answer",
+    "speedup",
+    "thresholds",
+    "curves",
+    "starts",
+    "trajectory",
+    "matrix",
+    "circuits",
+    "interpretability",
+    "digits",
+    "damaged_files",
+    "incomplete",
+    "method",
+    "sweep",
+    "files",
+]
+
+#: the progress measures drawn first, where the runs recorded them (the modular family's)
 DEFAULT_MEASURES = [
     "restricted_loss",
     "excluded_loss",
@@ -43,11 +66,11 @@ class BootstrapSettings:
     """Percentile bootstrap of the speed-up ratio (resampling runs within each condition)."""
 
     # bootstrap resamples per speed-up CI
-    n_resamples: int = 2000
+    n_resamples: int = bounded(2000, ge=1)
     # confidence level of the intervals
-    confidence: float = 0.95
+    confidence: float = bounded(0.95, gt=0, lt=1)
     # seed of the resampling (the intervals are reproducible)
-    seed: int = 0
+    seed: int = bounded(0, ge=0)
 
 
 @dataclass
@@ -60,11 +83,11 @@ class CurveSettings:
     """
 
     # run statuses whose curves are drawn
-    include_statuses: List[str] = field(default_factory=lambda: [str(Status.COMPLETED)])
+    include_statuses: list[str] = field(default_factory=lambda: [str(Status.COMPLETED)])
     # hold (keep a run's last value after its last eval) or drop
     after_end: AfterEnd = AfterEnd.hold
     # at most this many epochs on the common grid of a curve
-    max_points: int = 400
+    max_points: int = bounded(400, ge=2)
 
 
 @dataclass
@@ -72,30 +95,35 @@ class AnalysisSettings:
     """What to compare, which thresholds, where to write."""
 
     # where outputs go; None = <first sweep dir>/analysis
-    out_dir: Optional[str] = None
+    out_dir: str | None = None
     # the condition speed-ups are measured against
     baseline: str = "random"
     # conditions compared with the baseline (others found in the sweep are added)
-    compare: List[str] = field(default_factory=lambda: ["grokked", "memorized"])
+    compare: list[str] = field(default_factory=lambda: ["grokked", "memorized"])
     # None = every threshold found in the runs' status records
-    thresholds: Optional[List[float]] = None
+    thresholds: list[float] | None = bounded(None, gt=0, le=1)
     # threshold of the stdout summary; falls back to the highest one available
-    headline_threshold: float = 0.999
+    headline_threshold: float = bounded(0.999, gt=0, le=1)
     bootstrap: BootstrapSettings = field(default_factory=BootstrapSettings)
     curves: CurveSettings = field(default_factory=CurveSettings)
-    # measures.csv columns drawn in progress_measures.png
-    measures: List[str] = field(default_factory=lambda: list(DEFAULT_MEASURES))
+    # measures.csv columns drawn in progress_measures.png; None = those the runs recorded (the
+    # modular family's restricted/excluded loss, weight norm, key frequencies and Ginis first,
+    # then a plugin family's own measures)
+    measures: list[str] | None = None
     # a `running` run whose updated_at is older than this is listed as running/stale
-    stale_after_s: float = 3600.0
+    stale_after_s: float = bounded(3600.0, gt=0)
     # use a log axis when max/min of the plotted positive values exceeds this
-    log_span: float = 10.0
+    log_span: float = bounded(10.0, gt=1)
     # resolution of the PNG figures
-    dpi: int = 130
-    # "module:function" callables returning list[ReportSection] (e.g. the circuits module)
-    extra_sections: List[str] = field(default_factory=list)
+    dpi: int = bounded(130, ge=1, le=1200)
+    # the report's sections, in order: names registered in groktransfer.analysis.sections.SECTIONS
+    sections: list[str] = field(default_factory=lambda: list(DEFAULT_SECTIONS))
+    # more sections, placed before the closing ones (failed jobs, method, sweep, files): registered
+    # names, or "package.module:function" providers returning a list of ReportSection
+    extra_sections: list[str] = field(default_factory=list)
     interp: InterpSettings = field(default_factory=InterpSettings)
     # transfer starts: restricted_acc - test_acc above this (with a key frequency) = circuit forming
-    circuit_flag_gap: float = 0.0
+    circuit_flag_gap: float = bounded(0.0)
 
 
 @dataclass
@@ -107,11 +135,11 @@ class WandbSettings:
     # W&B project
     project: str = "groktransfer"
     # W&B entity; None = your default
-    entity: Optional[str] = None
+    entity: str | None = None
     # None = the training runs' logger.group, else their experiment name
-    group: Optional[str] = None
+    group: str | None = None
     # W&B run name; None = W&B's
-    name: Optional[str] = None
+    name: str | None = None
 
 
 @dataclass
@@ -121,13 +149,13 @@ class AnalyzeJobConfig:
     # sweep directory, a quoted glob, or a list of them; their runs are merged
     sweep_dir: Any = None
     # circuit analysis of one checkpoint file instead of a sweep (this project's or the paper's format)
-    checkpoint: Optional[str] = None
+    checkpoint: str | None = None
     # with checkpoint=: the task whose basis the model is read in (digit_add/digit_sub: interpretability only)
-    checkpoint_task: Optional[str] = None
+    checkpoint_task: str | None = None
     # with checkpoint=: p; None = the model's input vocabulary minus the '=' token
-    checkpoint_p: Optional[int] = None
+    checkpoint_p: int | None = bounded(None, ge=2)
     # with checkpoint=: which state dict of a file holding several (paper format); None = the last
-    checkpoint_index: Optional[int] = None
+    checkpoint_index: int | None = bounded(None)
     analysis: AnalysisSettings = field(default_factory=AnalysisSettings)
     wandb: WandbSettings = field(default_factory=WandbSettings)
 
@@ -153,48 +181,21 @@ def to_settings(cfg: Any) -> AnalyzeJobConfig:
     return settings
 
 
-#: the largest figure resolution accepted (a figure's pixels grow with its square)
-MAX_DPI = 1200
-
-
-def settings_problems(settings: AnalyzeJobConfig) -> List[str]:
-    """Every value of the settings that is out of its range (NaN and infinities included)."""
-    a, b, errors = settings.analysis, settings.analysis.bootstrap, []
-
-    def need(ok: bool, key: str, value: Any, rule: str) -> None:
-        if not ok:
-            errors.append(f"{key}={value}: {rule}")
-
-    def finite(x: Any) -> bool:
-        return isinstance(x, (int, float)) and math.isfinite(float(x))
-
-    need(int(b.n_resamples) >= 1, "analysis.bootstrap.n_resamples", b.n_resamples, "must be >= 1")
-    need(finite(b.confidence) and 0 < b.confidence < 1, "analysis.bootstrap.confidence", b.confidence, "must lie in (0, 1)")
-    for t in a.thresholds or []:
-        need(finite(t) and 0 < t <= 1, "analysis.thresholds", t, "each must lie in (0, 1]")
-    need(finite(a.headline_threshold) and 0 < a.headline_threshold <= 1, "analysis.headline_threshold",
-         a.headline_threshold, "must lie in (0, 1]")  # fmt: skip
-    need(finite(a.stale_after_s) and a.stale_after_s > 0, "analysis.stale_after_s", a.stale_after_s, "must be > 0 seconds")
-    need(finite(a.log_span) and a.log_span > 1, "analysis.log_span", a.log_span, "must be > 1")
-    need(1 <= int(a.dpi) <= MAX_DPI, "analysis.dpi", a.dpi, f"must lie in [1, {MAX_DPI}]")
-    need(finite(a.circuit_flag_gap), "analysis.circuit_flag_gap", a.circuit_flag_gap, "must be a finite number")
-    need(int(a.curves.max_points) >= 2, "analysis.curves.max_points", a.curves.max_points, "must be >= 2")
+def settings_problems(settings: AnalyzeJobConfig) -> list[str]:
+    """Every value out of the range declared beside its field (NaN and infinities included), and
+    the settings' other rules."""
+    errors = range_problems(settings)
+    a = settings.analysis
     statuses = {str(s) for s in Status}
     for st in a.curves.include_statuses:
-        need(str(st) in statuses, "analysis.curves.include_statuses", st, f"one of {', '.join(sorted(statuses))}")
-    need(bool(str(a.baseline).strip()), "analysis.baseline", repr(a.baseline), "name a condition (e.g. random)")
-    i = a.interp
-    need(finite(i.key_freq_threshold) and 0 < i.key_freq_threshold <= 1, "analysis.interp.key_freq_threshold",
-         i.key_freq_threshold, "must lie in (0, 1]")  # fmt: skip
-    for key in ("top_neurons", "parallel_runs", "max_inputs"):
-        need(int(getattr(i, key)) >= 0, f"analysis.interp.{key}", getattr(i, key), "must be >= 0")
-    need(int(i.threads) >= 1, "analysis.interp.threads", i.threads, "must be >= 1")
-    if settings.checkpoint_p is not None:
-        need(int(settings.checkpoint_p) >= 2, "checkpoint_p", settings.checkpoint_p, "must be >= 2")
+        if str(st) not in statuses:
+            errors.append(f"analysis.curves.include_statuses={st}: one of {', '.join(sorted(statuses))}")
+    if not str(a.baseline).strip():
+        errors.append(f"analysis.baseline={a.baseline!r}: name a condition (e.g. random)")
     return errors
 
 
-def unknown_conditions(settings: AnalysisSettings, present: Iterable[str]) -> List[str]:
+def unknown_conditions(settings: AnalysisSettings, present: Iterable[str]) -> list[str]:
     """``analysis.baseline`` / ``analysis.compare`` entries that name no condition: neither one
     of the sweep's nor a registered transfer condition (a typo, not a condition without runs)."""
     found = set(present)

@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import math
 import zlib
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Sequence
 
 import numpy as np
 import pandas as pd
+from numpy.typing import ArrayLike
 
 from groktransfer.runs.rundir import threshold_key
 
@@ -60,9 +61,7 @@ distribution of a median is coarse; read the interval as a rough range, not an e
 def method_text(n_resamples: int, confidence: float, seed: int) -> str:
     """The statistics method statement, with the actual bootstrap settings filled in."""
     alpha = (1.0 - confidence) / 2.0
-    return METHOD_TEXT.format(
-        B=n_resamples, pct=100 * confidence, lo_q=100 * alpha, hi_q=100 * (1 - alpha), seed=seed
-    )
+    return METHOD_TEXT.format(B=n_resamples, pct=100 * confidence, lo_q=100 * alpha, hi_q=100 * (1 - alpha), seed=seed)
 
 
 def thresholds_in(runs: Iterable[RunRecord]) -> list[float]:
@@ -142,7 +141,7 @@ def observations_frame(runs: Sequence[RunRecord], thresholds: Sequence[float]) -
 # --------------------------------------------------------------------------- median & summary
 
 
-def median_with_bound(values: Sequence[float], censored: Sequence[bool]) -> tuple[float, bool]:
+def median_with_bound(values: ArrayLike, censored: ArrayLike) -> tuple[float, bool]:
     """Sample median with censored values at their last epoch, and whether it is only a lower bound.
 
     Rule (documented in METHOD_TEXT): exact iff every censored value is strictly above
@@ -159,7 +158,7 @@ def median_with_bound(values: Sequence[float], censored: Sequence[bool]) -> tupl
     return med, bool(np.any(v[c] <= upper_mid))
 
 
-def summarize(values: Sequence[float], censored: Sequence[bool]) -> dict:
+def summarize(values: ArrayLike, censored: ArrayLike) -> dict:
     """Counts and location/spread of one (condition, threshold) group."""
     v = np.asarray(values, dtype=float)
     c = np.asarray(censored, dtype=bool)
@@ -210,10 +209,21 @@ def summary_table(
             s = summarize(g.value.to_numpy(), g.censored.to_numpy(dtype=bool))
             rows.append({"condition": cond, "threshold": t, "n_excluded": n_all - s["n_runs"], **s})
     cols = [
-        "condition", "threshold", "n_runs", "n_reached", "n_censored", "n_excluded",
-        "median", "median_lower_bound", "median_display", "mean", "mean_lower_bound",
-        "std", "min", "max",
-    ]  # fmt: skip
+        "condition",
+        "threshold",
+        "n_runs",
+        "n_reached",
+        "n_censored",
+        "n_excluded",
+        "median",
+        "median_lower_bound",
+        "median_display",
+        "mean",
+        "mean_lower_bound",
+        "std",
+        "min",
+        "max",
+    ]
     return pd.DataFrame(rows, columns=cols)
 
 
@@ -239,8 +249,8 @@ def ratio_of_medians(baseline: np.ndarray, condition: np.ndarray) -> float:
 
 
 def bootstrap_ratio_ci(
-    baseline: Sequence[float],
-    condition: Sequence[float],
+    baseline: ArrayLike,
+    condition: ArrayLike,
     n_resamples: int = 2000,
     confidence: float = 0.95,
     rng: np.random.Generator | None = None,
@@ -305,28 +315,56 @@ def speedup_table(
             gc = obs[(obs.condition == cond) & (obs.threshold == t)]
             b, c = gb.value.to_numpy(), gc.value.to_numpy()
             row = {
-                "condition": cond, "baseline": baseline, "threshold": t,
-                "ratio": math.nan, "ci_low": math.nan, "ci_high": math.nan, "bound": "",
-                "n": int(c.size), "n_baseline": int(b.size),
-                "median_condition": math.nan, "median_baseline": math.nan,
-                "median_condition_lower_bound": False, "median_baseline_lower_bound": False,
-                "n_resamples": n_resamples, "confidence": confidence, "seed": seed,
-            }  # fmt: skip
+                "condition": cond,
+                "baseline": baseline,
+                "threshold": t,
+                "ratio": math.nan,
+                "ci_low": math.nan,
+                "ci_high": math.nan,
+                "bound": "",
+                "n": int(c.size),
+                "n_baseline": int(b.size),
+                "median_condition": math.nan,
+                "median_baseline": math.nan,
+                "median_condition_lower_bound": False,
+                "median_baseline_lower_bound": False,
+                "n_resamples": n_resamples,
+                "confidence": confidence,
+                "seed": seed,
+            }
             if b.size and c.size:
                 mb, lb = median_with_bound(b, gb.censored.to_numpy(dtype=bool))
                 mc, lc = median_with_bound(c, gc.censored.to_numpy(dtype=bool))
                 lo, hi = bootstrap_ratio_ci(b, c, n_resamples, confidence, row_rng(seed, cond, t))
                 row.update(
-                    ratio=ratio_of_medians(b, c), ci_low=lo, ci_high=hi,
-                    bound=bound_direction(lb, lc), median_condition=mc, median_baseline=mb,
-                    median_condition_lower_bound=lc, median_baseline_lower_bound=lb,
-                )  # fmt: skip
+                    ratio=ratio_of_medians(b, c),
+                    ci_low=lo,
+                    ci_high=hi,
+                    bound=bound_direction(lb, lc),
+                    median_condition=mc,
+                    median_baseline=mb,
+                    median_condition_lower_bound=lc,
+                    median_baseline_lower_bound=lb,
+                )
             rows.append(row)
     cols = [
-        "condition", "baseline", "threshold", "ratio", "ci_low", "ci_high", "bound", "n",
-        "n_baseline", "median_condition", "median_baseline", "median_condition_lower_bound",
-        "median_baseline_lower_bound", "n_resamples", "confidence", "seed",
-    ]  # fmt: skip
+        "condition",
+        "baseline",
+        "threshold",
+        "ratio",
+        "ci_low",
+        "ci_high",
+        "bound",
+        "n",
+        "n_baseline",
+        "median_condition",
+        "median_baseline",
+        "median_condition_lower_bound",
+        "median_baseline_lower_bound",
+        "n_resamples",
+        "confidence",
+        "seed",
+    ]
     return pd.DataFrame(rows, columns=cols)
 
 

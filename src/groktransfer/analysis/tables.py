@@ -7,7 +7,8 @@ means the report module only lays things out.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -28,7 +29,7 @@ def runs_frame(runs: Sequence[RunRecord], thresholds: Sequence[float]) -> pd.Dat
     """
     rows = []
     for r in runs:
-        row = {
+        row: dict[str, Any] = {
             "sweep": str(r.sweep),
             "run_dir": str(r.run_dir),
             "experiment": r.experiment,

@@ -15,25 +15,23 @@ their ``source.json`` names.
 
 from __future__ import annotations
 
-import json
-import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
 
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from . import style  # noqa: F401  (Agg backend before pyplot)
-from groktransfer.runs.rundir import MEASURES_FILE, METRICS_FILE, SOURCE_FILE
+from groktransfer.render import FIXED_COLORS, apply_theme, condition_colors, save_figure
+from groktransfer.runs.reader import read_run
 
-from .collect import RunRecord, _config_of, dig
+from .collect import RunRecord
 from .groups import MIN_RUNS_TO_JUDGE, compare_groups, observations, pick_threshold
 from .report import ReportFigure, ReportSection, ReportTable
+from .section import Section, Sweep
 from .settings import AnalyzeJobConfig
 from .starts import start_record
 from .stats import format_epochs, format_ratio, threshold_key, thresholds_in
-
-import matplotlib.pyplot as plt  # noqa: E402
 
 CHECKPOINT = "checkpoint"
 SOURCE_PANELS = (
@@ -54,9 +52,10 @@ def trajectory_table(runs: Sequence[RunRecord], baseline: str, settings: Analyze
     ckpt = checkpoint_runs(runs)
     base = [r for r in runs if r.condition == baseline]
     rows = []
-    for epoch in sorted({r.source_epoch for r in ckpt}):
+    for epoch in sorted({r.source_epoch for r in ckpt if r.source_epoch is not None}):
         group = [r for r in ckpt if r.source_epoch == epoch]
-        start = (start_record(group[0]).get("measures") or {}) if group else {}
+        chosen = start_record(group[0]) if group else None
+        start = chosen.measures if chosen is not None else {}
         at_start = {f"source_{k}": start.get(k) for k in ("test_acc", "restricted_test_gap", "n_key_freqs")}
         for t in thresholds_in(group):
             row = compare_groups(base, group, t, f"{CHECKPOINT}@{epoch}", settings.analysis.bootstrap)
@@ -79,13 +78,9 @@ def first_excluding_one(table: pd.DataFrame, t: float) -> dict[str, int | None]:
 def source_run_dir(runs: Sequence[RunRecord]) -> Path | None:
     """The source run the checkpoint runs started from (named in their ``source.json``)."""
     for r in checkpoint_runs(runs):
-        try:
-            record = json.loads((r.run_dir / SOURCE_FILE).read_text())
-        except (OSError, ValueError):
-            continue
-        path = record.get("source_run_dir")
-        if path and Path(path).is_dir():
-            return Path(path)
+        source = r.contents.source if r.contents is not None else None
+        if source is not None and source.source_run_dir and Path(source.source_run_dir).is_dir():
+            return Path(source.source_run_dir)
     return None
 
 
@@ -94,27 +89,31 @@ def fixed_condition_epochs(runs: Sequence[RunRecord], source_dir: Path) -> dict[
     from groktransfer.runs.rundir import RunDir
     from groktransfer.transfer.source_runs import SourceSelectionError, select_checkpoint, source_chance
 
-    cfg = _config_of(checkpoint_runs(runs)[0].run_dir)
+    first = checkpoint_runs(runs)[0]
+    config = (first.contents if first.contents is not None else read_run(first.run_dir)).config
     out: dict[str, int] = {}
     for condition in ("memorized", "grokked"):
-        criteria = dig(cfg, "transfer", condition)
-        if not isinstance(criteria, dict):
+        criteria = config.criteria(condition)
+        if criteria is None:
             continue
         try:
-            out[condition] = select_checkpoint(RunDir(source_dir), condition, criteria, source_chance(RunDir(source_dir))).epoch
+            out[condition] = select_checkpoint(
+                RunDir(source_dir), condition, criteria, source_chance(RunDir(source_dir))
+            ).epoch
         except (SourceSelectionError, OSError, KeyError, ValueError):
             continue
     return out
 
 
 def _source_tables(source_dir: Path | None) -> tuple[pd.DataFrame, pd.DataFrame]:
-    def read(name: str) -> pd.DataFrame:
-        try:
-            return pd.read_csv(source_dir / name) if source_dir is not None else pd.DataFrame()
-        except (OSError, ValueError):
-            return pd.DataFrame()
-
-    return read(METRICS_FILE), read(MEASURES_FILE)
+    """The source run's metrics and measures (empty frames where it has none)."""
+    if source_dir is None:
+        return pd.DataFrame(), pd.DataFrame()
+    source = read_run(source_dir)
+    return (
+        source.metrics if source.metrics is not None else pd.DataFrame(),
+        source.measures if source.measures is not None else pd.DataFrame(),
+    )
 
 
 def plot_trajectory(
@@ -128,7 +127,7 @@ def plot_trajectory(
     dpi: int = 130,
 ) -> Path:
     """Target epochs-to-t and speed-up against source epoch, over the source's progress measures."""
-    style.apply_theme()
+    apply_theme()
     metrics, measures = _source_tables(source_dir)
     panels = [p for p in SOURCE_PANELS if any(c in measures.columns or c in metrics.columns for c in p[1])]
     fig, axes = plt.subplots(2 + len(panels), 1, sharex=True, figsize=(8, 2.4 * (2 + len(panels))), squeeze=False)
@@ -136,15 +135,20 @@ def plot_trajectory(
     rows = table[np.isclose(table.threshold, t)].sort_values("source_epoch")
     ckpt = checkpoint_runs(runs)
 
+    colors = condition_colors([CHECKPOINT, baseline])
     ax = axes[0]  # target epochs to threshold, one point per seed
     for epoch in rows.source_epoch:
         v, c = observations([r for r in ckpt if r.source_epoch == epoch], t)
-        ax.scatter(np.full(int((~c).sum()), epoch), v[~c], color="#1f77b4", s=18, zorder=3)
-        ax.scatter(np.full(int(c.sum()), epoch), v[c], facecolors="none", edgecolors="#d62728", marker="^", s=30, zorder=3)
-    ax.plot(rows.source_epoch, rows["median"], color="#1f77b4", label="median (checkpoint start)")
-    ax.fill_between(rows.source_epoch, rows["min"], rows["max"], color="#1f77b4", alpha=0.15, label="range over seeds")
+        ax.scatter(np.full(int((~c).sum()), epoch), v[~c], color=colors[CHECKPOINT], s=18, zorder=3)
+        ax.scatter(
+            np.full(int(c.sum()), epoch), v[c], facecolors="none", edgecolors="#d62728", marker="^", s=30, zorder=3
+        )
+    ax.plot(rows.source_epoch, rows["median"], color=colors[CHECKPOINT], label="median (checkpoint start)")
+    ax.fill_between(
+        rows.source_epoch, rows["min"], rows["max"], color=colors[CHECKPOINT], alpha=0.15, label="range over seeds"
+    )
     if len(rows) and np.isfinite(rows.median_baseline.iloc[0]):
-        ax.axhline(rows.median_baseline.iloc[0], color="#7f7f7f", ls="--", label=f"{baseline} median")
+        ax.axhline(rows.median_baseline.iloc[0], color=colors[baseline], ls="--", label=f"{baseline} median")
     ax.scatter([], [], facecolors="none", edgecolors="#d62728", marker="^", label="censored (at last epoch)")
     ax.set_ylabel(f"target epochs\nto test acc {threshold_key(t)}")
     ax.legend(fontsize=7, loc="best")
@@ -152,11 +156,26 @@ def plot_trajectory(
     ax = axes[1]  # speed-up with CI
     finite = rows[np.isfinite(rows.ratio)]
     yerr = np.vstack([finite.ratio - finite.ci_low, finite.ci_high - finite.ratio])
-    ax.errorbar(finite.source_epoch, finite.ratio, yerr=np.where(np.isfinite(yerr), yerr, 0), fmt="o-",
-                color="#2ca02c", capsize=3, label="speed-up, bootstrap CI")  # fmt: skip
+    ax.errorbar(
+        finite.source_epoch,
+        finite.ratio,
+        yerr=np.where(np.isfinite(yerr), yerr, 0),
+        fmt="o-",
+        color="#2ca02c",
+        capsize=3,
+        label="speed-up, bootstrap CI",
+    )
     bounded = finite[finite.bound.isin(["lower bound", "upper bound", "indeterminate"])]
-    ax.scatter(bounded.source_epoch, bounded.ratio, marker="s", facecolors="none", edgecolors="#d62728", s=60,
-               label="a median is censored (bound)", zorder=4)  # fmt: skip
+    ax.scatter(
+        bounded.source_epoch,
+        bounded.ratio,
+        marker="s",
+        facecolors="none",
+        edgecolors="#d62728",
+        s=60,
+        label="a median is censored (bound)",
+        zorder=4,
+    )
     ax.axhline(1.0, color="black", lw=0.8)
     if len(finite) and (finite.ratio > 0).all():
         ax.set_yscale("log")
@@ -181,15 +200,13 @@ def plot_trajectory(
             right.legend(fontsize=7, loc="lower right")
     for ax in axes:
         for name, epoch in marks.items():
-            ax.axvline(epoch, color={"memorized": "#e07b00", "grokked": "#1f77b4"}[name], ls=":", lw=1.2)
+            ax.axvline(epoch, color=FIXED_COLORS[name], ls=":", lw=1.2)
     for name, epoch in marks.items():
         axes[0].annotate(name, (epoch, 1.0), xycoords=("data", "axes fraction"), fontsize=7, va="bottom", ha="center")
     axes[-1].set_xlabel("source epoch (the checkpoint the target starts from)")
     fig.suptitle(f"Transfer along the source's training — threshold {threshold_key(t)}", fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=dpi)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi, tight=False)
 
 
 def ci_sentence(firsts: dict[str, int | None], t: float, confidence: float, epochs: Sequence[int]) -> str:
@@ -197,11 +214,15 @@ def ci_sentence(firsts: dict[str, int | None], t: float, confidence: float, epoc
     pct = f"{100 * confidence:g}%"
     tried = ", ".join(str(e) for e in epochs)
     if firsts["faster"] is not None:
-        text = (f"The speed-up's {pct} CI first excludes 1 at source epoch {firsts['faster']} "
-                f"(wholly above 1: faster than random to test acc {threshold_key(t)}).")  # fmt: skip
+        text = (
+            f"The speed-up's {pct} CI first excludes 1 at source epoch {firsts['faster']} "
+            f"(wholly above 1: faster than random to test acc {threshold_key(t)})."
+        )
     else:
-        text = (f"The speed-up's {pct} CI never lies wholly above 1 at the source epochs tried "
-                f"(source epochs with fewer than {MIN_RUNS_TO_JUDGE} completed runs on either side are not judged).")  # fmt: skip
+        text = (
+            f"The speed-up's {pct} CI never lies wholly above 1 at the source epochs tried "
+            f"(source epochs with fewer than {MIN_RUNS_TO_JUDGE} completed runs on either side are not judged)."
+        )
     if firsts["slower"] is not None:
         text += f" It lies wholly below 1 (slower than random) first at source epoch {firsts['slower']}."
     return text + f" Source epochs tried: {tried}."
@@ -222,22 +243,56 @@ def trajectory_sections(runs: Sequence[RunRecord], out_dir: Path, settings: Anal
     fig = plot_trajectory(runs, table, t, a.baseline, source_dir, marks, out_dir / "trajectory.png", a.dpi)
     rows = table[np.isclose(table.threshold, t)].sort_values("source_epoch")
     sentence = ci_sentence(first_excluding_one(table, t), t, a.bootstrap.confidence, list(rows.source_epoch))
-    shown = pd.DataFrame({
-        "source epoch": rows.source_epoch,
-        "source test acc": [f"{x:.3f}" if isinstance(x, float) and np.isfinite(x) else "–" for x in rows.source_test_acc],
-        "source key freqs": [f"{int(x)}" if isinstance(x, (int, float)) and np.isfinite(x) else "–" for x in rows.source_n_key_freqs],
-        "n (censored)": [f"{n} ({c})" for n, c in zip(rows.n, rows.n_censored)],
-        "median epochs": [format_epochs(m, lb) for m, lb in zip(rows["median"], rows.median_lower_bound)],
-        "range": [f"{format_epochs(lo)}–{format_epochs(hi)}" if np.isfinite(lo) else "–" for lo, hi in zip(rows["min"], rows["max"])],
-        f"speed-up vs {a.baseline}": [format_ratio(r, lo, hi, b) for r, lo, hi, b in zip(rows.ratio, rows.ci_low, rows.ci_high, rows.bound)],
-    })  # fmt: skip
-    mark_text = ", ".join(f"{k} checkpoint at epoch {v}" for k, v in marks.items()) or "no memorised/grokked checkpoint found"
+    shown = pd.DataFrame(
+        {
+            "source epoch": rows.source_epoch,
+            "source test acc": [
+                f"{x:.3f}" if isinstance(x, float) and np.isfinite(x) else "–" for x in rows.source_test_acc
+            ],
+            "source key freqs": [
+                f"{int(x)}" if isinstance(x, (int, float)) and np.isfinite(x) else "–" for x in rows.source_n_key_freqs
+            ],
+            "n (censored)": [f"{n} ({c})" for n, c in zip(rows.n, rows.n_censored)],
+            "median epochs": [format_epochs(m, lb) for m, lb in zip(rows["median"], rows.median_lower_bound)],
+            "range": [
+                f"{format_epochs(lo)}–{format_epochs(hi)}" if np.isfinite(lo) else "–"
+                for lo, hi in zip(rows["min"], rows["max"])
+            ],
+            f"speed-up vs {a.baseline}": [
+                format_ratio(r, lo, hi, b) for r, lo, hi, b in zip(rows.ratio, rows.ci_low, rows.ci_high, rows.bound)
+            ],
+        }
+    )
+    mark_text = (
+        ", ".join(f"{k} checkpoint at epoch {v}" for k, v in marks.items()) or "no memorised/grokked checkpoint found"
+    )
     text = (
         f"{sentence}\n\nTargets started from the source run's checkpoint at each epoch (`transfer=checkpoint`), "
         f"compared with `{a.baseline}` starts; {mark_text} (dotted lines). Source run: "
         f"`{source_dir if source_dir is not None else '(not found)'}`. Every threshold is in `trajectory.csv`."
     )
-    caption = ("Top: target epochs to threshold per seed (hollow red triangles: censored at their last epoch), "
-               "median and range; middle: speed-up over random with bootstrap CI (hollow squares: a median is "
-               "censored, the ratio is a bound); below: the source run's own progress measures.")  # fmt: skip
-    return [ReportSection("Transfer along the source's training", text, [ReportTable(shown, "")], [ReportFigure(fig, caption)])]
+    caption = (
+        "Top: target epochs to threshold per seed (hollow red triangles: censored at their last epoch), "
+        "median and range; middle: speed-up over random with bootstrap CI (hollow squares: a median is "
+        "censored, the ratio is a bound); below: the source run's own progress measures."
+    )
+    return [
+        ReportSection(
+            "Transfer along the source's training", text, [ReportTable(shown, "")], [ReportFigure(fig, caption)]
+        )
+    ]
+
+
+class TrajectorySection(Section):
+    """Speed-up against the source epoch a ``transfer=checkpoint`` start came from."""
+
+    title = "Transfer along the source's training"
+    writes = ("trajectory.csv", "trajectory.png")
+    provider = staticmethod(trajectory_sections)
+
+    def applies(self, sweep: Sweep) -> str | None:
+        return (
+            None
+            if checkpoint_runs(sweep.runs)
+            else "no run started from a source checkpoint chosen by epoch (`transfer=checkpoint`)"
+        )

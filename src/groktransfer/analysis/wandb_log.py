@@ -9,8 +9,8 @@ result stands. Offline files go under the analysis dir (``<out_dir>/wandb``).
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import pandas as pd
 
@@ -53,7 +53,7 @@ def log_analysis(
             group=group,
             job_type="analysis",
             name=settings.name or f"analysis-{group or 'sweep'}",
-            mode=str(settings.mode),
+            mode=str(settings.mode),  # type: ignore[arg-type]  # a LoggerMode value: disabled, offline or online
             dir=str(out_dir),
             config={"sweeps": sorted({str(r.sweep) for r in runs}), "n_runs": len(runs)},
         )

@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import numbers
+import types
 import typing
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Union
@@ -96,10 +97,16 @@ def field_range(f: dataclasses.Field) -> Optional[Range]:
     return f.metadata.get("range") if f.metadata else None
 
 
-def _is_integer_type(hint: Any) -> bool:
+def _optional_of(hint: Any) -> Any:
+    """``X`` for ``Optional[X]`` / ``X | None``, else the hint itself."""
     args = [a for a in typing.get_args(hint) if a is not type(None)]
-    if typing.get_origin(hint) is Union and len(args) == 1:
-        hint = args[0]
+    if typing.get_origin(hint) in (Union, types.UnionType) and len(args) == 1:
+        return args[0]
+    return hint
+
+
+def _is_integer_type(hint: Any) -> bool:
+    hint = _optional_of(hint)
     if typing.get_origin(hint) in (list, List):
         hint = typing.get_args(hint)[0]
     return hint is int
@@ -110,10 +117,7 @@ def numeric_fields(schema: type) -> Dict[str, dataclasses.Field]:
     hints = typing.get_type_hints(schema)
     out = {}
     for f in dataclasses.fields(schema):
-        hint = hints[f.name]
-        args = [a for a in typing.get_args(hint) if a is not type(None)]
-        if typing.get_origin(hint) is Union and len(args) == 1:
-            hint = args[0]
+        hint = _optional_of(hints[f.name])
         if typing.get_origin(hint) in (list, List):
             hint = typing.get_args(hint)[0] if typing.get_args(hint) else Any
         if hint in (int, float):

@@ -14,8 +14,9 @@ of any hook's activations (e.g. the top principal components of the embedding).
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any
 
 import pandas as pd
 import torch
@@ -39,16 +40,24 @@ class AblationEffect:
         """[n, n_answers] bool: right in the clean model, wrong after the ablation."""
         return self.clean.correct & ~self.ablated.correct
 
-    def rows(self, aset: AnswerSet, **labels: Any) -> List[Dict[str, Any]]:
+    def rows(self, aset: AnswerSet, **labels: Any) -> list[dict[str, Any]]:
         """One row per answer position: loss/acc clean and ablated, their change, inputs broken."""
         out = []
         for j, answer in enumerate(aset.answer_names):
-            out.append(dict(labels, ablation=self.name, answer=answer,
-                            clean_loss=float(self.clean.loss[j]), loss=float(self.ablated.loss[j]),
-                            d_loss=float(self.ablated.loss[j] - self.clean.loss[j]),
-                            clean_acc=float(self.clean.acc[j]), acc=float(self.ablated.acc[j]),
-                            d_acc=float(self.ablated.acc[j] - self.clean.acc[j]),
-                            n_broken=int(self.broken[:, j].sum())))  # fmt: skip
+            out.append(
+                dict(
+                    labels,
+                    ablation=self.name,
+                    answer=answer,
+                    clean_loss=float(self.clean.loss[j]),
+                    loss=float(self.ablated.loss[j]),
+                    d_loss=float(self.ablated.loss[j] - self.clean.loss[j]),
+                    clean_acc=float(self.clean.acc[j]),
+                    acc=float(self.ablated.acc[j]),
+                    d_acc=float(self.ablated.acc[j] - self.clean.acc[j]),
+                    n_broken=int(self.broken[:, j].sum()),
+                )
+            )
         return out
 
 
@@ -57,14 +66,14 @@ def clean_score(model: Any, task: Any) -> Score:
     return score(run_cache(model, aset, [])[0], aset.labels)
 
 
-def ablate(model: Any, task: Any, fwd_hooks: Sequence, name: str, clean: Optional[Score] = None) -> AblationEffect:
+def ablate(model: Any, task: Any, fwd_hooks: Sequence, name: str, clean: Score | None = None) -> AblationEffect:
     """Run every input with ``fwd_hooks`` attached and compare with the clean model."""
     aset = answer_set(task)
     clean = clean if clean is not None else clean_score(model, aset)
     return AblationEffect(name, clean, score(answer_logits(model, aset, fwd_hooks), aset.labels))
 
 
-def _replace_slice(index: Callable[[torch.Tensor], Any], kind: str, mean: Optional[torch.Tensor]) -> Callable:
+def _replace_slice(index: Callable[[torch.Tensor], Any], kind: str, mean: torch.Tensor | None) -> Callable:
     """Hook setting ``act[index(act)]`` to 0 or to the same slice of ``mean`` (batch dim dropped)."""
     assert kind in KINDS, f"kind must be one of {KINDS}, got {kind!r}"
 
@@ -81,17 +90,19 @@ def _replace_slice(index: Callable[[torch.Tensor], Any], kind: str, mean: Option
     return hook
 
 
-def _means(model: Any, aset: AnswerSet, names: Sequence[str]) -> Dict[str, torch.Tensor]:
+def _means(model: Any, aset: AnswerSet, names: Sequence[str]) -> dict[str, torch.Tensor]:
     """Mean of each hook's activation over all inputs, keeping the batch dim as 1."""
     _, cache = run_cache(model, aset, names)
     return {k: v.mean(dim=0, keepdim=True) for k, v in cache.items()}
 
 
-def head_hook(layer: int, head: int, kind: str = "mean", mean_z: Optional[torch.Tensor] = None,
-              site: str = "z") -> tuple:
+def head_hook(layer: int, head: int, kind: str = "mean", mean_z: torch.Tensor | None = None, site: str = "z") -> tuple:
     """``(hook name, fn)`` ablating one head's ``hook_{site}`` (site z, q, k or v; [b, pos, head, d_head])."""
     assert site in ("z", "q", "k", "v"), site
-    return (f"blocks.{layer}.attn.hook_{site}", _replace_slice(lambda a: (slice(None), slice(None), head), kind, mean_z))
+    return (
+        f"blocks.{layer}.attn.hook_{site}",
+        _replace_slice(lambda a: (slice(None), slice(None), head), kind, mean_z),
+    )
 
 
 def ablate_heads(model: Any, task: Any, kind: str = "mean", sites: Sequence[str] = ("z",)) -> tuple:
@@ -116,8 +127,15 @@ def ablate_heads(model: Any, task: Any, kind: str = "mean", sites: Sequence[str]
     return pd.DataFrame(rows), effects
 
 
-def ablate_neurons(model: Any, task: Any, layer: int, neurons: Sequence[int], kind: str = "mean",
-                   name: Optional[str] = None, clean: Optional[Score] = None) -> AblationEffect:
+def ablate_neurons(
+    model: Any,
+    task: Any,
+    layer: int,
+    neurons: Sequence[int],
+    kind: str = "mean",
+    name: str | None = None,
+    clean: Score | None = None,
+) -> AblationEffect:
     """Ablate MLP neurons ``neurons`` of block ``layer`` together (``hook_post``, every position)."""
     aset = answer_set(task)
     hook_name = f"blocks.{layer}.mlp.hook_post"
@@ -131,10 +149,11 @@ def ablate_each_neuron(model: Any, task: Any, layer: int, neurons: Sequence[int]
     """One row per (neuron, answer position): each neuron ablated alone."""
     aset = answer_set(task)
     clean = clean_score(model, aset)
-    rows: List[Dict[str, Any]] = []
+    rows: list[dict[str, Any]] = []
     for i in neurons:
         rows += ablate_neurons(model, aset, layer, [int(i)], kind, f"L{layer}N{int(i)} {kind}", clean).rows(
-            aset, layer=layer, neuron=int(i), kind=kind)
+            aset, layer=layer, neuron=int(i), kind=kind
+        )
     return pd.DataFrame(rows)
 
 
@@ -145,8 +164,13 @@ def orthonormal(directions: torch.Tensor) -> torch.Tensor:
     return q[:, keep].T
 
 
-def subspace_hook(hook_name: str, directions: torch.Tensor, kind: str = "mean", mean: Optional[torch.Tensor] = None,
-                  positions: Optional[Sequence[int]] = None) -> tuple:
+def subspace_hook(
+    hook_name: str,
+    directions: torch.Tensor,
+    kind: str = "mean",
+    mean: torch.Tensor | None = None,
+    positions: Sequence[int] | None = None,
+) -> tuple:
     """``(hook name, fn)`` removing the span of ``directions`` [k, d] from the last dim of
     the activation (at ``positions`` of dim 1, or everywhere). ``mean``: the component is
     replaced by that of ``mean`` (same shape as one batch row) instead of by 0."""
@@ -167,9 +191,16 @@ def subspace_hook(hook_name: str, directions: torch.Tensor, kind: str = "mean", 
     return hook_name, hook
 
 
-def ablate_subspace(model: Any, task: Any, hook_name: str, directions: torch.Tensor, kind: str = "mean",
-                    positions: Optional[Sequence[int]] = None, name: Optional[str] = None,
-                    clean: Optional[Score] = None) -> AblationEffect:
+def ablate_subspace(
+    model: Any,
+    task: Any,
+    hook_name: str,
+    directions: torch.Tensor,
+    kind: str = "mean",
+    positions: Sequence[int] | None = None,
+    name: str | None = None,
+    clean: Score | None = None,
+) -> AblationEffect:
     """Ablate a linear subspace (rows of ``directions`` [k, d]) of ``hook_name``'s activations."""
     aset = answer_set(task)
     mean = _means(model, aset, [hook_name])[hook_name] if kind == "mean" else None
@@ -193,8 +224,14 @@ def failure_map(effect: AblationEffect, task: Any) -> Any:
             sel = classes[:, j] == c
             if not bool(sel.any()):
                 continue
-            rows.append(dict(answer=answer, cls=cname, n=int(sel.sum()),
-                             clean_acc=float(effect.clean.correct[sel, j].double().mean()),
-                             acc=float(effect.ablated.correct[sel, j].double().mean()),
-                             n_broken=int(effect.broken[sel, j].sum())))  # fmt: skip
+            rows.append(
+                dict(
+                    answer=answer,
+                    cls=cname,
+                    n=int(sel.sum()),
+                    clean_acc=float(effect.clean.correct[sel, j].double().mean()),
+                    acc=float(effect.ablated.correct[sel, j].double().mean()),
+                    n_broken=int(effect.broken[sel, j].sum()),
+                )
+            )
     return pd.DataFrame(rows)

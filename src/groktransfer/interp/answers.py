@@ -12,16 +12,22 @@ on an :class:`AnswerSet`:
   (carry class for digit tasks); pair tasks break down on the (a, b) grid instead;
 * ``targets`` -- the named quantities probes and neuron correlations are tested against.
 
-A task provides its own view through an ``answer_set()`` method; pair tasks
-(:class:`groktransfer.tasks.modular.Task`) get theirs from :func:`pair_answer_set`.
+A task provides its own view through an ``answer_set()`` method; otherwise its view follows
+from what it declares (``groktransfer.tasks.family.TaskCapability``): pair tasks with operands
+(:class:`groktransfer.tasks.modular.Task`) get :func:`pair_answer_set`, digit tasks
+:func:`digit_answer_set`, and a task that declares nothing (a plugin's) the answers at its
+answer positions with no operands, no grid and the answer as the only probe target
+(:func:`plain_answer_set`): nothing is read into it that it did not say it has.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Any, Dict, Optional, Tuple
+from typing import Any
 
 import torch
+
+from groktransfer.tasks.family import TaskCapability, task_capabilities
 
 REGRESSION, CLASSIFICATION = "regression", "classification"
 
@@ -46,16 +52,16 @@ class AnswerSet:
     name: str
     tokens: torch.Tensor  # [n, seq] long
     labels: torch.Tensor  # [n, n_answers] long
-    positions: Tuple[int, ...]  # sequence position predicting each answer
-    answer_names: Tuple[str, ...]  # e.g. ("=",) or ("digit 0", "digit 1")
+    positions: tuple[int, ...]  # sequence position predicting each answer
+    answer_names: tuple[str, ...]  # e.g. ("=",) or ("digit 0", "digit 1")
     train_mask: torch.Tensor  # [n] bool
     out_modulus: int  # size of the output Fourier basis: p, 2p (int_add) or 10 (digits)
     input_modulus: int  # number of operand tokens (p, or 10 for digits)
-    operand_positions: Tuple[int, ...] = (0, 1)  # positions holding operand tokens
-    operands: Optional[torch.Tensor] = None  # [n, 2] long (a, b) of each example, pair tasks
-    classes: Optional[torch.Tensor] = None  # [n] or [n, n_answers] long, e.g. carry class of each answer digit
-    class_names: Tuple[str, ...] = ()
-    targets: Dict[str, Target] = field(default_factory=dict)
+    operand_positions: tuple[int, ...] = (0, 1)  # positions holding operand tokens
+    operands: torch.Tensor | None = None  # [n, 2] long (a, b) of each example, pair tasks
+    classes: torch.Tensor | None = None  # [n] or [n, n_answers] long, e.g. carry class of each answer digit
+    class_names: tuple[str, ...] = ()
+    targets: dict[str, Target] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         n = self.tokens.shape[0]
@@ -94,10 +100,15 @@ def select(aset: AnswerSet, mask: torch.Tensor, label: str) -> AnswerSet:
     the name. Pair tasks lose their (a, b) grid (it needs every pair)."""
     keep = mask.nonzero().flatten()
     return replace(
-        aset, name=f"{aset.name}, {label}", tokens=aset.tokens[keep], labels=aset.labels[keep],
-        train_mask=aset.train_mask[keep], classes=None if aset.classes is None else aset.classes[keep],
-        operands=None, targets={k: replace(t, values=t.values[keep]) for k, t in aset.targets.items()},
-    )  # fmt: skip
+        aset,
+        name=f"{aset.name}, {label}",
+        tokens=aset.tokens[keep],
+        labels=aset.labels[keep],
+        train_mask=aset.train_mask[keep],
+        classes=None if aset.classes is None else aset.classes[keep],
+        operands=None,
+        targets={k: replace(t, values=t.values[keep]) for k, t in aset.targets.items()},
+    )
 
 
 def subsample(aset: AnswerSet, max_n: int, seed: int = 0) -> AnswerSet:
@@ -108,10 +119,14 @@ def subsample(aset: AnswerSet, max_n: int, seed: int = 0) -> AnswerSet:
         return aset
     keep = torch.randperm(aset.n, generator=torch.Generator().manual_seed(seed))[:max_n].sort().values
     return replace(
-        aset, name=f"{aset.name}, {max_n} of {aset.n} inputs", tokens=aset.tokens[keep], labels=aset.labels[keep],
-        train_mask=aset.train_mask[keep], classes=None if aset.classes is None else aset.classes[keep],
+        aset,
+        name=f"{aset.name}, {max_n} of {aset.n} inputs",
+        tokens=aset.tokens[keep],
+        labels=aset.labels[keep],
+        train_mask=aset.train_mask[keep],
+        classes=None if aset.classes is None else aset.classes[keep],
         targets={k: replace(t, values=t.values[keep]) for k, t in aset.targets.items()},
-    )  # fmt: skip
+    )
 
 
 def pair_answer_set(task: Any) -> AnswerSet:
@@ -158,8 +173,11 @@ def digit_answer_set(task: Any) -> AnswerSet:
     m = labels.shape[1]
     names = tuple(f"digit {i}" for i in range(m))
     a, b = (x.double() for x in task.operands)
-    targets = {"a": Target("a", a, REGRESSION), "b": Target("b", b, REGRESSION),
-               "answer": Target("answer", task.answers.double(), REGRESSION)}  # fmt: skip
+    targets = {
+        "a": Target("a", a, REGRESSION),
+        "b": Target("b", b, REGRESSION),
+        "answer": Target("answer", task.answers.double(), REGRESSION),
+    }
     carries = task.carry_classes.long()
     for i in range(m):
         targets[f"digit {i}"] = Target(f"digit {i}", labels[:, i], CLASSIFICATION)
@@ -167,16 +185,56 @@ def digit_answer_set(task: Any) -> AnswerSet:
     n = int(task.n_digits)
     return AnswerSet(
         name=task.describe() if hasattr(task, "describe") else str(getattr(task, "name", "digit task")),
-        tokens=task.tokens, labels=labels, positions=tuple(int(x) for x in task.answer_positions),
-        answer_names=names, train_mask=task.train_mask, out_modulus=10, input_modulus=10,
+        tokens=task.tokens,
+        labels=labels,
+        positions=tuple(int(x) for x in task.answer_positions),
+        answer_names=names,
+        train_mask=task.train_mask,
+        out_modulus=10,
+        input_modulus=10,
         operand_positions=tuple(range(n)) + tuple(range(n + 1, 2 * n + 1)),
-        classes=carries, class_names=CARRY_CLASS_NAMES, targets=targets,
-    )  # fmt: skip
+        classes=carries,
+        class_names=CARRY_CLASS_NAMES,
+        targets=targets,
+    )
+
+
+def plain_answer_set(task: Any) -> AnswerSet:
+    """The view of a task that declares no operands: its answers where the loss reads them (the
+    last position, or ``answer_positions``), named ``=`` when it declares an answer after '='
+    and ``last`` / ``answer i`` otherwise; the answer is the only probe target."""
+    labels = task.labels.long()
+    positions = getattr(task, "answer_positions", None)
+    if positions is None:
+        labels, positions = labels[:, None], (task.tokens.shape[1] - 1,)
+    positions = tuple(int(x) for x in positions)
+    if TaskCapability.equals_answer in task_capabilities(task) and len(positions) == 1:
+        names: tuple[str, ...] = ("=",)
+    else:
+        names = ("last",) if len(positions) == 1 else tuple(f"answer {i}" for i in range(len(positions)))
+    targets = (
+        {"answer": Target("answer", labels[:, 0], CLASSIFICATION)}
+        if len(positions) == 1
+        else {f"answer {i}": Target(f"answer {i}", labels[:, i], CLASSIFICATION) for i in range(len(positions))}
+    )
+    return AnswerSet(
+        name=task.describe() if hasattr(task, "describe") else str(getattr(task, "name", "task")),
+        tokens=task.tokens,
+        labels=labels,
+        positions=positions,
+        answer_names=names,
+        train_mask=task.train_mask,
+        out_modulus=int(task.d_vocab_out),
+        input_modulus=int(task.d_vocab),
+        operand_positions=(),
+        targets=targets,
+    )
 
 
 def answer_set(task: Any) -> AnswerSet:
-    """The task's :class:`AnswerSet`: its own ``answer_set()`` if it has one, the digit-task
-    view for tasks with ``answer_positions``, else the pair-task view."""
+    """The task's :class:`AnswerSet`: its own ``answer_set()`` if it has one; else, by what it
+    declares, the digit-task view (operands and several answer positions), the pair-task view
+    (operands), or the plain view."""
     if isinstance(task, AnswerSet):
         return task
     own = getattr(task, "answer_set", None)
@@ -184,6 +242,8 @@ def answer_set(task: Any) -> AnswerSet:
         out = own()
         assert isinstance(out, AnswerSet), f"{type(task).__name__}.answer_set() must return an AnswerSet"
         return out
+    if TaskCapability.operands not in task_capabilities(task):
+        return plain_answer_set(task)
     if getattr(task, "answer_positions", None) is not None:
         return digit_answer_set(task)
     return pair_answer_set(task)

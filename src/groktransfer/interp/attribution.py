@@ -21,8 +21,9 @@ frequencies sum back to the part's contribution.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Dict, List, Mapping, Optional, Sequence
+from typing import Any
 
 import pandas as pd
 import torch
@@ -45,7 +46,7 @@ class Attribution:
     terms; ``logits``: the model's logits (centred over outputs when ``centre``).
     """
 
-    parts: Dict[str, torch.Tensor]
+    parts: dict[str, torch.Tensor]
     bias: torch.Tensor
     logits: torch.Tensor
     labels: torch.Tensor  # [n, n_answers]
@@ -69,18 +70,33 @@ class Attribution:
             mean_logit = float(self.correct(self.logits)[:, j].mean())
             for name, x in list(self.parts.items()) + [("bias", self.bias)]:
                 c = self.correct(x)[:, j].double()
-                rows.append(dict(answer=answer, part=name, mean=float(c.mean()), std=float(c.std()) if c.numel() > 1 else 0.0,
-                                 share=float(c.mean()) / mean_logit if mean_logit else float("nan")))  # fmt: skip
+                rows.append(
+                    dict(
+                        answer=answer,
+                        part=name,
+                        mean=float(c.mean()),
+                        std=float(c.std()) if c.numel() > 1 else 0.0,
+                        share=float(c.mean()) / mean_logit if mean_logit else float("nan"),
+                    )
+                )
         return pd.DataFrame(rows)
 
 
-def _w(sd: Mapping[str, torch.Tensor], key: str) -> Optional[torch.Tensor]:
+def _need(sd: Mapping[str, torch.Tensor], key: str) -> torch.Tensor:
+    """A weight the attribution cannot do without (a KeyError naming it otherwise)."""
+    if key not in sd:
+        raise KeyError(f"the model has no {key}: not a TransformerLens-style model")
+    return sd[key].detach().double()
+
+
+def _w(sd: Mapping[str, torch.Tensor], key: str) -> torch.Tensor | None:
     return sd[key].detach().double() if key in sd else None
 
 
 @torch.no_grad()
-def direct_logit_attribution(model: Any, task: Any, neuron_groups: Optional[NeuronGroups] = None,
-                             centre: bool = True) -> Attribution:
+def direct_logit_attribution(
+    model: Any, task: Any, neuron_groups: NeuronGroups | None = None, centre: bool = True
+) -> Attribution:
     """Decompose the correct answer's logit into parts (see module doc).
 
     ``neuron_groups``: per MLP layer, named groups of neurons (e.g. from
@@ -90,9 +106,9 @@ def direct_logit_attribution(model: Any, task: Any, neuron_groups: Optional[Neur
     aset = answer_set(task)
     sd = model.state_dict()
     n_layers, n_heads = n_layers_heads(model)
-    names = ["hook_embed", "hook_pos_embed"] + [f"blocks.{l}.attn.hook_z" for l in range(n_layers)]
-    mlp_layers = [l for l in range(n_layers) if has_mlp(model, l)]
-    names += [f"blocks.{l}.mlp.hook_post" for l in mlp_layers]
+    names = ["hook_embed", "hook_pos_embed"] + [f"blocks.{layer}.attn.hook_z" for layer in range(n_layers)]
+    mlp_layers = [layer for layer in range(n_layers) if has_mlp(model, layer)]
+    names += [f"blocks.{layer}.mlp.hook_post" for layer in mlp_layers]
     use_ln = "ln_final.hook_scale" in model.hook_dict
     if use_ln:
         names.append("ln_final.hook_scale")
@@ -100,34 +116,34 @@ def direct_logit_attribution(model: Any, task: Any, neuron_groups: Optional[Neur
     pos = list(aset.positions)
     at = {k: v[:, pos].double() for k, v in cache.items()}  # [n, n_answers, ...]
 
-    resid: Dict[str, torch.Tensor] = {"embed": at["hook_embed"], "pos_embed": at["hook_pos_embed"]}
-    for l in range(n_layers):
-        W_O = _w(sd, f"blocks.{l}.attn.W_O")  # [h, e, d]
-        per_head = torch.einsum("bahe,hed->bahd", at[f"blocks.{l}.attn.hook_z"], W_O)
+    resid: dict[str, torch.Tensor] = {"embed": at["hook_embed"], "pos_embed": at["hook_pos_embed"]}
+    for layer in range(n_layers):
+        W_O = _need(sd, f"blocks.{layer}.attn.W_O")  # [h, e, d]
+        per_head = torch.einsum("bahe,hed->bahd", at[f"blocks.{layer}.attn.hook_z"], W_O)
         for h in range(n_heads):
-            resid[f"L{l}H{h}"] = per_head[:, :, h]
-        resid[f"L{l} b_O"] = _w(sd, f"blocks.{l}.attn.b_O").expand_as(resid["embed"])
-        if l in mlp_layers:
-            post, W_out = at[f"blocks.{l}.mlp.hook_post"], _w(sd, f"blocks.{l}.mlp.W_out")
-            groups = dict((neuron_groups or {}).get(l, {})) or {f"L{l} mlp": range(W_out.shape[0])}
+            resid[f"L{layer}H{h}"] = per_head[:, :, h]
+        resid[f"L{layer} b_O"] = _need(sd, f"blocks.{layer}.attn.b_O").expand_as(resid["embed"])
+        if layer in mlp_layers:
+            post, W_out = at[f"blocks.{layer}.mlp.hook_post"], _need(sd, f"blocks.{layer}.mlp.W_out")
+            groups = dict((neuron_groups or {}).get(layer, {})) or {f"L{layer} mlp": range(W_out.shape[0])}
             used = torch.zeros(W_out.shape[0], dtype=torch.bool)
-            for gname, idx in groups.items():
-                idx = torch.as_tensor(list(idx), dtype=torch.long)
-                assert not bool(used[idx].any()), f"neuron groups of layer {l} overlap"
+            for gname, members in groups.items():
+                idx = torch.as_tensor(list(members), dtype=torch.long)
+                assert not bool(used[idx].any()), f"neuron groups of layer {layer} overlap"
                 used[idx] = True
                 resid[gname] = post[..., idx] @ W_out[idx]
             if not bool(used.all()):
-                resid[f"L{l} mlp other"] = post[..., ~used] @ W_out[~used]
-            resid[f"L{l} b_out"] = _w(sd, f"blocks.{l}.mlp.b_out").expand_as(resid["embed"])
+                resid[f"L{layer} mlp other"] = post[..., ~used] @ W_out[~used]
+            resid[f"L{layer} b_out"] = _need(sd, f"blocks.{layer}.mlp.b_out").expand_as(resid["embed"])
 
-    W_U = _w(sd, "unembed.W_U")  # [d, v]
-    b_U = _w(sd, "unembed.b_U")
+    W_U = _need(sd, "unembed.W_U")  # [d, v]
+    b_U = _need(sd, "unembed.b_U")
     ln_w, ln_b = _w(sd, "ln_final.w"), _w(sd, "ln_final.b")
     if use_ln:
         scale = at["ln_final.hook_scale"]  # [n, n_answers, 1]
         gain = ln_w if ln_w is not None else torch.ones(W_U.shape[0], dtype=torch.float64)
         read = lambda x: ((x - x.mean(-1, keepdim=True)) / scale * gain) @ W_U  # noqa: E731
-        bias = (ln_b @ W_U if ln_b is not None else 0.0) + b_U
+        bias = (ln_b @ W_U + b_U) if ln_b is not None else b_U
     else:
         read = lambda x: x @ W_U  # noqa: E731
         bias = b_U
@@ -141,7 +157,7 @@ def direct_logit_attribution(model: Any, task: Any, neuron_groups: Optional[Neur
     return Attribution(parts, bias, logits, aset.labels, aset.answer_names, centre)
 
 
-def fourier_attribution(attr: Attribution, modulus: int, parts: Optional[Sequence[str]] = None) -> pd.DataFrame:
+def fourier_attribution(attr: Attribution, modulus: int, parts: Sequence[str] | None = None) -> pd.DataFrame:
     """Each part's contribution to the correct logit split by output frequency (mod ``modulus``).
 
     Rows: (answer, part, freq) with the mean contribution over inputs (freq 0 = the
@@ -153,7 +169,7 @@ def fourier_attribution(attr: Attribution, modulus: int, parts: Optional[Sequenc
     B = basis.matrix  # [M, M] rows orthonormal
     keep = (attr.labels < modulus).all(dim=1)
     labels = attr.labels[keep]
-    rows: List[Dict[str, Any]] = []
+    rows: list[dict[str, Any]] = []
     for name in parts or list(attr.parts) + ["bias"]:
         x = (attr.bias if name == "bias" else attr.parts[name])[keep][..., :modulus]  # [n, a, M]
         coef = x @ B.T  # [n, a, M]: component r
@@ -169,9 +185,9 @@ def fourier_attribution(attr: Attribution, modulus: int, parts: Optional[Sequenc
 def head_attribution_matrix(attr: Attribution, n_layers: int, n_heads: int, answer: int = 0) -> torch.Tensor:
     """[n_layers, n_heads] mean direct contribution of each head to the correct logit."""
     out = torch.zeros(n_layers, n_heads, dtype=torch.float64)
-    for l in range(n_layers):
+    for layer in range(n_layers):
         for h in range(n_heads):
-            out[l, h] = attr.correct(attr.parts[f"L{l}H{h}"])[:, answer].mean()
+            out[layer, h] = attr.correct(attr.parts[f"L{layer}H{h}"])[:, answer].mean()
     return out
 
 

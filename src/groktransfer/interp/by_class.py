@@ -20,7 +20,8 @@ another when a carry arrives; averages over all examples hide the difference. He
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import pandas as pd
 import torch
@@ -30,7 +31,7 @@ from .answers import AnswerSet, answer_set, select
 from .forward import answer_logits, run_cache
 
 
-def _classes(aset: AnswerSet) -> torch.Tensor:
+def answer_classes(aset: AnswerSet) -> torch.Tensor:
     """[n, n_answers] class of every answer (an example-level class repeated per answer)."""
     assert aset.classes is not None, f"{aset.name}: no classes to split by"
     return aset.classes if aset.classes.dim() == 2 else aset.classes[:, None].expand(-1, aset.n_answers)
@@ -49,8 +50,10 @@ def probability_stats(model: Any, task: Any) -> pd.DataFrame:
     minimum probability on the correct token; ``attrs['probs']`` is the [n, n_answers] matrix."""
     aset = answer_set(task)
     p = correct_probabilities(model, aset)
-    rows = [dict(answer=name, mean=float(p[:, j].mean()), median=float(p[:, j].median()), min=float(p[:, j].min()))
-            for j, name in enumerate(aset.answer_names)]  # fmt: skip
+    rows = [
+        dict(answer=name, mean=float(p[:, j].mean()), median=float(p[:, j].median()), min=float(p[:, j].min()))
+        for j, name in enumerate(aset.answer_names)
+    ]
     rows.append(dict(answer="all", mean=float(p.mean()), median=float(p.flatten().median()), min=float(p.min())))
     df = pd.DataFrame(rows)
     df.attrs["probs"] = p
@@ -68,8 +71,8 @@ def attention_by_class(model: Any, task: Any, layer: int) -> pd.DataFrame:
     _, cache = run_cache(model, aset, [name])
     pos = list(aset.positions)
     pattern = cache[name][:, :, pos].double()  # [n, head, answers, seq]
-    classes = _classes(aset)
-    rows: List[Dict[str, Any]] = []
+    classes = answer_classes(aset)
+    rows: list[dict[str, Any]] = []
     for j, answer in enumerate(aset.answer_names):
         ref = None
         for c, cname in enumerate(aset.class_names):
@@ -80,8 +83,16 @@ def attention_by_class(model: Any, task: Any, layer: int) -> pd.DataFrame:
             ref = mean if ref is None else ref
             tv = 0.5 * (mean - ref).abs().sum(dim=-1)
             for h in range(mean.shape[0]):
-                rows.append(dict(answer=answer, cls=cname, head=h, n=int(sel.sum()), tv=float(tv[h]),
-                                 **{f"pos {k}": float(mean[h, k]) for k in range(mean.shape[-1])}))  # fmt: skip
+                rows.append(
+                    dict(
+                        answer=answer,
+                        cls=cname,
+                        head=h,
+                        n=int(sel.sum()),
+                        tv=float(tv[h]),
+                        **{f"pos {k}": float(mean[h, k]) for k in range(mean.shape[-1])},
+                    )
+                )
     df = pd.DataFrame(rows)
     df.attrs["patterns"] = pattern
     return df
@@ -91,7 +102,7 @@ def loss_change_by_class(effects: Mapping[Any, AblationEffect], task: Any) -> pd
     """One row per (ablation, answer, class): examples, clean loss and the loss increase
     of the ablation within that class."""
     aset = answer_set(task)
-    classes = _classes(aset)
+    classes = answer_classes(aset)
     rows = []
     for eff in effects.values():
         d = eff.ablated.ce - eff.clean.ce  # [n, answers]
@@ -99,8 +110,16 @@ def loss_change_by_class(effects: Mapping[Any, AblationEffect], task: Any) -> pd
             for c, cname in enumerate(aset.class_names):
                 sel = classes[:, j] == c
                 if bool(sel.any()):
-                    rows.append(dict(ablation=eff.name, answer=answer, cls=cname, n=int(sel.sum()),
-                                     clean_loss=float(eff.clean.ce[sel, j].mean()), d_loss=float(d[sel, j].mean())))  # fmt: skip
+                    rows.append(
+                        dict(
+                            ablation=eff.name,
+                            answer=answer,
+                            cls=cname,
+                            n=int(sel.sum()),
+                            clean_loss=float(eff.clean.ce[sel, j].mean()),
+                            d_loss=float(d[sel, j].mean()),
+                        )
+                    )
     return pd.DataFrame(rows)
 
 
@@ -108,17 +127,18 @@ def loss_change_by_class(effects: Mapping[Any, AblationEffect], task: Any) -> pd
 NO_CARRY_ANYWHERE, SOME_CARRY = "no carry anywhere", "some carry"
 
 
-def carry_subsets(task: Any) -> Dict[str, AnswerSet]:
+def carry_subsets(task: Any) -> dict[str, AnswerSet]:
     """{name: the examples of that subset}: no answer digit receives a carry (class 0
     everywhere) / at least one does. Subsets without examples are left out."""
     aset = answer_set(task)
-    none = (_classes(aset) == 0).all(dim=1)
+    none = (answer_classes(aset) == 0).all(dim=1)
     subsets = {NO_CARRY_ANYWHERE: none, SOME_CARRY: ~none}
     return {name: select(aset, m, name) for name, m in subsets.items() if bool(m.any())}
 
 
-def ablation_within_subsets(model: Any, subsets: Mapping[str, AnswerSet], sites: Sequence[str] = ("q", "k", "v"),
-                            kind: str = "mean") -> pd.DataFrame:  # fmt: skip
+def ablation_within_subsets(
+    model: Any, subsets: Mapping[str, AnswerSet], sites: Sequence[str] = ("q", "k", "v"), kind: str = "mean"
+) -> pd.DataFrame:
     """One row per (subset, layer, head, site): the subset's examples, and the loss
     increase (mean over answer positions, as one loss over the answer digits) when that
     head's ``site`` is replaced by its ``kind`` over the subset's own examples."""
@@ -126,6 +146,8 @@ def ablation_within_subsets(model: Any, subsets: Mapping[str, AnswerSet], sites:
     for name, sub in subsets.items():
         table, _ = ablate_heads(model, sub, kind=kind, sites=list(sites))
         per = table.groupby(["layer", "head", "site"], sort=False).d_loss.mean().reset_index()
-        rows += [dict(subset=name, n=sub.n, layer=int(r.layer), head=int(r.head), site=r.site, d_loss=float(r.d_loss))
-                 for r in per.itertuples()]  # fmt: skip
+        rows += [
+            dict(subset=name, n=sub.n, layer=int(r.layer), head=int(r.head), site=r.site, d_loss=float(r.d_loss))
+            for r in per.itertuples()
+        ]
     return pd.DataFrame(rows, columns=["subset", "n", "layer", "head", "site", "d_loss"])

@@ -23,7 +23,7 @@ to hide computation, so the weights say almost everything.
 from __future__ import annotations
 
 import math
-from typing import Any, Dict, Tuple
+from typing import Any
 
 import pandas as pd
 import torch
@@ -74,12 +74,19 @@ def corresponding_digit_share(qk: torch.Tensor, task: Any) -> pd.DataFrame:
         reads = [aset.operand_positions[i], aset.operand_positions[n + i]]
         q = aset.positions[j]
         for h in range(qk.shape[0]):
-            rows.append(dict(head=h, answer=aset.answer_names[j], query_pos=q, key_pos=f"{reads[0]},{reads[1]}",
-                             share=float(qk[h, q, reads].sum())))  # fmt: skip
+            rows.append(
+                dict(
+                    head=h,
+                    answer=aset.answer_names[j],
+                    query_pos=q,
+                    key_pos=f"{reads[0]},{reads[1]}",
+                    share=float(qk[h, q, reads].sum()),
+                )
+            )
     return pd.DataFrame(rows)
 
 
-def _sd(model: Any) -> Dict[str, torch.Tensor]:
+def _sd(model: Any) -> dict[str, torch.Tensor]:
     return {k: v.detach().double() for k, v in model.state_dict().items()}
 
 
@@ -93,7 +100,7 @@ def ov_circuit(model: Any, task: Any, layer: int, head: int) -> torch.Tensor:
     return sd["embed.W_E"][: aset.input_modulus] @ ov @ sd["unembed.W_U"][:, : aset.out_modulus]
 
 
-def ov_composition(model: Any, task: Any, first: Tuple[int, int], second: Tuple[int, int]) -> torch.Tensor:
+def ov_composition(model: Any, task: Any, first: tuple[int, int], second: tuple[int, int]) -> torch.Tensor:
     """[m_in, m_out] ``W_E · OV(first) · OV(second) · W_U``: the logits of the path where
     ``first`` = (layer, head) moves a token's embedding and ``second`` moves that head's
     output on (e.g. a layer-0 head then a layer-1 head)."""
@@ -125,8 +132,15 @@ def ov_circuit_table(model: Any, task: Any) -> pd.DataFrame:
         for head in range(n_heads):
             M = ov_circuit(model, task, layer, head)
             share = frequency_share(M)
-            rows.append(dict(head=f"L{layer}H{head}", norm=float(M.norm()), freq1_share=float(share[1]),
-                             top_freq=int(share[1:].argmax()) + 1, top_share=float(share[1:].max())))  # fmt: skip
+            rows.append(
+                dict(
+                    head=f"L{layer}H{head}",
+                    norm=float(M.norm()),
+                    freq1_share=float(share[1]),
+                    top_freq=int(share[1:].argmax()) + 1,
+                    top_share=float(share[1:].max()),
+                )
+            )
     return pd.DataFrame(rows)
 
 
@@ -139,8 +153,15 @@ def ov_composition_table(model: Any, task: Any) -> pd.DataFrame:
         for h1 in range(n_heads):
             M = ov_composition(model, task, (0, h0), (n_layers - 1, h1))
             share = frequency_share(M)
-            rows.append(dict(path=f"L0H{h0} → L{n_layers - 1}H{h1}", norm=float(M.norm()), freq1_share=float(share[1]),
-                             top_freq=int(share[1:].argmax()) + 1, top_share=float(share[1:].max())))  # fmt: skip
+            rows.append(
+                dict(
+                    path=f"L0H{h0} → L{n_layers - 1}H{h1}",
+                    norm=float(M.norm()),
+                    freq1_share=float(share[1]),
+                    top_freq=int(share[1:].argmax()) + 1,
+                    top_share=float(share[1:].max()),
+                )
+            )
     return pd.DataFrame(rows)
 
 
@@ -152,25 +173,25 @@ def path_attribution(model: Any, task: Any, centre: bool = True) -> Attribution:
     Attention-only models only: an MLP would be a path this split does not follow."""
     aset = answer_set(task)
     n_layers, n_heads = n_layers_heads(model)
-    if any(has_mlp(model, l) for l in range(n_layers)):
+    if any(has_mlp(model, layer) for layer in range(n_layers)):
         raise ValueError("path attribution follows attention-only models; this model has MLP layers")
     last = n_layers - 1
     sd = _sd(model)
     use_ln = "ln_final.hook_scale" in model.hook_dict
     names = ["hook_embed", "hook_pos_embed", f"blocks.{last}.attn.hook_pattern"]
-    names += [f"blocks.{l}.attn.hook_z" for l in range(last)]
+    names += [f"blocks.{layer}.attn.hook_z" for layer in range(last)]
     if use_ln:  # the last layer's LN1 scale is recomputed from its input: TransformerLens runs ln1 once per
         # q/k/v input, so that hook fires three times a pass
         names += ["ln_final.hook_scale", f"blocks.{last}.hook_resid_pre"]
     logits, cache = run_cache(model, aset, names)
     c = {k: v.double() for k, v in cache.items()}
 
-    entering: Dict[str, torch.Tensor] = {"embed": c["hook_embed"], "pos_embed": c["hook_pos_embed"]}  # [n, seq, d]
-    for l in range(last):
-        per_head = torch.einsum("bshe,hed->bshd", c[f"blocks.{l}.attn.hook_z"], sd[f"blocks.{l}.attn.W_O"])
+    entering: dict[str, torch.Tensor] = {"embed": c["hook_embed"], "pos_embed": c["hook_pos_embed"]}  # [n, seq, d]
+    for layer in range(last):
+        per_head = torch.einsum("bshe,hed->bshd", c[f"blocks.{layer}.attn.hook_z"], sd[f"blocks.{layer}.attn.W_O"])
         for h in range(n_heads):
-            entering[f"L{l}H{h}"] = per_head[:, :, h]
-        entering[f"L{l} b_O"] = sd[f"blocks.{l}.attn.b_O"].expand_as(c["hook_embed"])
+            entering[f"L{layer}H{h}"] = per_head[:, :, h]
+        entering[f"L{layer} b_O"] = sd[f"blocks.{layer}.attn.b_O"].expand_as(c["hook_embed"])
 
     a = f"blocks.{last}."
     pattern = c[a + "attn.hook_pattern"]  # [n, head, q, k]
@@ -187,7 +208,7 @@ def path_attribution(model: Any, task: Any, centre: bool = True) -> Attribution:
         return (x - x.mean(-1, keepdim=True)) / ln1_scale * ln1_w if use_ln else x
 
     pos = list(aset.positions)
-    resid: Dict[str, torch.Tensor] = {k: v[:, pos] for k, v in entering.items()}  # [n, answers, d]
+    resid: dict[str, torch.Tensor] = {k: v[:, pos] for k, v in entering.items()}  # [n, answers, d]
     for name, x in entering.items():
         v = torch.einsum("bkd,hde->bkhe", normalised(x), W_V)
         out = torch.einsum("bhqk,bkhe,hed->bqhd", pattern[:, :, pos], v, W_O)  # [n, answers, head, d]

@@ -18,7 +18,8 @@ are nearly linear in both operands' PC scores. Each step is measured here:
 
 from __future__ import annotations
 
-from typing import Any, List, Optional, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import pandas as pd
 import torch
@@ -39,7 +40,7 @@ def _least_squares(X: torch.Tensor, y: torch.Tensor) -> tuple:
     return sol[:-1], float(sol[-1]), r2
 
 
-def pc_token_fits(model: Any, task: Any, n_pcs: int = 3, pca: Optional[PCA] = None) -> pd.DataFrame:
+def pc_token_fits(model: Any, task: Any, n_pcs: int = 3, pca: PCA | None = None) -> pd.DataFrame:
     """One row per PC: R² of the linear and of the quadratic fit of its score against the
     token, and the fits' coefficients. A PC score's sign is arbitrary, so are the
     coefficients'."""
@@ -50,8 +51,18 @@ def pc_token_fits(model: Any, task: Any, n_pcs: int = 3, pca: Optional[PCA] = No
         s = pca.scores[:, k]
         (lin,), lin_b, lin_r2 = _least_squares(t[:, None], s)
         (q1, q2), q_b, q_r2 = _least_squares(torch.stack([t, t.square()], dim=1), s)
-        rows.append(dict(pc=k + 1, explained=float(pca.explained[k]), linear_r2=lin_r2, quadratic_r2=q_r2,
-                         slope=float(lin), quad_t=float(q1), quad_t2=float(q2), quad_intercept=q_b))  # fmt: skip
+        rows.append(
+            dict(
+                pc=k + 1,
+                explained=float(pca.explained[k]),
+                linear_r2=lin_r2,
+                quadratic_r2=q_r2,
+                slope=float(lin),
+                quad_t=float(q1),
+                quad_t2=float(q2),
+                quad_intercept=q_b,
+            )
+        )
     return pd.DataFrame(rows)
 
 
@@ -70,8 +81,12 @@ def sum_neurons(model: Any, task: Any, layer: int = 0, threshold: float = 0.9, t
     r_pre = neuron_correlations(_acts(model, aset, layer, "pre"), y)
     r_post = neuron_correlations(_acts(model, aset, layer, "post"), y)
     df = pd.DataFrame({"neuron": range(len(r_pre)), "r_pre": r_pre.numpy(), "r_post": r_post.numpy()})
-    df.attrs.update(n_post=int((r_post > threshold).sum()), n_pre=int((r_pre > threshold).sum()), d_mlp=len(r_pre),
-                    threshold=threshold)  # fmt: skip
+    df.attrs.update(
+        n_post=int((r_post > threshold).sum()),
+        n_pre=int((r_pre > threshold).sum()),
+        d_mlp=len(r_pre),
+        threshold=threshold,
+    )
     return df
 
 
@@ -82,8 +97,9 @@ def pre_activation_maps(model: Any, task: Any, neurons: Sequence[int], layer: in
     return aset.to_grid(_acts(model, aset, layer, "pre")[:, idx]).permute(2, 0, 1)
 
 
-def neuron_pc_regression(model: Any, task: Any, neurons: Sequence[int], layer: int = 0, n_pcs: int = 2,
-                         pca: Optional[PCA] = None) -> pd.DataFrame:  # fmt: skip
+def neuron_pc_regression(
+    model: Any, task: Any, neurons: Sequence[int], layer: int = 0, n_pcs: int = 2, pca: PCA | None = None
+) -> pd.DataFrame:
     """One row per neuron: R² of its pre-activation regressed (least squares, with an
     intercept) on the scores of PC1..PC``n_pcs`` of a and of b, and the coefficients
     (columns ``PC1(a)``, ``PC2(a)``, ..., ``PC1(b)``, ...). Pair tasks only."""
@@ -105,7 +121,7 @@ def keep_only_pc_hook(pca: PCA, k: int, positions: Sequence[int]) -> tuple:
     """``(hook_embed, fn)``: at ``positions``, each embedding -> PCA mean + its component
     along PC``k`` (1-based)."""
     direction, mean = pca.components[k - 1], pca.mean
-    pos: List[int] = list(positions)
+    pos: list[int] = list(positions)
 
     def hook(act: torch.Tensor, hook: Any) -> torch.Tensor:
         out = act.clone()
@@ -116,7 +132,7 @@ def keep_only_pc_hook(pca: PCA, k: int, positions: Sequence[int]) -> tuple:
     return "hook_embed", hook
 
 
-def keep_only_pc(model: Any, task: Any, k: int, pca: Optional[PCA] = None, clean: Optional[Score] = None) -> AblationEffect:
+def keep_only_pc(model: Any, task: Any, k: int, pca: PCA | None = None, clean: Score | None = None) -> AblationEffect:
     """The model with the operand embeddings reduced to PC``k`` alone (see :func:`keep_only_pc_hook`)."""
     aset = answer_set(task)
     pca = pca if pca is not None else embedding_pca(model, aset)

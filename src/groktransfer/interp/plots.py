@@ -1,39 +1,36 @@
-"""Figures of an :class:`~groktransfer.interp.summary.Interpretation`, one PNG per family.
+"""Figures of an :class:`~groktransfer.interp.reading.Interpretation`: each reading names its own
+(``Reading.figures``); :func:`plot_all` draws those of the readings that ran, and the failure
+maps several readings leave.
 
 Every function returns the written path, or None when the interpretation holds nothing
-for that figure (the analysis was switched off, or does not apply to the task).
+for that figure (the reading was switched off, or does not apply to the task).
 """
 
 from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Dict, Optional
+from typing import TYPE_CHECKING
 
-import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+from groktransfer.render import save_figure as _save
 
-from .summary import Interpretation  # noqa: E402
-
-
-def _save(fig: plt.Figure, path: Path, dpi: int) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=dpi, bbox_inches="tight")
-    plt.close(fig)
-    return path
+if TYPE_CHECKING:
+    from .reading import Interpretation
 
 
-def plot_head_ablation(res: Interpretation, path: Path, dpi: int = 130) -> Optional[Path]:
+def plot_head_ablation(res: Interpretation, path: Path, dpi: int = 130) -> Path | None:
     """Per head and site: loss increase and accuracy after ablation, per answer position."""
     tables = [(k.split("_")[-1], t) for k, t in res.tables.items() if k.startswith("head_ablation_")]
     if not tables:
         return None
     answers = list(dict.fromkeys(tables[0][1].answer))
-    fig, axes = plt.subplots(len(tables) * len(answers), 2, figsize=(11, 3.2 * len(tables) * len(answers)), squeeze=False)
+    fig, axes = plt.subplots(
+        len(tables) * len(answers), 2, figsize=(11, 3.2 * len(tables) * len(answers)), squeeze=False
+    )
     row = 0
     for kind, t in tables:
         for answer in answers:
@@ -58,15 +55,20 @@ def plot_head_ablation(res: Interpretation, path: Path, dpi: int = 130) -> Optio
     return _save(fig, path, dpi)
 
 
-def plot_dla(res: Interpretation, path: Path, dpi: int = 130) -> Optional[Path]:
+def plot_dla(res: Interpretation, path: Path, dpi: int = 130) -> Path | None:
     """Mean direct contribution to the correct answer's (centred) logit, and its split over
     output frequencies."""
     if "dla" not in res.tables:
         return None
     t, f = res.tables["dla"], res.tables.get("dla_fourier")
     answers = list(dict.fromkeys(t.answer))
-    fig, axes = plt.subplots(len(answers), 2, figsize=(13, max(3.5, 0.28 * t.part.nunique() + 1.5) * len(answers)),
-                             squeeze=False, gridspec_kw={"width_ratios": [1, 1.6]})  # fmt: skip
+    fig, axes = plt.subplots(
+        len(answers),
+        2,
+        figsize=(13, max(3.5, 0.28 * t.part.nunique() + 1.5) * len(answers)),
+        squeeze=False,
+        gridspec_kw={"width_ratios": [1, 1.6]},
+    )
     for i, answer in enumerate(answers):
         d = t[t.answer == answer]
         ax = axes[i, 0]
@@ -88,12 +90,14 @@ def plot_dla(res: Interpretation, path: Path, dpi: int = 130) -> Optional[Path]:
         ax.set_xlabel("output frequency (0 = constant)")
         ax.set_title("the same, split by output Fourier frequency")
         fig.colorbar(im, ax=ax, fraction=0.03)
-    fig.suptitle(f"Direct logit attribution ({res.task}); completeness error {res.scalars.get('dla_completeness_error', float('nan')):.2g}")
+    fig.suptitle(
+        f"Direct logit attribution ({res.task}); completeness error {res.scalars.get('dla_completeness_error', float('nan')):.2g}"
+    )
     fig.tight_layout()
     return _save(fig, path, dpi)
 
 
-def plot_embedding(res: Interpretation, path: Path, dpi: int = 130) -> Optional[Path]:
+def plot_embedding(res: Interpretation, path: Path, dpi: int = 130) -> Path | None:
     """Scree plot, PC1 against PC2 coloured by token, and the embedding's Fourier norms."""
     pca = res.arrays.get("embedding_pca")
     if pca is None:
@@ -122,7 +126,7 @@ def plot_embedding(res: Interpretation, path: Path, dpi: int = 130) -> Optional[
     return _save(fig, path, dpi)
 
 
-def plot_spectra(res: Interpretation, path: Path, dpi: int = 130) -> Optional[Path]:
+def plot_spectra(res: Interpretation, path: Path, dpi: int = 130) -> Path | None:
     """Singular values of each weight matrix (first head of per-head weights) against a
     Gaussian control of the same shape and scale."""
     spec = res.tables.get("spectra")
@@ -138,8 +142,10 @@ def plot_spectra(res: Interpretation, path: Path, dpi: int = 130) -> Optional[Pa
         ax.plot(d["index"], d.control, "s--", ms=3, color="grey", label="Gaussian control")
         if (d.singular_value > 0).any():
             ax.set_yscale("log")
-        ax.set_title(f"{name}\neff. rank {d.effective_rank.iloc[0]:.1f} vs {d.control_effective_rank.iloc[0]:.1f}", fontsize=9)
-    for ax in list(axes.flat)[len(names):]:
+        ax.set_title(
+            f"{name}\neff. rank {d.effective_rank.iloc[0]:.1f} vs {d.control_effective_rank.iloc[0]:.1f}", fontsize=9
+        )
+    for ax in list(axes.flat)[len(names) :]:
         ax.axis("off")
     axes[0, 0].legend(fontsize=8)
     fig.suptitle(f"Singular values of the weights ({res.task})")
@@ -147,12 +153,14 @@ def plot_spectra(res: Interpretation, path: Path, dpi: int = 130) -> Optional[Pa
     return _save(fig, path, dpi)
 
 
-def plot_probes(res: Interpretation, path: Path, dpi: int = 130) -> Optional[Path]:
+def plot_probes(res: Interpretation, path: Path, dpi: int = 130) -> Path | None:
     """Held-out probe score (R^2 or accuracy) per hook/position and target."""
     t = res.tables.get("probes")
     if t is None or t.empty:
         return None
-    g = t.assign(where=lambda d: d.hook + " @" + d.position.astype(str)).pivot(index="where", columns="target", values="score")
+    g = t.assign(where=lambda d: d.hook + " @" + d.position.astype(str)).pivot(
+        index="where", columns="target", values="score"
+    )
     fig, ax = plt.subplots(figsize=(2 + 1.3 * g.shape[1], 1 + 0.45 * g.shape[0]))
     im = ax.imshow(g.values, cmap="viridis", vmin=min(0.0, float(np.nanmin(g.values))), vmax=1.0, aspect="auto")
     for (i, j), v in np.ndenumerate(g.values):
@@ -164,20 +172,22 @@ def plot_probes(res: Interpretation, path: Path, dpi: int = 130) -> Optional[Pat
     return _save(fig, path, dpi)
 
 
-def plot_neurons(res: Interpretation, path: Path, dpi: int = 130) -> Optional[Path]:
+def plot_neurons(res: Interpretation, path: Path, dpi: int = 130) -> Path | None:
     """Neurons per dominant input frequency, and the most target-correlated neurons' maps."""
     cl, maps = res.arrays.get("clusters"), res.arrays.get("top_neuron_maps")
     if cl is None and maps is None:
         return None
     target, top = maps if maps is not None else (None, None)
     grids = top.attrs.get("maps") if top is not None else None
-    n_maps = 0 if grids is None else len(top)
+    n_maps = 0 if grids is None or top is None else len(top)
     fig, axes = plt.subplots(1, 1 + n_maps, figsize=(4.5 + 2.6 * n_maps, 3.4), squeeze=False)
     ax = axes[0, 0]
     if cl is not None:
         freqs = np.arange(1, len(cl.counts) + 1)
         live = cl.neuron_freq[cl.neuron_freq > 0]
-        ax.bar(freqs, np.bincount(live.numpy(), minlength=len(freqs) + 1)[1:], color="#aec7e8", label="all live neurons")
+        ax.bar(
+            freqs, np.bincount(live.numpy(), minlength=len(freqs) + 1)[1:], color="#aec7e8", label="all live neurons"
+        )
         ax.bar(freqs, cl.counts.numpy(), color="#1f77b4", label="share > threshold")
         ax.set_xlabel(f"dominant input frequency (mod {cl.modulus})")
         ax.set_title(f"neurons by dominant frequency\nkey: {cl.key_freqs}", fontsize=9)
@@ -185,6 +195,7 @@ def plot_neurons(res: Interpretation, path: Path, dpi: int = 130) -> Optional[Pa
     else:
         ax.axis("off")
     for i in range(n_maps):
+        assert grids is not None and top is not None
         ax = axes[0, 1 + i]
         ax.imshow(grids[i].numpy(), origin="lower", cmap="magma", aspect="auto")
         ax.set_title(f"neuron {int(top.neuron.iloc[i])}: r={top.r.iloc[i]:.2f} with {target}", fontsize=9)
@@ -195,29 +206,31 @@ def plot_neurons(res: Interpretation, path: Path, dpi: int = 130) -> Optional[Pa
     return _save(fig, path, dpi)
 
 
-def plot_attention(res: Interpretation, path: Path, dpi: int = 130) -> Optional[Path]:
+def plot_attention(res: Interpretation, path: Path, dpi: int = 130) -> Path | None:
     """Mean attention of each head from each answer position to every position."""
     att = res.arrays.get("attention")
     if att is None:
         return None
     n_layers, n_heads, n_ans, seq = att.shape
-    fig, axes = plt.subplots(1, n_layers, figsize=(1.2 + 0.7 * seq * n_layers + 1, 0.5 + 0.4 * n_heads * n_ans), squeeze=False)
-    for l in range(n_layers):
-        ax = axes[0, l]
-        m = att[l].reshape(n_heads * n_ans, seq).numpy()
+    fig, axes = plt.subplots(
+        1, n_layers, figsize=(1.2 + 0.7 * seq * n_layers + 1, 0.5 + 0.4 * n_heads * n_ans), squeeze=False
+    )
+    for layer in range(n_layers):
+        ax = axes[0, layer]
+        m = att[layer].reshape(n_heads * n_ans, seq).numpy()
         ax.imshow(m, vmin=0, vmax=1, cmap="Blues", aspect="auto")
         for (i, j), v in np.ndenumerate(m):
             ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=7, color="w" if v > 0.6 else "k")
         ax.set_yticks(range(n_heads * n_ans), [f"H{h} ans{a}" for h in range(n_heads) for a in range(n_ans)])
         ax.set_xticks(range(seq))
         ax.set_xlabel("key position")
-        ax.set_title(f"layer {l}")
+        ax.set_title(f"layer {layer}")
     fig.suptitle(f"Attention from the answer positions ({res.task})")
     fig.tight_layout()
     return _save(fig, path, dpi)
 
 
-def plot_failures(res: Interpretation, path: Path, dpi: int = 130) -> Optional[Path]:
+def plot_failures(res: Interpretation, path: Path, dpi: int = 130) -> Path | None:
     """(a, b) maps of the inputs each ablation breaks (pair tasks)."""
     maps = [(k, v) for k, v in res.arrays.items() if k.endswith("_failure") and not hasattr(v[1], "columns")]
     if not maps:
@@ -234,7 +247,7 @@ def plot_failures(res: Interpretation, path: Path, dpi: int = 130) -> Optional[P
     return _save(fig, path, dpi)
 
 
-def plot_qk_mean_query(res: Interpretation, path: Path, dpi: int = 130) -> Optional[Path]:
+def plot_qk_mean_query(res: Interpretation, path: Path, dpi: int = 130) -> Path | None:
     """Per layer-0 head: the position x position attention with mean queries and keys."""
     qk = res.arrays.get("qk_mean_query")
     if qk is None:
@@ -250,7 +263,7 @@ def plot_qk_mean_query(res: Interpretation, path: Path, dpi: int = 130) -> Optio
     return _save(fig, path, dpi)
 
 
-def plot_unembed_circle(res: Interpretation, path: Path, dpi: int = 130) -> Optional[Path]:
+def plot_unembed_circle(res: Interpretation, path: Path, dpi: int = 130) -> Path | None:
     """W_U's answer columns on its top two singular directions, and its power per frequency."""
     g = res.arrays.get("unembed_geometry")
     if g is None:
@@ -276,7 +289,7 @@ def plot_unembed_circle(res: Interpretation, path: Path, dpi: int = 130) -> Opti
     return _save(fig, path, dpi)
 
 
-def plot_prob_correct(res: Interpretation, path: Path, dpi: int = 130, n_examples: int = 60) -> Optional[Path]:
+def plot_prob_correct(res: Interpretation, path: Path, dpi: int = 130, n_examples: int = 60) -> Path | None:
     """Heatmap of the probability on the correct token, per example and answer position."""
     p = res.arrays.get("prob_correct")
     if p is None:
@@ -291,7 +304,7 @@ def plot_prob_correct(res: Interpretation, path: Path, dpi: int = 130, n_example
     return _save(fig, path, dpi)
 
 
-def plot_pre_activation_maps(res: Interpretation, path: Path, dpi: int = 130) -> Optional[Path]:
+def plot_pre_activation_maps(res: Interpretation, path: Path, dpi: int = 130) -> Path | None:
     """Pre-activation of the most a+b-correlated neurons on the (a, b) grid."""
     item = res.arrays.get("pre_activation_maps")
     if item is None:
@@ -308,7 +321,7 @@ def plot_pre_activation_maps(res: Interpretation, path: Path, dpi: int = 130) ->
     return _save(fig, path, dpi)
 
 
-def plot_attention_by_class(res: Interpretation, path: Path, dpi: int = 130, per_class: int = 40) -> Optional[Path]:
+def plot_attention_by_class(res: Interpretation, path: Path, dpi: int = 130, per_class: int = 40) -> Path | None:
     """Per example: the last layer's attention from the answer position whose carry classes
     differ most, up to ``per_class`` examples of each class stacked (classes separated by a
     line), one panel per head."""
@@ -342,7 +355,7 @@ def plot_attention_by_class(res: Interpretation, path: Path, dpi: int = 130, per
     return _save(fig, path, dpi)
 
 
-def plot_pc_token_fits(res: Interpretation, path: Path, dpi: int = 130) -> Optional[Path]:
+def plot_pc_token_fits(res: Interpretation, path: Path, dpi: int = 130) -> Path | None:
     """Each of the top embedding PCs' score against the token, with its linear and quadratic fits."""
     t, pca = res.tables.get("pc_token_fits"), res.arrays.get("embedding_pca")
     if t is None or pca is None:
@@ -363,16 +376,12 @@ def plot_pc_token_fits(res: Interpretation, path: Path, dpi: int = 130) -> Optio
     return _save(fig, path, dpi)
 
 
-ALL = {
-    "head_ablation": plot_head_ablation, "dla": plot_dla, "embedding": plot_embedding, "spectra": plot_spectra,
-    "probes": plot_probes, "neurons": plot_neurons, "attention": plot_attention, "failures": plot_failures,
-    "qk_mean_query": plot_qk_mean_query, "unembed": plot_unembed_circle, "prob_correct": plot_prob_correct,
-    "pre_activation_maps": plot_pre_activation_maps, "attention_by_class": plot_attention_by_class,
-    "pc_token_fits": plot_pc_token_fits,
-}  # fmt: skip
-
-
-def plot_all(res: Interpretation, out: Path, dpi: int = 130, prefix: str = "interp_") -> Dict[str, Path]:
+def plot_all(res: Interpretation, out: Path, dpi: int = 130, prefix: str = "interp_") -> dict[str, Path]:
     """Every figure that has something to show: {name: path}."""
-    written = {name: fn(res, out / f"{prefix}{name}.png", dpi) for name, fn in ALL.items()}
+    from .reading import READINGS
+
+    ran = set(res.ran)
+    figures = [(name, fn) for r in READINGS.in_order() if r.name in ran for name, fn in r.figures]
+    figures.append(("failures", plot_failures))  # the (a, b) failure maps of every ablation that left one
+    written = {name: fn(res, out / f"{prefix}{name}.png", dpi) for name, fn in figures}
     return {k: v for k, v in written.items() if v is not None}

@@ -26,11 +26,11 @@ per-position constant).
 from __future__ import annotations
 
 import copy
-from typing import Any, Dict
+from typing import Any
 
 import torch
 
-StateDict = Dict[str, torch.Tensor]
+StateDict = dict[str, torch.Tensor]
 
 
 def _layers(sd: StateDict) -> int:

@@ -20,14 +20,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any
 
 import pandas as pd
 import torch
 
+from groktransfer.measures.modular import (
+    assign_neuron_freqs,
+    fourier_component_norms,
+    gini,
+    neuron_counts,
+    neuron_freq_fractions,
+)
 from groktransfer.tasks.fourier import GroupFourier, fourier_basis
-from groktransfer.measures.modular import assign_neuron_freqs, fourier_component_norms, gini, neuron_counts, neuron_freq_fractions
 
 from .answers import CLASSIFICATION, REGRESSION, AnswerSet, Target, answer_set
 from .forward import n_layers_heads, run_cache
@@ -69,15 +76,18 @@ def embedding_pca(model: Any, task: Any) -> PCA:
 def embedding_svd(model: Any, task: Any) -> pd.DataFrame:
     """Singular values of the (uncentred) operand embedding matrix and their variance share."""
     S = torch.linalg.svdvals(operand_embeddings(model, task))
-    return pd.DataFrame({"index": range(len(S)), "singular_value": S.numpy(), "explained": (S.square() / S.square().sum()).numpy()})
+    return pd.DataFrame(
+        {"index": range(len(S)), "singular_value": S.numpy(), "explained": (S.square() / S.square().sum()).numpy()}
+    )
 
 
-def _matrices(model: Any) -> Dict[str, torch.Tensor]:
-    """Every weight matrix by name; per-head attention weights one matrix per head."""
-    out: Dict[str, torch.Tensor] = {}
+def _matrices(model: Any) -> dict[str, torch.Tensor]:
+    """Every weight matrix by name (parameters named ``W...``: TransformerLens' ``W_Q``, an
+    MLP's ``W``); per-head attention weights one matrix per head."""
+    out: dict[str, torch.Tensor] = {}
     for name, W in model.state_dict().items():
         leaf = name.rsplit(".", 1)[-1]
-        if not leaf.startswith("W_"):
+        if not leaf.startswith("W"):
             continue
         W = W.detach().double()
         if W.ndim == 3:
@@ -100,13 +110,22 @@ def singular_spectra(model: Any, seed: int = 0) -> pd.DataFrame:
     """One row per (weight matrix, singular value index): the trained matrix's singular
     value and that of a Gaussian control of the same shape and entry std."""
     gen = torch.Generator().manual_seed(seed)
-    rows: List[Dict[str, Any]] = []
+    rows: list[dict[str, Any]] = []
     for name, W in _matrices(model).items():
         control = torch.randn(W.shape, generator=gen, dtype=torch.float64) * W.std()
         s, c = torch.linalg.svdvals(W), torch.linalg.svdvals(control)
         er, erc = effective_rank(s), effective_rank(c)
-        rows += [dict(weight=name, index=i, singular_value=float(a), control=float(b), effective_rank=er,
-                      control_effective_rank=erc) for i, (a, b) in enumerate(zip(s, c))]  # fmt: skip
+        rows += [
+            dict(
+                weight=name,
+                index=i,
+                singular_value=float(a),
+                control=float(b),
+                effective_rank=er,
+                control_effective_rank=erc,
+            )
+            for i, (a, b) in enumerate(zip(s, c))
+        ]
     return pd.DataFrame(rows)
 
 
@@ -141,7 +160,7 @@ class _RidgePath:
         self.U, self.S, Vt = torch.linalg.svd(X - self.mean, full_matrices=False)
         self.V = Vt.T
 
-    def weights(self, Y: torch.Tensor, alpha: float) -> Tuple[torch.Tensor, torch.Tensor]:
+    def weights(self, Y: torch.Tensor, alpha: float) -> tuple[torch.Tensor, torch.Tensor]:
         y_mean = Y.mean(dim=0)
         w = self.V @ ((self.S / (self.S.square() + alpha))[:, None] * (self.U.T @ (Y - y_mean)))
         return w, y_mean - self.mean @ w
@@ -173,8 +192,13 @@ class ProbeResult:
 ALPHAS = (1e-4, 1e-2, 1.0, 1e2, 1e4)
 
 
-def ridge_probes(acts: torch.Tensor, targets: Sequence[Target], test_frac: float = 0.3, seed: int = 0,
-                 alphas: Sequence[float] = ALPHAS) -> List[ProbeResult]:
+def ridge_probes(
+    acts: torch.Tensor,
+    targets: Sequence[Target],
+    test_frac: float = 0.3,
+    seed: int = 0,
+    alphas: Sequence[float] = ALPHAS,
+) -> list[ProbeResult]:
     """Fit a ridge probe ``acts`` [n, ...] -> each target on a random (1 - test_frac) of the
     inputs and score it on the rest. ``alpha`` is chosen on a validation fifth of the
     training inputs, then the probe is refitted on all of them. Classification targets
@@ -200,19 +224,36 @@ def ridge_probes(acts: torch.Tensor, targets: Sequence[Target], test_frac: float
             Y, chance = y[:, None], 0.0
         best = max(alphas, key=lambda a: _score(path_fit.predict(X[val], Y[fit], a), y[val], target.kind))
         w, b = path_train.weights(Y[train], best)
-        out.append(ProbeResult(target.name, target.kind, _score(X[test] @ w + b, y[test], target.kind),
-                               _score(X[train] @ w + b, y[train], target.kind), chance, float(best), len(train), n_test))  # fmt: skip
+        out.append(
+            ProbeResult(
+                target.name,
+                target.kind,
+                _score(X[test] @ w + b, y[test], target.kind),
+                _score(X[train] @ w + b, y[train], target.kind),
+                chance,
+                float(best),
+                len(train),
+                n_test,
+            )
+        )
     return out
 
 
-def ridge_probe(acts: torch.Tensor, target: Target, test_frac: float = 0.3, seed: int = 0,
-                alphas: Sequence[float] = ALPHAS) -> ProbeResult:
+def ridge_probe(
+    acts: torch.Tensor, target: Target, test_frac: float = 0.3, seed: int = 0, alphas: Sequence[float] = ALPHAS
+) -> ProbeResult:
     """One target's probe; see :func:`ridge_probes`."""
     return ridge_probes(acts, [target], test_frac, seed, alphas)[0]
 
 
-def probe_hooks(model: Any, task: Any, hooks: Sequence[str], positions: Optional[Sequence[int]] = None,
-                targets: Optional[Sequence[str]] = None, seed: int = 0) -> pd.DataFrame:
+def probe_hooks(
+    model: Any,
+    task: Any,
+    hooks: Sequence[str],
+    positions: Sequence[int] | None = None,
+    targets: Sequence[str] | None = None,
+    seed: int = 0,
+) -> pd.DataFrame:
     """Probe each hook at each position for each declared target of the task.
 
     ``positions`` default to the answer positions; ``targets`` to all the task declares
@@ -230,8 +271,27 @@ def probe_hooks(model: Any, task: Any, hooks: Sequence[str], positions: Optional
     return pd.DataFrame(rows)
 
 
+@torch.no_grad()
+def probe_neurons(model: Any, task: Any, seed: int = 0, chunk: int = 4096) -> pd.DataFrame:
+    """Probe the model's neurons (the model protocol's ``neurons`` reading: last-position
+    activations) for each declared target of the task; rows as :func:`probe_hooks`'s, hook ``neurons``."""
+    aset = answer_set(task)
+    acts = torch.cat(
+        [
+            model.last_position_activations(aset.tokens[i : i + chunk])[1].detach().double()
+            for i in range(0, aset.n, chunk)
+        ]
+    )
+    position = aset.tokens.shape[1] - 1
+    rows = [
+        dict(hook="neurons", position=position, **r.__dict__)
+        for r in ridge_probes(acts, list(aset.targets.values()), seed=seed)
+    ]
+    return pd.DataFrame(rows)
+
+
 # --------------------------------------------------------------------------- neurons
-def mlp_acts(model: Any, task: Any, layer: int, position: Optional[int] = None) -> torch.Tensor:
+def mlp_acts(model: Any, task: Any, layer: int, position: int | None = None) -> torch.Tensor:
     """[n, d_mlp] MLP activations (``hook_post``) of block ``layer`` at ``position``
     (default: the first answer position)."""
     aset = answer_set(task)
@@ -272,11 +332,11 @@ class NeuronClusters:
     frac: torch.Tensor  # [d_mlp] share of variance at it
     counted: torch.Tensor  # [d_mlp] share above threshold
     counts: torch.Tensor  # [W] counted neurons per frequency
-    key_freqs: List[int]
+    key_freqs: list[int]
 
-    def groups(self, min_size: int = 1) -> Dict[str, List[int]]:
+    def groups(self, min_size: int = 1) -> dict[str, list[int]]:
         """{"freq w": neurons} for counted neurons (a partition of them), for ``direct_logit_attribution``."""
-        out: Dict[str, List[int]] = {}
+        out: dict[str, list[int]] = {}
         for w in self.key_freqs:
             idx = torch.nonzero(self.counted & (self.neuron_freq == w)).flatten().tolist()
             if len(idx) >= min_size:
@@ -296,7 +356,9 @@ def grid_acts(task: Any, acts: torch.Tensor) -> torch.Tensor:
     return grid
 
 
-def neuron_clusters(model: Any, task: Any, layer: int = 0, threshold: float = 0.85, min_neurons: int = 1) -> NeuronClusters:
+def neuron_clusters(
+    model: Any, task: Any, layer: int = 0, threshold: float = 0.85, min_neurons: int = 1
+) -> NeuronClusters:
     """Dominant frequency of each neuron on the (a, b) grid (the progress measures'
     definition: share of variance in the (w,0), (0,w), (w,w) 2-D components), and the
     key frequencies (at least ``min_neurons`` neurons above ``threshold``)."""
@@ -314,19 +376,38 @@ def attention_patterns(model: Any, task: Any) -> torch.Tensor:
     """[n_layers, n_heads, n_answers, seq] mean attention from each answer position."""
     aset = answer_set(task)
     n_layers, _ = n_layers_heads(model)
-    names = [f"blocks.{l}.attn.hook_pattern" for l in range(n_layers)]
+    names = [f"blocks.{layer}.attn.hook_pattern" for layer in range(n_layers)]
     _, cache = run_cache(model, aset, names)
     pos = list(aset.positions)
     return torch.stack([cache[n][:, :, pos].mean(dim=0) for n in names])
 
 
-def declared_targets(task: Any) -> Dict[str, Target]:
+def declared_targets(task: Any) -> dict[str, Target]:
     return dict(answer_set(task).targets)
 
 
 __all__ = [
-    "AnswerSet", "CLASSIFICATION", "REGRESSION", "PCA", "NeuronClusters", "ProbeResult", "attention_patterns",
-    "declared_targets", "embedding_fourier_norms", "embedding_pca", "embedding_svd", "effective_rank", "grid_acts",
-    "mlp_acts", "neuron_clusters", "neuron_correlations", "pca", "probe_hooks", "ridge_probe", "ridge_probes", "singular_spectra",
+    "AnswerSet",
+    "CLASSIFICATION",
+    "REGRESSION",
+    "PCA",
+    "NeuronClusters",
+    "ProbeResult",
+    "attention_patterns",
+    "declared_targets",
+    "embedding_fourier_norms",
+    "embedding_pca",
+    "embedding_svd",
+    "effective_rank",
+    "grid_acts",
+    "mlp_acts",
+    "neuron_clusters",
+    "neuron_correlations",
+    "pca",
+    "probe_hooks",
+    "probe_neurons",
+    "ridge_probe",
+    "ridge_probes",
+    "singular_spectra",
     "top_neuron_maps",
-]  # fmt: skip
+]

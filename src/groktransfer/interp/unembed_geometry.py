@@ -70,8 +70,14 @@ class UnembedGeometry:
         power = self.W_U.square().sum(dim=1)
         top = power.argsort(descending=True)[:k]
         f = self.top_freq
-        return pd.DataFrame({"dim": top.numpy(), "power_share": (power[top] / power.sum()).numpy(),
-                             f"amplitude_f{f}": self.amplitude[top, f].numpy(), f"phase_f{f}": self.phase[top, f].numpy()})  # fmt: skip
+        return pd.DataFrame(
+            {
+                "dim": top.numpy(),
+                "power_share": (power[top] / power.sum()).numpy(),
+                f"amplitude_f{f}": self.amplitude[top, f].numpy(),
+                f"phase_f{f}": self.phase[top, f].numpy(),
+            }
+        )
 
     def gram_table(self) -> pd.DataFrame:
         """W_UᵀW_U as a table: one row and one column per answer token."""
@@ -85,10 +91,15 @@ class UnembedGeometry:
         power = self.W_U.square().sum(dim=1)
         share = power / power.sum().clamp_min(1e-300)
         dims, freqs = torch.meshgrid(torch.arange(d), torch.arange(1, F), indexing="ij")
-        return pd.DataFrame({"dim": dims.flatten().numpy(), "freq": freqs.flatten().numpy(),
-                             "dim_power_share": share[dims.flatten()].numpy(),
-                             "amplitude": self.amplitude[:, 1:].flatten().numpy(),
-                             "phase": self.phase[:, 1:].flatten().numpy()})  # fmt: skip
+        return pd.DataFrame(
+            {
+                "dim": dims.flatten().numpy(),
+                "freq": freqs.flatten().numpy(),
+                "dim_power_share": share[dims.flatten()].numpy(),
+                "amplitude": self.amplitude[:, 1:].flatten().numpy(),
+                "phase": self.phase[:, 1:].flatten().numpy(),
+            }
+        )
 
 
 def rebuild_from_frequency(W: torch.Tensor, freq: int) -> torch.Tensor:
@@ -127,14 +138,23 @@ def unembed_geometry(model: Any, task: Any, rebuild_freq: int = 1) -> UnembedGeo
     if m % 2 == 0:
         amplitude[:, m // 2] /= 2
     return UnembedGeometry(
-        W_U=W, gram=W.T @ W, singular_values=S, coords=coords, amplitude=amplitude,
-        phase=torch.atan2(spectrum.imag, spectrum.real), freq_share=freq_share, top_freq=top_freq,
-        dims_for_90=int((cum < 0.9 - 1e-12).sum()) + 1, radius_cv=float(radius.std() / radius.mean().clamp_min(1e-300)),
-        angle_step=float(steps.mean()), angle_step_spread=float((steps - steps.mean()).abs().max()),
-        top2_share=float(S[:2].square().sum() / S.square().sum().clamp_min(1e-300)), rebuilt_freq=int(rebuild_freq),
+        W_U=W,
+        gram=W.T @ W,
+        singular_values=S,
+        coords=coords,
+        amplitude=amplitude,
+        phase=torch.atan2(spectrum.imag, spectrum.real),
+        freq_share=freq_share,
+        top_freq=top_freq,
+        dims_for_90=int((cum < 0.9 - 1e-12).sum()) + 1,
+        radius_cv=float(radius.std() / radius.mean().clamp_min(1e-300)),
+        angle_step=float(steps.mean()),
+        angle_step_spread=float((steps - steps.mean()).abs().max()),
+        top2_share=float(S[:2].square().sum() / S.square().sum().clamp_min(1e-300)),
+        rebuilt_freq=int(rebuild_freq),
         rebuilt=rebuilt,
         rebuilt_error=float((W - rebuilt).norm() / W.norm().clamp_min(1e-300)),
-    )  # fmt: skip
+    )
 
 
 @torch.no_grad()

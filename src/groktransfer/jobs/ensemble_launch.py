@@ -24,7 +24,7 @@
    If the members' trainers turn out incompatible (a frozen component, carried AdamW
    state, a profiler, a model without the fast path...), they train one at a time
    instead, after a one-line notice -- never a wrong result. Either way every member's
-   run directory is opened and finished by :class:`~groktransfer.runs.train_run_dir.RunDirTraining`,
+   run directory is opened and finished by :class:`~groktransfer.jobs.train_run_dir.RunDirTraining`,
    the code a separate job uses, and a member is finished as soon as it stops.
 
 While a group trains, each member's ``train.log`` (where Hydra put its planning
@@ -70,7 +70,7 @@ from groktransfer.jobs.run_job import (
     JobResult, Launch, PlannedJob, SourceToTrain, configure_torch, given_keys, plan_job, run_identity, sources_to_train,
 )  # fmt: skip
 from groktransfer.training.trainer import TrainingFailure, TrainOutcome
-from groktransfer.runs.train_run_dir import RunDirTraining
+from groktransfer.jobs.train_run_dir import RunDirTraining
 
 log = logging.getLogger("groktransfer")
 

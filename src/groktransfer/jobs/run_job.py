@@ -46,7 +46,7 @@ from groktransfer.model.registry import MODELS
 from groktransfer.training.optimizers import check_registered
 from groktransfer.tasks.registry import make_task
 from groktransfer.training.trainer import TrainerCallback
-from groktransfer.runs.train_run_dir import TrainingPlan, resolved_model_config, train_in_run_dir, train_source_run
+from groktransfer.jobs.train_run_dir import TrainingPlan, resolved_model_config, train_in_run_dir, train_source_run
 
 log = logging.getLogger(__name__)
 

@@ -39,7 +39,7 @@ import torch
 
 from groktransfer.config.ranges import bounded
 from groktransfer.config.schema import TaskConfig
-from groktransfer.tasks.family import MAX_EXAMPLES, TaskFamily
+from groktransfer.tasks.family import MAX_EXAMPLES, TaskCapability, TaskFamily
 
 PLUS_TOKEN = 10
 EQUALS_TOKEN = 11
@@ -218,6 +218,8 @@ class DigitTask:
     family = FAMILY
     group = None
     threshold_metric = "exact_match"
+    #: a + b = answer digits after '=', the ten digits read in a Fourier basis (interpretability readings)
+    capabilities = frozenset({TaskCapability.operands, TaskCapability.equals_answer, TaskCapability.fourier})
     no_structure_reason = (
         "digit sequences are not (a, b) pairs of a cyclic group: the modular Fourier measures do not apply "
         "(see the digit measures instead)"

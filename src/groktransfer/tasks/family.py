@@ -27,11 +27,12 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Protocol, Tuple, Type
+from typing import Any, Dict, FrozenSet, List, Optional, Protocol, Tuple, Type
 
 import torch
 
 from groktransfer.config.schema import TaskConfig, to_typed
+from groktransfer.utils.choices import Choice
 
 #: The most input/output pairs a full-batch task may hold: its logits in float64 for
 #: p = sqrt(limit) outputs then need ~limit^1.5 * 8 bytes, so past ~4M pairs (p ~ 2000)
@@ -52,6 +53,36 @@ class TaskShape:
     exact_seq_len: bool = False  # a model must read exactly seq_len positions, not at least
 
 
+class TaskCapability(Choice):
+    """What a task's inputs and answers offer the interpretability readings (``groktransfer.interp``):
+    a task lists those it has in a ``capabilities`` attribute, and the readings that need one it
+    lacks do not run on it. A task that declares none needs nothing to be read: see
+    :func:`task_capabilities` for what is assumed of it."""
+
+    #: the inputs hold two operands, a and b, at ``operand_positions`` (probe targets, the
+    #: operand embeddings, the (a, b) grid of a pair task)
+    operands = "operands"
+    #: the answer is read at the position of an '=' token (the answer rows are labelled '=')
+    equals_answer = "equals_answer"
+    #: the tokens are residues read in a Fourier basis (the modular group, or the ten digits)
+    fourier = "fourier"
+
+
+def task_capabilities(task: Any) -> FrozenSet[TaskCapability]:
+    """The capabilities ``task`` declares. A task that declares none (a plugin's) is read by the
+    project's pair layout when its inputs follow it -- three tokens ``[a, b, =]``, the last one
+    the same for every example, one answer -- as operands a, b with the answer at '='; any other
+    task then has none (no operands, no '=', no Fourier basis)."""
+    declared = getattr(task, "capabilities", None)
+    if declared is not None:
+        return frozenset(TaskCapability(c) for c in declared)
+    tokens, labels = getattr(task, "tokens", None), getattr(task, "labels", None)
+    if isinstance(tokens, torch.Tensor) and tokens.dim() == 2 and tokens.shape[1] == 3 and tokens.shape[0] > 0:
+        if bool((tokens[:, 2] == tokens[0, 2]).all()) and isinstance(labels, torch.Tensor) and labels.dim() == 1:
+            return frozenset({TaskCapability.operands, TaskCapability.equals_answer})
+    return frozenset()
+
+
 class TaskLike(Protocol):
     """The attributes of a built task that generic code reads."""
 
@@ -67,6 +98,7 @@ class TaskLike(Protocol):
     train_mask: torch.Tensor  # [N] bool
     group: Optional[str]  # the Fourier group of the modular measures, None where there is none
     no_structure_reason: Optional[str]
+    # optional: ``capabilities`` (a set of TaskCapability, see task_capabilities)
 
     def describe(self) -> str: ...
 

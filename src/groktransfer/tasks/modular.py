@@ -20,7 +20,7 @@ import torch
 
 from groktransfer.config.ranges import bounded
 from groktransfer.config.schema import TaskConfig
-from groktransfer.tasks.family import MAX_EXAMPLES, TaskFamily
+from groktransfer.tasks.family import MAX_EXAMPLES, TaskCapability, TaskFamily
 
 
 def is_prime(n: int) -> bool:
@@ -107,6 +107,8 @@ class Task:
     family = "modular"
     threshold_metric = "accuracy"
     seq_len = 3
+    #: [a, b, =] -> the answer at '=', residues mod p (what the interpretability readings read)
+    capabilities = frozenset({TaskCapability.operands, TaskCapability.equals_answer, TaskCapability.fourier})
 
     def __init__(self, name: str, p: int, frac_train: float, data_seed: int) -> None:
         if name not in TASKS:

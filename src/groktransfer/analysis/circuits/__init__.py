@@ -14,10 +14,11 @@ Entry points:
   (this project's or the original paper's format).
 """
 
-from .profile import CircuitProfile, profile_checkpoint, profile_model
+from groktransfer.interp.circuit.profile import CircuitProfile, profile_checkpoint, profile_model
+from groktransfer.interp.circuit.similarity import compare_profiles
+
 from .section import circuit_sections
 from .single import analyze_checkpoint
-from .similarity import compare_profiles
 from .sweep import analyse_sweep
 
 __all__ = [

@@ -20,19 +20,18 @@ which is what makes neuron-by-neuron comparisons meaningful:
 
 from __future__ import annotations
 
-import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any
 
-import yaml
-
-from groktransfer.runs.rundir import CHECKPOINT_DIR, CONFIG_FILE, FINAL_CHECKPOINT, HYDRA_DIR, SOURCE_FILE, RunDir
+from groktransfer.runs.reader import RunConfig, RunContents, SourceRecord, read_run
+from groktransfer.runs.rundir import CHECKPOINT_DIR, CONFIG_FILE, FINAL_CHECKPOINT, SOURCE_FILE
 from groktransfer.tasks.modular import Task
 
-from ..collect import RunRecord, dig
+from ..collect import RunRecord
 
-Lineage = Tuple[Any, ...]
+Lineage = tuple[Any, ...]
 COPIED, SAME_INIT, INDEPENDENT = "copied from source", "same init as source", "independent"
 
 
@@ -61,8 +60,8 @@ class CheckpointRef:
     path: Path
     task: TaskRef
     label: str
-    lineage: Optional[Lineage]
-    epoch: Optional[int] = None
+    lineage: Lineage | None
+    epoch: int | None = None
     role: str = ""  # "reference", "start:grokked", "final", ...
 
 
@@ -72,11 +71,11 @@ class SourceGroup:
 
     key: str
     task: TaskRef
-    lineage: Optional[Lineage]
-    model_seed: Optional[int] = None
-    reference: Optional[CheckpointRef] = None
-    starts: Dict[str, CheckpointRef] = field(default_factory=dict)  # by resolved path
-    problems: List[str] = field(default_factory=list)
+    lineage: Lineage | None
+    model_seed: int | None = None
+    reference: CheckpointRef | None = None
+    starts: dict[str, CheckpointRef] = field(default_factory=dict)  # by resolved path
+    problems: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -85,10 +84,10 @@ class TargetRun:
 
     record: RunRecord
     condition: str
-    seed: Optional[int]
+    seed: int | None
     final: CheckpointRef
-    source_key: Optional[str] = None
-    start: Optional[CheckpointRef] = None
+    source_key: str | None = None
+    start: CheckpointRef | None = None
     lineage_kind: str = INDEPENDENT
 
     @property
@@ -99,30 +98,14 @@ class TargetRun:
 
 @dataclass
 class SweepPlan:
-    targets: List[TargetRun] = field(default_factory=list)
-    sources: Dict[str, SourceGroup] = field(default_factory=dict)
-    skipped: List[Dict[str, Any]] = field(default_factory=list)
-    notes: List[str] = field(default_factory=list)
+    targets: list[TargetRun] = field(default_factory=list)
+    sources: dict[str, SourceGroup] = field(default_factory=dict)
+    skipped: list[dict[str, Any]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
 
-# --------------------------------------------------------------------------- file reading
-def read_json(path: Path) -> Dict[str, Any]:
-    try:
-        data = json.loads(path.read_text())
-        return data if isinstance(data, dict) else {}
-    except (OSError, ValueError):
-        return {}
-
-
-def read_yaml(path: Path) -> Dict[str, Any]:
-    try:
-        data = yaml.safe_load(path.read_text())
-        return data if isinstance(data, dict) else {}
-    except (OSError, yaml.YAMLError):
-        return {}
-
-
-def _first_int(*values: Any) -> Optional[int]:
+# --------------------------------------------------------------------------- reading
+def _first_int(*values: Any) -> int | None:
     for v in values:
         if v is not None:
             try:
@@ -132,7 +115,12 @@ def _first_int(*values: Any) -> Optional[int]:
     return None
 
 
-def _locate(recorded: Optional[str], search_roots: Sequence[Path], tail: Sequence[str]) -> Optional[Path]:
+def contents_of(record: RunRecord) -> RunContents:
+    """The run's files as read (once) by ``groktransfer.runs.reader``."""
+    return record.contents if record.contents is not None else read_run(record.run_dir)
+
+
+def _locate(recorded: str | None, search_roots: Sequence[Path], tail: Sequence[str]) -> Path | None:
     """A recorded absolute path, or -- for a sweep moved to another machine -- the same
     file found under one of ``search_roots`` by its last path components ``tail``."""
     if recorded:
@@ -146,10 +134,10 @@ def _locate(recorded: Optional[str], search_roots: Sequence[Path], tail: Sequenc
     return None
 
 
-def _source_search_roots(record: RunRecord, source_run_dir: Optional[str]) -> List[Path]:
+def _source_search_roots(record: RunRecord, source_run_dir: str | None) -> list[Path]:
     """Where a source run dir may live: as recorded, or in a ``.sources`` cache next to
     the sweep or one of its parents (``paths.source_cache`` defaults to ``<root>/.sources``)."""
-    roots: List[Path] = []
+    roots: list[Path] = []
     if source_run_dir:
         roots.append(Path(source_run_dir))
         name = Path(source_run_dir).name
@@ -159,33 +147,27 @@ def _source_search_roots(record: RunRecord, source_run_dir: Optional[str]) -> Li
 
 
 # --------------------------------------------------------------------------- planning
-def _target_task(run_dir: Path, cfg: Dict[str, Any], status: Dict[str, Any], record: RunRecord) -> Optional[TaskRef]:
-    name = dig(cfg, "task", "name") or record.task
-    p = _first_int(dig(cfg, "task", "p"), status.get("p"))
+def _target_task(contents: RunContents, record: RunRecord) -> TaskRef | None:
+    task = contents.config.task
+    status = contents.status
+    name = task.get("name") or record.task
+    p = _first_int(task.get("p"), status.p if status else None)
     if not name or p is None:
         return None
-    frac = dig(cfg, "task", "frac_train")
-    data_seed = _first_int(status.get("data_seed"), dig(cfg, "task", "data_seed"), cfg.get("seed"), record.seed, 0)
-    return TaskRef(str(name), p, float(frac) if frac is not None else 0.3, int(data_seed or 0))
+    frac = task.get("frac_train")
+    return TaskRef(str(name), p, float(frac) if frac is not None else 0.3, contents.data_seed())
 
 
-def _configured_source(cfg: Dict[str, Any], target: TaskRef) -> Tuple[Optional[TaskRef], Optional[int]]:
+def _configured_source(config: RunConfig, target: TaskRef) -> tuple[TaskRef | None, int | None]:
     """The source task and seed a run's config asks for (used to pair random runs with
     the source their transfer siblings used)."""
-    src = dig(cfg, "transfer", "source")
-    if not isinstance(src, dict) or not src.get("task"):
+    src = config.source
+    if not src.get("task"):
         return None, None
-    seed = _first_int(src.get("source_seed"), cfg.get("seed"))
+    seed = _first_int(src.get("source_seed"), config.seed)
     p = _first_int(src.get("p"), target.p)
-    frac = src.get("frac_train") if src.get("frac_train") is not None else target.frac_train
-    return TaskRef(str(src["task"]), int(p or target.p), float(frac), int(seed or 0)), seed
-
-
-def _mlp_copied(source_json: Dict[str, Any]) -> bool:
-    copied = dig(source_json, "plan", "copied")
-    if isinstance(copied, list):
-        return any(".mlp." in str(name) for name in copied)
-    return str(dig(source_json, "components", "mlp") or "copy") in ("copy", "freeze")
+    frac = float(src["frac_train"]) if src.get("frac_train") is not None else target.frac_train
+    return TaskRef(str(src["task"]), int(p or target.p), frac, int(seed or 0)), seed
 
 
 @dataclass
@@ -193,45 +175,52 @@ class _SourceFacts:
     """What one run's source record says about its source."""
 
     key: str
-    task: Optional[TaskRef]
+    task: TaskRef | None
     lineage: Lineage
-    model_seed: Optional[int]
-    roots: List[Path]  # where the source run dir may be (empty for a plain file)
-    start_path: Optional[Path]
+    model_seed: int | None
+    roots: list[Path]  # where the source run dir may be (empty for a plain file)
+    start_path: Path | None
     start_recorded: str
     start_role: str  # condition that chose the checkpoint, or "file"
-    start_epoch: Optional[int]
+    start_epoch: int | None
 
 
-def _facts_from_source_json(record: RunRecord, sj: Dict[str, Any], cfg: Dict[str, Any], target: TaskRef
-                            ) -> Optional[_SourceFacts]:  # fmt: skip
+def _facts_from_source_record(
+    record: RunRecord, sj: SourceRecord, config: RunConfig, target: TaskRef
+) -> _SourceFacts | None:
     """Read a source record: a cached source run (``source_run_dir`` + ``chosen``) or an
     explicit source file (``source_path``)."""
-    chosen = sj.get("chosen") if isinstance(sj.get("chosen"), dict) else {}
-    configured, seed = _configured_source(cfg, target)
-    if sj.get("source_run_dir") or chosen.get("checkpoint"):
-        spec_task = dig(sj, "spec", "task") or {}
+    chosen = sj.start if sj.source_path is None else None
+    configured, seed = _configured_source(config, target)
+    if sj.source_run_dir or (chosen is not None and chosen.checkpoint):
+        spec_task = sj.spec_task
         task = configured
         if spec_task.get("name") and spec_task.get("p") is not None:
-            task = TaskRef(str(spec_task["name"]), int(spec_task["p"]), float(spec_task.get("frac_train", 0.3)),
-                           int(spec_task.get("data_seed", 0)))  # fmt: skip
-        model_seed = _first_int(dig(sj, "spec", "model_seed"), seed)
-        recorded = str(chosen.get("checkpoint") or "")
-        key = str(sj.get("source_run_dir") or Path(recorded).parent.parent)
-        roots = _source_search_roots(record, sj.get("source_run_dir"))
+            task = TaskRef(
+                str(spec_task["name"]),
+                int(spec_task["p"]),
+                float(spec_task.get("frac_train", 0.3)),
+                int(spec_task.get("data_seed", 0)),
+            )
+        model_seed = _first_int(sj.spec_model_seed, seed)
+        recorded = str((chosen.checkpoint if chosen is not None else None) or "")
+        key = str(sj.source_run_dir or Path(recorded).parent.parent)
+        roots = _source_search_roots(record, sj.source_run_dir)
         start = _locate(recorded, roots, [CHECKPOINT_DIR, Path(recorded).name]) if recorded else None
         lineage: Lineage = ("seed", model_seed) if model_seed is not None else ("source", key)
-        role = str(chosen.get("condition") or record.condition or "start")
-        return _SourceFacts(key, task, lineage, model_seed, roots, start, recorded, role, _first_int(chosen.get("epoch")))
-    if sj.get("source_path"):
-        key = str(sj["source_path"])
-        return _SourceFacts(key, configured, ("file", key), None, [], _locate(key, [], []), key, "file",
-                            _first_int(sj.get("epoch")))  # fmt: skip
+        role = str((chosen.condition if chosen is not None else None) or record.condition or "start")
+        epoch = chosen.epoch if chosen is not None else None
+        return _SourceFacts(key, task, lineage, model_seed, roots, start, recorded, role, epoch)
+    if sj.source_path:
+        key = str(sj.source_path)
+        epoch = sj.start.epoch if sj.start is not None else None
+        return _SourceFacts(key, configured, ("file", key), None, [], _locate(key, [], []), key, "file", epoch)
     return None
 
 
-def _register_source(record: RunRecord, facts: _SourceFacts, plan: SweepPlan
-                     ) -> Tuple[Optional[SourceGroup], Optional[CheckpointRef]]:  # fmt: skip
+def _register_source(
+    record: RunRecord, facts: _SourceFacts, plan: SweepPlan
+) -> tuple[SourceGroup | None, CheckpointRef | None]:
     """Add the source (and the checkpoint this run started from) to ``plan``.
 
     The reference for "similarity to the source" is the grokked checkpoint (the one the
@@ -246,8 +235,9 @@ def _register_source(record: RunRecord, facts: _SourceFacts, plan: SweepPlan
         group = plan.sources[facts.key] = SourceGroup(facts.key, facts.task, facts.lineage, facts.model_seed)
         final = _locate(None, facts.roots, [CHECKPOINT_DIR, FINAL_CHECKPOINT]) if facts.roots else None
         if final is not None:
-            group.reference = CheckpointRef(final, facts.task, f"source {facts.task.pretty} (final)", facts.lineage,
-                                            role="reference:final")  # fmt: skip
+            group.reference = CheckpointRef(
+                final, facts.task, f"source {facts.task.pretty} (final)", facts.lineage, role="reference:final"
+            )
     if facts.start_path is None:
         group.problems.append(f"{record.name}: source checkpoint {facts.start_recorded or '(not recorded)'} not found")
         return group, None
@@ -256,8 +246,14 @@ def _register_source(record: RunRecord, facts: _SourceFacts, plan: SweepPlan
     if start is None:
         what = "file" if facts.start_role == "file" else f"{facts.start_role} ckpt"
         epoch = f", epoch {facts.start_epoch}" if facts.start_epoch is not None else ""
-        start = CheckpointRef(facts.start_path, facts.task, f"source {facts.task.pretty} ({what}{epoch})",
-                              facts.lineage, epoch=facts.start_epoch, role=f"start:{facts.start_role}")  # fmt: skip
+        start = CheckpointRef(
+            facts.start_path,
+            facts.task,
+            f"source {facts.task.pretty} ({what}{epoch})",
+            facts.lineage,
+            epoch=facts.start_epoch,
+            role=f"start:{facts.start_role}",
+        )
         group.starts[start_key] = start
         if facts.start_role in ("grokked", "file"):
             group.reference = start
@@ -268,43 +264,50 @@ def plan_sweep(runs: Sequence[RunRecord]) -> SweepPlan:
     """Decide what to analyse: completed runs with a final checkpoint, their sources, and
     the list of runs skipped (with why)."""
     plan = SweepPlan()
-    pending: List[Tuple[TargetRun, Dict[str, Any], Optional[int]]] = []
+    pending: list[tuple[TargetRun, RunConfig, int | None]] = []
     for rec in runs:
         info = {"run": rec.name, "condition": rec.condition, "seed": rec.seed, "status": rec.status_label}
         if not rec.completed:
-            plan.skipped.append({**info, "why": f"status {rec.status_label}" + (f": {rec.reason}" if rec.reason else "")})
+            plan.skipped.append(
+                {**info, "why": f"status {rec.status_label}" + (f": {rec.reason}" if rec.reason else "")}
+            )
             continue
-        run_dir = RunDir(rec.run_dir)
-        final = run_dir.final_checkpoint_path
-        if not final.is_file():
+        contents = contents_of(rec)
+        final = contents.final_checkpoint
+        if final is None:
             plan.skipped.append({**info, "why": f"no {CHECKPOINT_DIR}/{FINAL_CHECKPOINT}"})
             continue
-        cfg = read_yaml(run_dir.config_path) or read_yaml(rec.run_dir / HYDRA_DIR / CONFIG_FILE)
-        record = run_dir.read_status()
-        status = record.as_dict() if record is not None else {}
-        task = _target_task(rec.run_dir, cfg, status, rec)
+        config, status = contents.config, contents.status
+        task = _target_task(contents, rec)
         if task is None:
             plan.skipped.append({**info, "why": f"task name / p not recorded in {CONFIG_FILE}"})
             continue
-        model_seed = _first_int(status.get("model_seed"), dig(cfg, "model", "model_seed"), cfg.get("seed"), rec.seed)
+        model_seed = _first_int(
+            status.model_seed if status else None, config.model.get("model_seed"), config.seed, rec.seed
+        )
         own: Lineage = ("seed", model_seed) if model_seed is not None else ("run", str(rec.run_dir))
         condition = rec.condition or "unknown"
         target = TargetRun(rec, condition, rec.seed, CheckpointRef(final, task, "", own, role="final"))
-        sj = read_json(run_dir.source_path)
-        facts = _facts_from_source_json(rec, sj, cfg, task) if sj else None
+        sj = contents.source
+        facts = _facts_from_source_record(rec, sj, config, task) if sj is not None else None
         group, start = _register_source(rec, facts, plan) if facts else (None, None)
-        if group is not None:
+        if group is not None and sj is not None:
             target.source_key, target.start = group.key, start
-            if _mlp_copied(sj):
+            if sj.copies_mlp:
                 target.final.lineage, target.lineage_kind = group.lineage, COPIED
-        pending.append((target, cfg, model_seed))
+        pending.append((target, config, model_seed))
     # Fresh-start runs: pair with the source their config names (same task, p and seed).
-    for target, cfg, model_seed in pending:
+    for target, cfg, _model_seed in pending:
         if target.source_key is None:
             src_task, seed = _configured_source(cfg, target.final.task)
-            matches = [g for g in plan.sources.values()
-                       if src_task is not None and g.task.name == src_task.name and g.task.p == src_task.p
-                       and (seed is None or g.model_seed in (None, seed))]  # fmt: skip
+            matches = [
+                g
+                for g in plan.sources.values()
+                if src_task is not None
+                and g.task.name == src_task.name
+                and g.task.p == src_task.p
+                and (seed is None or g.model_seed in (None, seed))
+            ]
             if len(matches) == 1:
                 target.source_key = matches[0].key
             elif len(plan.sources) == 1:

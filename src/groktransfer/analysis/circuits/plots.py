@@ -3,7 +3,7 @@
 Design choices, for a reader comparing a source model with transfer conditions:
 
 * one row (or column) per model group -- the source first, then each condition in the
-  report's order and colours (``analysis.style``), so "source vs conditions" is read
+  report's order and colours (``groktransfer.render.style``), so "source vs conditions" is read
   top to bottom against the same frequency axis;
 * the source's key frequencies are shaded in every frequency panel, so whether a
   condition reuses them is visible without reading numbers;
@@ -15,38 +15,38 @@ Design choices, for a reader comparing a source model with transfer conditions:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
 
+import matplotlib.pyplot as plt
 import numpy as np
+import pandas as pd
+from matplotlib.artist import Artist
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
+from matplotlib.ticker import PercentFormatter
 
-from .. import style  # sets the Agg backend before pyplot is imported
+from groktransfer.interp.circuit.attention import head_labels, position_labels
+from groktransfer.interp.circuit.neurons import SPECIALISED
+from groktransfer.interp.circuit.profile import CircuitProfile
+from groktransfer.interp.circuit.similarity import METRICS
+from groktransfer.render import SOURCE_COLOR, condition_colors, save_figure
 
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.patches import Patch  # noqa: E402
-from matplotlib.ticker import PercentFormatter  # noqa: E402
-
-from .attention import head_labels, position_labels  # noqa: E402
-from .neurons import SPECIALISED  # noqa: E402
-from .profile import CircuitProfile  # noqa: E402
-from .similarity import METRICS  # noqa: E402
-
-SOURCE_COLOR = "#2ca02c"  # green: the source model, distinct from the condition colours
 #: The five metrics drawn as matrices (all of METRICS are in circuits_similarity.csv).
 FIGURE_METRICS = ("jaccard", "hist_intersection", "mass_similarity", "neurons_kept", "frac_spearman")
 KEY_SHADE = "#cfeccf"  # light tint of the source green: "the source's key frequencies"
 
-Group = Tuple[str, List[Tuple[str, CircuitProfile]]]  # (title, [(model label, profile)])
+Group = tuple[str, list[tuple[str, CircuitProfile]]]  # (title, [(model label, profile)])
 
 
-def group_colors(names: Sequence[str]) -> Dict[str, str]:
+def group_colors(names: Sequence[str]) -> dict[str, str]:
     """Condition colours from the shared style; the source gets its own fixed green."""
-    colors = style.condition_colors([n for n in names if n != "source"])
+    colors = condition_colors([n for n in names if n != "source"])
     colors["source"] = SOURCE_COLOR
     return colors
 
 
-def _lighten(color: str, amount: float = 0.55) -> Tuple[float, float, float]:
+def _lighten(color: str, amount: float = 0.55) -> tuple[float, float, float]:
     from matplotlib.colors import to_rgb
 
     r, g, b = to_rgb(color)
@@ -61,7 +61,7 @@ def _spread(values: Sequence[float], pct: bool = False) -> str:
     return med if v.min() == v.max() else f"{med} [{f(v.min())}–{f(v.max())}]"
 
 
-def _spectrum_size(max_freq: int, n_panels: int) -> Tuple[float, float]:
+def _spectrum_size(max_freq: int, n_panels: int) -> tuple[float, float]:
     """Wide enough for one bar per frequency and a one-line panel title; 1.9 in per panel."""
     return (min(max(8.5, 3 + 0.17 * max_freq), 13.5), 1.9 * n_panels + 1.1)
 
@@ -83,8 +83,15 @@ def _shade_keys(ax: plt.Axes, key_freqs: Sequence[int]) -> None:
         ax.axvspan(w - 0.5, w + 0.5, color=KEY_SHADE, zorder=0, lw=0)
 
 
-def _adjust(fig: plt.Figure, left_in: float = 0.8, right_in: float = 0.2, top_in: float = 0.6,
-            bottom_in: float = 0.6, hspace: float = 0.4, wspace: float = 0.2) -> None:
+def _adjust(
+    fig: plt.Figure,
+    left_in: float = 0.8,
+    right_in: float = 0.2,
+    top_in: float = 0.6,
+    bottom_in: float = 0.6,
+    hspace: float = 0.4,
+    wspace: float = 0.2,
+) -> None:
     """Margins in inches (so they hold labels whatever the figure size), set once.
 
     Figures are saved without ``bbox_inches="tight"`` and without ``tight_layout``: each
@@ -92,28 +99,28 @@ def _adjust(fig: plt.Figure, left_in: float = 0.8, right_in: float = 0.2, top_in
     laid out explicitly instead.
     """
     w, h = fig.get_size_inches()
-    fig.subplots_adjust(left=left_in / w, right=1 - right_in / w, top=1 - top_in / h, bottom=bottom_in / h,
-                        hspace=hspace, wspace=wspace)  # fmt: skip
+    fig.subplots_adjust(
+        left=left_in / w, right=1 - right_in / w, top=1 - top_in / h, bottom=bottom_in / h, hspace=hspace, wspace=wspace
+    )
 
 
-def _title_and_legend(fig: plt.Figure, title: str, handles: Sequence[Patch]) -> None:
+def _title_and_legend(fig: plt.Figure, title: str, handles: Sequence[Artist]) -> None:
     """Title on the first line, the figure's legend on a second line below it (right
     aligned), so neither covers the other nor any data; leaves 0.85 in for both."""
     h = fig.get_size_inches()[1]
     fig.suptitle(title, fontsize=11, x=0.01, y=1 - 0.06 / h, ha="left", va="top")
     if handles:
-        fig.legend(handles=handles, loc="upper right", bbox_to_anchor=(0.98, 1 - 0.34 / h), fontsize=8,
-                   frameon=False, ncol=len(handles))  # fmt: skip
+        fig.legend(
+            handles=handles,
+            loc="upper right",
+            bbox_to_anchor=(0.98, 1 - 0.34 / h),
+            fontsize=8,
+            frameon=False,
+            ncol=len(handles),
+        )
 
 
-def _save(fig: plt.Figure, path: Path, dpi: int) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=dpi)
-    plt.close(fig)
-    return path
-
-
-def _with_fourier(groups: Sequence[Group]) -> List[Group]:
+def _with_fourier(groups: Sequence[Group]) -> list[Group]:
     """Groups restricted to models with Fourier measures on the most common modulus
     (frequency axes of different group sizes cannot share one x axis)."""
     moduli = [p.modulus for _, members in groups for _, p in members if p.has_fourier]
@@ -129,9 +136,15 @@ def _with_fourier(groups: Sequence[Group]) -> List[Group]:
 
 
 # --------------------------------------------------------------------------- spectra
-def plot_logit_spectrum(groups: Sequence[Group], source_keys: Sequence[int], colors: Dict[str, str],
-                        path: Path, dpi: int = 130, title: str = "",
-                        shade_label: str = "source key frequencies") -> Optional[Path]:
+def plot_logit_spectrum(
+    groups: Sequence[Group],
+    source_keys: Sequence[int],
+    colors: dict[str, str],
+    path: Path,
+    dpi: int = 130,
+    title: str = "",
+    shade_label: str = "source key frequencies",
+) -> Path | None:
     """Per group: share of logit variance along each frequency's target directions
     (median bar over the group's models, one dot per model), source key freqs shaded."""
     groups = _with_fourier(groups)
@@ -151,24 +164,37 @@ def plot_logit_spectrum(groups: Sequence[Group], source_keys: Sequence[int], col
                 ax.scatter(freqs[visible] + j, row[visible], s=8, color="black", alpha=0.6, zorder=3, lw=0)
         resid = [p.logits.residual_frac for _, p in members]  # type: ignore[union-attr]
         directions = members[0][1].logits.directions  # type: ignore[union-attr]
-        ax.set_title(f"{name} (n={len(members)}) — directions {directions}; "
-                     f"unexplained by any frequency: {np.nanmedian(resid):.0%}", fontsize=9.5, loc="left")  # fmt: skip
+        ax.set_title(
+            f"{name} (n={len(members)}) — directions {directions}; "
+            f"unexplained by any frequency: {np.nanmedian(resid):.0%}",
+            fontsize=9.5,
+            loc="left",
+        )
         ax.set_ylabel("share of\nlogit variance", fontsize=8.5)
         ax.set_ylim(0, max(0.05, float(np.nanmax(fr)) * 1.12))
         ax.grid(axis="x", visible=False)
     _freq_ticks(axes[-1, 0], max_freq)
     axes[-1, 0].set_xlabel("frequency w")
-    handles = [Patch(color=KEY_SHADE, label=shade_label)]
+    handles: list[Artist] = [Patch(color=KEY_SHADE, label=shade_label)]
     if any(len(m) > 1 for _, m in groups):
-        handles.append(plt.Line2D([], [], ls="", marker="o", ms=3, color="black", label="one model (seed)"))
-    _title_and_legend(fig, title or "Logit Fourier spectrum in each task's own directions (bar = median over seeds)",
-                      handles if source_keys else handles[1:])
+        handles.append(Line2D([], [], ls="", marker="o", ms=3, color="black", label="one model (seed)"))
+    _title_and_legend(
+        fig,
+        title or "Logit Fourier spectrum in each task's own directions (bar = median over seeds)",
+        handles if source_keys else handles[1:],
+    )
     _adjust(fig, left_in=0.85, top_in=0.95, bottom_in=0.55, hspace=0.55)
-    return _save(fig, path, dpi)
+    return save_figure(fig, path, dpi, tight=False)
 
 
-def plot_neuron_histograms(groups: Sequence[Group], source_keys: Sequence[int], colors: Dict[str, str],
-                           path: Path, dpi: int = 130, title: str = "") -> Optional[Path]:
+def plot_neuron_histograms(
+    groups: Sequence[Group],
+    source_keys: Sequence[int],
+    colors: dict[str, str],
+    path: Path,
+    dpi: int = 130,
+    title: str = "",
+) -> Path | None:
     """Per group: neurons per dominant frequency, mean over the group's models, split
     into share > key threshold (dark) and 0.5 < share <= threshold (light); the shaded
     frequencies are ``source_keys``."""
@@ -192,26 +218,43 @@ def plot_neuron_histograms(groups: Sequence[Group], source_keys: Sequence[int], 
         over_t = _spread([n.n_over(thr) / d for n in ns], pct=True)  # type: ignore[union-attr]
         over_h = _spread([n.n_over(SPECIALISED) / d for n in ns], pct=True)  # type: ignore[union-attr]
         dead = _spread([n.n_dead for n in ns])  # type: ignore[union-attr]
-        ax.set_title(f"{name} (n={len(members)}) — neurons with share > {thr:g}: {over_t}; > {SPECIALISED:g}: "
-                     f"{over_h}; dead: {dead} of {d}", fontsize=9.5, loc="left")  # fmt: skip
+        ax.set_title(
+            f"{name} (n={len(members)}) — neurons with share > {thr:g}: {over_t}; > {SPECIALISED:g}: "
+            f"{over_h}; dead: {dead} of {d}",
+            fontsize=9.5,
+            loc="left",
+        )
         ax.set_ylabel("neurons", fontsize=8.5)
         ax.grid(axis="x", visible=False)
     _freq_ticks(axes[-1, 0], max_freq)
     axes[-1, 0].set_xlabel("dominant frequency w of the neuron")
-    handles = [Patch(color="#555555", label=f"share of the neuron's variance > {thr:g}"),
-               Patch(color=_lighten("#555555"), label=f"{SPECIALISED:g} < share ≤ {thr:g}")]  # fmt: skip
+    handles = [
+        Patch(color="#555555", label=f"share of the neuron's variance > {thr:g}"),
+        Patch(color=_lighten("#555555"), label=f"{SPECIALISED:g} < share ≤ {thr:g}"),
+    ]
     if source_keys:
-        handles.append(Patch(color=KEY_SHADE, label="key frequencies" if len(groups) == 1 else "source key frequencies"))
+        handles.append(
+            Patch(color=KEY_SHADE, label="key frequencies" if len(groups) == 1 else "source key frequencies")
+        )
     several = any(len(m) > 1 for _, m in groups)
-    _title_and_legend(fig, title or ("MLP neurons per dominant frequency (bars: mean over seeds; title numbers: "
-                                     "median [range])" if several else "MLP neurons per dominant frequency"), handles)
+    _title_and_legend(
+        fig,
+        title
+        or (
+            "MLP neurons per dominant frequency (bars: mean over seeds; title numbers: median [range])"
+            if several
+            else "MLP neurons per dominant frequency"
+        ),
+        handles,
+    )
     _adjust(fig, left_in=0.85, top_in=0.95, bottom_in=0.55, hspace=0.55)
-    return _save(fig, path, dpi)
+    return save_figure(fig, path, dpi, tight=False)
 
 
 # --------------------------------------------------------------------------- attention
-def plot_attention(groups: Sequence[Group], colors: Dict[str, str], path: Path, dpi: int = 130,
-                   title: str = "") -> Optional[Path]:
+def plot_attention(
+    groups: Sequence[Group], colors: dict[str, str], path: Path, dpi: int = 130, title: str = ""
+) -> Path | None:
     """Per group, a heatmap with one row per (model, head) and columns a, b, =: the
     mean attention of the last ('=') query. Rows of one model sum to 1; a model's
     (short) label, if not empty, prefixes its head names."""
@@ -246,24 +289,30 @@ def plot_attention(groups: Sequence[Group], colors: Dict[str, str], path: Path, 
         ax.set_xticks(range(n_ctx), position_labels(n_ctx))
         ax.set_yticks(range(len(labels)), labels, fontsize=7 if rows > 12 else 8)
         ax.tick_params(axis="x", labeltop=True, labelbottom=False, top=True, bottom=False)
-        ax.set_title(name, color=colors.get(name, "black"), fontsize=10, fontweight="bold", pad=4, y=1.0 + 0.45 / height)
+        ax.set_title(
+            name, color=colors.get(name, "black"), fontsize=10, fontweight="bold", pad=4, y=1.0 + 0.45 / height
+        )
         ax.grid(False)
     if image is not None:
         cax = fig.add_axes((1 - 1.2 / width, 0.2, 0.12 / width, 0.6))
         fig.colorbar(image, cax=cax, label="attention from '='")
-    fig.suptitle(title or "Attention of the '=' position to a, b, = (mean over all inputs; one row per head)",
-                 fontsize=10.5, x=0.01, y=0.995, ha="left", va="top")  # fmt: skip
-    return _save(fig, path, dpi)
+    fig.suptitle(
+        title or "Attention of the '=' position to a, b, = (mean over all inputs; one row per head)",
+        fontsize=10.5,
+        x=0.01,
+        y=0.995,
+        ha="left",
+        va="top",
+    )
+    return save_figure(fig, path, dpi, tight=False)
 
 
 # --------------------------------------------------------------------------- similarity
-def plot_similarity(sim: "object", ents: Sequence[str], colors: Dict[str, str], path: Path, dpi: int = 130,
-                    title: str = "") -> Optional[Path]:
+def plot_similarity(
+    df: pd.DataFrame, ents: Sequence[str], colors: dict[str, str], path: Path, dpi: int = 130, title: str = ""
+) -> Path | None:
     """Annotated ``ref × other`` matrices, one per metric: mean ± sd over model pairs.
-    ``sim`` is the long frame of ``tables.similarity_frame``."""
-    import pandas as pd
-
-    df: pd.DataFrame = sim  # type: ignore[assignment]
+    ``df`` is the long frame of ``tables.similarity_frame``."""
     if df.empty or not ents:
         return None
     k = len(ents)
@@ -283,8 +332,16 @@ def plot_similarity(sim: "object", ents: Sequence[str], colors: Dict[str, str], 
                 continue
             spread = f"\n±{sd[i, j]:.2f}" if np.isfinite(sd[i, j]) else ""
             dark = (v - lo) / (1 - lo) < 0.55 if lo == 0 else abs(v) > 0.6
-            ax.text(j, i, f"{v:.2f}{spread}\nn={n[i, j]}", ha="center", va="center", fontsize=7,
-                    color="white" if dark else "black", linespacing=1.1)  # fmt: skip
+            ax.text(
+                j,
+                i,
+                f"{v:.2f}{spread}\nn={n[i, j]}",
+                ha="center",
+                va="center",
+                fontsize=7,
+                color="white" if dark else "black",
+                linespacing=1.1,
+            )
         ax.set_xticks(range(k), ents, rotation=30, ha="right", fontsize=8)
         ax.set_yticks(range(k), ents, fontsize=8)
         for lab in list(ax.get_xticklabels()) + list(ax.get_yticklabels()):
@@ -293,28 +350,40 @@ def plot_similarity(sim: "object", ents: Sequence[str], colors: Dict[str, str], 
         ax.grid(False)
     notes = axes.flat[-1]
     notes.axis("off")
-    notes.text(0, 1, (
-        "How to read\n\n"
-        "row = reference, column = compared model\n"
-        "cell = mean ± sd over model pairs (n)\n"
-        "diagonal = pairs of different seeds\n   of the same condition\n\n"
-        "neuron-matched metrics (bottom row)\n"
-        "exist only for pairs whose MLP started\n"
-        "from the same weights; n/a otherwise\n\n"
-        "'neurons keeping their frequency' is\n"
-        "directional: share of the row model's\n"
-        "specialised neurons (> 0.5) that have the\n"
-        "same frequency in the column model"
-    ), va="top", fontsize=8, family="sans-serif")  # fmt: skip
-    fig.suptitle(title or "Circuit similarity between the source and the conditions (aggregated over seeds)",
-                 fontsize=11, x=0.01, ha="left")  # fmt: skip
+    notes.text(
+        0,
+        1,
+        (
+            "How to read\n\n"
+            "row = reference, column = compared model\n"
+            "cell = mean ± sd over model pairs (n)\n"
+            "diagonal = pairs of different seeds\n   of the same condition\n\n"
+            "neuron-matched metrics (bottom row)\n"
+            "exist only for pairs whose MLP started\n"
+            "from the same weights; n/a otherwise\n\n"
+            "'neurons keeping their frequency' is\n"
+            "directional: share of the row model's\n"
+            "specialised neurons (> 0.5) that have the\n"
+            "same frequency in the column model"
+        ),
+        va="top",
+        fontsize=8,
+        family="sans-serif",
+    )
+    fig.suptitle(
+        title or "Circuit similarity between the source and the conditions (aggregated over seeds)",
+        fontsize=11,
+        x=0.01,
+        ha="left",
+    )
     _adjust(fig, left_in=1.0, right_in=0.2, top_in=0.75, bottom_in=0.85, hspace=0.5, wspace=0.45)
-    return _save(fig, path, dpi)
+    return save_figure(fig, path, dpi, tight=False)
 
 
 # --------------------------------------------------------------------------- per-model fingerprint
-def plot_fingerprint(rows: Sequence[Tuple[str, str, CircuitProfile]], colors: Dict[str, str], path: Path,
-                     dpi: int = 130, title: str = "") -> Optional[Path]:
+def plot_fingerprint(
+    rows: Sequence[tuple[str, str, CircuitProfile]], colors: dict[str, str], path: Path, dpi: int = 130, title: str = ""
+) -> Path | None:
     """Models × frequencies, two panels: logit variance share and neuron frequency mass.
     Dots mark each model's key frequencies. ``rows`` = (group, row label, profile)."""
     rows = [r for r in rows if r[2].has_fourier]
@@ -330,12 +399,26 @@ def plot_fingerprint(rows: Sequence[Tuple[str, str, CircuitProfile]], colors: Di
     fig, axes = plt.subplots(1, 2, figsize=(2 * width + label_in, 0.28 * len(rows) + 1.9), sharey=True)
     for ax, data, label in ((axes[0], logit, "share of logit variance"), (axes[1], mass, "share of neuron variance")):
         vmax = max(float(np.nanmax(data)), 1e-6)
-        im = ax.imshow(data, cmap="magma_r", vmin=0, vmax=vmax, aspect="auto",
-                       extent=(0.5, max_freq + 0.5, len(rows) - 0.5, -0.5), interpolation="nearest")  # fmt: skip
+        im = ax.imshow(
+            data,
+            cmap="magma_r",
+            vmin=0,
+            vmax=vmax,
+            aspect="auto",
+            extent=(0.5, max_freq + 0.5, len(rows) - 0.5, -0.5),
+            interpolation="nearest",
+        )
         for i, (_, _, prof) in enumerate(rows):
             if prof.key_freqs:
-                ax.scatter(prof.key_freqs, [i] * len(prof.key_freqs), s=9, facecolor="none", edgecolor="#1fbfbf",
-                           lw=0.9, zorder=3)  # fmt: skip
+                ax.scatter(
+                    prof.key_freqs,
+                    [i] * len(prof.key_freqs),
+                    s=9,
+                    facecolor="none",
+                    edgecolor="#1fbfbf",
+                    lw=0.9,
+                    zorder=3,
+                )
         _freq_ticks(ax, max_freq)
         ax.set_xlabel("frequency w")
         ax.set_title(label, fontsize=10)
@@ -344,24 +427,31 @@ def plot_fingerprint(rows: Sequence[Tuple[str, str, CircuitProfile]], colors: Di
     axes[0].set_yticks(range(len(rows)), [r[1] for r in rows], fontsize=8)
     for lab, (group, _, _) in zip(axes[0].get_yticklabels(), rows):
         lab.set_color(colors.get(group, "black"))
-    fig.suptitle(title or "Frequency fingerprint of every model (circles: key frequencies)",
-                 fontsize=11, x=0.01, ha="left")  # fmt: skip
+    fig.suptitle(
+        title or "Frequency fingerprint of every model (circles: key frequencies)", fontsize=11, x=0.01, ha="left"
+    )
     axes[1].tick_params(axis="y", left=False)
     _adjust(fig, left_in=label_in, right_in=0.2, top_in=0.75, bottom_in=0.55, wspace=0.18)
-    return _save(fig, path, dpi)
+    return save_figure(fig, path, dpi, tight=False)
 
 
 # --------------------------------------------------------------------------- transfer summary
-def plot_transfer(df: "object", conditions: Sequence[str], colors: Dict[str, str], path: Path,
-                  source_acc: Optional[float], chance: Optional[float], dpi: int = 130,
-                  source_task: str = "", ceiling: Optional[float] = None, title: str = "") -> Optional[Path]:
+def plot_transfer(
+    runs: pd.DataFrame,
+    conditions: Sequence[str],
+    colors: dict[str, str],
+    path: Path,
+    source_acc: float | None,
+    chance: float | None,
+    dpi: int = 130,
+    source_task: str = "",
+    ceiling: float | None = None,
+    title: str = "",
+) -> Path | None:
     """Per condition, one marker per seed: Jaccard of key (hollow) and dominant (filled)
     frequencies with the source, frequency-mass similarity to the source, and accuracy on
     the source task (retention), with the source's own accuracy, chance, and the ceiling
     for a model that solves the target perfectly."""
-    import pandas as pd
-
-    runs: pd.DataFrame = df  # type: ignore[assignment]
     if runs.empty or not conditions:
         return None
     panels = [
@@ -390,18 +480,26 @@ def plot_transfer(df: "object", conditions: Sequence[str], colors: Dict[str, str
                 ax.text(i, 0.5, "n/a", ha="center", va="center", color="#888", fontsize=8)
         below = dict(loc="upper center", bbox_to_anchor=(0.5, -0.14), fontsize=7.5, frameon=False, ncol=2)
         if len(cols) > 1:
-            ax.legend(handles=[plt.Line2D([], [], ls="", marker="o", mfc="white", mec="#444", label="key freqs"),
-                               plt.Line2D([], [], ls="", marker="o", color="#444", label="dominant freqs")],
-                      **below)  # fmt: skip
+            ax.legend(
+                handles=[
+                    Line2D([], [], ls="", marker="o", mfc="white", mec="#444", label="key freqs"),
+                    Line2D([], [], ls="", marker="o", color="#444", label="dominant freqs"),
+                ],
+                **below,
+            )
         if cols[0] == "retention_acc":
             if source_acc is not None and np.isfinite(source_acc):
-                ax.axhline(source_acc, color=SOURCE_COLOR, ls="--", lw=1.1, label=f"source model on its task: {source_acc:.3f}")
+                ax.axhline(
+                    source_acc, color=SOURCE_COLOR, ls="--", lw=1.1, label=f"source model on its task: {source_acc:.3f}"
+                )
             if chance:
                 same = ceiling is not None and abs(ceiling - chance) < 1e-9
                 extra = " = ceiling for a perfect target solver" if same else ""
                 ax.axhline(chance, color="#555", ls=":", lw=1.1, label=f"chance 1/p = {chance:.3f}{extra}")
             if ceiling is not None and np.isfinite(ceiling) and not (chance and abs(ceiling - chance) < 1e-9):
-                ax.axhline(ceiling, color="#b22", ls="-.", lw=1.0, label=f"ceiling for a perfect target solver: {ceiling:.3f}")
+                ax.axhline(
+                    ceiling, color="#b22", ls="-.", lw=1.0, label=f"ceiling for a perfect target solver: {ceiling:.3f}"
+                )
             if ax.get_legend_handles_labels()[0]:
                 ax.legend(**{**below, "ncol": 1})
         ax.set_xticks(range(len(conditions)), conditions)
@@ -410,7 +508,8 @@ def plot_transfer(df: "object", conditions: Sequence[str], colors: Dict[str, str
         ax.set_xlim(-0.6, len(conditions) - 0.4)
         ax.set_ylim(-0.03, 1.05)
         ax.set_title(label, fontsize=9.5)
-    fig.suptitle(title or "Does the source's algorithm carry over? (marker = seed, bar = median)",
-                 fontsize=11, x=0.01, ha="left")  # fmt: skip
+    fig.suptitle(
+        title or "Does the source's algorithm carry over? (marker = seed, bar = median)", fontsize=11, x=0.01, ha="left"
+    )
     _adjust(fig, left_in=0.55, right_in=0.2, top_in=0.75, bottom_in=0.95, wspace=0.25)
-    return _save(fig, path, dpi)
+    return save_figure(fig, path, dpi, tight=False)

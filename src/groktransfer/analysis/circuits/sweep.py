@@ -8,22 +8,22 @@ comparisons afterwards work on the small profiles (see ``similarity``).
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Dict, Iterator, List, Optional, Sequence
 
 import pandas as pd
 import torch
 
+from groktransfer.interp.circuit.profile import DEFAULT_KEY_FREQ_THRESHOLD, CircuitProfile, profile_model
+from groktransfer.interp.circuit.retention import evaluation_problem, label_agreement, source_task_readout
+from groktransfer.interp.circuit.similarity import METRICS, PairSimilarity, compare_profiles
 from groktransfer.model.checkpoint import CheckpointError, load_checkpoint
+from groktransfer.render import PREFERRED_ORDER
 
 from ..collect import RunRecord
 from ..stats import condition_order
-from ..style import PREFERRED_ORDER
 from .discover import CheckpointRef, SweepPlan, TargetRun, TaskRef, plan_sweep
-from .profile import DEFAULT_KEY_FREQ_THRESHOLD, CircuitProfile, profile_model
-from .retention import evaluation_problem, label_agreement, source_task_readout
-from .similarity import METRICS, PairSimilarity, compare_profiles
 
 SOURCE = "source"  # entity name of the source models in pair tables and matrices
 
@@ -33,14 +33,14 @@ class RunResult:
     """One analysed run: its profile, retention and similarity to its source / start."""
 
     target: TargetRun
-    profile: Optional[CircuitProfile] = None
+    profile: CircuitProfile | None = None
     retention: float = float("nan")
     retention_logit_share: float = float("nan")  # logit variance along the source task's directions
     retention_ceiling: float = float("nan")  # max accuracy on the source task for a perfect target solver
     retention_task: str = ""
     to_source: PairSimilarity = field(default_factory=PairSimilarity)
     to_start: PairSimilarity = field(default_factory=PairSimilarity)
-    error: Optional[str] = None
+    error: str | None = None
 
 
 @dataclass
@@ -49,30 +49,30 @@ class SourceResult:
 
     key: str
     task: TaskRef
-    reference: Optional[CircuitProfile]
-    starts: Dict[str, CircuitProfile]  # resolved checkpoint path -> profile
-    problems: List[str]
+    reference: CircuitProfile | None
+    starts: dict[str, CircuitProfile]  # resolved checkpoint path -> profile
+    problems: list[str]
 
 
 @dataclass
 class SweepCircuits:
     plan: SweepPlan
-    conditions: List[str]
-    sources: Dict[str, SourceResult]
-    runs: List[RunResult]
+    conditions: list[str]
+    sources: dict[str, SourceResult]
+    runs: list[RunResult]
     pairs: pd.DataFrame
     key_freq_threshold: float
     seconds: float = 0.0
 
     @property
-    def analysed(self) -> List[RunResult]:
+    def analysed(self) -> list[RunResult]:
         return [r for r in self.runs if r.profile is not None]
 
-    def source_of(self, run: RunResult) -> Optional[SourceResult]:
+    def source_of(self, run: RunResult) -> SourceResult | None:
         return self.sources.get(run.target.source_key or "")
 
 
-def _profile_ref(ref: CheckpointRef, threshold: float, retention_task: Optional[TaskRef] = None):
+def _profile_ref(ref: CheckpointRef, threshold: float, retention_task: TaskRef | None = None):
     """Load ``ref`` once: profile it on its task and, optionally, read it on another
     (accuracy and logit share along that task's directions; NaN if it cannot be read)."""
     ckpt = load_checkpoint(ref.path)
@@ -86,17 +86,28 @@ def _profile_ref(ref: CheckpointRef, threshold: float, retention_task: Optional[
     return prof, readout
 
 
-def _pair_rows(results: Sequence[RunResult], sources: Dict[str, SourceResult]) -> pd.DataFrame:
+def _pair_rows(results: Sequence[RunResult], sources: dict[str, SourceResult]) -> pd.DataFrame:
     """Ordered pairs (reference, other) of distinct models with every similarity metric:
     each run against its own source's reference (both directions), and every run
     against every other run."""
     rows = []
 
-    def add(ref_entity: str, ref: CircuitProfile, other_entity: str, other: CircuitProfile, ref_seed, other_seed) -> None:
+    def add(
+        ref_entity: str, ref: CircuitProfile, other_entity: str, other: CircuitProfile, ref_seed, other_seed
+    ) -> None:
         sim = compare_profiles(ref, other)
-        rows.append({"ref": ref_entity, "other": other_entity, "ref_model": ref.label, "other_model": other.label,
-                     "ref_seed": ref_seed, "other_seed": other_seed, "shared_lineage": sim.shared_lineage,
-                     **sim.as_dict()})  # fmt: skip
+        rows.append(
+            {
+                "ref": ref_entity,
+                "other": other_entity,
+                "ref_model": ref.label,
+                "other_model": other.label,
+                "ref_seed": ref_seed,
+                "other_seed": other_seed,
+                "shared_lineage": sim.shared_lineage,
+                **sim.as_dict(),
+            }
+        )
 
     done = [r for r in results if r.profile is not None]
     for r in done:
@@ -143,10 +154,10 @@ def analyse_sweep(runs: Sequence[RunRecord], key_freq_threshold: float = DEFAULT
 def _analyse_sweep(runs: Sequence[RunRecord], key_freq_threshold: float) -> SweepCircuits:
     t0 = time.perf_counter()
     plan = plan_sweep(runs)
-    sources: Dict[str, SourceResult] = {}
+    sources: dict[str, SourceResult] = {}
     for key, group in plan.sources.items():
-        starts: Dict[str, CircuitProfile] = {}
-        reference: Optional[CircuitProfile] = None
+        starts: dict[str, CircuitProfile] = {}
+        reference: CircuitProfile | None = None
         problems = list(group.problems)
         for path_key, ref in group.starts.items():
             try:
@@ -154,7 +165,9 @@ def _analyse_sweep(runs: Sequence[RunRecord], key_freq_threshold: float) -> Swee
             except (CheckpointError, ValueError) as exc:
                 problems.append(f"{ref.label}: {exc}")
         if group.reference is not None:
-            reference = next((starts[k] for k, ref in group.starts.items() if ref is group.reference and k in starts), None)
+            reference = next(
+                (starts[k] for k, ref in group.starts.items() if ref is group.reference and k in starts), None
+            )
             if reference is None:
                 try:
                     reference = _profile_ref(group.reference, key_freq_threshold)[0]
@@ -162,21 +175,28 @@ def _analyse_sweep(runs: Sequence[RunRecord], key_freq_threshold: float) -> Swee
                     problems.append(f"{group.reference.label}: {exc}")
         sources[key] = SourceResult(key, group.task, reference, starts, problems)
 
-    results: List[RunResult] = []
+    results: list[RunResult] = []
     for target in plan.targets:
         res = RunResult(target)
-        group = plan.sources.get(target.source_key or "")
+        target_group = plan.sources.get(target.source_key or "")
         try:
             res.profile, (res.retention, res.retention_logit_share) = _profile_ref(
-                target.final, key_freq_threshold, group.task if group else None
+                target.final, key_freq_threshold, target_group.task if target_group else None
             )
-            if group is not None:
+            if target_group is not None:
                 res.retention_task = group.task.pretty
-                res.retention_ceiling = label_agreement(group.task.build(), target.final.task.build())
+                res.retention_ceiling = label_agreement(target_group.task.build(), target.final.task.build())
         except (CheckpointError, ValueError) as exc:
             res.error = f"{type(exc).__name__}: {exc}"
-            plan.skipped.append({"run": target.record.name, "condition": target.condition, "seed": target.seed,
-                                 "status": target.record.status_label, "why": res.error})  # fmt: skip
+            plan.skipped.append(
+                {
+                    "run": target.record.name,
+                    "condition": target.condition,
+                    "seed": target.seed,
+                    "status": target.record.status_label,
+                    "why": res.error,
+                }
+            )
             continue
         src = sources.get(target.source_key or "")
         if src is not None and src.reference is not None:
@@ -188,7 +208,11 @@ def _analyse_sweep(runs: Sequence[RunRecord], key_freq_threshold: float) -> Swee
 
     conditions = condition_order([r.target.condition for r in results], PREFERRED_ORDER)
     return SweepCircuits(
-        plan=plan, conditions=conditions, sources=sources, runs=results,
-        pairs=_pair_rows(results, sources), key_freq_threshold=key_freq_threshold,
+        plan=plan,
+        conditions=conditions,
+        sources=sources,
+        runs=results,
+        pairs=_pair_rows(results, sources),
+        key_freq_threshold=key_freq_threshold,
         seconds=time.perf_counter() - t0,
-    )  # fmt: skip
+    )

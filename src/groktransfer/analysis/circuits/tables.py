@@ -6,22 +6,24 @@ cell) for re-analysis; ``*_display`` functions format them for the report.
 
 from __future__ import annotations
 
-from typing import Dict, List, Sequence, Tuple
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from .attention import head_labels, position_labels
-from .neurons import SPECIALISED
-from .profile import CircuitProfile
-from .similarity import METRICS
+from groktransfer.interp.circuit.attention import head_labels, position_labels
+from groktransfer.interp.circuit.neurons import SPECIALISED
+from groktransfer.interp.circuit.profile import CircuitProfile
+from groktransfer.interp.circuit.similarity import METRICS
+
 from .sweep import SOURCE, RunResult, SweepCircuits
 
 
-def _attention_columns(profile: CircuitProfile) -> Dict[str, float]:
+def _attention_columns(profile: CircuitProfile) -> dict[str, float]:
     """``attn_<head>_to_<pos>`` per head, for the CSV (per-head detail)."""
     att = profile.attention
-    out: Dict[str, float] = {}
+    out: dict[str, float] = {}
     rows = att.reshape(-1, att.shape[-1])
     for head, row in zip(head_labels(att), rows):
         for pos, v in zip(position_labels(att.shape[-1]), row):
@@ -29,16 +31,18 @@ def _attention_columns(profile: CircuitProfile) -> Dict[str, float]:
     return out
 
 
-def run_row(res: RunResult, sc: SweepCircuits) -> Dict[str, object]:
+def run_row(res: RunResult, sc: SweepCircuits) -> dict[str, object]:
     """One row of circuits_runs.csv."""
     t, prof = res.target, res.profile
     assert prof is not None
     src = sc.source_of(res)
-    row: Dict[str, object] = {
-        "condition": t.condition, "seed": t.seed, "run": t.record.name,
+    row: dict[str, object] = {
+        "condition": t.condition,
+        "seed": t.seed,
+        "run": t.record.name,
         "lineage": t.lineage_kind,
         "source_model": src.reference.label if src and src.reference else "",
-    }  # fmt: skip
+    }
     row.update(prof.summary())
     row.update(_attention_columns(prof))
     for metric in METRICS:
@@ -65,9 +69,9 @@ def runs_frame(sc: SweepCircuits) -> pd.DataFrame:
     return df.sort_values(["_o", "seed"], kind="stable").drop(columns="_o").reset_index(drop=True)
 
 
-def source_profiles(sc: SweepCircuits) -> List[Tuple[str, CircuitProfile]]:
+def source_profiles(sc: SweepCircuits) -> list[tuple[str, CircuitProfile]]:
     """(role, profile) of every source model: the reference first, then other starts."""
-    out: List[Tuple[str, CircuitProfile]] = []
+    out: list[tuple[str, CircuitProfile]] = []
     for src in sc.sources.values():
         if src.reference is not None:
             out.append(("reference", src.reference))
@@ -81,14 +85,17 @@ def sources_frame(sc: SweepCircuits) -> pd.DataFrame:
     """One row per source model (the reference and every start checkpoint)."""
     rows = []
     for role, prof in source_profiles(sc):
-        rows.append({"model": prof.label, "role": role, **prof.summary(), **_attention_columns(prof), "path": prof.path})
+        rows.append(
+            {"model": prof.label, "role": role, **prof.summary(), **_attention_columns(prof), "path": prof.path}
+        )
     return pd.DataFrame(rows)
 
 
 def freqs_frame(sc: SweepCircuits) -> pd.DataFrame:
     """circuits_freqs.csv: long format, one row per (model, frequency)."""
-    models: List[Tuple[str, object, CircuitProfile]] = [(SOURCE if role == "reference" else f"{SOURCE} ({role})", None, p)
-                                                        for role, p in source_profiles(sc)]  # fmt: skip
+    models: list[tuple[str, object, CircuitProfile]] = [
+        (SOURCE if role == "reference" else f"{SOURCE} ({role})", None, p) for role, p in source_profiles(sc)
+    ]
     models += [(r.target.condition, r.target.seed, r.profile) for r in sc.analysed]  # type: ignore[misc]
     frames = []
     for entity, seed, prof in models:
@@ -96,18 +103,29 @@ def freqs_frame(sc: SweepCircuits) -> pd.DataFrame:
             continue
         n, lg = prof.neurons, prof.logits
         assert n is not None and lg is not None
-        frames.append(pd.DataFrame({
-            "entity": entity, "model": prof.label, "seed": seed, "task": prof.task, "freq": lg.freqs,
-            "logit_amplitude": lg.amplitude, "logit_frac": lg.frac,
-            "neurons": n.histogram(), f"neurons_over_{SPECIALISED:g}": n.histogram(SPECIALISED),
-            f"neurons_over_{prof.key_freq_threshold:g}": n.histogram(prof.key_freq_threshold),
-            "neuron_mass": n.mass, "is_key": np.isin(lg.freqs, prof.key_freqs).astype(int),
-            "is_dominant": np.isin(lg.freqs, prof.dominant_freqs).astype(int),
-        }))  # fmt: skip
+        frames.append(
+            pd.DataFrame(
+                {
+                    "entity": entity,
+                    "model": prof.label,
+                    "seed": seed,
+                    "task": prof.task,
+                    "freq": lg.freqs,
+                    "logit_amplitude": lg.amplitude,
+                    "logit_frac": lg.frac,
+                    "neurons": n.histogram(),
+                    f"neurons_over_{SPECIALISED:g}": n.histogram(SPECIALISED),
+                    f"neurons_over_{prof.key_freq_threshold:g}": n.histogram(prof.key_freq_threshold),
+                    "neuron_mass": n.mass,
+                    "is_key": np.isin(lg.freqs, prof.key_freqs).astype(int),
+                    "is_dominant": np.isin(lg.freqs, prof.dominant_freqs).astype(int),
+                }
+            )
+        )
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
-def entities(sc: SweepCircuits) -> List[str]:
+def entities(sc: SweepCircuits) -> list[str]:
     """Rows/columns of the similarity matrices: the source, then the conditions."""
     has_source = any(s.reference is not None for s in sc.sources.values())
     return ([SOURCE] if has_source else []) + list(sc.conditions)
@@ -124,14 +142,19 @@ def similarity_frame(sc: SweepCircuits) -> pd.DataFrame:
         for a in ents:
             for b in ents:
                 sel = pairs[(pairs.ref == a) & (pairs.other == b)][metric].dropna().to_numpy(dtype=float)
-                rows.append({
-                    "metric": metric, "ref": a, "other": b, "n": int(sel.size),
-                    "mean": float(sel.mean()) if sel.size else np.nan,
-                    "sd": float(sel.std(ddof=1)) if sel.size > 1 else np.nan,
-                    "median": float(np.median(sel)) if sel.size else np.nan,
-                    "min": float(sel.min()) if sel.size else np.nan,
-                    "max": float(sel.max()) if sel.size else np.nan,
-                })  # fmt: skip
+                rows.append(
+                    {
+                        "metric": metric,
+                        "ref": a,
+                        "other": b,
+                        "n": int(sel.size),
+                        "mean": float(sel.mean()) if sel.size else np.nan,
+                        "sd": float(sel.std(ddof=1)) if sel.size > 1 else np.nan,
+                        "median": float(np.median(sel)) if sel.size else np.nan,
+                        "min": float(sel.min()) if sel.size else np.nan,
+                        "max": float(sel.max()) if sel.size else np.nan,
+                    }
+                )
     return pd.DataFrame(rows)
 
 
@@ -168,14 +191,14 @@ def summary_display(sc: SweepCircuits, runs_df: pd.DataFrame) -> pd.DataFrame:
     """Per source model and per condition: the circuit in one row (median [min–max] over seeds)."""
     t = f"{sc.key_freq_threshold:g}"
     rows = []
-    groups: List[Tuple[str, pd.DataFrame]] = []
+    groups: list[tuple[str, pd.DataFrame]] = []
     src_df = sources_frame(sc)
     for _, r in src_df.iterrows():
         groups.append((str(r["model"]), pd.DataFrame([r])))
     for cond in sc.conditions:
         groups.append((f"{cond} (n={int((runs_df.condition == cond).sum())})", runs_df[runs_df.condition == cond]))
     for name, df in groups:
-        row: Dict[str, str] = {"model": name, "task": _task_label(df)}
+        row: dict[str, str] = {"model": name, "task": _task_label(df)}
         for col, label, digits, pct in DISPLAY_COLUMNS:
             col, label = col.format(t=t), label.format(t=t)
             row[label] = fmt_spread(df[col].tolist(), digits, pct) if col in df else "–"
@@ -217,18 +240,22 @@ def runs_display(runs_df: pd.DataFrame, threshold: float) -> pd.DataFrame:
         return runs_df
     t = f"{threshold:g}"
 
-    def f(x: object, d: int = 2) -> str:
+    def f(x: Any, d: int = 2) -> str:
         return "–" if x is None or (isinstance(x, float) and not np.isfinite(x)) else f"{float(x):.{d}f}"
 
-    return pd.DataFrame({
-        "condition": runs_df.condition, "seed": runs_df.seed,
-        "key freqs": [k if k else "(none)" for k in runs_df.key_freqs],
-        "dominant": [k if k else "(none)" for k in runs_df.dominant_freqs],
-        f"neurons > {t}": [f"{100 * x:.0f}%" for x in runs_df[f"frac_neurons_over_{t}"]],
-        "dead": runs_df.neurons_dead.map(lambda x: "–" if pd.isna(x) else str(int(x))),
-        "Jaccard to source (key / dominant)": [f"{f(x)} / {f(y)}" for x, y in
-                                              zip(runs_df.jaccard_to_source, runs_df.jaccard_dominant_to_source)],
-        "neurons kept": runs_df.neurons_kept_from_source.map(f),
-        "retention": runs_df.retention_acc.map(lambda x: f(x, 3)),
-        "test acc": runs_df.test_acc.map(lambda x: f(x, 3)),
-    })  # fmt: skip
+    return pd.DataFrame(
+        {
+            "condition": runs_df.condition,
+            "seed": runs_df.seed,
+            "key freqs": [k if k else "(none)" for k in runs_df.key_freqs],
+            "dominant": [k if k else "(none)" for k in runs_df.dominant_freqs],
+            f"neurons > {t}": [f"{100 * x:.0f}%" for x in runs_df[f"frac_neurons_over_{t}"]],
+            "dead": runs_df.neurons_dead.map(lambda x: "–" if pd.isna(x) else str(int(x))),
+            "Jaccard to source (key / dominant)": [
+                f"{f(x)} / {f(y)}" for x, y in zip(runs_df.jaccard_to_source, runs_df.jaccard_dominant_to_source)
+            ],
+            "neurons kept": runs_df.neurons_kept_from_source.map(f),
+            "retention": runs_df.retention_acc.map(lambda x: f(x, 3)),
+            "test acc": runs_df.test_acc.map(lambda x: f(x, 3)),
+        }
+    )

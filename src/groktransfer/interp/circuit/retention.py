@@ -18,16 +18,18 @@ where the two answers coincide (b = 0 for a+b vs a−b, i.e. 1/p of the pairs) -
 
 from __future__ import annotations
 
-from typing import Any, Optional, Tuple
+from typing import Any
 
 import torch
 
-from groktransfer.tasks.fourier import GroupFourier
 from groktransfer.measures.modular import logit_target_structure
+from groktransfer.tasks.fourier import GroupFourier
 from groktransfer.tasks.modular import Task
 
+from .. import forward
 
-def evaluation_problem(d_vocab: int, d_vocab_out: int, task: Task) -> Optional[str]:
+
+def evaluation_problem(d_vocab: int, d_vocab_out: int, task: Task) -> str | None:
     """Why a model with these vocabulary sizes cannot be read on ``task`` (None if it can)."""
     if d_vocab != task.d_vocab:
         return f"model reads {d_vocab} input tokens but {task.describe()} needs {task.d_vocab}"
@@ -60,18 +62,12 @@ def label_agreement(a: Task, b: Task) -> float:
     return float((a.labels == b.labels).double().mean())
 
 
-@torch.no_grad()
 def last_logits(model: Any, task: Task, chunk: int = 8192) -> torch.Tensor:
     """Last-position logits of ``model`` on every pair of ``task`` (fast path, eval mode)."""
-    was_training = model.training
-    model.eval()
-    try:
-        return torch.cat([model.forward_last(task.tokens[i : i + chunk]) for i in range(0, task.n_pairs, chunk)])
-    finally:
-        model.train(was_training)
+    return forward.last_logits(model, task.tokens, chunk)
 
 
-def source_task_readout(model: Any, task: Task) -> Tuple[float, float]:
+def source_task_readout(model: Any, task: Task) -> tuple[float, float]:
     """(accuracy, share of logit variance along the task's directions) on every pair."""
     logits = last_logits(model, task)
     return accuracy_from_logits(logits, task), task_direction_share(logits, task)

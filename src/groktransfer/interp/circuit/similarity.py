@@ -24,8 +24,8 @@ cos(w(a+b')) with b' = −b), so frequency w means the same thing in both tasks.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
-from typing import Dict, Iterable
 
 import numpy as np
 from scipy.stats import rankdata
@@ -36,7 +36,7 @@ from .profile import CircuitProfile
 NAN = float("nan")
 
 #: Metric name -> short description (used for table headers and figure titles).
-METRICS: Dict[str, str] = {
+METRICS: dict[str, str] = {
     "jaccard": "key-frequency Jaccard",
     "jaccard_dominant": "dominant-frequency Jaccard",
     "hist_intersection": "neuron-frequency histogram ∩",
@@ -98,7 +98,7 @@ class PairSimilarity:
     frac_spearman: float = NAN
     shared_lineage: bool = False
 
-    def as_dict(self) -> Dict[str, float]:
+    def as_dict(self) -> dict[str, float]:
         return {k: v for k, v in asdict(self).items() if k in METRICS}
 
 

@@ -10,17 +10,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any
 
 import numpy as np
 
+from groktransfer.measures.modular import compute_progress_measures
 from groktransfer.model.checkpoint import LoadedCheckpoint, load_checkpoint
 from groktransfer.tasks.fourier import GroupFourier
-from groktransfer.measures.modular import compute_progress_measures
 from groktransfer.tasks.modular import Task
 
+from ..forward import run_all_inputs
 from .attention import attention_asymmetry
-from .forward import run_all_inputs
 from .fourier_logits import LogitSpectrum, logit_spectrum
 from .neurons import SPECIALISED, NeuronSpectrum, neuron_spectrum
 from .retention import accuracy_from_logits, evaluation_problem
@@ -47,26 +47,26 @@ class CircuitProfile:
     attention: np.ndarray  # [n_layers, n_heads, n_ctx]
     d_model: int
     d_mlp: int
-    group: Optional[str] = None
-    modulus: Optional[int] = None
-    key_freqs: List[int] = field(default_factory=list)
+    group: str | None = None
+    modulus: int | None = None
+    key_freqs: list[int] = field(default_factory=list)
     key_freq_threshold: float = DEFAULT_KEY_FREQ_THRESHOLD
-    logits: Optional[LogitSpectrum] = None
-    neurons: Optional[NeuronSpectrum] = None
+    logits: LogitSpectrum | None = None
+    neurons: NeuronSpectrum | None = None
     note: str = ""
-    epoch: Optional[int] = None
-    path: Optional[str] = None
-    lineage: Optional[Tuple[Any, ...]] = None
+    epoch: int | None = None
+    path: str | None = None
+    lineage: tuple[Any, ...] | None = None
 
     @property
     def has_fourier(self) -> bool:
         return self.neurons is not None and self.logits is not None
 
-    def summary(self) -> Dict[str, Any]:
+    def summary(self) -> dict[str, Any]:
         """Flat scalars for tables and JSON (NaN where a measure does not exist)."""
         nan = float("nan")
         n = self.neurons
-        out: Dict[str, Any] = {
+        out: dict[str, Any] = {
             "task": self.task,
             "p": self.p,
             "epoch": self.epoch,
@@ -95,7 +95,7 @@ class CircuitProfile:
         return out
 
     @property
-    def dominant_freqs(self) -> List[int]:
+    def dominant_freqs(self) -> list[int]:
         """Frequencies holding >= 5% of the MLP's activation variance (see ``NeuronSpectrum.dominant``)."""
         return self.neurons.dominant() if self.neurons is not None else []
 
@@ -112,9 +112,9 @@ def profile_model(
     task: Task,
     label: str,
     key_freq_threshold: float = DEFAULT_KEY_FREQ_THRESHOLD,
-    lineage: Optional[Tuple[Any, ...]] = None,
-    epoch: Optional[int] = None,
-    path: Optional[str] = None,
+    lineage: tuple[Any, ...] | None = None,
+    epoch: int | None = None,
+    path: str | None = None,
 ) -> CircuitProfile:
     """Measure one HookedGrokTransformer on every pair of ``task``."""
     cfg = model.config
@@ -126,11 +126,21 @@ def profile_model(
     params = {k: v for k, v in model.state_dict().items()}
     pm = compute_progress_measures(task, logits, out.neuron_acts, params, key_freq_threshold, mlp_block=out.mlp_block)
     profile = CircuitProfile(
-        label=label, task=task.name, p=task.p, accuracy=accuracy_from_logits(logits, task),
-        train_acc=pm.train_acc, test_acc=pm.test_acc, attention=out.attention.numpy(),
-        d_model=cfg.d_model, d_mlp=cfg.d_mlp, key_freq_threshold=float(key_freq_threshold),
-        note=pm.no_structure_reason or "", epoch=epoch, path=path, lineage=lineage,
-    )  # fmt: skip
+        label=label,
+        task=task.name,
+        p=task.p,
+        accuracy=accuracy_from_logits(logits, task),
+        train_acc=pm.train_acc,
+        test_acc=pm.test_acc,
+        attention=out.attention.numpy(),
+        d_model=cfg.d_model,
+        d_mlp=cfg.d_mlp,
+        key_freq_threshold=float(key_freq_threshold),
+        note=pm.no_structure_reason or "",
+        epoch=epoch,
+        path=path,
+        lineage=lineage,
+    )
     fm = pm.fourier
     if fm is not None:
         gf = GroupFourier.for_task(task)
@@ -147,8 +157,8 @@ def profile_checkpoint(
     task: Task,
     label: str,
     key_freq_threshold: float = DEFAULT_KEY_FREQ_THRESHOLD,
-    lineage: Optional[Tuple[Any, ...]] = None,
-    loaded: Optional[LoadedCheckpoint] = None,
+    lineage: tuple[Any, ...] | None = None,
+    loaded: LoadedCheckpoint | None = None,
 ) -> CircuitProfile:
     """Load a checkpoint (either format) and profile it."""
     ckpt = loaded if loaded is not None else load_checkpoint(path)

@@ -16,7 +16,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import torch
 
-from groktransfer.runs.callbacks import RunDirCallbacks, WallClock, load_resume_state
+from groktransfer.jobs.callbacks import RunDirCallbacks, WallClock, load_resume_state
 from groktransfer.model.checkpoint import save_checkpoint
 from groktransfer.config.schema import (
     GradFilterConfig,

@@ -11,15 +11,13 @@ across unrelated seeds.
 
 from __future__ import annotations
 
-from typing import List, Tuple
-
 import numpy as np
 import torch
 
-POSITION_LABELS: Tuple[str, ...] = ("a", "b", "=")
+POSITION_LABELS: tuple[str, ...] = ("a", "b", "=")
 
 
-def position_labels(n_ctx: int) -> List[str]:
+def position_labels(n_ctx: int) -> list[str]:
     """Key-position labels: ``a``, ``b``, ``=`` for the usual 3-token input, else indices."""
     return list(POSITION_LABELS) if n_ctx == 3 else [f"pos {i}" for i in range(n_ctx)]
 
@@ -30,7 +28,7 @@ def mean_last_query_attention(pattern: torch.Tensor) -> torch.Tensor:
     return pattern[:, :, -1, :].double().mean(dim=0)
 
 
-def head_labels(attention: np.ndarray) -> List[str]:
+def head_labels(attention: np.ndarray) -> list[str]:
     """Row labels for an [n_layers, n_heads, k] array: ``h0`` .. or ``L1h0`` .. for deeper models."""
     n_layers, n_heads = attention.shape[:2]
     if n_layers == 1:

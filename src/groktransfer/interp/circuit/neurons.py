@@ -27,8 +27,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from groktransfer.tasks.fourier import GroupFourier
 from groktransfer.measures.modular import FourierMeasures
+from groktransfer.tasks.fourier import GroupFourier
 
 SPECIALISED = 0.5  # the dominant frequency holds most of the neuron's variance
 DOMINANT_MASS = 0.05  # a frequency holding >= 5% of the layer's variance is a *dominant* one

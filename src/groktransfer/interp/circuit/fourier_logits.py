@@ -11,7 +11,6 @@ its output into what the circuit report plots and compares, without recomputing 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import List
 
 import numpy as np
 
@@ -45,7 +44,7 @@ class LogitSpectrum:
     residual_frac: float
     directions: str
 
-    def top(self, k: int) -> List[int]:
+    def top(self, k: int) -> list[int]:
         """The ``k`` frequencies with the largest share, largest first."""
         order = np.argsort(-np.nan_to_num(self.frac, nan=-1.0), kind="stable")[:k]
         return [int(self.freqs[i]) for i in order]
