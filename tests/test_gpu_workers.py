@@ -26,7 +26,7 @@ from groktransfer.config.schema import TrainJobConfig, to_typed
 from groktransfer.jobs import ensemble_launch
 from groktransfer.jobs.ensemble_launch import WorkerPlan, _in_workers, train_planned, worker_count, worker_plan
 from groktransfer.jobs.run_job import Launch, PlannedJob, plan_job
-from groktransfer.runs import train_run_dir
+from groktransfer.jobs import train_run_dir
 from groktransfer.training import device as device_module
 from groktransfer.training.device import DeviceError, claim_gpu, resolve_device, training_device
 
