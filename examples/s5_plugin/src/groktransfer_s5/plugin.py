@@ -30,10 +30,11 @@ import itertools
 import math
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any, ClassVar, Dict, List, Optional, Tuple
+from typing import Any, ClassVar, Dict, Optional, Tuple
 
 import torch
 
+from groktransfer.config.ranges import bounded
 from groktransfer.config.schema import TaskConfig
 from groktransfer.measures.registry import CHECKPOINT_MEASURES, FamilyMeasures
 from groktransfer.tasks.family import TaskFamily
@@ -131,8 +132,9 @@ class SymmetricTaskConfig(TaskConfig):
     """The family's task keys (Hydra's ``symmetric_schema``): the group is named by the task."""
 
     KIND: ClassVar[str] = "the symmetric task family"
-    # fraction of the ordered pairs in the training set (the rest is the test set)
-    frac_train: float = 0.5
+    # fraction of the ordered pairs in the training set (the rest is the test set); the
+    # range beside the field is checked with every other value, before anything is written
+    frac_train: float = bounded(0.5, gt=0, lt=1)
 
 
 class SymmetricFamily(TaskFamily):
@@ -147,12 +149,6 @@ class SymmetricFamily(TaskFamily):
     def shapes(self, task_cfg: Any) -> Optional[Tuple[int, int, int]]:
         order = math.factorial(TASKS[str(task_cfg.name)][0])
         return order + 1, order, 3
-
-    def problems(self, task_cfg: Any, prefix: str = "task") -> List[str]:
-        frac = float(task_cfg.frac_train)
-        if not 0.0 < frac < 1.0:
-            return [f"{prefix}.frac_train={frac}: must lie strictly between 0 and 1"]
-        return []
 
     def label(self, task_cfg: Any) -> str:
         return str(task_cfg.name)
