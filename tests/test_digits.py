@@ -204,7 +204,8 @@ def test_attention_only_model_layout_and_export() -> None:
     tokens = DigitTask(DigitSettings("digit_add", 4, n_train=8, n_test=8), 0).tokens
     logits, cache = model.run_with_cache(tokens)
     assert logits.shape == (16, 14, 10) and cache["blocks.0.attn.hook_pattern"].shape == (16, 3, 14, 14)
-    assert torch.allclose(model.forward_last(tokens), logits[:, -1])
+    # the fast path (14 positions, two attention-only LN blocks) reorders float32 sums: a tolerance, not bits
+    torch.testing.assert_close(model.forward_last(tokens), logits[:, -1], atol=1e-5, rtol=1e-5)
     cfg = model.hooked_transformer_config_dict()
     assert cfg["attn_only"] is True and cfg["d_mlp"] is None and cfg["normalization_type"] == "LN"
 

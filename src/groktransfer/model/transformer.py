@@ -35,7 +35,7 @@ from torch import nn
 
 from groktransfer.config.schema import Component, ModelConfig, to_typed
 from groktransfer.transfer.components import component_parameters
-from groktransfer.model.lastpos import last_position_logits
+from groktransfer.model.lastpos import fast_last_supported, last_position_logits
 
 #: Sequence length of the modular tasks ([a, b, =]); a ModelConfig with n_ctx=None and no task gets it.
 MODULAR_SEQ_LEN = 3
@@ -307,27 +307,26 @@ class HookedGrokTransformer(nn.Module):
     def forward_last(self, tokens: torch.Tensor) -> torch.Tensor:
         """Logits at the last position only: [batch, pos] -> [batch, d_vocab_out].
 
-        The same function as ``forward(tokens)[:, -1]``. For one layer without
-        LayerNorm and with no hooks attached it takes the fast path
-        (:meth:`_forward_last_one_layer`); otherwise it runs the full forward, so an
-        attached hook is never silently skipped.
+        The same function as ``forward(tokens)[:, -1]``. With no hooks attached, and a shape
+        :func:`~groktransfer.model.lastpos.fast_last_supported` computes (every shape this
+        class builds), it takes the fast path (:meth:`_forward_last_fast`); otherwise it runs
+        the full forward, so an attached hook is never silently skipped.
         """
         if self._fast_path_applies():
-            return self._forward_last_one_layer(tokens)
+            return self._forward_last_fast(tokens)
         return self.forward(tokens)[:, -1]
 
     def _fast_path_applies(self) -> bool:
-        cfg = self.config
-        return cfg.n_layers == 1 and cfg.normalization is None and not cfg.attn_only and not self.has_hooks()
+        return fast_last_supported(self.config) and not self.has_hooks()
 
-    def _forward_last_one_layer(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Last-position logits of a one-layer, LayerNorm-free model, without [batch, pos, d_model] tensors.
+    def _forward_last_fast(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Last-position logits without computing what the last position does not read.
 
         The model is a one-member ensemble of :func:`groktransfer.model.lastpos.last_position_logits`
         (see there for how it works); the unsqueezed parameters are views, so gradients
         reach the parameters unchanged.
         """
-        return last_position_logits(self._one_member_params(), tokens.unsqueeze(0), self.config.act)[0]
+        return last_position_logits(self._one_member_params(), tokens.unsqueeze(0), self.config)[0]
 
     def _one_member_params(self) -> Dict[str, torch.Tensor]:
         """The parameters with a leading member axis of 1 (views: gradients reach the parameters).
@@ -343,14 +342,15 @@ class HookedGrokTransformer(nn.Module):
     def last_position_activations(self, tokens: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         """Last position's logits [batch, d_vocab_out] and final-layer MLP output ``hook_post`` [batch, d_mlp].
 
-        What the progress measures read. The fast path computes both without the
-        other positions (3x less MLP work at n_ctx 3); other models use ``run_with_cache``.
+        What the progress measures read. The fast path computes both without the positions
+        the last one does not need (3x less MLP work at n_ctx 3); with hooks attached it
+        is ``run_with_cache``.
         """
-        if self._fast_path_applies():
-            cache: Dict[str, torch.Tensor] = {}
-            logits = last_position_logits(self._one_member_params(), tokens.unsqueeze(0), self.config.act, cache=cache)
-            return logits[0], cache["blocks.0.mlp.hook_post"][0]
         hook = f"blocks.{self.config.n_layers - 1}.mlp.hook_post"
+        if self._fast_path_applies() and not self.config.attn_only:
+            cache: Dict[str, torch.Tensor] = {}
+            logits = last_position_logits(self._one_member_params(), tokens.unsqueeze(0), self.config, cache=cache)
+            return logits[0], cache[hook][0]
         logits, acts = self.run_with_cache(tokens, names_filter=hook)
         return logits[:, -1], acts[hook][:, -1]
 

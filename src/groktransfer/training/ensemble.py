@@ -41,7 +41,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from groktransfer.transfer.embedding_map import has_embedding_map
-from groktransfer.model.lastpos import last_position_logits
+from groktransfer.model.lastpos import fast_last_supported, last_position_logits
 from groktransfer.training.gradfilters import GradFilter, build_gradfilter
 from groktransfer.training.optimizers import OPTIMIZERS
 from groktransfer.training.trainer import EvalResult, Trainer, TrainingFailure, TrainOutcome
@@ -71,8 +71,12 @@ def incompatibility(members: Sequence[Trainer]) -> Optional[str]:
     if not entry.stackable:
         return f"optimizer {first.optimizer_cfg.name}: {entry.why_not_stackable}"
     cfg = replace(first.model.config, model_seed=None)
-    if not (cfg.n_layers == 1 and cfg.normalization is None):
-        return "ensembles need the fast last-position path (one layer, no LayerNorm)"
+    if not fast_last_supported(cfg):
+        return "ensembles need the fast last-position path, which does not compute this model"
+    if not first.cfg.fast_path:
+        return "train.fast_path=false: an ensemble always trains on the fast path"
+    if not first._plain:  # the stacked step is Trainer's full-batch, last-position one
+        return "ensembles train full batch on one answer position (minibatches, several answer positions: one at a time)"
     if any(has_embedding_map(m.model) for m in members):
         return "an embedding-map member (transfer.embed_map) has no W_E parameter to stack"
     trainable = _trainable_names(first)
@@ -162,7 +166,7 @@ class EnsembleTrainer:
         self.cfg = first.cfg
         self.device = first.device
         self.loss_dtype = first._loss_dtype
-        self.act = first.model.config.act
+        self.model_cfg = first.model.config  # the shape every member shares
         self.names = [n for n, _ in first.model.named_parameters()]
         self.trainable = set(_trainable_names(first))
         self.epoch = first.epoch
@@ -272,7 +276,7 @@ class EnsembleTrainer:
     # ---- the step ---------------------------------------------------------------
     def _forward_train(self) -> Tuple[torch.Tensor, torch.Tensor]:
         """Logits on each member's training pairs [k, b, o] and each member's float64 loss [k]."""
-        logits = last_position_logits(self._params(), self._tokens["train_tokens"], self.act)
+        logits = last_position_logits(self._params(), self._tokens["train_tokens"], self.model_cfg)
         k, b, o = logits.shape
         per_example = F.cross_entropy(
             logits.to(self.loss_dtype).reshape(k * b, o), self._tokens["train_labels"].reshape(k * b), reduction="none"
@@ -282,7 +286,7 @@ class EnsembleTrainer:
     @torch.no_grad()
     def _evaluate(self, train_logits: torch.Tensor, train_losses: torch.Tensor) -> List[EvalResult]:
         """Per-member results, as ``Trainer._evaluate_reusing`` computes them for one model."""
-        test_logits = last_position_logits(self._params(), self._tokens["test_tokens"], self.act).to(self.loss_dtype)
+        test_logits = last_position_logits(self._params(), self._tokens["test_tokens"], self.model_cfg).to(self.loss_dtype)
         k, n_test, o = test_logits.shape
         test_losses = F.cross_entropy(
             test_logits.reshape(k * n_test, o), self._tokens["test_labels"].reshape(k * n_test), reduction="none"
