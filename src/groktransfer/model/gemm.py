@@ -296,5 +296,5 @@ class _OneDnnAddmm(torch.autograd.Function):
         if need_x:  # grad @ W^T
             grad_x = _per_member([_onednn_mm(grad[m : m + 1], W[m].t()) for m in members])
         if need_W:  # x^T @ grad
-            grad_W = torch.stack([_transposed_product(x[m], grad[m]) for m in members])
+            grad_W = _per_member([_transposed_product(x[m], grad[m]).unsqueeze(0) for m in members])  # no copy for one
         return grad_addend, grad_x, grad_W, None

@@ -338,9 +338,8 @@ def _attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, first_query: int)
     """
     n_queries, n_pos, d_head = q.shape[1], k.shape[1], q.shape[-1]
     scores = (q.unsqueeze(2) * k.unsqueeze(1)).sum(dim=-1) * (1.0 / math.sqrt(d_head))  # [member, query, key, batch, head]
-    query_pos = torch.arange(first_query, first_query + n_queries, device=q.device)
-    future = torch.arange(n_pos, device=q.device) > query_pos[:, None]  # [query, key]
-    if bool(future.any()):
+    if first_query < n_pos - 1:  # some key lies in a query's future (decided on the host: no device sync)
+        future = torch.ones(n_queries, n_pos, dtype=torch.bool, device=q.device).triu(first_query + 1)  # [query, key]
         scores = scores.masked_fill(future[:, :, None, None], float("-inf"))
     pattern = scores.softmax(dim=2)
     return (pattern.unsqueeze(-1) * v.unsqueeze(1)).sum(dim=2)
@@ -374,6 +373,8 @@ def _norm(x: torch.Tensor, params: Mapping[str, torch.Tensor], name: str, cfg: A
 def _gather_rows(table: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     """Each member's own rows: table [member, rows, c], index [member, ...] into rows -> [member, ..., c]."""
     n_members, n_rows, width = table.shape
+    if n_members == 1:  # index [1, ...] keeps the member axis
+        return F.embedding(index, table[0])
     offset = torch.arange(n_members, device=index.device).view(-1, *([1] * (index.ndim - 1))) * n_rows
     return F.embedding(index + offset, table.reshape(n_members * n_rows, width))
 

@@ -363,14 +363,17 @@ class Trainer:
         other sizes than one forward over all pairs, so a loss can differ from it in the
         last bits (the accuracies are the same counts).
         """
-        n_train = self._train_tokens.shape[0]
+        n_train, idx = self._train_tokens.shape[0], idx.to(self.device)
         others = torch.ones(n_train, dtype=torch.bool, device=self.device)
-        others[idx.to(self.device)] = False
-        logits = torch.empty(n_train, batch_logits.shape[-1], dtype=self._loss_dtype, device=self.device)
-        logits[idx.to(self.device)] = batch_logits.to(self._loss_dtype)
-        logits[others] = self.last_logits(self._train_tokens[others]).to(self._loss_dtype)
+        others[idx] = False
+        other_tokens = self._train_tokens[others]
+        # one forward for the other training pairs and the test pairs
+        forward = self.last_logits(torch.cat([other_tokens, self._test_tokens])).to(self._loss_dtype)
+        logits = torch.empty(n_train, forward.shape[-1], dtype=self._loss_dtype, device=self.device)
+        logits[idx] = batch_logits.to(self._loss_dtype)
+        logits[others] = forward[: other_tokens.shape[0]]
+        test_logits = forward[other_tokens.shape[0] :]
         train_losses = F.cross_entropy(logits, self._train_labels, reduction="none")
-        test_logits = self.last_logits(self._test_tokens).to(self._loss_dtype)
         test_losses = F.cross_entropy(test_logits, self._test_labels, reduction="none")
         return self._result(
             train_losses.mean(), accuracy(logits.argmax(dim=-1) == self._train_labels),
