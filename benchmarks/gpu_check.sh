@@ -5,7 +5,9 @@
 #   2. bench_ensemble.py --device cuda for K = 1, 8, 64, 256;
 #   3. the add_to_subtract_p113 sweep (grokked, memorized, random x seeds 0-2) with
 #      hydra/launcher=ensemble train.device=cuda, and its analysis;
-#   4. the cost of train.deterministic (the same 3,000-epoch p = 113 job with it on and off).
+#   4. the cost of train.deterministic (the same 3,000-epoch p = 113 job with it on and off);
+#   5. bench_decoder.py --device cuda: Power et al.'s decoder in minibatches, the fast and the full
+#      path against a plain PyTorch loop (issue 32).
 # Without a GPU it says so and exits 0 (tests/test_gpu_check.py checks that).
 #   bash benchmarks/gpu_check.sh            # writes into ${GPU_CHECK_OUT:-gpu_check_out}/
 set -uo pipefail
@@ -44,12 +46,15 @@ for det in true false; do
     paths.root="$out/det_$det" hydra.run.dir="$out/det_$det/run"
 done
 
+# --- 5. Power et al.'s decoder in minibatches: fast path, full path and a plain loop (issue 32) ---
+step bench_decoder 150 "$py" benchmarks/bench_decoder.py --device cuda --epochs 10 --rounds 3
+
 echo
 echo "## gpu_check summary ($gpu)"
 echo
 echo "| step | result |"
 echo "|---|---|"
-for name in tests bench_ensemble sweep analysis deterministic_true deterministic_false; do
+for name in tests bench_ensemble sweep analysis deterministic_true deterministic_false bench_decoder; do
   echo "| $name | ${result[$name]:-not run} |"
 done
 echo
@@ -78,3 +83,6 @@ for det in ("true", "false"):
 if len(spe) == 2:
     print(f"cost of train.deterministic: {spe['true'] / spe['false']:.2f}x the s/epoch without it")
 PY
+echo
+echo "bench_decoder (wall s/epoch, x the plain loop):"
+sed -n '/^loop /,/^each round/p' "$out/bench_decoder.log"
