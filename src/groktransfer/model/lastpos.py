@@ -366,7 +366,12 @@ def _norm(x: torch.Tensor, params: Mapping[str, torch.Tensor], name: str, cfg: A
     if cfg.normalization is None:
         return x
     w, b = params[f"{name}.w"], params[f"{name}.b"]
-    shape = (w.shape[0], *([1] * (x.ndim - 2)), w.shape[1])  # broadcast over everything but member and d_model
+    if x.device.type == "cpu" or x.shape[0] == 1:
+        # torch's fused LayerNorm takes one gain and bias: one call per member, so a member's
+        # numbers do not depend on how many share the call
+        parts = [F.layer_norm(x[m : m + 1], (x.shape[-1],), w[m], b[m], eps=LN_EPS) for m in range(x.shape[0])]
+        return parts[0] if len(parts) == 1 else torch.cat(parts)
+    shape = (w.shape[0], *([1] * (x.ndim - 2)), w.shape[1])  # a GPU's ensemble: one call for all members
     return torch.addcmul(b.view(shape), F.layer_norm(x, (x.shape[-1],), eps=LN_EPS), w.view(shape))
 
 
