@@ -12,6 +12,8 @@
 #                 on the ensemble launcher with two worker processes; all 6 jobs must
 #                 complete (sweep_jobs); then its analysis
 #   determinism   the same p = 113 job with train.deterministic on and off: what it costs
+#   bench_decoder Power et al.'s 2-layer decoder in minibatches: groktransfer's fast and full
+#                 paths against a plain PyTorch loop (benchmarks/bench_decoder.py, issue 32)
 # Results go to ${GPU_CHECK_OUT:-gpu_check_out}/ (logs, bench_ensemble.json, summary.md),
 # never into benchmarks/results/, which holds the CPU's.
 #
@@ -113,15 +115,16 @@ for det in true false; do
     train.max_epochs=300 train.patience=0 train.keep_checkpoints=false "${job[@]}" \
     paths.root="$out/det_$det" hydra.run.dir="$out/det_$det/run"
 done
-# PLACEHOLDER (issue 32): the Power et al. benchmark step goes here, e.g.
-#   step power_et_al LIMIT "$py" benchmarks/<its script> --device "$device" ...
+# Power et al.'s decoder in minibatches: the fast and the full path against a plain loop
+if [ "$dry" = 1 ]; then dec=(--epochs 2 --rounds 1); else dec=(--epochs 10 --rounds 3); fi
+step bench_decoder 240 "$py" benchmarks/bench_decoder.py --device "$device" "${dec[@]}"
 
 {
   echo "## gpu_check summary ($machine)"
   echo
   echo "| step | result |"
   echo "|---|---|"
-  for name in install tests digits bench sweep sweep_jobs analysis deterministic_true deterministic_false; do
+  for name in install tests digits bench sweep sweep_jobs analysis deterministic_true deterministic_false bench_decoder; do
     echo "| $name | ${result[$name]:-not run} |"
   done
   echo
@@ -131,6 +134,9 @@ done
   echo
   echo "bench_ensemble (s/epoch per member, speed-up per member against one separate job):"
   sed -n '/^run /,$p' "$out/bench.log"
+  echo
+  echo "bench_decoder (wall s/epoch, x the plain loop):"
+  sed -n '/^loop /,/^each round/p' "$out/bench_decoder.log"
   echo
   echo "sweep: $(head -n 1 "$out/sweep_jobs.log"); $(grep -h 'ensembles on' "$out/sweep.log" | head -n 1)"
   grep -i -E "speed-up|sooner|faster" "$out/analysis.log" | head -n 6

@@ -53,6 +53,25 @@ def test_bench_ensemble_records_its_table_per_machine(tmp_path: Path) -> None:
     assert entry["rows"][0]["speedup_member"] == 1.0 and all(r["s_per_epoch"] > 0 for r in entry["rows"])
 
 
+@pytest.mark.slow  # one fresh process, ~30 s
+def test_bench_decoder_records_both_loops_side_by_side(tmp_path: Path) -> None:
+    """What gpu_check.sh runs on a GPU (here the CPU path, tiny): the table and its result file."""
+    import subprocess
+
+    out = tmp_path / "bench_decoder.json"
+    script = Path(results.__file__).with_name("bench_decoder.py")
+    proc = subprocess.run([sys.executable, str(script), "--p", "11", "--batch-size", "16", "--epochs", "1", "--rounds", "1",
+                           "--out", str(out)], capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lines = proc.stdout.splitlines()
+    assert any(line.startswith("loop ") for line in lines) and any(line.startswith("each round") for line in lines)
+    (entry,) = json.loads(out.read_text())["machines"].values()
+    rows = {r["loop"][:3]: r for r in entry["rows"]}
+    assert set(rows) == {"(0)", "(1)", "(2)"} and rows["(0)"]["x_plain"] == 1.0
+    assert all(r["s_per_epoch"] > 0 and 0 < r["fraction_of_floor"] for r in rows.values())
+    assert rows["(1)"]["gflop_per_epoch"] < rows["(2)"]["gflop_per_epoch"]  # the fast path skips work
+
+
 def test_the_quickstart_benchmark_reads_the_reports_answer(tmp_path: Path) -> None:
     import bench_quickstart
 

@@ -37,9 +37,11 @@ class Record(TrainerCallback):
         assert trainer.state_dict()["epoch"] == result.epoch  # the member's state is current
 
 
-def tiny_member(seed: int, data_seed: int, lr: float = 3e-3, wd: float = 1.0, opt: Optional[dict] = None, **train) -> Trainer:
+def tiny_member(
+    seed: int, data_seed: int, lr: float = 3e-3, wd: float = 1.0, opt: Optional[dict] = None, model: Optional[dict] = None, **train
+) -> Trainer:
     task = Task("add", 23, 0.6, data_seed)
-    cfg = TransformerConfig(d_model=64, d_mlp=128, d_head=16, d_vocab=task.d_vocab, d_vocab_out=task.d_vocab_out)
+    cfg = TransformerConfig(d_model=64, d_mlp=128, d_head=16, d_vocab=task.d_vocab, d_vocab_out=task.d_vocab_out, **(model or {}))
     train_cfg = TrainConfig(
         **{"max_epochs": 300, "eval_every": 10, "checkpoint_every": 50, "patience": 0, "progress_bar": False, **train}
     )
@@ -73,6 +75,29 @@ def test_three_members_equal_three_separate_runs() -> None:
     assert all(isinstance(r, TrainOutcome) and r.last_eval.epoch == 300 for r in results)
     for ens, sep in zip(members, separate):
         assert_same_run(ens, sep)
+
+
+@pytest.mark.parametrize(
+    "model", [dict(n_layers=2, normalization="LN", act="gelu"), dict(n_layers=2, normalization="LN", attn_only=True),
+              dict(n_layers=1, normalization="LN")], ids=["power-decoder", "attn-only", "one-layer-LN"],
+)  # fmt: skip
+def test_members_equal_separate_runs_at_every_depth(model: dict) -> None:
+    spec = [dict(seed=0, data_seed=0, model=model, max_epochs=60), dict(seed=1, data_seed=2, lr=1e-3, model=model, max_epochs=60)]
+    separate = [tiny_member(**m) for m in spec]
+    for t in separate:
+        t.fit()
+    members = [tiny_member(**m) for m in spec]
+    EnsembleTrainer(members).fit()
+    for ens, sep in zip(members, separate):
+        assert_same_run(ens, sep)
+
+
+def test_minibatch_and_full_path_jobs_are_not_stacked() -> None:
+    """The stacked step is the full-batch, last-position one: anything else trains one job at a time."""
+    minibatch = [tiny_member(0, 0, batch_size=64), tiny_member(1, 1, batch_size=64)]
+    assert incompatibility(minibatch).startswith("ensembles train full batch on one answer position")
+    full_path = [tiny_member(0, 0, fast_path=False), tiny_member(1, 1, fast_path=False)]
+    assert incompatibility(full_path).startswith("train.fast_path=false")
 
 
 def test_members_stop_early_independently_with_identical_threshold_epochs() -> None:

@@ -95,11 +95,11 @@ def _planned(tmp_path: Path, overrides: List[str], seeds=(0, 1)) -> List[Planned
 
 
 def test_incompatible_jobs_train_one_at_a_time_with_a_notice(tmp_path: Path, capsys) -> None:
-    jobs = _planned(tmp_path, ["model.normalization=LN", "train.max_epochs=30"])
+    jobs = _planned(tmp_path, ["train.batch_size=128", "train.max_epochs=30"])
     assert batch_key(jobs[0].job, 0) == batch_key(jobs[1].job, 0)  # batchable by config ...
-    results = train_planned(jobs, max_members=16)  # ... but the model has no fast path
+    results = train_planned(jobs, max_members=16)  # ... but an ensemble's step is a full-batch one
     out = capsys.readouterr().out
-    assert out.count("ensemble launcher: 2 jobs train one at a time (the hooked_transformer model offers no stacked forward") == 1
+    assert out.count("ensemble launcher: 2 jobs train one at a time (ensembles train full batch") == 1
     assert [r.status.value for r in results] == ["completed", "completed"]
 
 

@@ -209,7 +209,7 @@ def test_forward_last_gradients_equal_full_forward_gradients(base):
 
 
 @pytest.mark.parametrize("extra", [{"n_layers": 2}, {"normalization": "LN"}])
-def test_forward_last_falls_back_to_full_forward(extra):
+def test_forward_last_of_deeper_and_layernorm_models(extra):  # every shape: tests/test_lastpos.py
     cfg = replace(SMALL, **extra)
     model = randomized(cfg)
     tokens = random_tokens(cfg)

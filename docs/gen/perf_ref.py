@@ -20,7 +20,7 @@ from srcdoc import md_escape
 
 REPO = Path(__file__).resolve().parents[2]
 RESULTS = REPO / "benchmarks" / "results"
-ORDER = ["end_to_end", "bench_trainer", "bench_sweep", "bench_ensemble", "bench_attn_only"]
+ORDER = ["end_to_end", "bench_trainer", "bench_decoder", "bench_sweep", "bench_ensemble", "bench_attn_only"]
 
 
 def _cell(value: object) -> str:
@@ -121,11 +121,16 @@ def performance_page(results: Path = RESULTS) -> str:
         "  activations and page-fault them back the next step; raising its mmap and trim",
         "  thresholds keeps them.",
         "- **The fast last-position path**: every input is `a b =` and the loss reads only the",
-        "  last position, so one-layer LayerNorm-free models run a fused forward of that",
-        "  position only (tested equal to the full forward, outputs and gradients); biases and",
-        "  residual adds are fused into their products; torch's fused AdamW; an evaluation",
-        "  reuses the next step's forward on the training pairs. The float64 cross-entropy (the",
-        "  paper's precision) stays.",
+        "  last position, so the last block computes its query, attention output and MLP there",
+        "  only (keys and values everywhere); block 0's queries, keys and values come from a",
+        "  (position, token) table, and position 0, which attends only to itself, runs once per",
+        "  token in every block. A one-layer LayerNorm-free model goes further: everything before",
+        "  the attention-weighted sum is a table. At every depth, tested equal to the full",
+        "  forward (outputs and gradients); biases and residual adds are fused into their",
+        "  products; torch's fused AdamW. The float64 cross-entropy (the paper's precision) stays.",
+        "- **No evaluation work done twice**: a full-batch evaluation reuses the next step's",
+        "  forward on the training pairs; a minibatch one reuses the epoch's first minibatch",
+        "  (the only one computed with the evaluated weights) and forwards the other pairs once.",
         "- **Threads**: each job sets `train.threads` (default 1); on 2 cores two 1-thread jobs",
         "  beat one 2-thread job, so CPU sweeps use `hydra/launcher=joblib` with one job per core.",
         "",

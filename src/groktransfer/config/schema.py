@@ -305,7 +305,7 @@ class TrainConfig:
     # range, where CPU arithmetic is several times slower (measured: a memorised-start
     # model trained at 0.118 s/step with denormals, 0.041 s/step without)
     flush_denormal: bool = True
-    # use the fused last-position forward when the model allows it (one layer, no LayerNorm); same numbers
+    # use the fused last-position forward (any depth; the full forward's function to float rounding)
     fast_path: bool = True
     # float32 GEMMs of the fast path on CPU: auto (per product shape, the faster of the two,
     # ties within 2% to oneDNN; measured once on this CPU and cached), onednn (about 2x MKL on an AVX-512 AMD EPYC) or

@@ -77,6 +77,8 @@ def _use_onednn(addend: torch.Tensor, x: torch.Tensor, W: torch.Tensor, relu: bo
         return False
     if not all(t.device.type == "cpu" and t.dtype == torch.float32 for t in (addend, x, W)):
         return False
+    if x.shape[1] == 0:  # no rows (a one-position input's positions 1..): oneDNN refuses an empty product
+        return False
     return _backend == CpuGemm.onednn or _auto_choice(addend, x, W, relu) == CpuGemm.onednn
 
 
@@ -223,10 +225,21 @@ def member_addmm(addend: torch.Tensor, x: torch.Tensor, W: torch.Tensor, relu: b
     ``.relu()``) up to float rounding; differentiable in all three.
     """
     if not _use_onednn(addend, x, W, relu):
-        out = torch.baddbmm(addend, x, W)
+        out = member_baddbmm(addend, x, W)
         return torch.relu_(out) if relu else out  # baddbmm's backward does not need its output
     assert not relu or addend.shape[1] == 1, "ReLU is fused with a bias addend only"
     return _OneDnnAddmm.apply(addend, x, W, relu)
+
+
+def member_baddbmm(addend: torch.Tensor, x: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
+    """``torch.baddbmm`` over members, on CPU one member at a time: MKL multiplies a batch of several
+    matrices with other kernels than a batch of one (measured: a [1, 11, 24] @ [1, 24, 24]
+    product differs in the last bits from the same member's inside a batch of 3), so an
+    ensemble member would not compute what the model computes alone. On a GPU one batched call."""
+    if x.shape[0] == 1 or x.device.type != "cpu":
+        return torch.baddbmm(addend, x, W)
+    return torch.cat([torch.baddbmm(addend[m : m + 1] if addend.shape[0] > 1 else addend, x[m : m + 1], W[m : m + 1])
+                      for m in range(x.shape[0])])  # fmt: skip
 
 
 def _onednn_mm(a: torch.Tensor, b: torch.Tensor, bias: Optional[torch.Tensor] = None, attr: str = "none") -> torch.Tensor:
@@ -283,5 +296,5 @@ class _OneDnnAddmm(torch.autograd.Function):
         if need_x:  # grad @ W^T
             grad_x = _per_member([_onednn_mm(grad[m : m + 1], W[m].t()) for m in members])
         if need_W:  # x^T @ grad
-            grad_W = torch.stack([_transposed_product(x[m], grad[m]) for m in members])
+            grad_W = _per_member([_transposed_product(x[m], grad[m]).unsqueeze(0) for m in members])  # no copy for one
         return grad_addend, grad_x, grad_W, None

@@ -38,7 +38,7 @@ from torch import nn
 from groktransfer.config.ranges import bounded, range_problems
 from groktransfer.config.schema import TRANSFORMER_COMPONENTS, ModelConfig, to_typed
 from groktransfer.model.embedding_map import MAP_KEYS, MappedEmbed, attach_embedding_map
-from groktransfer.model.lastpos import last_position_logits
+from groktransfer.model.lastpos import fast_last_supported, last_position_logits
 from groktransfer.model.protocol import GrokModel, Reading, StackedForward
 from groktransfer.tasks.family import TaskShape
 from groktransfer.utils.choices import Choice
@@ -396,27 +396,26 @@ class HookedGrokTransformer(GrokModel):
     def forward_last(self, tokens: torch.Tensor) -> torch.Tensor:
         """Logits at the last position only: [batch, pos] -> [batch, d_vocab_out].
 
-        The same function as ``forward(tokens)[:, -1]``. For one layer without
-        LayerNorm and with no hooks attached it takes the fast path
-        (:meth:`_forward_last_one_layer`); otherwise it runs the full forward, so an
-        attached hook is never silently skipped.
+        The same function as ``forward(tokens)[:, -1]``. With no hooks attached, and a shape
+        :func:`~groktransfer.model.lastpos.fast_last_supported` computes (every shape this
+        class builds), it takes the fast path (:meth:`_forward_last_fast`); otherwise it runs
+        the full forward, so an attached hook is never silently skipped.
         """
         if self._fast_path_applies():
-            return self._forward_last_one_layer(tokens)
+            return self._forward_last_fast(tokens)
         return self.forward(tokens)[:, -1]
 
     def _fast_path_applies(self) -> bool:
-        cfg = self.config
-        return cfg.n_layers == 1 and cfg.normalization is None and not cfg.attn_only and not self.has_hooks()
+        return fast_last_supported(self.config) and not self.has_hooks()
 
-    def _forward_last_one_layer(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Last-position logits of a one-layer, LayerNorm-free model, without [batch, pos, d_model] tensors.
+    def _forward_last_fast(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Last-position logits without computing what the last position does not read.
 
         The model is a one-member ensemble of :func:`groktransfer.model.lastpos.last_position_logits`
         (see there for how it works); the unsqueezed parameters are views, so gradients
         reach the parameters unchanged.
         """
-        return last_position_logits(self._one_member_params(), tokens.unsqueeze(0), self.config.act)[0]
+        return last_position_logits(self._one_member_params(), tokens.unsqueeze(0), self.config)[0]
 
     def _one_member_params(self) -> Dict[str, torch.Tensor]:
         """The parameters with a leading member axis of 1 (views: gradients reach the parameters).
@@ -432,14 +431,15 @@ class HookedGrokTransformer(GrokModel):
     def last_position_activations(self, tokens: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         """Last position's logits [batch, d_vocab_out] and final-layer MLP output ``hook_post`` [batch, d_mlp].
 
-        What the progress measures read. The fast path computes both without the
-        other positions (3x less MLP work at n_ctx 3); other models use ``run_with_cache``.
+        What the progress measures read. The fast path computes both without the positions
+        the last one does not need (3x less MLP work at n_ctx 3); with hooks attached it
+        is ``run_with_cache``.
         """
-        if self._fast_path_applies():
-            cache: Dict[str, torch.Tensor] = {}
-            logits = last_position_logits(self._one_member_params(), tokens.unsqueeze(0), self.config.act, cache=cache)
-            return logits[0], cache["blocks.0.mlp.hook_post"][0]
         hook = f"blocks.{self.config.n_layers - 1}.mlp.hook_post"
+        if self._fast_path_applies() and not self.config.attn_only:
+            cache: Dict[str, torch.Tensor] = {}
+            logits = last_position_logits(self._one_member_params(), tokens.unsqueeze(0), self.config, cache=cache)
+            return logits[0], cache[hook][0]
         logits, acts = self.run_with_cache(tokens, names_filter=hook)
         return logits[:, -1], acts[hook][:, -1]
 
@@ -587,16 +587,17 @@ class HookedGrokTransformer(GrokModel):
 
     @classmethod
     def stacked_forward_last(cls, cfg: Any) -> Optional[StackedForward]:
-        """The fused last-position forward over a member axis (one layer, no LayerNorm)."""
-        if not (cfg.n_layers == 1 and cfg.normalization is None and not cfg.attn_only):
+        """The fused last-position forward over a member axis (:mod:`groktransfer.model.lastpos`),
+        for every shape it computes (any depth, LayerNorm or not, attention-only or not)."""
+        if not fast_last_supported(cfg):
             return None
-        act = str(cfg.act)
+        neurons = None if cfg.attn_only else f"blocks.{cfg.n_layers - 1}.mlp.hook_post"
 
         def forward(params: Dict[str, torch.Tensor], tokens: torch.Tensor, cache: Optional[Dict[str, torch.Tensor]] = None) -> torch.Tensor:
             inner: Optional[Dict[str, torch.Tensor]] = {} if cache is not None else None
-            logits = last_position_logits(params, tokens, act, cache=inner)
-            if cache is not None and inner is not None:
-                cache["neurons"] = inner["blocks.0.mlp.hook_post"]
+            logits = last_position_logits(params, tokens, cfg, cache=inner)
+            if cache is not None and inner is not None and neurons is not None:
+                cache["neurons"] = inner[neurons]
             return logits
 
         return forward

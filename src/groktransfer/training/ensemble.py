@@ -72,7 +72,11 @@ def incompatibility(members: Sequence[Trainer]) -> Optional[str]:
         return f"optimizer {first.optimizer_cfg.name}: {entry.why_not_stackable}"
     cfg = replace(first.model.config, model_seed=None)
     if model_class_of(first.model).stacked_forward_last(first.model.config) is None:
-        return f"the {first.model.config.architecture} model offers no stacked forward for this config (the transformer's: one layer, no LayerNorm)"
+        return f"the {first.model.config.architecture} model offers no stacked forward for this config"
+    if not first.cfg.fast_path:
+        return "train.fast_path=false: an ensemble always trains on the fast path"
+    if not first._plain:  # the stacked step is Trainer's full-batch, last-position one
+        return "ensembles train full batch on one answer position (minibatches, several answer positions: one at a time)"
     if any(has_embedding_map(m.model) for m in members):
         return "an embedding-map member (transfer.embed_map) has no W_E parameter to stack"
     trainable = _trainable_names(first)
