@@ -142,7 +142,9 @@ GROUPS = ("task", "model", "optimizer", "transfer", "logger", "experiment", "deb
 
 
 def _options(group: str) -> list:
-    return sorted(p.stem for p in (REPO / "conf" / group).glob("*.yaml"))
+    """Every option of a group, sub-folders included (``experiment=repro/nanda2023``)."""
+    root = REPO / "conf" / group
+    return sorted(p.relative_to(root).with_suffix("").as_posix() for p in root.rglob("*.yaml"))
 
 
 @pytest.mark.parametrize("group, option", [(g, o) for g in GROUPS for o in _options(g)])

@@ -121,7 +121,7 @@ def pair_answer_set(task: Any) -> AnswerSet:
     classes) and, for ``int_add``, the integer sum (regression; it is the answer).
     """
     tokens = task.tokens
-    a, b = tokens[:, 0], tokens[:, 1]  # the operands, read from the task protocol's tokens
+    a, b = tokens[:, 0], tokens[:, -2]  # the operands: [a, b, =], or [a, op, b, =] with an operator token
     labels = task.labels.long()
     targets = {
         "a": Target("a", a.double(), REGRESSION),
