@@ -23,6 +23,7 @@ from groktransfer.runs.rundir import MEASURES_FILE, METRICS_FILE, STATUS_FILE, S
 
 from . import sections as sec
 from .answer import answer_section, answers
+from .source_cost import source_cost_section, source_costs, write_source_costs
 from .collect import RunRecord, collect_runs, resolve_sweep_dirs
 from .curves import load_tables, numeric_columns
 from .plots import plot_curve, plot_epochs_to_threshold, plot_measures
@@ -232,8 +233,11 @@ def run_analysis(
     listed = {**files, "report_md": out / "report.md", "report_html": out / "report.html"}
     n_excluded = sum(not r.completed for r in runs)
     answer = answer_section(summary, speedup, headline, a.baseline, conditions, b.confidence, n_excluded)
+    costs = source_costs(runs, summary, headline, a.baseline)  # is the source worth its cost?
+    files["source_cost_json"] = write_source_costs(costs, a.baseline, headline, out / "source_cost.json")
     built_in = [
         answer,
+        *filter(None, [source_cost_section(costs, a.baseline, headline)]),
         sec.speedup_section(speedup, a.baseline, conditions, b.confidence),
         sec.threshold_section(summary, figs["epochs_to_threshold"]),
         sec.figures_section(figs, measures_missing),
