@@ -32,6 +32,7 @@ from tqdm.auto import tqdm
 
 from groktransfer.config.schema import GradFilterConfig, OptimizerConfig, Schedule, TrainConfig
 from groktransfer.training.gradfilters import build_gradfilter
+from groktransfer.training.losses import LOSSES
 from groktransfer.training.optimizers import build_optimizer
 from groktransfer.runs.rundir import threshold_key
 from groktransfer.training.device import loss_dtype, to_cpu
@@ -258,6 +259,8 @@ class Trainer:
         # The task's tensors live where the model does (train.device); see groktransfer.training.device.
         self.device = next(model.parameters()).device
         self._loss_dtype = loss_dtype(self.device)
+        # train.loss: what the loop minimises and its loss columns report (groktransfer.training.losses)
+        self._loss_fn = LOSSES.get(str(train_cfg.loss)).fn
         train_idx, _ = task.split
         on_device = lambda t: t.to(self.device).contiguous()  # noqa: E731
         self._train_tokens = on_device(task.tokens[train_idx])
@@ -289,11 +292,11 @@ class Trainer:
         return self.last_logits(tokens)
 
     def loss(self, tokens: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """Mean float64 cross-entropy over the answer positions (the last position for modular tasks)."""
-        logits = self.answer_logits(tokens).double()
+        """Mean training loss (train.loss; float64 cross-entropy by default) over the answer positions."""
+        logits = self.answer_logits(tokens)
         if self._multi:
-            return F.cross_entropy(logits.flatten(0, 1), labels.flatten())
-        return F.cross_entropy(logits, labels)
+            return self._loss_fn(logits.flatten(0, 1), labels.flatten(), torch.float64, "mean")
+        return self._loss_fn(logits, labels, torch.float64, "mean")
 
     @torch.no_grad()
     def _evaluate_multi(self, chunk: int = 8192) -> EvalResult:
@@ -325,7 +328,7 @@ class Trainer:
         if self._multi:
             return self._evaluate_multi()
         logits = self.last_logits(self._all_tokens).to(self._loss_dtype)
-        losses = F.cross_entropy(logits, self._all_labels, reduction="none")
+        losses = self._loss_fn(logits, self._all_labels, self._loss_dtype, "none")
         correct = logits.argmax(dim=-1) == self._all_labels
         train, test = self._train_mask, ~self._train_mask
         return self._result(losses[train].mean(), accuracy(correct[train]), losses[test].mean(), accuracy(correct[test]))
@@ -340,7 +343,7 @@ class Trainer:
         """
         train_acc = accuracy(train_logits.argmax(dim=-1) == self._train_labels)
         test_logits = self.last_logits(self._test_tokens).to(self._loss_dtype)
-        test_loss = F.cross_entropy(test_logits, self._test_labels)
+        test_loss = self._loss_fn(test_logits, self._test_labels, self._loss_dtype, "mean")
         test_acc = accuracy(test_logits.argmax(dim=-1) == self._test_labels)
         return self._result(train_loss, train_acc, test_loss, test_acc)
 
@@ -355,9 +358,9 @@ class Trainer:
         )
 
     def _forward_train(self) -> Tuple[torch.Tensor, torch.Tensor]:
-        """Logits on the training pairs and their float64 cross-entropy (the paper's precision)."""
+        """Logits on the training pairs and their loss (train.loss: float64 cross-entropy, the paper's precision, by default)."""
         logits = self.last_logits(self._train_tokens)
-        loss = F.cross_entropy(logits.to(self._loss_dtype), self._train_labels)
+        loss = self._loss_fn(logits, self._train_labels, self._loss_dtype, "mean")
         return logits, loss
 
     def _train_epoch(self) -> torch.Tensor:
