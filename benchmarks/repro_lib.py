@@ -219,7 +219,11 @@ def verdict(claim: Claim, ours: Measured) -> Tuple[str, str]:
     hi_eff = math.inf if open_hi else hi
     if claim.paper_range is not None:
         a, b = claim.paper_range
-        if a <= med <= b and not (lower and med >= b):
+        if lower:  # the median is only a lower bound: it can rule the range out, not in
+            if med > b:
+                return DIFFERS, f"our median is censored at ≥ {fmt(med)}, beyond the paper's {fmt(a)}–{fmt(b)}." + extra
+            return WITHIN, f"our median is censored (≥ {fmt(med)}); the paper's {fmt(a)}–{fmt(b)} is not excluded." + extra
+        if a <= med <= b:
             return MATCHES, f"our median {fmt(med)} lies inside the paper's {fmt(a)}–{fmt(b)}."
         if lo <= b and hi_eff >= a:
             return WITHIN, f"our runs ({fmt(lo)}–{fmt(hi)}) overlap the paper's {fmt(a)}–{fmt(b)}, the median ({fmt(med)}) does not." + extra
@@ -377,3 +381,32 @@ def write_json(path: Path, data: Any) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(json.dumps(data, indent=1) + "\n")
     tmp.replace(path)
+
+
+def build_task(run: Run) -> Any:
+    """The run's task, its split drawn from the run's data seed."""
+    from groktransfer.tasks.registry import make_task, typed_task
+
+    return make_task(typed_task(dict(run.config["task"])), int(run.status["data_seed"]))
+
+
+def collapse_curve(run: Run) -> pd.DataFrame:
+    """Prieto et al.'s Softmax Collapse at every saved checkpoint: the fraction of training
+    examples whose float32 softmax is exactly one-hot (``groktransfer.training.losses.softmax_collapse``),
+    with the test accuracy there. Columns epoch, collapse, test_acc."""
+    import torch
+
+    from groktransfer.model.checkpoint import load_checkpoint
+    from groktransfer.training.losses import softmax_collapse
+
+    task = build_task(run)
+    train = task.train_mask
+    rows = []
+    for path in RunDir(run.path).epoch_checkpoints():
+        ckpt = load_checkpoint(path)
+        model = ckpt.build_model().eval()
+        with torch.no_grad():
+            logits = model.forward_last(task.tokens)
+        test_acc = float((logits[~train].argmax(-1) == task.labels[~train]).double().mean())
+        rows.append({"epoch": int(ckpt.epoch), "collapse": softmax_collapse(logits[train], torch.float32), "test_acc": test_acc})
+    return pd.DataFrame(rows, columns=["epoch", "collapse", "test_acc"]).sort_values("epoch").reset_index(drop=True)

@@ -284,4 +284,104 @@ SEED000 = Reproduction(
 )
 
 
-REPRODUCTIONS: Dict[str, Reproduction] = {r.name: r for r in (NANDA, GROKFAST, INT_ADD_NOTEBOOK, SEED000)}
+# --------------------------------------------------------------------------- Prieto et al. 2025
+_PRIETO_SRC = "github.com/LucasPrietoAl/grokking-at-the-edge-of-numerical-stability, run_main_experiments.sh"
+_PRIETO_DIFF = ("our split (round(0.4 × 12,769) = 5,108 training pairs, theirs int() = 5,107) and init draws come from "
+                "other generators; their loop shuffles the full batch every epoch (only float rounding differs)")  # fmt: skip
+_CHEAP_PRIETO = ("task.p=23", "model.d_input=23", "train.eval_every=10", "train.checkpoint_every=20")
+
+
+def _reached(sweep: str, threshold: float, within: Optional[int] = None) -> Callable[[Dict[str, List[Run]]], Measured]:
+    def read(sweeps: Dict[str, List[Run]]) -> Measured:
+        runs = sweeps.get(sweep, [])
+        epochs = [r.threshold_epoch(threshold) for r in runs]
+        ok = [e is not None and (within is None or e <= within) for e in epochs]
+        note = "; ".join(f"seed {r.status.get('seed')}: {threshold:.0%} at {e if e is not None else f'— (censored at {r.last_epoch})'}"
+                         f", final test accuracy {float(r.status['last_eval']['test_acc']):.3f}"
+                         for r, e in zip(runs, epochs))  # fmt: skip
+        return Measured(booleans=ok, note=note)
+
+    return read
+
+
+def _collapsed(sweep: str) -> Callable[[Dict[str, List[Run]]], Measured]:
+    """Whether Softmax Collapse reached half the training examples at some checkpoint."""
+
+    def read(sweeps: Dict[str, List[Run]]) -> Measured:
+        from repro_lib import collapse_curve
+
+        out = Measured()
+        notes = []
+        for run in sweeps.get(sweep, []):
+            curve = collapse_curve(run)
+            if curve.empty:
+                continue
+            half = curve[curve.collapse >= 0.5]
+            out.booleans.append(not half.empty)
+            first = f"≥ 50% from epoch {int(half.epoch.iloc[0]):,}" if not half.empty else "never ≥ 50%"
+            notes.append(f"seed {run.status.get('seed')}: collapse {first}, {curve.collapse.iloc[-1]:.0%} at "
+                         f"{int(curve.epoch.iloc[-1]):,} (test accuracy there {curve.test_acc.iloc[-1]:.3f})")  # fmt: skip
+        out.note = "; ".join(notes)
+        return out
+
+    return read
+
+
+def _float32_below_float64(sweeps: Dict[str, List[Run]]) -> Measured:
+    """Per seed: the float32 run's final test accuracy below the float64 run's."""
+    f64 = {r.status.get("seed"): float(r.status["last_eval"]["test_acc"]) for r in sweeps.get("collapse_f64", [])}
+    out = Measured()
+    notes = []
+    for run in sweeps.get("collapse_f32", []):
+        seed = run.status.get("seed")
+        if seed in f64:
+            acc = float(run.status["last_eval"]["test_acc"])
+            out.booleans.append(acc < f64[seed])
+            notes.append(f"seed {seed}: float32 {acc:.3f}, float64 {f64[seed]:.3f}")
+    out.note = "; ".join(notes)
+    return out
+
+
+PRIETO = Reproduction(
+    name="prieto2025",
+    title="Prieto et al. 2025: StableMax, Softmax Collapse and ⊥AdamW",
+    reference="Prieto, Barsbey, Mediano, Birdal, *Grokking at the Edge of Numerical Stability*, ICLR 2025 "
+              "(arXiv 2501.04697); code github.com/LucasPrietoAl/grokking-at-the-edge-of-numerical-stability",
+    setting="a+b mod 113 on 40% of the pairs; an MLP on the one-hot operands (226 → 200 → 200 → 113, ReLU, no biases, "
+            "float32; model.architecture=onehot_mlp); full-batch AdamW without weight decay and without warm-up; as the "
+            "authors' run_main_experiments.sh runs Figures 1 and 2 (presets repro/prieto_stablemax, _collapse, _orthograd)",
+    sweeps=[
+        Sweep("orthograd", "repro/prieto_orthograd", seeds=(0, 1, 2), cheap=(*_CHEAP_PRIETO, "train.max_epochs=40")),
+        Sweep("adamw_300", "repro/prieto_orthograd", seeds=(0, 1, 2), overrides=("gradfilter=none",),
+              cheap=(*_CHEAP_PRIETO, "train.max_epochs=40")),
+        Sweep("collapse_f32", "repro/prieto_collapse", seeds=(0, 1), cheap=(*_CHEAP_PRIETO, "train.max_epochs=60")),
+        Sweep("collapse_f64", "repro/prieto_collapse", seeds=(0, 1), overrides=("train.loss=ce_float64",),
+              cheap=(*_CHEAP_PRIETO, "train.max_epochs=60")),
+        Sweep("stablemax", "repro/prieto_stablemax", seeds=(0,), cheap=(*_CHEAP_PRIETO, "train.max_epochs=60")),
+    ],
+    claims=[
+        Claim("⊥AdamW, no weight decay: test accuracy ≥ 99% within 300 epochs", "yes", "Fig. 1 (middle); " + _PRIETO_SRC
+              + " (FIGURE 1: --orthogonal_gradients, 300 epochs)", _reached("orthograd", 0.99, within=300), paper_bool=True,
+              differences=_PRIETO_DIFF),
+        Claim("the same AdamW without ⊥Grad: not generalised by epoch 300", "yes (grokking \"often does not happen without "
+              "regularization\"; StableMax needs tens of thousands of epochs, Fig. 1)", "abstract; Fig. 1",
+              lambda s: Measured(booleans=[not b for b in _reached("adamw_300", 0.99)(s).booleans],
+                                 note=_reached("adamw_300", 0.99)(s).note), paper_bool=True, differences=_PRIETO_DIFF),
+        Claim("softmax cross-entropy in float32, no weight decay: Softmax Collapse (≥ 50% of training examples with an "
+              "exactly one-hot softmax)", "yes (Fig. 2 marks the epoch of 50% zero loss terms)", "Fig. 2, §3; "
+              + _PRIETO_SRC + " (FIGURE 2, lr 5e-4, 20,000 epochs)", _collapsed("collapse_f32"), paper_bool=True,
+              differences=_PRIETO_DIFF,
+              how="the float32 softmax of the training pairs at every 1,000-epoch checkpoint (benchmarks/repro_lib.py collapse_curve)"),
+        Claim("float32 ends below float64 in test accuracy (same seed, 20,000 epochs)", "yes (Fig. 2: float64 gets further "
+              "before its collapse)", "Fig. 2", _float32_below_float64, paper_bool=True, differences=_PRIETO_DIFF),
+        Claim("StableMax cross-entropy, no weight decay: the MLP groks (test accuracy ≥ 99%)", "yes, within the 80,000 "
+              "epochs the authors' script trains", "abstract; Fig. 1 (left); " + _PRIETO_SRC + " (FIGURE 1, stablemax)",
+              _reached("stablemax", 0.99), paper_bool=True, differences=_PRIETO_DIFF),
+        Claim("StableMax: epochs to 99% test accuracy", "≤ 80,000 (curve logged every 5,000)", "Fig. 1 (left)",
+              lambda s: threshold_epochs(s.get("stablemax", []), 0.99), paper_range=(0, 80000), differences=_PRIETO_DIFF),
+    ],
+    sizing="StableMax: 1 seed (80,000-epoch cap, ~50 ms per epoch here); Softmax Collapse: 2 seeds per precision",
+)
+
+
+REPRODUCTIONS: Dict[str, Reproduction] = {r.name: r for r in (NANDA, GROKFAST, INT_ADD_NOTEBOOK, PRIETO, SEED000)}

@@ -105,3 +105,10 @@ def test_reproductions_page_shows_every_recorded_claim_with_its_verdict(tmp_path
             for row in entry["rows"]:
                 assert row["claim"].replace("|", "\\|") in page and f"**{row['verdict']}**" in page, row["claim"]
     assert "No reproduction recorded yet" in reproductions_page(tmp_path)
+
+
+def test_a_censored_median_never_matches_a_range() -> None:
+    stopped = Measured(values=[60.0], censored=[True])
+    assert verdict(_claim(paper_range=(0, 80000)), stopped)[0] == WITHIN
+    beyond = Measured(values=[90000.0, 90000.0], censored=[True, True])
+    assert verdict(_claim(paper_range=(0, 80000)), beyond)[0] == DIFFERS
