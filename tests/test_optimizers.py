@@ -260,7 +260,8 @@ KILLABLE = TINY + ["train.max_epochs=300", "train.patience=0", "train.checkpoint
 @pytest.mark.parametrize(
     "extra",
     [["optimizer=sgd", "optimizer.lr=0.01", "optimizer.weight_decay=1e-3", "gradfilter=ma", "gradfilter.ma.window=30"],
-     ["optimizer=muon", "gradfilter=ema"]],
+     ["optimizer=muon", "gradfilter=ema"],
+     ["train.loss=stablemax", "gradfilter=orthograd", "optimizer.weight_decay=0"]],
 )
 def test_sigkill_resumes_bit_identically_with_optimizer_and_filter_state(tmp_path: Path, extra) -> None:
     args = KILLABLE + extra

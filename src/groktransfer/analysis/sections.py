@@ -22,6 +22,7 @@ from .digit_section import DigitsSection
 from .interp_section import InterpretabilitySection
 from .matrix import MatrixSection
 from .section import ProviderSection, Section, load_provider
+from .source_cost import SourceCostSection
 from .starts import StartsSection
 from .trajectory import TrajectorySection
 
@@ -38,6 +39,7 @@ SECTIONS = SectionRegistry("report section", "analysis.sections")
 
 for _name, _section in (
     ("answer", core.AnswerSection()),
+    ("source_cost", SourceCostSection()),
     ("speedup", core.SpeedupSection()),
     ("thresholds", core.ThresholdSection()),
     ("curves", core.CurvesSection()),

@@ -27,6 +27,7 @@ from groktransfer.utils.errors import UserError
 #: section with nothing to say about a sweep's runs is left out and listed under "Sweep"
 DEFAULT_SECTIONS = [
     "answer",
+    "source_cost",
     "speedup",
     "thresholds",
     "curves",

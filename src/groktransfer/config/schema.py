@@ -269,11 +269,12 @@ class MAFilterParams:
 @dataclass
 class GradFilterConfig:
     """A filter applied to the gradients between backward and the optimizer step (Grokfast,
-    Lee et al. 2024): a registered name (groktransfer.training.gradfilters.GRADFILTERS:
-    none, ema, ma). Each filter's parameters sit in its own block, read only when selected.
+    Lee et al. 2024; ⊥Grad, Prieto et al. 2025): a registered name
+    (groktransfer.training.gradfilters.GRADFILTERS: none, ema, ma, orthograd). Each filter's
+    parameters sit in its own block, read only when selected.
     """
 
-    # a registered filter (none, ema, ma), checked against the registered names before anything is written
+    # a registered filter (none, ema, ma, orthograd), checked against the registered names before anything is written
     name: str = "none"
     # Grokfast-EMA's settings, read only when name is ema
     ema: EMAFilterParams = field(default_factory=EMAFilterParams)
@@ -313,6 +314,10 @@ class TrainConfig:
     cpu_gemm: CpuGemm = CpuGemm.auto
     # examples per optimizer step; None = full batch (one step per epoch, as in Nanda et al.)
     batch_size: Optional[int] = bounded(None, ge=1)
+    # the loss minimised (groktransfer.training.losses.LOSSES): ce_float64 (cross-entropy in
+    # float64, the paper's precision), ce_float32 (its softmax in float32: Softmax Collapse) or
+    # stablemax (StableMax cross-entropy, Prieto et al. 2025); metrics.csv's losses report it
+    loss: str = "ce_float64"
     # show a tqdm progress bar on the terminal
     progress_bar: bool = True
     # keep every periodic checkpoint (needed for circuit analysis over time) or only the last

@@ -136,7 +136,7 @@ def pair_answer_set(task: Any) -> AnswerSet:
     classes) and, for ``int_add``, the integer sum (regression; it is the answer).
     """
     tokens = task.tokens
-    a, b = tokens[:, 0], tokens[:, 1]  # the operands, read from the task protocol's tokens
+    a, b = tokens[:, 0], tokens[:, -2]  # the operands: [a, b, =], or [a, op, b, =] with an operator token
     labels = task.labels.long()
     targets = {
         "a": Target("a", a.double(), REGRESSION),
@@ -154,6 +154,7 @@ def pair_answer_set(task: Any) -> AnswerSet:
         train_mask=task.train_mask,
         out_modulus=int(task.d_vocab_out),
         input_modulus=int(task.p),
+        operand_positions=(0, tokens.shape[1] - 2),
         operands=torch.stack([a, b], dim=1),
         targets=targets,
     )

@@ -14,6 +14,7 @@ from typing import Any, Type
 import torch
 
 from groktransfer.config.schema import register_model_schema
+from groktransfer.model.mlp import OneHotMLP
 from groktransfer.model.protocol import GrokModel
 from groktransfer.model.transformer import HookedGrokTransformer
 from groktransfer.utils.registry import Registry
@@ -44,3 +45,4 @@ def build_model(model_cfg: Any, seed: int) -> torch.nn.Module:
 
 
 register_model("hooked_transformer", HookedGrokTransformer)
+register_model("onehot_mlp", OneHotMLP)

@@ -24,7 +24,6 @@ modulus, never positions.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import math
 import re
 from contextlib import contextmanager
@@ -38,6 +37,7 @@ from torch import nn
 from groktransfer.config.ranges import bounded, range_problems
 from groktransfer.config.schema import TRANSFORMER_COMPONENTS, ModelConfig, to_typed
 from groktransfer.model.embedding_map import MAP_KEYS, MappedEmbed, attach_embedding_map
+from groktransfer.model.initialisation import INITIALISATIONS, component_seed  # noqa: F401 (component_seed: re-exported)
 from groktransfer.model.lastpos import fast_last_supported, last_position_logits
 from groktransfer.model.protocol import GrokModel, Reading, StackedForward
 from groktransfer.tasks.family import TaskShape
@@ -123,6 +123,10 @@ class TransformerConfig(ModelConfig):
     mlp_bias: bool = True
     # train the unembedding bias
     unembed_bias: bool = False
+    # the initialisation (groktransfer.model.initialisation.INITIALISATIONS): groktransfer (Nanda
+    # et al.'s scales, one generator per component) or transformer_lens (exactly what
+    # HookedTransformer(init_weights=True, seed=model_seed) holds, parameter for parameter)
+    init: str = "groktransfer"
 
 
 #: Sequence length of the modular tasks ([a, b, =]); a config with n_ctx=None and no task gets it.
@@ -131,8 +135,11 @@ MODULAR_SEQ_LEN = 3
 
 def config_problems(cfg: TransformerConfig, prefix: str = "model") -> List[str]:
     """Every reason ``cfg`` cannot build a transformer, each naming its key: the declared ranges
-    (positive sizes) and, without an MLP, nothing more."""
-    return range_problems(cfg, f"{prefix}.")
+    (positive sizes) and a registered initialisation."""
+    problems = range_problems(cfg, f"{prefix}.")
+    if str(cfg.init) not in INITIALISATIONS:
+        problems.append(f"{prefix}.init={cfg.init!r}: unknown initialisation; registered: {', '.join(INITIALISATIONS.names())}")
+    return problems
 
 
 def _check_config(cfg: TransformerConfig) -> None:
@@ -314,25 +321,7 @@ class Unembed(nn.Module):
 
 
 # --------------------------------------------------------------------------- components & init
-def component_seed(seed: int, component: str) -> int:
-    """Seed of one component's generator, derived from the model seed.
-
-    A stable hash (not Python's salted ``hash``) keeps it identical across processes.
-    """
-    digest = hashlib.sha256(f"groktransfer/init/{component}/{int(seed)}".encode()).digest()
-    return int.from_bytes(digest[:8], "little") & (2**63 - 1)
-
-
-def _initial_value(name: str, shape: torch.Size, cfg: TransformerConfig, gen: torch.Generator) -> torch.Tensor:
-    """Nanda et al.'s init: weights N(0, 1/d_model), W_U N(0, 1/d_vocab_out), biases 0, LN (1, 0)."""
-    leaf = name.rsplit(".", 1)[-1]
-    if leaf == "W_U":
-        return torch.randn(shape, generator=gen) / math.sqrt(cfg.d_vocab_out)
-    if leaf.startswith("W_"):
-        return torch.randn(shape, generator=gen) / math.sqrt(cfg.d_model)
-    if leaf == "w":  # LayerNorm gain
-        return torch.ones(shape)
-    return torch.zeros(shape)  # every bias, and LayerNorm's b
+# component_seed and the initialisations live in groktransfer.model.initialisation (model.init)
 
 
 # --------------------------------------------------------------------------- the model
@@ -524,12 +513,14 @@ class HookedGrokTransformer(GrokModel):
         """Re-initialise one component in place, deterministically from ``seed``.
 
         Gives exactly the values ``HookedGrokTransformer(cfg, seed)`` holds for that
-        component, whatever the other components are. Parameters keep their identity,
+        component, whatever the other components are, under the config's initialisation
+        (``model.init``; groktransfer.model.initialisation). Parameters keep their identity,
         dtype, device and ``requires_grad``, so an optimizer built earlier still owns them.
         """
-        gen = torch.Generator().manual_seed(component_seed(seed, component))
-        for name, param in self.component_parameters(component).items():
-            param.copy_(_initial_value(name, param.shape, self.config, gen))
+        params = self.component_parameters(component)
+        values = INITIALISATIONS.get(str(self.config.init)).values(self.config, seed, component, params)
+        for name, param in params.items():
+            param.copy_(values[name])
 
     # ---- TransformerLens interop ----------------------------------------------
     def hooked_transformer_config_dict(self) -> Dict[str, Any]:

@@ -293,7 +293,7 @@ def _build(group: str, p: int, name: str, a: torch.Tensor, b: torch.Tensor) -> G
     n_excluded = int((~keep).sum())
     note = f"{group}: {space}; {coords}; target cos(w(x{sign}y-z))"
     if use_logs:
-        what = "a=0 or b=0" if group == "multiply" else "a=0 (b=0 is not in the task)"
+        what = "a=0 or b=0" if bool((b == 0).any()) else "a=0 (b=0 is not in the task)"
         note += f"; {n_excluded} pairs with {what} and output class 0 excluded"
     return GroupFourier(
         group=group,

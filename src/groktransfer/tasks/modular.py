@@ -1,7 +1,9 @@
 """The arithmetic tasks: what the inputs are, what the answer is, how pairs are split.
 
 Every task works on pairs (a, b) of residues mod p, fed to the model as the three
-tokens ``[a, b, =]`` with ``=`` = token id p. A task owns
+tokens ``[a, b, =]`` with ``=`` = token id p (Nanda et al. 2023), or with
+``operator_token`` as the four tokens ``[a, op, b, =]`` with ``op`` = token id p+1 (Power
+et al. 2022, and most grokking papers after it). A task owns
 
 * its vocabulary sizes (``d_vocab`` in, ``d_vocab_out`` out),
 * the full list of valid pairs, in row-major (a, b) order, and their labels,
@@ -12,6 +14,7 @@ tokens ``[a, b, =]`` with ``=`` = token id p. A task owns
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any, Callable, ClassVar, Dict, List, Optional, Tuple
@@ -55,6 +58,13 @@ class ModularTaskConfig(TaskConfig):
     p: int = bounded(113, ge=2)
     # fraction of all pairs in the training set (the rest is the test set)
     frac_train: float = bounded(0.3, gt=0, lt=1)
+    # feed [a, op, b, =] (op = token p+1, '=' = token p), as Power et al. (2022) and most
+    # grokking papers after them; false: [a, b, =] (Nanda et al. 2023)
+    operator_token: bool = False
+    # leave out every pair with b = 0, as Power et al. do for x∘y over y in 1..p-1 (divide
+    # always leaves them out); an add/subtract task without them has no full grid for the
+    # Fourier measures, which then say so
+    exclude_b_zero: bool = False
 
 
 LabelFn = Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor]
@@ -110,24 +120,32 @@ class Task:
     #: [a, b, =] -> the answer at '=', residues mod p (what the interpretability readings read)
     capabilities = frozenset({TaskCapability.operands, TaskCapability.equals_answer, TaskCapability.fourier})
 
-    def __init__(self, name: str, p: int, frac_train: float, data_seed: int) -> None:
+    def __init__(self, name: str, p: int, frac_train: float, data_seed: int, operator_token: bool = False,
+                 exclude_b_zero: bool = False) -> None:  # fmt: skip
         if name not in TASKS:
             raise ValueError(f"unknown task {name!r}; choose one of {sorted(TASKS)}")
         self.name = name
-        self.spec = TASKS[name]
+        self.spec = task_spec(name, exclude_b_zero)
         self.p = p
         self.frac_train = frac_train
         self.data_seed = data_seed
+        self.operator_token = bool(operator_token)
+        self.seq_len = 4 if self.operator_token else 3
 
     @classmethod
     def from_config(cls, cfg: ModularTaskConfig, data_seed: int) -> "Task":
-        return cls(str(cfg.name), int(cfg.p), float(cfg.frac_train), int(data_seed))
+        return cls(str(cfg.name), int(cfg.p), float(cfg.frac_train), int(data_seed),
+                   operator_token=bool(cfg.operator_token), exclude_b_zero=bool(cfg.exclude_b_zero))  # fmt: skip
 
     # ---- vocabulary -------------------------------------------------------
     @property
     def d_vocab(self) -> int:
-        """Input tokens 0..p-1 plus '=' (id p)."""
-        return self.p + 1
+        """Input tokens 0..p-1 plus '=' (id p), and the operator (id p+1) where there is one."""
+        return self.p + 2 if self.operator_token else self.p + 1
+
+    @property
+    def operator_token_id(self) -> Optional[int]:
+        return self.p + 1 if self.operator_token else None
 
     @property
     def d_vocab_out(self) -> int:
@@ -158,9 +176,11 @@ class Task:
 
     @cached_property
     def tokens(self) -> torch.Tensor:
-        """[n_pairs, 3] long tensor of ``a, b, =``."""
+        """[n_pairs, 3] long tensor of ``a, b, =`` (or [n_pairs, 4] of ``a, op, b, =``)."""
         a, b = self.pairs
         eq = torch.full_like(a, self.equals_token)
+        if self.operator_token:
+            return torch.stack([a, torch.full_like(a, self.p + 1), b, eq], dim=1)
         return torch.stack([a, b, eq], dim=1)
 
     @cached_property
@@ -188,7 +208,10 @@ class Task:
         return mask
 
     def describe(self) -> str:
-        return f"{self.name} mod {self.p}" if self.name != "int_add" else f"int_add (a,b < {self.p})"
+        text = f"{self.name} mod {self.p}" if self.name != "int_add" else f"int_add (a,b < {self.p})"
+        if self.spec.exclude_b_zero and not TASKS[self.name].exclude_b_zero:
+            text += ", b ≠ 0"
+        return text + (", [a op b =]" if self.operator_token else "")
 
 
 class ModularFamily(TaskFamily):
@@ -208,12 +231,12 @@ class ModularFamily(TaskFamily):
         return p * (p - 1) if TASKS[str(task_cfg.name)].exclude_b_zero else p * p
 
     def shapes(self, task_cfg: Any) -> Optional[Tuple[int, int, int]]:
-        p = int(task_cfg.p)
-        return (p + 1, TASKS[str(task_cfg.name)].out_vocab(p), 3) if p >= 2 else None
+        p, op = int(task_cfg.p), int(bool(getattr(task_cfg, "operator_token", False)))
+        return (p + 1 + op, TASKS[str(task_cfg.name)].out_vocab(p), 3 + op) if p >= 2 else None
 
     def problems(self, task_cfg: Any, prefix: str = "task") -> List[str]:
         name, p, frac = str(task_cfg.name), int(task_cfg.p), float(task_cfg.frac_train)
-        spec = TASKS[name]
+        spec = task_spec(name, bool(getattr(task_cfg, "exclude_b_zero", False)))
         errors = []
         if p < 2:
             return [f"{prefix}.p={p}: must be at least 2"]
@@ -240,3 +263,20 @@ class ModularFamily(TaskFamily):
 
 #: the fewest pairs a train or test set may hold: one pair gives no accuracy worth a threshold
 MIN_SPLIT = 2
+
+
+def task_spec(name: str, exclude_b_zero: bool = False) -> TaskSpec:
+    """The spec of task ``name`` with b = 0 left out where asked.
+
+    Leaving b = 0 out of add, subtract or int_add leaves the p x p grid incomplete, and the
+    Fourier measures need every cell of it: the spec then has no group (and no input-side
+    grid), and the reason says why. multiply keeps its group: its measures work in
+    discrete-log coordinates over the non-zero residues, which never held b = 0.
+    """
+    spec = TASKS[name]
+    if not exclude_b_zero or spec.exclude_b_zero:
+        return spec
+    if spec.group in ("add", "subtract") or spec.input_fourier:
+        why = f"b = 0 is left out (task.exclude_b_zero), so the {name} grid of all (a, b) is incomplete"
+        return dataclasses.replace(spec, exclude_b_zero=True, group=None, input_fourier=False, no_structure_reason=why)
+    return dataclasses.replace(spec, exclude_b_zero=True)

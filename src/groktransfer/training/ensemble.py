@@ -168,6 +168,7 @@ class EnsembleTrainer:
         self.cfg = first.cfg
         self.device = first.device
         self.loss_dtype = first._loss_dtype
+        self.loss_fn = first._loss_fn  # train.loss (members agree: their train settings are equal)
         forward = model_class_of(first.model).stacked_forward_last(first.model.config)
         assert forward is not None  # incompatibility() checked it
         self.forward = forward
@@ -253,6 +254,7 @@ class EnsembleTrainer:
         if stacked is None:
             return None
         filters = [self.members[i].gradfilter for i in idx]
+        stacked.member_axis = True  # its parameters are the members' stacked on a leading axis
         stacked.steps = lead.gradfilter.steps
         stacked.state = {
             name: {k: torch.stack([f.state[name][k] for f in filters], dim=stacked.state_axis(k)) for k in s}
@@ -285,8 +287,8 @@ class EnsembleTrainer:
         """Logits on each member's training pairs [k, b, o] and each member's float64 loss [k]."""
         logits = self.forward(self._params(), self._tokens["train_tokens"])
         k, b, o = logits.shape
-        per_example = F.cross_entropy(
-            logits.to(self.loss_dtype).reshape(k * b, o), self._tokens["train_labels"].reshape(k * b), reduction="none"
+        per_example = self.loss_fn(
+            logits.to(self.loss_dtype).reshape(k * b, o), self._tokens["train_labels"].reshape(k * b), self.loss_dtype, "none"
         )
         return logits, per_example.view(k, b).mean(dim=1)
 
@@ -295,8 +297,8 @@ class EnsembleTrainer:
         """Per-member results, as ``Trainer._evaluate_reusing`` computes them for one model."""
         test_logits = self.forward(self._params(), self._tokens["test_tokens"]).to(self.loss_dtype)
         k, n_test, o = test_logits.shape
-        test_losses = F.cross_entropy(
-            test_logits.reshape(k * n_test, o), self._tokens["test_labels"].reshape(k * n_test), reduction="none"
+        test_losses = self.loss_fn(
+            test_logits.reshape(k * n_test, o), self._tokens["test_labels"].reshape(k * n_test), self.loss_dtype, "none"
         ).view(k, n_test).mean(dim=1)
         # accuracies as exact counts / n, as Trainer.accuracy computes them
         test_correct = (test_logits.argmax(dim=-1) == self._tokens["test_labels"]).sum(dim=1)

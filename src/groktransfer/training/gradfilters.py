@@ -1,4 +1,4 @@
-"""Gradient filters by name (``gradfilter.name``): none, ema, ma (Grokfast); plugins add theirs.
+"""Gradient filters by name (``gradfilter.name``): none, ema, ma (Grokfast), orthograd (⊥Grad); plugins add theirs.
 
 Grokfast (Lee et al. 2024, arXiv 2405.20233) reads a parameter's gradients over the steps
 as a signal: a fast-changing part that fits the training set and a slow part that, the
@@ -11,9 +11,18 @@ come many times sooner. Two low-pass filters are offered:
 * ``ma``: a moving average over a window. g <- g + lamb * (mean of the last ``window``
   gradients, this one included); until ``window`` gradients have been seen nothing is added.
 
+``orthograd`` is ⊥Grad (Prieto et al., ICLR 2025, "Grokking at the edge of numerical
+stability"): once a model fits its training set, the gradient mostly scales the weights
+along their own direction, which lowers the loss without changing a prediction (their
+"naive loss minimisation") and delays grokking. ⊥Grad removes that component from each
+parameter's gradient and rescales what is left to the gradient's norm:
+g <- (g - (w.g / w.w) w) * |g| / |g - (w.g / w.w) w|. With AdamW it is their ⊥AdamW.
+
 A filter runs between ``backward`` and the optimizer step, on every trainable parameter
-that has a gradient. Every operation is element-wise, so a filter over an ensemble's stacked
-``[K, ...]`` gradients gives each member exactly what a filter over that member alone gives.
+that has a gradient. Grokfast's operations are element-wise, so a filter over an ensemble's
+stacked ``[K, ...]`` gradients gives each member exactly what a filter over that member alone
+gives; ⊥Grad's dot products run over a whole parameter, so over an ensemble's stacked
+parameters (``member_axis``, set by the ensemble) they run within each member.
 Its state -- per-parameter tensors that hold the parameter's shape from axis
 ``state_axis(key)`` on (where an ensemble's member axis goes), and a step count -- is saved
 in ``resume.pt`` with the optimizer's, versioned (``STATE_VERSION``), so a resumed run
@@ -29,7 +38,7 @@ import torch
 
 from groktransfer.utils.registry import Registry
 
-__all__ = ["GRADFILTERS", "GradFilter", "EMAFilter", "MAFilter", "build_gradfilter"]
+__all__ = ["GRADFILTERS", "GradFilter", "EMAFilter", "MAFilter", "OrthoGradFilter", "build_gradfilter"]
 
 
 class GradFilter:
@@ -41,6 +50,9 @@ class GradFilter:
     #: per state key, the axis where the parameter's shape begins (default 0); the axes before
     #: it are the filter's own (MA's window). An ensemble stacks its members there.
     PARAM_AXIS: Dict[str, int] = {}
+    #: the parameters it is applied to carry ensemble members on a leading axis (the ensemble
+    #: sets it): a filter that reduces over a parameter must reduce within each member
+    member_axis: bool = False
 
     def __init__(self) -> None:
         self.steps = 0
@@ -140,6 +152,32 @@ class MAFilter(GradFilter):
         return value
 
 
+class OrthoGradFilter(GradFilter):
+    """⊥Grad: each parameter's gradient without its component along the parameter, rescaled
+    to the gradient's norm (the authors' ``OrthoGrad._orthogonalize_gradients``, epsilons
+    included). Stateless: nothing to save but the step count."""
+
+    EPS = 1e-30
+
+    @torch.no_grad()
+    def apply(self, named: Sequence[Tuple[str, torch.Tensor]]) -> None:
+        for _, p in named:
+            if p.grad is not None:
+                self.orthogonalise(p.detach(), p.grad)
+        self.steps += 1
+
+    def orthogonalise(self, w: torch.Tensor, grad: torch.Tensor) -> None:
+        members = w.shape[0] if self.member_axis else 1
+        w2, g2 = w.reshape(members, -1), grad.reshape(members, -1)
+        proj = (w2 * g2).sum(dim=1, keepdim=True) / ((w2 * w2).sum(dim=1, keepdim=True) + self.EPS)
+        orth = g2 - proj * w2
+        scale = g2.norm(dim=1, keepdim=True) / (orth.norm(dim=1, keepdim=True) + self.EPS)
+        grad.copy_((orth * scale).view_as(grad))
+
+    def filter(self, name: str, grad: torch.Tensor) -> None:  # pragma: no cover - apply() does the work
+        raise NotImplementedError("⊥Grad reads the parameter too: use apply()")
+
+
 @dataclass(frozen=True)
 class GradFilterEntry:
     """``build(cfg)``: the filter ``cfg`` (a GradFilterConfig) describes, or None for no filter.
@@ -156,6 +194,7 @@ GRADFILTERS.register("ema", GradFilterEntry(lambda cfg: EMAFilter(cfg.ema.alpha,
 GRADFILTERS.register(
     "ma", GradFilterEntry(lambda cfg: MAFilter(cfg.ma.window, cfg.ma.lamb), lambda cfg: float(cfg.ma.window) + 1.0)
 )
+GRADFILTERS.register("orthograd", GradFilterEntry(lambda cfg: OrthoGradFilter()))
 
 
 def build_gradfilter(cfg: Any) -> Optional[GradFilter]:

@@ -48,7 +48,7 @@ OPTIMIZERS: Registry[OptimizerEntry] = Registry("optimizer", "optimizer.name")
 
 def check_registered(job: Any) -> None:
     """Refuse (``ConfigError``, exit 2, one line) a job whose optimizer or gradient filter -- its own
-    or its source run's -- is not registered, listing the registered names; and
+    or its source run's -- or loss is not registered, listing the registered names; and
     ``transfer.reset_optimizer=false`` with an optimizer that has no Adam moments to carry.
     Called when a job is planned, after ``validate_job_config`` and before anything is written."""
     from groktransfer.config.conditions import needs_source
@@ -75,6 +75,10 @@ def check_registered(job: Any) -> None:
             problems.append(
                 f"{label}.name={str(filt.name)!r}: unknown gradient filter; registered: {', '.join(GRADFILTERS.names())}"
             )
+    from groktransfer.training.losses import LOSSES
+
+    if str(job.train.loss) not in LOSSES:
+        problems.append(f"train.loss={str(job.train.loss)!r}: unknown loss; registered: {', '.join(LOSSES.names())}")
     if problems:
         raise ConfigError("; ".join(dict.fromkeys(problems)))
 

@@ -27,11 +27,11 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from groktransfer.config.schema import GradFilterConfig, OptimizerConfig, Schedule, TrainConfig
 from groktransfer.training.gradfilters import build_gradfilter
+from groktransfer.training.losses import LOSSES
 from groktransfer.training.optimizers import build_optimizer
 from groktransfer.runs.rundir import threshold_key
 from groktransfer.training.device import loss_dtype, to_cpu
@@ -298,6 +298,8 @@ class Trainer:
         # The task's tensors live where the model does (train.device); see groktransfer.training.device.
         self.device = next(model.parameters()).device
         self._loss_dtype = loss_dtype(self.device)
+        # train.loss: what the loop minimises and its loss columns report (groktransfer.training.losses)
+        self._loss_fn = LOSSES.get(str(train_cfg.loss)).fn
         train_idx, _ = task.split
         on_device = lambda t: t.to(self.device).contiguous()  # noqa: E731
         self._train_tokens = on_device(task.tokens[train_idx])
@@ -332,15 +334,15 @@ class Trainer:
         return self.last_logits(tokens)
 
     def loss(self, tokens: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """Mean float64 cross-entropy over the answer positions (the last position for modular tasks)."""
+        """Mean training loss (train.loss; float64 cross-entropy by default) over the answer positions."""
         return self._logits_and_loss(tokens, labels)[1]
 
     def _logits_and_loss(self, tokens: torch.Tensor, labels: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        """The answer logits (in the loss dtype: float64 where the device has it) and :meth:`loss` from them."""
-        logits = self.answer_logits(tokens).to(self._loss_dtype)
+        """The answer logits and :meth:`loss` from them (in the loss dtype: float64 where the device has it)."""
+        logits = self.answer_logits(tokens)
         if self._multi:
-            return logits, F.cross_entropy(logits.flatten(0, 1), labels.flatten())
-        return logits, F.cross_entropy(logits, labels)
+            return logits, self._loss_fn(logits.flatten(0, 1), labels.flatten(), self._loss_dtype, "mean")
+        return logits, self._loss_fn(logits, labels, self._loss_dtype, "mean")
 
     @torch.no_grad()
     def _evaluate_multi(self, chunk: int = EVAL_CHUNK) -> EvalResult:
@@ -349,7 +351,8 @@ class Trainer:
         for start in range(0, self._all_tokens.shape[0], chunk):
             tokens, labels = self._all_tokens[start : start + chunk], self._all_labels[start : start + chunk]
             logits = self.answer_logits(tokens).to(self._loss_dtype)  # [b, k, v]
-            losses.append(F.cross_entropy(logits.transpose(1, 2), labels, reduction="none").mean(dim=1))
+            per_digit = self._loss_fn(logits.flatten(0, 1), labels.flatten(), self._loss_dtype, "none")
+            losses.append(per_digit.view(labels.shape).mean(dim=1))
             right = logits.argmax(dim=-1) == labels  # [b, k]
             exact.append(right.all(dim=1).double())
             digit.append(right.double().mean(dim=1))
@@ -372,7 +375,7 @@ class Trainer:
         if self._multi:
             return self._evaluate_multi()
         logits = self.last_logits(self._all_tokens).to(self._loss_dtype)
-        losses = F.cross_entropy(logits, self._all_labels, reduction="none")
+        losses = self._loss_fn(logits, self._all_labels, self._loss_dtype, "none")
         correct = logits.argmax(dim=-1) == self._all_labels
         train, test = self._train_mask, ~self._train_mask
         return self._result(losses[train].mean(), accuracy(correct[train]), losses[test].mean(), accuracy(correct[test]))
@@ -387,7 +390,7 @@ class Trainer:
         """
         train_acc = accuracy(train_logits.argmax(dim=-1) == self._train_labels)
         test_logits = self.last_logits(self._test_tokens).to(self._loss_dtype)
-        test_loss = F.cross_entropy(test_logits, self._test_labels)
+        test_loss = self._loss_fn(test_logits, self._test_labels, self._loss_dtype, "mean")
         test_acc = accuracy(test_logits.argmax(dim=-1) == self._test_labels)
         return self._result(train_loss, train_acc, test_loss, test_acc)
 
@@ -416,8 +419,8 @@ class Trainer:
         logits[idx] = batch_logits.to(self._loss_dtype)
         logits[others] = forward[: other_tokens.shape[0]]
         test_logits = forward[other_tokens.shape[0] :]
-        train_losses = F.cross_entropy(logits, self._train_labels, reduction="none")
-        test_losses = F.cross_entropy(test_logits, self._test_labels, reduction="none")
+        train_losses = self._loss_fn(logits, self._train_labels, self._loss_dtype, "none")
+        test_losses = self._loss_fn(test_logits, self._test_labels, self._loss_dtype, "none")
         return self._result(
             train_losses.mean(), accuracy(logits.argmax(dim=-1) == self._train_labels),
             test_losses.mean(), accuracy(test_logits.argmax(dim=-1) == self._test_labels),
@@ -434,9 +437,9 @@ class Trainer:
         )
 
     def _forward_train(self) -> Tuple[torch.Tensor, torch.Tensor]:
-        """Logits on the training pairs and their float64 cross-entropy (the paper's precision)."""
+        """Logits on the training pairs and their loss (train.loss: float64 cross-entropy, the paper's precision, by default)."""
         logits = self.last_logits(self._train_tokens)
-        loss = F.cross_entropy(logits.to(self._loss_dtype), self._train_labels)
+        loss = self._loss_fn(logits, self._train_labels, self._loss_dtype, "mean")
         return logits, loss
 
     def _batch_order(self) -> torch.Tensor:

@@ -41,6 +41,7 @@ BUILTIN_MODULES = (
     "groktransfer.config.conditions",
     "groktransfer.training.optimizers",
     "groktransfer.training.gradfilters",
+    "groktransfer.training.losses",
     "groktransfer.measures.registry",
 )
 
