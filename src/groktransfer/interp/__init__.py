@@ -21,8 +21,8 @@ One module per analysis family:
   apply; ``findings`` checks the notebooks' claims on the measurements; ``writeup`` and
   ``plots`` show them.
 
-Every function takes a model (``HookedGrokTransformer``, a TransformerLens
-``HookedTransformer``, or any model of the model protocol for the readings it offers) and a
+Every function takes a model (any model of the model protocol, for the readings it offers, or a
+TransformerLens ``HookedTransformer``) and a
 task (a task object, anything with an ``answer_set()`` method, or an :class:`AnswerSet`).
 """
 

@@ -4,8 +4,8 @@ The one place a model is run over a task's inputs for reading: the answer logits
 attached (ablations), the clean activations of any hook points (with a scoped memo), the
 circuit analysis' last-position pass, and the last-position logits of a model read on
 another task. With hooks, only TransformerLens hook names and ``model.hooks(...)`` /
-``run_with_hooks`` are used, so every function runs on ``HookedGrokTransformer`` and on a
-TransformerLens ``HookedTransformer`` holding the same weights; a model without hook points
+``run_with_hooks`` are used, so every function runs on any model offering hook points (the
+built-in transformer) and on a TransformerLens ``HookedTransformer`` holding the same weights; a model without hook points
 (the model protocol's plain forwards) is run through ``forward_last`` / ``forward``.
 """
 

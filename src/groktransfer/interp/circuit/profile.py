@@ -116,7 +116,7 @@ def profile_model(
     epoch: int | None = None,
     path: str | None = None,
 ) -> CircuitProfile:
-    """Measure one HookedGrokTransformer on every pair of ``task``."""
+    """Measure one model offering the hook-point readings (the built-in transformer) on every pair of ``task``."""
     cfg = model.config
     problem = evaluation_problem(cfg.d_vocab, cfg.d_vocab_out, task)
     if problem:
