@@ -17,7 +17,7 @@ are copied, re-initialised or frozen stays ``transfer.components``' choice.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Dict, Optional
+from typing import Any
 
 from groktransfer.config.schema import CheckpointCriteria, to_plain, to_typed
 from groktransfer.utils.registry import Registry
@@ -31,7 +31,7 @@ class TransferCondition:
 
     needs_source: bool = True
     by_epoch: bool = False
-    criteria: Optional[CheckpointCriteria] = None
+    criteria: CheckpointCriteria | None = None
 
 
 CONDITIONS: Registry[TransferCondition] = Registry("transfer condition", "transfer.name")
@@ -49,7 +49,7 @@ def needs_source(name: Any) -> bool:
     return CONDITIONS.get(str(name)).needs_source
 
 
-def criteria_of(transfer: Dict[str, Any], name: str) -> Dict[str, Any]:
+def criteria_of(transfer: dict[str, Any], name: str) -> dict[str, Any]:
     """The criteria (plain dict) condition ``name`` selects with, from a plain transfer config."""
     if name in BUILT_IN_BLOCKS:
         return transfer[name]

@@ -24,8 +24,9 @@ import math
 import numbers
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional, Union
+from typing import Any, Union
 
 #: the largest integer a config may hold: torch seeds and sizes are signed 64-bit
 INT_MAX = 2**63 - 1
@@ -35,12 +36,12 @@ INT_MAX = 2**63 - 1
 class Range:
     """Bounds of a numeric field (or of each element of a list field); None = unbounded on that side."""
 
-    ge: Optional[float] = None
-    gt: Optional[float] = None
-    le: Optional[float] = None
-    lt: Optional[float] = None
+    ge: float | None = None
+    gt: float | None = None
+    le: float | None = None
+    lt: float | None = None
 
-    def problem(self, value: Any, integer: bool) -> Optional[str]:
+    def problem(self, value: Any, integer: bool) -> str | None:
         """Why ``value`` is out of range (None when it is fine)."""
         if isinstance(value, bool) or not isinstance(value, numbers.Real):
             return f"must be a number, got {value!r}"
@@ -49,7 +50,7 @@ class Range:
         if isinstance(value, float) and not math.isfinite(value):
             return "must be finite"
         if integer and not -INT_MAX - 1 <= int(value) <= INT_MAX:
-            return f"must fit a signed 64-bit integer (|value| < 2**63)"
+            return "must fit a signed 64-bit integer (|value| < 2**63)"
         if self.ge is not None and value < self.ge:
             return f"must be >= {_text(self.ge)}"
         if self.gt is not None and value <= self.gt:
@@ -80,11 +81,11 @@ def _text(x: float) -> str:
 def bounded(
     default: Any = dataclasses.MISSING,
     *,
-    factory: Optional[Callable[[], Any]] = None,
-    ge: Optional[float] = None,
-    gt: Optional[float] = None,
-    le: Optional[float] = None,
-    lt: Optional[float] = None,
+    factory: Callable[[], Any] | None = None,
+    ge: float | None = None,
+    gt: float | None = None,
+    le: float | None = None,
+    lt: float | None = None,
 ) -> Any:
     """A dataclass field whose value (or, for a list, each element) must lie in the given range."""
     meta = {"range": Range(ge=ge, gt=gt, le=le, lt=lt)}
@@ -93,7 +94,7 @@ def bounded(
     return field(default=default, metadata=meta)
 
 
-def field_range(f: dataclasses.Field) -> Optional[Range]:
+def field_range(f: dataclasses.Field) -> Range | None:
     return f.metadata.get("range") if f.metadata else None
 
 
@@ -107,30 +108,30 @@ def _optional_of(hint: Any) -> Any:
 
 def _is_integer_type(hint: Any) -> bool:
     hint = _optional_of(hint)
-    if typing.get_origin(hint) in (list, List):
+    if typing.get_origin(hint) in (list, list):
         hint = typing.get_args(hint)[0]
     return hint is int
 
 
-def numeric_fields(schema: type) -> Dict[str, dataclasses.Field]:
+def numeric_fields(schema: type) -> dict[str, dataclasses.Field]:
     """The fields of ``schema`` (not nested) that hold a number or a list of numbers."""
     hints = typing.get_type_hints(schema)
     out = {}
     for f in dataclasses.fields(schema):
         hint = _optional_of(hints[f.name])
-        if typing.get_origin(hint) in (list, List):
+        if typing.get_origin(hint) in (list, list):
             hint = typing.get_args(hint)[0] if typing.get_args(hint) else Any
         if hint in (int, float):
             out[f.name] = f
     return out
 
 
-def range_problems(cfg: Any, prefix: str = "") -> List[str]:
+def range_problems(cfg: Any, prefix: str = "") -> list[str]:
     """One line per value of ``cfg`` (a config dataclass, nested blocks included) outside its
     field's declared range, named by its dotted key under ``prefix``."""
     if not dataclasses.is_dataclass(cfg):
         return []
-    problems: List[str] = []
+    problems: list[str] = []
     hints = typing.get_type_hints(type(cfg))
     for f in dataclasses.fields(cfg):
         value = getattr(cfg, f.name)

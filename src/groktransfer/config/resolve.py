@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, Dict, Optional
+from typing import Any
 
 from groktransfer.config.schema import ModelConfig, TaskConfig, to_typed
 from groktransfer.tasks.registry import family_of
@@ -27,7 +27,7 @@ def resolve_seeds(cfg: Any) -> ResolvedSeeds:
     """``seed`` fills whichever of data/model/source seed is not pinned."""
     seed = int(cfg.seed)
 
-    def pick(value: Optional[int]) -> int:
+    def pick(value: int | None) -> int:
         return seed if value is None else int(value)
 
     return ResolvedSeeds(
@@ -46,7 +46,7 @@ def source_task_config(cfg: Any, source_seed: int) -> TaskConfig:
     return family.typed(family.source_task(src, cfg.task, int(source_seed)), "transfer.source")
 
 
-def source_model_overrides(cfg: Any) -> Dict[str, Any]:
+def source_model_overrides(cfg: Any) -> dict[str, Any]:
     """``transfer.source.model``'s keys that are set (None = the target's value)."""
     return {str(k): v for k, v in dict(cfg.transfer.source.model or {}).items() if v is not None}
 

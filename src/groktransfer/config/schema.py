@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import dataclasses
 import typing
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Dict, List, Mapping, Optional, Sequence, Type, TypeVar, Union
+from typing import Any, ClassVar, TypeVar, Union
 
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
@@ -95,10 +96,10 @@ class TaskConfig:
     # with the list of registered names before anything is written
     name: str = MISSING
     # seed of the train/test split; None = the job's top-level seed
-    data_seed: Optional[int] = bounded(None, ge=0)
+    data_seed: int | None = bounded(None, ge=0)
 
     @classmethod
-    def schema_for(cls, data: Mapping[str, Any]) -> Type["TaskConfig"]:
+    def schema_for(cls, data: Mapping[str, Any]) -> type[TaskConfig]:
         """The schema of the family that owns ``data['name']`` (this class for an unknown name)."""
         if not isinstance(data, Mapping):
             return cls
@@ -106,7 +107,7 @@ class TaskConfig:
         return _TASK_SCHEMAS.get(str(data.get("name")), cls)
 
     @classmethod
-    def unknown_choice(cls, data: Mapping[str, Any], label: str) -> Optional[str]:
+    def unknown_choice(cls, data: Mapping[str, Any], label: str) -> str | None:
         """Why ``data`` names no registered schema (an unknown task), or None."""
         name = data.get("name")
         if name is None or isinstance(name, str) and name.startswith("???") or str(name) in _TASK_SCHEMAS:
@@ -123,17 +124,17 @@ class ModelConfig:
     #: defaults that run identities compare against instead of the class's: an architecture's
     #: schema defaults ``architecture`` to its own name, but any architecture but the built-in
     #: one is part of every identity (it decides what the other keys mean)
-    IDENTITY_DEFAULTS: ClassVar[Dict[str, Any]] = {"architecture": "hooked_transformer"}
+    IDENTITY_DEFAULTS: ClassVar[dict[str, Any]] = {"architecture": "hooked_transformer"}
 
     # the preset's name (conf/model/<name>.yaml), recorded with the run
     name: str = ""
     # the registered model that trains (groktransfer.model.registry.MODELS; plugins add theirs)
     architecture: str = "hooked_transformer"
     # seed of the initial weights; None = the job's top-level seed
-    model_seed: Optional[int] = bounded(None, ge=0)
+    model_seed: int | None = bounded(None, ge=0)
 
     @classmethod
-    def schema_for(cls, data: Mapping[str, Any]) -> Type["ModelConfig"]:
+    def schema_for(cls, data: Mapping[str, Any]) -> type[ModelConfig]:
         """The schema of the architecture ``data['architecture']`` names (default: the transformer)."""
         if not isinstance(data, Mapping):
             return cls
@@ -141,22 +142,24 @@ class ModelConfig:
         return _MODEL_SCHEMAS.get(str(data.get("architecture") or "hooked_transformer"), cls)
 
     @classmethod
-    def unknown_choice(cls, data: Mapping[str, Any], label: str) -> Optional[str]:
+    def unknown_choice(cls, data: Mapping[str, Any], label: str) -> str | None:
         """Why ``data`` names no registered schema (an unknown architecture), or None."""
         name = str(data.get("architecture") or "hooked_transformer")
         if name in _MODEL_SCHEMAS:
             return None
-        return f"unknown model architecture {label}.architecture={name!r}; registered: {', '.join(sorted(_MODEL_SCHEMAS))}"
+        return (
+            f"unknown model architecture {label}.architecture={name!r}; registered: {', '.join(sorted(_MODEL_SCHEMAS))}"
+        )
 
 
 #: task name -> its family's schema; family name -> schema (filled by ``register_task_schema``)
-_TASK_SCHEMAS: Dict[str, Type[TaskConfig]] = {}
-_FAMILY_SCHEMAS: Dict[str, Type[TaskConfig]] = {}
+_TASK_SCHEMAS: dict[str, type[TaskConfig]] = {}
+_FAMILY_SCHEMAS: dict[str, type[TaskConfig]] = {}
 #: architecture -> its config schema (filled by ``register_model_schema``)
-_MODEL_SCHEMAS: Dict[str, Type[ModelConfig]] = {}
+_MODEL_SCHEMAS: dict[str, type[ModelConfig]] = {}
 
 
-def register_task_schema(family: str, task_names: Sequence[str], schema: Type[TaskConfig]) -> None:
+def register_task_schema(family: str, task_names: Sequence[str], schema: type[TaskConfig]) -> None:
     """Declare the config schema of a task family (``groktransfer.tasks.registry.register_family`` calls it)."""
     if not (isinstance(schema, type) and issubclass(schema, TaskConfig)):
         raise TypeError(f"task family {family!r}: config_class must be a dataclass subclassing TaskConfig")
@@ -165,7 +168,7 @@ def register_task_schema(family: str, task_names: Sequence[str], schema: Type[Ta
         _TASK_SCHEMAS[str(name)] = schema
 
 
-def register_model_schema(architecture: str, schema: Type[ModelConfig]) -> None:
+def register_model_schema(architecture: str, schema: type[ModelConfig]) -> None:
     """Declare the config schema of a model architecture (``groktransfer.model.registry`` calls it)."""
     if not (isinstance(schema, type) and issubclass(schema, ModelConfig)):
         raise TypeError(f"model {architecture!r}: config_class must be a dataclass subclassing ModelConfig")
@@ -196,8 +199,8 @@ class MuonParams:
     decay carry over (Liu et al. 2025, "Muon is scalable for LLM training").
     """
 
-    lr: Optional[float] = bounded(None, gt=0)  # None = optimizer.lr
-    weight_decay: Optional[float] = bounded(None, ge=0)  # None = optimizer.weight_decay
+    lr: float | None = bounded(None, gt=0)  # None = optimizer.lr
+    weight_decay: float | None = bounded(None, ge=0)  # None = optimizer.weight_decay
     # momentum of Muon's update
     momentum: float = bounded(0.95, ge=0, lt=1)
     # Nesterov momentum for Muon's update
@@ -206,7 +209,7 @@ class MuonParams:
     ns_steps: int = bounded(5, ge=1, le=100)
     # epsilon of the Newton-Schulz normalisation
     eps: float = bounded(1e-7, gt=0)
-    adjust_lr_fn: Optional[str] = "match_rms_adamw"  # or "original" (Keller Jordan's) or null (torch's default)
+    adjust_lr_fn: str | None = "match_rms_adamw"  # or "original" (Keller Jordan's) or null (torch's default)
 
 
 @dataclass
@@ -232,7 +235,7 @@ class OptimizerConfig:
     # decoupled weight decay (AdamW)
     weight_decay: float = bounded(1.0, ge=0)
     # AdamW's (beta1, beta2)
-    betas: List[float] = bounded(factory=lambda: [0.9, 0.98], ge=0, lt=1)
+    betas: list[float] = bounded(factory=lambda: [0.9, 0.98], ge=0, lt=1)
     # AdamW's epsilon
     eps: float = bounded(1e-8, ge=0)
     # optimizer steps of linear warm-up from 0 to lr
@@ -293,7 +296,7 @@ class TrainConfig:
     # epochs between checkpoints and progress measures
     checkpoint_every: int = bounded(100, ge=1)
     # test-accuracy thresholds whose first epoch is recorded (the last one drives early stopping)
-    thresholds: List[float] = bounded(factory=lambda: [0.9, 0.95, 0.99, 0.999], gt=0, le=1)
+    thresholds: list[float] = bounded(factory=lambda: [0.9, 0.95, 0.99, 0.999], gt=0, le=1)
     # stop once the *last* threshold has held this many epochs (0 = never stop early)
     patience: int = bounded(500, ge=0)
     # torch CPU threads of the job (two 1-thread jobs beat one 2-thread job on 2 cores)
@@ -313,7 +316,7 @@ class TrainConfig:
     # blas (torch's BLAS, MKL in the official wheels); the same products up to float rounding
     cpu_gemm: CpuGemm = CpuGemm.auto
     # examples per optimizer step; None = full batch (one step per epoch, as in Nanda et al.)
-    batch_size: Optional[int] = bounded(None, ge=1)
+    batch_size: int | None = bounded(None, ge=1)
     # the loss minimised (groktransfer.training.losses.LOSSES): ce_float64 (cross-entropy in
     # float64, the paper's precision), ce_float32 (its softmax in float32: Softmax Collapse) or
     # stablemax (StableMax cross-entropy, Prieto et al. 2025); metrics.csv's losses report it
@@ -323,7 +326,7 @@ class TrainConfig:
     # keep every periodic checkpoint (needed for circuit analysis over time) or only the last
     keep_checkpoints: bool = True
     # wall-clock budget for the training loop; exceeded -> the job is marked failed (timeout)
-    timeout_minutes: Optional[float] = bounded(None, gt=0)
+    timeout_minutes: float | None = bounded(None, gt=0)
     # run the torch profiler around this many epochs and write its trace into the run
     # directory (conf/debug/profile.yaml); 0 = off
     profile_epochs: int = bounded(0, ge=0)
@@ -360,9 +363,9 @@ class CheckpointCriteria:
     # meets the accuracy rule but fails one of these is refused, and the error names the measure.
     # restricted_test_gap = restricted_acc - test_acc: how far the key-frequency part of the logits
     # alone out-predicts the full model on held-out pairs, i.e. a circuit forming under memorisation.
-    max_restricted_test_gap: Optional[float] = bounded(None)
+    max_restricted_test_gap: float | None = bounded(None)
     # at most this many key frequencies at the checkpoint (None = no limit)
-    max_n_key_freqs: Optional[int] = bounded(None, ge=0)
+    max_n_key_freqs: int | None = bounded(None, ge=0)
     # the accuracy limits above are fractions of the way from chance accuracy to 1 (see above)
     relative_to_chance: bool = False
 
@@ -382,33 +385,33 @@ class SourceConfig:
 
     task: str = "add"  # a registered task name, like task.name
     # the source task's p (None = the target's)
-    p: Optional[int] = bounded(None, ge=2)
+    p: int | None = bounded(None, ge=2)
     # the source's training fraction (None = the target's)
-    frac_train: Optional[float] = bounded(None, gt=0, lt=1)
+    frac_train: float | None = bounded(None, gt=0, lt=1)
     # digit sources: train/test set sizes (None = the target's); n_digits and carry_out are the target's
-    n_train: Optional[int] = bounded(None, ge=1)
-    n_test: Optional[int] = bounded(None, ge=1)  # digit sources: test set size (None = the target's)
+    n_train: int | None = bounded(None, ge=1)
+    n_test: int | None = bounded(None, ge=1)  # digit sources: test set size (None = the target's)
     # seed of the source run (its split and init); None = the job's top-level seed
-    source_seed: Optional[int] = bounded(None, ge=0)
+    source_seed: int | None = bounded(None, ge=0)
     # epochs the source run trains for
     max_epochs: int = bounded(25000, ge=1)
     # optimizer fields that differ for the source run (e.g. {lr: 3e-3}, {name: sgd}); the rest come from `optimizer`
-    optimizer: Dict[str, Any] = field(default_factory=dict)
+    optimizer: dict[str, Any] = field(default_factory=dict)
     # gradient-filter fields that differ for the source run (e.g. {name: none}); the rest come from `gradfilter`
-    gradfilter: Dict[str, Any] = field(default_factory=dict)
+    gradfilter: dict[str, Any] = field(default_factory=dict)
     # an existing checkpoint (this project's format or the original paper's); skips training
-    path: Optional[str] = None
+    path: str | None = None
     # which checkpoint inside a file that holds several (paper format): index or 'last'
-    path_index: Optional[int] = bounded(None)
+    path_index: int | None = bounded(None)
     # transfer=checkpoint: start from the source run's saved checkpoint nearest this epoch
-    epoch: Optional[int] = bounded(None, ge=0)
+    epoch: int | None = bounded(None, ge=0)
     # model keys that differ for the source run (e.g. d_model=64 for embedding-only transfer; a
     # plugin model's own keys with +transfer.source.model.<key>=...); None = the target's value.
     # Checked against the source architecture's schema.
-    model: Dict[str, Any] = field(default_factory=lambda: dict.fromkeys(SOURCE_MODEL_KEYS))
+    model: dict[str, Any] = field(default_factory=lambda: dict.fromkeys(SOURCE_MODEL_KEYS))
     # task keys of the source's family that differ from the target's (e.g. {subset: [0, 1, 2]}
     # for a parity plugin; p / frac_train / n_train / n_test above are the same, spelled out)
-    task_keys: Dict[str, Any] = field(default_factory=dict)
+    task_keys: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -446,7 +449,7 @@ class TransferConfig:
     # per component of the model (the transformer's: embed, pos_embed, attn, mlp, unembed; a
     # plugin model names its own): copy, reinit (fresh init) or freeze (copy, do not train).
     # A component left out is copied; one the model does not have is refused.
-    components: Dict[str, ComponentAction] = field(
+    components: dict[str, ComponentAction] = field(
         default_factory=lambda: {c: ComponentAction.copy for c in TRANSFORMER_COMPONENTS}
     )
     # start the target with a fresh optimizer (false: carry the source's AdamW state)
@@ -454,7 +457,7 @@ class TransferConfig:
     # criteria of conditions registered without a block of their own, by condition name:
     # CheckpointCriteria fields (plain mappings: OmegaConf cannot merge a new key into a
     # dict of structured values); checked by validation, unset fields take their defaults
-    criteria: Dict[str, Dict[str, Any]] = field(default_factory=dict)
+    criteria: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 @dataclass
@@ -478,15 +481,15 @@ class LoggerConfig:
     # W&B project
     project: str = "groktransfer"
     # W&B entity (team or user); None = your default
-    entity: Optional[str] = None
+    entity: str | None = None
     # W&B group; None = experiment name and sweep time
-    group: Optional[str] = None
+    group: str | None = None
     # W&B job type; None = the transfer condition
-    job_type: Optional[str] = None
+    job_type: str | None = None
     # W&B run name, formatted with task, condition and seed
     name_format: str = "{task}-{condition}-s{seed}"
     # W&B tags
-    tags: List[str] = field(default_factory=list)
+    tags: list[str] = field(default_factory=list)
     # upload the final checkpoint as a W&B artifact
     log_checkpoint_artifact: bool = False
 
@@ -550,7 +553,7 @@ def register_configs() -> None:
 T = TypeVar("T")
 
 
-def to_typed(schema: Type[T], cfg: Union[T, DictConfig, Mapping[str, Any], None], label: str = "") -> T:
+def to_typed(schema: type[T], cfg: T | DictConfig | Mapping[str, Any] | None, label: str = "") -> T:
     """The one DictConfig/mapping -> dataclass conversion (``OmegaConf.to_object``).
 
     Merging onto the schema fills every default from the dataclass itself and checks
@@ -582,16 +585,16 @@ def to_typed(schema: Type[T], cfg: Union[T, DictConfig, Mapping[str, Any], None]
         raise ConfigError(f"{label or schema.__name__}: {_first_line(str(exc))}") from None
 
 
-def _concrete(schema: Type[Any], data: Any) -> Type[Any]:
+def _concrete(schema: type[Any], data: Any) -> type[Any]:
     """``schema``, or the subclass its ``schema_for`` picks for ``data`` (a family's task keys)."""
     pick = getattr(schema, "schema_for", None)
     return pick(data) if pick is not None and isinstance(data, Mapping) else schema
 
 
-def _dataclass_fields(schema: Type[Any]) -> Dict[str, Any]:
+def _dataclass_fields(schema: type[Any]) -> dict[str, Any]:
     """Field name -> the dataclass type it holds (None for a plain value or a free-form dict)."""
     hints = typing.get_type_hints(schema)
-    out: Dict[str, Any] = {}
+    out: dict[str, Any] = {}
     for f in dataclasses.fields(schema):
         hint = hints[f.name]
         args = [a for a in typing.get_args(hint) if a is not type(None)]
@@ -601,12 +604,12 @@ def _dataclass_fields(schema: Type[Any]) -> Dict[str, Any]:
     return out
 
 
-def _structured_children(schema: Type[Any], data: Any) -> Any:
+def _structured_children(schema: type[Any], data: Any) -> Any:
     """``data`` with each polymorphic block as a structured node of its concrete schema, so
     the merge keeps its keys (OmegaConf merges a subclass into a field typed by its base)."""
     if not isinstance(data, Mapping):
         return data
-    out: Dict[str, Any] = dict(data)
+    out: dict[str, Any] = dict(data)
     for name, child in _dataclass_fields(schema).items():
         if child is None or not isinstance(out.get(name), Mapping):
             continue
@@ -616,14 +619,14 @@ def _structured_children(schema: Type[Any], data: Any) -> Any:
     return out
 
 
-def undeclared_keys(schema: Type[Any], data: Any, prefix: str = "") -> List[str]:
+def undeclared_keys(schema: type[Any], data: Any, prefix: str = "") -> list[str]:
     """Every key of ``data`` that ``schema`` (recursively, with each block's concrete schema)
     does not declare, as one readable message per block. Free-form mappings (``Dict`` fields
     such as ``transfer.source.optimizer``) are left to validation."""
     if not isinstance(data, Mapping) or not dataclasses.is_dataclass(schema):
         return []
     fields = _dataclass_fields(schema)
-    problems: List[str] = []
+    problems: list[str] = []
     unknown = getattr(schema, "unknown_choice", None)
     why = unknown(data, prefix.rstrip(".") or schema.__name__) if unknown is not None else None
     if why:  # the block names a family / architecture nobody registered: its keys cannot be checked
@@ -647,7 +650,7 @@ def _first_line(text: str) -> str:
     return str(text).strip().splitlines()[0]
 
 
-def to_plain(cfg: Any) -> Dict[str, Any]:
+def to_plain(cfg: Any) -> dict[str, Any]:
     """A dataclass config (or DictConfig) as plain JSON-able data, choices as their names.
 
     What run identities, source-cache hashes, W&B and the run's config copy see: Enum members
@@ -659,17 +662,17 @@ def to_plain(cfg: Any) -> Dict[str, Any]:
     return data  # type: ignore[return-value]
 
 
-def source_optimizer(cfg: "TrainJobConfig") -> OptimizerConfig:
+def source_optimizer(cfg: TrainJobConfig) -> OptimizerConfig:
     """The source run's optimizer: the target's, with ``transfer.source.optimizer``'s fields merged in."""
     return _merged(OptimizerConfig, cfg.optimizer, cfg.transfer.source.optimizer, "transfer.source.optimizer")
 
 
-def source_gradfilter(cfg: "TrainJobConfig") -> GradFilterConfig:
+def source_gradfilter(cfg: TrainJobConfig) -> GradFilterConfig:
     """The source run's gradient filter: the target's, with ``transfer.source.gradfilter``'s fields merged in."""
     return _merged(GradFilterConfig, cfg.gradfilter, cfg.transfer.source.gradfilter, "transfer.source.gradfilter")
 
 
-def _merged(schema: Type[T], base: Any, overrides: Mapping[str, Any], label: str) -> T:
+def _merged(schema: type[T], base: Any, overrides: Mapping[str, Any], label: str) -> T:
     if not overrides:
         return base
     merged = OmegaConf.merge(OmegaConf.structured(base), dict(overrides))

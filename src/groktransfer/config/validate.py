@@ -13,16 +13,24 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Any, Dict, Iterable, List, Optional, Tuple
+from collections.abc import Iterable
+from typing import Any
 
 from groktransfer.config.conditions import BUILT_IN_BLOCKS, CONDITIONS
 from groktransfer.config.ranges import range_problems
 from groktransfer.config.resolve import ResolvedSeeds, resolve_seeds, source_model_config, source_task_config
 from groktransfer.config.schema import (
-    TRANSFORMER_COMPONENTS, CheckpointCriteria, ComponentAction, ConfigError, GradFilterConfig, OptimizerConfig,
+    TRANSFORMER_COMPONENTS,
+    CheckpointCriteria,
+    ComponentAction,
+    ConfigError,
+    GradFilterConfig,
+    OptimizerConfig,
     TrainJobConfig,
-    source_gradfilter, source_optimizer, to_typed,
-)  # fmt: skip
+    source_gradfilter,
+    source_optimizer,
+    to_typed,
+)
 from groktransfer.model.registry import MODELS
 from groktransfer.tasks.family import TaskShape
 from groktransfer.tasks.registry import TASKS, family_of
@@ -31,13 +39,13 @@ from groktransfer.utils.errors import UserError
 __all__ = ["ConfigError", "ResolvedSeeds", "resolve_seeds", "validate_job_config"]
 
 
-def task_shapes(task_cfg: Any) -> Optional[tuple]:
+def task_shapes(task_cfg: Any) -> tuple | None:
     """(d_vocab, d_vocab_out, seq_len) of a task config, or None if it is malformed or unknown."""
     family = TASKS.find(str(task_cfg.name))
     return None if family is None else family.shapes(task_cfg)
 
 
-def _task_problems(task_cfg: Any, prefix: str, errors: List[str]) -> bool:
+def _task_problems(task_cfg: Any, prefix: str, errors: list[str]) -> bool:
     """Append the family's problems with ``task_cfg``; False when it cannot describe a task.
 
     A key already out of its declared range is reported once, by the range, and the family
@@ -47,11 +55,13 @@ def _task_problems(task_cfg: Any, prefix: str, errors: List[str]) -> bool:
     if family is None:
         errors.append(f"{prefix}={task_cfg.name!r}: unknown task; registered: {', '.join(TASKS.names())}")
         return False
-    out_of_range = {e.split("=", 1)[0].split("[", 1)[0][len(prefix) + 1:] for e in range_problems(task_cfg, f"{prefix}.")}
+    out_of_range = {
+        e.split("=", 1)[0].split("[", 1)[0][len(prefix) + 1 :] for e in range_problems(task_cfg, f"{prefix}.")
+    }
     defaults = type(task_cfg)(name=task_cfg.name)
     checked = dataclasses.replace(task_cfg, **{k: getattr(defaults, k) for k in out_of_range})
     found = family.problems(checked, prefix)
-    errors.extend(e for e in found if e.split("=", 1)[0][len(prefix) + 1:] not in out_of_range)
+    errors.extend(e for e in found if e.split("=", 1)[0][len(prefix) + 1 :] not in out_of_range)
     return not found and not out_of_range
 
 
@@ -63,7 +73,7 @@ def validate_job_config(cfg: Any, given: Iterable[str] = ()) -> None:
     2-digit task) is refused rather than silently ignored.
     """
     cfg = to_typed(TrainJobConfig, cfg)  # unknown keys, wrong types and choices: one line each
-    errors: List[str] = range_problems(cfg)  # every number against the range declared beside its field
+    errors: list[str] = range_problems(cfg)  # every number against the range declared beside its field
     task = cfg.task
     task_ok = _task_problems(task, "task", errors)
     if task_ok:
@@ -92,21 +102,23 @@ def validate_job_config(cfg: Any, given: Iterable[str] = ()) -> None:
         raise ConfigError(problems_message(errors))
 
 
-def problems_message(errors: List[str]) -> str:
+def problems_message(errors: list[str]) -> str:
     """Every problem on one line: what a refused command prints (exit 2)."""
     unique = list(dict.fromkeys(errors))
     return "invalid config: " + " | ".join(unique)
 
 
-def _model_class(cfg: Any, prefix: str, errors: List[str]) -> Optional[type]:
+def _model_class(cfg: Any, prefix: str, errors: list[str]) -> type | None:
     architecture = str(cfg.architecture)
     if architecture not in MODELS:
-        errors.append(f"{prefix}.architecture={architecture!r}: unknown model architecture; registered: {', '.join(MODELS.names())}")
+        errors.append(
+            f"{prefix}.architecture={architecture!r}: unknown model architecture; registered: {', '.join(MODELS.names())}"
+        )
         return None
     return MODELS.get(architecture)
 
 
-def _model_problems(cfg: TrainJobConfig, task_ok: bool, errors: List[str]) -> Optional[type]:
+def _model_problems(cfg: TrainJobConfig, task_ok: bool, errors: list[str]) -> type | None:
     """The model's own checks and whether it can read the task (its protocol answers both);
     None when the model cannot be asked (an unknown architecture, a value out of its range)."""
     cls = _model_class(cfg.model, "model", errors)
@@ -118,7 +130,7 @@ def _model_problems(cfg: TrainJobConfig, task_ok: bool, errors: List[str]) -> Op
     return cls
 
 
-def _optimizer_problems(opt: Any, prefix: str, errors: List[str]) -> None:
+def _optimizer_problems(opt: Any, prefix: str, errors: list[str]) -> None:
     """The optimizer's rules beyond its fields' ranges (its name is checked against the registry
     when the job is planned: ``groktransfer.training.optimizers.check_registered``)."""
     if len(opt.betas) != 2:
@@ -130,7 +142,7 @@ def _optimizer_problems(opt: Any, prefix: str, errors: List[str]) -> None:
         errors.append(f"{prefix}.muon.adjust_lr_fn={muon.adjust_lr_fn!r}: one of original, match_rms_adamw, null")
 
 
-def _source_training_problems(cfg: Any, errors: List[str]) -> None:
+def _source_training_problems(cfg: Any, errors: list[str]) -> None:
     """The source run's optimizer and gradient filter: the target's with ``transfer.source``'s fields merged in."""
     typed = to_typed(TrainJobConfig, cfg)
     for label, merge, check in (
@@ -148,10 +160,12 @@ def _source_training_problems(cfg: Any, errors: List[str]) -> None:
                 check(merged, label, errors)
 
 
-def _validate_transfer(cfg: TrainJobConfig, model_class: Optional[type], errors: List[str]) -> None:
+def _validate_transfer(cfg: TrainJobConfig, model_class: type | None, errors: list[str]) -> None:
     tr = cfg.transfer
     if str(tr.name) not in CONDITIONS:
-        errors.append(f"transfer.name={str(tr.name)!r}: unknown transfer condition; registered: {', '.join(CONDITIONS.names())}")
+        errors.append(
+            f"transfer.name={str(tr.name)!r}: unknown transfer condition; registered: {', '.join(CONDITIONS.names())}"
+        )
         return
     blocks = {name: getattr(tr, name) for name in BUILT_IN_BLOCKS}
     for name, given in (tr.criteria or {}).items():
@@ -174,7 +188,9 @@ def _validate_transfer(cfg: TrainJobConfig, model_class: Optional[type], errors:
         if src.epoch is None:
             errors.append(f"transfer={tr.name} needs transfer.source.epoch (e.g. transfer.source.epoch=1500)")
         elif src.path is None and 0 <= int(src.epoch) and int(src.epoch) > int(src.max_epochs):
-            errors.append(f"transfer.source.epoch={src.epoch}: beyond the source run's transfer.source.max_epochs={src.max_epochs}")
+            errors.append(
+                f"transfer.source.epoch={src.epoch}: beyond the source run's transfer.source.max_epochs={src.max_epochs}"
+            )
         if src.path is not None:
             errors.append(f"transfer={tr.name} picks an epoch of a trained source run: unset transfer.source.path")
     if src.path is not None:
@@ -185,8 +201,11 @@ def _validate_transfer(cfg: TrainJobConfig, model_class: Optional[type], errors:
     try:
         source_task = source_task_config(cfg, 0)
     except UserError as exc:
-        errors.append(str(exc) if str(src.task) in TASKS else
-                      f"transfer.source.task={src.task!r}: unknown task; registered: {', '.join(TASKS.names())}")  # fmt: skip
+        errors.append(
+            str(exc)
+            if str(src.task) in TASKS
+            else f"transfer.source.task={src.task!r}: unknown task; registered: {', '.join(TASKS.names())}"
+        )
         return
     errors.extend(e for e in range_problems(source_task, "transfer.source.") if e not in errors)
     source_ok = _task_problems(source_task, "transfer.source", errors)
@@ -225,7 +244,7 @@ def _task_ok(task_cfg: Any) -> bool:
     return family is not None and not family.problems(task_cfg)
 
 
-def _component_problems(tr: Any, model_class: type, errors: List[str]) -> None:
+def _component_problems(tr: Any, model_class: type, errors: list[str]) -> None:
     """Components the model does not have, and an embedding map on a model without one.
 
     The default block names the transformer's components, all ``copy``: for another model
@@ -244,20 +263,31 @@ def _component_problems(tr: Any, model_class: type, errors: List[str]) -> None:
         if not model_class.embedding_map:
             errors.append(f"transfer.embed_map=true: the {model_class.architecture} model has no embedding map")
         elif ComponentAction(tr.components.get("embed", ComponentAction.copy)) == ComponentAction.reinit:
-            errors.append("transfer.embed_map=true maps the source embedding: transfer.components.embed must be copy or freeze")
+            errors.append(
+                "transfer.embed_map=true maps the source embedding: transfer.components.embed must be copy or freeze"
+            )
 
 
-def _shape_problems(cfg: TrainJobConfig, target: Tuple[type, TaskShape], source: Tuple[type, Any, TaskShape],
-                    errors: List[str]) -> None:  # fmt: skip
+def _shape_problems(
+    cfg: TrainJobConfig, target: tuple[type, TaskShape], source: tuple[type, Any, TaskShape], errors: list[str]
+) -> None:
     """Every copied parameter must have the same shape in the source and the target model, checked
     on PyTorch's meta device (no memory), before the source run is trained."""
     target_class, target_shape = target
     source_class, source_model, source_shape = source
     tr = cfg.transfer
-    target_model = target_class.resolve_config(cfg.model, target_shape.d_vocab, target_shape.d_vocab_out, target_shape.seq_len)
-    source_model = source_class.resolve_config(source_model, source_shape.d_vocab, source_shape.d_vocab_out, source_shape.seq_len)
+    target_model = target_class.resolve_config(
+        cfg.model, target_shape.d_vocab, target_shape.d_vocab_out, target_shape.seq_len
+    )
+    source_model = source_class.resolve_config(
+        source_model, source_shape.d_vocab, source_shape.d_vocab_out, source_shape.seq_len
+    )
     if target_class is not source_class:
-        copied = [c for c, a in tr.components.items() if ComponentAction(a) != ComponentAction.reinit and c in target_class.components]
+        copied = [
+            c
+            for c, a in tr.components.items()
+            if ComponentAction(a) != ComponentAction.reinit and c in target_class.components
+        ]
         if copied:
             errors.append(
                 f"transfer.source.model.architecture={source_class.architecture} differs from the target's "
@@ -268,7 +298,7 @@ def _shape_problems(cfg: TrainJobConfig, target: Tuple[type, TaskShape], source:
     want = {name: tuple(p.shape) for name, p in probe.named_parameters()}
     have = {name: tuple(p.shape) for name, p in source_class.on_meta_device(source_model).named_parameters()}
     mapped = bool(tr.embed_map)
-    by_component: Dict[str, List[str]] = {}
+    by_component: dict[str, list[str]] = {}
     for name, shape in want.items():
         component = probe.component_of(name)
         action = ComponentAction(tr.components.get(component, ComponentAction.copy))
@@ -288,4 +318,3 @@ def _shape_problems(cfg: TrainJobConfig, target: Tuple[type, TaskShape], source:
             f"{'; '.join(lines[:3])}{' ...' if len(lines) > 3 else ''}; set transfer.components.{component}=reinit "
             "or make them match"
         )
-

@@ -13,20 +13,20 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any
 
 import torch
 
-from groktransfer.utils.atomic import atomic_open
-from groktransfer.model.checkpoint import save_checkpoint
-from groktransfer.utils.errors import JobError
 from groktransfer.measures.registry import measure_checkpoint
+from groktransfer.model.checkpoint import save_checkpoint
 from groktransfer.runs.integrity import Manifest, checkpoint_epoch
 from groktransfer.runs.rundir import FINAL_CHECKPOINT, RunDir
 from groktransfer.sinks import SinkGroup
 from groktransfer.tasks.modular import Task
 from groktransfer.training.trainer import EvalResult, Trainer, TrainerCallback
 from groktransfer.transfer.components import named_optimizer_state
+from groktransfer.utils.atomic import atomic_open
+from groktransfer.utils.errors import JobError
 
 
 class WallClock:
@@ -41,7 +41,7 @@ class WallClock:
         return self._before + (time.monotonic() - self._start)
 
 
-def load_resume_state(run_dir: RunDir) -> Dict[str, Any]:
+def load_resume_state(run_dir: RunDir) -> dict[str, Any]:
     """The last checkpointed training state; a torn or corrupt file is reported, not trusted."""
     try:
         return torch.load(run_dir.resume_path, map_location="cpu", weights_only=True)
@@ -74,14 +74,14 @@ class RunDirCallbacks(TrainerCallback):
         self.keep_checkpoints = keep_checkpoints
         self.save_optimizer_states = save_optimizer_states
         self.clock = clock
-        self.last_measures: Dict[str, Any] = {}
-        self._previous_checkpoint: Optional[Path] = None
+        self.last_measures: dict[str, Any] = {}
+        self._previous_checkpoint: Path | None = None
         self.manifest = Manifest(run_dir)
 
     def on_eval(self, trainer: Trainer, result: EvalResult) -> None:
         self.sinks.log_metrics(result.epoch, result.as_dict())
 
-    def measure(self, model: torch.nn.Module, epoch: int) -> Dict[str, Any]:
+    def measure(self, model: torch.nn.Module, epoch: int) -> dict[str, Any]:
         """The progress measures the task's family registered (``measures.registry``), on all examples."""
         measured = measure_checkpoint(self.task, model, self.key_freq_threshold)
         if measured is None:
@@ -138,9 +138,12 @@ class RunDirCallbacks(TrainerCallback):
         for name in [n for n in entries if not (self.run_dir.path / n).exists()]:
             del entries[name]  # left out of the resumed run: written again when training gets there
         carried = [
-            p for p in sorted(self.run_dir.checkpoint_dir.glob("*.pt"))
-            if self.manifest.name(p) not in entries and (checkpoint_epoch(p.name) or 0) <= epoch and p.name != FINAL_CHECKPOINT
-        ]  # fmt: skip
+            p
+            for p in sorted(self.run_dir.checkpoint_dir.glob("*.pt"))
+            if self.manifest.name(p) not in entries
+            and (checkpoint_epoch(p.name) or 0) <= epoch
+            and p.name != FINAL_CHECKPOINT
+        ]
         self.manifest.record(*carried)
         if not self.keep_checkpoints:
             self._previous_checkpoint = path

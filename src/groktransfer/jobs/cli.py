@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator, List
+from typing import Any
 
 #: the lines of Hydra's and OmegaConf's messages that describe where, not what
 _DETAIL_PREFIXES = ("full_key:", "reference_type=", "object_type=", "Set the environment variable HYDRA_FULL_ERROR")
@@ -22,7 +23,7 @@ _DETAIL_PREFIXES = ("full_key:", "reference_type=", "object_type=", "Set the env
 
 def config_error_line(exc: BaseException) -> str:
     """A compose error (and its cause) as one line: the message lines that say what is wrong."""
-    lines: List[str] = []
+    lines: list[str] = []
     for part in (exc, exc.__cause__):
         if part is None:
             continue
@@ -32,7 +33,7 @@ def config_error_line(exc: BaseException) -> str:
                 lines.append(text)
     at = next((i for i, ln in enumerate(lines) if ln.startswith("Available options in")), None)
     if at is not None:  # a preset that does not exist: the group's presets (not the schemas) on the line
-        presets = [ln for ln in lines[at + 1:] if not ln.endswith("_schema")]
+        presets = [ln for ln in lines[at + 1 :] if not ln.endswith("_schema")]
         return f"{': '.join(ln.rstrip('.') for ln in lines[:at])} ({lines[at].rstrip(':')}: {', '.join(presets)})"
     return ": ".join(line.rstrip(".") for line in lines)
 
@@ -52,7 +53,7 @@ def one_line_config_errors(script: str) -> Iterator[None]:
             return func()
         except (CompactHydraException, HydraException, OmegaConfBaseException) as exc:
             if os.environ.get("HYDRA_FULL_ERROR") == "1" or type(exc).__name__ == "HydraJobException":
-                return original(lambda: (_ for _ in ()).throw(exc))
+                return original(lambda err=exc: (_ for _ in ()).throw(err))
             sys.stderr.write(f"{script}: error: {config_error_line(exc)}\n")
             sys.exit(2)
 

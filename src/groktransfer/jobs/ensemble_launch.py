@@ -44,10 +44,11 @@ import math
 import multiprocessing
 import os
 import signal
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any
 
 import cloudpickle
 import torch
@@ -57,20 +58,28 @@ from hydra.types import HydraContext
 from omegaconf import DictConfig, open_dict, read_write
 
 from groktransfer.config.schema import TrainJobConfig, to_typed
-from groktransfer.training.device import resolve_device, visible_gpus
-from groktransfer.training.ensemble import EnsembleTrainer, MemberResult, incompatibility
-from groktransfer.utils.cores import usable_cores
-from groktransfer.utils.errors import UserError
-from groktransfer.model.gemm import set_cpu_gemm
-from groktransfer.runs.identity import Role, ensemble_key, fields_with
-from groktransfer.runs.rundir import LOG_FILE, STATUS_FILE, record_lost_job
-from groktransfer.runs.job_log import discard_job_log
 from groktransfer.jobs.hydra_files import hydra_claim
 from groktransfer.jobs.run_job import (
-    JobResult, Launch, PlannedJob, SourceToTrain, configure_torch, given_keys, plan_job, run_identity, sources_to_train,
-)  # fmt: skip
-from groktransfer.training.trainer import TrainingFailure, TrainOutcome
+    JobResult,
+    Launch,
+    PlannedJob,
+    SourceToTrain,
+    configure_torch,
+    given_keys,
+    plan_job,
+    run_identity,
+    sources_to_train,
+)
 from groktransfer.jobs.train_run_dir import RunDirTraining
+from groktransfer.model.gemm import set_cpu_gemm
+from groktransfer.runs.identity import Role, ensemble_key, fields_with
+from groktransfer.runs.job_log import discard_job_log
+from groktransfer.runs.rundir import LOG_FILE, STATUS_FILE, record_lost_job
+from groktransfer.training.device import resolve_device, visible_gpus
+from groktransfer.training.ensemble import EnsembleTrainer, MemberResult, incompatibility
+from groktransfer.training.trainer import TrainingFailure, TrainOutcome
+from groktransfer.utils.cores import usable_cores
+from groktransfer.utils.errors import UserError
 
 log = logging.getLogger("groktransfer")
 
@@ -97,7 +106,7 @@ def launch_sweep(
     threads: int,
     n_jobs: int = 1,
     jobs_per_gpu: int = 1,
-) -> List[JobReturn]:
+) -> list[JobReturn]:
     """Plan every job through Hydra's ``run_job``, then train the planned ones in ensembles.
 
     With several workers, the source runs the jobs need are trained first, in parallel
@@ -118,14 +127,14 @@ def launch_sweep(
         if workers > 1:
             plan = worker_plan(valid[0].train.device, workers)
             train_sources(sources_to_train(valid, Path(config.hydra.runtime.cwd)), workers, plan)
-    returns: Dict[int, JobReturn] = {}
+    returns: dict[int, JobReturn] = {}
     pending = list(range(len(sweep_configs)))
     while pending:
         now, pending = first_of_each_identity(pending, jobs)
-        planned: List[PlannedJob] = []
+        planned: list[PlannedJob] = []
         with contextlib.ExitStack() as held:  # each planned job's run-index lock, until it has trained
             for i in now:
-                box: Dict[str, PlannedJob] = {}
+                box: dict[str, PlannedJob] = {}
                 returns[i] = run_job(
                     hydra_context=hydra_context,
                     task_function=functools.partial(_plan_in_hydra_job, held=held, box=box),
@@ -140,7 +149,9 @@ def launch_sweep(
     return [returns[i] for i in sorted(returns)]
 
 
-def first_of_each_identity(indices: Sequence[int], jobs: Sequence[Optional[TrainJobConfig]]) -> Tuple[List[int], List[int]]:
+def first_of_each_identity(
+    indices: Sequence[int], jobs: Sequence[TrainJobConfig | None]
+) -> tuple[list[int], list[int]]:
     """Split jobs into those planned now and twins of an earlier one (the same run identity).
 
     A planned job holds its identity's run-index lock until it has trained, so a twin in
@@ -159,7 +170,7 @@ def first_of_each_identity(indices: Sequence[int], jobs: Sequence[Optional[Train
     return now, later
 
 
-def _identity(job: Optional[TrainJobConfig]) -> Optional[str]:
+def _identity(job: TrainJobConfig | None) -> str | None:
     if job is None:
         return None
     try:
@@ -168,7 +179,7 @@ def _identity(job: Optional[TrainJobConfig]) -> Optional[str]:
         return None
 
 
-def _typed_job(sweep_config: DictConfig) -> Optional[TrainJobConfig]:
+def _typed_job(sweep_config: DictConfig) -> TrainJobConfig | None:
     """A job's typed config as its task function will see it (None if it does not validate: planning says why)."""
     cfg = copy.deepcopy(sweep_config)
     with read_write(cfg), open_dict(cfg):
@@ -179,12 +190,15 @@ def _typed_job(sweep_config: DictConfig) -> Optional[TrainJobConfig]:
         return None
 
 
-def _plan_in_hydra_job(cfg: DictConfig, held: contextlib.ExitStack, box: Dict[str, PlannedJob]) -> Optional[JobResult]:
+def _plan_in_hydra_job(cfg: DictConfig, held: contextlib.ExitStack, box: dict[str, PlannedJob]) -> JobResult | None:
     """Hydra's task function for one job: plan it (as ``scripts/train.py`` would run it)."""
     hydra_cfg = HydraConfig.get()
     launch = Launch(
-        run_dir=Path(hydra_cfg.runtime.output_dir), cwd=Path(hydra_cfg.runtime.cwd), sweep_dir=Path(hydra_cfg.sweep.dir),
-        given=given_keys(hydra_cfg.overrides.task), claim=hydra_claim(cfg),
+        run_dir=Path(hydra_cfg.runtime.output_dir),
+        cwd=Path(hydra_cfg.runtime.cwd),
+        sweep_dir=Path(hydra_cfg.sweep.dir),
+        given=given_keys(hydra_cfg.overrides.task),
+        claim=hydra_claim(cfg),
     )
     try:
         planned = plan_job(to_typed(TrainJobConfig, cfg), launch, held)
@@ -239,7 +253,7 @@ class WorkerPlan:
     """Which GPU each worker process sees: per worker, its ``CUDA_VISIBLE_DEVICES`` (None:
     what this process sees -- the CPU, MPS, or the one GPU ``cuda:N`` names)."""
 
-    gpus: Tuple[Optional[str], ...]
+    gpus: tuple[str | None, ...]
 
     def describe(self) -> str:
         named = [g for g in self.gpus if g is not None]
@@ -259,17 +273,17 @@ def worker_plan(device: str, workers: int) -> WorkerPlan:
     return WorkerPlan((None,) * workers)
 
 
-def chunk_groups(planned: Sequence[PlannedJob], max_members: int, workers: int = 1) -> List[List[PlannedJob]]:
+def chunk_groups(planned: Sequence[PlannedJob], max_members: int, workers: int = 1) -> list[list[PlannedJob]]:
     """The ensembles to train: compatible jobs (equal :func:`batch_key`), in sweep order, split evenly.
 
     A group of N jobs becomes ceil(N / cap) ensembles, rounded up to a multiple of
     ``workers`` (at most N) so parallel workers get equal shares; sizes differ by at most
     one. On a CPU the split costs nothing (a member's speed does not depend on K).
     """
-    groups: Dict[str, List[PlannedJob]] = {}
+    groups: dict[str, list[PlannedJob]] = {}
     for job in planned:
         groups.setdefault(batch_key(job.job, start_epoch(job)), []).append(job)
-    chunks: List[List[PlannedJob]] = []
+    chunks: list[list[PlannedJob]] = []
     for members in groups.values():
         n = len(members)
         count = math.ceil(n / member_cap(max_members, members[0].job))
@@ -286,7 +300,7 @@ def chunk_groups(planned: Sequence[PlannedJob], max_members: int, workers: int =
 
 def train_planned(
     planned: Sequence[PlannedJob], max_members: int, n_jobs: int = 1, threads: int = 0, jobs_per_gpu: int = 1
-) -> List[JobResult]:
+) -> list[JobResult]:
     """Train planned jobs in ensembles of compatible jobs (at most ``max_members`` each; 0: by device).
 
     ``n_jobs`` worker processes (0: by device, see :func:`worker_count`) train the
@@ -304,7 +318,7 @@ def train_planned(
     return _train_in_workers(chunks, workers, threads, worker_plan(device, workers))
 
 
-def train_sources(sources: Sequence[SourceToTrain], workers: int, plan: Optional[WorkerPlan] = None) -> None:
+def train_sources(sources: Sequence[SourceToTrain], workers: int, plan: WorkerPlan | None = None) -> None:
     """Train source runs in parallel worker processes (one each, with its job's threads).
 
     A source that fails here is left to planning, which trains it again for the jobs
@@ -314,17 +328,19 @@ def train_sources(sources: Sequence[SourceToTrain], workers: int, plan: Optional
         return
     workers = min(workers, len(sources))
     names = ", ".join(s.spec.label for s in sources)
-    print(f"ensemble launcher: {len(sources)} source runs train first, on {workers} worker processes: {names}", flush=True)
+    print(
+        f"ensemble launcher: {len(sources)} source runs train first, on {workers} worker processes: {names}", flush=True
+    )
     plan = plan if plan is not None else WorkerPlan((None,) * workers)
     _in_workers([functools.partial(_train_source, s) for s in sources], workers, [s.spec.label for s in sources], plan)
 
 
-def _train_source(source: SourceToTrain) -> List[JobResult]:
+def _train_source(source: SourceToTrain) -> list[JobResult]:
     source.train()
     return []
 
 
-def _train_in_workers(chunks: List[List[PlannedJob]], workers: int, threads: int, plan: WorkerPlan) -> List[JobResult]:
+def _train_in_workers(chunks: list[list[PlannedJob]], workers: int, threads: int, plan: WorkerPlan) -> list[JobResult]:
     """Train each ensemble in one of ``workers`` spawned processes (``plan``: their GPUs).
 
     A worker that dies (killed, out of memory) cannot record its members: the launcher
@@ -332,8 +348,11 @@ def _train_in_workers(chunks: List[List[PlannedJob]], workers: int, threads: int
     keeping its ``resume.pt``, so a rerun of the sweep resumes it. Ctrl-C stops every
     worker (each records the interruption).
     """
-    print(f"ensemble launcher: {len(chunks)} ensembles on {workers} worker processes, {threads} thread(s) each"
-          f"{plan.describe()}", flush=True)  # fmt: skip
+    print(
+        f"ensemble launcher: {len(chunks)} ensembles on {workers} worker processes, {threads} thread(s) each"
+        f"{plan.describe()}",
+        flush=True,
+    )
     tasks = [functools.partial(_train_chunk, chunk, threads) for chunk in chunks]
 
     def lost(index: int, exc: BaseException) -> None:
@@ -343,13 +362,13 @@ def _train_in_workers(chunks: List[List[PlannedJob]], workers: int, threads: int
     return _in_workers(tasks, workers, [", ".join(m.run_dir.path.name for m in chunk) for chunk in chunks], plan, lost)
 
 
-def _train_chunk(chunk: List[PlannedJob], threads: int) -> List[JobResult]:
+def _train_chunk(chunk: list[PlannedJob], threads: int) -> list[JobResult]:
     job = chunk[0].job.train  # what planning set in the launcher; a spawned worker sets it again
     configure_torch(threads, job.flush_denormal, job.cpu_gemm)
     return train_group(chunk)
 
 
-def _run_pickled(blob: bytes) -> List[JobResult]:
+def _run_pickled(blob: bytes) -> list[JobResult]:
     """A worker's task, pickled by cloudpickle: planned jobs hold models, tasks (whose label
     functions are lambdas) and callbacks. Results come back by plain pickle."""
     try:
@@ -367,9 +386,12 @@ def _run_pickled(blob: bytes) -> List[JobResult]:
 
 
 def _in_workers(
-    tasks: List[Callable[[], List[JobResult]]], workers: int, names: List[str], plan: WorkerPlan,
-    lost: Optional[Callable[[int, BaseException], None]] = None,
-) -> List[JobResult]:
+    tasks: list[Callable[[], list[JobResult]]],
+    workers: int,
+    names: list[str],
+    plan: WorkerPlan,
+    lost: Callable[[int, BaseException], None] | None = None,
+) -> list[JobResult]:
     """Run ``tasks`` in ``workers`` spawned processes (``plan``: their GPUs); their results in task order.
 
     ``lost(i, exc)`` runs here for a task whose worker died or whose result could not come back.
@@ -379,12 +401,14 @@ def _in_workers(
     gpus = context.Queue()  # each worker takes one entry as it starts: its GPU (or None)
     for gpu in plan.gpus[:workers]:
         gpus.put(gpu)
-    results: List[JobResult] = []
+    results: list[JobResult] = []
     blobs = [cloudpickle.dumps(task) for task in tasks]
     pool = ProcessPoolExecutor(
-        max_workers=workers, mp_context=context, initializer=_worker_setup,
+        max_workers=workers,
+        mp_context=context,
+        initializer=_worker_setup,
         initargs=(os.getpid(), gpus, logging.getLogger().getEffectiveLevel()),
-    )  # fmt: skip
+    )
     try:
         futures = [pool.submit(_run_pickled, blob) for blob in blobs]
         for i, (name, future) in enumerate(zip(names, futures)):
@@ -444,9 +468,9 @@ def _launcher_died(signum: int, frame: Any) -> None:
     _interrupt_once(signum, frame)
 
 
-def train_group(members: Sequence[PlannedJob]) -> List[JobResult]:
+def train_group(members: Sequence[PlannedJob]) -> list[JobResult]:
     """One ensemble (or, if its members' trainers are incompatible, one job at a time)."""
-    results: Dict[int, JobResult] = {}
+    results: dict[int, JobResult] = {}
     set_cpu_gemm(members[0].job.train.cpu_gemm)  # one value per group: cpu_gemm is part of batch_key
     with concurrent_wandb_runs(), member_logs(members):
         trainings = [RunDirTraining(m.run_dir, m.plan) for m in members]
@@ -488,13 +512,15 @@ def train_group(members: Sequence[PlannedJob]) -> List[JobResult]:
     return [results[i] for i in sorted(results)]
 
 
-def _finish_as(i: int, members: Sequence[PlannedJob], trainings: Sequence[RunDirTraining], outcome: MemberResult) -> JobResult:
+def _finish_as(
+    i: int, members: Sequence[PlannedJob], trainings: Sequence[RunDirTraining], outcome: MemberResult
+) -> JobResult:
     with speaking_for(i):
         return _finish(members[i], trainings[i], outcome)
 
 
 #: Which member the current log lines belong to (None: the group as a whole).
-_speaker: contextvars.ContextVar[Optional[int]] = contextvars.ContextVar("ensemble_member", default=None)
+_speaker: contextvars.ContextVar[int | None] = contextvars.ContextVar("ensemble_member", default=None)
 
 
 @contextlib.contextmanager
@@ -550,7 +576,10 @@ def _crashed(members: Sequence[PlannedJob], trainings: Sequence[RunDirTraining],
         raise exc
     log.error(
         "training failed: %s: %s (recorded in the status of %s); the sweep goes on",
-        type(exc).__name__, exc, ", ".join(m.run_dir.path.name for m in members), exc_info=exc,
+        type(exc).__name__,
+        exc,
+        ", ".join(m.run_dir.path.name for m in members),
+        exc_info=exc,
     )
 
 

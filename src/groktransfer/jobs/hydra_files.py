@@ -11,8 +11,9 @@ same three files itself once it goes ahead (``Launch.claim``), with the job's lo
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback

@@ -13,40 +13,47 @@ for target and source runs alike (``training``), what gets written at each check
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import shutil
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, FrozenSet, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Any
 
 import torch
 from omegaconf import OmegaConf
 
-from groktransfer.training.allocator import keep_freed_memory
-from groktransfer.utils.atomic import write_json, write_text
 from groktransfer.config.conditions import needs_source
 from groktransfer.config.schema import CpuGemm, TrainJobConfig, to_plain
 from groktransfer.config.validate import ResolvedSeeds, resolve_seeds, validate_job_config
-from groktransfer.training.device import resolve_device
-from groktransfer.training.memory import check_memory
-from groktransfer.utils.errors import JobError, UserError
+from groktransfer.jobs.train_run_dir import TrainingPlan, resolved_model_config, train_in_run_dir, train_source_run
 from groktransfer.model.gemm import set_cpu_gemm
-from groktransfer.runs.rundir import (
-    RUN_DIRS, RUN_FILES, FailureKind, RunDir, Status, StatusRecord, library_versions, utc_now,
-)  # fmt: skip
+from groktransfer.model.registry import MODELS
 from groktransfer.runs.identity import run_identity  # noqa: F401  (callers import it from here too)
 from groktransfer.runs.index import Decision, RunIndex, transplant
 from groktransfer.runs.integrity import ResumeCheck, check_completed, check_resumable, damage_line, status_damage
+from groktransfer.runs.rundir import (
+    RUN_DIRS,
+    RUN_FILES,
+    FailureKind,
+    RunDir,
+    Status,
+    StatusRecord,
+    library_versions,
+    utc_now,
+)
 from groktransfer.sinks import RunMeta
+from groktransfer.tasks.modular import Task
+from groktransfer.tasks.registry import make_task
+from groktransfer.training.allocator import keep_freed_memory
+from groktransfer.training.device import resolve_device
+from groktransfer.training.memory import check_memory
+from groktransfer.training.optimizers import check_registered
+from groktransfer.training.trainer import TrainerCallback
 from groktransfer.transfer.source_runs import SourceCache, SourceSpec, source_spec_from_config
 from groktransfer.transfer.starting_point import StartingPoint, build_starting_point, model_for_resume
-from groktransfer.tasks.modular import Task
-from groktransfer.model.registry import MODELS
-from groktransfer.training.optimizers import check_registered
-from groktransfer.tasks.registry import make_task
-from groktransfer.training.trainer import TrainerCallback
-from groktransfer.jobs.train_run_dir import TrainingPlan, resolved_model_config, train_in_run_dir, train_source_run
+from groktransfer.utils.atomic import write_json, write_text
+from groktransfer.utils.errors import JobError, UserError
 
 log = logging.getLogger(__name__)
 
@@ -62,12 +69,12 @@ class Launch:
 
     run_dir: Path
     cwd: Path
-    sweep_dir: Optional[Path] = None
+    sweep_dir: Path | None = None
     # the dotted config keys set on the command line (Hydra's task overrides), for validation
-    given: FrozenSet[str] = frozenset()
+    given: frozenset[str] = frozenset()
     # called with the run directory once the job goes ahead, before it writes there (Hydra's
     # provenance files and the job's log: ``scripts/train.py``); a refused job writes nothing
-    claim: Optional[Callable[[Path], None]] = None
+    claim: Callable[[Path], None] | None = None
 
 
 @dataclass(frozen=True)
@@ -79,7 +86,7 @@ class JobPaths:
     run_index: Path
 
     @classmethod
-    def from_config(cls, job: TrainJobConfig, cwd: Path) -> "JobPaths":
+    def from_config(cls, job: TrainJobConfig, cwd: Path) -> JobPaths:
         def absolute(value: str) -> Path:
             path = Path(value).expanduser()
             return path if path.is_absolute() else (cwd / path).resolve()
@@ -92,7 +99,7 @@ class JobResult:
     run_dir: Path
     status: Status
     record: StatusRecord
-    skipped: Optional[str] = None
+    skipped: str | None = None
 
     def one_line(self) -> str:
         r = self.record
@@ -155,7 +162,7 @@ class SourceToTrain:
         self.cache.get_or_train(self.spec, lambda run_dir, spec: train_source_run(run_dir, spec, self.job))
 
 
-def sources_to_train(jobs: Sequence[TrainJobConfig], cwd: Path) -> List[SourceToTrain]:
+def sources_to_train(jobs: Sequence[TrainJobConfig], cwd: Path) -> list[SourceToTrain]:
     """The uncached source runs these jobs need, each once, in sweep order.
 
     Mirrors :func:`plan_job`'s decisions without taking its locks: jobs that start at
@@ -163,7 +170,7 @@ def sources_to_train(jobs: Sequence[TrainJobConfig], cwd: Path) -> List[SourceTo
     reused or resumed) starts from no source. A guess that goes stale (another process
     trains the source meanwhile) costs nothing: the cache's lock trains each run once.
     """
-    found: Dict[Tuple[Path, str], SourceToTrain] = {}
+    found: dict[tuple[Path, str], SourceToTrain] = {}
     for job in jobs:
         if not needs_source(job.transfer.name) or job.transfer.source.path is not None:
             continue
@@ -200,14 +207,14 @@ class PlannedJob:
         return JobResult(self.run_dir.path, Status(record.status), record)
 
 
-def given_keys(overrides: Iterable[str]) -> FrozenSet[str]:
+def given_keys(overrides: Iterable[str]) -> frozenset[str]:
     """The dotted keys of Hydra command-line overrides (``task.n_train=500`` -> ``task.n_train``)."""
     return frozenset(o.split("=", 1)[0].lstrip("+~") for o in overrides if "=" in o)
 
 
 def plan_job(
     job: TrainJobConfig, launch: Launch, held: contextlib.ExitStack, callbacks: Sequence[TrainerCallback] = ()
-) -> Union[JobResult, PlannedJob]:
+) -> JobResult | PlannedJob:
     """Everything before the first epoch: checks, the run-index decision, the starting point.
 
     Returns the result of a job that trains nothing (reused or skipped), else the planned
@@ -251,7 +258,7 @@ def plan_job(
         record = run_dir.update_status(reused_from=str(decision.previous))
         log.info("skipped (%s)", decision.reason)
         return JobResult(run_dir.path, Status(record.status), record, skipped=decision.reason)
-    resume: Optional[ResumeCheck] = None
+    resume: ResumeCheck | None = None
     if decision.action == "resume":
         assert decision.previous is not None
         previous = RunDir(decision.previous)
@@ -276,7 +283,7 @@ def _writable(path: Path, key: str) -> None:
         raise JobError(f"{key}={path}: cannot create it ({exc.strerror or exc})") from None
 
 
-def _holds_another_run(run_dir: RunDir, run_id: str, index: RunIndex) -> Optional[str]:
+def _holds_another_run(run_dir: RunDir, run_id: str, index: RunIndex) -> str | None:
     """What in ``run_dir`` belongs to a run other than ``run_id`` (None: nothing, or this run's own files)."""
     if status_damage(run_dir) is not None:
         known = index.lookup(run_id)
@@ -303,8 +310,8 @@ def _plan_target(
     seeds: ResolvedSeeds,
     run_id: str,
     index: RunIndex,
-    previous: Optional[Path],
-    resume: Optional[ResumeCheck],
+    previous: Path | None,
+    resume: ResumeCheck | None,
     callbacks: Sequence[TrainerCallback],
 ) -> PlannedJob:
     task = make_task(job.task, seeds.data_seed)
@@ -334,9 +341,14 @@ def _plan_target(
         except Exception as exc:
             _take(launch, run_dir, index, run_id, config, fresh=True)
             run_dir.update_status(
-                status=Status.FAILED, reason=f"could not build the starting model: {type(exc).__name__}: {exc}",
-                failure_kind=FailureKind.CRASH, failed_epoch=0, started_at=utc_now(), epoch=0, **identity,
-            )  # fmt: skip
+                status=Status.FAILED,
+                reason=f"could not build the starting model: {type(exc).__name__}: {exc}",
+                failure_kind=FailureKind.CRASH,
+                failed_epoch=0,
+                started_at=utc_now(),
+                epoch=0,
+                **identity,
+            )
             raise
         _take(launch, run_dir, index, run_id, config, fresh=True)
         run_dir.update_status(status=Status.RUNNING, reason=None, started_at=utc_now(), epoch=0, **identity)
@@ -361,7 +373,7 @@ def _plan_target(
     return PlannedJob(job, run_dir, plan)
 
 
-def _take(launch: Launch, run_dir: RunDir, index: RunIndex, run_id: str, config: Dict[str, Any], fresh: bool) -> None:
+def _take(launch: Launch, run_dir: RunDir, index: RunIndex, run_id: str, config: dict[str, Any], fresh: bool) -> None:
     """Claim the run directory and record it: a fresh run first clears what ``force=true`` overwrites."""
     _claim(launch, run_dir)
     if fresh:
@@ -376,8 +388,8 @@ def _target_plan(
     task: Task,
     start: StartingPoint,
     run_id: str,
-    config: Dict[str, Any],
-    resume_state: Optional[Dict[str, Any]],
+    config: dict[str, Any],
+    resume_state: dict[str, Any] | None,
     callbacks: Sequence[TrainerCallback],
 ) -> TrainingPlan:
     group = f"{job.experiment_name}/{launch.sweep_dir.name}" if launch.sweep_dir is not None else job.experiment_name

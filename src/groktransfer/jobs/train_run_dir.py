@@ -11,13 +11,12 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any
 
 import torch
 
-from groktransfer.jobs.callbacks import RunDirCallbacks, WallClock, load_resume_state
-from groktransfer.model.checkpoint import save_checkpoint
 from groktransfer.config.schema import (
     GradFilterConfig,
     LoggerConfig,
@@ -28,20 +27,30 @@ from groktransfer.config.schema import (
     TrainJobConfig,
     to_typed,
 )
-from groktransfer.training.device import configure_determinism, training_device
-from groktransfer.utils.errors import JobError
-from groktransfer.model.registry import build_model, model_class
-from groktransfer.training.profiling import ProfilerCallback
-from groktransfer.runs.rundir import (
-    FINAL_MEASURES, TABLE_FILES, FailureKind, RunDir, RunKind, Status, StatusRecord, library_versions, utc_now,
-)  # fmt: skip
-from groktransfer.sinks import RunMeta, make_sinks
-from groktransfer.transfer.source_runs import SourceSpec
+from groktransfer.jobs.callbacks import RunDirCallbacks, WallClock, load_resume_state
 from groktransfer.measures.digits import final_summary_keys
+from groktransfer.model.checkpoint import save_checkpoint
+from groktransfer.model.registry import build_model, model_class
+from groktransfer.runs.rundir import (
+    FINAL_MEASURES,
+    TABLE_FILES,
+    FailureKind,
+    RunDir,
+    RunKind,
+    Status,
+    StatusRecord,
+    library_versions,
+    utc_now,
+)
+from groktransfer.sinks import RunMeta, make_sinks
 from groktransfer.tasks.modular import Task
 from groktransfer.tasks.registry import make_task, typed_task
+from groktransfer.training.device import configure_determinism, training_device
+from groktransfer.training.profiling import ProfilerCallback
 from groktransfer.training.trainer import Trainer, TrainerCallback, TrainingFailure, TrainOutcome
 from groktransfer.transfer.components import carry_optimizer_state
+from groktransfer.transfer.source_runs import SourceSpec
+from groktransfer.utils.errors import JobError
 
 log = logging.getLogger(__name__)
 
@@ -56,14 +65,14 @@ class TrainingPlan:
     train: TrainConfig
     measures: MeasuresConfig
     meta: RunMeta
-    config: Dict[str, Any]  # the plain config handed to the sinks
-    logger: Optional[LoggerConfig] = None  # None: the run directory's files only
-    resume_state: Optional[Dict[str, Any]] = None
-    optimizer_state: Optional[Dict[str, Any]] = None  # carried from the source (reset_optimizer=false)
-    copied: List[str] = field(default_factory=list)
+    config: dict[str, Any]  # the plain config handed to the sinks
+    logger: LoggerConfig | None = None  # None: the run directory's files only
+    resume_state: dict[str, Any] | None = None
+    optimizer_state: dict[str, Any] | None = None  # carried from the source (reset_optimizer=false)
+    copied: list[str] = field(default_factory=list)
     save_optimizer_states: bool = False
     callbacks: Sequence[TrainerCallback] = ()  # extra trainer callbacks (the profiler; tests' fault injection)
-    gradfilter: Optional[GradFilterConfig] = None  # None: no gradient filter
+    gradfilter: GradFilterConfig | None = None  # None: no gradient filter
 
 
 def train_in_run_dir(run_dir: RunDir, plan: TrainingPlan) -> StatusRecord:
@@ -98,7 +107,7 @@ class RunDirTraining:
     def __init__(self, run_dir: RunDir, plan: TrainingPlan) -> None:
         self.run_dir = run_dir
         self.plan = plan
-        self.trainer: Optional[Trainer] = None
+        self.trainer: Trainer | None = None
         self._exits = contextlib.ExitStack()
 
     def open(self) -> Trainer:
@@ -122,10 +131,12 @@ class RunDirTraining:
             save_optimizer_states=plan.save_optimizer_states,
             clock=self.clock,
         )
-        callbacks: List[TrainerCallback] = [self.writer, *plan.callbacks]
+        callbacks: list[TrainerCallback] = [self.writer, *plan.callbacks]
         if plan.train.profile_epochs > 0:
             callbacks.append(ProfilerCallback(run_dir.profile_dir, plan.train.profile_epochs))
-        trainer = Trainer(plan.model, plan.task, plan.optimizer, plan.train, callbacks=callbacks, gradfilter_cfg=plan.gradfilter)
+        trainer = Trainer(
+            plan.model, plan.task, plan.optimizer, plan.train, callbacks=callbacks, gradfilter_cfg=plan.gradfilter
+        )
         if resume is not None:
             trainer.load_state_dict(resume)
             self.writer.last_measures = dict(resume.get("last_measures", {}))
@@ -186,7 +197,9 @@ class RunDirTraining:
             }
             self.sinks.log_checkpoint(run_dir.final_checkpoint_path, final.epoch, final=True)
             self.sinks.log_summary(summary)
-        writer.record_final(run_dir.final_checkpoint_path, [t for t in map(run_dir.path.joinpath, TABLE_FILES) if t.is_file()])
+        writer.record_final(
+            run_dir.final_checkpoint_path, [t for t in map(run_dir.path.joinpath, TABLE_FILES) if t.is_file()]
+        )
         record = run_dir.update_status(status=Status.COMPLETED, reason=None, finished_at=utc_now(), **summary)
         run_dir.resume_path.unlink(missing_ok=True)  # finished: nothing left to resume
         return record
@@ -202,7 +215,10 @@ def record_crash(run_dir: RunDir, exc: BaseException) -> StatusRecord:
     previous = run_dir.read_status()
     failed_epoch = previous.epoch if previous is not None and previous.epoch is not None else 0
     fields = dict(
-        status=Status.FAILED, reason=f"{type(exc).__name__}: {exc}", failed_epoch=failed_epoch, failure_kind=FailureKind.CRASH
+        status=Status.FAILED,
+        reason=f"{type(exc).__name__}: {exc}",
+        failed_epoch=failed_epoch,
+        failure_kind=FailureKind.CRASH,
     )
     try:
         return run_dir.update_status(**fields)

@@ -16,14 +16,15 @@ All functions are pure and vectorised; ``compute_digit_measures`` ties them to a
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Mapping, Tuple
+from typing import Any
 
 import torch
 
-from groktransfer.tasks.digits import CARRY_CLASS_NAMES, EXAMPLE_CLASS_NAMES, N_DIGIT_TASKS_FREQS, DigitTask
 from groktransfer.measures.modular import ModelWeights, weight_sq_norms
 from groktransfer.model.protocol import Reading
+from groktransfer.tasks.digits import CARRY_CLASS_NAMES, EXAMPLE_CLASS_NAMES, N_DIGIT_TASKS_FREQS, DigitTask
 
 Scalar = Any
 
@@ -32,13 +33,13 @@ Scalar = Any
 class DigitMeasures:
     """One checkpoint's digit measures: ``scalars`` for measures.csv, ``freq_rows`` for measures_freqs.csv."""
 
-    values: Dict[str, Scalar] = field(default_factory=dict)
-    freq_rows: List[Dict[str, Scalar]] = field(default_factory=list)
+    values: dict[str, Scalar] = field(default_factory=dict)
+    freq_rows: list[dict[str, Scalar]] = field(default_factory=list)
 
-    def scalars(self) -> Dict[str, Scalar]:
+    def scalars(self) -> dict[str, Scalar]:
         return dict(self.values)
 
-    def per_frequency_rows(self) -> List[Dict[str, Scalar]]:
+    def per_frequency_rows(self) -> list[dict[str, Scalar]]:
         return [dict(r) for r in self.freq_rows]
 
 
@@ -53,7 +54,7 @@ def answer_logits(model: torch.nn.Module, task: DigitTask, chunk: int = 8192) ->
     return torch.cat(out)
 
 
-def per_position(logits: torch.Tensor, labels: torch.Tensor) -> Dict[str, torch.Tensor]:
+def per_position(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
     """Per example and answer position: loss, correctness, probability of the right digit.
 
     logits [N, k, v], labels [N, k] -> each [N, k].
@@ -67,7 +68,7 @@ def per_position(logits: torch.Tensor, labels: torch.Tensor) -> Dict[str, torch.
     }
 
 
-def class_counts(correct: torch.Tensor, classes: torch.Tensor, n_classes: int) -> Tuple[torch.Tensor, torch.Tensor]:
+def class_counts(correct: torch.Tensor, classes: torch.Tensor, n_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
     """([n_classes] entries of ``correct`` that are True, [n_classes] entries) per class, as float64
     on their device. Counts of 0/1 are exact in any order, so no entry is read on the host."""
     member = classes.reshape(-1, 1) == torch.arange(n_classes, device=classes.device)  # [M, n_classes]
@@ -75,7 +76,7 @@ def class_counts(correct: torch.Tensor, classes: torch.Tensor, n_classes: int) -
     return hits.double(), member.sum(dim=0).double()
 
 
-def class_accuracy(correct: torch.Tensor, classes: torch.Tensor, n_classes: int) -> Dict[int, tuple]:
+def class_accuracy(correct: torch.Tensor, classes: torch.Tensor, n_classes: int) -> dict[int, tuple]:
     """{class: (accuracy, or None without examples, count)} of the entries of ``correct`` in each class (same shapes)."""
     hits, counts = (t.tolist() for t in class_counts(correct, classes, n_classes))
     return {c: (hits[c] / counts[c] if counts[c] else None, int(counts[c])) for c in range(n_classes)}
@@ -95,7 +96,7 @@ def fourier_power_over_digits(W_U: torch.Tensor, n: int = 10) -> torch.Tensor:
     return torch.where(total > 0, power / total, power)
 
 
-def weight_norms(model: torch.nn.Module) -> Dict[str, float]:
+def weight_norms(model: torch.nn.Module) -> dict[str, float]:
     """Sums of squared weights: the modular measures' per-component columns, plus one per layer.
 
     ``weight_norm_{embed,pos_embed,attn,mlp,unembed,ln,other,total}`` as for every task
@@ -130,9 +131,7 @@ def compute_digit_measures(task: DigitTask, model: torch.nn.Module) -> DigitMeas
     right = stats["correct"].double()
     test_right, test_loss = right.index_select(0, test), stats["loss"].index_select(0, test)
     n_pos, n_carry, n_example = task.n_answer, len(CARRY_CLASS_NAMES), len(EXAMPLE_CLASS_NAMES)
-    carry_hits, carry_n = class_counts(
-        test_right.bool(), task.carry_classes.to(device).index_select(0, test), n_carry
-    )
+    carry_hits, carry_n = class_counts(test_right.bool(), task.carry_classes.to(device).index_select(0, test), n_carry)
     example_hits, example_n = class_counts(
         exact.index_select(0, test).bool(), task.example_classes.to(device).index_select(0, test), n_example
     )
@@ -152,14 +151,19 @@ def compute_digit_measures(task: DigitTask, model: torch.nn.Module) -> DigitMeas
         ("mean_prob_correct_test", stats["prob"].index_select(0, test).mean()),
         ("pos_loss_test", torch.stack([test_loss[:, i].contiguous().mean() for i in range(n_pos)])),
         ("pos_acc_test", test_right.mean(dim=0)),  # [n_answer]; sums of 0/1 are exact in any order
-        ("carry_hits", carry_hits), ("carry_n", carry_n), ("example_hits", example_hits), ("example_n", example_n),
-        ("top", top.double()), ("top_frac", top_frac), ("power", power),
-    ]  # fmt: skip
+        ("carry_hits", carry_hits),
+        ("carry_n", carry_n),
+        ("example_hits", example_hits),
+        ("example_n", example_n),
+        ("top", top.double()),
+        ("top_frac", top_frac),
+        ("power", power),
+    ]
     flat = torch.cat([v.reshape(-1).double() for _, v in parts]).tolist()  # the one read on the host
     got, at = {}, 0
     for name, v in parts:
         got[name], at = flat[at : at + v.numel()], at + v.numel()
-    values: Dict[str, Scalar] = {  # the modular measures' base columns, with exact match as accuracy
+    values: dict[str, Scalar] = {  # the modular measures' base columns, with exact match as accuracy
         "train_loss": got["train_loss"][0],
         "test_loss": got["test_loss"][0],
         "train_acc": got["train_acc"][0],
@@ -193,8 +197,14 @@ def compute_digit_measures(task: DigitTask, model: torch.nn.Module) -> DigitMeas
     return DigitMeasures(values, rows)
 
 
-def final_summary_keys(values: Mapping[str, Scalar]) -> List[str]:
+def final_summary_keys(values: Mapping[str, Scalar]) -> list[str]:
     """The digit measures worth repeating in status.json's ``final`` record."""
-    keep = ("exact_match_test", "mean_prob_correct_test", "wu_fourier_top_freq", "wu_fourier_top_frac", "weight_norm_total")
+    keep = (
+        "exact_match_test",
+        "mean_prob_correct_test",
+        "wu_fourier_top_freq",
+        "wu_fourier_top_frac",
+        "weight_norm_total",
+    )
     prefixes = ("pos", "acc_", "exact_")
     return [k for k in values if k in keep or (k.startswith(prefixes) and k.endswith("_test"))]

@@ -56,18 +56,22 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Dict, List, Mapping, Optional, Tuple, Union
 
 import torch
 import torch.nn.functional as F
 
-from groktransfer.tasks.fourier import CONST, COS, SIN, FourierBasis, GroupFourier, fourier_basis
-from groktransfer.runs.rundir import FREQ_ROW_KEYS, MEASURE_BASE_COLUMNS, MEASURE_FOURIER_COLUMNS, MEASURE_INPUT_FOURIER_COLUMNS
 from groktransfer.model.transformer import WEIGHT_GROUP_NAMES, weight_group
+from groktransfer.runs.rundir import (
+    MEASURE_BASE_COLUMNS,
+    MEASURE_FOURIER_COLUMNS,
+    MEASURE_INPUT_FOURIER_COLUMNS,
+)
+from groktransfer.tasks.fourier import CONST, COS, SIN, FourierBasis, GroupFourier, fourier_basis
 from groktransfer.tasks.modular import Task
 
-Scalar = Union[float, int, str]
+Scalar = float | int | str
 
 # Column names are part of the run-directory contract (groktransfer.runs.rundir).
 BASE_COLUMNS = MEASURE_BASE_COLUMNS
@@ -83,7 +87,7 @@ _DEAD_REL_VAR = 1e-10
 # ---------------------------------------------------------------------------------------
 # Losses
 # ---------------------------------------------------------------------------------------
-def per_example_loss(logits: torch.Tensor, labels: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+def per_example_loss(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Cross-entropy of each example in float64, and whether its arg-max is the label.
 
     float64 is the paper's choice: float32 log-softmax saturates once the loss is
@@ -96,7 +100,7 @@ def per_example_loss(logits: torch.Tensor, labels: torch.Tensor) -> Tuple[torch.
     return ce.reshape(labels.shape), hit.reshape(labels.shape)
 
 
-def loss_and_accuracy(logits: torch.Tensor, labels: torch.Tensor) -> Tuple[float, float]:
+def loss_and_accuracy(logits: torch.Tensor, labels: torch.Tensor) -> tuple[float, float]:
     """Mean float64 cross-entropy and accuracy; (NaN, NaN) for an empty set."""
     if labels.numel() == 0:
         return float("nan"), float("nan")
@@ -107,7 +111,7 @@ def loss_and_accuracy(logits: torch.Tensor, labels: torch.Tensor) -> Tuple[float
 # ---------------------------------------------------------------------------------------
 # Weights
 # ---------------------------------------------------------------------------------------
-def weight_sq_norms(params: Mapping[str, torch.Tensor]) -> Dict[str, float]:
+def weight_sq_norms(params: Mapping[str, torch.Tensor]) -> dict[str, float]:
     """Sum of squared weights of a state dict in TransformerLens names, total and per group
     (embed, pos_embed, attn, mlp, unembed, ln, other: the transformer's ``weight_group``), over
     all blocks. Weight decay acts on exactly this quantity, which is why it is a progress
@@ -126,7 +130,7 @@ def weight_sq_norms(params: Mapping[str, torch.Tensor]) -> Dict[str, float]:
     return out
 
 
-def _on_host(scalars: List[torch.Tensor]) -> List[float]:
+def _on_host(scalars: list[torch.Tensor]) -> list[float]:
     """0-dim tensors (on any device, all the same) as floats, read on the host in one transfer."""
     return torch.stack(scalars).tolist() if scalars else []
 
@@ -142,12 +146,12 @@ class ModelWeights:
     TransformerLens names (:meth:`from_params`).
     """
 
-    W_E: Optional[torch.Tensor]
-    W_L: Optional[torch.Tensor]
-    sq_norms: Dict[str, float]
+    W_E: torch.Tensor | None
+    W_L: torch.Tensor | None
+    sq_norms: dict[str, float]
 
     @classmethod
-    def from_params(cls, params: Mapping[str, torch.Tensor], mlp_block: Optional[int] = None) -> "ModelWeights":
+    def from_params(cls, params: Mapping[str, torch.Tensor], mlp_block: int | None = None) -> ModelWeights:
         """From a state dict in TransformerLens names; W_L = W_out[mlp_block] @ W_U (the last
         block with an MLP by default)."""
         W_L = None
@@ -158,7 +162,7 @@ class ModelWeights:
         return cls(W_E=W_E, W_L=W_L, sq_norms=weight_sq_norms(params))
 
     @classmethod
-    def from_model(cls, model: torch.nn.Module) -> "ModelWeights":
+    def from_model(cls, model: torch.nn.Module) -> ModelWeights:
         """From a model's readings (the model protocol), on the model's device; the sums of
         squares are read on the host in one transfer."""
         from groktransfer.model.protocol import Reading
@@ -217,9 +221,7 @@ def _per_freq_sumsq(by_row: torch.Tensor, basis: FourierBasis) -> torch.Tensor:
 # ---------------------------------------------------------------------------------------
 # Neurons and key frequencies
 # ---------------------------------------------------------------------------------------
-def neuron_freq_fractions(
-    acts_grid: torch.Tensor, basis: FourierBasis
-) -> Tuple[torch.Tensor, torch.Tensor]:
+def neuron_freq_fractions(acts_grid: torch.Tensor, basis: FourierBasis) -> tuple[torch.Tensor, torch.Tensor]:
     """Share of each neuron's variance at each frequency, and which neurons are dead.
 
     ``acts_grid`` [n, n, d_mlp] is read on the group grid. Returns ``frac`` [d_mlp, W]:
@@ -271,7 +273,7 @@ def _row_of_freq(basis: FourierBasis, kind: int) -> torch.Tensor:
 
 def assign_neuron_freqs(
     frac: torch.Tensor, dead: torch.Tensor, threshold: float
-) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Each neuron's frequency (largest share; -1 when dead), that share, and whether it
     counts (share > threshold). Dead neurons are never counted."""
     if frac.shape[1] == 0:  # n < 2: no frequencies at all
@@ -290,7 +292,7 @@ def neuron_counts(neuron_freq: torch.Tensor, counted: torch.Tensor, max_freq: in
     return ((neuron_freq[:, None] == freqs) & counted[:, None]).sum(dim=0)
 
 
-def select_key_freqs(counts: torch.Tensor, min_neurons: int = 1) -> List[int]:
+def select_key_freqs(counts: torch.Tensor, min_neurons: int = 1) -> list[int]:
     """Frequencies (1-based) with at least ``min_neurons`` counted neurons."""
     return [w + 1 for w, c in enumerate(counts.tolist()) if c >= max(min_neurons, 1)]
 
@@ -321,7 +323,7 @@ def target_coefficients(logit_grid: torch.Tensor, gf: GroupFourier) -> torch.Ten
 
 def logit_target_structure(
     logit_grid: torch.Tensor, gf: GroupFourier
-) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, float]:
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, float]:
     """How much of the logits is the task's target structure, per frequency.
 
     Returns (cos_coef [W], sin_coef [W], frac [W], residual_frac):
@@ -351,9 +353,7 @@ def logit_target_structure(
     return cos_coef[1:], sin_coef[1:], frac, residual
 
 
-def input_freq_part(
-    logit_grid: torch.Tensor, gf: GroupFourier, freqs: List[int], with_mean: bool
-) -> torch.Tensor:
+def input_freq_part(logit_grid: torch.Tensor, gf: GroupFourier, freqs: list[int], with_mean: bool) -> torch.Tensor:
     """The paper's key-frequency part of the logits: for every output z separately,
     the projection of L[:, :, z] onto cos(w(x + s y)) and sin(w(x + s y)) for w in
     ``freqs`` (plus the constant, i.e. the per-output mean, when ``with_mean``).
@@ -369,7 +369,7 @@ def input_freq_part(
     return by_combo[gf.input_combo]
 
 
-def _rows(basis: FourierBasis, freqs: List[int], with_const: bool) -> torch.Tensor:
+def _rows(basis: FourierBasis, freqs: list[int], with_const: bool) -> torch.Tensor:
     """Indices of the basis rows at ``freqs`` (and the constant), on the basis' device; chosen on
     the host's copy of the basis, where a mask costs nothing."""
     host = fourier_basis(basis.n)
@@ -377,7 +377,7 @@ def _rows(basis: FourierBasis, freqs: List[int], with_const: bool) -> torch.Tens
     return torch.nonzero(keep).flatten().to(basis.matrix.device)
 
 
-def target_freq_part(logit_grid: torch.Tensor, gf: GroupFourier, freqs: List[int]) -> torch.Tensor:
+def target_freq_part(logit_grid: torch.Tensor, gf: GroupFourier, freqs: list[int]) -> torch.Tensor:
     """Strict key-frequency part: the projection of the whole tensor L onto the target
     directions cos/sin(w(x + s y - z)) for w in ``freqs`` (2 dimensions per frequency)."""
     basis, n = gf.basis, gf.n
@@ -398,7 +398,7 @@ class FourierMeasures:
 
     group: str
     modulus: int
-    generator: Optional[int]
+    generator: int | None
     note: str
     n_pairs: int  # grid pairs measured, n^2
     n_excluded_pairs: int
@@ -409,11 +409,11 @@ class FourierMeasures:
     neuron_frac_explained: torch.Tensor  # [d_mlp] share at the neuron's frequency
     neuron_frac_by_freq: torch.Tensor  # [d_mlp, W]
     neuron_count: torch.Tensor  # [W] counted neurons per frequency
-    key_freqs: List[int]
+    key_freqs: list[int]
     n_dead_neurons: int
     frac_neurons_explained: float  # counted neurons / d_mlp
     mean_neuron_frac_explained: float  # mean share over live neurons
-    losses: Dict[str, float]  # restricted_*, excluded_*, *_strict_*, *_ref_loss
+    losses: dict[str, float]  # restricted_*, excluded_*, *_strict_*, *_ref_loss
     gini_embed: float
     gini_wl: float
     embed_freq_norm: torch.Tensor  # [W] norm of W_E's cos+sin components per frequency
@@ -437,7 +437,7 @@ class InputFourierMeasures:
     neuron_freq: torch.Tensor  # [d_mlp] long, -1 = dead
     neuron_frac_explained: torch.Tensor  # [d_mlp]
     neuron_count: torch.Tensor  # [W]
-    key_freqs: List[int]
+    key_freqs: list[int]
     n_dead_neurons: int
     frac_neurons_explained: float
     mean_neuron_frac_explained: float
@@ -455,14 +455,14 @@ class ProgressMeasures:
     test_loss: float
     train_acc: float
     test_acc: float
-    sq_norms: Dict[str, float]
-    fourier: Optional[FourierMeasures] = None
-    no_structure_reason: Optional[str] = None
-    input_fourier: Optional[InputFourierMeasures] = None
+    sq_norms: dict[str, float]
+    fourier: FourierMeasures | None = None
+    no_structure_reason: str | None = None
+    input_fourier: InputFourierMeasures | None = None
 
-    def scalars(self) -> Dict[str, Scalar]:
+    def scalars(self) -> dict[str, Scalar]:
         """Flat row of the measures table (rundir.MEASURES_FILE): BASE_COLUMNS, plus FOURIER_COLUMNS when present."""
-        out: Dict[str, Scalar] = {
+        out: dict[str, Scalar] = {
             "train_loss": self.train_loss,
             "test_loss": self.test_loss,
             "train_acc": self.train_acc,
@@ -481,12 +481,16 @@ class ProgressMeasures:
         out = {k: out.get(k, norms.get(k)) for k in base}
         if fm is None and im is not None:
             out.update(
-                fourier_modulus=im.modulus, fourier_n_pairs=im.modulus**2, key_freq_threshold=im.key_freq_threshold,
-                n_key_freqs=len(im.key_freqs), key_freqs=" ".join(str(w) for w in im.key_freqs),
+                fourier_modulus=im.modulus,
+                fourier_n_pairs=im.modulus**2,
+                key_freq_threshold=im.key_freq_threshold,
+                n_key_freqs=len(im.key_freqs),
+                key_freqs=" ".join(str(w) for w in im.key_freqs),
                 frac_neurons_explained=im.frac_neurons_explained,
                 mean_neuron_frac_explained=im.mean_neuron_frac_explained,
-                n_dead_neurons=im.n_dead_neurons, gini_W_E=im.gini_embed,
-            )  # fmt: skip
+                n_dead_neurons=im.n_dead_neurons,
+                gini_W_E=im.gini_embed,
+            )
             return {k: out[k] for k in (*base, *INPUT_FOURIER_COLUMNS)}
         if fm is None:
             return out
@@ -508,7 +512,7 @@ class ProgressMeasures:
         )
         return {k: out[k] for k in (*base, *FOURIER_COLUMNS)}
 
-    def per_frequency_rows(self) -> List[Dict[str, Scalar]]:
+    def per_frequency_rows(self) -> list[dict[str, Scalar]]:
         """Long-format rows (keys FREQ_ROW_KEYS, no epoch) for rundir.FREQS_FILE;
         empty when the task has no group."""
         fm = self.fourier
@@ -516,32 +520,54 @@ class ProgressMeasures:
         if fm is None and im is not None:
             nan, key = float("nan"), set(im.key_freqs)
             return [
-                dict(freq=w, logit_cos_coef=nan, neuron_count=nc, logit_sin_coef=nan, logit_frac=nan,
-                     is_key=int(w in key), embed_norm=en, wl_norm=nan)
+                dict(
+                    freq=w,
+                    logit_cos_coef=nan,
+                    neuron_count=nc,
+                    logit_sin_coef=nan,
+                    logit_frac=nan,
+                    is_key=int(w in key),
+                    embed_norm=en,
+                    wl_norm=nan,
+                )
                 for w, nc, en in zip(im.freqs.tolist(), im.neuron_count.tolist(), im.embed_freq_norm.tolist())
-            ]  # fmt: skip
+            ]
         if fm is None:
             return []
         key = set(fm.key_freqs)
         cols = zip(
-            fm.freqs.tolist(), fm.logit_cos_coef.tolist(), fm.neuron_count.tolist(),
-            fm.logit_sin_coef.tolist(), fm.logit_frac.tolist(),
-            fm.embed_freq_norm.tolist(), fm.wl_freq_norm.tolist(),
-        )  # fmt: skip
+            fm.freqs.tolist(),
+            fm.logit_cos_coef.tolist(),
+            fm.neuron_count.tolist(),
+            fm.logit_sin_coef.tolist(),
+            fm.logit_frac.tolist(),
+            fm.embed_freq_norm.tolist(),
+            fm.wl_freq_norm.tolist(),
+        )
         return [
-            dict(freq=w, logit_cos_coef=c, neuron_count=nc, logit_sin_coef=s,
-                 logit_frac=fr, is_key=int(w in key), embed_norm=en, wl_norm=wn)
+            dict(
+                freq=w,
+                logit_cos_coef=c,
+                neuron_count=nc,
+                logit_sin_coef=s,
+                logit_frac=fr,
+                is_key=int(w in key),
+                embed_norm=en,
+                wl_norm=wn,
+            )
             for w, c, nc, s, fr, en, wn in cols
-        ]  # fmt: skip
+        ]
 
 
 # ---------------------------------------------------------------------------------------
 # Top level
 # ---------------------------------------------------------------------------------------
 def _grid_losses(
-    L: torch.Tensor, labels: torch.Tensor, train: torch.Tensor,
-    key_parts: Dict[str, torch.Tensor],
-) -> Dict[str, float]:
+    L: torch.Tensor,
+    labels: torch.Tensor,
+    train: torch.Tensor,
+    key_parts: dict[str, torch.Tensor],
+) -> dict[str, float]:
     """Restricted (key part + per-output mean, all grid pairs) and excluded (logits minus
     key part, training pairs) losses for each definition of the key part, and the
     same losses of the unmodified logits as references. ``train``: the training pairs'
@@ -549,7 +575,7 @@ def _grid_losses(
     n = L.shape[0]
     mean = L.mean(dim=(0, 1), keepdim=True)
     on_train = lambda t: t.reshape(n * n, *t.shape[2:]).index_select(0, train)  # noqa: E731
-    out: Dict[str, float] = {}
+    out: dict[str, float] = {}
     for name, part in key_parts.items():  # two definitions, not a loop over frequencies
         r_loss, r_acc = loss_and_accuracy(part + mean, labels)
         e_loss, e_acc = loss_and_accuracy(on_train(L) - on_train(part), on_train(labels))
@@ -562,8 +588,13 @@ def _grid_losses(
 
 
 def _fourier_measures(
-    task: Task, gf: GroupFourier, logits: torch.Tensor, acts: torch.Tensor,
-    weights: ModelWeights, threshold: float, min_neurons: int,
+    task: Task,
+    gf: GroupFourier,
+    logits: torch.Tensor,
+    acts: torch.Tensor,
+    weights: ModelWeights,
+    threshold: float,
+    min_neurons: int,
 ) -> FourierMeasures:
     device = logits.device
     # the task's side (labels, split) is read on the host's copy of the map, then moved
@@ -593,25 +624,41 @@ def _fourier_measures(
 
     cos_c, sin_c, lfrac, residual = logit_target_structure(L, gf)
     return FourierMeasures(
-        group=gf.group, modulus=gf.n, generator=gf.generator, note=gf.note,
-        n_pairs=gf.n * gf.n, n_excluded_pairs=gf.n_excluded_pairs,
-        key_freq_threshold=float(threshold), key_freq_min_neurons=int(min_neurons),
+        group=gf.group,
+        modulus=gf.n,
+        generator=gf.generator,
+        note=gf.note,
+        n_pairs=gf.n * gf.n,
+        n_excluded_pairs=gf.n_excluded_pairs,
+        key_freq_threshold=float(threshold),
+        key_freq_min_neurons=int(min_neurons),
         freqs=torch.arange(1, W + 1),
-        neuron_freq=neuron_freq, neuron_frac_explained=best, neuron_frac_by_freq=frac,
-        neuron_count=counts, key_freqs=key, n_dead_neurons=int((~alive).sum()),
+        neuron_freq=neuron_freq,
+        neuron_frac_explained=best,
+        neuron_frac_by_freq=frac,
+        neuron_count=counts,
+        key_freqs=key,
+        n_dead_neurons=int((~alive).sum()),
         frac_neurons_explained=float(counted.double().mean()),
         mean_neuron_frac_explained=float(best[alive].mean()) if bool(alive.any()) else 0.0,
         losses=losses,
-        gini_embed=gini(embed_norms), gini_wl=gini(wl_norms),
+        gini_embed=gini(embed_norms),
+        gini_wl=gini(wl_norms),
         embed_freq_norm=_per_freq_sumsq(embed_norms, basis)[1:].sqrt(),
         wl_freq_norm=_per_freq_sumsq(wl_norms, basis)[1:].sqrt(),
-        logit_cos_coef=cos_c, logit_sin_coef=sin_c, logit_frac=lfrac,
+        logit_cos_coef=cos_c,
+        logit_sin_coef=sin_c,
+        logit_frac=lfrac,
         logit_residual_frac=residual,
-    )  # fmt: skip
+    )
 
 
 def _input_fourier_measures(
-    task: Task, acts: torch.Tensor, weights: ModelWeights, threshold: float, min_neurons: int,
+    task: Task,
+    acts: torch.Tensor,
+    weights: ModelWeights,
+    threshold: float,
+    min_neurons: int,
 ) -> InputFourierMeasures:
     """Neuron frequencies on the (a, b) grid and W_E's Fourier norms, in Z_p's basis over
     token order (the definitions of ``_fourier_measures``, input side only)."""
@@ -627,15 +674,21 @@ def _input_fourier_measures(
     embed_norms = fourier_component_norms(weights.W_E[:p], basis)
     reason = task.spec.no_structure_reason or "the output has no group"
     return InputFourierMeasures(
-        modulus=p, key_freq_threshold=float(threshold),
+        modulus=p,
+        key_freq_threshold=float(threshold),
         note=f"input side only: a, b on the {p}x{p} grid in the Fourier basis of Z_{p} (token order); "
-             f"output-side measures (restricted/excluded loss, W_L, logit structure) absent: {reason}",
-        freqs=torch.arange(1, basis.max_freq + 1), neuron_freq=neuron_freq, neuron_frac_explained=best,
-        neuron_count=counts, key_freqs=select_key_freqs(counts, min_neurons), n_dead_neurons=int((~alive).sum()),
+        f"output-side measures (restricted/excluded loss, W_L, logit structure) absent: {reason}",
+        freqs=torch.arange(1, basis.max_freq + 1),
+        neuron_freq=neuron_freq,
+        neuron_frac_explained=best,
+        neuron_count=counts,
+        key_freqs=select_key_freqs(counts, min_neurons),
+        n_dead_neurons=int((~alive).sum()),
         frac_neurons_explained=float(counted.double().mean()),
         mean_neuron_frac_explained=float(best[alive].mean()) if bool(alive.any()) else 0.0,
-        gini_embed=gini(embed_norms), embed_freq_norm=_per_freq_sumsq(embed_norms, basis)[1:].sqrt(),
-    )  # fmt: skip
+        gini_embed=gini(embed_norms),
+        embed_freq_norm=_per_freq_sumsq(embed_norms, basis)[1:].sqrt(),
+    )
 
 
 def _last_mlp_block(params: Mapping[str, torch.Tensor]) -> int:
@@ -650,7 +703,7 @@ def _last_mlp_block(params: Mapping[str, torch.Tensor]) -> int:
 NO_MLP_REASON = "no neurons to read (an attention-only model): the Fourier progress measures read the MLP's neurons"
 
 
-def _split_losses(task: Task, logits: torch.Tensor) -> Tuple[float, float, float, float]:
+def _split_losses(task: Task, logits: torch.Tensor) -> tuple[float, float, float, float]:
     """Train loss and accuracy, test loss and accuracy of ``logits`` (on any device; the split is
     taken by row indices made on the host from the task's mask, the same rows as the mask selects)."""
     labels = task.labels.to(logits.device)
@@ -661,23 +714,33 @@ def _split_losses(task: Task, logits: torch.Tensor) -> Tuple[float, float, float
     return out[0], out[1], out[2], out[3]
 
 
-def _measures_without_neurons(task: Task, logits_all: torch.Tensor, weights: ModelWeights, reason: str) -> ProgressMeasures:
+def _measures_without_neurons(
+    task: Task, logits_all: torch.Tensor, weights: ModelWeights, reason: str
+) -> ProgressMeasures:
     logits = logits_all.detach().double()
     train_loss, train_acc, test_loss, test_acc = _split_losses(task, logits)
-    return ProgressMeasures(task=task.name, train_loss=train_loss, test_loss=test_loss, train_acc=train_acc,
-                            test_acc=test_acc, sq_norms=weights.sq_norms, fourier=None,
-                            no_structure_reason=reason, input_fourier=None)  # fmt: skip
+    return ProgressMeasures(
+        task=task.name,
+        train_loss=train_loss,
+        test_loss=test_loss,
+        train_acc=train_acc,
+        test_acc=test_acc,
+        sq_norms=weights.sq_norms,
+        fourier=None,
+        no_structure_reason=reason,
+        input_fourier=None,
+    )
 
 
 @torch.no_grad()
 def compute_progress_measures(
     task: Task,
     logits_all: torch.Tensor,
-    neuron_acts_all: Optional[torch.Tensor],
-    params: Union[Mapping[str, torch.Tensor], ModelWeights],
+    neuron_acts_all: torch.Tensor | None,
+    params: Mapping[str, torch.Tensor] | ModelWeights,
     key_freq_threshold: float = 0.85,
     key_freq_min_neurons: int = 1,
-    mlp_block: Optional[int] = None,
+    mlp_block: int | None = None,
 ) -> ProgressMeasures:
     """All progress measures of one checkpoint.
 
@@ -700,13 +763,14 @@ def compute_progress_measures(
     n_pairs = task.n_pairs
     if logits_all.shape != (n_pairs, task.d_vocab_out):
         raise ValueError(
-            f"logits_all must be [{n_pairs}, {task.d_vocab_out}] (all of task.tokens), "
-            f"got {list(logits_all.shape)}"
+            f"logits_all must be [{n_pairs}, {task.d_vocab_out}] (all of task.tokens), got {list(logits_all.shape)}"
         )
     weights = params if isinstance(params, ModelWeights) else ModelWeights.from_params(params, mlp_block)
     if neuron_acts_all is None:
         return _measures_without_neurons(task, logits_all, weights, NO_MLP_REASON)
-    if (weights.W_E is None or weights.W_L is None) and (GroupFourier.for_task(task) is not None or task.spec.input_fourier):
+    if (weights.W_E is None or weights.W_L is None) and (
+        GroupFourier.for_task(task) is not None or task.spec.input_fourier
+    ):
         reason = "the model offers no token embedding or neuron logit weights: the Fourier measures read both"
         return _measures_without_neurons(task, logits_all, weights, reason)
     if neuron_acts_all.dim() != 2 or neuron_acts_all.shape[0] != n_pairs:
@@ -723,8 +787,14 @@ def compute_progress_measures(
         )
     if gf is not None:
         fourier = _fourier_measures(
-            task, gf, logits, neuron_acts_all.detach(), weights, key_freq_threshold, key_freq_min_neurons,
-        )  # fmt: skip
+            task,
+            gf,
+            logits,
+            neuron_acts_all.detach(),
+            weights,
+            key_freq_threshold,
+            key_freq_min_neurons,
+        )
     return ProgressMeasures(
         task=task.name,
         train_loss=train_loss,

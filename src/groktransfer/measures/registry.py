@@ -7,8 +7,9 @@ registers none records no measures, and says so in the run's status instead of f
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
+from typing import Any
 
 import torch
 
@@ -18,7 +19,7 @@ from groktransfer.model.protocol import Reading
 from groktransfer.utils.registry import Registry
 
 #: (scalars for measures.csv, per-frequency rows for measures_freqs.csv)
-Measured = Tuple[Dict[str, Any], List[Mapping[str, Any]]]
+Measured = tuple[dict[str, Any], list[Mapping[str, Any]]]
 MeasureFn = Callable[[Any, torch.nn.Module, float], Measured]
 
 
@@ -38,7 +39,7 @@ class FamilyMeasures:
 CHECKPOINT_MEASURES: Registry[FamilyMeasures] = Registry("measure set (by task family)")
 
 
-def measure_checkpoint(task: Any, model: torch.nn.Module, key_freq_threshold: float) -> Optional[Measured]:
+def measure_checkpoint(task: Any, model: torch.nn.Module, key_freq_threshold: float) -> Measured | None:
     """The measures of ``task``'s family on ``model``, or None if the family registered none."""
     entry = CHECKPOINT_MEASURES.find(task.family)
     return None if entry is None else entry.measure(task, model, key_freq_threshold)
@@ -60,9 +61,12 @@ def _modular(task: Any, model: torch.nn.Module, key_freq_threshold: float) -> Me
         else:
             logits, neurons = model.forward_last(tokens), None  # losses, accuracies and norms only
     measures = compute_progress_measures(
-        task, logits[:, : task.d_vocab_out], neurons, ModelWeights.from_model(model),
+        task,
+        logits[:, : task.d_vocab_out],
+        neurons,
+        ModelWeights.from_model(model),
         key_freq_threshold=key_freq_threshold,
-    )  # fmt: skip
+    )
     return measures.scalars(), measures.per_frequency_rows()
 
 

@@ -29,20 +29,21 @@ from __future__ import annotations
 import os
 import pickle
 import re
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from enum import Enum
 from pathlib import Path
-from typing import Any, Dict, List, Literal, Mapping, Optional, Tuple, Union
+from typing import Any, Literal, Union
 
 import torch
 
-from groktransfer.utils.atomic import atomic_open
 from groktransfer.config.schema import ModelConfig, to_typed
-from groktransfer.utils.errors import UserError
 from groktransfer.model.protocol import GrokModel
 from groktransfer.model.registry import MODELS, model_class
 from groktransfer.model.transformer import TransformerConfig
 from groktransfer.model.transformer_lens import from_bridge_layout
+from groktransfer.utils.atomic import atomic_open
+from groktransfer.utils.errors import UserError
 
 FORMAT = "groktransfer/2"
 #: versions this code reads: 1 is 2 without "architecture" (every version-1 file is the transformer's)
@@ -65,12 +66,12 @@ class LoadedCheckpoint:
     """A checkpoint in our layout, whatever format the file was in."""
 
     path: str
-    state_dict: Dict[str, torch.Tensor]
+    state_dict: dict[str, torch.Tensor]
     model_config: ModelConfig
-    epoch: Optional[int]
-    metrics: Dict[str, Any]
+    epoch: int | None
+    metrics: dict[str, Any]
     source_format: SourceFormat
-    raw: Dict[str, Any] = field(default_factory=dict)  # every other top-level entry of the file
+    raw: dict[str, Any] = field(default_factory=dict)  # every other top-level entry of the file
 
     @property
     def architecture(self) -> str:
@@ -120,7 +121,7 @@ def save_checkpoint(
     model: GrokModel,
     epoch: int,
     metrics: Mapping[str, Any],
-    extra: Optional[Mapping[str, Any]] = None,
+    extra: Mapping[str, Any] | None = None,
 ) -> Path:
     """Write ``model`` atomically in the ``groktransfer/2`` format; returns the path."""
     extra = dict(extra or {})
@@ -179,14 +180,20 @@ def detect_format(obj: Any) -> SourceFormat:
     """
     if not isinstance(obj, Mapping):
         raise CheckpointError(f"expected a dict at the top level, found {type(obj).__name__}")
-    if _is_state_dict(obj) and isinstance(obj.get("blocks.0.attn.W_O"), torch.Tensor) and obj["blocks.0.attn.W_O"].ndim == 3:
+    if (
+        _is_state_dict(obj)
+        and isinstance(obj.get("blocks.0.attn.W_O"), torch.Tensor)
+        and obj["blocks.0.attn.W_O"].ndim == 3
+    ):
         return "transformer_lens"  # a bare HookedTransformer.state_dict()
     fmt = obj.get("format")
     if isinstance(fmt, str) and fmt.startswith("groktransfer/"):
         if fmt not in READABLE_FORMATS:
-            raise CheckpointError(f"unsupported checkpoint version {fmt!r} (this code reads {', '.join(READABLE_FORMATS)})")
+            raise CheckpointError(
+                f"unsupported checkpoint version {fmt!r} (this code reads {', '.join(READABLE_FORMATS)})"
+            )
         return "groktransfer"
-    candidates: List[Any] = []
+    candidates: list[Any] = []
     if "model" in obj:
         candidates.append(obj["model"])
     if isinstance(obj.get("state_dicts"), (list, tuple)) and obj["state_dicts"]:
@@ -196,7 +203,11 @@ def detect_format(obj: Any) -> SourceFormat:
             W_O = sd.get("blocks.0.attn.W_O")
             if isinstance(W_O, torch.Tensor) and W_O.ndim == 2:
                 return "nanda2023"
-    if _is_state_dict(obj) and isinstance(obj.get("blocks.0.attn.W_O"), torch.Tensor) and obj["blocks.0.attn.W_O"].ndim == 3:
+    if (
+        _is_state_dict(obj)
+        and isinstance(obj.get("blocks.0.attn.W_O"), torch.Tensor)
+        and obj["blocks.0.attn.W_O"].ndim == 3
+    ):
         return "transformer_lens"  # a bare HookedTransformer.state_dict(), e.g. ARENA's sum_model.pt
     raise CheckpointError(
         f"unrecognised checkpoint layout (top-level keys {sorted(map(str, obj))[:12]}); expected "
@@ -208,7 +219,7 @@ def validate_state_dict(state_dict: Mapping[str, torch.Tensor], cfg: ModelConfig
     """Check keys and shapes against what ``cfg``'s architecture builds; name every mismatch."""
     expected = model_class(cfg).state_shapes(cfg)
     prefix = f"checkpoint {source}: " if source else ""
-    problems: List[str] = []
+    problems: list[str] = []
     missing = sorted(set(expected) - set(state_dict))
     unexpected = sorted(set(state_dict) - set(expected))
     if missing:
@@ -227,7 +238,7 @@ def validate_state_dict(state_dict: Mapping[str, torch.Tensor], cfg: ModelConfig
         raise CheckpointError(prefix + "; ".join(problems))
 
 
-def _with_default_buffers(state_dict: Dict[str, torch.Tensor], cfg: ModelConfig) -> Dict[str, torch.Tensor]:
+def _with_default_buffers(state_dict: dict[str, torch.Tensor], cfg: ModelConfig) -> dict[str, torch.Tensor]:
     """The state with the architecture's constants (the transformer's attention mask) filled in."""
     return model_class(cfg).complete_state(dict(state_dict), cfg)
 
@@ -269,7 +280,9 @@ def _load_groktransfer(obj: Mapping[str, Any], path: Path) -> LoadedCheckpoint:
                     f"its model architecture {architecture!r} is not registered here (registered: "
                     f"{', '.join(MODELS.names())}); install the plugin that provides it"
                 )
-            cfg = to_typed(MODELS.get(architecture).config_class, {**data, "architecture": architecture}, label="model_config")
+            cfg = to_typed(
+                MODELS.get(architecture).config_class, {**data, "architecture": architecture}, label="model_config"
+            )
         elif isinstance(obj.get("config"), Mapping):
             cfg = model_config_from_hooked_transformer_config(obj["config"])
         else:
@@ -295,7 +308,9 @@ _BLOCK_KEY = re.compile(r"^blocks\.(\d+)\.")
 _PAPER_IGNORED_BUFFERS = ("attn.mask",)
 
 
-def infer_nanda2023_config(state_dict: Mapping[str, torch.Tensor], paper_config: Mapping[str, Any]) -> TransformerConfig:
+def infer_nanda2023_config(
+    state_dict: Mapping[str, torch.Tensor], paper_config: Mapping[str, Any]
+) -> TransformerConfig:
     """ModelConfig of a paper-format state dict, from its shapes (cross-checked with its config).
 
     The paper's unembedding has p+1 outputs (its loss ran over all of them, '=' included),
@@ -343,7 +358,7 @@ def infer_nanda2023_config(state_dict: Mapping[str, torch.Tensor], paper_config:
 def _check_paper_shapes(sd: Mapping[str, torch.Tensor], cfg: TransformerConfig) -> None:
     """Every weight must have the paper-layout shape implied by the inferred config."""
     h, e, d, m = cfg.n_heads, cfg.d_head, cfg.d_model, cfg.d_mlp
-    expected: Dict[str, Tuple[int, ...]] = {
+    expected: dict[str, tuple[int, ...]] = {
         "embed.W_E": (d, cfg.d_vocab),
         "pos_embed.W_pos": (cfg.n_ctx, d),
         "unembed.W_U": (d, cfg.d_vocab_out),
@@ -362,7 +377,7 @@ def _check_paper_shapes(sd: Mapping[str, torch.Tensor], cfg: TransformerConfig) 
         raise CheckpointError("; ".join(wrong))
 
 
-def convert_nanda2023_state_dict(sd: Mapping[str, torch.Tensor], cfg: TransformerConfig) -> Dict[str, torch.Tensor]:
+def convert_nanda2023_state_dict(sd: Mapping[str, torch.Tensor], cfg: TransformerConfig) -> dict[str, torch.Tensor]:
     """Map the paper's parameter layout onto ours (TransformerLens').
 
     Paper -> ours: ``W_E`` [d, v] -> [v, d]; ``W_Q/K/V`` [h, e, d] -> [h, d, e];
@@ -371,7 +386,7 @@ def convert_nanda2023_state_dict(sd: Mapping[str, torch.Tensor], cfg: Transforme
     has no attention or unembedding biases: ours are zero.
     """
     h, e, d = cfg.n_heads, cfg.d_head, cfg.d_model
-    out: Dict[str, torch.Tensor] = {
+    out: dict[str, torch.Tensor] = {
         "embed.W_E": sd["embed.W_E"].T,
         "pos_embed.W_pos": sd["pos_embed.W_pos"],
         "unembed.W_U": sd["unembed.W_U"],
@@ -410,8 +425,8 @@ def _check_paper_keys(sd: Mapping[str, Any]) -> None:
         raise CheckpointError(f"paper-format state dict has parameters this import does not know: {unknown}{hint}")
 
 
-def _load_nanda2023(obj: Mapping[str, Any], path: Path, index: Optional[int]) -> LoadedCheckpoint:
-    epoch: Optional[int] = None
+def _load_nanda2023(obj: Mapping[str, Any], path: Path, index: int | None) -> LoadedCheckpoint:
+    epoch: int | None = None
     if isinstance(obj.get("state_dicts"), (list, tuple)) and obj["state_dicts"]:
         state_dicts = obj["state_dicts"]
         i = len(state_dicts) - 1 if index is None else index
@@ -461,16 +476,26 @@ def _load_transformer_lens_shaped(obj: Mapping[str, Any], path: Path, cfg: Trans
     except (CheckpointError, TypeError, ValueError) as exc:
         W_U = obj.get("unembed.W_U")
         hint = ""
-        if isinstance(W_U, torch.Tensor) and W_U.ndim == 2 and cfg.d_vocab_out is not None and W_U.shape[1] > cfg.d_vocab_out:
+        if (
+            isinstance(W_U, torch.Tensor)
+            and W_U.ndim == 2
+            and cfg.d_vocab_out is not None
+            and W_U.shape[1] > cfg.d_vocab_out
+        ):
             hint = f" (the file has {W_U.shape[1]} outputs: set model.d_vocab_out={W_U.shape[1]})"
         raise CheckpointError(f"checkpoint {path} (plain TransformerLens state dict): {exc}{hint}") from exc
     return LoadedCheckpoint(
-        path=str(path), state_dict=state_dict, model_config=cfg, epoch=None, metrics={}, source_format="transformer_lens"
+        path=str(path),
+        state_dict=state_dict,
+        model_config=cfg,
+        epoch=None,
+        metrics={},
+        source_format="transformer_lens",
     )
 
 
 def load_checkpoint(
-    path: PathLike, index: Optional[int] = None, model_config: Optional[ModelConfig] = None
+    path: PathLike, index: int | None = None, model_config: ModelConfig | None = None
 ) -> LoadedCheckpoint:
     """Load a checkpoint of any known format into our layout (CPU, ``weights_only=True``).
 
@@ -514,15 +539,26 @@ def infer_transformer_lens_config(sd: Mapping[str, torch.Tensor], act: str = "re
     n_heads, d_model, d_head = (int(x) for x in W_Q.shape)
     with_mlp = [i for i in layers if f"blocks.{i}.mlp.W_in" in sd]
     if with_mlp and len(with_mlp) != len(layers):
-        raise CheckpointError(f"blocks {with_mlp} have an MLP and the others do not: neither a full nor an attention-only model")
+        raise CheckpointError(
+            f"blocks {with_mlp} have an MLP and the others do not: neither a full nor an attention-only model"
+        )
     attn_only = not with_mlp
     return TransformerConfig(
-        name="transformer_lens", n_layers=len(layers), n_heads=n_heads, d_model=d_model, d_head=d_head,
-        d_mlp=1 if attn_only else int(sd["blocks.0.mlp.W_in"].shape[1]), act=act, attn_only=attn_only,
-        normalization="LN" if "ln_final.w" in sd else None, n_ctx=int(sd["pos_embed.W_pos"].shape[0]),
-        d_vocab=int(sd["embed.W_E"].shape[0]), d_vocab_out=int(sd["unembed.W_U"].shape[1]),
-        attn_bias=True, unembed_bias=True,
-    )  # fmt: skip
+        name="transformer_lens",
+        n_layers=len(layers),
+        n_heads=n_heads,
+        d_model=d_model,
+        d_head=d_head,
+        d_mlp=1 if attn_only else int(sd["blocks.0.mlp.W_in"].shape[1]),
+        act=act,
+        attn_only=attn_only,
+        normalization="LN" if "ln_final.w" in sd else None,
+        n_ctx=int(sd["pos_embed.W_pos"].shape[0]),
+        d_vocab=int(sd["embed.W_E"].shape[0]),
+        d_vocab_out=int(sd["unembed.W_U"].shape[1]),
+        attn_bias=True,
+        unembed_bias=True,
+    )
 
 
 def _load_transformer_lens(obj: Mapping[str, Any], path: Path) -> LoadedCheckpoint:
@@ -533,8 +569,15 @@ def _load_transformer_lens(obj: Mapping[str, Any], path: Path) -> LoadedCheckpoi
         validate_state_dict(state_dict, cfg)
     except (CheckpointError, KeyError, TypeError, ValueError) as exc:
         raise CheckpointError(f"checkpoint {path} (bare TransformerLens state dict): {exc}") from exc
-    return LoadedCheckpoint(path=str(path), state_dict=state_dict, model_config=cfg, epoch=None, metrics={},
-                            source_format="transformer_lens", raw={})  # fmt: skip
+    return LoadedCheckpoint(
+        path=str(path),
+        state_dict=state_dict,
+        model_config=cfg,
+        epoch=None,
+        metrics={},
+        source_format="transformer_lens",
+        raw={},
+    )
 
 
 def load_into(model: GrokModel, loaded: LoadedCheckpoint) -> None:

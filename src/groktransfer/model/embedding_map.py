@@ -18,8 +18,6 @@ only in ``resume.pt`` (so an interrupted run resumes with its map).
 
 from __future__ import annotations
 
-from typing import Dict
-
 import torch
 from torch import nn
 
@@ -48,7 +46,7 @@ class MappedEmbed(nn.Module):
         return self.W_E[tokens]
 
 
-def _add_composed_embedding(module: MappedEmbed, state: Dict[str, torch.Tensor], prefix: str, _meta) -> None:
+def _add_composed_embedding(module: MappedEmbed, state: dict[str, torch.Tensor], prefix: str, _meta) -> None:
     """state_dict() also carries the composed W_E, so measures and checkpoints read it as usual."""
     state[prefix + "W_E"] = module.W_E.detach()
 
@@ -76,6 +74,6 @@ def has_embedding_map(model: nn.Module) -> bool:
     return isinstance(getattr(model, "embed", None), MappedEmbed)
 
 
-def transformer_lens_state(model: nn.Module) -> Dict[str, torch.Tensor]:
+def transformer_lens_state(model: nn.Module) -> dict[str, torch.Tensor]:
     """The model's state dict in TransformerLens names only (the map's own tensors left out)."""
     return {k: v for k, v in model.state_dict().items() if k not in MAP_KEYS}

@@ -40,7 +40,6 @@ import os
 import platform
 import time
 from pathlib import Path
-from typing import Dict, Optional, Tuple
 
 import torch
 
@@ -53,7 +52,7 @@ def _linear_pointwise():
     """oneDNN's linear op as PyTorch registers it (``None`` in builds without it)."""
     try:
         op = torch.ops.mkldnn._linear_pointwise
-        op.binary  # the residual-fused overload this module also uses
+        _ = op.binary  # the residual-fused overload this module also uses
         return op
     except (AttributeError, RuntimeError):
         return None
@@ -84,7 +83,7 @@ def _use_onednn(addend: torch.Tensor, x: torch.Tensor, W: torch.Tensor, relu: bo
 
 # --- train.cpu_gemm=auto: the faster library per product shape, measured once per machine ---
 
-_choices: Dict[str, CpuGemm] = {}  # this process's decisions, by shape key
+_choices: dict[str, CpuGemm] = {}  # this process's decisions, by shape key
 _REPEATS = 7
 #: BLAS is chosen only when faster than oneDNN by more than this fraction (the 2% that
 #: auto may lose against the better library). Measured on the 2-core AMD EPYC: 9 product
@@ -106,7 +105,7 @@ def cache_path() -> Path:
     return Path(root) / f"cpu_gemm.v{_METHOD_VERSION}.json"
 
 
-def machine_key(threads: Optional[int] = None) -> str:
+def machine_key(threads: int | None = None) -> str:
     """CPU model, instruction set (and the env settings that cap it), threads (default: this
     process's torch threads), torch version."""
     model, flags = platform.processor() or "unknown cpu", set()
@@ -119,17 +118,22 @@ def machine_key(threads: Optional[int] = None) -> str:
     model = names[0] if names else model
     flags = set(flag_lines[0]) if flag_lines else flags
     isa = "avx512" if "avx512f" in flags else "avx2" if "avx2" in flags else "baseline"
-    caps = ",".join(f"{k}={os.environ[k]}" for k in ("ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS") if os.environ.get(k))
+    caps = ",".join(
+        f"{k}={os.environ[k]}" for k in ("ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS") if os.environ.get(k)
+    )
     return f"{model} | {isa}{' ' + caps if caps else ''} | threads={threads or torch.get_num_threads()} | torch {torch.__version__}"
 
 
-def _shape_key(addend: torch.Tensor, x: torch.Tensor, W: torch.Tensor, relu: bool) -> Tuple[str, bool]:
+def _shape_key(addend: torch.Tensor, x: torch.Tensor, W: torch.Tensor, relu: bool) -> tuple[str, bool]:
     grad = torch.is_grad_enabled() and any(t.requires_grad for t in (addend, x, W))
     kind = "bias" if addend.shape[1] == 1 else "residual"
-    return f"{x.shape[1]}x{x.shape[2]}x{W.shape[2]} {kind}{' relu' if relu else ''} {'fwd+bwd' if grad else 'fwd'}", grad
+    return (
+        f"{x.shape[1]}x{x.shape[2]}x{W.shape[2]} {kind}{' relu' if relu else ''} {'fwd+bwd' if grad else 'fwd'}",
+        grad,
+    )
 
 
-def _time_both(rows: int, k: int, n: int, residual: bool, relu: bool, grad: bool) -> Dict[CpuGemm, float]:
+def _time_both(rows: int, k: int, n: int, residual: bool, relu: bool, grad: bool) -> dict[CpuGemm, float]:
     """Best of ``_REPEATS`` CPU seconds of this thread for one member's product (and its
     backward) on each library.
 
@@ -165,7 +169,7 @@ def _time_both(rows: int, k: int, n: int, residual: bool, relu: bool, grad: bool
     return best
 
 
-def _decide(times: Dict[CpuGemm, float]) -> CpuGemm:
+def _decide(times: dict[CpuGemm, float]) -> CpuGemm:
     """oneDNN unless BLAS is faster by more than :data:`TIE_MARGIN` (a tie goes one fixed way)."""
     return CpuGemm.blas if times[CpuGemm.blas] < (1.0 - TIE_MARGIN) * times[CpuGemm.onednn] else CpuGemm.onednn
 
@@ -204,7 +208,7 @@ def _auto_choice(addend: torch.Tensor, x: torch.Tensor, W: torch.Tensor, relu: b
     return choice
 
 
-def _read_cache(path: Path) -> Dict[str, Dict[str, str]]:
+def _read_cache(path: Path) -> dict[str, dict[str, str]]:
     try:
         data = json.loads(path.read_text())
     except (OSError, ValueError):
@@ -212,7 +216,7 @@ def _read_cache(path: Path) -> Dict[str, Dict[str, str]]:
     return data if isinstance(data, dict) else {}
 
 
-def auto_choices() -> Dict[str, str]:
+def auto_choices() -> dict[str, str]:
     """This process's auto decisions so far (shape key -> library), for benchmarks and logs."""
     return {k: v.value for k, v in _choices.items()}
 
@@ -238,11 +242,15 @@ def member_baddbmm(addend: torch.Tensor, x: torch.Tensor, W: torch.Tensor) -> to
     ensemble member would not compute what the model computes alone. On a GPU one batched call."""
     if x.shape[0] == 1 or x.device.type != "cpu":
         return torch.baddbmm(addend, x, W)
-    return torch.cat([torch.baddbmm(addend[m : m + 1] if addend.shape[0] > 1 else addend, x[m : m + 1], W[m : m + 1])
-                      for m in range(x.shape[0])])  # fmt: skip
+    return torch.cat(
+        [
+            torch.baddbmm(addend[m : m + 1] if addend.shape[0] > 1 else addend, x[m : m + 1], W[m : m + 1])
+            for m in range(x.shape[0])
+        ]
+    )
 
 
-def _onednn_mm(a: torch.Tensor, b: torch.Tensor, bias: Optional[torch.Tensor] = None, attr: str = "none") -> torch.Tensor:
+def _onednn_mm(a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor | None = None, attr: str = "none") -> torch.Tensor:
     """``a @ b (+ bias)``, then ``attr`` (``none`` | ``relu``): ``a`` [..., m, k] @ ``b`` [k, n], either may be a transposed view."""
     # oneDNN's linear computes a @ weight.T with weight [n, k]
     return _ONEDNN(a, b.t(), bias, attr, [None], "")
@@ -283,7 +291,7 @@ class _OneDnnAddmm(torch.autograd.Function):
         return out
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> Tuple[Optional[torch.Tensor], ...]:
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         x, W, out = ctx.saved_tensors
         if ctx.relu:
             grad = torch.ops.aten.threshold_backward(grad, out, 0)

@@ -27,15 +27,16 @@ from __future__ import annotations
 
 import hashlib
 import math
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Mapping
+from typing import Any
 
 import torch
 
 from groktransfer.utils.registry import Registry
 
 #: (model config, seed, component name, {parameter name: parameter}) -> {parameter name: initial value}
-ValuesFn = Callable[[Any, int, str, Mapping[str, torch.Tensor]], Dict[str, torch.Tensor]]
+ValuesFn = Callable[[Any, int, str, Mapping[str, torch.Tensor]], dict[str, torch.Tensor]]
 
 
 @dataclass(frozen=True)
@@ -73,12 +74,14 @@ def _groktransfer_value(name: str, shape: torch.Size, cfg: Any, gen: torch.Gener
     return _fixed_value(name, shape)
 
 
-def groktransfer_values(cfg: Any, seed: int, component: str, params: Mapping[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+def groktransfer_values(
+    cfg: Any, seed: int, component: str, params: Mapping[str, torch.Tensor]
+) -> dict[str, torch.Tensor]:
     gen = torch.Generator().manual_seed(component_seed(seed, component))
     return {name: _groktransfer_value(name, p.shape, cfg, gen) for name, p in params.items()}
 
 
-def transformer_lens_weight_order(cfg: Any) -> List[str]:
+def transformer_lens_weight_order(cfg: Any) -> list[str]:
     """The weights TransformerLens 3.x's ``init_weights`` draws, in its order: its attention
     registers W_Q, W_O, then W_K, W_V (biases between them draw nothing), then the MLP's
     W_in, W_out, layer by layer; W_E and W_pos first, W_U last."""
@@ -90,7 +93,9 @@ def transformer_lens_weight_order(cfg: Any) -> List[str]:
     return names + ["unembed.W_U"]
 
 
-def transformer_lens_values(cfg: Any, seed: int, component: str, params: Mapping[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+def transformer_lens_values(
+    cfg: Any, seed: int, component: str, params: Mapping[str, torch.Tensor]
+) -> dict[str, torch.Tensor]:
     order = transformer_lens_weight_order(cfg)
     wanted = {name for name in params if name.rsplit(".", 1)[-1].startswith("W_")}
     unknown = sorted(wanted - set(order))
@@ -98,7 +103,7 @@ def transformer_lens_values(cfg: Any, seed: int, component: str, params: Mapping
         raise ValueError(f"model.init=transformer_lens: {unknown} are not weights TransformerLens initialises")
     std = 0.8 / math.sqrt(int(cfg.d_model))  # HookedTransformerConfig's initializer_range for init_mode gpt2
     gen = torch.Generator().manual_seed(int(seed))  # torch.manual_seed(seed) seeds the same stream
-    drawn: Dict[str, torch.Tensor] = {}
+    drawn: dict[str, torch.Tensor] = {}
     for name in order[: max((order.index(n) for n in wanted), default=-1) + 1]:  # the stream up to the last one needed
         shape = _weight_shape(name, cfg)
         value = torch.empty(shape).normal_(0.0, std, generator=gen)
@@ -108,7 +113,9 @@ def transformer_lens_values(cfg: Any, seed: int, component: str, params: Mapping
     for name, p in params.items():
         value = drawn.get(name, None)
         if value is not None and value.shape != p.shape:
-            raise ValueError(f"model.init=transformer_lens: {name} has shape {tuple(p.shape)}, TransformerLens' has {tuple(value.shape)}")
+            raise ValueError(
+                f"model.init=transformer_lens: {name} has shape {tuple(p.shape)}, TransformerLens' has {tuple(value.shape)}"
+            )
         out[name] = value if value is not None else _fixed_value(name, p.shape)
     return out
 
@@ -118,9 +125,16 @@ def _weight_shape(name: str, cfg: Any) -> torch.Size:
     h, d, e = int(cfg.n_heads), int(cfg.d_model), int(cfg.d_head)
     leaf = name.rsplit(".", 1)[-1]
     shapes = {
-        "W_E": (cfg.d_vocab, d), "W_pos": (cfg.n_ctx, d), "W_Q": (h, d, e), "W_K": (h, d, e), "W_V": (h, d, e),
-        "W_O": (h, e, d), "W_in": (d, cfg.d_mlp), "W_out": (cfg.d_mlp, d), "W_U": (d, cfg.d_vocab_out),
-    }  # fmt: skip
+        "W_E": (cfg.d_vocab, d),
+        "W_pos": (cfg.n_ctx, d),
+        "W_Q": (h, d, e),
+        "W_K": (h, d, e),
+        "W_V": (h, d, e),
+        "W_O": (h, e, d),
+        "W_in": (d, cfg.d_mlp),
+        "W_out": (cfg.d_mlp, d),
+        "W_U": (d, cfg.d_vocab_out),
+    }
     return torch.Size(int(s) for s in shapes[leaf])
 
 

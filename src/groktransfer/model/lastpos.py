@@ -48,7 +48,8 @@ d_vocab, d_vocab_out`` (TransformerLens' names; ``p`` is reserved for the modulu
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Dict, Mapping, Optional, Tuple
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -77,7 +78,7 @@ def fast_last_supported(cfg: Any) -> bool:
     )
 
 
-def param_names(cfg: Any) -> Tuple[str, ...]:
+def param_names(cfg: Any) -> tuple[str, ...]:
     """The parameter names :func:`last_position_logits` reads for ``cfg`` (TransformerLens names)."""
     names = ["embed.W_E", "pos_embed.W_pos"]
     for layer in range(int(cfg.n_layers)):
@@ -96,7 +97,7 @@ def last_position_logits(
     params: Mapping[str, torch.Tensor],
     tokens: torch.Tensor,
     cfg: Any,
-    cache: Optional[Dict[str, torch.Tensor]] = None,
+    cache: dict[str, torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """Last-position logits: params with a leading member axis, tokens [member, batch, pos] -> [member, batch, d_vocab_out].
 
@@ -108,7 +109,10 @@ def last_position_logits(
     """
     if not fast_last_supported(cfg):
         raise ValueError(f"the fast last-position path does not compute this model ({cfg})")
-    assert tokens.ndim == 3 and tokens.shape[0] == params["embed.W_E"].shape[0], (tuple(tokens.shape), params["embed.W_E"].shape)
+    assert tokens.ndim == 3 and tokens.shape[0] == params["embed.W_E"].shape[0], (
+        tuple(tokens.shape),
+        params["embed.W_E"].shape,
+    )
     if int(cfg.n_layers) == 1 and cfg.normalization is None and not cfg.attn_only:
         return _one_layer_logits(params, tokens, str(cfg.act), cache)
     return _any_depth_logits(params, tokens, cfg, cache)
@@ -125,7 +129,7 @@ def _per_head_table(resid: torch.Tensor, W: torch.Tensor, b: torch.Tensor) -> to
 
 
 def _one_layer_logits(
-    params: Mapping[str, torch.Tensor], tokens: torch.Tensor, act: str, cache: Optional[Dict[str, torch.Tensor]]
+    params: Mapping[str, torch.Tensor], tokens: torch.Tensor, act: str, cache: dict[str, torch.Tensor] | None
 ) -> torch.Tensor:
     """One layer with an MLP, no LayerNorm: every product before the attention-weighted sum is a table (module docstring)."""
     W_E, W_pos = params["embed.W_E"], params["pos_embed.W_pos"]
@@ -139,7 +143,9 @@ def _one_layer_logits(
 
     # Residual stream for every (position j, token t): row j * d_vocab + t of a [member, pos * d_vocab, d_model] table.
     resid_table = (W_pos[:, :n_pos, None, :] + W_E[:, None, :, :]).reshape(n_members, n_rows, d_model)
-    last_rows = resid_table[:, (n_pos - 1) * d_vocab :].contiguous()  # [member, d_vocab, d_model]: the last position's rows
+    last_rows = resid_table[
+        :, (n_pos - 1) * d_vocab :
+    ].contiguous()  # [member, d_vocab, d_model]: the last position's rows
     rows = tokens + torch.arange(n_pos, device=tokens.device) * d_vocab  # [member, batch, pos]
 
     # Attention pattern of the last query: gathered from a [member, d_vocab, pos * d_vocab, head] score table.
@@ -156,11 +162,17 @@ def _one_layer_logits(
 
     # Weighted sum of values, gathered from a [member, pos * d_vocab, head * d_head] table.
     v_table = _per_head_table(resid_table, params["blocks.0.attn.W_V"], params["blocks.0.attn.b_V"])
-    v = F.embedding(rows + member * n_rows, v_table.reshape(-1, n_heads * d_head))  # [member, batch, pos, head * d_head]
-    z = (pattern.unsqueeze(-1) * v.view(n_members, batch, n_pos, n_heads, d_head)).sum(dim=2)  # [member, batch, head, d_head]
+    v = F.embedding(
+        rows + member * n_rows, v_table.reshape(-1, n_heads * d_head)
+    )  # [member, batch, pos, head * d_head]
+    z = (pattern.unsqueeze(-1) * v.view(n_members, batch, n_pos, n_heads, d_head)).sum(
+        dim=2
+    )  # [member, batch, head, d_head]
 
     # resid_mid = resid_pre[last] + b_O + z @ W_O
-    last_table = (last_rows + params["blocks.0.attn.b_O"][:, None, :]).reshape(-1, d_model)  # [member * d_vocab, d_model]
+    last_table = (last_rows + params["blocks.0.attn.b_O"][:, None, :]).reshape(
+        -1, d_model
+    )  # [member * d_vocab, d_model]
     resid_pre = F.embedding(tokens[:, :, -1] + member[:, :, 0] * d_vocab, last_table)  # [member, batch, d_model]
     W_O = params["blocks.0.attn.W_O"].reshape(n_members, n_heads * d_head, d_model)
     resid_mid = member_addmm(resid_pre, z.reshape(n_members, batch, n_heads * d_head), W_O)  # [member, batch, d_model]
@@ -177,12 +189,14 @@ def _one_layer_logits(
 
     W_U = params["unembed.W_U"]
     # b_out @ W_U as a reduction, not a 1-row matmul: BLAS picks 1-row kernels by batch size
-    logit_bias = params["unembed.b_U"] + (params["blocks.0.mlp.b_out"][:, :, None] * W_U).sum(dim=1)  # [member, d_vocab_out]
+    logit_bias = params["unembed.b_U"] + (params["blocks.0.mlp.b_out"][:, :, None] * W_U).sum(
+        dim=1
+    )  # [member, d_vocab_out]
     return member_addmm(logit_bias[:, None, :], resid_post_no_b_out, W_U)  # [member, batch, d_vocab_out]
 
 
 def _any_depth_logits(
-    params: Mapping[str, torch.Tensor], tokens: torch.Tensor, cfg: Any, cache: Optional[Dict[str, torch.Tensor]]
+    params: Mapping[str, torch.Tensor], tokens: torch.Tensor, cfg: Any, cache: dict[str, torch.Tensor] | None
 ) -> torch.Tensor:
     """Any depth: the stream as position-0 rows (one per token) and per-example rows of positions 1..;
     blocks 0..L-2 on both, the last block at the last position."""
@@ -210,7 +224,7 @@ def _any_depth_logits(
 
 def _block0(
     params: Mapping[str, torch.Tensor], table: torch.Tensor, rows: torch.Tensor, cfg: Any
-) -> Tuple[torch.Tensor, torch.Tensor]:
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Block 0 (not the last): queries, keys and values from the (position, token) table, gathered per example."""
     n_members, n_pos, batch = rows.shape
     d_vocab = table.shape[1] // n_pos
@@ -229,9 +243,13 @@ def _block0(
 
 
 def _block(
-    params: Mapping[str, torch.Tensor], block: str, first: torch.Tensor, rest: torch.Tensor, first_tokens: torch.Tensor,
+    params: Mapping[str, torch.Tensor],
+    block: str,
+    first: torch.Tensor,
+    rest: torch.Tensor,
+    first_tokens: torch.Tensor,
     cfg: Any,
-) -> Tuple[torch.Tensor, torch.Tensor]:
+) -> tuple[torch.Tensor, torch.Tensor]:
     """A block between block 0 and the last: queries at positions 1.., keys and values everywhere."""
     width, heads = _width(params, block)
     kv_first = _project(params, block, "KV", _norm(first, params, f"{block}.ln1", cfg))
@@ -243,9 +261,14 @@ def _block(
 
 
 def _attention_out_and_mlp(
-    params: Mapping[str, torch.Tensor], block: str, first: torch.Tensor, rest: torch.Tensor, z_first: torch.Tensor,
-    z_rest: torch.Tensor, cfg: Any,
-) -> Tuple[torch.Tensor, torch.Tensor]:
+    params: Mapping[str, torch.Tensor],
+    block: str,
+    first: torch.Tensor,
+    rest: torch.Tensor,
+    z_first: torch.Tensor,
+    z_rest: torch.Tensor,
+    cfg: Any,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """``resid + z @ W_O + b_O``, then the MLP, on the position-0 rows and on the per-example rows."""
     W_O, b_O = params[f"{block}.attn.W_O"].flatten(1, 2), params[f"{block}.attn.b_O"][:, None, :]
     first = member_addmm(first + b_O, z_first, W_O)
@@ -256,8 +279,13 @@ def _attention_out_and_mlp(
 
 
 def _last_block(
-    params: Mapping[str, torch.Tensor], block: str, first: torch.Tensor, rest: torch.Tensor, first_tokens: torch.Tensor,
-    cfg: Any, cache: Optional[Dict[str, torch.Tensor]],
+    params: Mapping[str, torch.Tensor],
+    block: str,
+    first: torch.Tensor,
+    rest: torch.Tensor,
+    first_tokens: torch.Tensor,
+    cfg: Any,
+    cache: dict[str, torch.Tensor] | None,
 ) -> torch.Tensor:
     """The last block of a deeper model: the query, attention output and MLP at the last position only."""
     width, heads = _width(params, block)
@@ -265,19 +293,29 @@ def _last_block(
     kv_first = _project(params, block, "KV", _norm(first, params, f"{block}.ln1", cfg))
     k_first, v_first = _gather_rows(kv_first, first_tokens[:, None]).unflatten(-1, (2, *heads)).unbind(3)
     if rest.shape[1] == 0:  # one position: it attends to itself
-        return _last_position_tail(params, block, _gather_rows(first, first_tokens), v_first.flatten(-2)[:, 0], cfg, cache)
+        return _last_position_tail(
+            params, block, _gather_rows(first, first_tokens), v_first.flatten(-2)[:, 0], cfg, cache
+        )
     h_rest = _norm(rest, params, f"{block}.ln1", cfg)
     k_rest, v_rest = _project(params, block, "KV", h_rest).unflatten(-1, (2, *heads)).unbind(3)
     q = _project(params, block, "Q", h_rest[:, -1])  # [member, batch, head * d_head]
     n_pos = rest.shape[1] + 1
-    z = _attend(q.unflatten(-1, heads)[:, None], torch.cat([k_first, k_rest], dim=1), torch.cat([v_first, v_rest], dim=1),
-                first_query=n_pos - 1)  # fmt: skip
+    z = _attend(
+        q.unflatten(-1, heads)[:, None],
+        torch.cat([k_first, k_rest], dim=1),
+        torch.cat([v_first, v_rest], dim=1),
+        first_query=n_pos - 1,
+    )
     return _last_position_tail(params, block, rest[:, -1], z.reshape(n_members, batch, width), cfg, cache)
 
 
 def _last_block_from_table(
-    params: Mapping[str, torch.Tensor], block: str, table: torch.Tensor, rows: torch.Tensor, cfg: Any,
-    cache: Optional[Dict[str, torch.Tensor]],
+    params: Mapping[str, torch.Tensor],
+    block: str,
+    table: torch.Tensor,
+    rows: torch.Tensor,
+    cfg: Any,
+    cache: dict[str, torch.Tensor] | None,
 ) -> torch.Tensor:
     """A one-layer model's only block (with LayerNorm, or attention-only): everything before the
     attention-weighted sum from the (position, token) table."""
@@ -293,8 +331,12 @@ def _last_block_from_table(
 
 
 def _last_position_tail(
-    params: Mapping[str, torch.Tensor], block: str, resid: torch.Tensor, z: torch.Tensor, cfg: Any,
-    cache: Optional[Dict[str, torch.Tensor]],
+    params: Mapping[str, torch.Tensor],
+    block: str,
+    resid: torch.Tensor,
+    z: torch.Tensor,
+    cfg: Any,
+    cache: dict[str, torch.Tensor] | None,
 ) -> torch.Tensor:
     """From the last position's residual [member, batch, d_model] and attention output z: W_O, the MLP, the
     final LayerNorm and the unembedding."""
@@ -307,7 +349,9 @@ def _last_position_tail(
     return member_addmm(params["unembed.b_U"][:, None, :], _norm(resid, params, "ln_final", cfg), params["unembed.W_U"])
 
 
-def _mlp(params: Mapping[str, torch.Tensor], block: str, resid: torch.Tensor, cfg: Any) -> Tuple[torch.Tensor, torch.Tensor]:
+def _mlp(
+    params: Mapping[str, torch.Tensor], block: str, resid: torch.Tensor, cfg: Any
+) -> tuple[torch.Tensor, torch.Tensor]:
     """``resid + MLP(ln2(resid))`` and the MLP's activations (``hook_post``), on [member, rows, d_model]
     or [member, pos, batch, d_model]."""
     mlp = f"{block}.mlp"
@@ -337,7 +381,9 @@ def _attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, first_query: int)
     elementwise: a matmul per (example, head) would be a 3-by-32 one.
     """
     n_queries, n_pos, d_head = q.shape[1], k.shape[1], q.shape[-1]
-    scores = (q.unsqueeze(2) * k.unsqueeze(1)).sum(dim=-1) * (1.0 / math.sqrt(d_head))  # [member, query, key, batch, head]
+    scores = (q.unsqueeze(2) * k.unsqueeze(1)).sum(dim=-1) * (
+        1.0 / math.sqrt(d_head)
+    )  # [member, query, key, batch, head]
     if first_query < n_pos - 1:  # some key lies in a query's future (decided on the host: no device sync)
         future = torch.ones(n_queries, n_pos, dtype=torch.bool, device=q.device).triu(first_query + 1)  # [query, key]
         scores = scores.masked_fill(future[:, :, None, None], float("-inf"))
@@ -345,7 +391,7 @@ def _attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, first_query: int)
     return (pattern.unsqueeze(-1) * v.unsqueeze(1)).sum(dim=2)
 
 
-def _width(params: Mapping[str, torch.Tensor], block: str) -> Tuple[int, Tuple[int, int]]:
+def _width(params: Mapping[str, torch.Tensor], block: str) -> tuple[int, tuple[int, int]]:
     """(head * d_head, (head, d_head)) of a block's attention."""
     n_heads, d_head = params[f"{block}.attn.W_Q"].shape[1:4:2]
     return n_heads * d_head, (n_heads, d_head)

@@ -22,8 +22,9 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar, Dict, List, Mapping, Optional, Tuple, Union
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -46,16 +47,16 @@ class OneHotMLPConfig(ModelConfig):
     # the registered model that trains
     architecture: str = "onehot_mlp"
     # positions read (every one but the last); None = the task's sequence length minus one
-    n_inputs: Optional[int] = bounded(None, ge=1)
+    n_inputs: int | None = bounded(None, ge=1)
     # width of each position's one-hot code; None = the task's input vocabulary. The modular
     # tasks' operands are below p, so d_input = p gives Prieto et al.'s 2p-wide input
-    d_input: Optional[int] = bounded(None, ge=1)
+    d_input: int | None = bounded(None, ge=1)
     # widths of the hidden ReLU layers (Prieto et al.: [200, 200])
-    d_hidden: List[int] = bounded(factory=lambda: [200, 200], ge=1)
+    d_hidden: list[int] = bounded(factory=lambda: [200, 200], ge=1)
     # every layer has a bias (Prieto et al.'s MLP on modular tasks has none)
     bias: bool = False
     # output classes; None = the task's
-    d_vocab_out: Optional[int] = bounded(None, ge=1)
+    d_vocab_out: int | None = bounded(None, ge=1)
 
 
 def _seed(seed: int, component: str) -> int:
@@ -73,14 +74,20 @@ class _Layer(nn.Module):
             self.b = nn.Parameter(torch.empty(d_out))
 
 
-def stacked_logits(params: Mapping[str, torch.Tensor], tokens: torch.Tensor, n_inputs: int, d_input: int,
-                   n_hidden: int, cache: Optional[Dict[str, torch.Tensor]] = None) -> torch.Tensor:  # fmt: skip
+def stacked_logits(
+    params: Mapping[str, torch.Tensor],
+    tokens: torch.Tensor,
+    n_inputs: int,
+    d_input: int,
+    n_hidden: int,
+    cache: dict[str, torch.Tensor] | None = None,
+) -> torch.Tensor:
     """Logits of K models at once: params ``{name: [K, ...]}``, tokens ``[K, batch, pos]`` -> ``[K, batch, out]``.
 
     Every product is batched over the member axis, so member k's numbers are its own model's.
     """
     W_in = params["input.W"]  # [K, n_inputs * d_input, d0]
-    k, batch = tokens.shape[0], tokens.shape[1]
+    k, _batch = tokens.shape[0], tokens.shape[1]
     rows = tokens[:, :, :n_inputs] + torch.arange(n_inputs, device=tokens.device) * d_input  # [K, batch, n]
     members = torch.arange(k, device=tokens.device)[:, None, None]
     x = W_in[members, rows].sum(dim=2)  # [K, batch, d0]: the one-hot product as a gather
@@ -104,7 +111,7 @@ class OneHotMLP(GrokModel):
     components = ("input", "hidden", "readout")
     readings = frozenset({Reading.neurons, Reading.neuron_logits, Reading.token_embedding})
 
-    def __init__(self, cfg: Union[OneHotMLPConfig, Mapping[str, Any]], seed: int) -> None:
+    def __init__(self, cfg: OneHotMLPConfig | Mapping[str, Any], seed: int) -> None:
         super().__init__()
         cfg = to_typed(OneHotMLPConfig, cfg, label="model")
         problems = self.config_problems(cfg)
@@ -121,11 +128,15 @@ class OneHotMLP(GrokModel):
     # ---- config ---------------------------------------------------------------------
     @classmethod
     def resolve_config(cls, cfg: Any, d_vocab: int, d_vocab_out: int, seq_len: int) -> Any:
-        return dataclasses.replace(cfg, n_inputs=cfg.n_inputs or max(seq_len - 1, 1), d_input=cfg.d_input or d_vocab,
-                                   d_vocab_out=cfg.d_vocab_out or d_vocab_out)  # fmt: skip
+        return dataclasses.replace(
+            cfg,
+            n_inputs=cfg.n_inputs or max(seq_len - 1, 1),
+            d_input=cfg.d_input or d_vocab,
+            d_vocab_out=cfg.d_vocab_out or d_vocab_out,
+        )
 
     @classmethod
-    def config_problems(cls, cfg: Any, prefix: str = "model") -> List[str]:
+    def config_problems(cls, cfg: Any, prefix: str = "model") -> list[str]:
         """The declared ranges (positive sizes), and at least one hidden layer."""
         problems = range_problems(cfg, f"{prefix}.")
         if not list(cfg.d_hidden or []):
@@ -133,26 +144,31 @@ class OneHotMLP(GrokModel):
         return problems
 
     @classmethod
-    def task_problems(cls, cfg: Any, task: TaskShape) -> List[str]:
+    def task_problems(cls, cfg: Any, task: TaskShape) -> list[str]:
         """The last position is read as the answer's; the positions before it must fit ``d_input``
         (the built-in tasks' '=' is their largest token, so d_vocab - 1 values precede it)."""
         problems = super().task_problems(cfg, task)
         if cfg.n_inputs is not None and int(cfg.n_inputs) > task.seq_len - 1:
-            problems.append(f"model.n_inputs={cfg.n_inputs}: {task.label} has {task.seq_len - 1} positions before the answer")
+            problems.append(
+                f"model.n_inputs={cfg.n_inputs}: {task.label} has {task.seq_len - 1} positions before the answer"
+            )
         if cfg.d_input is not None and int(cfg.d_input) < task.d_vocab - 1:
-            problems.append(f"model.d_input={cfg.d_input}: {task.label} feeds tokens up to {task.d_vocab - 2} before '='")
+            problems.append(
+                f"model.d_input={cfg.d_input}: {task.label} feeds tokens up to {task.d_vocab - 2} before '='"
+            )
         if cfg.d_vocab_out is not None and int(cfg.d_vocab_out) < task.d_vocab_out:
             problems.append(f"model.d_vocab_out={cfg.d_vocab_out}: task {task.label} needs >= {task.d_vocab_out}")
         return problems
 
     # ---- forwards -------------------------------------------------------------------
-    def _stacked_params(self) -> Dict[str, torch.Tensor]:
+    def _stacked_params(self) -> dict[str, torch.Tensor]:
         return {name: p.unsqueeze(0) for name, p in self.named_parameters()}  # views: gradients flow
 
-    def _logits(self, tokens: torch.Tensor, cache: Optional[Dict[str, torch.Tensor]] = None) -> torch.Tensor:
+    def _logits(self, tokens: torch.Tensor, cache: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
         cfg = self.config
-        return stacked_logits(self._stacked_params(), tokens.unsqueeze(0), int(cfg.n_inputs), int(cfg.d_input),
-                              len(self.hidden), cache)[0]  # fmt: skip
+        return stacked_logits(
+            self._stacked_params(), tokens.unsqueeze(0), int(cfg.n_inputs), int(cfg.d_input), len(self.hidden), cache
+        )[0]
 
     def forward_last(self, tokens: torch.Tensor) -> torch.Tensor:
         return self._logits(tokens)
@@ -160,10 +176,12 @@ class OneHotMLP(GrokModel):
     forward = forward_last  # one answer per input: nn.Module's call is the last-position forward
 
     @classmethod
-    def stacked_forward_last(cls, cfg: Any) -> Optional[StackedForward]:
+    def stacked_forward_last(cls, cfg: Any) -> StackedForward | None:
         n_inputs, d_input, n_hidden = int(cfg.n_inputs), int(cfg.d_input), len(cfg.d_hidden) - 1
 
-        def forward(params: Dict[str, torch.Tensor], tokens: torch.Tensor, cache: Optional[Dict[str, torch.Tensor]] = None) -> torch.Tensor:
+        def forward(
+            params: dict[str, torch.Tensor], tokens: torch.Tensor, cache: dict[str, torch.Tensor] | None = None
+        ) -> torch.Tensor:
             return stacked_logits(params, tokens, n_inputs, d_input, n_hidden, cache)
 
         return forward
@@ -188,8 +206,8 @@ class OneHotMLP(GrokModel):
 
     # ---- readings -------------------------------------------------------------------
     @torch.no_grad()
-    def last_position_activations(self, tokens: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        cache: Dict[str, torch.Tensor] = {}
+    def last_position_activations(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        cache: dict[str, torch.Tensor] = {}
         logits = self._logits(tokens, cache)
         return logits, cache["neurons"][0]
 

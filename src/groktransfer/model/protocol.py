@@ -46,7 +46,8 @@ from __future__ import annotations
 
 import dataclasses
 import weakref
-from typing import Any, Callable, ClassVar, Dict, FrozenSet, List, Optional, Tuple, Type
+from collections.abc import Callable
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -93,11 +94,11 @@ class GrokModel(nn.Module):
     #: the name ``model.architecture`` selects it by (set when registered)
     architecture: ClassVar[str] = ""
     #: its config schema (a ModelConfig subclass)
-    config_class: ClassVar[Type[ModelConfig]] = ModelConfig
+    config_class: ClassVar[type[ModelConfig]] = ModelConfig
     #: named transfer components, in order
-    components: ClassVar[Tuple[str, ...]] = ()
+    components: ClassVar[tuple[str, ...]] = ()
     #: what analysis may read (see :class:`Reading`)
-    readings: ClassVar[FrozenSet[Reading]] = frozenset()
+    readings: ClassVar[frozenset[Reading]] = frozenset()
     #: ``forward(tokens)`` gives logits at every position (tasks with several answer positions)
     every_position: ClassVar[bool] = False
     #: ``transfer.embed_map`` can hand it a source embedding (:meth:`attach_embedding_map`)
@@ -117,14 +118,14 @@ class GrokModel(nn.Module):
         return dataclasses.replace(cfg, **fill) if fill else cfg
 
     @classmethod
-    def config_problems(cls, cfg: Any, prefix: str = "model") -> List[str]:
+    def config_problems(cls, cfg: Any, prefix: str = "model") -> list[str]:
         """Every reason ``cfg`` cannot build this model beyond the ranges declared on its config's
         fields (validation checks those for every model: ``groktransfer.config.ranges``), each
         naming its key under ``prefix``."""
         return []
 
     @classmethod
-    def task_problems(cls, cfg: Any, task: TaskShape) -> List[str]:
+    def task_problems(cls, cfg: Any, task: TaskShape) -> list[str]:
         """Reasons a model of this (unresolved) config cannot read the task: the default refuses
         a task answered at several positions when the model reads only the last one."""
         if task.answer_positions > 1 and not cls.every_position:
@@ -135,7 +136,7 @@ class GrokModel(nn.Module):
         return []
 
     @classmethod
-    def on_meta_device(cls, cfg: Any) -> "GrokModel":
+    def on_meta_device(cls, cfg: Any) -> GrokModel:
         """A model of this config on PyTorch's meta device: every shape, no memory. What the
         shape checks of transfer and of checkpoint files read, before anything is trained."""
         with torch.device("meta"):
@@ -163,7 +164,7 @@ class GrokModel(nn.Module):
         return max(0, one + (two - one) * (batch - 1))
 
     @classmethod
-    def state_shapes(cls, cfg: Any) -> Dict[str, Tuple[int, ...]]:
+    def state_shapes(cls, cfg: Any) -> dict[str, tuple[int, ...]]:
         """The shape of every entry of the state dict a model of this config has."""
         return {name: tuple(t.shape) for name, t in cls.on_meta_device(cfg).state_dict().items()}
 
@@ -173,7 +174,7 @@ class GrokModel(nn.Module):
         raise NotImplementedError(f"{type(self).__name__} must implement forward_last")
 
     @classmethod
-    def stacked_forward_last(cls, cfg: Any) -> Optional[StackedForward]:
+    def stacked_forward_last(cls, cfg: Any) -> StackedForward | None:
         """The forward of a seed ensemble of models of this config, or None (members then train
         as separate jobs). Members must never mix: member i's logits equal its own model's."""
         return None
@@ -183,7 +184,7 @@ class GrokModel(nn.Module):
         """The transfer component a parameter (or buffer) belongs to."""
         raise NotImplementedError(f"{type(self).__name__} must implement component_of")
 
-    def component_parameters(self, component: str) -> Dict[str, nn.Parameter]:
+    def component_parameters(self, component: str) -> dict[str, nn.Parameter]:
         """The parameters of one component."""
         return {n: p for n, p in self.named_parameters() if self.component_of(n) == component}
 
@@ -196,31 +197,31 @@ class GrokModel(nn.Module):
         """False for a parameter the config keeps fixed (the transformer's untrained biases)."""
         return True
 
-    def adapt_source_state(self, state: Dict[str, torch.Tensor], notes: List[str]) -> Dict[str, torch.Tensor]:
+    def adapt_source_state(self, state: dict[str, torch.Tensor], notes: list[str]) -> dict[str, torch.Tensor]:
         """A source state dict adapted to this model where the adaptation loses nothing (the
         original paper's extra '=' output column); each adaptation appends a note."""
         return state
 
     def attach_embedding_map(
-        self, source_state: Dict[str, torch.Tensor], seed: int, trainable: bool
-    ) -> Tuple[List[str], List[str], str]:
+        self, source_state: dict[str, torch.Tensor], seed: int, trainable: bool
+    ) -> tuple[list[str], list[str], str]:
         """Replace the token embedding by the source's (from its state dict) times a fresh map
         (models with ``embedding_map``). Returns what the run's source record says: the names
         taken from the source, the map's own parameter names, and a note."""
         raise NotImplementedError(f"{type(self).__name__} has no embedding map")
 
     # ---- checkpoints ----------------------------------------------------------------------
-    def checkpoint_state(self) -> Dict[str, torch.Tensor]:
+    def checkpoint_state(self) -> dict[str, torch.Tensor]:
         """The weights a checkpoint file holds (default: the state dict)."""
         return self.state_dict()
 
-    def checkpoint_extras(self) -> Dict[str, Any]:
+    def checkpoint_extras(self) -> dict[str, Any]:
         """Plain data stored beside the weights for other tools (the transformer's
         ``HookedTransformerConfig`` dict under ``config``)."""
         return {}
 
     @classmethod
-    def complete_state(cls, state: Dict[str, torch.Tensor], cfg: Any) -> Dict[str, torch.Tensor]:
+    def complete_state(cls, state: dict[str, torch.Tensor], cfg: Any) -> dict[str, torch.Tensor]:
         """A state dict read from a file with the constants of the architecture filled in."""
         return state
 
@@ -229,7 +230,7 @@ class GrokModel(nn.Module):
         """Whether anything is attached that a fused path would skip (the ensemble refuses then)."""
         return False
 
-    def last_position_activations(self, tokens: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    def last_position_activations(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """:attr:`Reading.neurons`: last-position logits ``[batch, d_vocab_out]`` and neuron activations ``[batch, n_neurons]``."""
         raise NotImplementedError(f"{type(self).__name__} does not offer the '{Reading.neurons}' reading")
 
@@ -245,21 +246,22 @@ class GrokModel(nn.Module):
         """:attr:`Reading.unembedding`: ``[d_model, d_vocab_out]``."""
         raise NotImplementedError(f"{type(self).__name__} does not offer the '{Reading.unembedding}' reading")
 
-    def weight_groups(self) -> Dict[str, List[str]]:
+    def weight_groups(self) -> dict[str, list[str]]:
         """Parameter names by the group their sum of squares is reported under
         (``weight_norm_<group>`` in measures.csv): by transfer component unless overridden."""
-        groups: Dict[str, List[str]] = {}
+        groups: dict[str, list[str]] = {}
         for name, _ in self.named_parameters():
             groups.setdefault(self.component_of(name), []).append(name)
         return groups
 
 
-def model_class_of(model: nn.Module) -> Type[GrokModel]:
+def model_class_of(model: nn.Module) -> type[GrokModel]:
     """The registered class of a model (a TypeError for a module that is not a GrokModel)."""
     if not isinstance(model, GrokModel):
-        raise TypeError(f"{type(model).__name__} is not a groktransfer model (subclass groktransfer.model.protocol.GrokModel)")
+        raise TypeError(
+            f"{type(model).__name__} is not a groktransfer model (subclass groktransfer.model.protocol.GrokModel)"
+        )
     return type(model)
-
 
 
 class _PeakTracker(TorchDispatchMode):
@@ -285,7 +287,7 @@ class _PeakTracker(TorchDispatchMode):
         return out
 
 
-def _traced_step_bytes(model: "GrokModel", batch: int, task: TaskShape, training: bool) -> int:
+def _traced_step_bytes(model: GrokModel, batch: int, task: TaskShape, training: bool) -> int:
     """Peak live bytes of one step on the meta device, less the parameters' gradients (counted apart)."""
     import torch.nn.functional as F
 
@@ -293,7 +295,7 @@ def _traced_step_bytes(model: "GrokModel", batch: int, task: TaskShape, training
     tracker = _PeakTracker()
     with tracker, torch.set_grad_enabled(training):
         if task.answer_positions > 1:
-            logits = model(tokens)[:, -task.answer_positions:].double().flatten(0, 1)
+            logits = model(tokens)[:, -task.answer_positions :].double().flatten(0, 1)
         else:
             logits = model.forward_last(tokens).double()
         if training:

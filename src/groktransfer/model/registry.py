@@ -9,7 +9,7 @@ models only through this registry and the protocol.
 
 from __future__ import annotations
 
-from typing import Any, Type
+from typing import Any
 
 import torch
 
@@ -19,10 +19,10 @@ from groktransfer.model.protocol import GrokModel
 from groktransfer.model.transformer import HookedGrokTransformer
 from groktransfer.utils.registry import Registry
 
-MODELS: Registry[Type[GrokModel]] = Registry("model architecture", "model.architecture")
+MODELS: Registry[type[GrokModel]] = Registry("model architecture", "model.architecture")
 
 
-def register_model(name: str, model_class: Type[GrokModel]) -> Type[GrokModel]:
+def register_model(name: str, model_class: type[GrokModel]) -> type[GrokModel]:
     """Register a model class under ``name``: its config schema, its transfer components and
     its forwards become available to every job whose ``model.architecture`` is ``name``."""
     if not (isinstance(model_class, type) and issubclass(model_class, GrokModel)):
@@ -34,7 +34,7 @@ def register_model(name: str, model_class: Type[GrokModel]) -> Type[GrokModel]:
     return MODELS.register(name, model_class)
 
 
-def model_class(model_cfg: Any) -> Type[GrokModel]:
+def model_class(model_cfg: Any) -> type[GrokModel]:
     """The class ``model_cfg.architecture`` names (an unknown name: a UserError listing the registered ones)."""
     return MODELS.get(str(model_cfg.architecture))
 

@@ -26,9 +26,10 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Callable, ClassVar, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -36,7 +37,7 @@ from torch import nn
 
 from groktransfer.config.ranges import bounded, range_problems
 from groktransfer.config.schema import TRANSFORMER_COMPONENTS, ModelConfig, to_typed
-from groktransfer.model.embedding_map import MAP_KEYS, MappedEmbed, attach_embedding_map
+from groktransfer.model.embedding_map import MAP_KEYS, attach_embedding_map
 from groktransfer.model.initialisation import INITIALISATIONS, component_seed  # noqa: F401 (component_seed: re-exported)
 from groktransfer.model.lastpos import fast_last_supported, last_position_logits
 from groktransfer.model.protocol import GrokModel, Reading, StackedForward
@@ -45,14 +46,14 @@ from groktransfer.utils.choices import Choice
 
 #: A forward-hook function: receives the activation and its HookPoint, returns a
 #: replacement activation or None to leave it unchanged (TransformerLens' convention).
-HookFn = Callable[..., Optional[torch.Tensor]]
-NamesFilter = Union[None, str, Sequence[str], Callable[[str], bool]]
+HookFn = Callable[..., torch.Tensor | None]
+NamesFilter = None | str | Sequence[str] | Callable[[str], bool]
 
-_ACTIVATIONS: Dict[str, Callable[[torch.Tensor], torch.Tensor]] = {"relu": F.relu, "gelu": F.gelu}
+_ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {"relu": F.relu, "gelu": F.gelu}
 
 # Biases whose training is switched by a ModelConfig flag. All of them always exist as
 # parameters (HookedTransformer expects them); an untrained one stays at zero.
-_BIAS_FLAGS: Dict[str, str] = {
+_BIAS_FLAGS: dict[str, str] = {
     "attn.b_Q": "attn_bias",
     "attn.b_K": "attn_bias",
     "attn.b_V": "attn_bias",
@@ -86,12 +87,25 @@ class TransformerConfig(ModelConfig):
 
     KIND: ClassVar[str] = "the hooked_transformer model"
     #: fields hashed into run identities whatever their value (groktransfer.runs.identity)
-    RECORDED_FIELDS: ClassVar[Tuple[str, ...]] = (
-        "name", "n_layers", "n_heads", "d_model", "d_head", "d_mlp", "act", "normalization", "n_ctx",
-        "d_vocab", "d_vocab_out", "attn_bias", "mlp_bias", "unembed_bias", "model_seed",
-    )  # fmt: skip
+    RECORDED_FIELDS: ClassVar[tuple[str, ...]] = (
+        "name",
+        "n_layers",
+        "n_heads",
+        "d_model",
+        "d_head",
+        "d_mlp",
+        "act",
+        "normalization",
+        "n_ctx",
+        "d_vocab",
+        "d_vocab_out",
+        "attn_bias",
+        "mlp_bias",
+        "unembed_bias",
+        "model_seed",
+    )
     #: None-valued fields hashed as the task's value they resolve to (n_ctx: the sequence length)
-    RESOLVED_FROM_TASK: ClassVar[Tuple[str, ...]] = ("n_ctx",)
+    RESOLVED_FROM_TASK: ClassVar[tuple[str, ...]] = ("n_ctx",)
 
     # the preset's name (conf/model/<name>.yaml), recorded with the run
     name: str = "one_layer"
@@ -108,15 +122,15 @@ class TransformerConfig(ModelConfig):
     # MLP activation
     act: Activation = Activation.relu
     # None = no LayerNorm (Nanda et al.); LN = LayerNorm before each sublayer and the unembedding
-    normalization: Optional[Normalization] = None
+    normalization: Normalization | None = None
     # no MLP sublayer (TransformerLens attn_only=True); d_mlp is then ignored
     attn_only: bool = False
     # None = the task's sequence length (3 for the modular tasks; 3n+2 for n-digit sums)
-    n_ctx: Optional[int] = bounded(None, ge=1)
+    n_ctx: int | None = bounded(None, ge=1)
     # input tokens; None = from the task (p+1 for the modular tasks, '=' = p)
-    d_vocab: Optional[int] = bounded(None, ge=1)
+    d_vocab: int | None = bounded(None, ge=1)
     # output classes; None = from the task (p, or 2p for int_add)
-    d_vocab_out: Optional[int] = bounded(None, ge=1)
+    d_vocab_out: int | None = bounded(None, ge=1)
     # train the attention biases (else kept at zero)
     attn_bias: bool = False
     # train the MLP biases
@@ -133,12 +147,14 @@ class TransformerConfig(ModelConfig):
 MODULAR_SEQ_LEN = 3
 
 
-def config_problems(cfg: TransformerConfig, prefix: str = "model") -> List[str]:
+def config_problems(cfg: TransformerConfig, prefix: str = "model") -> list[str]:
     """Every reason ``cfg`` cannot build a transformer, each naming its key: the declared ranges
     (positive sizes) and a registered initialisation."""
     problems = range_problems(cfg, f"{prefix}.")
     if str(cfg.init) not in INITIALISATIONS:
-        problems.append(f"{prefix}.init={cfg.init!r}: unknown initialisation; registered: {', '.join(INITIALISATIONS.names())}")
+        problems.append(
+            f"{prefix}.init={cfg.init!r}: unknown initialisation; registered: {', '.join(INITIALISATIONS.names())}"
+        )
     return problems
 
 
@@ -340,13 +356,19 @@ class HookedGrokTransformer(GrokModel):
     config_class = TransformerConfig
     components = TRANSFORMER_COMPONENTS
     readings = frozenset(
-        {Reading.neurons, Reading.token_embedding, Reading.neuron_logits, Reading.unembedding,
-         Reading.attention, Reading.transformer_lens}
-    )  # fmt: skip
+        {
+            Reading.neurons,
+            Reading.token_embedding,
+            Reading.neuron_logits,
+            Reading.unembedding,
+            Reading.attention,
+            Reading.transformer_lens,
+        }
+    )
     every_position = True
     embedding_map = True
 
-    def __init__(self, cfg: Union[TransformerConfig, Mapping[str, Any]], seed: int) -> None:
+    def __init__(self, cfg: TransformerConfig | Mapping[str, Any], seed: int) -> None:
         super().__init__()
         cfg = to_typed(TransformerConfig, cfg, label="model")
         if cfg.n_ctx is None:  # "the task's sequence length": jobs resolve it; a bare config means [a, b, =]
@@ -366,7 +388,7 @@ class HookedGrokTransformer(GrokModel):
         for name, module in self.named_modules():
             if isinstance(module, HookPoint):
                 module.name = name
-        self._hook_points: Dict[str, HookPoint] = {
+        self._hook_points: dict[str, HookPoint] = {
             name: m for name, m in self.named_modules() if isinstance(m, HookPoint)
         }
         if cfg.attn_only:  # no MLP, so no neurons to read
@@ -406,7 +428,7 @@ class HookedGrokTransformer(GrokModel):
         """
         return last_position_logits(self._one_member_params(), tokens.unsqueeze(0), self.config)[0]
 
-    def _one_member_params(self) -> Dict[str, torch.Tensor]:
+    def _one_member_params(self) -> dict[str, torch.Tensor]:
         """The parameters with a leading member axis of 1 (views: gradients reach the parameters).
 
         ``embed.W_E`` is read through ``self.embed`` because it need not be a parameter: an
@@ -417,7 +439,7 @@ class HookedGrokTransformer(GrokModel):
         return params
 
     @torch.no_grad()
-    def last_position_activations(self, tokens: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    def last_position_activations(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Last position's logits [batch, d_vocab_out] and final-layer MLP output ``hook_post`` [batch, d_mlp].
 
         What the progress measures read. The fast path computes both without the positions
@@ -426,7 +448,7 @@ class HookedGrokTransformer(GrokModel):
         """
         hook = f"blocks.{self.config.n_layers - 1}.mlp.hook_post"
         if self._fast_path_applies() and not self.config.attn_only:
-            cache: Dict[str, torch.Tensor] = {}
+            cache: dict[str, torch.Tensor] = {}
             logits = last_position_logits(self._one_member_params(), tokens.unsqueeze(0), self.config, cache=cache)
             return logits[0], cache[hook][0]
         logits, acts = self.run_with_cache(tokens, names_filter=hook)
@@ -434,19 +456,19 @@ class HookedGrokTransformer(GrokModel):
 
     # ---- hooks ----------------------------------------------------------------
     @property
-    def hook_dict(self) -> Dict[str, HookPoint]:
+    def hook_dict(self) -> dict[str, HookPoint]:
         """Every hook point by its TransformerLens name."""
         return dict(self._hook_points)
 
     @property
-    def hook_names(self) -> List[str]:
+    def hook_names(self) -> list[str]:
         return list(self._hook_points)
 
     def has_hooks(self) -> bool:
         """True if any hook point has a forward hook attached."""
         return any(hp._forward_hooks for hp in self._hook_points.values())
 
-    def _select_hooks(self, names_filter: NamesFilter) -> List[str]:
+    def _select_hooks(self, names_filter: NamesFilter) -> list[str]:
         if names_filter is None:
             return self.hook_names
         if isinstance(names_filter, str):
@@ -461,7 +483,7 @@ class HookedGrokTransformer(GrokModel):
         return selected
 
     @contextmanager
-    def hooks(self, fwd_hooks: Sequence[Tuple[Union[str, Callable[[str], bool]], HookFn]]) -> Iterator[None]:
+    def hooks(self, fwd_hooks: Sequence[tuple[str | Callable[[str], bool], HookFn]]) -> Iterator[None]:
         """Attach ``(name_or_filter, fn)`` forward hooks for the duration of a ``with`` block.
 
         ``fn(activation, hook=hook_point)`` may return a replacement activation. Hooks are
@@ -481,7 +503,7 @@ class HookedGrokTransformer(GrokModel):
                 handle.remove()
 
     def run_with_hooks(
-        self, tokens: torch.Tensor, fwd_hooks: Sequence[Tuple[Union[str, Callable[[str], bool]], HookFn]] = ()
+        self, tokens: torch.Tensor, fwd_hooks: Sequence[tuple[str | Callable[[str], bool], HookFn]] = ()
     ) -> torch.Tensor:
         """Full forward with temporary hooks, e.g. ablations; returns [batch, pos, d_vocab_out] logits."""
         with self.hooks(fwd_hooks):
@@ -489,9 +511,9 @@ class HookedGrokTransformer(GrokModel):
 
     def run_with_cache(
         self, tokens: torch.Tensor, names_filter: NamesFilter = None
-    ) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Full forward that also returns the (detached) activation at each selected hook."""
-        cache: Dict[str, torch.Tensor] = {}
+        cache: dict[str, torch.Tensor] = {}
 
         def save(activation: torch.Tensor, hook: HookPoint) -> None:
             cache[hook.name] = activation.detach()
@@ -523,7 +545,7 @@ class HookedGrokTransformer(GrokModel):
             param.copy_(values[name])
 
     # ---- TransformerLens interop ----------------------------------------------
-    def hooked_transformer_config_dict(self) -> Dict[str, Any]:
+    def hooked_transformer_config_dict(self) -> dict[str, Any]:
         """Fields of ``transformer_lens.HookedTransformerConfig`` describing this model.
 
         ``HookedTransformer(HookedTransformerConfig(**d)).load_state_dict(sd)`` then
@@ -558,7 +580,7 @@ class HookedGrokTransformer(GrokModel):
         )
 
     @classmethod
-    def task_problems(cls, cfg: Any, task: TaskShape) -> List[str]:
+    def task_problems(cls, cfg: Any, task: TaskShape) -> list[str]:
         """The context must hold the task's sequence (exactly, where the task says so) and the
         vocabularies its tokens and answers."""
         problems = super().task_problems(cfg, task)
@@ -577,15 +599,17 @@ class HookedGrokTransformer(GrokModel):
         return problems
 
     @classmethod
-    def stacked_forward_last(cls, cfg: Any) -> Optional[StackedForward]:
+    def stacked_forward_last(cls, cfg: Any) -> StackedForward | None:
         """The fused last-position forward over a member axis (:mod:`groktransfer.model.lastpos`),
         for every shape it computes (any depth, LayerNorm or not, attention-only or not)."""
         if not fast_last_supported(cfg):
             return None
         neurons = None if cfg.attn_only else f"blocks.{cfg.n_layers - 1}.mlp.hook_post"
 
-        def forward(params: Dict[str, torch.Tensor], tokens: torch.Tensor, cache: Optional[Dict[str, torch.Tensor]] = None) -> torch.Tensor:
-            inner: Optional[Dict[str, torch.Tensor]] = {} if cache is not None else None
+        def forward(
+            params: dict[str, torch.Tensor], tokens: torch.Tensor, cache: dict[str, torch.Tensor] | None = None
+        ) -> torch.Tensor:
+            inner: dict[str, torch.Tensor] | None = {} if cache is not None else None
             logits = last_position_logits(params, tokens, cfg, cache=inner)
             if cache is not None and inner is not None and neurons is not None:
                 cache["neurons"] = inner[neurons]
@@ -621,7 +645,7 @@ class HookedGrokTransformer(GrokModel):
         (with ``ln_final``), from a TransformerLens parameter name."""
         return transformer_component_of(name)
 
-    def adapt_source_state(self, state: Dict[str, torch.Tensor], notes: List[str]) -> Dict[str, torch.Tensor]:
+    def adapt_source_state(self, state: dict[str, torch.Tensor], notes: list[str]) -> dict[str, torch.Tensor]:
         """The original paper's models output p+1 logits (one for '='): drop that column.
 
         The '=' output is never a label, so dropping it keeps the argmax on every input and
@@ -634,12 +658,14 @@ class HookedGrokTransformer(GrokModel):
                 src, tgt = out[name], target[name]
                 if src.shape[-1] == tgt.shape[-1] + 1 and src.shape[:-1] == tgt.shape[:-1]:
                     out[name] = src[..., :-1].contiguous()
-                    notes.append(f"{name}: dropped the source's '=' output column ({tuple(src.shape)} -> {tuple(tgt.shape)})")
+                    notes.append(
+                        f"{name}: dropped the source's '=' output column ({tuple(src.shape)} -> {tuple(tgt.shape)})"
+                    )
         return out
 
     def attach_embedding_map(
-        self, source_state: Dict[str, torch.Tensor], seed: int, trainable: bool
-    ) -> Tuple[List[str], List[str], str]:
+        self, source_state: dict[str, torch.Tensor], seed: int, trainable: bool
+    ) -> tuple[list[str], list[str], str]:
         """``embed.W_E`` = source ``embed.W_E`` @ ``W_map`` (semi-orthogonal init from ``seed``).
 
         ``source_state`` is a source checkpoint's state, or a resumed map run's own state (whose
@@ -655,16 +681,16 @@ class HookedGrokTransformer(GrokModel):
         )
         return ["embed.W_E"], ["embed.W_map"], note
 
-    def checkpoint_state(self) -> Dict[str, torch.Tensor]:
+    def checkpoint_state(self) -> dict[str, torch.Tensor]:
         """The state dict in TransformerLens names only: an embedding map's own tensors are left
         out and the composed ``embed.W_E`` is kept, so the file loads into HookedTransformer."""
         return {k: v for k, v in self.state_dict().items() if k not in MAP_KEYS}
 
-    def checkpoint_extras(self) -> Dict[str, Any]:
+    def checkpoint_extras(self) -> dict[str, Any]:
         return {"config": self.hooked_transformer_config_dict()}
 
     @classmethod
-    def complete_state(cls, state: Dict[str, torch.Tensor], cfg: Any) -> Dict[str, torch.Tensor]:
+    def complete_state(cls, state: dict[str, torch.Tensor], cfg: Any) -> dict[str, torch.Tensor]:
         """Set the attention ``mask`` / ``IGNORE`` buffers to their canonical values.
 
         They are constants of the architecture, not learned: TransformerLens stores them,
@@ -688,9 +714,9 @@ class HookedGrokTransformer(GrokModel):
         mlp = self.blocks[self.config.n_layers - 1].mlp
         return mlp.W_out.double() @ self.unembed.W_U.double()  # float64, as the measures read it
 
-    def weight_groups(self) -> Dict[str, List[str]]:
+    def weight_groups(self) -> dict[str, list[str]]:
         """The measures' columns: embed, pos_embed, attn, mlp, unembed, ln (LayerNorms), other."""
-        groups: Dict[str, List[str]] = {}
+        groups: dict[str, list[str]] = {}
         for name, value in self.checkpoint_state().items():
             group = weight_group(name, value)
             if group is not None:
@@ -701,7 +727,7 @@ class HookedGrokTransformer(GrokModel):
 #: Weights in TransformerLens naming end in W_*, b_* or (LayerNorm) w / b; buffers (attn.mask,
 #: attn.IGNORE) are not weights.
 _WEIGHT_LEAF = re.compile(r"^(W_\w+|b_\w+|w|b)$")
-_WEIGHT_GROUPS: Tuple[Tuple[str, "re.Pattern[str]"], ...] = (
+_WEIGHT_GROUPS: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("embed", re.compile(r"^embed\.")),
     ("pos_embed", re.compile(r"^pos_embed\.")),
     ("attn", re.compile(r"^blocks\.\d+\.attn\.")),
@@ -710,10 +736,10 @@ _WEIGHT_GROUPS: Tuple[Tuple[str, "re.Pattern[str]"], ...] = (
     ("ln", re.compile(r"(^|\.)ln(\d+|_final)\.")),
 )
 #: the transformer's weight groups (``weight_norm_<group>`` in measures.csv), "other" last
-WEIGHT_GROUP_NAMES: Tuple[str, ...] = (*(g for g, _ in _WEIGHT_GROUPS), "other")
+WEIGHT_GROUP_NAMES: tuple[str, ...] = (*(g for g, _ in _WEIGHT_GROUPS), "other")
 
 
-def weight_group(name: str, value: torch.Tensor) -> Optional[str]:
+def weight_group(name: str, value: torch.Tensor) -> str | None:
     """The group a TransformerLens-named tensor's squared weight is reported under, None for a
     buffer (attn.mask, attn.IGNORE) or anything that is not a float weight."""
     if not _WEIGHT_LEAF.match(name.rsplit(".", 1)[-1]) or not torch.is_floating_point(value):

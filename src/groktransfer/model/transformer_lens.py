@@ -32,9 +32,10 @@ from __future__ import annotations
 import importlib.util
 import math
 import re
+from collections.abc import Mapping
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Dict, Mapping, Optional, Tuple, Union
+from typing import Any
 
 import torch
 
@@ -50,7 +51,7 @@ TL4_DIVERGENT_HOOKS = ("hook_attn_scores",)
 _BLOCK = re.compile(r"^blocks\.(\d+)\.")
 
 
-def installed_major() -> Optional[int]:
+def installed_major() -> int | None:
     """Major version of the installed ``transformer-lens`` distribution; None if absent.
 
     Read from the package metadata, not from the module: on 4.x even
@@ -84,7 +85,7 @@ def _as_model(source: Any) -> HookedGrokTransformer:
     return source
 
 
-def to_transformer_lens(source: Any, device: Union[str, torch.device, None] = None) -> torch.nn.Module:
+def to_transformer_lens(source: Any, device: str | torch.device | None = None) -> torch.nn.Module:
     """TransformerLens' model holding ``source``'s weights, in eval mode.
 
     ``source``: a :class:`~groktransfer.model.transformer.HookedGrokTransformer`, a
@@ -101,7 +102,9 @@ def to_transformer_lens(source: Any, device: Union[str, torch.device, None] = No
     state = {k: v.detach() for k, v in model.checkpoint_state().items()}
     major = installed_major()
     if major is None:
-        raise ImportError("TransformerLens is not installed: pip install -c constraints.txt -e '.[tl]' (3.x) or '.[tl4]' (4.x)")
+        raise ImportError(
+            "TransformerLens is not installed: pip install -c constraints.txt -e '.[tl]' (3.x) or '.[tl4]' (4.x)"
+        )
     if major in (2, 3):
         import transformer_lens
 
@@ -137,7 +140,7 @@ def _heads(t: torch.Tensor, n_heads: int, key: str, pattern: str) -> torch.Tenso
 
 #: bridge-layout suffix -> (HookedTransformer suffix, how the tensor changes), the inverse of
 #: transformer_lens.utilities.tl_checkpoint_conversion._SUFFIX_CONVERSIONS for our architecture.
-_SUFFIXES: Tuple[Tuple[str, str, str], ...] = (
+_SUFFIXES: tuple[tuple[str, str, str], ...] = (
     (".attn.q.weight", ".attn.W_Q", "heads"),
     (".attn.k.weight", ".attn.W_K", "heads"),
     (".attn.v.weight", ".attn.W_V", "heads"),
@@ -168,14 +171,14 @@ def is_bridge_state_dict(obj: Any) -> bool:
     return isinstance(obj, Mapping) and "embed.weight" in obj and "blocks.0.attn.q.weight" in obj
 
 
-def hooked_state_dict(sd: Mapping[str, Any], n_heads: int) -> Dict[str, torch.Tensor]:
+def hooked_state_dict(sd: Mapping[str, Any], n_heads: int) -> dict[str, torch.Tensor]:
     """A TransformerLens 4 bridge state dict in TransformerLens 3 (``HookedTransformer``) names and shapes.
 
     The inverse of TransformerLens 4's ``convert_tl_checkpoint`` for the architectures
     ``HookedGrokTransformer`` has; a key it does not know (gated MLP, RMS norm scale
     without bias, rotary tables, ...) is refused by name rather than dropped.
     """
-    out: Dict[str, torch.Tensor] = {}
+    out: dict[str, torch.Tensor] = {}
     unknown = []
     for key, value in sd.items():
         key = str(key)
@@ -233,20 +236,22 @@ def _model_config(sd: Mapping[str, torch.Tensor], cfg: Mapping[str, Any]) -> Tra
 
     inferred = infer_transformer_lens_config(sd, act=str(cfg.get("act_fn", "relu")))
     stated = {k: cfg[k] for k in ("n_layers", "n_heads", "d_model", "d_head", "n_ctx", "d_vocab") if k in cfg}
-    wrong = [f"{k}={v!r} (the weights have {getattr(inferred, k)})" for k, v in stated.items() if v != getattr(inferred, k)]
+    wrong = [
+        f"{k}={v!r} (the weights have {getattr(inferred, k)})" for k, v in stated.items() if v != getattr(inferred, k)
+    ]
     if wrong:
         raise ValueError(f"its config does not match its weights: {', '.join(wrong)}")
     return inferred
 
 
-def bridge_checkpoint(bridge: Any) -> Dict[str, Any]:
+def bridge_checkpoint(bridge: Any) -> dict[str, Any]:
     """What to ``torch.save`` of a TransformerLens 4 model so that ``load_checkpoint`` reads it alone.
 
     ``{"state_dict": bridge.state_dict(), "config": <its config's plain fields>}``: the
     config's torch dtype and numpy scalars are left out or made Python numbers, because
     ``torch.load(weights_only=True)`` -- the only way this project reads a file -- refuses them.
     """
-    config: Dict[str, Any] = {}
+    config: dict[str, Any] = {}
     for key, value in bridge.cfg.to_dict().items():
         if value is None or type(value) in (bool, int, float, str):
             config[key] = value
@@ -255,7 +260,7 @@ def bridge_checkpoint(bridge: Any) -> Dict[str, Any]:
     return {"state_dict": {k: v.detach().cpu() for k, v in bridge.state_dict().items()}, "config": config}
 
 
-def from_bridge_layout(obj: Any, model_config: Optional[TransformerConfig]) -> Tuple[Any, Optional[TransformerConfig]]:
+def from_bridge_layout(obj: Any, model_config: TransformerConfig | None) -> tuple[Any, TransformerConfig | None]:
     """A loaded file in TransformerLens 4's layout, as the TransformerLens 3 state dict it stands for.
 
     ``obj``: what ``torch.load`` returned. A bare ``bridge.state_dict()`` needs

@@ -22,11 +22,13 @@ import dataclasses
 import enum
 import hashlib
 import json
-from functools import lru_cache
-from typing import Any, Callable, Dict, Mapping, Optional, Tuple, Type
+from collections.abc import Mapping
+from functools import cache
+from typing import Any
 
 from omegaconf import OmegaConf
 
+from groktransfer.config.conditions import needs_source
 from groktransfer.config.schema import (
     CheckpointCriteria,
     GradFilterConfig,
@@ -42,12 +44,18 @@ from groktransfer.config.schema import (
     source_optimizer,
     to_typed,
 )
-from groktransfer.config.conditions import needs_source
 from groktransfer.config.validate import resolve_seeds, source_model_config, source_task_config
 from groktransfer.tasks.registry import task_seq_len
 
 __all__ = [
-    "RECORDED_FIELDS", "ROLES", "Role", "digest", "ensemble_key", "fields_with", "run_identity", "source_parts",
+    "RECORDED_FIELDS",
+    "ROLES",
+    "Role",
+    "digest",
+    "ensemble_key",
+    "fields_with",
+    "run_identity",
+    "source_parts",
 ]
 
 
@@ -94,23 +102,53 @@ ROLES: Mapping[str, Role] = {
 #: schema outside this layer (a task family's, an architecture's) declares its own list as the
 #: class attribute ``RECORDED_FIELDS`` (the modular and digit families' and the transformer's
 #: hold what the single TaskConfig / ModelConfig of c00aa81 hashed for them).
-RECORDED_FIELDS: Mapping[type, Tuple[str, ...]] = {
+RECORDED_FIELDS: Mapping[type, tuple[str, ...]] = {
     TrainJobConfig: ("task", "model", "optimizer", "transfer", "train", "measures", "seed"),
     TaskConfig: ("name", "data_seed"),
     ModelConfig: ("name", "model_seed"),
     OptimizerConfig: ("name", "lr", "weight_decay", "betas", "eps", "warmup_steps"),
     TrainConfig: (
-        "max_epochs", "eval_every", "checkpoint_every", "thresholds", "patience", "flush_denormal", "fast_path",
+        "max_epochs",
+        "eval_every",
+        "checkpoint_every",
+        "thresholds",
+        "patience",
+        "flush_denormal",
+        "fast_path",
         "keep_checkpoints",
     ),
     MeasuresConfig: ("enabled", "key_freq_threshold"),
     TransferConfig: (
-        "name", "source", "grokked", "memorized", "checkpoint", "embedding", "embed_map", "components",
+        "name",
+        "source",
+        "grokked",
+        "memorized",
+        "checkpoint",
+        "embedding",
+        "embed_map",
+        "components",
         "reset_optimizer",
     ),
-    SourceConfig: ("task", "p", "frac_train", "source_seed", "max_epochs", "optimizer", "path", "path_index", "epoch", "model"),
+    SourceConfig: (
+        "task",
+        "p",
+        "frac_train",
+        "source_seed",
+        "max_epochs",
+        "optimizer",
+        "path",
+        "path_index",
+        "epoch",
+        "model",
+    ),
     CheckpointCriteria: (
-        "min_train_acc", "min_test_acc", "max_test_acc", "held_for", "pick", "max_restricted_test_gap", "max_n_key_freqs",
+        "min_train_acc",
+        "min_test_acc",
+        "max_test_acc",
+        "held_for",
+        "pick",
+        "max_restricted_test_gap",
+        "max_n_key_freqs",
     ),
 }
 
@@ -121,15 +159,15 @@ HASHED_WITH: Mapping[str, str] = {"optimizer.final_lr_frac": "optimizer.schedule
 #: Configs that name one of several choices (``name``) and hold one block of parameters per
 #: choice (``optimizer.sgd``, ``gradfilter.ema``): only the chosen one's block is hashed (the
 #: others do not touch the numbers), and only where it differs from its defaults.
-CHOICE_BLOCKS: Tuple[type, ...] = (OptimizerConfig, GradFilterConfig)
+CHOICE_BLOCKS: tuple[type, ...] = (OptimizerConfig, GradFilterConfig)
 
 #: Fields of the target's config that a source run does not share: a display name, the target's
 #: init seed (the source uses ``source_seed``), and whether the target keeps every checkpoint.
-SOURCE_OMITS: Tuple[str, ...] = ("model.name", "model.model_seed", "train.keep_checkpoints")
+SOURCE_OMITS: tuple[str, ...] = ("model.name", "model.model_seed", "train.keep_checkpoints")
 
 
 # =========================================================================== choice-specific facts
-def _transfer_identity(job: TrainJobConfig, projected: Dict[str, Any]) -> Dict[str, Any]:
+def _transfer_identity(job: TrainJobConfig, projected: dict[str, Any]) -> dict[str, Any]:
     """A random start has no source: a sweep's copies along the source axis are one run."""
     if not needs_source(job.transfer.name):
         return {"name": str(job.transfer.name)}
@@ -143,7 +181,7 @@ def digest(data: Any, length: int) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:length]
 
 
-def fields_with(role: Role) -> Tuple[str, ...]:
+def fields_with(role: Role) -> tuple[str, ...]:
     """The dotted paths :data:`ROLES` gives ``role``."""
     return tuple(path for path, r in ROLES.items() if r is role)
 
@@ -157,7 +195,7 @@ def run_identity(job: TrainJobConfig) -> str:
     return digest(data, 20)
 
 
-def source_parts(cfg: TrainJobConfig, source_seed: int) -> Dict[str, Dict[str, Any]]:
+def source_parts(cfg: TrainJobConfig, source_seed: int) -> dict[str, dict[str, Any]]:
     """The task, model, optimizer and train blocks that determine a target's source run.
 
     The source shares the target's model shape, optimizer and cadence, with what
@@ -187,7 +225,7 @@ def source_parts(cfg: TrainJobConfig, source_seed: int) -> Dict[str, Dict[str, A
 def ensemble_key(job: TrainJobConfig, start_epoch: int) -> str:
     """Jobs with equal keys can share an ensemble: the whole config but its batchable and cosmetic
     fields (execution settings too must agree: the members share one process), and the start epoch."""
-    data: Dict[str, Any] = _plain(to_typed(TrainJobConfig, job))
+    data: dict[str, Any] = _plain(to_typed(TrainJobConfig, job))
     for dotted in fields_with(Role.BATCHABLE) + fields_with(Role.COSMETIC):
         *parents, leaf = dotted.split(".")
         node = data
@@ -200,8 +238,8 @@ def ensemble_key(job: TrainJobConfig, start_epoch: int) -> str:
 
 # =========================================================================== the walk
 def _project(
-    obj: Any, plain: Dict[str, Any], prefix: str, task: TaskConfig, declared: Optional[Dict[str, Any]] = None
-) -> Dict[str, Any]:
+    obj: Any, plain: dict[str, Any], prefix: str, task: TaskConfig, declared: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """``plain`` (the config ``obj`` as plain data, possibly with extra keys) as it is hashed.
 
     A field's default is the one its block declares (``declared``: a nested block's default as
@@ -214,7 +252,7 @@ def _project(
     defaults = {**defaults, **getattr(schema, "IDENTITY_DEFAULTS", {})}
     field_names = {f.name for f in dataclasses.fields(schema)}
     resolved = getattr(schema, "RESOLVED_FROM_TASK", ())  # None = "the task's sequence length"
-    out: Dict[str, Any] = {}
+    out: dict[str, Any] = {}
     for key, value in plain.items():
         path = prefix + key
         if ROLES.get(path) in (Role.COSMETIC, Role.EXECUTION):
@@ -235,13 +273,13 @@ def _project(
             continue
         out[key] = value
     for path, leader in HASHED_WITH.items():
-        key = path[len(prefix):]
-        if path.startswith(prefix) and "." not in key and key in plain and leader[len(prefix):] in out:
+        key = path[len(prefix) :]
+        if path.startswith(prefix) and "." not in key and key in plain and leader[len(prefix) :] in out:
             out[key] = plain[key]
     return out
 
 
-def _recorded(schema: type) -> Tuple[str, ...]:
+def _recorded(schema: type) -> tuple[str, ...]:
     for cls in schema.__mro__:
         if "RECORDED_FIELDS" in vars(cls):
             return tuple(vars(cls)["RECORDED_FIELDS"])
@@ -264,8 +302,8 @@ def _plain(value: Any) -> Any:
     return value
 
 
-@lru_cache(maxsize=None)
-def _plain_defaults(schema: Type[Any]) -> Dict[str, Any]:
+@cache
+def _plain_defaults(schema: type[Any]) -> dict[str, Any]:
     data = OmegaConf.to_container(OmegaConf.structured(schema), resolve=False, enum_to_str=True)
     assert isinstance(data, dict)
     return data

@@ -29,17 +29,25 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Optional
 
 from filelock import FileLock
 
-from groktransfer.utils.atomic import is_temporary, write_json
 from groktransfer.runs.integrity import status_damage
 from groktransfer.runs.rundir import (
-    CHECKPOINT_DIR, HYDRA_DIR, LOG_FILE, LOG_RESERVE_FILE, WANDB_DIR, FailureKind, RunDir, Status, utc_now,
-)  # fmt: skip
+    CHECKPOINT_DIR,
+    HYDRA_DIR,
+    LOG_FILE,
+    LOG_RESERVE_FILE,
+    WANDB_DIR,
+    FailureKind,
+    RunDir,
+    Status,
+    utc_now,
+)
+from groktransfer.utils.atomic import is_temporary, write_json
 
 # Files never brought along when a run is reused or resumed elsewhere.
 _SKIP_ON_TRANSPLANT = {HYDRA_DIR, LOG_FILE, LOG_RESERVE_FILE, WANDB_DIR}
@@ -48,7 +56,7 @@ _SKIP_ON_TRANSPLANT = {HYDRA_DIR, LOG_FILE, LOG_RESERVE_FILE, WANDB_DIR}
 @dataclass(frozen=True)
 class Decision:
     action: str  # fresh | reuse | resume | skip_failed
-    previous: Optional[Path] = None
+    previous: Path | None = None
     reason: str = ""
     # resume: the previous run's status.json is torn (its identity is the index's word)
     torn_status: bool = False
@@ -67,7 +75,7 @@ class RunIndex:
         self.root.mkdir(parents=True, exist_ok=True)
         return FileLock(str(self.root / f"{run_id}.lock"))
 
-    def lookup(self, run_id: str) -> Optional[Path]:
+    def lookup(self, run_id: str) -> Path | None:
         try:
             data = json.loads(self._entry(run_id).read_text())
         except (FileNotFoundError, json.JSONDecodeError):
@@ -93,8 +101,12 @@ class RunIndex:
                 if known is None or path.resolve() != known.resolve():
                     continue
                 if resumable:
-                    return Decision("resume", path, f"resuming in {path}, whose {run_dir.status_path.name} is damaged", True)
-                return Decision("fresh", path, f"training from the start: {run_dir.status_path.name} in {path} is damaged")
+                    return Decision(
+                        "resume", path, f"resuming in {path}, whose {run_dir.status_path.name} is damaged", True
+                    )
+                return Decision(
+                    "fresh", path, f"training from the start: {run_dir.status_path.name} in {path} is damaged"
+                )
             status = run_dir.read_status()
             if status is None or status.run_id != run_id:
                 continue
@@ -104,9 +116,10 @@ class RunIndex:
                 kind = status.failure_kind
                 if kind == FailureKind.DETERMINISTIC or (kind is None and not resumable):  # older records: as before
                     return Decision(
-                        "skip_failed", path,
+                        "skip_failed",
+                        path,
                         f"failed before in {path}: {status.reason} (it would fail the same way again; force=true retrains)",
-                    )  # fmt: skip
+                    )
                 crash = f"retrying the crash in {path} ({status.reason})"
                 if resumable:
                     return Decision("resume", path, f"{crash}: resuming from epoch {status.epoch}")

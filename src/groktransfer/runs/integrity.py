@@ -27,16 +27,25 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Optional, Set
+from typing import Any
 
 import torch
 
 from groktransfer.runs.rundir import (
-    CHECKPOINT_DIR, FINAL_CHECKPOINT, MANIFEST_FILE, RESUME_FILE, STATUS_FILE, TABLE_FILES, RunDir, SchemaVersionError, StatusRecord,
+    CHECKPOINT_DIR,
+    FINAL_CHECKPOINT,
+    MANIFEST_FILE,
+    RESUME_FILE,
+    STATUS_FILE,
+    TABLE_FILES,
+    RunDir,
+    SchemaVersionError,
+    StatusRecord,
     read_status_file,
-)  # fmt: skip
+)
 from groktransfer.utils.atomic import write_json
 
 _EPOCH = re.compile(r"(?:optim_)?epoch_(\d+)\.pt$")
@@ -74,7 +83,7 @@ class Manifest:
 
     def __init__(self, run_dir: RunDir) -> None:
         self.run_dir = run_dir
-        self.entries: Dict[str, str] = read_manifest(run_dir) or {}
+        self.entries: dict[str, str] = read_manifest(run_dir) or {}
 
     def name(self, path: Path) -> str:
         """A file's key: its path relative to the run directory."""
@@ -89,7 +98,7 @@ class Manifest:
         write_json(self.run_dir.manifest_path, dict(sorted(self.entries.items())))
 
 
-def read_manifest(run_dir: RunDir) -> Optional[Dict[str, str]]:
+def read_manifest(run_dir: RunDir) -> dict[str, str] | None:
     """The recorded checksums; None when there is no manifest or it cannot be read."""
     try:
         data = json.loads(run_dir.manifest_path.read_text())
@@ -104,11 +113,13 @@ def record_all(run_dir: RunDir) -> None:
     """Record every checkpoint, ``resume.pt`` and the tables of an existing run (a run written without a manifest)."""
     manifest = Manifest(run_dir)
     manifest.entries = {}
-    files = sorted(run_dir.checkpoint_dir.glob("*.pt")) + [run_dir.path / t for t in TABLE_FILES] + [run_dir.resume_path]
+    files = (
+        sorted(run_dir.checkpoint_dir.glob("*.pt")) + [run_dir.path / t for t in TABLE_FILES] + [run_dir.resume_path]
+    )
     manifest.record(*(f for f in files if f.is_file()))
 
 
-def status_damage(run_dir: RunDir) -> Optional[Damage]:
+def status_damage(run_dir: RunDir) -> Damage | None:
     """Why ``status.json`` cannot be read (None when it is absent or readable)."""
     if not run_dir.status_path.exists():
         return None
@@ -125,7 +136,7 @@ def status_damage(run_dir: RunDir) -> Optional[Damage]:
     return None
 
 
-def load_problem(path: Path) -> Optional[str]:
+def load_problem(path: Path) -> str | None:
     """Why a ``.pt`` file does not load (weights only, as every reader loads it), or None."""
     try:
         torch.load(path, map_location="cpu", weights_only=True)
@@ -136,10 +147,14 @@ def load_problem(path: Path) -> Optional[str]:
 
 def _cannot_load(exc: Exception) -> str:
     first = (str(exc).strip().splitlines() or [""])[0]
-    return f"cannot be loaded ({type(exc).__name__}: {first[:160]})" if first else f"cannot be loaded ({type(exc).__name__})"
+    return (
+        f"cannot be loaded ({type(exc).__name__}: {first[:160]})"
+        if first
+        else f"cannot be loaded ({type(exc).__name__})"
+    )
 
 
-def _check_recorded(run_dir: RunDir, name: str, digest: str) -> Optional[Damage]:
+def _check_recorded(run_dir: RunDir, name: str, digest: str) -> Damage | None:
     path = run_dir.path / name
     if not path.is_file():
         return Damage(name, "is missing")
@@ -148,19 +163,19 @@ def _check_recorded(run_dir: RunDir, name: str, digest: str) -> Optional[Damage]
     return None
 
 
-def checkpoint_epoch(name: str) -> Optional[int]:
+def checkpoint_epoch(name: str) -> int | None:
     """The epoch in a periodic checkpoint's (or optimizer state's) name; None for final.pt."""
     found = _EPOCH.search(name)
     return int(found.group(1)) if found else None
 
 
-def check_completed(run_dir: RunDir) -> List[Damage]:
+def check_completed(run_dir: RunDir) -> list[Damage]:
     """What a rerun must not reuse of a completed run: every recorded file checked, ``final.pt`` present.
 
     A run written without a manifest (older groktransfer) has each checkpoint loaded instead;
     a manifest that cannot be read is damage itself (nothing can be verified against it).
     """
-    damaged: List[Damage] = []
+    damaged: list[Damage] = []
     bad = status_damage(run_dir)
     if bad is not None:
         return [bad]
@@ -198,17 +213,17 @@ class ResumeCheck:
     run writes again from its resume state).
     """
 
-    state: Optional[Dict[str, Any]] = None
-    damaged: List[Damage] = field(default_factory=list)
-    leave_out: Set[str] = field(default_factory=set)
-    notes: List[str] = field(default_factory=list)
+    state: dict[str, Any] | None = None
+    damaged: list[Damage] = field(default_factory=list)
+    leave_out: set[str] = field(default_factory=set)
+    notes: list[str] = field(default_factory=list)
 
     @property
-    def epoch(self) -> Optional[int]:
+    def epoch(self) -> int | None:
         return None if self.state is None else int(self.state["epoch"])
 
 
-def load_resume_file(path: Path) -> Dict[str, Any]:
+def load_resume_file(path: Path) -> dict[str, Any]:
     """A resume state (weights only); raises for a file that does not load or is not one."""
     state = torch.load(path, map_location="cpu", weights_only=True)
     if not isinstance(state, dict) or "epoch" not in state or "model" not in state:
@@ -216,7 +231,7 @@ def load_resume_file(path: Path) -> Dict[str, Any]:
     return state
 
 
-def check_resumable(run_dir: RunDir, status: Optional[StatusRecord]) -> ResumeCheck:
+def check_resumable(run_dir: RunDir, status: StatusRecord | None) -> ResumeCheck:
     """Check an unfinished run before resuming it: ``resume.pt`` and the checkpoints it keeps.
 
     ``status`` is its readable status record (None when ``status.json`` is torn: the

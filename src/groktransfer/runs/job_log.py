@@ -19,7 +19,6 @@ import errno
 import logging
 import os
 from pathlib import Path
-from typing import List, Optional
 
 from groktransfer.runs.rundir import LOG_RESERVE_FILE
 
@@ -37,8 +36,8 @@ class JobLogHandler(logging.Handler):
         super().__init__(level)
         self.path = Path(filename)
         self.reserve_bytes = int(reserve_bytes)
-        self._pending: List[logging.LogRecord] = []
-        self._fd: Optional[int] = None
+        self._pending: list[logging.LogRecord] = []
+        self._fd: int | None = None
         self._state = "pending"  # pending -> open | discarded
 
     @property
@@ -119,7 +118,7 @@ class JobLogHandler(logging.Handler):
         super().close()
 
 
-def _handlers() -> List[JobLogHandler]:
+def _handlers() -> list[JobLogHandler]:
     return [h for h in logging.getLogger().handlers if isinstance(h, JobLogHandler)]
 
 

@@ -44,7 +44,7 @@ import platform
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Dict, Optional, Tuple
+from typing import Any
 
 from groktransfer.utils.atomic import write_json
 from groktransfer.utils.choices import Choice
@@ -101,12 +101,18 @@ LOG_RESERVE_FILE = ".train.log.reserve"
 WANDB_DIR = "wandb"
 
 #: What a run writes (removed by ``force=true`` before a run starts over).
-RUN_FILES: Tuple[str, ...] = (
-    STATUS_FILE, METRICS_FILE, MEASURES_FILE, FREQS_FILE, SOURCE_FILE, RESUME_FILE, MANIFEST_FILE,
-)  # fmt: skip
+RUN_FILES: tuple[str, ...] = (
+    STATUS_FILE,
+    METRICS_FILE,
+    MEASURES_FILE,
+    FREQS_FILE,
+    SOURCE_FILE,
+    RESUME_FILE,
+    MANIFEST_FILE,
+)
 #: The tables a completed run's manifest records (they are final once the run completes).
-TABLE_FILES: Tuple[str, ...] = (METRICS_FILE, MEASURES_FILE, FREQS_FILE)
-RUN_DIRS: Tuple[str, ...] = (CHECKPOINT_DIR, WANDB_DIR, PROFILE_DIR)
+TABLE_FILES: tuple[str, ...] = (METRICS_FILE, MEASURES_FILE, FREQS_FILE)
+RUN_DIRS: tuple[str, ...] = (CHECKPOINT_DIR, WANDB_DIR, PROFILE_DIR)
 
 
 def checkpoint_name(epoch: int) -> str:
@@ -119,40 +125,84 @@ def optimizer_state_name(epoch: int) -> str:
 
 # --------------------------------------------------------------------------- table columns
 #: metrics.csv: one row per evaluation (extra keys logged by a caller are appended).
-METRIC_COLUMNS: Tuple[str, ...] = ("epoch", "train_loss", "test_loss", "train_acc", "test_acc", "lr")
+METRIC_COLUMNS: tuple[str, ...] = ("epoch", "train_loss", "test_loss", "train_acc", "test_acc", "lr")
 #: measures.csv: always present after "epoch". ``weight_norm_*`` are sums of SQUARED
 #: weights (the paper's "total sum of squared weights"), not norms.
-MEASURE_BASE_COLUMNS: Tuple[str, ...] = (
-    "train_loss", "test_loss", "train_acc", "test_acc",
-    "weight_norm_total", "weight_norm_embed", "weight_norm_pos_embed", "weight_norm_attn",
-    "weight_norm_mlp", "weight_norm_unembed", "weight_norm_ln", "weight_norm_other",
-    "fourier_status", "fourier_note",
-)  # fmt: skip
+MEASURE_BASE_COLUMNS: tuple[str, ...] = (
+    "train_loss",
+    "test_loss",
+    "train_acc",
+    "test_acc",
+    "weight_norm_total",
+    "weight_norm_embed",
+    "weight_norm_pos_embed",
+    "weight_norm_attn",
+    "weight_norm_mlp",
+    "weight_norm_unembed",
+    "weight_norm_ln",
+    "weight_norm_other",
+    "fourier_status",
+    "fourier_note",
+)
 #: measures.csv: added when the task has a Fourier group (fourier_status == "present").
-MEASURE_FOURIER_COLUMNS: Tuple[str, ...] = (
-    "fourier_group", "fourier_modulus", "fourier_n_pairs", "fourier_excluded_pairs",
-    "key_freq_threshold", "n_key_freqs", "key_freqs",
-    "frac_neurons_explained", "mean_neuron_frac_explained", "n_dead_neurons",
-    "restricted_loss", "restricted_acc", "excluded_loss", "excluded_acc",
-    "restricted_strict_loss", "restricted_strict_acc",
-    "excluded_strict_loss", "excluded_strict_acc",
-    "restricted_ref_loss", "excluded_ref_loss",
-    "gini_W_E", "gini_W_L", "logit_residual_frac",
-)  # fmt: skip
+MEASURE_FOURIER_COLUMNS: tuple[str, ...] = (
+    "fourier_group",
+    "fourier_modulus",
+    "fourier_n_pairs",
+    "fourier_excluded_pairs",
+    "key_freq_threshold",
+    "n_key_freqs",
+    "key_freqs",
+    "frac_neurons_explained",
+    "mean_neuron_frac_explained",
+    "n_dead_neurons",
+    "restricted_loss",
+    "restricted_acc",
+    "excluded_loss",
+    "excluded_acc",
+    "restricted_strict_loss",
+    "restricted_strict_acc",
+    "excluded_strict_loss",
+    "excluded_strict_acc",
+    "restricted_ref_loss",
+    "excluded_ref_loss",
+    "gini_W_E",
+    "gini_W_L",
+    "logit_residual_frac",
+)
 #: measures.csv: added instead when only the inputs are read in a Fourier basis
 #: (fourier_status == "input_only": int_add, whose output has no group).
-MEASURE_INPUT_FOURIER_COLUMNS: Tuple[str, ...] = (
-    "fourier_modulus", "fourier_n_pairs", "key_freq_threshold", "n_key_freqs", "key_freqs",
-    "frac_neurons_explained", "mean_neuron_frac_explained", "n_dead_neurons", "gini_W_E",
-)  # fmt: skip
+MEASURE_INPUT_FOURIER_COLUMNS: tuple[str, ...] = (
+    "fourier_modulus",
+    "fourier_n_pairs",
+    "key_freq_threshold",
+    "n_key_freqs",
+    "key_freqs",
+    "frac_neurons_explained",
+    "mean_neuron_frac_explained",
+    "n_dead_neurons",
+    "gini_W_E",
+)
 #: measures_freqs.csv: after "epoch", one row per frequency of each checkpoint.
-FREQ_ROW_KEYS: Tuple[str, ...] = (
-    "freq", "logit_cos_coef", "neuron_count",
-    "logit_sin_coef", "logit_frac", "is_key", "embed_norm", "wl_norm",
-)  # fmt: skip
+FREQ_ROW_KEYS: tuple[str, ...] = (
+    "freq",
+    "logit_cos_coef",
+    "neuron_count",
+    "logit_sin_coef",
+    "logit_frac",
+    "is_key",
+    "embed_norm",
+    "wl_norm",
+)
 #: The measures copied into status.json's ``final`` block at the end of a run.
-FINAL_MEASURES: Tuple[str, ...] = (
-    "restricted_loss", "excluded_loss", "n_key_freqs", "key_freqs", "gini_W_E", "gini_W_L", "weight_norm_total",
+FINAL_MEASURES: tuple[str, ...] = (
+    "restricted_loss",
+    "excluded_loss",
+    "n_key_freqs",
+    "key_freqs",
+    "gini_W_E",
+    "gini_W_L",
+    "weight_norm_total",
 )
 
 
@@ -203,80 +253,80 @@ class StatusRecord:
     # version of this record's format (SCHEMA_VERSION when written)
     schema_version: int = SCHEMA_VERSION
     # running, completed, failed or stopped
-    status: Optional[Status] = None
+    status: Status | None = None
     # why a run failed or stopped
-    reason: Optional[str] = None
+    reason: str | None = None
     # target (a job of a sweep) or source (a cached source run)
     kind: RunKind = RunKind.TARGET
     # the run identity: hash of the config fields that change the numbers
-    run_id: Optional[str] = None
+    run_id: str | None = None
     # experiment_name
-    experiment: Optional[str] = None
+    experiment: str | None = None
     # task.name
-    task: Optional[str] = None
+    task: str | None = None
     # task.p
-    p: Optional[int] = None
+    p: int | None = None
     # transfer condition
-    condition: Optional[str] = None
+    condition: str | None = None
     # the job's top-level seed
-    seed: Optional[int] = None
+    seed: int | None = None
     # resolved split seed
-    data_seed: Optional[int] = None
+    data_seed: int | None = None
     # resolved init seed
-    model_seed: Optional[int] = None
+    model_seed: int | None = None
     # resolved source-run seed
-    source_seed: Optional[int] = None
+    source_seed: int | None = None
     # train.max_epochs
-    max_epochs: Optional[int] = None
+    max_epochs: int | None = None
     # torch threads used
-    threads: Optional[int] = None
+    threads: int | None = None
     # library versions (python, torch, numpy, groktransfer, ...)
-    versions: Dict[str, str] = field(default_factory=dict)
+    versions: dict[str, str] = field(default_factory=dict)
     # UTC time the run started
-    started_at: Optional[str] = None
+    started_at: str | None = None
     # UTC time of the last resume
-    resumed_at: Optional[str] = None
+    resumed_at: str | None = None
     # UTC time of the last update (a running run older than analysis.stale_after_s is stale)
-    updated_at: Optional[str] = None
+    updated_at: str | None = None
     # UTC time the run ended
-    finished_at: Optional[str] = None
+    finished_at: str | None = None
     # last epoch trained
-    epoch: Optional[int] = None
+    epoch: int | None = None
     # epoch at which the run failed
-    failed_epoch: Optional[int] = None
+    failed_epoch: int | None = None
     # failed runs: crash (a rerun retries it) or deterministic (a rerun skips it); null in older records
-    failure_kind: Optional[FailureKind] = None
+    failure_kind: FailureKind | None = None
     # why training ended: max_epochs, or early_stop (the last threshold held train.patience epochs)
-    stop_reason: Optional[str] = None
+    stop_reason: str | None = None
     # threshold_key(t) -> {epoch: first epoch test accuracy reached t or null, held: still held at the last eval}
-    thresholds: Dict[str, Dict[str, Any]] = field(default_factory=dict)
+    thresholds: dict[str, dict[str, Any]] = field(default_factory=dict)
     # the last evaluation's metrics
-    last_eval: Dict[str, Any] = field(default_factory=dict)
+    last_eval: dict[str, Any] = field(default_factory=dict)
     # the last eval plus FINAL_MEASURES
-    final: Dict[str, Any] = field(default_factory=dict)
+    final: dict[str, Any] = field(default_factory=dict)
     # wall seconds of the whole job
-    wall_time_s: Optional[float] = None
+    wall_time_s: float | None = None
     # seconds in the training loop
-    train_seconds: Optional[float] = None
+    train_seconds: float | None = None
     # train_seconds / epochs trained
-    seconds_per_epoch: Optional[float] = None
-    source: Optional[Dict[str, Any]] = None  # transfer runs: the chosen source checkpoint
-    spec: Optional[Dict[str, Any]] = None  # source runs: what was trained
+    seconds_per_epoch: float | None = None
+    source: dict[str, Any] | None = None  # transfer runs: the chosen source checkpoint
+    spec: dict[str, Any] | None = None  # source runs: what was trained
     # run directory whose files this one reuses (a rerun that trained nothing)
-    reused_from: Optional[str] = None
+    reused_from: str | None = None
     # fields this version does not know, kept and written back unchanged
-    extra: Dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def completed(self) -> bool:
         return self.status == Status.COMPLETED
 
-    def as_dict(self) -> Dict[str, Any]:
+    def as_dict(self) -> dict[str, Any]:
         data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "extra"}
         return {**data, **self.extra}
 
     @classmethod
-    def from_dict(cls, data: Dict[str, Any], where: str = STATUS_FILE) -> "StatusRecord":
+    def from_dict(cls, data: dict[str, Any], where: str = STATUS_FILE) -> StatusRecord:
         """Parse a record; version 0 (no ``schema_version``, code before the contract) reads as is."""
         if not isinstance(data, dict):
             raise ValueError(f"{where} is not a JSON object")
@@ -297,7 +347,7 @@ class StatusRecord:
         return cls(**values, extra={k: v for k, v in data.items() if k not in known})
 
 
-def read_status_file(path: Path) -> Optional[StatusRecord]:
+def read_status_file(path: Path) -> StatusRecord | None:
     """The record at ``path``; None when absent or torn (a half write is never trusted).
 
     Raises ``SchemaVersionError`` for a newer schema and ``ValueError`` for a file that
@@ -314,7 +364,7 @@ def utc_now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def library_versions() -> Dict[str, str]:
+def library_versions() -> dict[str, str]:
     """Versions that can change numbers: recorded with every run."""
     import hydra
     import numpy
@@ -398,7 +448,7 @@ class RunDir:
         return sorted(self.checkpoint_dir.glob(CHECKPOINT_GLOB))
 
     # ---- status -----------------------------------------------------------
-    def read_status(self) -> Optional[StatusRecord]:
+    def read_status(self) -> StatusRecord | None:
         """The status record, or None when absent or torn; a newer schema raises."""
         return read_status_file(self.status_path)
 
@@ -416,7 +466,7 @@ class RunDir:
         return record is not None and record.completed
 
 
-def record_lost_job(run_dir: Path, reason: str) -> Optional[StatusRecord]:
+def record_lost_job(run_dir: Path, reason: str) -> StatusRecord | None:
     """Mark a run whose process died without finishing it as ``failed``; finished records are left alone.
 
     Used by the launchers that outlive their jobs (SLURM, the ensemble launcher's workers) so no

@@ -13,7 +13,8 @@ optional (a failure disables it with one warning, training continues).
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Optional, Union
+from collections.abc import Mapping
+from typing import Any
 
 from groktransfer.config.schema import LoggerConfig, LoggerMode, LoggerName, to_typed
 from groktransfer.sinks.base import STATUSES, RunMeta, Sink, SinkGroup
@@ -31,7 +32,7 @@ __all__ = [
 ]
 
 
-def to_logger_config(cfg: Union[LoggerConfig, Mapping[str, Any], Any, None]) -> LoggerConfig:
+def to_logger_config(cfg: LoggerConfig | Mapping[str, Any] | Any | None) -> LoggerConfig:
     """The ``logger`` group as a ``LoggerConfig``; ``None`` means local files only."""
     if cfg is None:
         return LoggerConfig(name=LoggerName.none, mode=LoggerMode.disabled)
@@ -39,10 +40,10 @@ def to_logger_config(cfg: Union[LoggerConfig, Mapping[str, Any], Any, None]) -> 
 
 
 def make_sinks(
-    logger_cfg: Union[LoggerConfig, Mapping[str, Any], Any, None],
+    logger_cfg: LoggerConfig | Mapping[str, Any] | Any | None,
     *,
     flush_interval_s: float = DEFAULT_FLUSH_INTERVAL_S,
-    wandb_init_timeout_s: Optional[float] = None,
+    wandb_init_timeout_s: float | None = None,
 ) -> SinkGroup:
     """``SinkGroup([LocalSink, WandbSink?])`` from the ``logger`` config group.
 

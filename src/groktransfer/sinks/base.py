@@ -17,10 +17,11 @@ purpose:
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Mapping, Optional, Protocol, Sequence, Type, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from groktransfer.runs.rundir import Status
 
@@ -45,9 +46,9 @@ class RunMeta:
     task: str
     condition: str
     seed: int
-    group: Optional[str] = None
+    group: str | None = None
     resume: bool = False
-    resume_epoch: Optional[int] = None
+    resume_epoch: int | None = None
 
 
 @runtime_checkable
@@ -60,9 +61,7 @@ class Sink(Protocol):
     def log_metrics(self, epoch: int, metrics: Mapping[str, float]) -> None:
         """Every eval: train_loss, test_loss, train_acc, test_acc, lr (+ extras)."""
 
-    def log_measures(
-        self, epoch: int, scalars: Mapping[str, Any], freq_rows: Sequence[Mapping[str, Any]]
-    ) -> None:
+    def log_measures(self, epoch: int, scalars: Mapping[str, Any], freq_rows: Sequence[Mapping[str, Any]]) -> None:
         """Every checkpoint: scalar progress measures and per-frequency rows."""
 
     def log_summary(self, summary: Mapping[str, Any]) -> None:
@@ -97,7 +96,7 @@ class SinkGroup:
         self._disabled: set[int] = set()
         self._started: set[int] = set()  # indices whose start() was attempted
         self._warned: set[tuple[object, str]] = set()
-        self._finished_status: Optional[Status] = None
+        self._finished_status: Status | None = None
 
     # -- introspection -------------------------------------------------------------
     @property
@@ -122,9 +121,7 @@ class SinkGroup:
         else:
             self._warned.add(key)
             consequence = (
-                "kept enabled; it retries on its next write"
-                if required
-                else "disabled for the rest of this run"
+                "kept enabled; it retries on its next write" if required else "disabled for the rest of this run"
             )
             log.warning(
                 "sink %s.%s failed (%s: %s); the sink is %s, training continues",
@@ -178,9 +175,7 @@ class SinkGroup:
     def log_metrics(self, epoch: int, metrics: Mapping[str, float]) -> None:
         self._call("log_metrics", epoch, metrics)
 
-    def log_measures(
-        self, epoch: int, scalars: Mapping[str, Any], freq_rows: Sequence[Mapping[str, Any]]
-    ) -> None:
+    def log_measures(self, epoch: int, scalars: Mapping[str, Any], freq_rows: Sequence[Mapping[str, Any]]) -> None:
         self._call("log_measures", epoch, scalars, freq_rows)
 
     def log_summary(self, summary: Mapping[str, Any]) -> None:
@@ -209,14 +204,14 @@ class SinkGroup:
                 self._failed(i, "finish", exc)
 
     # -- context manager -------------------------------------------------------------
-    def __enter__(self) -> "SinkGroup":
+    def __enter__(self) -> SinkGroup:
         return self
 
     def __exit__(
         self,
-        exc_type: Optional[Type[BaseException]],
-        exc: Optional[BaseException],
-        tb: Optional[TracebackType],
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
     ) -> None:
         if self.finished:
             return

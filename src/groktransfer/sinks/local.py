@@ -44,12 +44,13 @@ import io
 import logging
 import math
 import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Optional, Sequence
+from typing import Any
 
-from groktransfer.utils import atomic
 from groktransfer.runs.rundir import METRIC_COLUMNS, METRICS_FILE, RESUME_FILE, RunDir
 from groktransfer.sinks.base import RunMeta
+from groktransfer.utils import atomic
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +119,7 @@ class CsvTable:
         return len(self._rows)
 
     @property
-    def last_epoch(self) -> Optional[int]:
+    def last_epoch(self) -> int | None:
         return self._epochs[-1] if self._epochs else None
 
     def _render(self, cells: Iterable[str]) -> str:
@@ -137,7 +138,7 @@ class CsvTable:
             self._known.update(new)
             self._lines = [self._line(r) for r in self._rows]
 
-    def load(self, keep_through: Optional[int]) -> int:
+    def load(self, keep_through: int | None) -> int:
         """Read the file back (resume); keep rows with epoch <= ``keep_through``.
 
         ``keep_through=None`` keeps nothing. Returns the number of rows dropped.
@@ -215,9 +216,9 @@ class LocalSink:
     ) -> None:
         self.flush_interval_s = flush_interval_s
         self._clock = clock
-        self._metrics: Optional[CsvTable] = None
-        self._measures: Optional[CsvTable] = None
-        self._freqs: Optional[CsvTable] = None
+        self._metrics: CsvTable | None = None
+        self._measures: CsvTable | None = None
+        self._freqs: CsvTable | None = None
         self._last_metrics_flush = 0.0
         self._finished = False
 
@@ -247,14 +248,18 @@ class LocalSink:
                 if t.path.exists():
                     dropped = t.load(meta.resume_epoch)
                     if dropped:
-                        log.info("resume: dropped %d rows after epoch %s from %s",
-                                 dropped, meta.resume_epoch, t.path.name)
+                        log.info(
+                            "resume: dropped %d rows after epoch %s from %s", dropped, meta.resume_epoch, t.path.name
+                        )
             last = metrics.last_epoch
             if meta.resume_epoch is not None and (last is None or last < meta.resume_epoch):
                 log.warning(
                     "resume from epoch %s but %s ends at epoch %s: rows in between were "
                     "never flushed and will be missing (save %s after logging)",
-                    meta.resume_epoch, METRICS_FILE, last, RESUME_FILE,
+                    meta.resume_epoch,
+                    METRICS_FILE,
+                    last,
+                    RESUME_FILE,
                 )
         self._metrics, self._measures, self._freqs = tables
         self._finished = False
@@ -271,7 +276,7 @@ class LocalSink:
 
         All tables are attempted even if one fails, then the first error is raised.
         """
-        error: Optional[BaseException] = None
+        error: BaseException | None = None
         for t in self.tables:
             try:
                 if t.flush() and t is self._metrics:
@@ -291,9 +296,7 @@ class LocalSink:
             self._metrics.flush(fsync=False)
             self._last_metrics_flush = self._clock()
 
-    def log_measures(
-        self, epoch: int, scalars: Mapping[str, Any], freq_rows: Sequence[Mapping[str, Any]]
-    ) -> None:
+    def log_measures(self, epoch: int, scalars: Mapping[str, Any], freq_rows: Sequence[Mapping[str, Any]]) -> None:
         self._check_open()
         assert self._measures is not None and self._freqs is not None
         self._measures.upsert(epoch, scalars)

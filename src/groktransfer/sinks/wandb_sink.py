@@ -34,13 +34,13 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import re
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any
 
 from groktransfer.config.schema import LoggerConfig, LoggerMode
-from groktransfer.runs.rundir import MEASURES_FILE, WANDB_DIR, Status
+from groktransfer.runs.rundir import MEASURES_FILE, Status
 from groktransfer.sinks.base import RunMeta
 
 log = logging.getLogger(__name__)
@@ -77,8 +77,7 @@ def format_run_name(name_format: str, meta: RunMeta) -> str:
         return name_format.format_map(fields)
     except (KeyError, IndexError, ValueError) as exc:
         raise ValueError(
-            f"logger.name_format {name_format!r} is invalid ({exc}); "
-            f"available fields: {', '.join(sorted(fields))}"
+            f"logger.name_format {name_format!r} is invalid ({exc}); available fields: {', '.join(sorted(fields))}"
         ) from None
 
 
@@ -136,20 +135,16 @@ class WandbSink:
         self.finish_timeout_s = finish_timeout_s
         self.run: Any = None
         self._finished = False
-        self._last_epoch: Optional[int] = None
+        self._last_epoch: int | None = None
         self._key_freq_rows: list[list[Any]] = []
         self._last_freq_rows: Sequence[Mapping[str, Any]] = ()
-        self._last_freq_epoch: Optional[int] = None
+        self._last_freq_epoch: int | None = None
         self._summary_text: dict[str, str] = {}
 
     @property
     def active(self) -> bool:
         """A run is open *and* nobody else finished it (``reinit``, wandb's atexit)."""
-        return (
-            self.run is not None
-            and not self._finished
-            and not getattr(self.run, "_is_finished", False)
-        )
+        return self.run is not None and not self._finished and not getattr(self.run, "_is_finished", False)
 
     def settings(self) -> dict[str, Any]:
         """The ``wandb.Settings`` fields used for every run (why: module docstring)."""
@@ -203,7 +198,7 @@ class WandbSink:
         run.define_metric("*", step_metric="epoch")
         run.summary.update({"run_id": meta.run_id, "run_dir": str(run_dir.resolve())})
 
-    def _seed_key_freqs(self, run_dir: Path, resume_epoch: Optional[int]) -> None:
+    def _seed_key_freqs(self, run_dir: Path, resume_epoch: int | None) -> None:
         """On resume, refill the key-frequency table from the run's measures table.
 
         The table is logged once at finish, so without this a resumed run's table
@@ -234,9 +229,7 @@ class WandbSink:
             return
         self._log(epoch, {wandb_key(k): _plain_value(v) for k, v in metrics.items() if k != "epoch"})
 
-    def log_measures(
-        self, epoch: int, scalars: Mapping[str, Any], freq_rows: Sequence[Mapping[str, Any]]
-    ) -> None:
+    def log_measures(self, epoch: int, scalars: Mapping[str, Any], freq_rows: Sequence[Mapping[str, Any]]) -> None:
         """Numbers go to history as ``measures/<name>``; ``key_freqs`` to the table.
 
         Other strings (``fourier_status``, ``fourier_note``: constant per run) would be

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any, ClassVar, Dict, List, Optional, Tuple
+from typing import Any, ClassVar
 
 import torch
 
@@ -53,7 +53,7 @@ CARRY_CLASS_NAMES = ("no_carry", "direct", "cascade")
 #: Example-level classes: no carry anywhere, carries but none cascades, at least one cascade.
 EXAMPLE_CLASS_NAMES = ("none", "carries", "cascades")
 
-DIGIT_TASKS: Dict[str, str] = {"digit_add": "a + b", "digit_sub": "a - b (a >= b)"}
+DIGIT_TASKS: dict[str, str] = {"digit_add": "a + b", "digit_sub": "a - b (a >= b)"}
 FAMILY = "digit"
 #: n up to this is enumerated exhaustively and split by frac_train.
 ENUMERATE_MAX_DIGITS = 2
@@ -65,9 +65,16 @@ class DigitTaskConfig(TaskConfig):
 
     KIND: ClassVar[str] = "the digit task family"
     #: fields hashed into run identities whatever their value (groktransfer.runs.identity)
-    RECORDED_FIELDS: ClassVar[Tuple[str, ...]] = (
-        "name", "p", "frac_train", "data_seed", "n_digits", "carry_out", "n_train", "n_test",
-    )  # fmt: skip
+    RECORDED_FIELDS: ClassVar[tuple[str, ...]] = (
+        "name",
+        "p",
+        "frac_train",
+        "data_seed",
+        "n_digits",
+        "carry_out",
+        "n_train",
+        "n_test",
+    )
 
     # the number base: digit tasks are written in base 10 (recorded in status.json; not a modulus)
     p: int = bounded(10, ge=2)
@@ -78,9 +85,9 @@ class DigitTaskConfig(TaskConfig):
     # allow any operands and an (n+1)-th answer digit (digit_add only)
     carry_out: bool = False
     # n_digits > 2: number of distinct training problems drawn from data_seed
-    n_train: Optional[int] = bounded(None, ge=1)
+    n_train: int | None = bounded(None, ge=1)
     # n_digits > 2: number of distinct test problems drawn, disjoint from the training ones
-    n_test: Optional[int] = bounded(None, ge=1)
+    n_test: int | None = bounded(None, ge=1)
 
 
 @dataclass(frozen=True)
@@ -91,8 +98,8 @@ class DigitSettings:
     n_digits: int = 4
     carry_out: bool = False
     frac_train: float = 0.3
-    n_train: Optional[int] = None
-    n_test: Optional[int] = None
+    n_train: int | None = None
+    n_test: int | None = None
 
     @property
     def operand_limit(self) -> int:
@@ -117,7 +124,7 @@ class DigitSettings:
     def enumerated(self) -> bool:
         return self.n_digits <= ENUMERATE_MAX_DIGITS
 
-    def problems(self) -> List[str]:
+    def problems(self) -> list[str]:
         """Every reason these settings cannot make a task (empty = fine)."""
         errors = []
         if self.name not in DIGIT_TASKS:
@@ -169,7 +176,7 @@ def encode(a: torch.Tensor, b: torch.Tensor, answer: torch.Tensor, n_digits: int
     return torch.cat([to_digits(a, n_digits), plus, to_digits(b, n_digits), eq, to_digits(answer, n_answer)], dim=1)
 
 
-def decode(tokens: torch.Tensor) -> List[str]:
+def decode(tokens: torch.Tensor) -> list[str]:
     """[N, seq] tokens -> strings such as ``'2764+1504=4268'`` (for tests and reports)."""
     return ["".join(VOCAB[int(t)] for t in row) for row in tokens]
 
@@ -238,7 +245,7 @@ class DigitTask:
         self.p = 10
 
     @classmethod
-    def from_config(cls, cfg: Any, data_seed: int) -> "DigitTask":
+    def from_config(cls, cfg: Any, data_seed: int) -> DigitTask:
         return cls(settings_from_config(cfg), data_seed)
 
     # ---- vocabulary & layout ----------------------------------------------------
@@ -264,7 +271,7 @@ class DigitTask:
         return mask
 
     # ---- data -------------------------------------------------------------------
-    def _pair_from_index(self, idx: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    def _pair_from_index(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         lim = self.settings.operand_limit
         if self.name == "digit_add":
             return idx // lim, idx % lim
@@ -274,7 +281,7 @@ class DigitTask:
         return a, idx - a * (a + 1) // 2
 
     @cached_property
-    def _indices(self) -> Tuple[torch.Tensor, int]:
+    def _indices(self) -> tuple[torch.Tensor, int]:
         """(problem indices in data order, n_train): train first, then test."""
         size = self.settings.problem_size
         gen = torch.Generator().manual_seed(self.data_seed)
@@ -297,7 +304,7 @@ class DigitTask:
         return drawn[:need], int(self.settings.n_train)
 
     @cached_property
-    def operands(self) -> Tuple[torch.Tensor, torch.Tensor]:
+    def operands(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(a, b): [N] each, train examples first."""
         return self._pair_from_index(self._indices[0])
 
@@ -335,7 +342,7 @@ class DigitTask:
         return int(self.tokens.shape[0])
 
     @cached_property
-    def split(self) -> Tuple[torch.Tensor, torch.Tensor]:
+    def split(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(train_idx, test_idx) into ``tokens``."""
         n_train = self._indices[1]
         return torch.arange(n_train), torch.arange(n_train, self.n_pairs)
@@ -364,7 +371,7 @@ def settings_from_config(cfg: Any) -> DigitSettings:
     )
 
 
-def settings_as_dict(s: DigitSettings) -> Dict[str, Any]:
+def settings_as_dict(s: DigitSettings) -> dict[str, Any]:
     return {
         "name": s.name,
         "n_digits": s.n_digits,
@@ -385,16 +392,21 @@ class DigitFamily(TaskFamily):
     def build(self, task_cfg: Any, data_seed: int) -> DigitTask:
         return DigitTask.from_config(task_cfg, data_seed)
 
-    def shapes(self, task_cfg: Any) -> Optional[Tuple[int, int, int]]:
+    def shapes(self, task_cfg: Any) -> tuple[int, int, int] | None:
         settings = settings_from_config(task_cfg)
         if settings.n_digits < 1:
             return None
         return DigitTask.d_vocab, DigitTask.d_vocab_out, settings.seq_len
 
-    def problems(self, task_cfg: Any, prefix: str = "task") -> List[str]:
+    def problems(self, task_cfg: Any, prefix: str = "task") -> list[str]:
         settings = settings_from_config(task_cfg)
         errors = settings.problems()
-        if settings.n_digits >= 1 and not settings.enumerated and settings.n_train is not None and settings.n_test is not None:
+        if (
+            settings.n_digits >= 1
+            and not settings.enumerated
+            and settings.n_train is not None
+            and settings.n_test is not None
+        ):
             if settings.n_train + settings.n_test > MAX_EXAMPLES:
                 errors.append(
                     f"task.n_train + task.n_test = {settings.n_train + settings.n_test:,}: more examples than "
@@ -407,14 +419,17 @@ class DigitFamily(TaskFamily):
     def label(self, task_cfg: Any) -> str:
         return f"{task_cfg.name}, n_digits={task_cfg.n_digits}"
 
-    def ignored_keys(self, task_cfg: Any) -> Dict[str, str]:
+    def ignored_keys(self, task_cfg: Any) -> dict[str, str]:
         base = {"p": "digit tasks are in base 10 and have no modulus"}
         if int(task_cfg.n_digits) <= ENUMERATE_MAX_DIGITS:
             why = f"with n_digits <= {ENUMERATE_MAX_DIGITS} every problem is enumerated and split by task.frac_train"
             return {**base, "n_train": why, "n_test": why}
-        return {**base, "frac_train": f"with n_digits > {ENUMERATE_MAX_DIGITS} the sizes are task.n_train and task.n_test"}
+        return {
+            **base,
+            "frac_train": f"with n_digits > {ENUMERATE_MAX_DIGITS} the sizes are task.n_train and task.n_test",
+        }
 
-    def task_config_for_model(self, task_name: str, model_cfg: Any) -> Optional[Tuple[Dict[str, Any], str]]:
+    def task_config_for_model(self, task_name: str, model_cfg: Any) -> tuple[dict[str, Any], str] | None:
         """The layout the model's context length implies: n_ctx = 3n + 2 tokens, or 3n + 3
         with a carry-out digit; n <= 2 enumerates every problem, longer operands sample
         1000 train / 1000 test."""
@@ -425,12 +440,15 @@ class DigitFamily(TaskFamily):
             raise ValueError(f"a model with n_ctx={n_ctx} does not fit a digit task layout (3n+2 or 3n+3 tokens)")
         sampled = {} if n_digits <= 2 else {"n_train": 1000, "n_test": 1000}
         cfg = {"name": task_name, "n_digits": n_digits, "carry_out": carry_out, **sampled}
-        return cfg, f"{n_digits}-digit {task_name}{' with carry-out' if carry_out else ''} read from the model's n_ctx={n_ctx}"
+        return (
+            cfg,
+            f"{n_digits}-digit {task_name}{' with carry-out' if carry_out else ''} read from the model's n_ctx={n_ctx}",
+        )
 
     def answer_positions(self, task_cfg: Any) -> int:
         return settings_from_config(task_cfg).n_answer
 
-    def n_examples(self, task_cfg: Any) -> Optional[int]:
+    def n_examples(self, task_cfg: Any) -> int | None:
         s = settings_from_config(task_cfg)
         if s.n_digits < 1:
             return None
@@ -443,7 +461,7 @@ class DigitFamily(TaskFamily):
         settings = settings_from_config(task_cfg)
         return float(N_DIGIT_TOKENS) ** -settings.n_answer if settings.n_digits >= 1 else 0.0
 
-    def source_task(self, source_cfg: Any, target_task_cfg: Any, data_seed: int) -> Dict[str, Any]:
+    def source_task(self, source_cfg: Any, target_task_cfg: Any, data_seed: int) -> dict[str, Any]:
         """The target's digit layout where the target is a digit task, its own data sizes where
         given; always base 10."""
         return {**super().source_task(source_cfg, target_task_cfg, data_seed), "p": 10}

@@ -24,10 +24,10 @@ package does it from its ``groktransfer.plugins`` entry point (``examples/s5_plu
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
 import dataclasses
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Any, Dict, FrozenSet, List, Optional, Protocol, Tuple, Type
+from typing import Any, Protocol
 
 import torch
 
@@ -68,7 +68,7 @@ class TaskCapability(Choice):
     fourier = "fourier"
 
 
-def task_capabilities(task: Any) -> FrozenSet[TaskCapability]:
+def task_capabilities(task: Any) -> frozenset[TaskCapability]:
     """The capabilities ``task`` declares. A task that declares none (a plugin's) is read by the
     project's pair layout when its inputs follow it -- three tokens ``[a, b, =]``, the last one
     the same for every example, one answer -- as operands a, b with the answer at '='; any other
@@ -94,10 +94,10 @@ class TaskLike(Protocol):
     seq_len: int
     tokens: torch.Tensor  # [N, seq_len] long, the model's input
     labels: torch.Tensor  # [N] (answer at the last position) or [N, k] (at answer_positions)
-    split: Tuple[torch.Tensor, torch.Tensor]  # (train_idx, test_idx) into tokens, from data_seed only
+    split: tuple[torch.Tensor, torch.Tensor]  # (train_idx, test_idx) into tokens, from data_seed only
     train_mask: torch.Tensor  # [N] bool
-    group: Optional[str]  # the Fourier group of the modular measures, None where there is none
-    no_structure_reason: Optional[str]
+    group: str | None  # the Fourier group of the modular measures, None where there is none
+    no_structure_reason: str | None
     # optional: ``capabilities`` (a set of TaskCapability, see task_capabilities)
 
     def describe(self) -> str: ...
@@ -109,12 +109,12 @@ class TaskFamily(ABC):
     #: the family's name (``task.family`` of the tasks it builds)
     name: str = ""
     #: the ``task.name`` values this family owns
-    task_names: Tuple[str, ...] = ()
+    task_names: tuple[str, ...] = ()
     #: the family's task keys: a dataclass subclassing TaskConfig (name and data_seed are
     #: every family's); Hydra composes it as the ``task`` block (``<name>_schema`` in the task
     #: group), validation refuses a key it does not declare, the config reference lists it,
     #: and a key is part of a run's identity only off its default
-    config_class: Type[TaskConfig] = TaskConfig
+    config_class: type[TaskConfig] = TaskConfig
     #: whether a model must read exactly ``seq_len`` positions (model.n_ctx == seq_len), not at least
     exact_n_ctx: bool = False
     #: whether the sweep report's circuit section (the Fourier multiplication circuit of
@@ -126,10 +126,10 @@ class TaskFamily(ABC):
         """The task a (valid) task config describes, its split drawn from ``data_seed``."""
 
     @abstractmethod
-    def shapes(self, task_cfg: Any) -> Optional[Tuple[int, int, int]]:
+    def shapes(self, task_cfg: Any) -> tuple[int, int, int] | None:
         """(d_vocab, d_vocab_out, seq_len) without building the data; None if the config is malformed."""
 
-    def problems(self, task_cfg: Any, prefix: str = "task") -> List[str]:
+    def problems(self, task_cfg: Any, prefix: str = "task") -> list[str]:
         """Every reason ``task_cfg`` cannot make a task, each naming its key under ``prefix``
         (empty = valid). Checked before anything is written; sizes that cannot fit the
         machine are refused here, naming the limit.
@@ -139,7 +139,7 @@ class TaskFamily(ABC):
         independent of each other has nothing to add here: the default finds no problem."""
         return []
 
-    def n_examples(self, task_cfg: Any) -> Optional[int]:
+    def n_examples(self, task_cfg: Any) -> int | None:
         """How many examples (train and test) a task of this config holds, from the config alone:
         the memory estimate made before anything is allocated reads it (None: unknown, and the
         estimate leaves the data and the evaluation out)."""
@@ -149,15 +149,19 @@ class TaskFamily(ABC):
         """How many positions the loss reads (1: the answer at the last position)."""
         return 1
 
-    def task_shape(self, task_cfg: Any) -> Optional[TaskShape]:
+    def task_shape(self, task_cfg: Any) -> TaskShape | None:
         """The task's :class:`TaskShape` (None if the config is malformed)."""
         shapes = self.shapes(task_cfg)
         if shapes is None:
             return None
-        return TaskShape(self.label(task_cfg), *shapes, answer_positions=self.answer_positions(task_cfg),
-                         exact_seq_len=self.exact_n_ctx)  # fmt: skip
+        return TaskShape(
+            self.label(task_cfg),
+            *shapes,
+            answer_positions=self.answer_positions(task_cfg),
+            exact_seq_len=self.exact_n_ctx,
+        )
 
-    def ignored_keys(self, task_cfg: Any) -> Dict[str, str]:
+    def ignored_keys(self, task_cfg: Any) -> dict[str, str]:
         """TaskConfig keys this config does not read, each with the reason: setting one on the
         command line is refused (it would change nothing but the run's identity)."""
         return {}
@@ -172,7 +176,7 @@ class TaskFamily(ABC):
         shapes = self.shapes(task_cfg)
         return 1.0 / shapes[1] if shapes is not None and shapes[1] > 0 else 0.0
 
-    def source_task(self, source_cfg: Any, target_task_cfg: Any, data_seed: int) -> Dict[str, Any]:
+    def source_task(self, source_cfg: Any, target_task_cfg: Any, data_seed: int) -> dict[str, Any]:
         """The task config (a plain dict) of a source run whose task is in this family.
 
         Every key the family declares takes, in order: the target's value (where the target's
@@ -181,7 +185,7 @@ class TaskFamily(ABC):
         ``transfer.source.task``, the split seed ``data_seed``.
         """
         keys = [f.name for f in dataclasses.fields(self.config_class) if f.name not in ("name", "data_seed")]
-        out: Dict[str, Any] = {k: getattr(target_task_cfg, k) for k in keys if hasattr(target_task_cfg, k)}
+        out: dict[str, Any] = {k: getattr(target_task_cfg, k) for k in keys if hasattr(target_task_cfg, k)}
         for key in SOURCE_SHORTHANDS:
             value = getattr(source_cfg, key, None)
             if value is not None:
@@ -189,13 +193,13 @@ class TaskFamily(ABC):
         out.update(dict(getattr(source_cfg, "task_keys", None) or {}))
         return {"name": str(source_cfg.task), **out, "data_seed": int(data_seed)}
 
-    def task_config_for_model(self, task_name: str, model_cfg: Any) -> Optional[Tuple[Dict[str, Any], str]]:
+    def task_config_for_model(self, task_name: str, model_cfg: Any) -> tuple[dict[str, Any], str] | None:
         """(task config dict, how it was inferred) for a checkpoint found without its run's
         config, read from the model's shape (``model_cfg``: n_ctx, d_vocab, ...); None when
         the shape does not say (the single-checkpoint analysis then asks for the run dir)."""
         return None
 
-    def typed(self, task: Dict[str, Any], label: str = "task") -> TaskConfig:
+    def typed(self, task: dict[str, Any], label: str = "task") -> TaskConfig:
         """A plain task dict as this family's schema (unknown keys and wrong types: ConfigError)."""
         return to_typed(self.config_class, task, label)
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from functools import cached_property, lru_cache
-from typing import TYPE_CHECKING, Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -32,7 +32,7 @@ if TYPE_CHECKING:  # tasks imports config; keep this module importable on its ow
     from groktransfer.tasks.modular import Task
 
 # Per group: (coordinates are discrete logs?, sign of y in the target x ± y - z).
-_GROUPS: Dict[str, Tuple[bool, int]] = {
+_GROUPS: dict[str, tuple[bool, int]] = {
     "add": (False, +1),
     "subtract": (False, -1),
     "multiply": (True, +1),
@@ -67,20 +67,19 @@ class FourierBasis:
         return self.n // 2
 
     @property
-    def names(self) -> List[str]:
+    def names(self) -> list[str]:
         """Human-readable row labels ("const", "cos 3", "sin 3", ...) for plots."""
         label = {CONST: "const", COS: "cos", SIN: "sin"}
         return [
-            label[int(k)] if int(k) == CONST else f"{label[int(k)]} {int(f)}"
-            for k, f in zip(self.kinds, self.freqs)
+            label[int(k)] if int(k) == CONST else f"{label[int(k)]} {int(f)}" for k, f in zip(self.kinds, self.freqs)
         ]
 
-    def rows_in(self, freqs: List[int]) -> torch.Tensor:
+    def rows_in(self, freqs: list[int]) -> torch.Tensor:
         """Bool mask [n] of the rows (cos and sin) whose frequency is in ``freqs``."""
         wanted = torch.tensor(sorted(set(int(f) for f in freqs)), dtype=torch.long, device=self.freqs.device)
         return torch.isin(self.freqs, wanted) & (self.kinds != CONST)
 
-    def to(self, device: torch.device) -> "FourierBasis":
+    def to(self, device: torch.device) -> FourierBasis:
         """This basis on ``device`` (cached per device: the measures use it at every checkpoint)."""
         return self if self.matrix.device == torch.device(device) else _basis_on(self.n, torch.device(device))
 
@@ -117,14 +116,15 @@ def fourier_basis(n: int) -> FourierBasis:
 @lru_cache(maxsize=32)
 def _basis_on(n: int, device: torch.device) -> FourierBasis:
     b = fourier_basis(n)
-    return replace(b, matrix=b.matrix.to(device), freqs=b.freqs.to(device), kinds=b.kinds.to(device),
-                   scales=b.scales.to(device))  # fmt: skip
+    return replace(
+        b, matrix=b.matrix.to(device), freqs=b.freqs.to(device), kinds=b.kinds.to(device), scales=b.scales.to(device)
+    )
 
 
 # ---------------------------------------------------------------------------------------
 # Discrete logarithms
 # ---------------------------------------------------------------------------------------
-def _prime_factors(n: int) -> List[int]:
+def _prime_factors(n: int) -> list[int]:
     out, f = [], 2
     while f * f <= n:
         if n % f == 0:
@@ -153,7 +153,7 @@ def primitive_root(p: int) -> int:
 
 
 @lru_cache(maxsize=32)
-def discrete_log_table(p: int) -> Tuple[int, torch.Tensor, torch.Tensor]:
+def discrete_log_table(p: int) -> tuple[int, torch.Tensor, torch.Tensor]:
     """(g, powers, logs) for prime p.
 
     ``powers[x] = g^x mod p`` for x in 0..p-2 (coordinate -> residue) and
@@ -192,7 +192,7 @@ class GroupFourier:
     p: int
     n: int
     y_sign: int
-    generator: Optional[int]  # primitive root for multiply/divide, None for Z_p
+    generator: int | None  # primitive root for multiply/divide, None for Z_p
     basis: FourierBasis
     elements: torch.Tensor  # [n] coordinate -> residue (input token id / output class)
     coord_of_residue: torch.Tensor  # [p] residue -> coordinate or -1
@@ -202,7 +202,7 @@ class GroupFourier:
     note: str
 
     @classmethod
-    def for_task(cls, task: "Task") -> Optional["GroupFourier"]:
+    def for_task(cls, task: Task) -> GroupFourier | None:
         """The task's group basis, or None when the task has no group structure."""
         if task.group is None:
             return None
@@ -227,16 +227,19 @@ class GroupFourier:
             (self.grid_index.reshape(-1) == torch.arange(self.n * self.n, device=self.grid_index.device)).all()
         )
 
-    def to(self, device: torch.device) -> "GroupFourier":
+    def to(self, device: torch.device) -> GroupFourier:
         """This map on ``device``: the measures run where the model is. Whether the grid is the
         identity is decided here, on the CPU copy (on a GPU that comparison would stop the host)."""
         if self.grid_index.device == torch.device(device):
             return self
         moved = replace(
-            self, basis=self.basis.to(device), elements=self.elements.to(device),
-            coord_of_residue=self.coord_of_residue.to(device), grid_index=self.grid_index.to(device),
+            self,
+            basis=self.basis.to(device),
+            elements=self.elements.to(device),
+            coord_of_residue=self.coord_of_residue.to(device),
+            grid_index=self.grid_index.to(device),
             pair_mask=self.pair_mask.to(device),
-        )  # fmt: skip
+        )
         moved.__dict__["grid_is_identity"] = self.grid_is_identity  # cached_property's slot
         return moved
 

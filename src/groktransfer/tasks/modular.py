@@ -15,9 +15,10 @@ et al. 2022, and most grokking papers after it). A task owns
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any, Callable, ClassVar, Dict, List, Optional, Tuple
+from typing import Any, ClassVar
 
 import torch
 
@@ -52,7 +53,7 @@ class ModularTaskConfig(TaskConfig):
 
     KIND: ClassVar[str] = "the modular task family"
     #: fields hashed into run identities whatever their value (groktransfer.runs.identity)
-    RECORDED_FIELDS: ClassVar[Tuple[str, ...]] = ("name", "p", "frac_train", "data_seed")
+    RECORDED_FIELDS: ClassVar[tuple[str, ...]] = ("name", "p", "frac_train", "data_seed")
 
     # the modulus (prime for the modular tasks); int_add: the operand bound (a, b < p)
     p: int = bounded(113, ge=2)
@@ -75,8 +76,8 @@ class TaskSpec:
     """Static facts about one kind of task."""
 
     label: LabelFn
-    group: Optional[str]  # Fourier group of the measures, None = no such structure
-    no_structure_reason: Optional[str] = None
+    group: str | None  # Fourier group of the measures, None = no such structure
+    no_structure_reason: str | None = None
     exclude_b_zero: bool = False
     out_vocab: Callable[[int], int] = lambda p: p
     needs_prime: bool = True
@@ -90,7 +91,7 @@ def _divide(a: torch.Tensor, b: torch.Tensor, p: int) -> torch.Tensor:
     return (a * _mod_inverse_table(p)[b]) % p
 
 
-TASKS: Dict[str, TaskSpec] = {
+TASKS: dict[str, TaskSpec] = {
     "add": TaskSpec(label=lambda a, b, p: (a + b) % p, group="add"),
     "subtract": TaskSpec(label=lambda a, b, p: (a - b) % p, group="subtract"),
     "multiply": TaskSpec(label=lambda a, b, p: (a * b) % p, group="multiply"),
@@ -120,8 +121,15 @@ class Task:
     #: [a, b, =] -> the answer at '=', residues mod p (what the interpretability readings read)
     capabilities = frozenset({TaskCapability.operands, TaskCapability.equals_answer, TaskCapability.fourier})
 
-    def __init__(self, name: str, p: int, frac_train: float, data_seed: int, operator_token: bool = False,
-                 exclude_b_zero: bool = False) -> None:  # fmt: skip
+    def __init__(
+        self,
+        name: str,
+        p: int,
+        frac_train: float,
+        data_seed: int,
+        operator_token: bool = False,
+        exclude_b_zero: bool = False,
+    ) -> None:
         if name not in TASKS:
             raise ValueError(f"unknown task {name!r}; choose one of {sorted(TASKS)}")
         self.name = name
@@ -133,9 +141,15 @@ class Task:
         self.seq_len = 4 if self.operator_token else 3
 
     @classmethod
-    def from_config(cls, cfg: ModularTaskConfig, data_seed: int) -> "Task":
-        return cls(str(cfg.name), int(cfg.p), float(cfg.frac_train), int(data_seed),
-                   operator_token=bool(cfg.operator_token), exclude_b_zero=bool(cfg.exclude_b_zero))  # fmt: skip
+    def from_config(cls, cfg: ModularTaskConfig, data_seed: int) -> Task:
+        return cls(
+            str(cfg.name),
+            int(cfg.p),
+            float(cfg.frac_train),
+            int(data_seed),
+            operator_token=bool(cfg.operator_token),
+            exclude_b_zero=bool(cfg.exclude_b_zero),
+        )
 
     # ---- vocabulary -------------------------------------------------------
     @property
@@ -144,7 +158,7 @@ class Task:
         return self.p + 2 if self.operator_token else self.p + 1
 
     @property
-    def operator_token_id(self) -> Optional[int]:
+    def operator_token_id(self) -> int | None:
         return self.p + 1 if self.operator_token else None
 
     @property
@@ -156,16 +170,16 @@ class Task:
         return self.p
 
     @property
-    def group(self) -> Optional[str]:
+    def group(self) -> str | None:
         return self.spec.group
 
     @property
-    def no_structure_reason(self) -> Optional[str]:
+    def no_structure_reason(self) -> str | None:
         return self.spec.no_structure_reason
 
     # ---- data -------------------------------------------------------------
     @cached_property
-    def pairs(self) -> Tuple[torch.Tensor, torch.Tensor]:
+    def pairs(self) -> tuple[torch.Tensor, torch.Tensor]:
         """All valid (a, b), row-major; b = 0 is dropped for division."""
         a = torch.arange(self.p).repeat_interleave(self.p)
         b = torch.arange(self.p).repeat(self.p)
@@ -193,7 +207,7 @@ class Task:
         return int(self.tokens.shape[0])
 
     @cached_property
-    def split(self) -> Tuple[torch.Tensor, torch.Tensor]:
+    def split(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(train_idx, test_idx) into ``tokens``; depends on data_seed only."""
         gen = torch.Generator().manual_seed(self.data_seed)
         perm = torch.randperm(self.n_pairs, generator=gen)
@@ -226,15 +240,15 @@ class ModularFamily(TaskFamily):
     def build(self, task_cfg: Any, data_seed: int) -> Task:
         return Task.from_config(task_cfg, data_seed)
 
-    def n_examples(self, task_cfg: Any) -> Optional[int]:
+    def n_examples(self, task_cfg: Any) -> int | None:
         p = int(task_cfg.p)
         return p * (p - 1) if TASKS[str(task_cfg.name)].exclude_b_zero else p * p
 
-    def shapes(self, task_cfg: Any) -> Optional[Tuple[int, int, int]]:
+    def shapes(self, task_cfg: Any) -> tuple[int, int, int] | None:
         p, op = int(task_cfg.p), int(bool(getattr(task_cfg, "operator_token", False)))
         return (p + 1 + op, TASKS[str(task_cfg.name)].out_vocab(p), 3 + op) if p >= 2 else None
 
-    def problems(self, task_cfg: Any, prefix: str = "task") -> List[str]:
+    def problems(self, task_cfg: Any, prefix: str = "task") -> list[str]:
         name, p, frac = str(task_cfg.name), int(task_cfg.p), float(task_cfg.frac_train)
         spec = task_spec(name, bool(getattr(task_cfg, "exclude_b_zero", False)))
         errors = []

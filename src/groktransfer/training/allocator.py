@@ -49,8 +49,11 @@ def keep_freed_memory() -> bool:
         mallopt = ctypes.CDLL(name).mallopt
     except (OSError, AttributeError):  # not glibc
         return False
-    ok = (mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD_MAX) == 1 and mallopt(_M_TRIM_THRESHOLD, _TRIM_THRESHOLD) == 1
-          and mallopt(_M_MMAP_MAX, 0) == 1)
+    ok = (
+        mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD_MAX) == 1
+        and mallopt(_M_TRIM_THRESHOLD, _TRIM_THRESHOLD) == 1
+        and mallopt(_M_MMAP_MAX, 0) == 1
+    )
     if not ok:
         log.debug("mallopt refused the allocator settings; keeping glibc's defaults")
     return ok

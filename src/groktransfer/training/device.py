@@ -41,7 +41,7 @@ import socket
 import subprocess
 import tempfile
 from pathlib import Path
-from typing import Any, List, Optional
+from typing import Any
 
 import torch
 
@@ -153,17 +153,17 @@ def _nvidia_gpus() -> int:
 
 
 @functools.lru_cache(maxsize=1)
-def _driver_cuda_version() -> Optional[str]:
+def _driver_cuda_version() -> str | None:
     """The newest CUDA version the installed driver supports (nvidia-smi's banner), or None."""
     match = re.search(r"CUDA Version:\s*([0-9.]+)", _nvidia_smi())
     return match.group(1) if match else None
 
 
 # --------------------------------------------------------------------------- a GPU per process
-_claimed: List[Any] = []  # (index, lock) of this process's slot: held until the process ends
+_claimed: list[Any] = []  # (index, lock) of this process's slot: held until the process ends
 
 
-def visible_gpus() -> List[str]:
+def visible_gpus() -> list[str]:
     """The GPUs this process may use, named as the driver names them: the entries of
     ``CUDA_VISIBLE_DEVICES`` (indices or UUIDs) or, without it, their indices."""
     n = torch.cuda.device_count()
@@ -193,7 +193,9 @@ def claim_gpu() -> int:
             except Timeout:
                 continue
             _claimed.append((index, lock))
-            log.info("GPU slot: %s of %d visible (%s process%s on it)", gpu, len(gpus), level + 1, "" if level == 0 else "es")
+            log.info(
+                "GPU slot: %s of %d visible (%s process%s on it)", gpu, len(gpus), level + 1, "" if level == 0 else "es"
+            )
             return index
     raise DeviceError("no GPU slot left (1024 groktransfer processes per GPU?)")
 

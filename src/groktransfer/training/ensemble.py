@@ -33,11 +33,11 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any
 
 import torch
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from groktransfer.model.embedding_map import has_embedding_map
@@ -48,14 +48,14 @@ from groktransfer.training.trainer import EvalResult, NonFiniteWatch, Trainer, T
 
 log = logging.getLogger(__name__)
 
-MemberResult = Union[TrainOutcome, TrainingFailure]
+MemberResult = TrainOutcome | TrainingFailure
 
 
 class IncompatibleMembers(ValueError):
     """These jobs cannot share one ensemble (the message says why); train them separately."""
 
 
-def incompatibility(members: Sequence[Trainer]) -> Optional[str]:
+def incompatibility(members: Sequence[Trainer]) -> str | None:
     """Why these member trainers cannot train as one ensemble, or None if they can.
 
     What may differ: the weights (seed, model_seed, transfer condition), the train/test
@@ -76,7 +76,9 @@ def incompatibility(members: Sequence[Trainer]) -> Optional[str]:
     if not first.cfg.fast_path:
         return "train.fast_path=false: an ensemble always trains on the fast path"
     if not first._plain:  # the stacked step is Trainer's full-batch, last-position one
-        return "ensembles train full batch on one answer position (minibatches, several answer positions: one at a time)"
+        return (
+            "ensembles train full batch on one answer position (minibatches, several answer positions: one at a time)"
+        )
     if any(has_embedding_map(m.model) for m in members):
         return "an embedding-map member (transfer.embed_map) has no W_E parameter to stack"
     trainable = _trainable_names(first)
@@ -87,13 +89,18 @@ def incompatibility(members: Sequence[Trainer]) -> Optional[str]:
         if _trainable_names(m) != trainable:
             return "different parameters are frozen"
         if (type(m.task), m.task.name, m.task.describe(), len(m.task.split[0])) != (
-            type(first.task), first.task.name, first.task.describe(), len(first.task.split[0])
+            type(first.task),
+            first.task.name,
+            first.task.describe(),
+            len(first.task.split[0]),
         ):
             return "tasks differ"
         if m.cfg != first.cfg:
             return "train settings differ"
         if (m.optimizer_cfg.schedule, m.optimizer_cfg.final_lr_frac, m.total_steps) != (
-            opt.schedule, opt.final_lr_frac, first.total_steps
+            opt.schedule,
+            opt.final_lr_frac,
+            first.total_steps,
         ):
             return "lr schedules differ"
         if replace(m.optimizer_cfg, lr=0.0, weight_decay=0.0) != replace(opt, lr=0.0, weight_decay=0.0):
@@ -117,11 +124,11 @@ def incompatibility(members: Sequence[Trainer]) -> Optional[str]:
     return None
 
 
-def _stack_state(states: Sequence[Dict[str, Any]], shape: torch.Size) -> Dict[str, Any]:
+def _stack_state(states: Sequence[dict[str, Any]], shape: torch.Size) -> dict[str, Any]:
     """One stacked optimizer state from the members' states of one parameter: tensors of the
     parameter's shape (moments, momentum buffers) stacked, the rest (the step count, equal
     across members) taken from the first."""
-    out: Dict[str, Any] = {}
+    out: dict[str, Any] = {}
     for key, value in states[0].items():
         if torch.is_tensor(value) and value.shape == shape and value.ndim > 0:
             out[key] = torch.stack([s[key] for s in states])
@@ -130,9 +137,9 @@ def _stack_state(states: Sequence[Dict[str, Any]], shape: torch.Size) -> Dict[st
     return out
 
 
-def _member_state(state: Dict[str, Any], local: int, shape: torch.Size) -> Dict[str, Any]:
+def _member_state(state: dict[str, Any], local: int, shape: torch.Size) -> dict[str, Any]:
     """Member ``local``'s slice of a stacked optimizer state (the inverse of :func:`_stack_state`)."""
-    out: Dict[str, Any] = {}
+    out: dict[str, Any] = {}
     for key, value in state.items():
         if torch.is_tensor(value) and value.ndim == len(shape) + 1 and value.shape[1:] == shape:
             out[key] = value[local].clone()
@@ -141,7 +148,7 @@ def _member_state(state: Dict[str, Any], local: int, shape: torch.Size) -> Dict[
     return out
 
 
-def _trainable_names(trainer: Trainer) -> List[str]:
+def _trainable_names(trainer: Trainer) -> list[str]:
     return [n for n, p in trainer.model.named_parameters() if p.requires_grad]
 
 
@@ -149,15 +156,15 @@ def _trainable_names(trainer: Trainer) -> List[str]:
 class _Group:
     """Members sharing (lr, weight decay): one stacked tensor per parameter."""
 
-    members: List[int]  # indices into EnsembleTrainer.members
-    params: Dict[str, torch.Tensor]  # name -> [k_g, ...]; nn.Parameter where it trains
-    gradfilter: Optional[GradFilter] = None  # the members' filters, stacked
+    members: list[int]  # indices into EnsembleTrainer.members
+    params: dict[str, torch.Tensor]  # name -> [k_g, ...]; nn.Parameter where it trains
+    gradfilter: GradFilter | None = None  # the members' filters, stacked
 
 
 class EnsembleTrainer:
     """Train member trainers together; returns each member's outcome (or its failure)."""
 
-    def __init__(self, members: Sequence[Trainer], on_done: Optional[Callable[[int, MemberResult], None]] = None) -> None:
+    def __init__(self, members: Sequence[Trainer], on_done: Callable[[int, MemberResult], None] | None = None) -> None:
         """``on_done(i, result)`` runs as soon as member i stops, its trainer holding its final state."""
         reason = incompatibility(members)
         if reason is not None:
@@ -175,27 +182,29 @@ class EnsembleTrainer:
         self.names = [n for n, _ in first.model.named_parameters()]
         self.trainable = set(_trainable_names(first))
         self.epoch = first.epoch
-        self.active: List[int] = list(range(len(self.members)))
-        self.results: Dict[int, MemberResult] = {}
-        self._groups: List[_Group] = []
-        self.optimizer: Optional[torch.optim.Optimizer] = None
-        self.scheduler: Optional[torch.optim.lr_scheduler.LambdaLR] = None
+        self.active: list[int] = list(range(len(self.members)))
+        self.results: dict[int, MemberResult] = {}
+        self._groups: list[_Group] = []
+        self.optimizer: torch.optim.Optimizer | None = None
+        self.scheduler: torch.optim.lr_scheduler.LambdaLR | None = None
 
     # ---- moving state between the stack and the member trainers ---------------
     def _stack(self) -> None:
         """Build the stacked weights, one AdamW and the lr schedule from the active members."""
-        by_hparams: Dict[Tuple[float, float], List[int]] = {}
+        by_hparams: dict[tuple[float, float], list[int]] = {}
         for i in self.active:
             opt = self.members[i].optimizer_cfg
             by_hparams.setdefault((float(opt.lr), float(opt.weight_decay)), []).append(i)
         self._groups, param_groups = [], []
         for (lr, wd), idx in by_hparams.items():
-            params: Dict[str, torch.Tensor] = {}
+            params: dict[str, torch.Tensor] = {}
             for name in self.names:
                 stacked = torch.stack([self.members[i].model.get_parameter(name).detach() for i in idx])
                 params[name] = torch.nn.Parameter(stacked) if name in self.trainable else stacked
             self._groups.append(_Group(idx, params))
-            param_groups.append({"params": [params[n] for n in self.names if n in self.trainable], "lr": lr, "weight_decay": wd})
+            param_groups.append(
+                {"params": [params[n] for n in self.names if n in self.trainable], "lr": lr, "weight_decay": wd}
+            )
         first = self.members[self.active[0]]
         self.optimizer = OPTIMIZERS.get(str(first.optimizer_cfg.name)).build(param_groups, first.optimizer_cfg, None)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, first.lr_factor)  # the members' schedule
@@ -218,7 +227,7 @@ class EnsembleTrainer:
         self._nonfinite = NonFiniteWatch((len(self.order),), self.device)  # rows of this stack
 
     @torch.no_grad()
-    def _unstack(self, which: Optional[Sequence[int]] = None) -> None:
+    def _unstack(self, which: Sequence[int] | None = None) -> None:
         """Write the stacked state back into the member trainers (weights, AdamW, lr schedule)."""
         assert self.optimizer is not None and self.scheduler is not None
         wanted = set(self.active if which is None else which)
@@ -237,7 +246,10 @@ class EnsembleTrainer:
                     axis = group.gradfilter.state_axis
                     member.gradfilter.steps = group.gradfilter.steps
                     member.gradfilter.state = {
-                        n: {k: v.select(axis(k), local).clone(memory_format=torch.contiguous_format) for k, v in s.items()}
+                        n: {
+                            k: v.select(axis(k), local).clone(memory_format=torch.contiguous_format)
+                            for k, v in s.items()
+                        }
                         for n, s in group.gradfilter.state.items()
                     }
                 member.optimizer.param_groups[0]["lr"] = param_group["lr"]
@@ -246,7 +258,7 @@ class EnsembleTrainer:
                 member.scheduler._last_lr = [param_group["lr"]]
                 member.epoch = self.epoch
 
-    def _stacked_filter(self, idx: Sequence[int]) -> Optional[GradFilter]:
+    def _stacked_filter(self, idx: Sequence[int]) -> GradFilter | None:
         """A filter over the stacked gradients of members ``idx``: their state stacked on a new
         axis where the parameter's shape begins (``GradFilter.state_axis``), as the gradients are."""
         lead = self.members[idx[0]]
@@ -262,7 +274,7 @@ class EnsembleTrainer:
         }
         return stacked
 
-    def _stacked_data(self) -> Dict[str, torch.Tensor]:
+    def _stacked_data(self) -> dict[str, torch.Tensor]:
         order = self.order
         pick = lambda attr: torch.stack([getattr(self.members[i], attr) for i in order])  # noqa: E731
         return {
@@ -273,40 +285,52 @@ class EnsembleTrainer:
         }
 
     @property
-    def order(self) -> List[int]:
+    def order(self) -> list[int]:
         """Member index of each row of the stack (groups concatenated)."""
         return [i for g in self._groups for i in g.members]
 
-    def _params(self) -> Dict[str, torch.Tensor]:
+    def _params(self) -> dict[str, torch.Tensor]:
         if len(self._groups) == 1:
             return self._groups[0].params
         return {n: torch.cat([g.params[n] for g in self._groups]) for n in self.names}
 
     # ---- the step ---------------------------------------------------------------
-    def _forward_train(self) -> Tuple[torch.Tensor, torch.Tensor]:
+    def _forward_train(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Logits on each member's training pairs [k, b, o] and each member's float64 loss [k]."""
         logits = self.forward(self._params(), self._tokens["train_tokens"])
         k, b, o = logits.shape
         per_example = self.loss_fn(
-            logits.to(self.loss_dtype).reshape(k * b, o), self._tokens["train_labels"].reshape(k * b), self.loss_dtype, "none"
+            logits.to(self.loss_dtype).reshape(k * b, o),
+            self._tokens["train_labels"].reshape(k * b),
+            self.loss_dtype,
+            "none",
         )
         return logits, per_example.view(k, b).mean(dim=1)
 
     @torch.no_grad()
-    def _evaluate(self, train_logits: torch.Tensor, train_losses: torch.Tensor) -> List[EvalResult]:
+    def _evaluate(self, train_logits: torch.Tensor, train_losses: torch.Tensor) -> list[EvalResult]:
         """Per-member results, as ``Trainer._evaluate_reusing`` computes them for one model."""
         test_logits = self.forward(self._params(), self._tokens["test_tokens"]).to(self.loss_dtype)
         k, n_test, o = test_logits.shape
-        test_losses = self.loss_fn(
-            test_logits.reshape(k * n_test, o), self._tokens["test_labels"].reshape(k * n_test), self.loss_dtype, "none"
-        ).view(k, n_test).mean(dim=1)
+        test_losses = (
+            self.loss_fn(
+                test_logits.reshape(k * n_test, o),
+                self._tokens["test_labels"].reshape(k * n_test),
+                self.loss_dtype,
+                "none",
+            )
+            .view(k, n_test)
+            .mean(dim=1)
+        )
         # accuracies as exact counts / n, as Trainer.accuracy computes them
         test_correct = (test_logits.argmax(dim=-1) == self._tokens["test_labels"]).sum(dim=1)
         train_correct = (train_logits.argmax(dim=-1) == self._tokens["train_labels"]).sum(dim=1)
         n_train = train_logits.shape[1]
         lrs = [g["lr"] for g, group in zip(self.optimizer.param_groups, self._groups) for _ in group.members]
         dtype = train_losses.dtype  # counts are exact in it (float64; float32 on MPS below 2^24 pairs)
-        rows = torch.stack([train_losses, test_losses, train_correct.to(dtype), test_correct.to(dtype)]).tolist()  # one read
+        rows = torch.stack(
+            [train_losses, test_losses, train_correct.to(dtype), test_correct.to(dtype)]
+        ).tolist()  # one read
         return [
             EvalResult(self.epoch, rows[0][r], rows[1][r], rows[2][r] / n_train, rows[3][r] / n_test, float(lrs[r]))
             for r in range(len(self.order))
@@ -326,7 +350,7 @@ class EnsembleTrainer:
         member = self.members[i]
         return self.epoch >= int(self.cfg.max_epochs) or member._should_stop_early()
 
-    def _finish(self, i: int, started: float, start_epoch: int, result: Optional[MemberResult] = None) -> None:
+    def _finish(self, i: int, started: float, start_epoch: int, result: MemberResult | None = None) -> None:
         member = self.members[i]
         if result is None:
             assert member.last_eval is not None
@@ -354,7 +378,7 @@ class EnsembleTrainer:
         """Whether the members evaluate before the next step (they share the cadence)."""
         return self.members[self.active[0]]._is_eval_epoch(self.epoch) or self.epoch == max_epochs
 
-    def fit(self) -> List[MemberResult]:
+    def fit(self) -> list[MemberResult]:
         """Train every member until it stops; results in member order."""
         max_epochs = int(self.cfg.max_epochs)
         ckpt_every = int(self.cfg.checkpoint_every)
@@ -410,7 +434,12 @@ class EnsembleTrainer:
                 if self._nonfinite.every_epoch or timed_out or self._eval_next(max_epochs):
                     for r, epoch, bad in self._nonfinite.failures():
                         failed.append(self.order[r])
-                        self._finish(failed[-1], started, start_epoch, TrainingFailure(f"non-finite training loss ({bad})", epoch))
+                        self._finish(
+                            failed[-1],
+                            started,
+                            start_epoch,
+                            TrainingFailure(f"non-finite training loss ({bad})", epoch),
+                        )
                 if timed_out:
                     for i in self.active:
                         if i not in failed:

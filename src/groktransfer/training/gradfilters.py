@@ -31,8 +31,9 @@ continues bit-identically; a transfer start begins with a fresh filter.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Optional, Sequence, Tuple
+from typing import Any
 
 import torch
 
@@ -49,17 +50,17 @@ class GradFilter:
     STATE_VERSION = 1
     #: per state key, the axis where the parameter's shape begins (default 0); the axes before
     #: it are the filter's own (MA's window). An ensemble stacks its members there.
-    PARAM_AXIS: Dict[str, int] = {}
+    PARAM_AXIS: dict[str, int] = {}
     #: the parameters it is applied to carry ensemble members on a leading axis (the ensemble
     #: sets it): a filter that reduces over a parameter must reduce within each member
     member_axis: bool = False
 
     def __init__(self) -> None:
         self.steps = 0
-        self.state: Dict[str, Dict[str, torch.Tensor]] = {}
+        self.state: dict[str, dict[str, torch.Tensor]] = {}
 
     @torch.no_grad()
-    def apply(self, named: Sequence[Tuple[str, torch.Tensor]]) -> None:
+    def apply(self, named: Sequence[tuple[str, torch.Tensor]]) -> None:
         """Filter the gradients of ``named`` (name, parameter) pairs in place (one call per step)."""
         for name, p in named:
             if p.grad is not None:
@@ -73,10 +74,14 @@ class GradFilter:
     def state_axis(cls, key: str) -> int:
         return cls.PARAM_AXIS.get(key, 0)
 
-    def state_dict(self) -> Dict[str, Any]:
-        return {"version": self.STATE_VERSION, "steps": self.steps, "state": {n: dict(s) for n, s in self.state.items()}}
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "version": self.STATE_VERSION,
+            "steps": self.steps,
+            "state": {n: dict(s) for n, s in self.state.items()},
+        }
 
-    def load_state_dict(self, state: Dict[str, Any]) -> None:
+    def load_state_dict(self, state: dict[str, Any]) -> None:
         version = int(state.get("version", 1))  # resume.pt files from before the field are version 1
         if version > self.STATE_VERSION:
             raise ValueError(
@@ -91,7 +96,7 @@ class GradFilter:
         """A state tensor saved in layout ``version``, in this code's layout."""
         return value
 
-    def to(self, device: torch.device) -> "GradFilter":
+    def to(self, device: torch.device) -> GradFilter:
         self.state = {n: {k: v.to(device) for k, v in s.items()} for n, s in self.state.items()}
         return self
 
@@ -160,7 +165,7 @@ class OrthoGradFilter(GradFilter):
     EPS = 1e-30
 
     @torch.no_grad()
-    def apply(self, named: Sequence[Tuple[str, torch.Tensor]]) -> None:
+    def apply(self, named: Sequence[tuple[str, torch.Tensor]]) -> None:
         for _, p in named:
             if p.grad is not None:
                 self.orthogonalise(p.detach(), p.grad)
@@ -184,7 +189,7 @@ class GradFilterEntry:
     ``state_per_parameter(cfg)``: tensors of a parameter's size it keeps per parameter (what the
     memory estimate counts before anything is allocated: ``groktransfer.training.memory``)."""
 
-    build: Callable[[Any], Optional[GradFilter]]
+    build: Callable[[Any], GradFilter | None]
     state_per_parameter: Callable[[Any], float] = lambda cfg: 0.0
 
 
@@ -197,7 +202,7 @@ GRADFILTERS.register(
 GRADFILTERS.register("orthograd", GradFilterEntry(lambda cfg: OrthoGradFilter()))
 
 
-def build_gradfilter(cfg: Any) -> Optional[GradFilter]:
+def build_gradfilter(cfg: Any) -> GradFilter | None:
     """The filter ``cfg.name`` names (None: no filter, or no config)."""
     if cfg is None:
         return None

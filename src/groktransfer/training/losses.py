@@ -25,8 +25,8 @@ measures keep their own float64 cross-entropy (measures.csv), comparable across 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -47,11 +47,15 @@ class LossEntry:
 LOSSES: Registry[LossEntry] = Registry("loss", "train.loss")
 
 
-def _ce_float64(logits: torch.Tensor, labels: torch.Tensor, dtype: torch.dtype, reduction: str = "mean") -> torch.Tensor:
+def _ce_float64(
+    logits: torch.Tensor, labels: torch.Tensor, dtype: torch.dtype, reduction: str = "mean"
+) -> torch.Tensor:
     return F.cross_entropy(logits.to(dtype), labels, reduction=reduction)
 
 
-def _ce_float32(logits: torch.Tensor, labels: torch.Tensor, dtype: torch.dtype, reduction: str = "mean") -> torch.Tensor:
+def _ce_float32(
+    logits: torch.Tensor, labels: torch.Tensor, dtype: torch.dtype, reduction: str = "mean"
+) -> torch.Tensor:
     return F.cross_entropy(logits.float(), labels, reduction=reduction)
 
 
@@ -60,8 +64,9 @@ def _stablemax_s(x: torch.Tensor) -> torch.Tensor:
     return torch.where(x < 0, 1.0 / (1.0 - x + 1e-30), x + 1.0)
 
 
-def stablemax_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, dtype: torch.dtype = torch.float64,
-                            reduction: str = "mean") -> torch.Tensor:  # fmt: skip
+def stablemax_cross_entropy(
+    logits: torch.Tensor, labels: torch.Tensor, dtype: torch.dtype = torch.float64, reduction: str = "mean"
+) -> torch.Tensor:
     """-log(s(x_label) / sum_j s(x_j)), in ``dtype`` (the authors compute it in float64)."""
     s = _stablemax_s(logits.to(dtype))
     log_probs = torch.log(s / s.sum(dim=-1, keepdim=True))

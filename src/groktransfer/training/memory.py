@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any
 
 import torch
 
@@ -48,7 +48,7 @@ class MemoryLimitError(UserError, MemoryError):
 class MemoryEstimate:
     """Bytes per part of a job's peak (see the module docstring)."""
 
-    parts: Dict[str, int] = field(default_factory=dict)
+    parts: dict[str, int] = field(default_factory=dict)
 
     @property
     def total(self) -> int:
@@ -63,7 +63,7 @@ def _gib(n: float) -> str:
     return f"{n / GIB:.3g} GiB" if n >= 0.01 * GIB else f"{n / 1024**2:.3g} MiB"
 
 
-def _n_examples(task_cfg: Any) -> Optional[int]:
+def _n_examples(task_cfg: Any) -> int | None:
     """How many examples the task holds, from its config alone where the family says (``n_examples``)."""
     family = family_of(task_cfg.name)
     count = getattr(family, "n_examples", None)
@@ -76,11 +76,19 @@ def estimate_memory(job: Any) -> MemoryEstimate:
     from groktransfer.training.gradfilters import GRADFILTERS
     from groktransfer.training.optimizers import OPTIMIZERS
 
-    return _estimate(job.task, job.model, job.train, OPTIMIZERS.get(str(job.optimizer.name)),
-                     GRADFILTERS.get(str(job.gradfilter.name)), job.gradfilter)  # fmt: skip
+    return _estimate(
+        job.task,
+        job.model,
+        job.train,
+        OPTIMIZERS.get(str(job.optimizer.name)),
+        GRADFILTERS.get(str(job.gradfilter.name)),
+        job.gradfilter,
+    )
 
 
-def _estimate(task_cfg: Any, model_cfg: Any, train: Any, optimizer: Any, gradfilter: Any, gradfilter_cfg: Any) -> MemoryEstimate:
+def _estimate(
+    task_cfg: Any, model_cfg: Any, train: Any, optimizer: Any, gradfilter: Any, gradfilter_cfg: Any
+) -> MemoryEstimate:
     family = family_of(task_cfg.name)
     shape = family.task_shape(task_cfg)
     cls = model_class(model_cfg)
@@ -103,7 +111,7 @@ def _estimate(task_cfg: Any, model_cfg: Any, train: Any, optimizer: Any, gradfil
     return est
 
 
-def estimate_source_memory(job: Any) -> Optional[MemoryEstimate]:
+def estimate_source_memory(job: Any) -> MemoryEstimate | None:
     """The estimate for the job's source run (None when it has none to train)."""
     from groktransfer.config.conditions import needs_source
     from groktransfer.config.resolve import source_model_config, source_task_config
@@ -114,11 +122,17 @@ def estimate_source_memory(job: Any) -> Optional[MemoryEstimate]:
     if not needs_source(job.transfer.name) or job.transfer.source.path is not None:
         return None
     optimizer, gradfilter = source_optimizer(job), source_gradfilter(job)
-    return _estimate(source_task_config(job, 0), source_model_config(job), job.train, OPTIMIZERS.get(str(optimizer.name)),
-                     GRADFILTERS.get(str(gradfilter.name)), gradfilter)  # fmt: skip
+    return _estimate(
+        source_task_config(job, 0),
+        source_model_config(job),
+        job.train,
+        OPTIMIZERS.get(str(optimizer.name)),
+        GRADFILTERS.get(str(gradfilter.name)),
+        gradfilter,
+    )
 
 
-def available_bytes(device: torch.device) -> Optional[int]:
+def available_bytes(device: torch.device) -> int | None:
     """Memory free for this job on ``device`` (None where it cannot be read)."""
     if device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)

@@ -17,8 +17,9 @@ which ``transfer.reset_optimizer=false`` carries from a source checkpoint to the
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any
 
 import torch
 
@@ -28,7 +29,7 @@ __all__ = ["OPTIMIZERS", "OptimizerEntry", "MuonWithAdamW", "build_optimizer", "
 
 #: params: tensors, or param-group dicts (an ensemble's per-member groups); names: the
 #: parameter names of a flat list of tensors (None for param groups)
-Builder = Callable[[Sequence[Any], Any, Optional[Sequence[str]]], torch.optim.Optimizer]
+Builder = Callable[[Sequence[Any], Any, Sequence[str] | None], torch.optim.Optimizer]
 
 
 @dataclass(frozen=True)
@@ -64,8 +65,14 @@ def check_registered(job: Any) -> None:
         filters.append(("transfer.source.gradfilter", source_gradfilter(job)))
     for label, opt in optimizers:
         if str(opt.name) not in OPTIMIZERS:
-            problems.append(f"{label}.name={str(opt.name)!r}: unknown optimizer; registered: {', '.join(OPTIMIZERS.names())}")
-        elif needs_source(job.transfer.name) and not job.transfer.reset_optimizer and not OPTIMIZERS.get(str(opt.name)).adam_moments:
+            problems.append(
+                f"{label}.name={str(opt.name)!r}: unknown optimizer; registered: {', '.join(OPTIMIZERS.names())}"
+            )
+        elif (
+            needs_source(job.transfer.name)
+            and not job.transfer.reset_optimizer
+            and not OPTIMIZERS.get(str(opt.name)).adam_moments
+        ):
             problems.append(
                 f"transfer.reset_optimizer=false carries Adam moments from the source: {label}.name={opt.name} "
                 "has none; use adam/adamw or reset_optimizer=true"
@@ -90,7 +97,7 @@ def build_optimizer(model: torch.nn.Module, cfg: Any) -> torch.optim.Optimizer:
 
 
 # --------------------------------------------------------------------------- element-wise
-def adamw(params: Sequence[Any], cfg: Any, names: Optional[Sequence[str]] = None) -> torch.optim.AdamW:
+def adamw(params: Sequence[Any], cfg: Any, names: Sequence[str] | None = None) -> torch.optim.AdamW:
     """torch's AdamW with its fused kernel where the device has one.
 
     Fused is one kernel over all parameters instead of a handful of element-wise ops
@@ -106,7 +113,7 @@ def adamw(params: Sequence[Any], cfg: Any, names: Optional[Sequence[str]] = None
         return torch.optim.AdamW(params, **kwargs)
 
 
-def adam(params: Sequence[Any], cfg: Any, names: Optional[Sequence[str]] = None) -> torch.optim.Adam:
+def adam(params: Sequence[Any], cfg: Any, names: Sequence[str] | None = None) -> torch.optim.Adam:
     """torch's Adam (weight decay as an L2 term on the gradient), fused where the device has it."""
     kwargs = _adam_kwargs(cfg)
     try:
@@ -115,7 +122,7 @@ def adam(params: Sequence[Any], cfg: Any, names: Optional[Sequence[str]] = None)
         return torch.optim.Adam(params, **kwargs)
 
 
-def sgd(params: Sequence[Any], cfg: Any, names: Optional[Sequence[str]] = None) -> torch.optim.SGD:
+def sgd(params: Sequence[Any], cfg: Any, names: Sequence[str] | None = None) -> torch.optim.SGD:
     """torch's SGD with ``optimizer.sgd``'s momentum, dampening and Nesterov flag."""
     s = cfg.sgd
     return torch.optim.SGD(
@@ -128,7 +135,7 @@ def sgd(params: Sequence[Any], cfg: Any, names: Optional[Sequence[str]] = None) 
     )
 
 
-def _adam_kwargs(cfg: Any) -> Dict[str, Any]:
+def _adam_kwargs(cfg: Any) -> dict[str, Any]:
     return dict(
         lr=float(cfg.lr),
         weight_decay=float(cfg.weight_decay),
@@ -143,7 +150,7 @@ def _adam_kwargs(cfg: Any) -> Dict[str, Any]:
 NOT_MUON = ("embed.", "pos_embed.", "unembed.")
 
 
-def muon_parameters(names: Sequence[str], params: Sequence[torch.Tensor]) -> List[bool]:
+def muon_parameters(names: Sequence[str], params: Sequence[torch.Tensor]) -> list[bool]:
     """Which parameters Muon updates: every matrix (2-D) or per-head weight stack (3-D,
     TransformerLens' ``W_Q``/``W_K``/``W_V`` [n_heads, d_model, d_head] and ``W_O``
     [n_heads, d_head, d_model]) that is not an embedding or the unembedding: the ``W_*``
@@ -193,9 +200,9 @@ class MuonWithAdamW(torch.optim.Optimizer):
     def __init__(self, params: Sequence[torch.Tensor], cfg: Any, names: Sequence[str]) -> None:
         m = cfg.muon
         which = muon_parameters(names, params)
-        self._views: List[Tuple[str, torch.Tensor, torch.Tensor]] = []  # (name, weight, proxy)
-        muon_params: List[torch.Tensor] = []
-        adam_params: List[torch.Tensor] = []
+        self._views: list[tuple[str, torch.Tensor, torch.Tensor]] = []  # (name, weight, proxy)
+        muon_params: list[torch.Tensor] = []
+        adam_params: list[torch.Tensor] = []
         for name, p, is_muon in zip(names, params, which):
             if not is_muon:
                 adam_params.append(p)
@@ -205,7 +212,7 @@ class MuonWithAdamW(torch.optim.Optimizer):
                 proxy = _as_matrix(name, p.detach()).clone().contiguous()
                 self._views.append((name, p, proxy))
                 muon_params.append(proxy)
-        self.muon: Optional[torch.optim.Muon] = None
+        self.muon: torch.optim.Muon | None = None
         if muon_params:
             self.muon = torch.optim.Muon(
                 muon_params,
@@ -228,7 +235,7 @@ class MuonWithAdamW(torch.optim.Optimizer):
         self._optimizer_load_state_dict_post_hooks = {}
         self.param_groups = [*self._parts_groups()]
 
-    def _parts(self) -> List[torch.optim.Optimizer]:
+    def _parts(self) -> list[torch.optim.Optimizer]:
         return [o for o in (self.adamw, self.muon) if o is not None]
 
     def _parts_groups(self):
@@ -266,20 +273,20 @@ class MuonWithAdamW(torch.optim.Optimizer):
                 else:
                     p.grad.zero_()
 
-    def state_dict(self) -> Dict[str, Any]:  # type: ignore[override]
+    def state_dict(self) -> dict[str, Any]:  # type: ignore[override]
         return {
             "adamw": None if self.adamw is None else self.adamw.state_dict(),
             "muon": None if self.muon is None else self.muon.state_dict(),
         }
 
-    def load_state_dict(self, state_dict: Dict[str, Any]) -> None:  # type: ignore[override]
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:  # type: ignore[override]
         for key, o in (("adamw", self.adamw), ("muon", self.muon)):
             if o is not None:
                 o.load_state_dict(state_dict[key])
         self.param_groups[:] = [*self._parts_groups()]
 
 
-def muon(params: Sequence[Any], cfg: Any, names: Optional[Sequence[str]] = None) -> MuonWithAdamW:
+def muon(params: Sequence[Any], cfg: Any, names: Sequence[str] | None = None) -> MuonWithAdamW:
     if names is None or (params and isinstance(params[0], dict)):
         raise ValueError("muon needs a model's named parameters (it does not stack over an ensemble)")
     return MuonWithAdamW(list(params), cfg, list(names))

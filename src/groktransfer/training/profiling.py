@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Optional
 
 import torch
 from torch.profiler import ProfilerActivity, profile
@@ -29,7 +28,7 @@ class ProfilerCallback(TrainerCallback):
         self.out_dir = Path(out_dir)
         self.epochs = epochs
         self._steps = 0
-        self._profiler: Optional[profile] = None
+        self._profiler: profile | None = None
 
     def on_fit_start(self, trainer: Trainer) -> None:
         activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])

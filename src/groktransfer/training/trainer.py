@@ -23,20 +23,20 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any
 
 import torch
 from tqdm.auto import tqdm
 
 from groktransfer.config.schema import GradFilterConfig, OptimizerConfig, Schedule, TrainConfig
+from groktransfer.runs.rundir import threshold_key
+from groktransfer.tasks.modular import Task
+from groktransfer.training.device import loss_dtype, to_cpu
 from groktransfer.training.gradfilters import build_gradfilter
 from groktransfer.training.losses import LOSSES
 from groktransfer.training.optimizers import build_optimizer
-from groktransfer.runs.rundir import threshold_key
-from groktransfer.training.device import loss_dtype, to_cpu
-from groktransfer.tasks.modular import Task
-
 
 #: examples per forward when a task answered at several positions is evaluated (the memory estimate reads it)
 EVAL_CHUNK = 8192
@@ -62,10 +62,10 @@ class EvalResult:
     test_acc: float
     lr: float
     # digit tasks only: fraction of answer digits right (train_acc/test_acc are exact match there)
-    train_digit_acc: Optional[float] = None
-    test_digit_acc: Optional[float] = None
+    train_digit_acc: float | None = None
+    test_digit_acc: float | None = None
 
-    def as_dict(self) -> Dict[str, float]:
+    def as_dict(self) -> dict[str, float]:
         return {k: v for k, v in asdict(self).items() if v is not None}
 
 
@@ -77,7 +77,7 @@ class Streak:
     source-checkpoint selection (a criterion held for ``held_for`` epochs).
     """
 
-    start: Optional[int] = None
+    start: int | None = None
 
     def update(self, epoch: int, ok: bool) -> int:
         """Record one eval; returns the epochs the criterion has held (0 when it does not hold)."""
@@ -100,9 +100,9 @@ class ThresholdTracker:
     early stopping waits for it to last ``patience`` epochs.
     """
 
-    thresholds: List[float]
-    first_epoch: Dict[float, Optional[int]] = field(default_factory=dict)
-    held: Dict[float, bool] = field(default_factory=dict)
+    thresholds: list[float]
+    first_epoch: dict[float, int | None] = field(default_factory=dict)
+    held: dict[float, bool] = field(default_factory=dict)
     streak: Streak = field(default_factory=Streak)
 
     def __post_init__(self) -> None:
@@ -124,20 +124,17 @@ class ThresholdTracker:
         """Epochs the last threshold has held without a break (0 if not holding)."""
         return self.streak.held_for(epoch)
 
-    def as_record(self) -> Dict[str, Dict[str, Any]]:
-        return {
-            threshold_key(t): {"epoch": self.first_epoch[t], "held": bool(self.held[t])}
-            for t in self.thresholds
-        }
+    def as_record(self) -> dict[str, dict[str, Any]]:
+        return {threshold_key(t): {"epoch": self.first_epoch[t], "held": bool(self.held[t])} for t in self.thresholds}
 
-    def state_dict(self) -> Dict[str, Any]:
+    def state_dict(self) -> dict[str, Any]:
         return {
             "first_epoch": {threshold_key(t): e for t, e in self.first_epoch.items()},
             "held": {threshold_key(t): h for t, h in self.held.items()},
             "streak_start": self.streak.start,
         }
 
-    def load_state_dict(self, state: Dict[str, Any]) -> None:
+    def load_state_dict(self, state: dict[str, Any]) -> None:
         for t in self.thresholds:
             self.first_epoch[t] = state["first_epoch"][threshold_key(t)]
             self.held[t] = state["held"][threshold_key(t)]
@@ -154,7 +151,7 @@ class NonFiniteWatch:
     ``shape``: () for one model, (k,) for an ensemble's k rows.
     """
 
-    def __init__(self, shape: Tuple[int, ...], device: torch.device) -> None:
+    def __init__(self, shape: tuple[int, ...], device: torch.device) -> None:
         self.epoch = torch.full(shape, -1, dtype=torch.long, device=device)
         self.loss = torch.zeros(shape, dtype=loss_dtype(device), device=device)
         self.every_epoch = device.type == "cpu"
@@ -168,7 +165,7 @@ class NonFiniteWatch:
         self.epoch = torch.where(new, epoch, self.epoch)
         self.loss = torch.where(new, loss.detach().to(self.loss.dtype), self.loss)
 
-    def failures(self) -> List[Tuple[int, int, float]]:
+    def failures(self) -> list[tuple[int, int, float]]:
         """(row, first non-finite epoch, its loss) of each row that had one: one read on the host."""
         if not self.pending:
             return []
@@ -194,19 +191,19 @@ class TrainerCallback:
     evaluation, ``on_fit_end`` when the loop ends for any reason.
     """
 
-    def on_fit_start(self, trainer: "Trainer") -> None:
+    def on_fit_start(self, trainer: Trainer) -> None:
         pass
 
-    def on_epoch_end(self, trainer: "Trainer", loss: torch.Tensor) -> None:
+    def on_epoch_end(self, trainer: Trainer, loss: torch.Tensor) -> None:
         pass
 
-    def on_eval(self, trainer: "Trainer", result: EvalResult) -> None:
+    def on_eval(self, trainer: Trainer, result: EvalResult) -> None:
         pass
 
-    def on_checkpoint(self, trainer: "Trainer", result: EvalResult) -> None:
+    def on_checkpoint(self, trainer: Trainer, result: EvalResult) -> None:
         pass
 
-    def on_fit_end(self, trainer: "Trainer") -> None:
+    def on_fit_end(self, trainer: Trainer) -> None:
         pass
 
 
@@ -257,7 +254,7 @@ def lr_factor(cfg: OptimizerConfig, total_steps: int):
     return factor
 
 
-def steps_per_epoch(n_train: int, batch_size: Optional[int]) -> int:
+def steps_per_epoch(n_train: int, batch_size: int | None) -> int:
     """Optimizer steps in one epoch: 1 at full batch, else one per (last possibly short) minibatch."""
     if batch_size is None or batch_size >= n_train:
         return 1
@@ -274,7 +271,7 @@ class Trainer:
         optimizer_cfg: OptimizerConfig,
         train_cfg: TrainConfig,
         callbacks: Sequence[TrainerCallback] = (),
-        gradfilter_cfg: Optional[GradFilterConfig] = None,
+        gradfilter_cfg: GradFilterConfig | None = None,
     ) -> None:
         self.model = model
         self.task = task
@@ -294,7 +291,7 @@ class Trainer:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self.lr_factor)
         self.thresholds = ThresholdTracker([float(t) for t in train_cfg.thresholds])
         self.epoch = 0
-        self.last_eval: Optional[EvalResult] = None
+        self.last_eval: EvalResult | None = None
         # The task's tensors live where the model does (train.device); see groktransfer.training.device.
         self.device = next(model.parameters()).device
         self._loss_dtype = loss_dtype(self.device)
@@ -337,7 +334,7 @@ class Trainer:
         """Mean training loss (train.loss; float64 cross-entropy by default) over the answer positions."""
         return self._logits_and_loss(tokens, labels)[1]
 
-    def _logits_and_loss(self, tokens: torch.Tensor, labels: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    def _logits_and_loss(self, tokens: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The answer logits and :meth:`loss` from them (in the loss dtype: float64 where the device has it)."""
         logits = self.answer_logits(tokens)
         if self._multi:
@@ -378,7 +375,9 @@ class Trainer:
         losses = self._loss_fn(logits, self._all_labels, self._loss_dtype, "none")
         correct = logits.argmax(dim=-1) == self._all_labels
         train, test = self._train_mask, ~self._train_mask
-        return self._result(losses[train].mean(), accuracy(correct[train]), losses[test].mean(), accuracy(correct[test]))
+        return self._result(
+            losses[train].mean(), accuracy(correct[train]), losses[test].mean(), accuracy(correct[test])
+        )
 
     @torch.no_grad()
     def _evaluate_reusing(self, train_logits: torch.Tensor, train_loss: torch.Tensor) -> EvalResult:
@@ -422,9 +421,11 @@ class Trainer:
         train_losses = self._loss_fn(logits, self._train_labels, self._loss_dtype, "none")
         test_losses = self._loss_fn(test_logits, self._test_labels, self._loss_dtype, "none")
         return self._result(
-            train_losses.mean(), accuracy(logits.argmax(dim=-1) == self._train_labels),
-            test_losses.mean(), accuracy(test_logits.argmax(dim=-1) == self._test_labels),
-        )  # fmt: skip
+            train_losses.mean(),
+            accuracy(logits.argmax(dim=-1) == self._train_labels),
+            test_losses.mean(),
+            accuracy(test_logits.argmax(dim=-1) == self._test_labels),
+        )
 
     def _result(self, train_loss, train_acc, test_loss, test_acc) -> EvalResult:
         return EvalResult(
@@ -436,7 +437,7 @@ class Trainer:
             lr=float(self.optimizer.param_groups[0]["lr"]),
         )
 
-    def _forward_train(self) -> Tuple[torch.Tensor, torch.Tensor]:
+    def _forward_train(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Logits on the training pairs and their loss (train.loss: float64 cross-entropy, the paper's precision, by default)."""
         logits = self.last_logits(self._train_tokens)
         loss = self._loss_fn(logits, self._train_labels, self._loss_dtype, "mean")
@@ -448,7 +449,7 @@ class Trainer:
         # drawn on the CPU: one order on every device
         return torch.randperm(self._train_tokens.shape[0], generator=gen).to(self.device)
 
-    def _train_epoch(self, first_loss: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def _train_epoch(self, first_loss: torch.Tensor | None = None) -> torch.Tensor:
         """Multi-position targets or minibatches: one epoch of steps; returns the mean loss before them.
 
         Full batch: one step. With ``batch_size``: one shuffled pass, the order a function of
@@ -504,7 +505,7 @@ class Trainer:
                 cb.on_checkpoint(self, result)
         return result
 
-    def _end_epoch(self, loss: torch.Tensor, bar: Any, deadline: Optional[float], max_epochs: int) -> bool:
+    def _end_epoch(self, loss: torch.Tensor, bar: Any, deadline: float | None, max_epochs: int) -> bool:
         """Bookkeeping after one epoch's update, the same on both loop paths: count the
         epoch, fail on a non-finite loss (read when :class:`NonFiniteWatch` says) or a spent
         time budget, run per-epoch callbacks. Returns whether the next iteration must evaluate first."""
@@ -556,7 +557,9 @@ class Trainer:
                     if eval_due:
                         if self._first_batch_evals:  # the first minibatch's forward serves the evaluation too
                             idx = self._batch_order()[: self.batch_size]
-                            first_logits, first_loss = self._logits_and_loss(self._train_tokens[idx], self._train_labels[idx])
+                            first_logits, first_loss = self._logits_and_loss(
+                                self._train_tokens[idx], self._train_labels[idx]
+                            )
                             self._record(self._evaluate_with_batch(idx, first_logits.detach()))
                         else:
                             self._record(self.evaluate())
@@ -594,21 +597,23 @@ class Trainer:
         )
 
     # ---- resume -------------------------------------------------------------
-    def state_dict(self) -> Dict[str, Any]:
+    def state_dict(self) -> dict[str, Any]:
         """Everything needed to continue bit-identically (model weights included), on CPU."""
         assert self.last_eval is not None
-        return to_cpu({
-            "epoch": self.epoch,
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "thresholds": self.thresholds.state_dict(),
-            "last_eval": self.last_eval.as_dict(),
-            "torch_rng": torch.get_rng_state(),
-            **({"gradfilter": self.gradfilter.state_dict()} if self.gradfilter is not None else {}),
-        })
+        return to_cpu(
+            {
+                "epoch": self.epoch,
+                "model": self.model.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(),
+                "thresholds": self.thresholds.state_dict(),
+                "last_eval": self.last_eval.as_dict(),
+                "torch_rng": torch.get_rng_state(),
+                **({"gradfilter": self.gradfilter.state_dict()} if self.gradfilter is not None else {}),
+            }
+        )
 
-    def load_state_dict(self, state: Dict[str, Any]) -> None:
+    def load_state_dict(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         if self.gradfilter is not None:
@@ -619,4 +624,3 @@ class Trainer:
         self.last_eval = EvalResult(**state["last_eval"])
         self.epoch = int(state["epoch"])
         torch.set_rng_state(state["torch_rng"])
-

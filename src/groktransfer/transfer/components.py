@@ -13,8 +13,9 @@ Optionally the source's Adam moments are carried over for the copied, trainable 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Dict, Iterable, List, Mapping
+from typing import Any
 
 import torch
 
@@ -39,13 +40,13 @@ def set_component_trainable(model: GrokModel, component: str, trainable: bool) -
         param.requires_grad_(trainable and model.trainable_by_config(name))
 
 
-def freeze_components(model: GrokModel, components: Mapping[str, Any]) -> List[str]:
+def freeze_components(model: GrokModel, components: Mapping[str, Any]) -> list[str]:
     """Freeze every component whose action is ``freeze``; returns the frozen parameter names.
 
     Used when a transfer is applied and again when a resumed run rebuilds its model.
     Components the model does not have are ignored (validation refused any action on them but copy).
     """
-    frozen: List[str] = []
+    frozen: list[str] = []
     for component in model.components:
         if _action(components, component) == ComponentAction.freeze:
             set_component_trainable(model, component, False)
@@ -57,12 +58,12 @@ def freeze_components(model: GrokModel, components: Mapping[str, Any]) -> List[s
 class TransferPlan:
     """What happened to each parameter; written to the run's source record."""
 
-    copied: List[str] = field(default_factory=list)
-    frozen: List[str] = field(default_factory=list)
-    reinitialised: List[str] = field(default_factory=list)
-    notes: List[str] = field(default_factory=list)
+    copied: list[str] = field(default_factory=list)
+    frozen: list[str] = field(default_factory=list)
+    reinitialised: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
-    def as_record(self) -> Dict[str, Any]:
+    def as_record(self) -> dict[str, Any]:
         return {
             "copied": self.copied,
             "frozen": self.frozen,
@@ -71,7 +72,9 @@ class TransferPlan:
         }
 
 
-def apply_transfer(model: GrokModel, source_state: Dict[str, torch.Tensor], components: Mapping[str, Any]) -> TransferPlan:
+def apply_transfer(
+    model: GrokModel, source_state: dict[str, torch.Tensor], components: Mapping[str, Any]
+) -> TransferPlan:
     """Copy / keep fresh / freeze each component of ``model`` from ``source_state`` in place.
 
     Parameters are transferred; buffers are constants of the architecture (the transformer's
@@ -80,8 +83,8 @@ def apply_transfer(model: GrokModel, source_state: Dict[str, torch.Tensor], comp
     plan = TransferPlan()
     source_state = model.adapt_source_state(dict(source_state), plan.notes)
     params = dict(model.named_parameters())
-    mismatches: List[str] = []
-    missing: List[str] = []
+    mismatches: list[str] = []
+    missing: list[str] = []
     for name, param in params.items():
         component = model.component_of(name)
         if _action(components, component) == ComponentAction.reinit:
@@ -112,7 +115,7 @@ def apply_transfer(model: GrokModel, source_state: Dict[str, torch.Tensor], comp
 
 
 def apply_embedding_map(
-    model: GrokModel, source_state: Dict[str, torch.Tensor], action: ComponentAction, seed: int, plan: TransferPlan
+    model: GrokModel, source_state: dict[str, torch.Tensor], action: ComponentAction, seed: int, plan: TransferPlan
 ) -> None:
     """Embedding-only transfer: the target's token embedding is the source's times a map
     (Xu et al. 2025), trained unless ``action`` is freeze (models with ``embedding_map``)."""
@@ -130,7 +133,7 @@ def apply_embedding_map(
 def carry_optimizer_state(
     optimizer: torch.optim.Optimizer,
     model: torch.nn.Module,
-    named_state: Dict[str, Dict[str, torch.Tensor]],
+    named_state: dict[str, dict[str, torch.Tensor]],
     names: Iterable[str],
 ) -> int:
     """Seed AdamW's moments for ``names`` from the source's saved state; returns how many."""
@@ -153,10 +156,10 @@ def carry_optimizer_state(
     return carried
 
 
-def named_optimizer_state(optimizer: torch.optim.Optimizer, model: torch.nn.Module) -> Dict[str, Dict[str, Any]]:
+def named_optimizer_state(optimizer: torch.optim.Optimizer, model: torch.nn.Module) -> dict[str, dict[str, Any]]:
     """AdamW state keyed by parameter name (portable across models and processes)."""
     by_id = {id(p): n for n, p in model.named_parameters()}
-    out: Dict[str, Dict[str, Any]] = {}
+    out: dict[str, dict[str, Any]] = {}
     for param, state in optimizer.state.items():
         name = by_id.get(id(param))
         if name is not None and "exp_avg" in state:
@@ -166,4 +169,3 @@ def named_optimizer_state(optimizer: torch.optim.Optimizer, model: torch.nn.Modu
                 "exp_avg_sq": state["exp_avg_sq"].detach().cpu().clone(),
             }
     return out
-

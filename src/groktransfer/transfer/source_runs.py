@@ -18,23 +18,31 @@ import logging
 import math
 import numbers
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Mapping, Optional
+from typing import Any
 
 import pandas as pd
 from filelock import FileLock, Timeout
 
-from groktransfer.utils.atomic import write_json
-from groktransfer.utils.errors import UserError
-from groktransfer.config.schema import TrainJobConfig
-from groktransfer.runs.identity import digest as identity_digest, source_parts
 from groktransfer.config.conditions import CONDITIONS, criteria_of
+from groktransfer.config.schema import TrainJobConfig
+from groktransfer.runs.identity import digest as identity_digest
+from groktransfer.runs.identity import source_parts
 from groktransfer.runs.integrity import (
-    Damage, check_completed, check_resumable, damage_line, read_manifest, record_all, status_damage,
-)  # fmt: skip
+    Damage,
+    check_completed,
+    check_resumable,
+    damage_line,
+    read_manifest,
+    record_all,
+    status_damage,
+)
 from groktransfer.runs.rundir import RunDir
 from groktransfer.training.trainer import Streak
+from groktransfer.utils.atomic import write_json
+from groktransfer.utils.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -50,15 +58,15 @@ class SourceSelectionError(UserError, RuntimeError):
 class SourceSpec:
     """Everything that determines a source run's weights and checkpoints."""
 
-    task: Dict[str, Any]  # name, p, frac_train, data_seed
-    model: Dict[str, Any]
-    optimizer: Dict[str, Any]
-    train: Dict[str, Any]  # max_epochs, eval_every, checkpoint_every, thresholds, patience, fast_path
+    task: dict[str, Any]  # name, p, frac_train, data_seed
+    model: dict[str, Any]
+    optimizer: dict[str, Any]
+    train: dict[str, Any]  # max_epochs, eval_every, checkpoint_every, thresholds, patience, fast_path
     model_seed: int
     # the gradient filter, where it is not the default (none): absent from the hash otherwise
-    gradfilter: Dict[str, Any] = field(default_factory=dict)
+    gradfilter: dict[str, Any] = field(default_factory=dict)
 
-    def as_dict(self) -> Dict[str, Any]:
+    def as_dict(self) -> dict[str, Any]:
         return {
             "version": SOURCE_CACHE_VERSION,
             "task": self.task,
@@ -69,7 +77,7 @@ class SourceSpec:
             **({"gradfilter": self.gradfilter} if self.gradfilter else {}),
         }
 
-    def task_config(self) -> Dict[str, Any]:
+    def task_config(self) -> dict[str, Any]:
         """The source task's keys (those at their defaults may be left out: ``tasks.registry.typed_task`` fills them)."""
         return dict(self.task)
 
@@ -105,13 +113,13 @@ class ChosenCheckpoint:
     train_acc: float
     test_acc: float
     path: Path
-    optimizer_path: Optional[Path]
-    criteria: Dict[str, Any]
+    optimizer_path: Path | None
+    criteria: dict[str, Any]
     # the source checkpoint's progress measures (see ``checkpoint_measures``): what the start *is*
-    measures: Dict[str, Any] = field(default_factory=dict)
-    requested_epoch: Optional[int] = None  # transfer=checkpoint: the epoch asked for
+    measures: dict[str, Any] = field(default_factory=dict)
+    requested_epoch: int | None = None  # transfer=checkpoint: the epoch asked for
 
-    def as_record(self) -> Dict[str, Any]:
+    def as_record(self) -> dict[str, Any]:
         return {
             "condition": self.condition,
             "epoch": self.epoch,
@@ -126,12 +134,23 @@ class ChosenCheckpoint:
 
 # measures.csv columns recorded for a transfer start (absent ones are skipped: tasks without a group)
 START_MEASURES = (
-    "train_loss", "test_loss", "train_acc", "test_acc", "restricted_loss", "restricted_acc",
-    "excluded_loss", "excluded_acc", "n_key_freqs", "key_freqs", "gini_W_E", "gini_W_L", "weight_norm_total",
-)  # fmt: skip
+    "train_loss",
+    "test_loss",
+    "train_acc",
+    "test_acc",
+    "restricted_loss",
+    "restricted_acc",
+    "excluded_loss",
+    "excluded_acc",
+    "n_key_freqs",
+    "key_freqs",
+    "gini_W_E",
+    "gini_W_L",
+    "weight_norm_total",
+)
 
 
-def checkpoint_measures(run_dir: RunDir, epoch: int) -> Dict[str, Any]:
+def checkpoint_measures(run_dir: RunDir, epoch: int) -> dict[str, Any]:
     """The progress measures the source run recorded at ``epoch`` (empty if it recorded none)."""
     path = run_dir.measures_path
     if not path.exists():
@@ -143,7 +162,7 @@ def checkpoint_measures(run_dir: RunDir, epoch: int) -> Dict[str, Any]:
     return start_measures(rows.iloc[-1].to_dict(), epoch)
 
 
-def start_measures(row: Mapping[str, Any], epoch: Optional[int]) -> Dict[str, Any]:
+def start_measures(row: Mapping[str, Any], epoch: int | None) -> dict[str, Any]:
     """The measures of one measures row (a measures.csv row or a family's measure scalars) that
     a transfer start records: the START_MEASURES first, then every other number the family
     measured (a plugin's own measures too). Absent and NaN entries are skipped.
@@ -154,7 +173,7 @@ def start_measures(row: Mapping[str, Any], epoch: Optional[int]) -> Dict[str, An
     loss falls before test loss). Accuracies, not losses: a memorised model's test loss is far
     above chance (overconfident), so test_loss - restricted_loss is large before any circuit exists.
     """
-    out: Dict[str, Any] = {"epoch": None if epoch is None else int(epoch)}
+    out: dict[str, Any] = {"epoch": None if epoch is None else int(epoch)}
     keys = list(START_MEASURES) + [k for k in row if k not in START_MEASURES and k != "epoch"]
     for key in keys:
         value = row.get(key)
@@ -165,7 +184,11 @@ def start_measures(row: Mapping[str, Any], epoch: Optional[int]) -> Dict[str, An
         elif key == "n_key_freqs":
             out[key] = int(value)
         elif isinstance(value, numbers.Real):  # numpy's numbers too (a pandas row)
-            out[key] = float(value) if key in START_MEASURES or isinstance(value, numbers.Real) and not isinstance(value, numbers.Integral) else int(value)
+            out[key] = (
+                float(value)
+                if key in START_MEASURES or isinstance(value, numbers.Real) and not isinstance(value, numbers.Integral)
+                else int(value)
+            )
     if "restricted_acc" in out and "test_acc" in out:
         out["restricted_test_gap"] = out["restricted_acc"] - out["test_acc"]
     return out
@@ -178,7 +201,7 @@ MEASURE_LIMITS = {
 }
 
 
-def measure_failures(measures: Dict[str, Any], criteria: Dict[str, Any]) -> List[str]:
+def measure_failures(measures: dict[str, Any], criteria: dict[str, Any]) -> list[str]:
     """Each measure limit in ``criteria`` that ``measures`` breaks, as readable text (empty = passes).
 
     A limit on a measure the checkpoint does not have (no measures recorded, or a task
@@ -197,7 +220,7 @@ def measure_failures(measures: Dict[str, Any], criteria: Dict[str, Any]) -> List
     return failed
 
 
-def accuracy_limits(criteria: Dict[str, Any], chance: float) -> Dict[str, float]:
+def accuracy_limits(criteria: dict[str, Any], chance: float) -> dict[str, float]:
     """The criteria's accuracy limits as accuracies: with ``relative_to_chance`` a limit a is
     chance + a (1 - chance), else a itself."""
     keys = ("min_train_acc", "min_test_acc", "max_test_acc")
@@ -206,7 +229,9 @@ def accuracy_limits(criteria: Dict[str, Any], chance: float) -> Dict[str, float]
     return {k: float(chance) + float(criteria[k]) * (1.0 - float(chance)) for k in keys}
 
 
-def select_checkpoint(run_dir: RunDir, condition: str, criteria: Dict[str, Any], chance: float = 0.0) -> ChosenCheckpoint:
+def select_checkpoint(
+    run_dir: RunDir, condition: str, criteria: dict[str, Any], chance: float = 0.0
+) -> ChosenCheckpoint:
     """Pick the checkpoint of a finished source run that meets ``criteria``.
 
     A checkpoint at epoch E qualifies when every eval in [E - held_for, E] has
@@ -226,8 +251,8 @@ def select_checkpoint(run_dir: RunDir, condition: str, criteria: Dict[str, Any],
     epochs = metrics["epoch"].to_numpy()
     ok_arr = ok.to_numpy()
     # qualifying[E]: criterion true at every eval in the window [E - held_for, E]
-    qualifying: List[int] = []
-    refused: List[str] = []  # checkpoints that met the accuracy rule but failed a measure limit
+    qualifying: list[int] = []
+    refused: list[str] = []  # checkpoints that met the accuracy rule but failed a measure limit
     streak = Streak()
     for epoch, good in zip(epochs.tolist(), ok_arr.tolist()):
         held = streak.update(int(epoch), bool(good))
@@ -291,7 +316,9 @@ def source_chance(run_dir: RunDir) -> float:
         return 0.0
 
 
-def choose_source_checkpoint(run_dir: RunDir, transfer: Dict[str, Any], condition: str, chance: float = 0.0) -> ChosenCheckpoint:
+def choose_source_checkpoint(
+    run_dir: RunDir, transfer: dict[str, Any], condition: str, chance: float = 0.0
+) -> ChosenCheckpoint:
     """The checkpoint a transfer condition starts from: by epoch (``checkpoint``) or by its criteria
     (``chance``: the source task's chance accuracy, for criteria stated relative to it)."""
     if CONDITIONS.get(condition).by_epoch:
@@ -299,12 +326,12 @@ def choose_source_checkpoint(run_dir: RunDir, transfer: Dict[str, Any], conditio
     return select_checkpoint(run_dir, condition, criteria_of(transfer, condition), chance)
 
 
-def saved_checkpoint_epochs(run_dir: RunDir) -> List[int]:
+def saved_checkpoint_epochs(run_dir: RunDir) -> list[int]:
     """Epochs of the run's periodic checkpoints (``epoch_NNNNNN.pt``), ascending."""
     return sorted(int(p.stem.split("_")[1]) for p in run_dir.epoch_checkpoints())
 
 
-def epoch_list(epochs: List[int]) -> str:
+def epoch_list(epochs: list[int]) -> str:
     """Epochs for a message: ``0, 20, ..., 1500 (every 20)`` when evenly spaced, else the first and last few."""
     if len(epochs) > 4 and len({b - a for a, b in zip(epochs, epochs[1:])}) == 1:
         return f"{epochs[0]}, {epochs[1]}, ..., {epochs[-1]} (every {epochs[1] - epochs[0]})"
@@ -313,7 +340,7 @@ def epoch_list(epochs: List[int]) -> str:
     return ", ".join(map(str, epochs))
 
 
-def select_checkpoint_near_epoch(run_dir: RunDir, requested: int, criteria: Dict[str, Any]) -> ChosenCheckpoint:
+def select_checkpoint_near_epoch(run_dir: RunDir, requested: int, criteria: dict[str, Any]) -> ChosenCheckpoint:
     """The saved checkpoint nearest ``requested`` (the earlier one on a tie), for ``transfer=checkpoint``.
 
     The chosen epoch and the requested one are both recorded; ``criteria`` may carry
@@ -439,7 +466,11 @@ class SourceCache:
             (run_dir.path / name).unlink(missing_ok=True)
 
     @staticmethod
-    def _move_aside(run_dir: RunDir, damaged: List[Damage]) -> None:
+    def _move_aside(run_dir: RunDir, damaged: list[Damage]) -> None:
         aside = run_dir.path.with_name(f"{run_dir.path.name}.corrupt-{int(time.time())}")
-        log.error("cached source run is corrupt (%s); moved it to %s and rebuilding it", damage_line(run_dir.path, damaged), aside)
+        log.error(
+            "cached source run is corrupt (%s); moved it to %s and rebuilding it",
+            damage_line(run_dir.path, damaged),
+            aside,
+        )
         run_dir.path.rename(aside)

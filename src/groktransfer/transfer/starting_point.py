@@ -13,23 +13,30 @@ from the resume state.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any
 
 import torch
 
-from groktransfer.model.checkpoint import LoadedCheckpoint, load_checkpoint
-from groktransfer.config.schema import ComponentAction, ModelConfig, TrainJobConfig, to_plain
 from groktransfer.config.conditions import needs_source
 from groktransfer.config.resolve import ResolvedSeeds
-from groktransfer.utils.errors import JobError
+from groktransfer.config.schema import ComponentAction, ModelConfig, TrainJobConfig, to_plain
+from groktransfer.measures.registry import CHECKPOINT_MEASURES
+from groktransfer.model.checkpoint import LoadedCheckpoint, load_checkpoint
 from groktransfer.model.registry import build_model, model_class
 from groktransfer.runs.rundir import RunDir
-from groktransfer.measures.registry import CHECKPOINT_MEASURES
-from groktransfer.transfer.source_runs import SourceCache, SourceSpec, choose_source_checkpoint, source_spec_from_config, start_measures
 from groktransfer.tasks.registry import family_of, make_task, typed_task
 from groktransfer.transfer.components import apply_embedding_map, apply_transfer, freeze_components
+from groktransfer.transfer.source_runs import (
+    SourceCache,
+    SourceSpec,
+    choose_source_checkpoint,
+    source_spec_from_config,
+    start_measures,
+)
+from groktransfer.utils.errors import JobError
 
 log = logging.getLogger(__name__)
 
@@ -42,9 +49,9 @@ class StartingPoint:
     """The model to train, what it was built from (the source record), carried optimizer state."""
 
     model: torch.nn.Module
-    record: Optional[Dict[str, Any]] = None
-    optimizer_state: Optional[Dict[str, Any]] = None
-    copied: List[str] = field(default_factory=list)
+    record: dict[str, Any] | None = None
+    optimizer_state: dict[str, Any] | None = None
+    copied: list[str] = field(default_factory=list)
 
 
 def build_starting_point(
@@ -60,12 +67,14 @@ def build_starting_point(
     if not needs_source(tr.name):
         return StartingPoint(model)
 
-    record: Dict[str, Any] = {"condition": str(tr.name)}
+    record: dict[str, Any] = {"condition": str(tr.name)}
     optimizer_state = None
     if tr.source.path is not None:
         path = Path(tr.source.path).expanduser().resolve()
         loaded = load_checkpoint(path, model_config=model_cfg)  # the shape of a bare TransformerLens state dict
-        record.update(source_path=str(path), source_format=loaded.source_format, epoch=loaded.epoch, metrics=loaded.metrics)
+        record.update(
+            source_path=str(path), source_format=loaded.source_format, epoch=loaded.epoch, metrics=loaded.metrics
+        )
         record.update(file_start_measures(job, seeds, loaded))
         source_state = loaded.state_dict
     else:
@@ -75,7 +84,10 @@ def build_starting_point(
         chosen = choose_source_checkpoint(source_dir, to_plain(tr), str(tr.name), chance)
         source_state = load_checkpoint(chosen.path).state_dict
         record.update(
-            source_hash=spec.content_hash, source_run_dir=str(source_dir.path), spec=spec.as_dict(), chosen=chosen.as_record()
+            source_hash=spec.content_hash,
+            source_run_dir=str(source_dir.path),
+            spec=spec.as_dict(),
+            chosen=chosen.as_record(),
         )
         if not tr.reset_optimizer:
             if chosen.optimizer_path is None:
@@ -85,7 +97,9 @@ def build_starting_point(
     if tr.embed_map:  # the embedding goes through the map below; everything else as configured
         applied = apply_transfer(model, source_state, {**components, "embed": ComponentAction.reinit})
         applied.reinitialised = [n for n in applied.reinitialised if model.component_of(n) != "embed"]
-        apply_embedding_map(model, source_state, components.get("embed", ComponentAction.copy), seeds.model_seed, applied)
+        apply_embedding_map(
+            model, source_state, components.get("embed", ComponentAction.copy), seeds.model_seed, applied
+        )
     else:
         applied = apply_transfer(model, source_state, components)
     record["components"] = {c: str(a) for c, a in components.items()}
@@ -95,7 +109,7 @@ def build_starting_point(
     return StartingPoint(model, record, optimizer_state, applied.copied)
 
 
-def file_start_measures(job: TrainJobConfig, seeds: ResolvedSeeds, loaded: LoadedCheckpoint) -> Dict[str, Any]:
+def file_start_measures(job: TrainJobConfig, seeds: ResolvedSeeds, loaded: LoadedCheckpoint) -> dict[str, Any]:
     """A checkpoint file's progress measures, as a cached source start records them (``source.start_measures``).
 
     A file carries no measures table, so they are computed here, on the task that
@@ -111,7 +125,9 @@ def file_start_measures(job: TrainJobConfig, seeds: ResolvedSeeds, loaded: Loade
     task = make_task(task_cfg, int(task_cfg.data_seed))
     family_measures = CHECKPOINT_MEASURES.find(task.family)
     if family_measures is None or not family_measures.on_file_starts:
-        note = family_measures.file_start_note if family_measures else f"{task.family} source task: no progress measures"
+        note = (
+            family_measures.file_start_note if family_measures else f"{task.family} source task: no progress measures"
+        )
         return {"measures": {}, "measured_on": measured_on, "measures_note": note}
     cls = model_class(loaded.model_config)
     shape = family_of(task_cfg.name).task_shape(task_cfg)
@@ -125,7 +141,7 @@ def file_start_measures(job: TrainJobConfig, seeds: ResolvedSeeds, loaded: Loade
 
 
 def model_for_resume(
-    job: TrainJobConfig, model_cfg: ModelConfig, seeds: ResolvedSeeds, saved_state: Optional[Dict[str, Any]] = None
+    job: TrainJobConfig, model_cfg: ModelConfig, seeds: ResolvedSeeds, saved_state: dict[str, Any] | None = None
 ) -> StartingPoint:
     """The model a resumed job loads its state into: the right shape and freeze flags.
 

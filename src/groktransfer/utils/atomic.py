@@ -19,9 +19,10 @@ from __future__ import annotations
 import json
 import os
 import secrets
+from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path, PurePath
-from typing import IO, Any, Iterator, Optional, Union
+from typing import IO, Any, Union
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -52,8 +53,8 @@ def atomic_open(
     path: PathLike,
     mode: str = "w",
     *,
-    encoding: Optional[str] = None,
-    newline: Optional[str] = None,
+    encoding: str | None = None,
+    newline: str | None = None,
     fsync: bool = True,
 ) -> Iterator[IO[Any]]:
     """Open a temporary file that replaces ``path`` only when the block exits cleanly.
@@ -127,7 +128,7 @@ def write_json(
     path: PathLike,
     obj: Any,
     *,
-    indent: Optional[int] = 2,
+    indent: int | None = 2,
     sort_keys: bool = False,
     fsync: bool = True,
 ) -> None:
@@ -145,7 +146,7 @@ def is_temporary(name: str) -> bool:
     return name.startswith(".") and name.endswith(_TMP_SUFFIX)
 
 
-def remove_stale_temps(directory: PathLike, name: Optional[str] = None) -> list[Path]:
+def remove_stale_temps(directory: PathLike, name: str | None = None) -> list[Path]:
     """Delete temporaries orphaned by a killed writer; returns what was removed.
 
     ``name`` limits the clean-up to one target file's temporaries (a run's metrics table),

@@ -23,8 +23,9 @@ from __future__ import annotations
 import importlib
 import logging
 import threading
+from collections.abc import Callable, Iterator
 from importlib.metadata import entry_points
-from typing import Callable, Dict, Generic, Iterator, List, Optional, TypeVar, overload
+from typing import Generic, TypeVar, overload
 
 from groktransfer.utils.errors import UserError
 
@@ -86,7 +87,7 @@ class Registry(Generic[T]):
     def __init__(self, kind: str, config_key: str = "") -> None:
         self.kind = kind
         self.config_key = config_key  # e.g. "optimizer.name": where a user spells the name
-        self._entries: Dict[str, T] = {}
+        self._entries: dict[str, T] = {}
 
     @overload
     def register(self, name: str) -> Callable[[T], T]: ...
@@ -94,7 +95,7 @@ class Registry(Generic[T]):
     @overload
     def register(self, name: str, entry: T) -> T: ...
 
-    def register(self, name: str, entry: Optional[T] = None):  # type: ignore[no-untyped-def]
+    def register(self, name: str, entry: T | None = None):  # type: ignore[no-untyped-def]
         """Add ``entry`` under ``name`` (or decorate it). A second entry under a name is refused."""
 
         def add(obj: T) -> T:
@@ -115,7 +116,7 @@ class Registry(Generic[T]):
                 f"unknown {self.kind} {where}{name!r}; registered: {', '.join(self.names())}"
             ) from None
 
-    def find(self, name: str) -> Optional[T]:
+    def find(self, name: str) -> T | None:
         """The entry under ``name``, or None: for optional hooks a family may leave out."""
         load_plugins()
         return self._entries.get(str(name))
@@ -124,7 +125,7 @@ class Registry(Generic[T]):
         load_plugins()
         return str(name) in self._entries
 
-    def names(self) -> List[str]:
+    def names(self) -> list[str]:
         load_plugins()
         return sorted(self._entries)
 

@@ -29,4 +29,6 @@ class EnsembleLauncherConf:
     threads: int = bounded(0, ge=0)
 
 
-ConfigStore.instance().store(group="hydra/launcher", name="ensemble", node=EnsembleLauncherConf, provider="groktransfer")
+ConfigStore.instance().store(
+    group="hydra/launcher", name="ensemble", node=EnsembleLauncherConf, provider="groktransfer"
+)

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Optional, Sequence
 
 from hydra.core.utils import JobReturn, configure_log, setup_globals
 from hydra.plugins.launcher import Launcher
@@ -29,9 +29,9 @@ class EnsembleLauncher(Launcher):
         self.threads = int(threads)
         self.n_jobs = int(n_jobs)
         self.jobs_per_gpu = int(jobs_per_gpu)
-        self.config: Optional[DictConfig] = None
-        self.task_function: Optional[TaskFunction] = None
-        self.hydra_context: Optional[HydraContext] = None
+        self.config: DictConfig | None = None
+        self.task_function: TaskFunction | None = None
+        self.hydra_context: HydraContext | None = None
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         self.config = config
@@ -39,13 +39,13 @@ class EnsembleLauncher(Launcher):
         self.task_function = task_function
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
-        from groktransfer.jobs.ensemble_launch import launch_sweep
-
         from groktransfer.config.ranges import range_problems
+        from groktransfer.jobs.ensemble_launch import launch_sweep
         from hydra_plugins.groktransfer_ensemble_launcher.config import EnsembleLauncherConf
 
-        settings = EnsembleLauncherConf(max_members=self.max_members, n_jobs=self.n_jobs,
-                                        jobs_per_gpu=self.jobs_per_gpu, threads=self.threads)  # fmt: skip
+        settings = EnsembleLauncherConf(
+            max_members=self.max_members, n_jobs=self.n_jobs, jobs_per_gpu=self.jobs_per_gpu, threads=self.threads
+        )
         problems = range_problems(settings, "hydra.launcher.")  # the ranges declared beside the launcher's keys
         if problems:  # bad input: one line and exit code 2 before any job is planned (0 means automatic)
             print("; ".join(problems), file=sys.stderr)
@@ -55,6 +55,12 @@ class EnsembleLauncher(Launcher):
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
         Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
         return launch_sweep(
-            self.hydra_context, self.config, job_overrides, initial_job_idx, self.max_members, self.threads, self.n_jobs,
+            self.hydra_context,
+            self.config,
+            job_overrides,
+            initial_job_idx,
+            self.max_members,
+            self.threads,
+            self.n_jobs,
             self.jobs_per_gpu,
-        )  # fmt: skip
+        )

@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, List, Sequence
+from typing import Any
 
 from hydra.core.singleton import Singleton
 from hydra.core.utils import JobReturn, JobStatus, filter_overrides
@@ -71,7 +72,7 @@ class SlurmLauncher(HydraSlurmLauncher):
             [f"job_id_for_{n}" for n in numbers],
             [state] * len(numbers),
         )
-        returns: List[JobReturn] = []
+        returns: list[JobReturn] = []
         for num, overrides, job in zip(numbers, job_overrides, jobs):
             try:
                 returns.append(job.results()[0])
@@ -80,7 +81,10 @@ class SlurmLauncher(HydraSlurmLauncher):
                 reason = f"SLURM job {job.job_id} ended {job.state} without a result"
                 recorded = record_lost_job(run_dir, reason)
                 log.error(
-                    "job #%d (%s): %s; %s", num, " ".join(filter_overrides(overrides)), reason,
+                    "job #%d (%s): %s; %s",
+                    num,
+                    " ".join(filter_overrides(overrides)),
+                    reason,
                     f"recorded as failed in {run_dir}" if recorded else f"nothing recorded ({run_dir})",
                 )
                 returns.append(JobReturn(overrides=list(overrides), status=JobStatus.FAILED, _return_value=exc))
