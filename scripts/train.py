@@ -24,7 +24,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from groktransfer.config.schema import TrainJobConfig, register_configs, to_typed
-from groktransfer.jobs.hydra_files import hydra_claim
+from groktransfer.jobs.hydra_files import hydra_claim, remove_created_run_dirs
 from groktransfer.jobs.run_job import Launch, given_keys, run_job
 from groktransfer.runs.job_log import discard_job_log, job_log_claimed, release_log_reserve
 from groktransfer.runs.rundir import STATUS_FILE, Status
@@ -55,7 +55,7 @@ def main(cfg: DictConfig) -> None:
         # One readable message, nothing written; in a sweep the other jobs go on.
         discard_job_log()
         log.error("%s", exc)
-        _remove_if_empty(launch.run_dir, parents=0 if in_sweep else 2)
+        remove_created_run_dirs(launch.run_dir, in_sweep)
         if in_sweep:
             return
         sys.exit(2)
@@ -73,16 +73,6 @@ def main(cfg: DictConfig) -> None:
     print(result.one_line(), flush=True)
     if result.status != Status.COMPLETED and not in_sweep:
         sys.exit(1)
-
-
-def _remove_if_empty(run_dir: Path, parents: int) -> None:
-    """Bad input writes nothing: Hydra creates the run directory before main runs, so an empty
-    one is removed again, with up to ``parents`` empty folders above it (``<experiment>/runs``)."""
-    for path in [run_dir, *list(run_dir.parents)[:parents]]:
-        try:
-            path.rmdir()  # only if empty
-        except OSError:
-            break
 
 
 if __name__ == "__main__":

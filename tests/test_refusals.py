@@ -41,6 +41,23 @@ def test_refusing_a_directory_that_holds_another_run_alters_none_of_its_files(tm
     assert digests(run_dir) == before  # Hydra's provenance files and the log included
 
 
+def test_a_refusal_removes_the_folders_it_made_and_keeps_those_that_were_there(tmp_path: Path) -> None:
+    # an empty folder given as the run directory's parent (here also the working directory of
+    # a user who made it for the run) was there before: a refusal keeps it and writes nothing
+    given = tmp_path / "mine"
+    given.mkdir()
+    proc = subprocess.run(
+        [PYTHON, str(REPO / "scripts" / "train.py"), *TINY, "optimizer.lr=nan", f"hydra.run.dir={given}/a/b/run"],
+        cwd=given, env=script_env(), capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 2 and "optimizer.lr=nan: must be finite" in _one_error_line(proc)
+    assert given.is_dir() and list(given.iterdir()) == []  # a/b/run made for the job, removed again
+    # the default layout under the working directory: multirun/<experiment>/runs/<time> made and removed
+    proc = subprocess.run([PYTHON, str(REPO / "scripts" / "train.py"), *TINY, "seed=-1"], cwd=given,
+                          env=script_env(), capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert proc.returncode == 2 and given.is_dir() and list(given.iterdir()) == []
+
+
 def test_a_source_checkpoint_of_the_wrong_shape_leaves_no_run_directory(tmp_path: Path) -> None:
     from groktransfer.config.schema import TrainJobConfig, to_typed
     from groktransfer.jobs.run_job import resolved_model_config

@@ -57,9 +57,33 @@ class RunDirCheck(Callback):
         _creatable(str(OmegaConf.select(config, "hydra.sweep.dir")), "hydra.sweep.dir (from paths.root)")
 
 
+#: The folders this process created for its run directory, deepest first, recorded before they
+#: were made: a refused job removes exactly these (:func:`remove_created_run_dirs`), never a
+#: folder that was there before (the working directory, a folder given as ``hydra.run.dir``'s parent).
+CREATED_RUN_DIRS: list[Path] = []
+
+
 def _creatable(path: str, what: str) -> None:
+    target = Path(path).absolute()
+    missing = []
+    for folder in (target, *target.parents):
+        if folder.exists():
+            break
+        missing.append(folder)
     try:
-        Path(path).mkdir(parents=True, exist_ok=True)
+        target.mkdir(parents=True, exist_ok=True)
+        CREATED_RUN_DIRS[:] = missing
     except OSError as exc:
         print(f"error: cannot create the {what} {path}: {exc.strerror or exc}", file=sys.stderr)
         sys.exit(2)
+
+
+def remove_created_run_dirs(run_dir: Path, in_sweep: bool) -> None:
+    """Bad input writes nothing: Hydra has created the run directory (and the folders above it
+    that were missing) before the job ran, so those still empty are removed again. A job of a
+    sweep removes only its own directory, if empty: the sweep's folder is the sweep's."""
+    for folder in [run_dir] if in_sweep else list(CREATED_RUN_DIRS):
+        try:
+            folder.rmdir()  # only if empty
+        except OSError:
+            break
