@@ -117,8 +117,8 @@ def _flat(state, prefix: str = "") -> Dict[str, object]:
     return {prefix: state}
 
 
-# (task, model, optimizer, gradient filter, extra): every family, model, optimizer and filter at
-# least once; digit tasks in minibatches as their presets train; a transfer start carrying Adam moments.
+# (task, model, optimizer, gradient filter, extra): every family, model, optimizer, filter and loss
+# at least once (the decoder of Power et al. on the fast path in minibatches); digit tasks in minibatches as their presets train; a transfer start carrying Adam moments.
 JOBS = {
     "add-one_layer-adamw": ["task=add", "model=one_layer", "optimizer=adamw", "gradfilter=none"],
     "subtract-two_layer-adam-ema": ["task=subtract", "model=two_layer", "optimizer=adam", "gradfilter=ema"],
@@ -127,6 +127,13 @@ JOBS = {
     "digit_add-attn_only-minibatch-ma": ["task=digit_add", "model=attn_only_2l", "optimizer=adamw", "gradfilter=ma",
                                          "train.batch_size=8"],
     "digit_sub-two_layer-muon-minibatch": ["task=digit_sub", "model=two_layer", "optimizer=muon", "train.batch_size=16"],
+    "multiply-power_2l-operator_token-minibatch": ["task=multiply", "model=power_2l", "optimizer=adam",
+                                                   "task.operator_token=true", "task.exclude_b_zero=true",
+                                                   "train.batch_size=64"],
+    "add-onehot_mlp-stablemax-orthograd": ["task=add", "model=onehot_mlp", "optimizer=adamw", "gradfilter=orthograd",
+                                           "train.loss=stablemax"],
+    "subtract-transformer_lens_init-ce_float32": ["task=subtract", "model=one_layer", "model.init=transformer_lens",
+                                                  "train.loss=ce_float32"],
     "divide-grokked-carried_moments": ["task=divide", "transfer=grokked", "transfer.source.task=divide",
                                        "transfer.source.max_epochs=12", "transfer.grokked.min_train_acc=0",
                                        "transfer.grokked.min_test_acc=0", "transfer.grokked.held_for=0",
