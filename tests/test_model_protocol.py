@@ -114,7 +114,7 @@ def test_a_model_that_cannot_read_the_task_is_refused(parity, tmp_path: Path) ->
     with pytest.raises(ConfigError, match=r"model.d_hidden=0: must be >= 1"):
         validate_job_config(compose_job(parity + SMALL + ["model.d_hidden=0"]))
     # a task answered at several positions needs a model that gives logits at every position
-    with pytest.raises(ConfigError, match=r"answered at 2 positions, and this model gives logits at the last position only"):
+    with pytest.raises(ConfigError, match=r"answered at 2 position\(s\) inside the sequence, and this model gives logits at the last position only"):
         validate_job_config(compose_job(parity + ["debug=smoke", "task=digit_add", "task.n_digits=2", "model=parity_mlp"]))
 
 

@@ -127,11 +127,12 @@ class GrokModel(nn.Module):
     @classmethod
     def task_problems(cls, cfg: Any, task: TaskShape) -> list[str]:
         """Reasons a model of this (unresolved) config cannot read the task: the default refuses
-        a task answered at several positions when the model reads only the last one."""
-        if task.answer_positions > 1 and not cls.every_position:
+        a task answered inside the sequence (at several positions, or at one that is not the
+        last) when the model gives logits at the last position only."""
+        if (task.answer_positions > 1 or not task.answer_at_last_position) and not cls.every_position:
             return [
                 f"model.architecture={cls.architecture}: {task.label} is answered at {task.answer_positions} "
-                "positions, and this model gives logits at the last position only"
+                "position(s) inside the sequence, and this model gives logits at the last position only"
             ]
         return []
 

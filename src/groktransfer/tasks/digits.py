@@ -388,6 +388,7 @@ class DigitFamily(TaskFamily):
     name = FAMILY
     task_names = tuple(DIGIT_TASKS)
     config_class = DigitTaskConfig
+    answer_at_last_position = False  # the answer digits are read at '=' and the digits after it
 
     def build(self, task_cfg: Any, data_seed: int) -> DigitTask:
         return DigitTask.from_config(task_cfg, data_seed)

@@ -49,7 +49,10 @@ class TaskShape:
     d_vocab: int  # input tokens
     d_vocab_out: int  # output classes
     seq_len: int  # tokens per example
-    answer_positions: int = 1  # positions the loss reads (the last one when 1)
+    answer_positions: int = 1  # positions the loss reads
+    # the loss reads the last position's logits (labels [N]); False: labels [N, k] read at the
+    # family's answer positions (digit tasks), which only a model with logits at every position scores
+    answer_at_last_position: bool = True
     exact_seq_len: bool = False  # a model must read exactly seq_len positions, not at least
 
 
@@ -117,6 +120,9 @@ class TaskFamily(ABC):
     config_class: type[TaskConfig] = TaskConfig
     #: whether a model must read exactly ``seq_len`` positions (model.n_ctx == seq_len), not at least
     exact_n_ctx: bool = False
+    #: the answer is the label of the last position (labels [N]); False: its tasks' labels are
+    #: [N, k], read at ``answer_positions`` inside the sequence (the digit family)
+    answer_at_last_position: bool = True
     #: whether the sweep report's circuit section (the Fourier multiplication circuit of
     #: Nanda et al.: key frequencies, restricted/excluded loss) reads this family's runs
     fourier_circuit: bool = False
@@ -158,6 +164,7 @@ class TaskFamily(ABC):
             self.label(task_cfg),
             *shapes,
             answer_positions=self.answer_positions(task_cfg),
+            answer_at_last_position=self.answer_at_last_position,
             exact_seq_len=self.exact_n_ctx,
         )
 
