@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 
 from conftest import PYTHON, REPO, TINY, compose_job, script_env
+from faults import status_now
 from groktransfer.config.schema import TrainJobConfig, to_typed
 from groktransfer.jobs.ensemble_launch import AUTO_MAX_MEMBERS, batch_key, chunk_groups, member_cap, train_planned
 from groktransfer.runs.rundir import RunDir
@@ -246,6 +247,13 @@ def test_sources_to_train_lists_each_missing_source_once(tmp_path: Path) -> None
     assert sources_to_train([known], tmp_path) == []
 
 
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
 def _children(pid: int) -> List[int]:
     """Live (not zombie) processes whose parent is ``pid``, from /proc."""
     kids = []
@@ -277,29 +285,34 @@ def test_workers_do_not_outlive_a_killed_launcher(tmp_path: Path) -> None:
     cmd = [PYTHON, "scripts/train.py", "-m", *BASE, "seed=0,1,2,3", "transfer=random", "train.max_epochs=1000000",
            "train.patience=0", "hydra/launcher=ensemble", "hydra.launcher.n_jobs=2", "hydra.launcher.threads=1",
            f"paths.root={root}", f"hydra.sweep.dir={sweep_dir}"]  # fmt: skip
-    proc = subprocess.Popen(cmd, cwd=REPO, env=script_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    log = tmp_path / "launcher.log"  # a file, not a pipe: under pytest-xdist a pipe read here never saw the lines
+    with log.open("w") as out:
+        proc = subprocess.Popen(cmd, cwd=REPO, env=script_env(), stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
     try:
-        assert proc.stdout is not None
-        seen = []
-        for line in proc.stdout:  # wait until both workers train
-            seen.append(line)
-            if "train as one ensemble" in line and sum("train as one ensemble" in s for s in seen) == 2:
-                break
-        else:
-            pytest.fail("".join(seen[-30:]))
-        workers = _children(proc.pid)
+        deadline = time.monotonic() + 240
+        def training() -> bool:  # both workers have started their ensembles, and all four members train
+            if log.read_text().count("train as one ensemble") < 2:
+                return False
+            records = [status_now(p.parent) for p in sweep_dir.glob("*/status.json")]
+            return len(records) == 4 and all(r.get("status") == "running" for r in records)
+
+        while not training():
+            if proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(log.read_text()[-3000:])
+            time.sleep(0.2)
+        workers = [pid for pid in _children(proc.pid) if "resource_tracker" not in _cmdline(pid)]
         assert len(workers) >= 2, workers
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
         deadline = time.monotonic() + 60
         while any(_alive(w) for w in workers) and time.monotonic() < deadline:
             time.sleep(0.2)
-        assert not any(_alive(w) for w in workers), "a worker outlived its launcher"
+        assert not any(_alive(w) for w in workers), ("a worker outlived its launcher", [_cmdline(w) for w in workers if _alive(w)])
     finally:
         if proc.poll() is None:
             proc.kill()
-    statuses = [json.loads(p.read_text())["status"] for p in sweep_dir.glob("*/status.json")]
-    assert statuses == ["stopped"] * 4, statuses  # each member recorded the interruption (resumable)
+    records = [json.loads(p.read_text()) for p in sweep_dir.glob("*/status.json")]
+    assert [r["status"] for r in records] == ["stopped"] * 4, [(r["status"], r["reason"]) for r in records]  # resumable
 
 
 def test_a_negative_launcher_setting_exits_2_before_planning(tmp_path: Path) -> None:

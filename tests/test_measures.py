@@ -18,7 +18,6 @@ from groktransfer.tasks.fourier import GroupFourier, fourier_basis, primitive_ro
 from groktransfer.measures.modular import (
     BASE_COLUMNS,
     FOURIER_COLUMNS,
-    FREQ_ROW_KEYS,
     assign_neuron_freqs,
     compute_progress_measures,
     gini,
@@ -27,6 +26,7 @@ from groktransfer.measures.modular import (
     target_freq_part,
     weight_sq_norms,
 )
+from groktransfer.runs.rundir import FREQ_ROW_KEYS
 from groktransfer.tasks.modular import Task
 
 MULTIPLICATIVE = ("multiply", "divide")

@@ -36,7 +36,7 @@ def _cluster_problem() -> Optional[str]:
 
 
 _PROBLEM = _cluster_problem()
-pytestmark = [pytest.mark.slurm, pytest.mark.skipif(_PROBLEM is not None, reason=str(_PROBLEM))]
+pytestmark = [pytest.mark.slurm, pytest.mark.xdist_group("slurm"), pytest.mark.skipif(_PROBLEM is not None, reason=str(_PROBLEM))]
 
 SLURM = ["hydra/launcher=slurm", "hydra.launcher.mem_gb=1", "hydra.launcher.timeout_min=30"]
 # A job long enough to be signalled mid-way: patience 0 so it always runs to max_epochs.

@@ -2,7 +2,8 @@
 
 Each combination runs once, here for 20 epochs (every step of the loop, an
 evaluation, a checkpoint and its measures); the slow variant runs the whole smoke job
-(1,500 epochs) as a user would and prints its time. On a 2-core AMD EPYC (AVX2) each whole
+(1,500 epochs) as a user would and prints its time. A model with logits at the last position only
+is refused for a task answered inside the sequence (the digit sums), before anything is written. On a 2-core AMD EPYC (AVX2) each whole
 smoke job takes 13-22 s: the digit tasks are one-digit sums there (conf/debug/smoke.yaml).
 """
 
