@@ -87,7 +87,7 @@ export PYTHONUNBUFFERED=1 WANDB_MODE=disabled
 echo "gpu_check on $machine -> $out"
 job=(logger=none train.progress_bar=false train.device="$device")
 
-step tests 300 "$py" -m pytest -q -p no:cacheprovider tests/test_cuda.py tests/test_device.py
+step tests 300 "$py" -m pytest -q -p no:cacheprovider -n 0 tests/test_cuda.py tests/test_device.py
 step digits 150 "$py" scripts/train.py task=digit_add model=attn_only_2l task.n_digits=2 task.frac_train=0.3 \
   train.batch_size=256 train.max_epochs=100 train.checkpoint_every=50 train.patience=0 "${job[@]}" \
   paths.root="$out/digits" hydra.run.dir="$out/digits/run"
