@@ -12,7 +12,9 @@ the numbers. The rule (:func:`verdict`):
   runs (min to max; a censored max is open-ended), or the ranges overlap; a yes/no claim
   that some runs share;
 * **differs** -- neither. The reason says by how much, and the claim's ``differences``
-  (what in the setting is not the paper's) say what may explain it.
+  (what in the setting is not the paper's) say what may explain it;
+* **not measured** -- no completed run measured it yet (a reproduction still training, or
+  one not run on this machine): no claim about agreement either way.
 
 A run that never reached a threshold is *censored* at its last epoch: counted, shown as
 ``≥``, never dropped (docs/science.md).
@@ -32,7 +34,7 @@ import yaml
 
 from groktransfer.runs.rundir import RunDir, threshold_key
 
-MATCHES, WITHIN, DIFFERS = "matches", "within the spread", "differs"
+MATCHES, WITHIN, DIFFERS, NOT_MEASURED = "matches", "within the spread", "differs", "not measured"
 
 
 # --------------------------------------------------------------------------- runs
@@ -205,7 +207,7 @@ def verdict(claim: Claim, ours: Measured) -> Tuple[str, str]:
     extra = f" Setting differences: {claim.differences}" if claim.differences else ""
     if claim.paper_bool is not None:
         if not ours.booleans:
-            return DIFFERS, "not measured." + extra
+            return NOT_MEASURED, "no completed run measured it yet."
         agree = sum(b == claim.paper_bool for b in ours.booleans)
         if agree == len(ours.booleans):
             return MATCHES, f"all {agree} runs agree with the paper."
@@ -214,7 +216,7 @@ def verdict(claim: Claim, ours: Measured) -> Tuple[str, str]:
         return DIFFERS, f"none of {len(ours.booleans)} runs agrees with the paper." + extra
     med, lower = ours.median()
     if math.isnan(med):
-        return DIFFERS, "no run measured it." + extra
+        return NOT_MEASURED, "no completed run measured it yet."
     lo, hi, open_hi = ours.spread()
     hi_eff = math.inf if open_hi else hi
     if claim.paper_range is not None:

@@ -34,7 +34,7 @@ from typing import Dict, List, Optional, Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from repro_lib import MATCHES, Run, read_sweep, verdict, write_json  # noqa: E402
+from repro_lib import DIFFERS, MATCHES, NOT_MEASURED, Run, read_sweep, verdict, write_json  # noqa: E402
 from reproductions import REPO, REPRODUCTIONS, Reproduction, Sweep  # noqa: E402
 from results import RESULTS_DIR, machine, record  # noqa: E402
 
@@ -151,7 +151,7 @@ def reproduce(repro: Reproduction, args: argparse.Namespace) -> dict:
         record(repro.name, machine(), figures, path=out, title=repro.title)
         print(f"[{repro.name}] recorded in {out}")
     for row in rows:
-        mark = "=" if row["verdict"] == MATCHES else "~" if row["verdict"] != "differs" else "≠"
+        mark = {MATCHES: "=", DIFFERS: "≠", NOT_MEASURED: "?"}.get(row["verdict"], "~")
         print(f"  {mark} {row['claim']}: paper {row['paper']} | ours {row['ours']} | {row['verdict']}")
     return figures
 
